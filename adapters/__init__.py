@@ -1,0 +1,1 @@
+"""Built-in source adapters (registered in the ``correlator.adapters`` entry-point group)."""

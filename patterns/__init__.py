@@ -1,0 +1,1 @@
+"""Built-in cause patterns (registered in the ``correlator.patterns`` entry-point group)."""

@@ -1,0 +1,1 @@
+"""The incident generator: realistic labeled scenario bundles, deterministic by seed."""

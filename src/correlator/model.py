@@ -1,0 +1,307 @@
+"""The domain model shared by every stage of an investigation.
+
+Data flows forward (see DESIGN.md): an :class:`Alert` is resolved, a
+:class:`Window` is chosen, sources fill :class:`Telemetry`, detection yields
+anomalies, patterns yield :class:`Finding` objects, and the
+:class:`Investigation` carries all of it to the report.
+
+Frames (pandas DataFrames) have fixed columns, listed in the ``*_COLUMNS``
+constants below, so every source (bundle files, Prometheus, Loki, ...) hands
+the engine the same shape.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "ANOMALY_COLUMNS",
+    "LOG_COLUMNS",
+    "SIGNAL_COLUMNS",
+    "SPAN_COLUMNS",
+    "Alert",
+    "Evidence",
+    "Finding",
+    "Gap",
+    "Investigation",
+    "Outcome",
+    "Telemetry",
+    "Window",
+    "empty_frame",
+    "parse_time",
+]
+
+#: Long-format metric frame every metrics source returns.
+#: ``role`` is a catalog role (``request_rate``, ``cpu``...), ``service`` the
+#: service (or database) the series belongs to, ``ts`` unix seconds (float),
+#: ``value`` a float. Dimension columns are ``None`` when a role lacks them:
+#: ``peer`` (the other end of an edge: for edge roles ``service`` is the callee
+#: and ``peer`` the caller), ``pod``, ``node``, ``zone``, ``version``, and
+#: ``detail`` (any other distinguishing label value, e.g. a reason or state).
+SIGNAL_COLUMNS = ("role", "service", "ts", "value", "peer", "pod", "node", "zone", "version", "detail")
+
+#: One row per span. ``start`` unix seconds, ``duration`` seconds, ``kind`` the
+#: OTLP SpanKind integer (1 internal, 2 server, 3 client, 4 producer, 5 consumer),
+#: ``status`` the OTLP status code (0 unset, 1 ok, 2 error). ``peer`` names the
+#: callee of a client span when known (``peer.service``, ``server.address``,
+#: ``db.name``), ``db_system`` is set on database calls, ``error`` holds the
+#: exception type/message or status message when the span failed.
+SPAN_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "service",
+    "name",
+    "kind",
+    "start",
+    "duration",
+    "status",
+    "peer",
+    "db_system",
+    "zone",
+    "pod",
+    "version",
+    "error",
+)
+
+#: One row per log record. ``ts`` unix seconds, ``severity`` the OTLP severity
+#: number (9 info, 13 warn, 17 error, 21 fatal), ``level`` the text.
+LOG_COLUMNS = ("ts", "service", "severity", "level", "body", "trace_id", "span_id", "zone", "pod")
+
+#: One row per detected anomaly (see ``correlator.detect``).
+ANOMALY_COLUMNS = (
+    "service",
+    "role",
+    "onset",
+    "score",
+    "direction",
+    "baseline",
+    "peak",
+    "detail",
+)
+
+
+def empty_frame(columns: tuple[str, ...]) -> pd.DataFrame:
+    """An empty frame with the given columns (object dtype)."""
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+
+
+def parse_time(value: str | float | int | datetime) -> float:
+    """Parse RFC 3339 text, a datetime or unix seconds into unix seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        text = value.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        # Python < 3.11 rejects nanosecond fractions; trim to microseconds.
+        if "." in text:
+            head, _, rest = text.partition(".")
+            digits = "".join(ch for ch in rest if ch.isdigit())
+            tail = rest[len(digits) :]
+            text = f"{head}.{digits[:6]}{tail}"
+        dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def format_time(ts: float) -> str:
+    """Unix seconds as RFC 3339 UTC text (``2026-03-02T10:31:00Z``)."""
+    dt = datetime.fromtimestamp(ts, tz=UTC)
+    if dt.microsecond:
+        return dt.isoformat().replace("+00:00", "Z")
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An alert as Alertmanager's API v2 (or a webhook v4 payload) holds it."""
+
+    fingerprint: str
+    labels: dict[str, str]
+    annotations: dict[str, str] = field(default_factory=dict)
+    starts_at: float = 0.0
+    ends_at: float | None = None
+    status: str = "firing"
+    generator_url: str = ""
+    source: str = ""
+
+    @property
+    def name(self) -> str:
+        """The ``alertname`` label, or ``""``."""
+        return self.labels.get("alertname", "")
+
+    @property
+    def service(self) -> str | None:
+        """The service the alert names, from the usual labels."""
+        for key in ("service", "service_name", "job", "app", "deployment", "container"):
+            if self.labels.get(key):
+                return self.labels[key]
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The alert as JSON-ready data (the report contract's ``alert``)."""
+        return {
+            "fingerprint": self.fingerprint,
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "startsAt": format_time(self.starts_at),
+            "endsAt": format_time(self.ends_at) if self.ends_at else None,
+            "status": self.status,
+            "generatorURL": self.generator_url,
+        }
+
+
+@dataclass(frozen=True)
+class Window:
+    """The investigated span of time, and the baseline before it (unix seconds)."""
+
+    start: float
+    end: float
+    baseline_start: float
+
+    @property
+    def duration(self) -> float:
+        """Length of the investigated span in seconds."""
+        return self.end - self.start
+
+
+class Outcome(enum.StrEnum):
+    """What an adapter call or a pattern evaluation came to, as a value."""
+
+    OK = "ok"
+    NO_DATA = "no_data"
+    ERROR = "error"
+    NOT_EVALUATED = "not_evaluated"
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Something the investigation could not see, and why."""
+
+    source: str
+    why: str
+    signal: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        out: dict[str, Any] = {"source": self.source, "why": self.why}
+        if self.signal:
+            out["signal"] = self.signal
+        return out
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One piece of evidence a person can act on.
+
+    ``kind`` is one of ``metric``, ``log``, ``trace``, ``deploy``,
+    ``topology``, ``zone`` (free text is allowed for plugins).
+    """
+
+    kind: str
+    summary: str
+    service: str | None = None
+    signal: str | None = None
+    onset: float | None = None
+    query: str | None = None
+    url: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form; ``None`` fields are left out."""
+        out: dict[str, Any] = {"kind": self.kind, "summary": self.summary}
+        for key in ("service", "signal", "query", "url"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.onset is not None:
+            out["onset"] = format_time(self.onset)
+        if self.data:
+            out["data"] = self.data
+        return out
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A probable cause: a service, a cause word, a calibrated confidence."""
+
+    service: str
+    cause: str
+    confidence: float
+    evidence: tuple[Evidence, ...] = ()
+    pattern: str = ""
+    score: float = 0.0
+    features: dict[str, float] = field(default_factory=dict)
+    onset: float | None = None
+    zone: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form (the report contract's ``findings[]``)."""
+        out: dict[str, Any] = {
+            "service": self.service,
+            "cause": self.cause,
+            "confidence": round(float(self.confidence), 4),
+            "pattern": self.pattern,
+            "evidence": [e.to_json() for e in self.evidence],
+        }
+        if self.onset is not None:
+            out["onset"] = format_time(self.onset)
+        if self.zone:
+            out["zone"] = self.zone
+        return out
+
+
+@dataclass
+class Telemetry:
+    """What the collect stage gathered (frames with the ``*_COLUMNS`` shapes)."""
+
+    signals: pd.DataFrame = field(default_factory=lambda: empty_frame(SIGNAL_COLUMNS))
+    logs: pd.DataFrame = field(default_factory=lambda: empty_frame(LOG_COLUMNS))
+    spans: pd.DataFrame = field(default_factory=lambda: empty_frame(SPAN_COLUMNS))
+    edges: list[tuple[str, str, str]] = field(default_factory=list)
+    """Declared/discovered topology edges: ``(caller, callee, kind_of_callee)``."""
+    node_kinds: dict[str, str] = field(default_factory=dict)
+    """Node id -> ``service``/``database``/``cache``/``queue``/``external``."""
+    queries: dict[str, str] = field(default_factory=dict)
+    """Role -> the query text that produced it (for evidence)."""
+    links: dict[str, str] = field(default_factory=dict)
+    """Role -> a URL that shows the query in the backend's UI."""
+
+
+@dataclass
+class Investigation:
+    """The result of one investigation; every report renders this object."""
+
+    alert: Alert
+    window: Window
+    findings: list[Finding]
+    blast_radius: list[str]
+    gaps: list[Gap]
+    timings: dict[str, float]
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    anomalies: pd.DataFrame = field(default_factory=lambda: empty_frame(ANOMALY_COLUMNS))
+    topology: Any = None
+    """A ``networkx.DiGraph`` (caller -> callee)."""
+    not_evaluated: list[dict[str, str]] = field(default_factory=list)
+    """Patterns that could not be evaluated, with why."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON output contract (see docs/json-output.md)."""
+        return {
+            "alert": self.alert.to_json(),
+            "window": {"start": format_time(self.window.start), "end": format_time(self.window.end)},
+            "findings": [f.to_json() for f in self.findings],
+            "blast_radius": list(self.blast_radius),
+            "gaps": [g.to_json() for g in self.gaps],
+            "not_evaluated": list(self.not_evaluated),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }

@@ -1,0 +1,129 @@
+"""The source interfaces every backend implements.
+
+A backend (the scenario-bundle files, Prometheus, Loki, Tempo, Jaeger,
+Alertmanager) implements one or more of these small protocols. Methods raise
+:class:`SourceError` (or a subclass) when the backend fails; the collect
+stage turns that into a :class:`~correlator.model.Gap`, never a crash.
+
+Exception tree::
+
+    CorrelatorError
+     └── SourceError            a backend could not answer (down, 5xx, timeout, bad body)
+          └── SourceAuthError   401/403: credentials missing or wrong
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import pandas as pd
+
+from correlator.catalog import Catalog
+from correlator.errors import CorrelatorError
+from correlator.model import Alert, Window
+
+__all__ = [
+    "AlertSource",
+    "LogSource",
+    "MetricSource",
+    "SourceAuthError",
+    "SourceError",
+    "TopologySource",
+    "TraceSource",
+]
+
+
+class SourceError(CorrelatorError):
+    """A backend could not answer. The message names the backend, URL and fix."""
+
+
+class SourceAuthError(SourceError):
+    """The backend refused our credentials (401/403)."""
+
+
+@runtime_checkable
+class MetricSource(Protocol):
+    """Reads metric signals for catalog roles."""
+
+    name: str
+
+    def signals(self, catalog: Catalog, window: Window, step: float) -> pd.DataFrame:
+        """All catalog roles over ``[window.baseline_start, window.end]``.
+
+        Returns a frame with ``correlator.model.SIGNAL_COLUMNS``, aggregated by
+        service (and the role's dimensions), sampled every ``step`` seconds.
+        Counters come back as per-second rates, histograms as the role's
+        quantile in seconds. Implementations issue a bounded number of
+        requests (one per role alternative), never one per service.
+        """
+        ...
+
+    def query_for(self, catalog: Catalog, role: str) -> str | None:
+        """The query text that shows ``role`` (for evidence), if any."""
+        ...
+
+
+@runtime_checkable
+class LogSource(Protocol):
+    """Reads log records."""
+
+    name: str
+
+    def logs(
+        self,
+        window: Window,
+        services: Sequence[str] | None = None,
+        min_severity: int = 13,
+        limit: int = 5000,
+    ) -> pd.DataFrame:
+        """Records at or above ``min_severity`` (OTLP number) in the window.
+
+        Returns ``correlator.model.LOG_COLUMNS``. ``services=None`` means all.
+        """
+        ...
+
+
+@runtime_checkable
+class TraceSource(Protocol):
+    """Reads spans."""
+
+    name: str
+
+    def spans(
+        self,
+        window: Window,
+        services: Sequence[str] | None = None,
+        limit: int = 200,
+    ) -> pd.DataFrame:
+        """Spans of failing or slow traces (and a sample of normal ones) in the window.
+
+        Returns ``correlator.model.SPAN_COLUMNS``. ``limit`` bounds the number of traces.
+        """
+        ...
+
+
+@runtime_checkable
+class TopologySource(Protocol):
+    """Reads the service graph."""
+
+    name: str
+
+    def edges(self, window: Window) -> tuple[list[tuple[str, str]], dict[str, str]]:
+        """``([(caller, callee), ...], {node: kind})`` for the window."""
+        ...
+
+
+@runtime_checkable
+class AlertSource(Protocol):
+    """Lists and resolves alerts."""
+
+    name: str
+
+    def alerts(self) -> list[Alert]:
+        """Every alert this source can investigate."""
+        ...
+
+    def alert(self, fingerprint: str) -> Alert | None:
+        """The alert with this fingerprint (a unique prefix is fine), or ``None``."""
+        ...
