@@ -15,6 +15,7 @@ Exception tree::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
@@ -29,6 +30,7 @@ __all__ = [
     "MetricSource",
     "SourceAuthError",
     "SourceError",
+    "Sources",
     "TopologySource",
     "TraceSource",
 ]
@@ -127,3 +129,31 @@ class AlertSource(Protocol):
     def alert(self, fingerprint: str) -> Alert | None:
         """The alert with this fingerprint (a unique prefix is fine), or ``None``."""
         ...
+
+
+@dataclass
+class Sources:
+    """The backends one investigation reads, by kind (a backend may appear in several lists)."""
+
+    metrics: list[MetricSource] = field(default_factory=list)
+    logs: list[LogSource] = field(default_factory=list)
+    traces: list[TraceSource] = field(default_factory=list)
+    topology: list[TopologySource] = field(default_factory=list)
+    alerts: list[AlertSource] = field(default_factory=list)
+
+    @classmethod
+    def from_backends(cls, *backends: object) -> Sources:
+        """Sort backends into lists by the protocols they implement."""
+        out = cls()
+        for b in backends:
+            if isinstance(b, MetricSource):
+                out.metrics.append(b)
+            if isinstance(b, LogSource):
+                out.logs.append(b)
+            if isinstance(b, TraceSource):
+                out.traces.append(b)
+            if isinstance(b, TopologySource):
+                out.topology.append(b)
+            if isinstance(b, AlertSource):
+                out.alerts.append(b)
+        return out
