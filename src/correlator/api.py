@@ -1,0 +1,139 @@
+"""The library entry points: what the CLI, the service and notebooks call.
+
+>>> import correlator
+>>> inv = correlator.investigate("4f1c0e9a")      # an alert id from the bundled library
+>>> inv.findings[0].service, inv.findings[0].cause
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from correlator.catalog import Catalog, default_catalog
+from correlator.config import Settings, load_settings
+from correlator.errors import NotFoundError, UserInputError
+from correlator.fingerprint import alert_fingerprint
+from correlator.model import Alert, Investigation, parse_time
+from correlator.sources import Sources
+
+__all__ = ["alert_from_payload", "alerts", "build_sources", "investigate", "resolve_alert"]
+
+
+def _settings(config: str | Path | Settings | None) -> Settings:
+    if isinstance(config, Settings):
+        return config
+    return load_settings(config)
+
+
+def build_sources(settings: Settings, source: str | Path | None = None) -> Sources:
+    """The backends named by the settings (or ``source``, a bundle path).
+
+    With no bundle and no backend configured, the bundled scenario library is
+    the source: the embedded default.
+    """
+    from correlator.adapters.bundle import BundleBackend
+
+    backends: list[object] = []
+    bundle_path = source if source is not None else settings.bundle
+    real = _real_backends(settings) if source is None else []
+    if bundle_path is not None or not real:
+        path = Path(bundle_path) if bundle_path is not None else None
+        if path is not None and not path.exists():
+            raise UserInputError(
+                f"source {path} does not exist; pass a bundle folder or a folder of bundles "
+                "(or omit --source to use the bundled library)"
+            )
+        backends.append(BundleBackend(path))
+    backends.extend(real)
+    return Sources.from_backends(*backends)
+
+
+def _real_backends(settings: Settings) -> list[object]:
+    """Adapters for configured HTTP backends (imported lazily: optional weight)."""
+    out: list[object] = []
+    if not settings.backends:
+        return out
+    from correlator.plugins import build_backend
+
+    for name, backend in settings.backends.items():
+        out.append(build_backend(name, backend))
+    return out
+
+
+def catalog_for(settings: Settings) -> Catalog:
+    """The default catalog, extended by the configured catalog file if any."""
+    base = default_catalog()
+    return Catalog.load(settings.catalog, base) if settings.catalog else base
+
+
+def alerts(source: str | Path | None = None, config: str | Path | Settings | None = None) -> list[Alert]:
+    """Every alert the configured sources can investigate."""
+    sources = build_sources(_settings(config), source)
+    out: list[Alert] = []
+    for s in sources.alerts:
+        out.extend(s.alerts())
+    return out
+
+
+def resolve_alert(alert_id: str, sources: Sources) -> Alert:
+    """Find an alert by fingerprint (or a unique prefix) across alert sources."""
+    wanted = alert_id.strip().lower()
+    if not wanted:
+        raise UserInputError("an alert id is empty; run `correlator alerts` to list ids")
+    for s in sources.alerts:
+        found = s.alert(wanted)
+        if found is not None:
+            return found
+    raise NotFoundError(
+        f"no alert with id {alert_id!r} in {', '.join(s.name for s in sources.alerts) or 'any source'}; "
+        "run `correlator alerts` to list the ids you can investigate"
+    )
+
+
+def alert_from_payload(payload: Mapping[str, Any], index: int = 0) -> Alert:
+    """The ``index``-th alert of an Alertmanager webhook (v4) payload, or one alert object."""
+    items = payload.get("alerts")
+    raw: Mapping[str, Any] = items[index] if isinstance(items, list) else payload
+    labels = {str(k): str(v) for k, v in dict(raw.get("labels") or {}).items()}
+    if not labels:
+        raise UserInputError("the alert has no labels; an Alertmanager alert needs at least alertname")
+    ends = raw.get("endsAt")
+    ends_at = parse_time(ends) if ends and not str(ends).startswith("0001-") else None
+    status = raw.get("status")
+    state = status.get("state", "firing") if isinstance(status, dict) else str(status or "firing")
+    return Alert(
+        fingerprint=str(raw.get("fingerprint") or alert_fingerprint(labels)),
+        labels=labels,
+        annotations={str(k): str(v) for k, v in dict(raw.get("annotations") or {}).items()},
+        starts_at=parse_time(raw["startsAt"]) if raw.get("startsAt") else 0.0,
+        ends_at=ends_at,
+        status="firing" if state == "active" else state,
+        generator_url=str(raw.get("generatorURL") or ""),
+        source="payload",
+    )
+
+
+def investigate(
+    target: str | Alert | Mapping[str, Any],
+    source: str | Path | None = None,
+    config: str | Path | Settings | None = None,
+) -> Investigation:
+    """Investigate an alert id, an :class:`Alert`, or a webhook payload.
+
+    ``source`` is a bundle folder or folder of bundles (default: configured
+    backends, else the bundled library); ``config`` a config file path or
+    :class:`Settings`.
+    """
+    from correlator.engine import investigate as run
+
+    settings = _settings(config)
+    sources = build_sources(settings, source)
+    if isinstance(target, Alert):
+        alert = target
+    elif isinstance(target, Mapping):
+        alert = alert_from_payload(target)
+    else:
+        alert = resolve_alert(str(target), sources)
+    return run(alert, sources, settings, catalog_for(settings))
