@@ -1,0 +1,170 @@
+"""The ``correlator`` command line.
+
+Exit codes: 0 done, 2 bad input (config, bundle, argument), 3 nothing found
+for that id, 1 anything else. Errors are one clear message on stderr, never
+a traceback (``--debug`` shows one for bug reports).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from correlator import __version__
+from correlator.errors import CorrelatorError, UserInputError
+
+__all__ = ["cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _source_option(f: F) -> F:
+    return click.option(
+        "--source",
+        "source",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="A scenario bundle folder or a folder of bundles (default: configured "
+        "backends, else the bundled library).",
+    )(f)
+
+
+def _config_option(f: F) -> F:
+    return click.option(
+        "--config",
+        "config",
+        type=click.Path(path_type=Path),
+        default=None,
+        envvar="CORRELATOR_CONFIG",
+        help="Config file (YAML or JSON). Env: CORRELATOR_CONFIG.",
+    )(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="correlator")
+@click.option("--debug", is_flag=True, help="Show tracebacks (for bug reports).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Investigate alerts: ranked, calibrated, evidence-backed probable causes."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command()
+@click.argument("alert_id")
+@_source_option
+@_config_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "markdown", "json", "html"]),
+    default="text",
+    show_default=True,
+)
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Write here.")
+def investigate(
+    alert_id: str, source: Path | None, config: Path | None, fmt: str, output: Path | None
+) -> None:
+    """Investigate ALERT_ID (an alert fingerprint, or a unique prefix of one)."""
+    from correlator.api import investigate as run
+    from correlator.config import load_settings
+    from correlator.report import render
+
+    settings = load_settings(config)
+    inv = run(alert_id, source=source, config=settings)
+    _emit(render(inv, fmt, settings.top_n), output)
+
+
+@cli.command()
+@_source_option
+@_config_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def alerts(source: Path | None, config: Path | None, fmt: str) -> None:
+    """List the alerts that can be investigated, with their ids."""
+    import json
+
+    from correlator.api import alerts as list_alerts
+    from correlator.model import format_time
+
+    found = list_alerts(source, config)
+    if fmt == "json":
+        click.echo(json.dumps([a.to_json() | {"source": a.source} for a in found], indent=2))
+        return
+    if not found:
+        click.echo("No alerts found in the configured sources.")
+        return
+    click.echo(f"{'ID':<18} {'STARTS':<21} {'ALERT':<24} LABELS")
+    for a in sorted(found, key=lambda a: (a.source, a.starts_at)):
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(a.labels.items()) if k != "alertname")
+        click.echo(f"{a.fingerprint:<18} {format_time(a.starts_at):<21} {a.name:<24} {labels}")
+    click.echo(f"\n{len(found)} alerts. Investigate one with: correlator investigate <ID>")
+
+
+@cli.command()
+def patterns() -> None:
+    """List the installed cause patterns (built-in and plugins)."""
+    from correlator.plugins import PATTERN_GROUP, load_group
+
+    for name, cls in load_group(PATTERN_GROUP).items():
+        doc = (cls.__doc__ or "").strip().splitlines()
+        needs = ", ".join(getattr(cls, "needs", ()))
+        click.echo(f"{name:<20} {doc[0] if doc else ''}")
+        if needs:
+            click.echo(f"{'':<20} needs: {needs}")
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise UserInputError(f"cannot write {output}: {err.strerror}; choose another --output") from None
+    click.echo(f"wrote {output}", err=True)
+
+
+def _mount(module: str, attr: str) -> None:
+    """Add a command defined in another module, if that module is installed."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    cmd = getattr(mod, attr, None)
+    if isinstance(cmd, click.Command):
+        cli.add_command(cmd)
+
+
+_mount("correlator.generator.cli", "scenarios")
+_mount("correlator.lab", "lab")
+_mount("correlator.service.cli", "serve")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; turn correlator errors into one message and an exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="correlator", standalone_mode=False)
+    except CorrelatorError as err:
+        if debug:
+            raise
+        click.echo(f"error: {err}", err=True)
+        return err.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
