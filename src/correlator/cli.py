@@ -163,6 +163,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug, not a user mistake: say so briefly
+        if debug:
+            raise
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "this is a bug in correlator; rerun with --debug and report the traceback",
+            err=True,
+        )
+        return 1
     return 0
 
 
