@@ -1,0 +1,559 @@
+"""Scenario bundles: read, write and validate one incident's telemetry on disk.
+
+The format is described in ``scenario-bundle.md`` (``correlator-scenario/1``)::
+
+    <name>/
+      scenario.json        required
+      metrics.om[.gz]      required: OpenMetrics text with timestamps, ending in # EOF
+      logs.otlp.jsonl[.gz] optional: OTLP/JSON ExportLogsServiceRequest per line
+      traces.otlp.jsonl[.gz] optional: OTLP/JSON ExportTraceServiceRequest per line
+      topology.json        optional
+      catalog.json         optional
+
+Every problem in a bundle is a :class:`~correlator.errors.BundleError` naming
+the file, the line (when there is one) and what to fix; never a traceback.
+``scenario.json`` is checked when the bundle is read; the data files are
+parsed (and checked) the first time they are asked for, then cached.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from correlator.catalog import Catalog, default_catalog
+from correlator.errors import BundleError, ConfigError, CorrelatorError, UserInputError
+from correlator.fingerprint import alert_fingerprint
+from correlator.model import Alert, parse_time
+from correlator.openmetrics import Metrics, OpenMetricsError, parse_openmetrics
+from correlator.otlp import LogCollector, OtlpError, SpanCollector
+
+__all__ = [
+    "CATALOG_FILE",
+    "FORMAT",
+    "LOGS_FILE",
+    "METRICS_FILE",
+    "MIN_BASELINE",
+    "SCENARIO_FILE",
+    "TOPOLOGY_FILE",
+    "TRACES_FILE",
+    "Bundle",
+    "find_bundles",
+    "parse_alert",
+    "read_bundle",
+    "validate_bundle",
+    "write_bundle",
+]
+
+FORMAT = "correlator-scenario/1"
+SCENARIO_FILE = "scenario.json"
+METRICS_FILE = "metrics.om"
+LOGS_FILE = "logs.otlp.jsonl"
+TRACES_FILE = "traces.otlp.jsonl"
+TOPOLOGY_FILE = "topology.json"
+CATALOG_FILE = "catalog.json"
+#: Normal behaviour a bundle's window must hold before the fault (seconds).
+MIN_BASELINE = 30 * 60
+_NODE_KINDS = ("service", "database", "cache", "queue", "external")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _open_write(path: Path, compress: bool) -> IO[str]:
+    if compress:
+        return gzip.open(path, "wt", encoding="utf-8", compresslevel=6)
+    return path.open("w", encoding="utf-8")
+
+
+def _place(dest: Path, name: str, compress: bool) -> Path:
+    """The path to write ``name`` to; removes the other (plain/gz) variant."""
+    plain, gz = dest / name, dest / (name + ".gz")
+    target, other = (gz, plain) if compress else (plain, gz)
+    if other.exists():
+        other.unlink()
+    return target
+
+
+def write_bundle(
+    dest: str | Path,
+    scenario: Mapping[str, Any],
+    metrics_lines: Iterable[str],
+    logs: Iterable[Mapping[str, Any]] | None = None,
+    traces: Iterable[Mapping[str, Any]] | None = None,
+    topology: Mapping[str, Any] | None = None,
+    catalog: Mapping[str, Any] | None = None,
+    compress: bool = False,
+) -> Path:
+    """Write a bundle folder at ``dest`` and return its path.
+
+    ``metrics_lines`` are OpenMetrics text chunks written in order (``# EOF``
+    is appended when the text does not end with it); ``logs`` and ``traces``
+    are ``ExportLogsServiceRequest`` / ``ExportTraceServiceRequest`` dicts,
+    one per line. ``compress`` gzips the three data files. ``scenario`` gets
+    ``"format": "correlator-scenario/1"`` when it has no ``format``.
+    """
+    out = Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = dict(scenario)
+    doc.setdefault("format", FORMAT)
+    (out / SCENARIO_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+    with _open_write(_place(out, METRICS_FILE, compress), compress) as fh:
+        tail = ""
+        for chunk in metrics_lines:
+            if not chunk:
+                continue
+            fh.write(chunk)
+            tail = (tail + chunk)[-64:]
+        stripped = tail.rstrip()
+        if not (stripped == "# EOF" or stripped.endswith("\n# EOF")):
+            if tail and not tail.endswith("\n"):
+                fh.write("\n")
+            fh.write("# EOF\n")
+        elif not tail.endswith("\n"):
+            fh.write("\n")
+
+    for name, items in ((LOGS_FILE, logs), (TRACES_FILE, traces)):
+        if items is None:
+            for stale in (out / name, out / (name + ".gz")):
+                if stale.exists():
+                    stale.unlink()
+            continue
+        with _open_write(_place(out, name, compress), compress) as fh:
+            for item in items:
+                fh.write(json.dumps(item, separators=(",", ":")))
+                fh.write("\n")
+
+    for name, obj in ((TOPOLOGY_FILE, topology), (CATALOG_FILE, catalog)):
+        path = out / name
+        if obj is None:
+            if path.exists():
+                path.unlink()
+            continue
+        path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _data_file(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / (name + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except (OSError, EOFError) as exc:
+        raise BundleError(str(path), f"cannot read the file: {exc}") from exc
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, object)`` for each non-empty line; bad JSON is a BundleError."""
+    text = _read_bytes(path).decode("utf-8", "replace")
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BundleError(
+                str(path), f"not valid JSON: {err.msg} (column {err.colno})", lineno
+            ) from None
+        if not isinstance(obj, dict):
+            raise BundleError(str(path), "each line must be one JSON object", lineno)
+        yield lineno, obj
+
+
+def _load_json(path: Path) -> Any:
+    text = _read_bytes(path).decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise BundleError(
+            str(path), f"not valid JSON: {err.msg} (column {err.colno})", err.lineno
+        ) from None
+
+
+def _time(value: Any, path: Path, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise BundleError(str(path), f"{what} must be an RFC 3339 time, got {value!r}")
+    try:
+        ts = parse_time(value)
+    except ValueError:
+        raise BundleError(
+            str(path), f"{what} {value!r} is not an RFC 3339 time (e.g. 2026-03-02T09:00:00Z)"
+        ) from None
+    if ts > 1e11:
+        raise BundleError(str(path), f"{what} {value!r} looks like milliseconds; use seconds")
+    return ts
+
+
+def parse_alert(obj: Any, source: str, where: str = "alert") -> Alert:
+    """An Alertmanager API v2 alert object as an :class:`Alert` (BundleError when malformed)."""
+    if not isinstance(obj, Mapping):
+        raise BundleError(source, f"{where} must be an object (an Alertmanager API v2 alert)")
+    labels = obj.get("labels")
+    if not isinstance(labels, Mapping) or not labels:
+        raise BundleError(source, f"{where} has no 'labels' object")
+    fp = obj.get("fingerprint")
+    if not isinstance(fp, str) or not fp:
+        raise BundleError(
+            source,
+            f"{where} ({labels.get('alertname', '?')}) has no 'fingerprint'; "
+            f"Alertmanager would give it {alert_fingerprint({str(k): str(v) for k, v in labels.items()})}",
+        )
+    path = Path(source) / SCENARIO_FILE
+    starts = _time(obj.get("startsAt"), path, f"{where}.startsAt") if "startsAt" in obj else 0.0
+    ends: float | None = None
+    raw_end = obj.get("endsAt")
+    if raw_end and not str(raw_end).startswith("0001-"):
+        ends = _time(raw_end, path, f"{where}.endsAt")
+    status = obj.get("status", "firing")
+    if isinstance(status, Mapping):
+        status = status.get("state", "firing")
+        status = "firing" if status == "active" else str(status)
+    return Alert(
+        fingerprint=fp.lower(),
+        labels={str(k): str(v) for k, v in labels.items()},
+        annotations={str(k): str(v) for k, v in (obj.get("annotations") or {}).items()},
+        starts_at=starts,
+        ends_at=ends,
+        status=str(status),
+        generator_url=str(obj.get("generatorURL", "")),
+        source=source,
+    )
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One scenario bundle; data files are parsed on first access and cached."""
+
+    path: Path
+    scenario: Mapping[str, Any]
+    name: str
+    description: str
+    window: tuple[float, float]
+    alerts: tuple[Alert, ...]
+    truth: Mapping[str, Any] | None
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def file(self, name: str) -> Path | None:
+        """The path of a data file (plain or ``.gz``), or ``None``."""
+        return _data_file(self.path, name)
+
+    @property
+    def metrics(self) -> Metrics:
+        """The parsed ``metrics.om``."""
+        if "metrics" not in self._cache:
+            self._cache["metrics"] = _read_metrics(self.path)
+        return self._cache["metrics"]  # type: ignore[no-any-return]
+
+    @property
+    def logs(self) -> pd.DataFrame:
+        """``logs.otlp.jsonl`` as a frame with ``model.LOG_COLUMNS`` (empty when absent)."""
+        if "logs" not in self._cache:
+            self._cache["logs"] = _read_otlp(self.file(LOGS_FILE), LogCollector())
+        return self._cache["logs"]  # type: ignore[no-any-return]
+
+    @property
+    def spans(self) -> pd.DataFrame:
+        """``traces.otlp.jsonl`` as a frame with ``model.SPAN_COLUMNS`` (empty when absent)."""
+        if "spans" not in self._cache:
+            self._cache["spans"] = _read_otlp(self.file(TRACES_FILE), SpanCollector())
+        return self._cache["spans"]  # type: ignore[no-any-return]
+
+    @property
+    def topology(self) -> dict[str, Any] | None:
+        """``topology.json`` (checked), or ``None``."""
+        if "topology" not in self._cache:
+            self._cache["topology"] = _read_topology(self.path / TOPOLOGY_FILE)
+        return self._cache["topology"]  # type: ignore[no-any-return]
+
+    @property
+    def catalog(self) -> Catalog:
+        """The default catalog, extended (or replaced) by the bundle's ``catalog.json``."""
+        if "catalog" not in self._cache:
+            path = self.path / CATALOG_FILE
+            if path.is_file():
+                data = _load_json(path)
+                try:
+                    extra, replace = Catalog.from_json(data, where=str(path))
+                except ConfigError as exc:
+                    raise BundleError(str(path), str(exc).removeprefix(f"{path}: ")) from exc
+                self._cache["catalog"] = default_catalog().merged(extra, replace=replace)
+            else:
+                self._cache["catalog"] = default_catalog()
+        return self._cache["catalog"]  # type: ignore[no-any-return]
+
+
+def _read_metrics(folder: Path) -> Metrics:
+    path = _data_file(folder, METRICS_FILE)
+    if path is None:
+        raise BundleError(
+            str(folder / METRICS_FILE), "missing required file metrics.om (or metrics.om.gz)"
+        )
+    try:
+        return parse_openmetrics(_read_bytes(path))
+    except OpenMetricsError as exc:
+        raise BundleError(str(path), exc.problem, exc.line) from exc
+
+
+def _read_otlp(path: Path | None, collector: LogCollector | SpanCollector) -> pd.DataFrame:
+    if path is None:
+        return collector.frame()
+    for lineno, obj in _iter_jsonl(path):
+        try:
+            collector.add(obj)
+        except (OtlpError, AttributeError, TypeError, ValueError) as exc:
+            raise BundleError(str(path), f"not a valid OTLP/JSON request: {exc}", lineno) from exc
+    return collector.frame()
+
+
+def _read_topology(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    data = _load_json(path)
+    if not isinstance(data, dict):
+        raise BundleError(str(path), 'topology must be an object with "nodes" and "edges"')
+    for i, node in enumerate(data.get("nodes", [])):
+        if not isinstance(node, dict) or not isinstance(node.get("id"), str):
+            raise BundleError(str(path), f'nodes[{i}] needs a string "id"')
+        kind = node.get("kind", "service")
+        if kind not in _NODE_KINDS:
+            raise BundleError(
+                str(path),
+                f"nodes[{i}] ({node['id']}): kind {kind!r} must be one of {', '.join(_NODE_KINDS)}",
+            )
+    for i, edge in enumerate(data.get("edges", [])):
+        if not (
+            isinstance(edge, dict)
+            and isinstance(edge.get("source"), str)
+            and isinstance(edge.get("target"), str)
+        ):
+            raise BundleError(str(path), f'edges[{i}] needs string "source" and "target"')
+    return data
+
+
+def read_bundle(path: str | Path) -> Bundle:
+    """Read a bundle folder (``scenario.json`` is checked now; data files when used).
+
+    Raises :class:`BundleError` naming the file, line and problem.
+    """
+    folder = Path(path)
+    if folder.is_file() and folder.name == SCENARIO_FILE:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise BundleError(str(folder), "no such bundle folder")
+    spath = folder / SCENARIO_FILE
+    if not spath.is_file():
+        raise BundleError(str(spath), "missing required file scenario.json; is this a bundle?")
+    doc = _load_json(spath)
+    if not isinstance(doc, dict):
+        raise BundleError(str(spath), "scenario.json must hold a JSON object")
+    fmt = doc.get("format")
+    if fmt != FORMAT:
+        raise BundleError(
+            str(spath),
+            f"unknown format {fmt!r}; this version of correlator reads {FORMAT!r}",
+            _line_of(spath, '"format"'),
+        )
+    if _data_file(folder, METRICS_FILE) is None:
+        raise BundleError(
+            str(folder / METRICS_FILE), "missing required file metrics.om (or metrics.om.gz)"
+        )
+    window = doc.get("window")
+    if not isinstance(window, dict) or "start" not in window or "end" not in window:
+        raise BundleError(
+            str(spath), 'needs "window": {"start": ..., "end": ...}', _line_of(spath, '"window"')
+        )
+    start = _time(window["start"], spath, "window.start")
+    end = _time(window["end"], spath, "window.end")
+    if end <= start:
+        raise BundleError(
+            str(spath), "window.end must be after window.start", _line_of(spath, '"window"')
+        )
+    raw_alerts = doc.get("alerts")
+    if not isinstance(raw_alerts, list) or not raw_alerts:
+        raise BundleError(
+            str(spath),
+            'needs "alerts": a list of one or more Alertmanager API v2 alerts',
+            _line_of(spath, '"alerts"'),
+        )
+    alerts = []
+    for i, raw in enumerate(raw_alerts):
+        try:
+            alerts.append(parse_alert(raw, str(folder), where=f"alerts[{i}]"))
+        except BundleError as exc:
+            raise BundleError(str(spath), exc.problem, _alert_line(spath, i)) from exc
+    truth = doc.get("truth")
+    if truth is not None and not isinstance(truth, dict):
+        raise BundleError(str(spath), '"truth" must be an object', _line_of(spath, '"truth"'))
+    fault = _time(truth["start"], spath, "truth.start") if truth and "start" in truth else None
+    if fault is None:
+        fault = (
+            min(a.starts_at for a in alerts if a.starts_at)
+            if any(a.starts_at for a in alerts)
+            else None
+        )
+    if fault is not None and fault - start < MIN_BASELINE:
+        what = "truth.start" if truth and "start" in truth else "the first alert"
+        raise BundleError(
+            str(spath),
+            f"window too short: it starts {max(fault - start, 0) / 60:.0f} min before {what}; "
+            f"a bundle needs at least {MIN_BASELINE // 60} min of normal behaviour before the "
+            "fault (move window.start earlier)",
+            _line_of(spath, '"window"'),
+        )
+    return Bundle(
+        path=folder,
+        scenario=doc,
+        name=str(doc.get("name") or folder.name),
+        description=str(doc.get("description", "")),
+        window=(start, end),
+        alerts=tuple(alerts),
+        truth=truth,
+    )
+
+
+def _line_of(path: Path, needle: str) -> int | None:
+    """1-based line of the first occurrence of ``needle`` in a text file (for messages)."""
+    try:
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if needle in line:
+                return i
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def _alert_line(path: Path, index: int) -> int | None:
+    """1-based line where ``alerts[index]`` begins (best effort)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    pos = text.find('"alerts"')
+    if pos < 0:
+        return None
+    pos = text.find("[", pos)
+    depth, count = 0, -1
+    in_str = esc = False
+    for j in range(pos + 1, len(text)):
+        ch = text[j]
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+            continue
+        if ch == '"':
+            in_str = True
+        elif ch in "{[":
+            if depth == 0 and ch == "{":
+                count += 1
+                if count == index:
+                    return text.count("\n", 0, j) + 1
+            depth += 1
+        elif ch in "}]":
+            if depth == 0:
+                break
+            depth -= 1
+    return None
+
+
+def validate_bundle(path: str | Path) -> list[BundleError]:
+    """Every problem found in a bundle (empty when it is valid).
+
+    Reads all files, so it is as slow as an investigation's collect stage.
+    Each problem names its file and line. Checks beyond what reading needs:
+    alert fingerprints match the labels, and sample timestamps lie in the window.
+    """
+    problems: list[BundleError] = []
+    try:
+        bundle = read_bundle(path)
+    except BundleError as exc:
+        return [exc]
+    spath = str(bundle.path / SCENARIO_FILE)
+    for i, alert in enumerate(bundle.alerts):
+        expected = alert_fingerprint(alert.labels)
+        if alert.fingerprint != expected:
+            problems.append(
+                BundleError(
+                    spath,
+                    f"alerts[{i}] fingerprint {alert.fingerprint} does not match its labels "
+                    f"(Alertmanager computes {expected}); posted to Alertmanager it gets a new id",
+                    _alert_line(bundle.path / SCENARIO_FILE, i),
+                )
+            )
+        if alert.starts_at and not bundle.window[0] <= alert.starts_at <= bundle.window[1]:
+            problems.append(BundleError(spath, f"alerts[{i}] startsAt is outside the window"))
+    checks: list[tuple[str, Any]] = [
+        ("metrics", lambda: bundle.metrics),
+        ("logs", lambda: bundle.logs),
+        ("spans", lambda: bundle.spans),
+        ("topology", lambda: bundle.topology),
+        ("catalog", lambda: bundle.catalog),
+    ]
+    for _, check in checks:
+        try:
+            check()
+        except BundleError as exc:
+            problems.append(exc)
+        except CorrelatorError as exc:  # pragma: no cover - defensive
+            problems.append(BundleError(str(bundle.path), str(exc)))
+    if "metrics" in bundle._cache:
+        metrics: Metrics = bundle.metrics
+        if not metrics.series:
+            problems.append(BundleError(str(bundle.file(METRICS_FILE)), "no samples"))
+        else:
+            lo = min(float(s.ts[0]) for s in metrics.series)
+            hi = max(float(s.ts[-1]) for s in metrics.series)
+            start, end = bundle.window
+            if hi < start or lo > end:
+                problems.append(
+                    BundleError(
+                        str(bundle.file(METRICS_FILE)),
+                        "no sample lies inside scenario.json's window",
+                    )
+                )
+    return problems
+
+
+def find_bundles(path: str | Path) -> list[Path]:
+    """Bundle folders at ``path``: the folder itself, or bundles below it (two levels)."""
+    root = Path(path)
+    if (root / SCENARIO_FILE).is_file():
+        return [root]
+    if not root.is_dir():
+        raise UserInputError(f"{root}: no such folder; give a bundle folder or a folder of bundles")
+    found: list[Path] = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        if (child / SCENARIO_FILE).is_file():
+            found.append(child)
+        else:
+            found.extend(
+                sorted(g for g in child.iterdir() if g.is_dir() and (g / SCENARIO_FILE).is_file())
+            )
+    return found
+
+
+def copy_bundle(src: str | Path, dest: str | Path) -> Path:
+    """Copy a bundle folder (used by tests and the CLI's ``scenarios export``)."""
+    return Path(shutil.copytree(src, dest, dirs_exist_ok=True))
