@@ -68,7 +68,9 @@ def catalog_for(settings: Settings) -> Catalog:
     return Catalog.load(settings.catalog, base) if settings.catalog else base
 
 
-def alerts(source: str | Path | None = None, config: str | Path | Settings | None = None) -> list[Alert]:
+def alerts(
+    source: str | Path | None = None, config: str | Path | Settings | None = None
+) -> list[Alert]:
     """Every alert the configured sources can investigate."""
     sources = build_sources(_settings(config), source)
     out: list[Alert] = []
@@ -98,7 +100,9 @@ def alert_from_payload(payload: Mapping[str, Any], index: int = 0) -> Alert:
     raw: Mapping[str, Any] = items[index] if isinstance(items, list) else payload
     labels = {str(k): str(v) for k, v in dict(raw.get("labels") or {}).items()}
     if not labels:
-        raise UserInputError("the alert has no labels; an Alertmanager alert needs at least alertname")
+        raise UserInputError(
+            "the alert has no labels; an Alertmanager alert needs at least alertname"
+        )
     ends = raw.get("endsAt")
     ends_at = parse_time(ends) if ends and not str(ends).startswith("0001-") else None
     status = raw.get("status")

@@ -125,7 +125,9 @@ def _emit(text: str, output: Path | None) -> None:
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as err:
-        raise UserInputError(f"cannot write {output}: {err.strerror}; choose another --output") from None
+        raise UserInputError(
+            f"cannot write {output}: {err.strerror}; choose another --output"
+        ) from None
     click.echo(f"wrote {output}", err=True)
 
 

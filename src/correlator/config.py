@@ -142,7 +142,9 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; fix --config or CORRELATOR_CONFIG") from None
+        raise ConfigError(
+            f"config file {path} does not exist; fix --config or CORRELATOR_CONFIG"
+        ) from None
     except OSError as err:
         raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from None
     try:
@@ -156,7 +158,9 @@ def _read_file(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the config must be a mapping of settings, not {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: the config must be a mapping of settings, not {type(data).__name__}"
+        )
     return data
 
 
@@ -167,7 +171,9 @@ def _number(env: Mapping[str, str], name: str) -> float | None:
     try:
         return float(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds; write e.g. {name}=300") from None
+        raise ConfigError(
+            f"{name}={raw!r} is not a number of seconds; write e.g. {name}=300"
+        ) from None
 
 
 def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -185,29 +191,29 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, An
             out[key] = value
     if env.get("CORRELATOR_PATTERNS"):
         patterns = dict(out.get("patterns") or {})
-        patterns["enabled"] = [p.strip() for p in env["CORRELATOR_PATTERNS"].split(",") if p.strip()]
+        patterns["enabled"] = [
+            p.strip() for p in env["CORRELATOR_PATTERNS"].split(",") if p.strip()
+        ]
         out["patterns"] = patterns
     if env.get("CORRELATOR_CATALOG"):
         out["catalog"] = env["CORRELATOR_CATALOG"]
     if env.get("CORRELATOR_SOURCE"):
         out["bundle"] = env["CORRELATOR_SOURCE"]
-    backends = {k: dict(v) for k, v in (out.get("backends") or {}).items() if isinstance(v, dict)}
     if "backends" in out and not isinstance(out["backends"], dict):
         raise ConfigError("backends: must be a mapping of backend name to settings")
+    backends = {k: dict(v) for k, v in (out.get("backends") or {}).items() if isinstance(v, dict)}
     for name in BACKENDS:
         prefix = f"CORRELATOR_{name.upper()}_"
         for field in ("url", "token", "username", "password", "tenant"):
-            value = env.get(prefix + field.upper())
-            if value:
-                backends.setdefault(name, {})[field] = value
+            text = env.get(prefix + field.upper())
+            if text:
+                backends.setdefault(name, {})[field] = text
     if backends:
         out["backends"] = backends
     return out
 
 
-def load_settings(
-    path: str | Path | None = None, env: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Defaults, then the file, then ``CORRELATOR_*`` variables; validated."""
     env = os.environ if env is None else env
     file = path or env.get("CORRELATOR_CONFIG")

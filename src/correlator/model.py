@@ -43,7 +43,18 @@ __all__ = [
 #: ``peer`` (the other end of an edge: for edge roles ``service`` is the callee
 #: and ``peer`` the caller), ``pod``, ``node``, ``zone``, ``version``, and
 #: ``detail`` (any other distinguishing label value, e.g. a reason or state).
-SIGNAL_COLUMNS = ("role", "service", "ts", "value", "peer", "pod", "node", "zone", "version", "detail")
+SIGNAL_COLUMNS = (
+    "role",
+    "service",
+    "ts",
+    "value",
+    "peer",
+    "pod",
+    "node",
+    "zone",
+    "version",
+    "detail",
+)
 
 #: One row per span. ``start`` unix seconds, ``duration`` seconds, ``kind`` the
 #: OTLP SpanKind integer (1 internal, 2 server, 3 client, 4 producer, 5 consumer),
@@ -298,7 +309,10 @@ class Investigation:
         """The JSON output contract (see docs/json-output.md)."""
         return {
             "alert": self.alert.to_json(),
-            "window": {"start": format_time(self.window.start), "end": format_time(self.window.end)},
+            "window": {
+                "start": format_time(self.window.start),
+                "end": format_time(self.window.end),
+            },
             "findings": [f.to_json() for f in self.findings],
             "blast_radius": list(self.blast_radius),
             "gaps": [g.to_json() for g in self.gaps],

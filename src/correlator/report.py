@@ -50,7 +50,9 @@ def render_text(inv: Investigation, top: int = 5) -> str:
     for n in inv.not_evaluated:
         lines.append(f"Not evaluated: {n.get('pattern', '?')}: {n.get('why', '')}")
     total = sum(inv.timings.values())
-    lines.append(f"Took {total:.2f} s ({', '.join(f'{k} {v:.2f}' for k, v in inv.timings.items())})")
+    lines.append(
+        f"Took {total:.2f} s ({', '.join(f'{k} {v:.2f}' for k, v in inv.timings.items())})"
+    )
     return "\n".join(lines) + "\n"
 
 
