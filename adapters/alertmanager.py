@@ -1,0 +1,126 @@
+"""Alerts from Alertmanager's API v2.
+
+The v2 API has no get-by-fingerprint endpoint, so :meth:`AlertmanagerAdapter.alert`
+lists ``/api/v2/alerts`` (optionally narrowed with ``filter`` matchers) and
+matches the fingerprint; a unique prefix is enough, as with git hashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from correlator.escape import label_name
+from correlator.http import HttpBackend, HttpSettings
+from correlator.model import Alert, parse_time
+from correlator.sources import SourceError
+
+__all__ = ["AlertmanagerAdapter", "AmbiguousFingerprintError"]
+
+# Alertmanager writes "0001-01-01T00:00:00Z" for unset times.
+_ZERO_TIME = "0001-01-01"
+
+
+class AmbiguousFingerprintError(SourceError):
+    """A fingerprint prefix matches more than one alert."""
+
+
+def _matcher(label: str, value: str) -> str:
+    # Alertmanager's matcher grammar accepts Go-style quoted values.
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'{label_name(label)}="{escaped}"'
+
+
+class AlertmanagerAdapter:
+    """An :class:`~correlator.sources.AlertSource` over Alertmanager ``/api/v2``.
+
+    ``active``/``silenced``/``inhibited`` are passed to the list endpoint
+    (defaults include everything, so an alert being investigated is found even
+    when silenced).
+    """
+
+    name = "alertmanager"
+
+    def __init__(
+        self,
+        settings: HttpSettings | str,
+        client: httpx.Client | None = None,
+        *,
+        active: bool = True,
+        silenced: bool = True,
+        inhibited: bool = True,
+        backend: HttpBackend | None = None,
+    ) -> None:
+        if isinstance(settings, str):
+            settings = HttpSettings(name="alertmanager", url=settings)
+        self.settings = settings
+        self.http = backend or HttpBackend(settings, client)
+        self.flags = {"active": active, "silenced": silenced, "inhibited": inhibited}
+
+    def close(self) -> None:
+        """Close the HTTP client if the adapter built it."""
+        self.http.close()
+
+    def list_raw(self, matchers: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """``GET /api/v2/alerts`` as returned, narrowed by exact label matchers."""
+        params: list[tuple[str, str]] = [(k, str(v).lower()) for k, v in self.flags.items()]
+        params += [("filter", _matcher(k, v)) for k, v in (matchers or {}).items()]
+        body = self.http.get_json("/api/v2/alerts", params=params)
+        if not isinstance(body, list):
+            raise SourceError(
+                f"Alertmanager at {self.settings.public_url}/api/v2/alerts: expected a list "
+                f"of alerts, got {type(body).__name__}; is this Alertmanager's API v2?"
+            )
+        return body
+
+    def alerts(self, matchers: Mapping[str, str] | None = None) -> list[Alert]:
+        """Every alert (optionally narrowed by exact label matchers)."""
+        return [self._to_alert(a) for a in self.list_raw(matchers)]
+
+    def alert(self, fingerprint: str, matchers: Mapping[str, str] | None = None) -> Alert | None:
+        """The alert with this fingerprint or unique prefix, or ``None``.
+
+        Raises :class:`AmbiguousFingerprintError` when the prefix matches several.
+        """
+        wanted = fingerprint.strip().lower()
+        if not wanted:
+            return None
+        hits = [a for a in self.alerts(matchers) if a.fingerprint.lower().startswith(wanted)]
+        exact = [a for a in hits if a.fingerprint.lower() == wanted]
+        if exact:
+            return exact[0]
+        if len(hits) > 1:
+            shown = ", ".join(sorted(a.fingerprint for a in hits)[:5])
+            raise AmbiguousFingerprintError(
+                f"Alertmanager at {self.settings.public_url}: fingerprint prefix {fingerprint!r} "
+                f"matches {len(hits)} alerts ({shown}); give more digits"
+            )
+        return hits[0] if hits else None
+
+    def post_alerts(self, alerts: Sequence[Mapping[str, Any]]) -> None:
+        """``POST /api/v2/alerts`` (postableAlert objects: labels, annotations, startsAt, endsAt)."""
+        self.http.request("POST", "/api/v2/alerts", json_body=list(alerts))
+
+    def _to_alert(self, raw: Mapping[str, Any]) -> Alert:
+        try:
+            labels = {str(k): str(v) for k, v in (raw.get("labels") or {}).items()}
+            status = raw.get("status") or {}
+            state = status.get("state", "active") if isinstance(status, dict) else str(status)
+            ends = raw.get("endsAt")
+            return Alert(
+                fingerprint=str(raw["fingerprint"]),
+                labels=labels,
+                annotations={str(k): str(v) for k, v in (raw.get("annotations") or {}).items()},
+                starts_at=parse_time(raw["startsAt"]),
+                ends_at=parse_time(ends) if ends and not str(ends).startswith(_ZERO_TIME) else None,
+                status="firing" if state == "active" else str(state),
+                generator_url=str(raw.get("generatorURL") or ""),
+                source=f"alertmanager:{self.settings.public_url}",
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise SourceError(
+                f"Alertmanager at {self.settings.public_url}: an alert lacks or garbles "
+                f"{err}; is this Alertmanager's API v2?"
+            ) from err

@@ -1,0 +1,412 @@
+"""A local lab: real Prometheus, Alertmanager (and VictoriaMetrics) loaded from a bundle.
+
+Each server runs as a child process bound to 127.0.0.1 on a free port, with
+its data in a temporary directory. The context managers wait until the server
+is ready and always stop it (terminate, then kill) on exit, even on errors.
+
+* :func:`prometheus` backfills a TSDB from the bundle's ``metrics.om[.gz]`` with
+  ``promtool tsdb create-blocks-from openmetrics`` and starts Prometheus on it
+  with a 100-year retention (retention counts from the newest block, and
+  bundles can be old).
+* :func:`alertmanager` starts Alertmanager with a null receiver and clustering
+  off (``--cluster.listen-address=``), so nothing listens beyond loopback.
+* :func:`victoria_metrics` starts VictoriaMetrics when ``/usr/bin/victoria-metrics``
+  exists; :func:`import_victoria_metrics` loads OpenMetrics text into it.
+* :func:`run_lab` starts Prometheus and Alertmanager for a bundle, posts its
+  alerts, and returns the URLs; the ``lab`` click command wraps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import httpx
+
+from correlator.errors import CorrelatorError, UserInputError
+
+__all__ = [
+    "ALERTMANAGER_BIN",
+    "PROMETHEUS_BIN",
+    "PROMTOOL_BIN",
+    "VICTORIA_METRICS_BIN",
+    "LabError",
+    "LabUrls",
+    "Server",
+    "alertmanager",
+    "backfill_tsdb",
+    "bundle_metrics_file",
+    "import_victoria_metrics",
+    "lab",
+    "openmetrics_to_prometheus_text",
+    "prepare_alerts",
+    "prometheus",
+    "run_lab",
+    "victoria_metrics",
+]
+
+PROMETHEUS_BIN = "/usr/bin/prometheus"
+PROMTOOL_BIN = "/usr/bin/promtool"
+ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"
+VICTORIA_METRICS_BIN = "/usr/bin/victoria-metrics"
+
+
+class LabError(CorrelatorError):
+    """A lab server could not be prepared or started; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running lab server."""
+
+    name: str
+    url: str
+    pid: int
+    data_dir: Path
+    log_file: Path
+
+
+@dataclass(frozen=True)
+class LabUrls:
+    """What :func:`run_lab` started."""
+
+    prometheus: str
+    alertmanager: str
+    alerts: tuple[str, ...]
+    """Fingerprints of the posted alerts."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _require(binary: str, package: str) -> None:
+    if not Path(binary).exists():
+        raise LabError(f"{binary} is missing; install it with: apt-get install -y {package}")
+
+
+def bundle_metrics_file(bundle: str | Path) -> Path:
+    """The bundle's ``metrics.om`` or ``metrics.om.gz`` (or the path itself if it is a file)."""
+    p = Path(bundle)
+    if p.is_file():
+        return p
+    for name in ("metrics.om", "metrics.om.gz"):
+        if (p / name).is_file():
+            return p / name
+    raise UserInputError(f"{p}: no metrics.om or metrics.om.gz; is this a scenario bundle?")
+
+
+def _plain_copy(path: Path, dest_dir: Path) -> Path:
+    """``path`` itself, or a decompressed copy in ``dest_dir`` when it is gzipped."""
+    if path.suffix != ".gz":
+        return path
+    out = dest_dir / path.name.removesuffix(".gz")
+    with gzip.open(path, "rb") as src, out.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return out
+
+
+def backfill_tsdb(metrics: str | Path, tsdb_dir: str | Path) -> None:
+    """Create TSDB blocks in ``tsdb_dir`` from OpenMetrics text (``.gz`` is decompressed first)."""
+    _require(PROMTOOL_BIN, "prometheus")
+    tsdb = Path(tsdb_dir)
+    tsdb.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="correlator-om-") as tmp:
+        source = _plain_copy(Path(metrics), Path(tmp))
+        proc = subprocess.run(
+            [PROMTOOL_BIN, "tsdb", "create-blocks-from", "openmetrics", str(source), str(tsdb)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise LabError(f"promtool could not backfill {metrics}: {' / '.join(tail)}")
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                raise LabError(f"{url}: the server exited ({proc.returncode}): {' / '.join(tail)}")
+            try:
+                if client.get(url).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+    raise LabError(f"{url} was not ready within {timeout:g}s; see {log}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def _serve(
+    name: str, argv: list[str], ready_url: str, url: str, data_dir: Path, timeout: float
+) -> Iterator[Server]:
+    log = data_dir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=data_dir)
+    try:
+        _wait_ready(ready_url, proc, log, timeout)
+        yield Server(name=name, url=url, pid=proc.pid, data_dir=data_dir, log_file=log)
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def _workdir(path: str | Path | None, prefix: str) -> Iterator[Path]:
+    if path is not None:
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        yield p
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
+def prometheus(
+    metrics: str | Path | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    port: int | None = None,
+    timeout: float = 60.0,
+) -> Iterator[Server]:
+    """A Prometheus on 127.0.0.1 serving ``metrics`` (a bundle folder or an ``.om[.gz]`` file)."""
+    _require(PROMETHEUS_BIN, "prometheus")
+    with _workdir(data_dir, "correlator-prometheus-") as work:
+        tsdb = work / "tsdb"
+        tsdb.mkdir(exist_ok=True)
+        if metrics is not None:
+            backfill_tsdb(bundle_metrics_file(metrics), tsdb)
+        config = work / "prometheus.yml"
+        config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+        port = port or _free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [
+            PROMETHEUS_BIN,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tsdb}",
+            "--storage.tsdb.retention.time=100y",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ]
+        with _serve("prometheus", argv, url + "/-/ready", url, work, timeout) as server:
+            yield server
+
+
+_AM_CONFIG = """\
+route:
+  receiver: "null"
+  group_by: ["..."]
+receivers:
+  - name: "null"
+"""
+
+
+@contextlib.contextmanager
+def alertmanager(
+    *, data_dir: str | Path | None = None, port: int | None = None, timeout: float = 60.0
+) -> Iterator[Server]:
+    """An Alertmanager on 127.0.0.1 with a null receiver and clustering off."""
+    _require(ALERTMANAGER_BIN, "prometheus-alertmanager")
+    with _workdir(data_dir, "correlator-alertmanager-") as work:
+        config = work / "alertmanager.yml"
+        config.write_text(_AM_CONFIG)
+        storage = work / "data"
+        storage.mkdir(exist_ok=True)
+        port = port or _free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [
+            ALERTMANAGER_BIN,
+            f"--config.file={config}",
+            f"--storage.path={storage}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ]
+        with _serve("alertmanager", argv, url + "/-/ready", url, work, timeout) as server:
+            yield server
+
+
+@contextlib.contextmanager
+def victoria_metrics(
+    *, data_dir: str | Path | None = None, port: int | None = None, timeout: float = 60.0
+) -> Iterator[Server]:
+    """A VictoriaMetrics single node on 127.0.0.1 (``apt-get install -y victoria-metrics``)."""
+    _require(VICTORIA_METRICS_BIN, "victoria-metrics")
+    with _workdir(data_dir, "correlator-vm-") as work:
+        port = port or _free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [
+            VICTORIA_METRICS_BIN,
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={work / 'data'}",
+            "-retentionPeriod=100y",
+            "-search.disableCache",
+            "-loggerLevel=WARN",
+        ]
+        with _serve("victoria-metrics", argv, url + "/health", url, work, timeout) as server:
+            yield server
+
+
+def openmetrics_to_prometheus_text(lines: IO[str]) -> Iterator[str]:
+    """OpenMetrics sample lines (timestamps in seconds) as Prometheus text (milliseconds).
+
+    Comments, ``# EOF`` and exemplars are dropped; what VictoriaMetrics'
+    ``/api/v1/import/prometheus`` needs is the samples.
+    """
+    for raw in lines:
+        line = raw.rstrip("\n")
+        if not line or line.startswith("#"):
+            continue
+        # An exemplar follows " # " after the value/timestamp; label values may hold '#',
+        # so only look after the closing brace.
+        brace = line.rfind("}")
+        head, tail = (line[: brace + 1], line[brace + 1 :]) if brace >= 0 else ("", line)
+        if " # " in tail:
+            tail = tail.split(" # ", 1)[0]
+        fields = tail.split()
+        if brace < 0:
+            head, fields = fields[0], fields[1:]
+        if len(fields) == 2:
+            value, ts = fields
+            yield f"{head} {value} {round(float(ts) * 1000)}\n"
+        elif len(fields) == 1:
+            yield f"{head} {fields[0]}\n"
+
+
+def import_victoria_metrics(url: str, metrics: str | Path, chunk_lines: int = 50_000) -> int:
+    """Load an OpenMetrics file into VictoriaMetrics; returns the samples sent."""
+    path = bundle_metrics_file(metrics)
+    opener = gzip.open if path.suffix == ".gz" else open
+    sent = 0
+    with opener(path, "rt", encoding="utf-8") as fh, httpx.Client(timeout=120.0) as client:
+        batch: list[str] = []
+
+        def flush() -> None:
+            if batch:
+                r = client.post(url + "/api/v1/import/prometheus", content="".join(batch))
+                if r.status_code >= 300:
+                    raise LabError(f"VictoriaMetrics at {url} refused the import: {r.text[:200]}")
+                batch.clear()
+
+        for line in openmetrics_to_prometheus_text(fh):
+            batch.append(line)
+            sent += 1
+            if len(batch) >= chunk_lines:
+                flush()
+        flush()
+        # Make the samples searchable now rather than after the next periodic flush.
+        with contextlib.suppress(httpx.HTTPError):
+            client.get(url + "/internal/force_flush")
+    return sent
+
+
+def prepare_alerts(
+    alerts: Sequence[Mapping[str, Any]], now: float | None = None
+) -> list[dict[str, Any]]:
+    """Bundle alerts as Alertmanager ``postableAlert`` objects it will keep.
+
+    Alertmanager drops alerts whose ``endsAt`` has passed, so ``endsAt`` is set
+    a day ahead; ``startsAt`` and the labels stay as they are, so the
+    fingerprint does not change.
+    """
+    now = time.time() if now is None else now
+    ends = datetime.fromtimestamp(now + 86400, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = []
+    for a in alerts:
+        post: dict[str, Any] = {
+            "labels": dict(a.get("labels") or {}),
+            "annotations": dict(a.get("annotations") or {}),
+            "endsAt": ends,
+        }
+        if a.get("startsAt"):
+            post["startsAt"] = a["startsAt"]
+        if a.get("generatorURL"):
+            post["generatorURL"] = a["generatorURL"]
+        out.append(post)
+    return out
+
+
+def _bundle_alerts(bundle: Path) -> list[dict[str, Any]]:
+    scenario = bundle / "scenario.json"
+    try:
+        data = json.loads(scenario.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserInputError(f"{bundle}: no scenario.json; is this a scenario bundle?") from None
+    except json.JSONDecodeError as err:
+        raise UserInputError(f"{scenario}:{err.lineno}: not valid JSON: {err.msg}") from None
+    alerts = data.get("alerts") or []
+    if not isinstance(alerts, list):
+        raise UserInputError(f"{scenario}: 'alerts' must be a list")
+    return alerts
+
+
+@contextlib.contextmanager
+def run_lab(bundle_path: str | Path) -> Iterator[LabUrls]:
+    """Start Prometheus (backfilled) and Alertmanager (alerts posted) for a bundle.
+
+    A context manager: both servers stop when the block ends.
+    """
+    from correlator.adapters.alertmanager import AlertmanagerAdapter
+    from correlator.http import HttpSettings
+
+    bundle = Path(bundle_path)
+    if not bundle.is_dir():
+        raise UserInputError(f"{bundle} is not a bundle folder")
+    alerts = _bundle_alerts(bundle)
+    with prometheus(bundle) as prom, alertmanager() as am:
+        adapter = AlertmanagerAdapter(HttpSettings(name="alertmanager", url=am.url))
+        try:
+            adapter.post_alerts(prepare_alerts(alerts))
+            posted = tuple(a.fingerprint for a in adapter.alerts())
+        finally:
+            adapter.close()
+        yield LabUrls(prometheus=prom.url, alertmanager=am.url, alerts=posted)
+
+
+@click.command("lab")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def lab(bundle: Path) -> None:
+    """Start a local Prometheus and Alertmanager loaded with BUNDLE; Ctrl-C stops them."""
+    try:
+        with run_lab(bundle) as urls:
+            click.echo(f"Prometheus:   {urls.prometheus}")
+            click.echo(f"Alertmanager: {urls.alertmanager}")
+            click.echo("\nPoint correlator at them:")
+            click.echo(f"  export CORRELATOR_PROMETHEUS_URL={urls.prometheus}")
+            click.echo(f"  export CORRELATOR_ALERTMANAGER_URL={urls.alertmanager}")
+            for fp in urls.alerts:
+                click.echo(f"  correlator investigate {fp}")
+            click.echo("\nCtrl-C stops both servers.")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+    except CorrelatorError as err:
+        raise click.ClickException(str(err)) from err

@@ -1,0 +1,173 @@
+"""PrometheusAdapter against a real Prometheus 2.42 backfilled with promtool."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from correlator.adapters.prometheus import (
+    SERVICE_LABEL,
+    PrometheusAdapter,
+    choose_step,
+    render_promql,
+)
+
+from correlator.catalog import Catalog, Matcher, SignalSpec, default_catalog
+from correlator.escape import regex_alternation
+from correlator.http import HttpSettings
+from correlator.model import SIGNAL_COLUMNS, Window
+
+pytest_plugins = ["servers"]
+pytestmark = pytest.mark.prometheus
+
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+SPAN = 3600
+STEP = 15
+HOSTILE = '"} or vector(1) # \\ \n.*'
+SERVICES = {"checkout": 10.0, "payment": 2.0, "a.b": 1.0, "aXb": 3.0, HOSTILE: 5.0}
+FILLER = [f"svc-{i:03d}" for i in range(60)]
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def write_metrics(path: Path) -> Path:
+    """Counters, a histogram and a per-pod gauge; every sample timestamped."""
+    lines = ["# TYPE traces_span_metrics_calls counter"]
+    rates = dict(SERVICES) | {s: 1.0 for s in FILLER}
+    for svc, rate in rates.items():
+        for status, share in (("STATUS_CODE_UNSET", 0.9), ("STATUS_CODE_ERROR", 0.1)):
+            lbl = f'service_name="{_esc(svc)}",span_kind="SPAN_KIND_SERVER",status_code="{status}"'
+            for i in range(SPAN // STEP + 1):
+                lines.append(
+                    f"traces_span_metrics_calls_total{{{lbl}}} {rate * share * STEP * i:g} {T0 + i * STEP}"
+                )
+    lines.append("# TYPE traces_span_metrics_duration_seconds histogram")
+    for le in ("0.1", "0.5", "+Inf"):
+        lbl = f'service_name="checkout",span_kind="SPAN_KIND_SERVER",le="{le}"'
+        for i in range(SPAN // STEP + 1):
+            lines.append(
+                f"traces_span_metrics_duration_seconds_bucket{{{lbl}}} {10 * STEP * i} {T0 + i * STEP}"
+            )
+    lines.append("# TYPE container_memory_working_set_bytes gauge")
+    for pod, value in (("checkout-7d9f8b6c5d-x2k4q", 100.0), ("orders-db-0", 50.0)):
+        lbl = f'pod="{pod}",container="app",namespace="shop"'
+        for i in range(SPAN // STEP + 1):
+            lines.append(f"container_memory_working_set_bytes{{{lbl}}} {value:g} {T0 + i * STEP}")
+    lines.append("# EOF")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def prom(prometheus_server, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
+    path = write_metrics(tmp_path_factory.mktemp("om") / "metrics.om")
+    return str(prometheus_server(path).url)
+
+
+@pytest.fixture
+def adapter(prom: str) -> Iterator[PrometheusAdapter]:
+    a = PrometheusAdapter(HttpSettings(name="prometheus", url=prom))
+    yield a
+    a.close()
+
+
+WINDOW = Window(start=T0 + 1800, end=T0 + 3000, baseline_start=T0 + 600)
+
+
+def test_signals_gives_per_service_rates(prom: str, adapter: PrometheusAdapter) -> None:
+    frame = adapter.signals(default_catalog(), WINDOW, 60)
+    assert list(frame.columns) == list(SIGNAL_COLUMNS)
+    req = frame[frame.role == "request_rate"].groupby("service")["value"].median()
+    assert req["checkout"] == pytest.approx(10.0, rel=1e-6)
+    assert req["payment"] == pytest.approx(2.0, rel=1e-6)
+    assert req[HOSTILE] == pytest.approx(5.0, rel=1e-6)
+    err = frame[frame.role == "error_rate"].groupby("service")["value"].median()
+    assert err["checkout"] == pytest.approx(1.0, rel=1e-6)
+    lat = frame[frame.role == "latency"]
+    assert set(lat.service) == {"checkout"}
+    assert lat.value.median() == pytest.approx(0.095, rel=1e-6)
+    mem = frame[frame.role == "memory"]
+    # Attributed from the pod name (Deployment and StatefulSet suffixes removed).
+    assert set(mem.service) == {"checkout", "orders-db"}
+    assert set(mem.pod) == {"checkout-7d9f8b6c5d-x2k4q", "orders-db-0"}
+    ts = sorted(frame[frame.role == "request_rate"].ts.unique())
+    assert ts[0] >= WINDOW.baseline_start - 60 and ts[-1] <= WINDOW.end
+    assert "request_rate" in adapter.queries
+    assert adapter.links["request_rate"].startswith(prom + "/graph?g0.expr=")
+
+
+def test_one_request_per_spec_regardless_of_service_count(prom: str) -> None:
+    sent: list[httpx.Request] = []
+    catalog = default_catalog()
+    with httpx.Client(event_hooks={"request": [sent.append]}) as client:
+        adapter = PrometheusAdapter(HttpSettings(name="prometheus", url=prom), client)
+        frame = adapter.signals(catalog, WINDOW, 60)
+    assert frame[frame.role == "request_rate"].service.nunique() == len(SERVICES) + len(FILLER)
+    assert len(sent) == len(list(catalog.all_specs()))
+    assert all(r.url.path == "/api/v1/query_range" for r in sent)
+
+
+def _only(spec: SignalSpec) -> Catalog:
+    return Catalog({spec.role: (spec,)})
+
+
+@pytest.mark.parametrize("value", [HOSTILE, "a.b", "checkout"])
+def test_hostile_label_values_select_only_their_series(
+    adapter: PrometheusAdapter, value: str
+) -> None:
+    spec = SignalSpec(
+        "request_rate",
+        "traces_span_metrics_calls_total",
+        "counter",
+        matchers=(
+            Matcher("service_name", "=", value),
+            Matcher("status_code", "=", "STATUS_CODE_UNSET"),
+        ),
+    )
+    frame = adapter.signals(_only(spec), WINDOW, 60)
+    assert set(frame.service) == {value}
+    assert frame.value.median() == pytest.approx(SERVICES[value] * 0.9, rel=1e-6)
+
+
+def test_regex_matcher_escapes_metacharacters(prom: str, adapter: PrometheusAdapter) -> None:
+    regex = regex_alternation(["a.b", HOSTILE])  # the spec quotes it when rendering
+    spec = SignalSpec(
+        "request_rate",
+        "traces_span_metrics_calls_total",
+        "counter",
+        matchers=(Matcher("service_name", "=~", regex),),
+    )
+    frame = adapter.signals(_only(spec), WINDOW, 60)
+    # "aXb" would match an unescaped "a.b"; ".*" in the hostile value would match all.
+    assert set(frame.service) == {"a.b", HOSTILE}
+
+
+def test_instant_query_and_query_for(prom: str, adapter: PrometheusAdapter) -> None:
+    rows = adapter.instant(
+        'sum by (service_name) (rate(traces_span_metrics_calls_total{service_name="payment"}[5m]))',
+        at=T0 + 1800,
+    )
+    assert rows == [({"service_name": "payment"}, pytest.approx(2.0))]
+    text = adapter.query_for(default_catalog(), "request_rate")
+    assert text is not None and "traces_span_metrics_calls_total" in text
+    assert SERVICE_LABEL in text
+
+
+def test_choose_step_respects_point_limit() -> None:
+    w = Window(start=0, end=30 * 86400, baseline_start=-86400)
+    step = choose_step(w)
+    assert (w.end - w.baseline_start) / step < 11_000
+    assert choose_step(Window(start=0, end=600, baseline_start=-600)) == 15.0
+
+
+def test_render_promql_shapes() -> None:
+    counter = render_promql(default_catalog().specs("request_rate")[0], 60)
+    assert counter.startswith(f"sum by ({SERVICE_LABEL}) (")
+    assert "[60s]" in counter
+    hist = render_promql(default_catalog().specs("latency")[4], 30)
+    assert hist.startswith("(histogram_quantile(0.95, sum by (le, correlator_service) (")
+    assert hist.endswith(") * 0.001")
