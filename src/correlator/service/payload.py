@@ -1,0 +1,260 @@
+"""Strict validation of Alertmanager's webhook payload (version 4).
+
+The receiver trusts nothing it is sent: the body must be UTF-8 JSON in the
+shape Alertmanager documents for ``version: "4"``. Fields this module does not
+know (newer Alertmanagers add ``notification_reason``, ``routeLabels``...) are
+accepted and ignored, so an upgrade of Alertmanager never breaks delivery.
+
+Every rejection is a :class:`PayloadError` carrying the HTTP status to answer
+with and a message that names the field and what was wrong::
+
+    PayloadError
+     status 400  body is not UTF-8 or not JSON
+     status 413  too many alerts in one payload (body size is checked by the app)
+     status 422  JSON of the wrong shape: missing field, wrong type, unknown version
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from correlator.fingerprint import alert_fingerprint
+from correlator.model import Alert, parse_time
+
+__all__ = [
+    "Limits",
+    "PayloadError",
+    "WebhookAlert",
+    "WebhookPayload",
+    "parse_payload",
+    "to_alerts",
+]
+
+SUPPORTED_VERSION = "4"
+_FINGERPRINT = re.compile(r"^[0-9a-fA-F]{1,64}$")
+# Go's zero time.Time, which Alertmanager sends as endsAt of a firing alert.
+_GO_ZERO_YEAR = "0001-"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one payload, so a single request cannot exhaust the service."""
+
+    max_alerts: int = 1000
+    """Alerts in one payload (Alertmanager's ``max_alerts`` in webhook_config)."""
+    max_labels: int = 256
+    """Labels (and, separately, annotations) on one alert."""
+    max_value_bytes: int = 16384
+    """Bytes in one label or annotation value."""
+
+
+class PayloadError(Exception):
+    """The request body is not an acceptable webhook payload.
+
+    ``status`` is the HTTP status to answer with; the message says what to fix.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+class _Model(BaseModel):
+    # Unknown fields are ignored on purpose: newer Alertmanagers add fields.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+
+def _limits(info: ValidationInfo) -> Limits:
+    ctx = info.context
+    if isinstance(ctx, dict) and isinstance(ctx.get("limits"), Limits):
+        return ctx["limits"]
+    return Limits()
+
+
+def _check_mapping(value: dict[str, str], what: str, limits: Limits) -> dict[str, str]:
+    if len(value) > limits.max_labels:
+        raise ValueError(f"{len(value)} {what}; at most {limits.max_labels} are accepted")
+    for key, text in value.items():
+        if not key:
+            raise ValueError(f"an empty {what[:-1]} name is not allowed")
+        size = len(text.encode("utf-8"))
+        if size > limits.max_value_bytes or len(key) > limits.max_value_bytes:
+            raise ValueError(
+                f"{what[:-1]} {key[:60]!r} is {size} bytes; at most {limits.max_value_bytes} "
+                "are accepted"
+            )
+    return value
+
+
+def _check_time(value: str, field: str) -> str:
+    try:
+        parse_time(value)
+    except (ValueError, OverflowError):
+        raise ValueError(
+            f"{value[:60]!r} is not an RFC 3339 time; {field} looks like 2026-03-02T10:31:00Z"
+        ) from None
+    return value
+
+
+class WebhookAlert(_Model):
+    """One alert of a webhook notification."""
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: str  # noqa: N815 - Alertmanager's field name
+    endsAt: str | None = None  # noqa: N815
+    generatorURL: str = ""  # noqa: N815
+    fingerprint: str | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if not v:
+            raise ValueError("an alert needs at least one label (alertname)")
+        return _check_mapping(v, "labels", _limits(info))
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        return _check_mapping(v, "annotations", _limits(info))
+
+    @field_validator("startsAt")
+    @classmethod
+    def _starts(cls, v: str) -> str:
+        return _check_time(v, "startsAt")
+
+    @field_validator("endsAt")
+    @classmethod
+    def _ends(cls, v: str | None) -> str | None:
+        if v is None or v.startswith(_GO_ZERO_YEAR):
+            return v
+        return _check_time(v, "endsAt")
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _fingerprint(cls, v: str | None) -> str | None:
+        if v is not None and v != "" and not _FINGERPRINT.match(v):
+            raise ValueError(f"{v[:60]!r} is not a hex fingerprint like 3fb1b9b26b2b8f12")
+        return v or None
+
+
+class WebhookPayload(_Model):
+    """A webhook notification, as Alertmanager sends it (version 4)."""
+
+    version: str
+    status: Literal["firing", "resolved"]
+    alerts: list[WebhookAlert]
+    receiver: str = ""
+    groupKey: str = ""  # noqa: N815
+    truncatedAlerts: int = 0  # noqa: N815
+    groupLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    commonLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    externalURL: str = ""  # noqa: N815
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if v != SUPPORTED_VERSION:
+            raise ValueError(
+                f"webhook payload version {v[:20]!r} is not supported; this receiver "
+                f'understands Alertmanager\'s version "{SUPPORTED_VERSION}"'
+            )
+        return v
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors(include_url=False)[:10]:
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"{loc}: {msg}")
+    more = err.error_count() - len(lines)
+    if more > 0:
+        lines.append(f"... and {more} more problems")
+    return "; ".join(lines)
+
+
+def _json_problem(err: ValidationError) -> str | None:
+    for e in err.errors(include_url=False):
+        if e["type"] == "json_invalid":
+            return str(e["msg"]).removeprefix("Invalid JSON: ")
+    return None
+
+
+def parse_payload(body: bytes, limits: Limits | None = None) -> WebhookPayload:
+    """Validate a webhook request body; raise :class:`PayloadError` if unacceptable."""
+    limits = limits or Limits()
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise PayloadError(
+            400, f"the body is not valid UTF-8 (bad byte at offset {err.start}); send UTF-8 JSON"
+        ) from None
+    if not text.strip():
+        raise PayloadError(400, "the body is empty; send Alertmanager's webhook JSON (version 4)")
+    try:
+        payload = WebhookPayload.model_validate_json(text, context={"limits": limits})
+    except ValidationError as err:
+        problem = _json_problem(err)
+        if problem is not None:
+            raise PayloadError(400, f"the body is not valid JSON: {problem}") from None
+        raise PayloadError(
+            422, f"not an Alertmanager webhook payload: {_format_errors(err)}"
+        ) from None
+    if len(payload.alerts) > limits.max_alerts:
+        raise PayloadError(
+            413,
+            f"the payload carries {len(payload.alerts)} alerts; at most {limits.max_alerts} are "
+            "accepted in one request: set max_alerts in the Alertmanager webhook_config "
+            "(or raise the receiver's --max-alerts)",
+        )
+    return payload
+
+
+def _ends_at(alert: WebhookAlert) -> float | None:
+    if alert.endsAt is None or alert.endsAt.startswith(_GO_ZERO_YEAR):
+        return None
+    return parse_time(alert.endsAt)
+
+
+def to_alerts(payload: WebhookPayload) -> list[Alert]:
+    """The payload's alerts as :class:`~correlator.model.Alert` objects."""
+    out = []
+    for a in payload.alerts:
+        out.append(
+            Alert(
+                fingerprint=(a.fingerprint or alert_fingerprint(a.labels)).lower(),
+                labels=dict(a.labels),
+                annotations=dict(a.annotations),
+                starts_at=parse_time(a.startsAt),
+                ends_at=_ends_at(a),
+                status=a.status,
+                generator_url=a.generatorURL,
+                source=f"webhook:{payload.receiver}" if payload.receiver else "webhook",
+            )
+        )
+    return out
+
+
+def alert_from_json(data: dict[str, Any]) -> Alert:
+    """Rebuild an :class:`Alert` from :meth:`Alert.to_json` output (as stored)."""
+    ends = data.get("endsAt")
+    return Alert(
+        fingerprint=str(data["fingerprint"]),
+        labels={str(k): str(v) for k, v in data.get("labels", {}).items()},
+        annotations={str(k): str(v) for k, v in data.get("annotations", {}).items()},
+        starts_at=parse_time(data["startsAt"]),
+        ends_at=parse_time(ends) if ends else None,
+        status=str(data.get("status", "firing")),
+        generator_url=str(data.get("generatorURL", "")),
+        source=str(data.get("source", "webhook")),
+    )

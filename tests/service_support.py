@@ -1,0 +1,194 @@
+"""Helpers for the service tests: simple real investigate callables, servers, payloads.
+
+The factories here are loaded by ``correlator serve --investigator
+service_support:<factory>`` in subprocess tests (``tests/`` on PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from correlator.config import Settings
+from correlator.model import Alert, format_time
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+
+
+def _log_line(kind: str, alert: Alert) -> None:
+    path = os.environ.get("SERVICE_TEST_LOG")
+    if not path:
+        return
+    line = f"{kind} {os.getpid()} {alert.fingerprint} {alert.starts_at}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def slow_investigator(settings: Settings) -> Callable[[Alert], dict[str, Any]]:
+    """Sleeps ``SERVICE_TEST_SLEEP`` seconds; logs start/end lines to ``SERVICE_TEST_LOG``."""
+    delay = float(os.environ.get("SERVICE_TEST_SLEEP", "0"))
+
+    def run(alert: Alert) -> dict[str, Any]:
+        _log_line("start", alert)
+        if delay:
+            time.sleep(delay)
+        if alert.labels.get("explode") == "yes":
+            raise RuntimeError("the investigation blew up on purpose")
+        _log_line("end", alert)
+        return {
+            "alert": alert.to_json(),
+            "findings": [
+                {
+                    "service": alert.service or "x",
+                    "cause": "test",
+                    "confidence": 0.5,
+                    "pattern": "test",
+                    "evidence": [],
+                }
+            ],
+            "gaps": [],
+            "timings": {"collect": 0.001, "rank": 0.001},
+        }
+
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def webhook_alert(
+    name: str = "HighErrorRate",
+    service: str = "checkout",
+    starts: float = 1_772_000_000.0,
+    status: str = "firing",
+    **labels: str,
+) -> dict[str, Any]:
+    return {
+        "status": status,
+        "labels": {"alertname": name, "service": service, **labels},
+        "annotations": {"summary": f"{name} on {service}"},
+        "startsAt": format_time(starts),
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else format_time(starts + 600),
+        "generatorURL": "http://prometheus/graph",
+    }
+
+
+def payload(*alerts: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    body = {
+        "version": "4",
+        "groupKey": '{}:{alertname="HighErrorRate"}',
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "correlator",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": list(alerts),
+    }
+    body.update(extra)
+    return body
+
+
+class Server:
+    """A `correlator serve` subprocess."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args = args
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = int(args[args.index("--port") + 1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: float = 30.0) -> Server:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "correlator.service", *self.args],
+            env=self.env,
+            stdout=out,
+            stderr=out,
+            cwd=str(self.log.parent),
+        )
+        out.close()
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready in {wait}s:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRELATOR_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH", "")]))
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running(server: Server) -> Iterator[Server]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def read_log(path: Path) -> list[tuple[str, int, str]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        kind, pid, fp, _starts = line.split()
+        out.append((kind, int(pid), fp))
+    return out
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
