@@ -268,14 +268,16 @@ class Bundle:
         """``logs.otlp.jsonl`` as a frame with ``model.LOG_COLUMNS`` (empty when absent)."""
         if "logs" not in self._cache:
             self._cache["logs"] = _read_otlp(self.file(LOGS_FILE), LogCollector())
-        return self._cache["logs"]  # type: ignore[no-any-return]
+        frame: pd.DataFrame = self._cache["logs"]
+        return frame
 
     @property
     def spans(self) -> pd.DataFrame:
         """``traces.otlp.jsonl`` as a frame with ``model.SPAN_COLUMNS`` (empty when absent)."""
         if "spans" not in self._cache:
             self._cache["spans"] = _read_otlp(self.file(TRACES_FILE), SpanCollector())
-        return self._cache["spans"]  # type: ignore[no-any-return]
+        frame: pd.DataFrame = self._cache["spans"]
+        return frame
 
     @property
     def topology(self) -> dict[str, Any] | None:
@@ -285,19 +287,30 @@ class Bundle:
         return self._cache["topology"]  # type: ignore[no-any-return]
 
     @property
-    def catalog(self) -> Catalog:
-        """The default catalog, extended (or replaced) by the bundle's ``catalog.json``."""
-        if "catalog" not in self._cache:
+    def catalog_extra(self) -> tuple[Catalog, bool] | None:
+        """The bundle's own ``catalog.json`` and its ``replace`` flag, or ``None``."""
+        if "catalog_extra" not in self._cache:
             path = self.path / CATALOG_FILE
+            extra: tuple[Catalog, bool] | None = None
             if path.is_file():
                 data = _load_json(path)
                 try:
-                    extra, replace = Catalog.from_json(data, where=str(path))
+                    extra = Catalog.from_json(data, where=str(path))
                 except ConfigError as exc:
                     raise BundleError(str(path), str(exc).removeprefix(f"{path}: ")) from exc
-                self._cache["catalog"] = default_catalog().merged(extra, replace=replace)
-            else:
-                self._cache["catalog"] = default_catalog()
+            self._cache["catalog_extra"] = extra
+        return self._cache["catalog_extra"]  # type: ignore[no-any-return]
+
+    def merged_catalog(self, base: Catalog) -> Catalog:
+        """``base`` extended (or replaced) by the bundle's ``catalog.json``."""
+        extra = self.catalog_extra
+        return base if extra is None else base.merged(extra[0], replace=extra[1])
+
+    @property
+    def catalog(self) -> Catalog:
+        """The default catalog, extended (or replaced) by the bundle's ``catalog.json``."""
+        if "catalog" not in self._cache:
+            self._cache["catalog"] = self.merged_catalog(default_catalog())
         return self._cache["catalog"]  # type: ignore[no-any-return]
 
 

@@ -18,7 +18,6 @@ Exception tree: malformed input raises :class:`OpenMetricsError` with a
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -187,6 +186,60 @@ def _parse_comment(
     return False
 
 
+_TAIL = 48  # bytes searched backwards from a line's end for 'value timestamp'
+_FIELD = 32  # widest value or timestamp read by the fast path
+_CHUNK = 1 << 20  # lines per vectorised block (bounds memory)
+
+
+def _hash_lines(buf: bytes, starts: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Lines holding a '#' anywhere (comments, exemplars): found with bytes.find."""
+    marks = np.zeros(len(starts), dtype=bool)
+    pos = buf.find(b"#")
+    hits: list[int] = []
+    while pos >= 0:
+        hits.append(pos)
+        pos = buf.find(b"#", pos + 1)
+    if hits:
+        marks[np.searchsorted(starts, np.asarray(hits), side="right") - 1] = True
+    return marks
+
+
+def _tail_spaces(
+    rows: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Positions of the last two spaces of each line, and whether both were found.
+
+    ``rows`` is a sliding-window view of the padded buffer: ``rows[p]`` holds
+    the ``_TAIL`` bytes that end just before buffer position ``p``.
+    """
+    window = rows[ends][:, ::-1]  # window[:, j] is the byte at end - 1 - j
+    is_sp = window == 32
+    lens = ends - starts
+    is_sp &= np.arange(_TAIL)[None, :] < lens[:, None]
+    r = np.arange(len(ends))
+    k1 = is_sp.argmax(axis=1)
+    found1 = is_sp[r, k1]
+    is_sp[r, k1] = False
+    k2 = is_sp.argmax(axis=1)
+    found2 = is_sp[r, k2]
+    return ends - 1 - k1, ends - 1 - k2, found1 & found2
+
+
+def _fixed_floats(
+    rows: npt.NDArray[np.uint8], begin: npt.NDArray[np.int64], length: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64] | None:
+    """Parse the byte ranges as floats at once (None when one does not parse).
+
+    ``rows[p + _TAIL]`` starts with the ``_FIELD`` bytes at buffer position ``p``.
+    """
+    block = rows[begin + _TAIL][:, :_FIELD].copy()
+    block[np.arange(_FIELD)[None, :] >= length[:, None]] = 0
+    try:
+        return block.view(f"S{_FIELD}").ravel().astype(np.float64)
+    except ValueError:
+        return None
+
+
 def parse_openmetrics(data: bytes | str, require_eof: bool = True) -> Metrics:
     """Parse OpenMetrics text in which every sample carries a timestamp (seconds).
 
@@ -195,21 +248,27 @@ def parse_openmetrics(data: bytes | str, require_eof: bool = True) -> Metrics:
     text after ``# EOF``, or a missing ``# EOF`` when ``require_eof``.
     """
     buf = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    if not buf:
+    if not buf or buf.isspace():
         if require_eof:
             raise OpenMetricsError("empty file; OpenMetrics text ends with '# EOF'")
         return Metrics((), has_eof=False)
     if not buf.endswith(b"\n"):
         buf += b"\n"
     arr = np.frombuffer(buf, dtype=np.uint8)
-    ends = np.flatnonzero(arr == 10)
+    ends = np.flatnonzero(arr == 10).astype(np.int64)
+    # Padded so that every line's tail window and every field stay in bounds;
+    # rows[p] are the _TAIL bytes before padded position p (= buffer position p - _TAIL).
+    padded = np.zeros(len(arr) + 2 * _TAIL, dtype=np.uint8)
+    padded[_TAIL : _TAIL + len(arr)] = arr
+    rows = np.lib.stride_tricks.sliding_window_view(padded, _TAIL)
     starts = np.empty_like(ends)
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
     # Strip a trailing \r (CRLF files).
     cr = (ends > starts) & (arr[np.maximum(ends - 1, 0)] == 13)
-    ends = ends - cr.astype(ends.dtype)
+    ends = ends - cr.astype(np.int64)
     nonempty = ends > starts
+    has_hash = _hash_lines(buf, starts)
     first = np.zeros(len(starts), dtype=np.uint8)
     first[nonempty] = arr[starts[nonempty]]
     is_comment = nonempty & (first == ord("#"))
@@ -237,77 +296,75 @@ def parse_openmetrics(data: bytes | str, require_eof: bool = True) -> Metrics:
     idx = np.flatnonzero(is_sample)
     if len(idx) == 0:
         return Metrics((), types, helps, units, eof_line is not None)
-    s_starts, s_ends = starts[idx], ends[idx]
-
-    # Exemplars (' # {...}') and '#' inside label values: parse those lines slowly.
-    hashes = np.flatnonzero(arr == ord("#"))
-    slow = np.zeros(len(idx), dtype=bool)
-    if len(hashes):
-        pos = np.searchsorted(hashes, s_starts)
-        inside = pos < len(hashes)
-        inside[inside] = hashes[pos[inside]] < s_ends[inside]
-        slow = inside
-
-    spaces = np.flatnonzero(arr == 32)
-    k = np.searchsorted(spaces, s_ends)  # spaces before each line's end
-    sp1 = spaces[np.maximum(k - 1, 0)] if len(spaces) else np.zeros_like(k)
-    sp2 = spaces[np.maximum(k - 2, 0)] if len(spaces) else np.zeros_like(k)
-    bad = (k < 2) | (sp2 < s_starts) | (sp1 < s_starts) | (sp2 + 1 >= sp1) | (sp1 + 1 >= s_ends)
-    fast = ~slow & ~bad
-    # A line whose last-but-one space is inside the label block has no timestamp;
-    # caught when its series text fails to parse (it would not end in '}').
 
     names: list[str] = []
     labelsets: list[dict[str, str]] = []
+    key_codes: dict[bytes, int] = {}
     ts_parts: list[npt.NDArray[np.float64]] = []
     val_parts: list[npt.NDArray[np.float64]] = []
     line_parts: list[npt.NDArray[np.int64]] = []
     codes_parts: list[npt.NDArray[np.int64]] = []
+    slow_lines: list[int] = []
 
-    f_idx = np.flatnonzero(fast)
-    if len(f_idx):
-        fs, f1, f2, fe = s_starts[f_idx], sp1[f_idx], sp2[f_idx], s_ends[f_idx]
-        keys = [buf[a:b] for a, b in zip(fs.tolist(), f2.tolist(), strict=True)]
+    for c0 in range(0, len(idx), _CHUNK):
+        cidx = idx[c0 : c0 + _CHUNK]
+        cs, ce = starts[cidx], ends[cidx]
+        sp1, sp2, ok = _tail_spaces(rows, cs, ce)
+        vlen, tlen = sp1 - sp2 - 1, ce - sp1 - 1
+        ok &= ~has_hash[cidx] & (sp2 > cs) & (vlen > 0) & (tlen > 0)
+        ok &= (vlen <= _FIELD) & (tlen <= _FIELD)
+        fast = np.flatnonzero(ok)
+        slow_lines.extend((cidx[~ok] + 1).tolist())
+        if len(fast) == 0:
+            continue
+        vals = _fixed_floats(rows, sp2[fast] + 1, vlen[fast])
+        tss = _fixed_floats(rows, sp1[fast] + 1, tlen[fast])
+        if vals is None or tss is None:
+            # Something like '+Inf' numpy cannot read, or a bad number: parse slowly.
+            slow_lines.extend((cidx[fast] + 1).tolist())
+            continue
+        keys = [buf[a:b] for a, b in zip(cs[fast].tolist(), sp2[fast].tolist(), strict=True)]
         codes, uniques = pd.factorize(np.array(keys, dtype=object))
         del keys
-        vals, tss = _parse_numbers(arr, f2 + 1, fe, idx[f_idx])
-        first_line = np.full(len(uniques), -1, dtype=np.int64)
-        order = np.arange(len(codes))[::-1]
-        first_line[codes[order]] = idx[f_idx][order] + 1
+        fast_lines = cidx[fast] + 1
+        remap = np.empty(len(uniques), dtype=np.int64)
+        first_at = np.zeros(len(uniques), dtype=np.int64)
+        first_at[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)  # last write wins
         for u, key in enumerate(uniques):
-            name, labels = _split_series(key.decode("utf-8", "replace"), int(first_line[u]))
-            names.append(name)
-            labelsets.append(labels)
+            code = key_codes.get(key)
+            if code is None:
+                lineno = int(fast_lines[first_at[u]])
+                name, labels = _split_series(key.decode("utf-8", "replace"), lineno)
+                code = key_codes[key] = len(names)
+                names.append(name)
+                labelsets.append(labels)
+            remap[u] = code
         ts_parts.append(tss)
         val_parts.append(vals)
-        line_parts.append(idx[f_idx] + 1)
-        codes_parts.append(codes.astype(np.int64))
+        line_parts.append(fast_lines)
+        codes_parts.append(remap[codes])
 
-    s_idx = np.flatnonzero(~fast)
-    if len(s_idx):
+    if slow_lines:
         lookup: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {
             (n, tuple(sorted(lb.items()))): i
             for i, (n, lb) in enumerate(zip(names, labelsets, strict=True))
         }
-        sl_codes, sl_ts, sl_vals, sl_lines = [], [], [], []
-        for j in s_idx.tolist():
-            lineno = int(idx[j]) + 1
-            text = buf[s_starts[j] : s_ends[j]].decode("utf-8", "replace")
+        sl_codes, sl_ts, sl_vals = [], [], []
+        for lineno in slow_lines:
+            text = buf[starts[lineno - 1] : ends[lineno - 1]].decode("utf-8", "replace")
             name, labels, value, ts = _parse_line_slow(text, lineno)
             key = (name, tuple(sorted(labels.items())))
             code = lookup.get(key)
             if code is None:
-                code = len(names)
-                lookup[key] = code
+                code = lookup[key] = len(names)
                 names.append(name)
                 labelsets.append(labels)
             sl_codes.append(code)
             sl_ts.append(ts)
             sl_vals.append(value)
-            sl_lines.append(lineno)
         ts_parts.append(np.array(sl_ts, dtype=np.float64))
         val_parts.append(np.array(sl_vals, dtype=np.float64))
-        line_parts.append(np.array(sl_lines, dtype=np.int64))
+        line_parts.append(np.array(slow_lines, dtype=np.int64))
         codes_parts.append(np.array(sl_codes, dtype=np.int64))
 
     all_ts = np.concatenate(ts_parts)
@@ -316,10 +373,11 @@ def parse_openmetrics(data: bytes | str, require_eof: bool = True) -> Metrics:
     all_codes = np.concatenate(codes_parts)
     big = all_ts > MS_THRESHOLD
     if big.any():
+        first_bad = int(np.argmin(np.where(big, all_lines, np.iinfo(np.int64).max)))
         raise OpenMetricsError(
-            f"timestamp {all_ts[big][0]:.0f} looks like milliseconds; "
+            f"timestamp {all_ts[first_bad]:.0f} looks like milliseconds; "
             "OpenMetrics timestamps are seconds (divide by 1000)",
-            int(all_lines[big][0]),
+            int(all_lines[first_bad]),
         )
     # Sort by (series, ts); the stable sort keeps file order for equal timestamps.
     order = np.lexsort((all_ts, all_codes))
@@ -331,56 +389,6 @@ def parse_openmetrics(data: bytes | str, require_eof: bool = True) -> Metrics:
         c = int(all_codes[a])
         series.append(Series(names[c], labelsets[c], all_ts[a:b], all_vals[a:b]))
     return Metrics(tuple(series), types, helps, units, eof_line is not None)
-
-
-def _parse_numbers(
-    arr: npt.NDArray[np.uint8],
-    begin: npt.NDArray[np.int64],
-    end: npt.NDArray[np.int64],
-    lines: npt.NDArray[np.int64],
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Parse 'value ts' for many lines at once with pandas' C reader."""
-    # Gather the bytes [begin, end] (end = the newline) of every line into one buffer.
-    marks = np.zeros(len(arr) + 1, dtype=np.int8)
-    np.add.at(marks, begin, 1)
-    np.add.at(marks, end + 1, -1)
-    mask = np.cumsum(marks[:-1], dtype=np.int8) > 0
-    chunk = arr[mask]
-    # Lines ending in \r had their end moved back: make sure each row ends with \n.
-    chunk = chunk.copy()
-    chunk[np.cumsum(end - begin + 1) - 1] = 10
-    frame = pd.read_csv(
-        io.BytesIO(chunk.tobytes()),
-        sep=" ",
-        header=None,
-        names=["v", "t"],
-        dtype=str,
-        engine="c",
-        keep_default_na=False,
-        na_filter=False,
-    )
-    vals = _to_float(frame["v"].to_numpy(dtype=object), lines, "value")
-    tss = _to_float(frame["t"].to_numpy(dtype=object), lines, "timestamp")
-    return vals, tss
-
-
-_SPECIAL = {"NaN": math.nan, "+Inf": math.inf, "-Inf": -math.inf, "Inf": math.inf}
-
-
-def _to_float(
-    raw: npt.NDArray[np.object_], lines: npt.NDArray[np.int64], what: str
-) -> npt.NDArray[np.float64]:
-    try:
-        return raw.astype(np.float64)
-    except (ValueError, TypeError):
-        pass
-    out = np.empty(len(raw), dtype=np.float64)
-    for i, text in enumerate(raw.tolist()):
-        try:
-            out[i] = _SPECIAL[text] if text in _SPECIAL else float(text)
-        except (ValueError, TypeError):
-            raise OpenMetricsError(f"bad {what} {text!r}", int(lines[i]) + 1) from None
-    return out
 
 
 def _parse_line_slow(text: str, lineno: int) -> tuple[str, dict[str, str], float, float]:
@@ -422,7 +430,7 @@ def _parse_line_slow(text: str, lineno: int) -> tuple[str, dict[str, str], float
     if len(rest) > 2:
         raise OpenMetricsError(f"unexpected text after the timestamp in {text!r}", lineno)
     try:
-        value = _SPECIAL[rest[0]] if rest[0] in _SPECIAL else float(rest[0])
+        value = float(rest[0])  # float() reads NaN, +Inf, -Inf
     except ValueError:
         raise OpenMetricsError(f"bad value {rest[0]!r}", lineno) from None
     try:
