@@ -1,0 +1,229 @@
+"""Availability-zone failure: trouble concentrated on the pods and nodes of one zone.
+
+Signals: ``node_ready`` and ``node_zone`` (kube-state-metrics), ``pod_ready``
+and ``up`` per pod, ``pod_info`` (pod -> node), the ``zone`` dimension of any
+series, and the zone of spans (``cloud.availability_zone``). The tell is a
+share of unhealthy pods/nodes/requests in one zone far above the others', and
+onsets that coincide across services that do not call each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from correlator.model import Evidence, format_time
+from correlator.pattern import BasePattern, PatternContext, PatternResult
+
+__all__ = ["AzFailureConfig", "AzFailurePattern"]
+
+
+@dataclass(frozen=True)
+class AzFailureConfig:
+    """Thresholds of the zone-failure pattern."""
+
+    min_concentration: float = 0.6
+    """Share of unhealthy pods/nodes/requests that must sit in one zone."""
+    min_zone_bad: float = 0.3
+    """Share of that zone's pods/nodes/requests that must be unhealthy."""
+
+
+class AzFailurePattern(BasePattern):
+    """One zone going bad, taking what runs there with it."""
+
+    name = "az_failure"
+    cause = "az_failure"
+    needs = ("node_ready", "node_zone", "pod_ready", "pod_info", "up")
+    config_class = AzFailureConfig
+    description = "anomalies concentrated on pods/nodes of one zone, node NotReady"
+
+    def evaluate(self, ctx: PatternContext, config: AzFailureConfig) -> PatternResult:
+        """Find a zone holding most of the unhealthy pods, nodes and failing requests."""
+        pods = _pod_health(ctx)
+        spans = _span_zone_errors(ctx)
+        if pods.empty and spans.empty:
+            return self.not_evaluated(
+                "no zone information: need kube_node_labels with a zone label, a zone label on "
+                "per-pod series, or cloud.availability_zone on spans"
+            )
+        parts: list[pd.DataFrame] = [x for x in (pods, spans) if not x.empty]
+        best: tuple[float, str, dict[str, float]] | None = None
+        for part in parts:
+            by_zone = part.groupby("zone").agg(n=("bad", "size"), bad=("bad", "sum"))
+            if by_zone["bad"].sum() <= 0 or len(by_zone) < 2:
+                continue
+            z = str(by_zone["bad"].idxmax())
+            conc = float(by_zone.loc[z, "bad"] / by_zone["bad"].sum())
+            frac = float(by_zone.loc[z, "bad"] / max(by_zone.loc[z, "n"], 1))
+            others = by_zone.drop(index=z)
+            other_frac = float(others["bad"].sum() / max(others["n"].sum(), 1))
+            s = min(1.0, conc / config.min_concentration) * min(1.0, frac / config.min_zone_bad)
+            s *= max(0.0, 1.0 - other_frac / max(frac, 1e-9))
+            if best is None or s > best[0]:
+                best = (s, z, {"concentration": conc, "zone_bad": frac, "other_bad": other_frac})
+        if best is None or best[0] <= 0.05:
+            return self.no_match("unhealthy pods and requests are not concentrated in one zone")
+        strength, zone, feats = best
+        services = _zone_services(pods, spans, zone)
+        if not services:
+            return self.no_match(f"zone {zone} looks unhealthy but no service can be tied to it")
+        simultaneous = _simultaneity(ctx, list(services))
+        score = 0.6 * strength + 0.2 * simultaneous + 0.2 * min(1.0, len(services) / 3)
+        # The zone's most affected service: most unhealthy pods there, then anomaly strength.
+        ranked = sorted(services, key=lambda s: (-services[s], -ctx.root_score(s), s))
+        svc = ranked[0]
+        ev = [
+            Evidence(
+                kind="zone",
+                summary=(
+                    f"zone {zone}: {feats['zone_bad']:.0%} of its pods/requests unhealthy vs "
+                    f"{feats['other_bad']:.0%} elsewhere; holds {feats['concentration']:.0%} "
+                    f"of all trouble; affected: {', '.join(ranked[:6])}"
+                ),
+                data={
+                    "zone": zone,
+                    **{k: round(v, 4) for k, v in feats.items()},
+                    "services": ranked[:20],
+                },
+            )
+        ]
+        ev += _node_evidence(ctx, zone)
+        ev += [ctx.metric_evidence(r) for r in ctx.anomalies_of(svc).head(2).to_dict("records")]
+        ev += ctx.trace_evidence(svc) + ctx.log_evidence(svc, limit=2)
+        onset = ctx.anomalies_of(svc)["onset"].min() if len(ctx.anomalies_of(svc)) else None
+        finding = self.finding(
+            svc,
+            score,
+            ev,
+            features={**feats, "simultaneous": simultaneous},
+            onset=None if onset is None else float(onset),
+            zone=zone,
+        )
+        return self.found([finding])
+
+
+def _pod_zones(ctx: PatternContext) -> pd.DataFrame:
+    """pod -> (service, zone) from zone labels, or pod_info + node_zone."""
+    raw = ctx.raw
+    direct = raw.loc[raw["pod"].notna() & raw["zone"].notna(), ["pod", "service", "zone"]]
+    parts = [direct.drop_duplicates("pod")]
+    info = raw.loc[(raw["role"] == "pod_info") & raw["node"].notna(), ["pod", "service", "node"]]
+    nz = raw.loc[(raw["role"] == "node_zone") & raw["zone"].notna(), ["node", "zone"]]
+    if len(info) and len(nz):
+        m = info.drop_duplicates("pod").merge(nz.drop_duplicates("node"), on="node")
+        parts.append(m[["pod", "service", "zone"]])
+    out = pd.concat(parts, ignore_index=True).drop_duplicates("pod")
+    return out
+
+
+def _pod_health(ctx: PatternContext) -> pd.DataFrame:
+    """Per pod (and node): zone, service, whether it went unhealthy in the window."""
+    raw = ctx.raw
+    zones = _pod_zones(ctx)
+    rows = []
+    w = ctx.window
+    for role in ("pod_ready", "up"):
+        s = raw[(raw["role"] == role) & raw["pod"].notna()]
+        if s.empty:
+            continue
+        ts = s["ts"].astype(float)
+        before = s[ts < w.start].groupby("pod")["value"].median()
+        during = s[(ts >= w.start - 300) & (ts <= w.end)].groupby("pod")["value"].min()
+        both = pd.DataFrame({"before": before, "during": during}).dropna()
+        both["bad"] = (both["before"] - both["during"]) >= 0.5
+        rows.append(both[["bad"]].reset_index().rename(columns={"index": "pod"}))
+    if rows:
+        health = pd.concat(rows).groupby("pod")["bad"].max().reset_index()
+        pods = health.merge(zones, on="pod", how="inner")
+    else:
+        pods = pd.DataFrame(columns=["pod", "bad", "service", "zone"])
+    nodes = _node_health(ctx)
+    if len(nodes):
+        pods = pd.concat([pods, nodes], ignore_index=True)
+    if pods.empty:
+        return pods
+    pods["bad"] = pods["bad"].astype(float)
+    return pods
+
+
+def _node_health(ctx: PatternContext) -> pd.DataFrame:
+    raw = ctx.raw
+    nr = raw[raw["role"] == "node_ready"]
+    nz = raw.loc[(raw["role"] == "node_zone") & raw["zone"].notna(), ["service", "node", "zone"]]
+    if nr.empty or nz.empty:
+        return pd.DataFrame()
+    key = nr["node"].fillna(nr["service"])
+    nr = nr.assign(node=key)
+    ts = nr["ts"].astype(float)
+    before = nr[ts < ctx.window.start].groupby("node")["value"].median()
+    during = (
+        nr[(ts >= ctx.window.start - 300) & (ts <= ctx.window.end)].groupby("node")["value"].min()
+    )
+    both = pd.DataFrame({"before": before, "during": during}).dropna()
+    both["bad"] = (both["before"] - both["during"]) >= 0.5
+    zmap = nz.assign(node=nz["node"].fillna(nz["service"])).drop_duplicates("node")
+    out = both[["bad"]].reset_index().merge(zmap[["node", "zone"]], on="node")
+    out["pod"] = "node/" + out["node"].astype(str)
+    out["service"] = None
+    return out[["pod", "bad", "service", "zone"]]
+
+
+def _span_zone_errors(ctx: PatternContext) -> pd.DataFrame:
+    s = ctx.telemetry.spans
+    if s is None or s.empty or not s["zone"].notna().any():
+        return pd.DataFrame()
+    s = s[s["zone"].notna() & s["kind"].isin((2,))]
+    return pd.DataFrame(
+        {
+            "pod": s["pod"],
+            "service": s["service"],
+            "zone": s["zone"],
+            "bad": (s["status"] == 2).astype(float),
+        }
+    )
+
+
+def _zone_services(pods: pd.DataFrame, spans: pd.DataFrame, zone: str) -> dict[str, float]:
+    """Services with trouble in ``zone``: count of unhealthy pods (or failing spans) there."""
+    out: dict[str, float] = {}
+    for part in (pods, spans):
+        if part.empty:
+            continue
+        p = part[(part["zone"] == zone) & part["service"].notna()]
+        bad = p.groupby("service")["bad"].sum()
+        for svc, n in bad.items():
+            if n > 0:
+                out[str(svc)] = out.get(str(svc), 0.0) + float(n)
+    return out
+
+
+def _simultaneity(ctx: PatternContext, services: list[str]) -> float:
+    """Share of the zone's services whose onsets fall within two minutes of the first."""
+    a = ctx.anomalies[ctx.anomalies["service"].isin(services)]
+    if a.empty:
+        return 0.0
+    first = a.groupby("service")["onset"].min().to_numpy(dtype=float)
+    return float(np.mean(first <= first.min() + 120.0))
+
+
+def _node_evidence(ctx: PatternContext, zone: str) -> list[Evidence]:
+    nodes = _node_health(ctx)
+    if nodes.empty:
+        return []
+    bad = nodes[(nodes["zone"] == zone) & (nodes["bad"] > 0)]
+    if bad.empty:
+        return []
+    names = [p.removeprefix("node/") for p in bad["pod"]]
+    return [
+        Evidence(
+            kind="zone",
+            summary=f"{len(names)} node(s) in {zone} went NotReady: {', '.join(names[:6])}",
+            signal="node_ready",
+            query=ctx.query("node_ready"),
+            url=ctx.link("node_ready"),
+            onset=ctx.window.start,
+            data={"nodes": names, "zone": zone, "at": format_time(ctx.window.start)},
+        )
+    ]

@@ -1,0 +1,143 @@
+"""Database overload: connections near the limit, long transactions or locks, callers slow.
+
+Signals: ``db_connections`` with ``db_max_connections``, ``db_tx_duration``,
+``db_locks`` (postgres_exporter), edge latency into the database, and
+database client spans (``db.system``) of its callers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from correlator.model import Evidence, format_time
+from correlator.pattern import BasePattern, PatternContext, PatternResult
+
+__all__ = ["DbOverloadConfig", "DbOverloadPattern"]
+
+_DB_ROLES = ("db_connections", "db_tx_duration", "db_locks")
+
+
+@dataclass(frozen=True)
+class DbOverloadConfig:
+    """Thresholds of the database-overload pattern."""
+
+    saturation: float = 0.8
+    """Connections in use as a fraction of max_connections that counts as saturated."""
+    min_caller_fraction: float = 0.3
+    """Fraction of a database's callers that must be slow or failing for full weight."""
+
+
+class DbOverloadPattern(BasePattern):
+    """A database at its limits, dragging its callers down."""
+
+    name = "db_overload"
+    cause = "db_overload"
+    needs = ("db_connections", "db_max_connections", "db_tx_duration", "db_locks")
+    config_class = DbOverloadConfig
+    description = "connections near max, transactions/locks up, db-calling services slow"
+
+    def evaluate(self, ctx: PatternContext, config: DbOverloadConfig) -> PatternResult:
+        """Score every database node by saturation and by how its callers suffer."""
+        has_metrics = any(ctx.has(r) for r in _DB_ROLES)
+        dbs = {n for n, k in ctx.graph.nodes(data="kind") if k == "database"}
+        if has_metrics:
+            s = ctx.signals
+            dbs |= set(s.loc[s["role"].isin(_DB_ROLES), "service"].unique())
+        if not dbs:
+            return self.not_evaluated(
+                "no database metrics (postgres_exporter pg_*) and no database in the topology"
+            )
+        findings = []
+        for db in sorted(dbs):
+            f = self._judge(ctx, config, db)
+            if f is not None:
+                findings.append(f)
+        return self.found(findings, "" if findings else "no database looks overloaded")
+
+    def _judge(self, ctx: PatternContext, config: DbOverloadConfig, db: str):  # type: ignore[no-untyped-def]
+        ev: list[Evidence] = []
+        inner = ctx.anomalies_of(db, _DB_ROLES)
+        inner_strength = (
+            float(inner["score"].max() / (inner["score"].max() + 8.0)) if len(inner) else 0.0
+        )
+        ev += [ctx.metric_evidence(r) for r in inner.head(3).to_dict("records")]
+        sat = _saturation(ctx, db)
+        if sat is not None and sat[0] >= config.saturation:
+            ev.insert(
+                0,
+                Evidence(
+                    kind="metric",
+                    summary=(
+                        f"{db}: {sat[1]:.0f} of {sat[2]:.0f} connections in use "
+                        f"({sat[0]:.0%}) at {format_time(sat[3])}"
+                    ),
+                    service=db,
+                    signal="db_connections",
+                    onset=sat[3],
+                    query=ctx.query("db_connections"),
+                    url=ctx.link("db_connections"),
+                    data={"used": sat[1], "max": sat[2]},
+                ),
+            )
+        sat_score = 0.0 if sat is None else max(0.0, min(1.0, (sat[0] - 0.5) / 0.4))
+        callers = list(ctx.graph.predecessors(db)) if db in ctx.graph else []
+        hurt = []
+        for c in callers:
+            a = ctx.anomalies_of(c, ("latency", "error_ratio"))
+            e = ctx.anomalies[(ctx.anomalies["service"] == db) & (ctx.anomalies["detail"] == c)]
+            if len(a) or len(e):
+                hurt.append(c)
+        edge = ctx.anomalies_of(db, ("edge_latency", "edge_error_ratio", "edge_errors"))
+        ev += [ctx.metric_evidence(r) for r in edge.head(2).to_dict("records")]
+        caller_frac = len(hurt) / len(callers) if callers else 0.0
+        caller_score = min(1.0, caller_frac / max(config.min_caller_fraction, 1e-6))
+        db_signal = max(inner_strength, sat_score)
+        if db_signal < 0.3 and edge.empty:
+            return None
+        if db_signal < 0.3 and not len(inner):
+            # Only slow calls seen from outside: that is a failing dependency, not an overload.
+            return None
+        score = 0.55 * db_signal + 0.3 * caller_score + 0.15 * (1.0 if len(inner) >= 2 else 0.0)
+        for c in hurt[:2]:
+            ev += ctx.trace_evidence(c, peer=db, limit=2)
+        if hurt:
+            ev.append(
+                Evidence(
+                    kind="topology",
+                    summary=f"{len(hurt)} of {len(callers)} callers of {db} slow or failing: "
+                    + ", ".join(sorted(hurt)[:8]),
+                    service=db,
+                    data={"callers": sorted(hurt)},
+                )
+            )
+        onset = (
+            float(inner["onset"].min())
+            if len(inner)
+            else (float(edge["onset"].min()) if len(edge) else None)
+        )
+        return self.finding(
+            db,
+            score,
+            ev,
+            features={"db_signal": db_signal, "callers": caller_frac},
+            onset=onset,
+        )
+
+
+def _saturation(ctx: PatternContext, db: str) -> tuple[float, float, float, float] | None:
+    """(peak used/max, used, max, when) over the window, or None without both series."""
+    used = ctx.series("db_connections", db)
+    mx = ctx.series("db_max_connections", db)
+    if used.empty or mx.empty:
+        return None
+    used = used[(used.index >= ctx.window.start - 600) & (used.index <= ctx.window.end)]
+    if used.empty:
+        return None
+    limit = float(pd.Series(mx).max())
+    if limit <= 0:
+        return None
+    when = float(used.idxmax())
+    peak = float(used.max())
+    return peak / limit, peak, limit, when

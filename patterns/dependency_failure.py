@@ -1,0 +1,129 @@
+"""Dependency failure: a callee (external API, cache, database, service) failing or slow
+as its callers see it, while the callers' own resources are fine.
+
+Signals: edge metrics into the callee (``edge_errors``, ``edge_latency``,
+``edge_rate``: the service-graph connector, Istio), client spans of callers
+(errors and durations per ``peer``), and the callers' resource signals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from correlator.model import Evidence
+from correlator.pattern import BasePattern, PatternContext, PatternResult
+from correlator.topology import CAUSE_ROLES
+
+__all__ = ["DependencyFailureConfig", "DependencyFailurePattern"]
+
+_EDGE = ("edge_errors", "edge_error_ratio", "edge_latency")
+
+
+@dataclass(frozen=True)
+class DependencyFailureConfig:
+    """Thresholds of the dependency-failure pattern."""
+
+    min_span_error_ratio: float = 0.2
+    """Share of callers' client spans to a peer that must fail to count from traces."""
+    instrumented_penalty: float = 0.45
+    """Score removed when the callee is a service whose own server-side signals hurt
+    too (then its trouble is better explained by what happened inside it)."""
+
+
+class DependencyFailurePattern(BasePattern):
+    """Callers see a dependency fail; the dependency is the suspect."""
+
+    name = "dependency_failure"
+    cause = "dependency_failure"
+    needs = ("edge_errors", "edge_latency", "edge_rate")
+    config_class = DependencyFailureConfig
+    description = "a callee failing/slow seen from callers' client spans and edge metrics"
+
+    def evaluate(self, ctx: PatternContext, config: DependencyFailureConfig) -> PatternResult:
+        """Score callees by how their callers see them, discounting callers' own trouble."""
+        spans = ctx.telemetry.spans
+        has_spans = bool(len(spans)) and (spans["kind"] == 3).any()
+        if not (any(ctx.has(r) for r in _EDGE) or has_spans):
+            return self.not_evaluated(
+                "no edge metrics (service-graph connector, Istio) and no client spans: "
+                "calls between services cannot be seen"
+            )
+        a = ctx.anomalies
+        edge = a[a["role"].isin(_EDGE)]
+        span_bad = _span_errors(spans, config) if has_spans else pd.DataFrame()
+        callees = set(edge["service"]) | (set(span_bad.index) if len(span_bad) else set())
+        own = set(ctx.signals.loc[ctx.signals["role"].isin(("request_rate", "latency")), "service"])
+        findings = []
+        for callee in sorted(callees):
+            e = edge[edge["service"] == callee].sort_values("score", ascending=False)
+            edge_strength = float(e["score"].max() / (e["score"].max() + 8.0)) if len(e) else 0.0
+            callers_seen = set(e["detail"]) - {""}
+            ev: list[Evidence] = [ctx.metric_evidence(r) for r in e.head(3).to_dict("records")]
+            span_strength = 0.0
+            if len(span_bad) and callee in span_bad.index:
+                row = span_bad.loc[callee]
+                span_strength = float(min(1.0, row["ratio"] / 0.5))
+                callers_seen |= set(row["callers"])
+                ev.append(
+                    Evidence(
+                        kind="trace",
+                        summary=f"{row['errors']:.0f} of {row['calls']:.0f} client calls to "
+                        f"{callee} failed ({row['ratio']:.0%})",
+                        service=callee,
+                        data={"callers": sorted(row["callers"])},
+                    )
+                )
+            for c in sorted(callers_seen)[:2]:
+                ev += ctx.trace_evidence(c, peer=callee, limit=2)
+            callers = set(ctx.graph.predecessors(callee)) if callee in ctx.graph else callers_seen
+            reach = len(callers_seen) / max(len(callers), 1)
+            # Callers busy with their own trouble (resources, deploys) weaken the case.
+            own_trouble = sum(
+                1 for c in callers_seen if len(ctx.anomalies_of(c, CAUSE_ROLES - {"request_rate"}))
+            ) / max(len(callers_seen), 1)
+            callee_inner = len(ctx.anomalies_of(callee, CAUSE_ROLES - {"request_rate"})) > 0
+            kind = (
+                ctx.graph.nodes[callee].get("kind", "service") if callee in ctx.graph else "service"
+            )
+            score = 0.5 * max(edge_strength, span_strength) + 0.25 * min(1.0, reach)
+            score += 0.25 * (1.0 - own_trouble)
+            own_symptoms = ctx.anomalies_of(callee, ("latency", "error_ratio"))
+            if kind == "service" and callee in own and len(own_symptoms):
+                # Its own server side hurts too: what went wrong is inside it.
+                score -= config.instrumented_penalty
+            if callee_inner:
+                score -= 0.15
+            if score <= 0.2:
+                continue
+            ev += ctx.log_evidence(callee)
+            onset = float(e["onset"].min()) if len(e) else None
+            findings.append(
+                self.finding(
+                    callee,
+                    score,
+                    ev,
+                    features={"edge": edge_strength, "spans": span_strength, "reach": reach},
+                    onset=onset,
+                )
+            )
+        return self.found(findings, "" if findings else "no callee looks failing from outside")
+
+
+def _span_errors(spans: pd.DataFrame, config: DependencyFailureConfig) -> pd.DataFrame:
+    """Per peer of client spans: calls, errors, error ratio and callers (failing peers only)."""
+    c = spans[(spans["kind"] == 3) & spans["peer"].notna()]
+    if c.empty:
+        return pd.DataFrame()
+    c = c.assign(err=(c["status"] == 2).astype(float))
+    g = c.groupby("peer")
+    out = pd.DataFrame(
+        {
+            "calls": g["err"].size(),
+            "errors": g["err"].sum(),
+            "callers": g["service"].agg(lambda s: sorted(set(s))),
+        }
+    )
+    out["ratio"] = out["errors"] / out["calls"]
+    return out[(out["ratio"] >= config.min_span_error_ratio) & (out["errors"] >= 3)]

@@ -1,0 +1,171 @@
+"""Deployment: a version or generation change on the suspect shortly before its onset.
+
+Signals: ``version`` (build-info / ``target_info`` versions), ``deploy_generation``
+(kube-state-metrics ``metadata.generation``), and the ``version`` column of
+spans. A change counts when a version absent from the baseline appears, or the
+generation rises, at most ``max_lead_seconds`` before the service's trouble
+began (and not more than ``max_lag_seconds`` after it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from correlator.model import Evidence, format_time
+from correlator.pattern import BasePattern, PatternContext, PatternResult
+from correlator.topology import SYMPTOM_ROLES
+
+__all__ = ["DeploymentConfig", "DeploymentPattern"]
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """Thresholds of the deployment pattern."""
+
+    max_lead_seconds: float = 1200.0
+    """How long before the onset a deploy may have happened and still be blamed."""
+    max_lag_seconds: float = 120.0
+    """How long after the onset a change may appear (rollouts and sampling lag)."""
+
+
+@dataclass(frozen=True)
+class _Change:
+    service: str
+    at: float
+    old: str
+    new: str
+    how: str
+
+
+class DeploymentPattern(BasePattern):
+    """A deploy (new version or generation) on a service shortly before it went wrong."""
+
+    name = "deployment"
+    cause = "deployment"
+    needs = ("version", "deploy_generation")
+    config_class = DeploymentConfig
+    description = "version/generation change on the suspect shortly before its onset"
+
+    def evaluate(self, ctx: PatternContext, config: DeploymentConfig) -> PatternResult:
+        """Blame deploys that precede a service's anomaly onset."""
+        spans = ctx.telemetry.spans
+        has_span_versions = bool(len(spans)) and spans["version"].notna().any()
+        if not (ctx.has("version") or ctx.has("deploy_generation") or has_span_versions):
+            return self.not_evaluated(
+                "no version or deploy_generation signal and no span versions: "
+                "deploys cannot be seen (export *_build_info, target_info or kube-state-metrics)"
+            )
+        changes = _version_changes(ctx) + _generation_changes(ctx)
+        if has_span_versions:
+            changes += _span_changes(ctx)
+        if not changes:
+            return self.no_match("no deploy in the window")
+        best: dict[str, _Change] = {}
+        for ch in sorted(changes, key=lambda c: c.at):
+            best.setdefault(ch.service, ch)
+        findings = []
+        for svc, ch in best.items():
+            anom = ctx.anomalies_of(svc)
+            if anom.empty:
+                continue
+            onset = float(anom["onset"].min())
+            lead = onset - ch.at
+            if lead > config.max_lead_seconds or lead < -config.max_lag_seconds:
+                continue
+            symptoms = anom[anom["role"].isin(SYMPTOM_ROLES)]
+            sym = float(symptoms["score"].max()) if len(symptoms) else 0.0
+            sym_strength = sym / (sym + 8.0)
+            closeness = float(np.exp(-max(lead, 0.0) / max(config.max_lead_seconds / 2, 1.0)))
+            score = 0.45 + 0.35 * sym_strength + 0.2 * closeness
+            ev: list[Evidence] = [
+                Evidence(
+                    kind="deploy",
+                    summary=(
+                        f"{svc} changed {ch.how} {ch.old or '?'} -> {ch.new} at "
+                        f"{format_time(ch.at)}, {lead:+.0f}s before its trouble began"
+                    ),
+                    service=svc,
+                    signal="version" if ch.how == "version" else "deploy_generation",
+                    onset=ch.at,
+                    query=ctx.query("version" if ch.how == "version" else "deploy_generation"),
+                    data={"old": ch.old, "new": ch.new, "lead_seconds": round(lead, 1)},
+                )
+            ]
+            ev += [ctx.metric_evidence(r) for r in anom.head(3).to_dict("records")]
+            ev += ctx.log_evidence(svc) + ctx.trace_evidence(svc)
+            findings.append(
+                self.finding(
+                    svc,
+                    score,
+                    ev,
+                    features={"lead": lead, "symptom": sym_strength},
+                    onset=onset,
+                )
+            )
+        return self.found(findings, "" if findings else "deploys seen, none before an anomaly")
+
+
+def _version_changes(ctx: PatternContext) -> list[_Change]:
+    raw = ctx.raw
+    v = raw[(raw["role"] == "version") & raw["version"].notna()]
+    if v.empty:
+        return []
+    v = v[pd.to_numeric(v["value"], errors="coerce").fillna(1.0) > 0]
+    first = v.groupby(["service", "version"])["ts"].agg(["min", "max"]).reset_index()
+    out = []
+    cutoff = ctx.window.start - 1800.0
+    for svc, grp in first.groupby("service"):
+        grp = grp.sort_values("min")
+        old = grp[grp["min"] <= max(cutoff, float(grp["min"].min()))]
+        new = grp[grp["min"] > max(cutoff, float(grp["min"].min()))]
+        if new.empty:
+            continue
+        row = new.iloc[0]
+        prev = ", ".join(str(x) for x in old["version"]) if len(old) else ""
+        out.append(_Change(str(svc), float(row["min"]), prev, str(row["version"]), "version"))
+    return out
+
+
+def _generation_changes(ctx: PatternContext) -> list[_Change]:
+    raw = ctx.raw
+    g = raw[raw["role"] == "deploy_generation"]
+    if g.empty:
+        return []
+    g = g.groupby(["service", "ts"])["value"].max().reset_index().sort_values("ts")
+    out = []
+    for svc, grp in g.groupby("service"):
+        vals = grp["value"].astype(float).to_numpy()
+        ts = grp["ts"].astype(float).to_numpy()
+        up = np.flatnonzero(np.diff(vals) > 0)
+        up = up[ts[up + 1] >= ctx.window.start - 1800.0]
+        if up.size:
+            i = int(up[0])
+            out.append(
+                _Change(
+                    str(svc), float(ts[i + 1]), f"{vals[i]:g}", f"{vals[i + 1]:g}", "generation"
+                )
+            )
+    return out
+
+
+def _span_changes(ctx: PatternContext) -> list[_Change]:
+    s = ctx.telemetry.spans
+    s = s[s["version"].notna() & (s["kind"] == 2)]
+    if s.empty:
+        return []
+    first = s.groupby(["service", "version"])["start"].agg(["min", "count"]).reset_index()
+    out = []
+    for svc, grp in first.groupby("service"):
+        if len(grp) < 2:
+            continue
+        grp = grp.sort_values("min")
+        old, new = grp.iloc[0], grp.iloc[-1]
+        out.append(
+            _Change(
+                str(svc), float(new["min"]), str(old["version"]), str(new["version"]), "version"
+            )
+        )
+    return out

@@ -1,0 +1,117 @@
+"""Memory leak: working set climbing steadily towards the limit, then OOM kills and restarts.
+
+Signals: ``memory`` (working set), ``memory_limit``, ``oom_kills``, ``restarts``.
+A leak is a *climb*, not a step: the pattern checks that the working set rose
+over most of the steps before its peak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from correlator.model import Evidence
+from correlator.pattern import BasePattern, PatternContext, PatternResult
+
+__all__ = ["MemoryLeakConfig", "MemoryLeakPattern"]
+
+
+@dataclass(frozen=True)
+class MemoryLeakConfig:
+    """Thresholds of the memory-leak pattern."""
+
+    near_limit: float = 0.8
+    """Working set as a fraction of the limit that counts as close to it."""
+    min_rising: float = 0.6
+    """Fraction of steps, from the onset to the peak, on which memory must rise."""
+
+
+class MemoryLeakPattern(BasePattern):
+    """A service whose memory climbs until it is killed."""
+
+    name = "memory_leak"
+    cause = "memory_leak"
+    needs = ("memory", "memory_limit", "oom_kills", "restarts")
+    config_class = MemoryLeakConfig
+    description = "working set trending up toward the limit, OOM kills, restarts"
+
+    def evaluate(self, ctx: PatternContext, config: MemoryLeakConfig) -> PatternResult:
+        """Score services with a rising working set, OOM kills or restarts."""
+        if not (ctx.has("memory") or ctx.has("oom_kills")):
+            return self.not_evaluated(
+                "no memory or oom_kills signal (cAdvisor container_memory_working_set_bytes)"
+            )
+        a = ctx.anomalies
+        cand = set(a.loc[a["role"].isin(("memory", "memory_ratio", "oom_kills")), "service"])
+        findings = []
+        for svc in sorted(cand):
+            mem = ctx.anomalies_of(svc, ("memory_ratio", "memory"))
+            kills = ctx.anomalies_of(svc, ("oom_kills", "restarts"))
+            ev: list[Evidence] = []
+            rising, ratio = 0.0, float("nan")
+            if len(mem):
+                row = mem.iloc[0]
+                ev.append(ctx.metric_evidence(row.to_dict()))
+                rising = _rising_fraction(ctx, svc, float(row["onset"]))
+                ratio = _peak_ratio(ctx, svc)
+            ev += [ctx.metric_evidence(r) for r in kills.head(2).to_dict("records")]
+            trend = min(1.0, rising / config.min_rising) if rising else 0.0
+            near = 0.0 if np.isnan(ratio) else min(1.0, max(0.0, ratio / config.near_limit))
+            killed = 1.0 if len(kills) else 0.0
+            score = 0.4 * trend + 0.25 * near + 0.35 * killed
+            if not np.isnan(ratio):
+                ev.append(
+                    Evidence(
+                        kind="metric",
+                        summary=f"{svc} working set peaked at {ratio:.0%} of its memory limit",
+                        service=svc,
+                        signal="memory",
+                        query=ctx.query("memory"),
+                        url=ctx.link("memory"),
+                        data={"peak_ratio": round(ratio, 4), "rising_fraction": round(rising, 3)},
+                    )
+                )
+            ev += ctx.log_evidence(svc)
+            onset = float(mem["onset"].min()) if len(mem) else float(kills["onset"].min())
+            findings.append(
+                self.finding(
+                    svc,
+                    score,
+                    ev,
+                    features={"trend": trend, "near_limit": near, "killed": killed},
+                    onset=onset,
+                )
+            )
+        return self.found(findings, "" if findings else "no service's memory climbed")
+
+
+def _rising_fraction(ctx: PatternContext, svc: str, onset: float) -> float:
+    """Share of steps from ``onset - 10 min`` to the peak on which memory rose."""
+    s = ctx.series("memory", svc)
+    s = s[(s.index >= onset - 600.0) & (s.index <= ctx.window.end)]
+    if len(s) < 4:
+        return 0.0
+    peak_at = s.idxmax()
+    s = s[s.index <= peak_at]
+    if len(s) < 4:
+        return 0.0
+    d = np.diff(s.to_numpy(dtype=float))
+    return float(np.mean(d > 0))
+
+
+def _peak_ratio(ctx: PatternContext, svc: str) -> float:
+    r = ctx.series("memory_ratio", svc)
+    r = r[(r.index >= ctx.window.start - 600.0) & (r.index <= ctx.window.end)]
+    if r.empty:
+        return float("nan")
+    raw = ctx.raw
+    per_pod = raw[(raw["role"] == "memory") & (raw["service"] == svc) & raw["pod"].notna()]
+    lim = raw[(raw["role"] == "memory_limit") & (raw["service"] == svc) & raw["pod"].notna()]
+    if len(per_pod) and len(lim):
+        m = per_pod.groupby("pod")["value"].max()
+        limit = lim.groupby("pod")["value"].max()
+        both = (m / limit).dropna()
+        if len(both):
+            return float(both.max())
+    return float(r.max())

@@ -1,0 +1,101 @@
+"""Traffic spike: request rate far above baseline at an entry point first, then
+saturation downstream.
+
+Signals: ``request_rate`` (and ``edge_rate``), with latency/errors of the
+services it feeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from correlator.model import Evidence
+from correlator.pattern import BasePattern, PatternContext, PatternResult
+
+__all__ = ["TrafficSpikeConfig", "TrafficSpikePattern"]
+
+
+@dataclass(frozen=True)
+class TrafficSpikeConfig:
+    """Thresholds of the traffic-spike pattern."""
+
+    min_ratio: float = 1.5
+    """Peak request rate over baseline that counts as a spike."""
+    full_ratio: float = 3.0
+    """Ratio at which the spike counts fully."""
+
+
+class TrafficSpikePattern(BasePattern):
+    """More traffic than usual arriving at an entry point."""
+
+    name = "traffic_spike"
+    cause = "traffic_spike"
+    needs = ("request_rate",)
+    config_class = TrafficSpikeConfig
+    description = "request rate far above baseline at an entry point, then saturation"
+
+    def evaluate(self, ctx: PatternContext, config: TrafficSpikeConfig) -> PatternResult:
+        """Score services whose request rate rose first and most, entry points favoured."""
+        if not ctx.has("request_rate"):
+            return self.not_evaluated("no request_rate signal: traffic cannot be seen")
+        a = ctx.anomalies
+        up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
+        if up.empty:
+            return self.no_match("no request rate rose above its baseline")
+        base = up["baseline"].astype(float).clip(lower=1e-9)
+        up = up.assign(ratio=up["peak"].astype(float) / base)
+        up = up[up["ratio"] >= config.min_ratio]
+        if up.empty:
+            return self.no_match(f"no request rate rose more than {config.min_ratio}x")
+        first = float(up["onset"].min())
+        findings = []
+        for row in up.sort_values("onset").to_dict("records"):
+            svc = str(row["service"])
+            callers = list(ctx.graph.predecessors(svc)) if svc in ctx.graph else []
+            callers_up = [c for c in callers if c in set(up["service"])]
+            entry = 1.0 if not callers else (0.3 if not callers_up else 0.0)
+            size = min(1.0, (row["ratio"] - 1.0) / max(config.full_ratio - 1.0, 1e-6))
+            early = float(np.exp(-(float(row["onset"]) - first) / 120.0))
+            downstream = (
+                [
+                    d
+                    for d in ctx.graph.successors(svc)
+                    if len(ctx.anomalies_of(d, ("latency", "error_ratio", "cpu", "cpu_throttled")))
+                ]
+                if svc in ctx.graph
+                else []
+            )
+            score = 0.35 * size + 0.3 * entry + 0.2 * early
+            score += 0.15 * (
+                1.0 if downstream or len(ctx.anomalies_of(svc, ("latency", "cpu"))) else 0.0
+            )
+            ev: list[Evidence] = [
+                ctx.metric_evidence(
+                    row,
+                    f"request rate of {svc} rose {row['ratio']:.1f}x "
+                    f"({row['baseline']:.1f} -> {row['peak']:.1f}/s)",
+                )
+            ]
+            sat = ctx.anomalies_of(svc, ("latency", "cpu", "cpu_throttled", "error_ratio"))
+            ev += [ctx.metric_evidence(r) for r in sat.head(2).to_dict("records")]
+            if downstream:
+                ev.append(
+                    Evidence(
+                        kind="topology",
+                        summary="saturating downstream: " + ", ".join(sorted(downstream)[:8]),
+                        service=svc,
+                        data={"downstream": sorted(downstream)},
+                    )
+                )
+            findings.append(
+                self.finding(
+                    svc,
+                    score,
+                    ev,
+                    features={"ratio": float(row["ratio"]), "entry": entry, "early": early},
+                    onset=float(row["onset"]),
+                )
+            )
+        return self.found(findings)

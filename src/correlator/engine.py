@@ -1,0 +1,256 @@
+"""The investigation pipeline: window -> collect -> detect -> topology -> patterns -> rank.
+
+:func:`investigate` runs one alert through every stage (see DESIGN.md) and
+times each into ``Investigation.timings``. Sources are read concurrently, each
+bounded by ``settings.source_timeout``; a source that raises or is too slow
+becomes a :class:`~correlator.model.Gap`, never a crash. A pattern that fails
+becomes a ``not_evaluated`` entry with why. The whole run respects
+``settings.deadline``: stages that would start after it are skipped and
+reported as gaps.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import networkx as nx
+import pandas as pd
+
+from correlator.calibration import Calibration
+from correlator.catalog import Catalog, default_catalog
+from correlator.config import Settings
+from correlator.detect import DetectConfig, aggregate, detect, grid_step
+from correlator.errors import CorrelatorError
+from correlator.model import (
+    ANOMALY_COLUMNS,
+    LOG_COLUMNS,
+    SIGNAL_COLUMNS,
+    SPAN_COLUMNS,
+    Alert,
+    Finding,
+    Gap,
+    Investigation,
+    Outcome,
+    Telemetry,
+    Window,
+    empty_frame,
+)
+from correlator.pattern import PatternContext, config_for, load_patterns
+from correlator.rank import UNKNOWN, rank
+from correlator.sources import Sources
+from correlator.topology import blast_radius, build_graph, root_scores
+
+__all__ = ["auto_step", "collect", "investigate", "make_window"]
+
+
+def make_window(alert: Alert, settings: Settings, now: float | None = None) -> Window:
+    """The alert's range widened by ``window.before``/``after``, plus the baseline look-back.
+
+    An alert without an end is taken to end where it started; the end never
+    lies in the future.
+    """
+    w = settings.window
+    end_of_alert = alert.ends_at if alert.ends_at and alert.ends_at > alert.starts_at else None
+    start = alert.starts_at - w.before
+    end = (end_of_alert or alert.starts_at) + w.after
+    end = min(end, now if now is not None else time.time())
+    end = max(end, alert.starts_at)
+    return Window(start=start, end=end, baseline_start=start - w.baseline)
+
+
+def auto_step(window: Window) -> float:
+    """A query step giving about 400 points over baseline plus window, at least 15 s."""
+    span = window.end - window.baseline_start
+    return float(max(15.0, round(span / 400.0 / 15.0) * 15.0))
+
+
+def _call(
+    pool: cf.ThreadPoolExecutor,
+    jobs: list[tuple[str, str, Callable[[], Any]]],
+    timeout: float,
+    deadline: float,
+) -> tuple[dict[tuple[str, str], Any], list[Gap]]:
+    """Run ``(kind, source name, call)`` jobs concurrently; failures and timeouts are gaps."""
+    futures = {pool.submit(fn): (kind, name) for kind, name, fn in jobs}
+    results: dict[tuple[str, str], Any] = {}
+    gaps: list[Gap] = []
+    started = time.monotonic()
+    for fut, (kind, name) in futures.items():
+        budget = min(timeout - (time.monotonic() - started), deadline - time.monotonic())
+        try:
+            results[(kind, name)] = fut.result(timeout=max(budget, 0.0))
+        except cf.TimeoutError:
+            fut.cancel()
+            gaps.append(Gap(name, f"{kind}: no answer within {timeout:g}s (source_timeout)"))
+        except CorrelatorError as exc:
+            gaps.append(Gap(name, f"{kind}: {exc}"))
+        except Exception as exc:  # a third-party source can fail in any way
+            gaps.append(Gap(name, f"{kind}: {type(exc).__name__}: {exc}"))
+    return results, gaps
+
+
+def collect(
+    sources: Sources,
+    catalog: Catalog,
+    window: Window,
+    step: float,
+    timeout: float,
+    deadline: float,
+) -> tuple[Telemetry, list[Gap]]:
+    """Read every source concurrently into one :class:`Telemetry` (and the gaps)."""
+    jobs: list[tuple[str, str, Callable[[], Any]]] = []
+    for m in sources.metrics:
+        jobs.append(("metrics", m.name, partial(m.signals, catalog, window, step)))
+    for lg in sources.logs:
+        jobs.append(("logs", lg.name, partial(lg.logs, window)))
+    for t in sources.traces:
+        jobs.append(("traces", t.name, partial(t.spans, window)))
+    for tp in sources.topology:
+        jobs.append(("topology", tp.name, partial(tp.edges, window)))
+    pool = cf.ThreadPoolExecutor(max_workers=max(len(jobs), 1), thread_name_prefix="collect")
+    try:
+        results, gaps = _call(pool, jobs, timeout, deadline)
+    finally:
+        # Do not wait for a hung source: its thread finishes (or not) on its own.
+        pool.shutdown(wait=False, cancel_futures=True)
+    tel = Telemetry()
+    tel.signals = _concat([v for (k, _), v in results.items() if k == "metrics"], SIGNAL_COLUMNS)
+    tel.logs = _concat([v for (k, _), v in results.items() if k == "logs"], LOG_COLUMNS)
+    tel.spans = _concat([v for (k, _), v in results.items() if k == "traces"], SPAN_COLUMNS)
+    for (k, _), v in results.items():
+        if k == "topology":
+            edges, kinds = v
+            tel.node_kinds.update(kinds)
+            tel.edges.extend((a, b, kinds.get(b, "service")) for a, b in edges)
+    for m in sources.metrics:
+        if any(g.source == m.name for g in gaps):
+            continue
+        for role in catalog.roles:
+            try:
+                q = m.query_for(catalog, role)
+            except Exception:  # evidence text is optional; never fail on it
+                q = None
+            if q and role not in tel.queries:
+                tel.queries[role] = q
+            link_for = getattr(m, "link_for", None)
+            if callable(link_for) and role not in tel.links:
+                try:
+                    url = link_for(catalog, role)
+                except Exception:
+                    url = None
+                if isinstance(url, str) and url:
+                    tel.links[role] = url
+    return tel, gaps
+
+
+def _concat(frames: list[Any], columns: tuple[str, ...]) -> pd.DataFrame:
+    frames = [f for f in frames if isinstance(f, pd.DataFrame) and len(f)]
+    if not frames:
+        return empty_frame(columns)
+    out = pd.concat([f.reindex(columns=list(columns)) for f in frames], ignore_index=True)
+    return out
+
+
+def investigate(
+    alert: Alert,
+    sources: Sources,
+    settings: Settings | None = None,
+    catalog: Catalog | None = None,
+    calibration: Calibration | None = None,
+) -> Investigation:
+    """Investigate one alert: ranked, calibrated findings, blast radius, gaps and timings."""
+    settings = settings or Settings()
+    catalog = catalog or default_catalog()
+    t_begin = time.monotonic()
+    deadline = t_begin + settings.deadline
+    timings: dict[str, float] = {}
+    gaps: list[Gap] = []
+    not_evaluated: list[dict[str, str]] = []
+
+    def lap(stage: str, t0: float) -> float:
+        now = time.monotonic()
+        timings[stage] = now - t0
+        return now
+
+    t = time.monotonic()
+    window = make_window(alert, settings)
+    step = settings.step or auto_step(window)
+    t = lap("window", t)
+
+    telemetry, source_gaps = collect(
+        sources, catalog, window, step, settings.source_timeout, deadline
+    )
+    gaps += source_gaps
+    if not (sources.metrics or sources.logs or sources.traces):
+        gaps.append(Gap("sources", "no metric, log or trace source is configured"))
+    t = lap("collect", t)
+
+    anomalies = empty_frame(ANOMALY_COLUMNS)
+    signals = aggregate(telemetry.signals)
+    if time.monotonic() < deadline:
+        data_step = grid_step(signals["ts"].to_numpy(dtype=float)) if len(signals) else step
+        anomalies = detect(telemetry.signals, window, DetectConfig(), step=data_step)
+        step = data_step
+    else:
+        gaps.append(Gap("engine", "deadline reached before detection"))
+    t = lap("detect", t)
+
+    graph: nx.DiGraph = build_graph(telemetry, telemetry.signals)
+    roots = root_scores(graph, anomalies, alert.service)
+    t = lap("topology", t)
+
+    ctx = PatternContext(
+        alert=alert,
+        window=window,
+        telemetry=telemetry,
+        catalog=catalog,
+        anomalies=anomalies,
+        graph=graph,
+        roots=roots,
+        signals=signals,
+        step=step,
+    )
+    candidates: list[Finding] = []
+    patterns = load_patterns(settings.patterns.enabled)
+    for name, cls in patterns.items():
+        config = config_for(cls, settings.patterns.options.get(name))
+        if time.monotonic() >= deadline:
+            not_evaluated.append({"pattern": name, "why": "deadline reached"})
+            continue
+        try:
+            result = cls().evaluate(ctx, config)
+        except Exception as exc:  # a plugin can fail in any way; it must not sink the run
+            not_evaluated.append({"pattern": name, "why": f"error: {type(exc).__name__}: {exc}"})
+            continue
+        if result.outcome in (Outcome.NOT_EVALUATED, Outcome.NO_DATA, Outcome.ERROR):
+            not_evaluated.append({"pattern": name, "why": result.reason or str(result.outcome)})
+        candidates.extend(result.findings)
+    unknown_patterns = [n for n in settings.patterns.options if n not in patterns]
+    for n in unknown_patterns:
+        gaps.append(Gap("config", f"patterns.options.{n}: no such pattern is enabled"))
+    t = lap("patterns", t)
+
+    findings = rank(ctx, candidates, calibration, top_n=settings.top_n)
+    anomalous = set(anomalies["service"]) if len(anomalies) else set()
+    radius = blast_radius(graph, findings[0].service, anomalous) if findings else []
+    lap("rank", t)
+    timings["total"] = time.monotonic() - t_begin
+    return Investigation(
+        alert=alert,
+        window=window,
+        findings=findings,
+        blast_radius=radius,
+        gaps=gaps,
+        timings=timings,
+        telemetry=telemetry,
+        anomalies=anomalies,
+        topology=graph,
+        not_evaluated=not_evaluated,
+    )
+
+
+__all__ += ["UNKNOWN"]

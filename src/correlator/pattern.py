@@ -1,0 +1,388 @@
+"""The pattern plugin API: cause checkers the engine runs after detection.
+
+A pattern is a class with a ``name``, the ``cause`` word it names, the
+catalog roles it ``needs``, a ``config_class`` (a frozen dataclass of
+thresholds, each field documented) and an ``evaluate`` method::
+
+    class MyPattern(BasePattern):
+        name = "disk_pressure"
+        cause = "disk_pressure"
+        needs = ("disk_used",)
+        config_class = MyConfig
+
+        def evaluate(self, ctx: PatternContext, config: MyConfig) -> PatternResult:
+            if not ctx.has("disk_used"):
+                return self.not_evaluated("no disk_used signal")
+            ...
+            return self.found([self.finding(ctx, "svc", score=0.8, evidence=[...])])
+
+Register it in your package's ``pyproject.toml``::
+
+    [project.entry-points."correlator.patterns"]
+    disk_pressure = "mypkg.disk:MyPattern"
+
+The built-ins (``patterns/*.py``) use this same group. ``evaluate`` returns a
+:class:`PatternResult` *value*: ``ok`` with candidate findings (a raw
+``score`` in 0..1 and ``features``; the ranker calibrates the confidence),
+``no_data`` when the signals are absent, ``not_evaluated`` when it cannot
+judge (missing data is not a "no"), ``error`` when it failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+from correlator.catalog import Catalog
+from correlator.errors import ConfigError, CorrelatorError
+from correlator.model import Alert, Evidence, Finding, Outcome, Telemetry, Window, format_time
+from correlator.topology import RootScore
+
+__all__ = [
+    "BasePattern",
+    "Pattern",
+    "PatternContext",
+    "PatternResult",
+    "config_for",
+    "load_patterns",
+]
+
+
+@dataclass
+class PatternContext:
+    """Everything a pattern may read: the alert, the data, detection and topology.
+
+    ``signals`` is the aggregated per (role, service, peer, ts) frame from
+    :func:`correlator.detect.aggregate`; ``raw`` is the collected signal frame
+    with its dimensions (pod, node, zone, version...).
+    """
+
+    alert: Alert
+    window: Window
+    telemetry: Telemetry
+    catalog: Catalog
+    anomalies: pd.DataFrame
+    graph: nx.DiGraph
+    roots: list[RootScore]
+    signals: pd.DataFrame
+    step: float
+    queries: Mapping[str, str] = field(default_factory=dict)
+    links: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def raw(self) -> pd.DataFrame:
+        """The collected signal frame (``SIGNAL_COLUMNS``)."""
+        return self.telemetry.signals
+
+    def has(self, role: str) -> bool:
+        """Whether any series of ``role`` was collected."""
+        return role in self._roles
+
+    @property
+    def _roles(self) -> set[str]:
+        cached = self.__dict__.get("_role_cache")
+        if cached is None:
+            roles = set(self.raw["role"].unique()) if len(self.raw) else set()
+            roles |= set(self.signals["role"].unique()) if len(self.signals) else set()
+            self.__dict__["_role_cache"] = roles
+            cached = roles
+        return typing.cast(set[str], cached)
+
+    def root(self, service: str) -> RootScore | None:
+        """The root-likelihood entry of a service, if it is anomalous."""
+        for r in self.roots:
+            if r.service == service:
+                return r
+        return None
+
+    def root_score(self, service: str) -> float:
+        """Root likelihood of ``service`` (0 when it shows no anomaly)."""
+        r = self.root(service)
+        return r.score if r else 0.0
+
+    def series(self, role: str, service: str, peer: str = "") -> pd.Series:
+        """One aggregated series (value indexed by ts), empty when absent."""
+        s = self.signals
+        if s.empty:
+            return pd.Series(dtype=float)
+        m = (s["role"] == role) & (s["service"] == service) & (s["peer"] == peer)
+        return s.loc[m].set_index("ts")["value"].sort_index().astype(float)
+
+    def anomalies_of(self, service: str, roles: Iterable[str] | None = None) -> pd.DataFrame:
+        """Anomaly rows of a service (optionally of some roles), strongest first."""
+        a = self.anomalies
+        m = a["service"] == service
+        if roles is not None:
+            m &= a["role"].isin(list(roles))
+        return a[m].sort_values("score", ascending=False)
+
+    def query(self, role: str) -> str | None:
+        """The query that shows ``role`` in its backend."""
+        return self.queries.get(role) or self.telemetry.queries.get(role)
+
+    def link(self, role: str) -> str | None:
+        """A link to the query of ``role`` in the backend's UI, when configured."""
+        return self.links.get(role) or self.telemetry.links.get(role)
+
+    def metric_evidence(self, row: Mapping[str, Any], summary: str | None = None) -> Evidence:
+        """Evidence for one anomaly row: the series, the moment it moved, the query."""
+        role = str(row["role"])
+        svc = str(row["service"])
+        peer = str(row.get("detail") or "")
+        what = f"{role} of {svc}" + (f" called by {peer}" if peer else "")
+        text = summary or (
+            f"{what} went {row['direction']} at {format_time(float(row['onset']))}: "
+            f"{_fmt(float(row['baseline']))} -> {_fmt(float(row['peak']))} "
+            f"(score {float(row['score']):.1f})"
+        )
+        return Evidence(
+            kind="metric",
+            summary=text,
+            service=svc,
+            signal=role,
+            onset=float(row["onset"]),
+            query=self.query(_base_role(role)),
+            url=self.link(_base_role(role)),
+            data={
+                "baseline": _num(row["baseline"]),
+                "peak": _num(row["peak"]),
+                "score": _num(row["score"]),
+                "direction": str(row["direction"]),
+                **({"peer": peer} if peer else {}),
+            },
+        )
+
+    def log_evidence(self, service: str, limit: int = 3) -> list[Evidence]:
+        """Sample warning/error log lines of a service in the window, earliest first."""
+        logs = self.telemetry.logs
+        if logs is None or logs.empty:
+            return []
+        m = (logs["service"] == service) & (pd.to_numeric(logs["severity"], errors="coerce") >= 13)
+        m &= (logs["ts"].astype(float) >= self.window.start - 600) & (
+            logs["ts"].astype(float) <= self.window.end
+        )
+        sel = logs[m].sort_values("ts")
+        if sel.empty:
+            return []
+        # Distinct messages first: three copies of one line tell less than three lines.
+        sel = sel.drop_duplicates("body").head(limit)
+        return [
+            Evidence(
+                kind="log",
+                summary=f"{format_time(float(r.ts))} {r.level or ''} {str(r.body)[:300]}".strip(),
+                service=service,
+                onset=float(r.ts),
+                data={"trace_id": r.trace_id} if isinstance(r.trace_id, str) and r.trace_id else {},
+            )
+            for r in sel.itertuples(index=False)
+        ]
+
+    def trace_evidence(
+        self, service: str, peer: str | None = None, limit: int = 3
+    ) -> list[Evidence]:
+        """Trace ids of failing (else slowest) spans of a service (to ``peer`` when given)."""
+        spans = self.telemetry.spans
+        if spans is None or spans.empty:
+            return []
+        m = spans["service"] == service
+        if peer is not None:
+            m &= spans["peer"] == peer
+        sel = spans[m]
+        if sel.empty:
+            return []
+        failing = sel[sel["status"] == 2]
+        chosen = failing if not failing.empty else sel.sort_values("duration", ascending=False)
+        chosen = chosen.drop_duplicates("trace_id").head(limit)
+        out = []
+        for r in chosen.itertuples(index=False):
+            what = "failed" if r.status == 2 else f"took {float(r.duration):.3f}s"
+            err = f": {r.error}" if isinstance(r.error, str) and r.error else ""
+            target = f" -> {r.peer}" if isinstance(r.peer, str) and r.peer else ""
+            out.append(
+                Evidence(
+                    kind="trace",
+                    summary=f"trace {r.trace_id}: {r.service} {r.name}{target} {what}{err}",
+                    service=service,
+                    onset=float(r.start),
+                    data={"trace_id": r.trace_id, "span_id": r.span_id},
+                )
+            )
+        return out
+
+
+def _base_role(role: str) -> str:
+    return {
+        "error_ratio": "error_rate",
+        "edge_error_ratio": "edge_errors",
+        "memory_ratio": "memory",
+    }.get(role, role)
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return round(f, 6) if np.isfinite(f) else None
+
+
+def _fmt(v: float) -> str:
+    if not np.isfinite(v):
+        return "n/a"
+    a = abs(v)
+    if a >= 1e9:
+        return f"{v / 1e9:.2f}G"
+    if a >= 1e6:
+        return f"{v / 1e6:.1f}M"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.4f}"
+
+
+@dataclass(frozen=True)
+class PatternResult:
+    """What one pattern evaluation came to."""
+
+    outcome: Outcome
+    findings: tuple[Finding, ...] = ()
+    reason: str = ""
+
+
+@runtime_checkable
+class Pattern(Protocol):
+    """The contract of a cause pattern (see the module docstring)."""
+
+    name: ClassVar[str]
+    cause: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]]
+    config_class: ClassVar[type[Any]]
+
+    def evaluate(self, ctx: PatternContext, config: Any) -> PatternResult:
+        """Judge the context; return findings or why it could not."""
+        ...
+
+
+class BasePattern:
+    """Convenience base: result constructors and a finding builder."""
+
+    name: ClassVar[str] = ""
+    cause: ClassVar[str] = ""
+    needs: ClassVar[tuple[str, ...]] = ()
+    config_class: ClassVar[type[Any]]
+    description: ClassVar[str] = ""
+
+    def not_evaluated(self, reason: str) -> PatternResult:
+        """The pattern cannot judge (missing inputs); ``reason`` says which."""
+        return PatternResult(Outcome.NOT_EVALUATED, (), reason)
+
+    def no_match(self, reason: str) -> PatternResult:
+        """The pattern looked and found nothing."""
+        return PatternResult(Outcome.OK, (), reason)
+
+    def found(self, findings: Sequence[Finding], reason: str = "") -> PatternResult:
+        """Candidate findings (an empty list means "looked, nothing")."""
+        return PatternResult(Outcome.OK, tuple(findings), reason)
+
+    def finding(
+        self,
+        service: str,
+        score: float,
+        evidence: Sequence[Evidence],
+        features: Mapping[str, float] | None = None,
+        onset: float | None = None,
+        zone: str | None = None,
+    ) -> Finding:
+        """A candidate finding for this pattern's cause (confidence set by the ranker)."""
+        return Finding(
+            service=service,
+            cause=self.cause,
+            confidence=0.0,
+            evidence=tuple(evidence),
+            pattern=self.name,
+            score=float(max(0.0, min(1.0, score))),
+            features=dict(features or {}),
+            onset=onset,
+            zone=zone,
+        )
+
+
+def config_for(pattern: type[Any] | Any, options: Mapping[str, Any] | None) -> Any:
+    """The pattern's config: its ``config_class`` defaults overridden by ``options``.
+
+    Unknown options and values of the wrong type raise :class:`ConfigError`
+    naming the pattern, the option and the fix.
+    """
+    name = getattr(pattern, "name", type(pattern).__name__)
+    cls = pattern.config_class
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, raw in (options or {}).items():
+        if key not in fields:
+            raise ConfigError(
+                f"patterns.options.{name}.{key}: unknown option; "
+                f"{name} knows {', '.join(sorted(fields)) or 'no options'}"
+            )
+        want = hints.get(key)
+        values[key] = _coerce(name, key, raw, want)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"patterns.options.{name}: {exc}; fix the option values") from exc
+
+
+def _coerce(pattern: str, key: str, raw: Any, want: Any) -> Any:
+    where = f"patterns.options.{pattern}.{key}"
+    if want is bool:
+        if isinstance(raw, bool):
+            return raw
+        raise ConfigError(f"{where}: {raw!r} is not true/false; write true or false")
+    if want is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        raise ConfigError(f"{where}: {raw!r} is not a whole number; write e.g. {key}: 3")
+    if want is float:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            return float(raw)
+        raise ConfigError(f"{where}: {raw!r} is not a number; write e.g. {key}: 0.5")
+    if want is str:
+        if isinstance(raw, str):
+            return raw
+        raise ConfigError(f"{where}: {raw!r} is not text")
+    return raw
+
+
+def load_patterns(enabled: Sequence[str] | None = None) -> dict[str, Any]:
+    """Installed pattern classes by name (entry-point group ``correlator.patterns``).
+
+    A plugin that fails to load raises :class:`CorrelatorError` naming it;
+    an ``enabled`` name that is not installed raises :class:`ConfigError`.
+    """
+    from correlator.plugins import PATTERN_GROUP, load_group
+
+    found = load_group(PATTERN_GROUP)
+    for name, cls in found.items():
+        for attr in ("cause", "needs", "config_class", "evaluate"):
+            if not hasattr(cls, attr):
+                raise CorrelatorError(
+                    f"pattern plugin {name!r} ({cls!r}) lacks {attr!r}; "
+                    "a pattern needs name, cause, needs, config_class and evaluate"
+                )
+    if enabled is None:
+        return found
+    unknown = [n for n in enabled if n not in found]
+    if unknown:
+        raise ConfigError(
+            f"patterns.enabled: {', '.join(unknown)} not installed; "
+            f"installed: {', '.join(sorted(found))}"
+        )
+    return {n: found[n] for n in enabled}

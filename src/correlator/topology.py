@@ -1,0 +1,286 @@
+"""The service graph and how impact spreads over it.
+
+The graph (``networkx.DiGraph``, caller -> callee) is merged from every
+place that reveals a call: client/server span pairs in traces, client spans
+to databases and other peers (``db.system``, ``peer.service``,
+``server.address``), the declared topology and Jaeger dependencies
+(``Telemetry.edges``), and service-graph metrics (``edge_rate``).
+
+Impact flows *up* the graph: a failing callee hurts its callers. So the usual
+suspect is an anomalous node whose own dependencies are healthy (or went
+wrong later), whose onset is early, and above which many callers hurt. That
+is scored twice and blended:
+
+* a personalised PageRank on the reversed-weight walk (MicroRank/TON style):
+  the walker starts at the hurting services and moves towards callees in
+  proportion to how anomalous they are, so mass pools at the deepest
+  anomalous node;
+* an onset/locality score: own anomaly strength, minus what anomalous
+  dependencies that started no later already explain, plus earliness.
+
+The blast radius of a candidate is the set of anomalous services upstream of
+it (its transitive callers that show anomalies), plus itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+from correlator.model import Telemetry
+
+__all__ = [
+    "CAUSE_ROLES",
+    "SYMPTOM_ROLES",
+    "RootScore",
+    "blast_radius",
+    "build_graph",
+    "root_scores",
+    "service_summary",
+]
+
+#: Roles that show a service hurting (what users feel).
+SYMPTOM_ROLES = frozenset(
+    {"error_rate", "error_ratio", "latency", "edge_errors", "edge_error_ratio", "edge_latency"}
+)
+#: Roles that show something happening *to* a service (a likely cause, not an echo).
+CAUSE_ROLES = frozenset(
+    {
+        "cpu",
+        "cpu_throttled",
+        "memory",
+        "memory_ratio",
+        "restarts",
+        "oom_kills",
+        "pod_ready",
+        "up",
+        "db_connections",
+        "db_tx_duration",
+        "db_locks",
+        "request_rate",
+    }
+)
+
+_DB_CACHE = frozenset({"redis", "memcached", "valkey", "hazelcast"})
+
+
+def build_graph(telemetry: Telemetry, signals: pd.DataFrame | None = None) -> nx.DiGraph:
+    """Caller -> callee graph with node ``kind`` and edge ``sources`` attributes."""
+    g = nx.DiGraph()
+    for node, kind in telemetry.node_kinds.items():
+        g.add_node(node, kind=kind)
+
+    def add(caller: str, callee: str, source: str, kind: str | None = None) -> None:
+        if not caller or not callee or caller == callee:
+            return
+        for n in (caller, callee):
+            if n not in g:
+                g.add_node(n, kind="service")
+        if kind and g.nodes[callee].get("kind", "service") == "service":
+            g.nodes[callee]["kind"] = kind
+        if g.has_edge(caller, callee):
+            g.edges[caller, callee]["sources"].add(source)
+        else:
+            g.add_edge(caller, callee, sources={source})
+
+    for caller, callee, declared in telemetry.edges:
+        add(caller, callee, "declared", declared if declared != "service" else None)
+    spans = telemetry.spans
+    if spans is not None and not spans.empty:
+        for caller, callee, kind in _span_edges(spans):
+            add(caller, callee, "traces", kind)
+    sig = signals if signals is not None else telemetry.signals
+    if sig is not None and not sig.empty and "edge_rate" in set(sig["role"].unique()):
+        e = sig.loc[
+            sig["role"].isin(("edge_rate", "edge_errors", "edge_latency")), ["peer", "service"]
+        ]
+        e = e.dropna().drop_duplicates()
+        for caller, callee in e.itertuples(index=False):
+            add(str(caller), str(callee), "metrics")
+    for n in g.nodes:
+        g.nodes[n].setdefault("kind", "service")
+    return g
+
+
+def _span_edges(spans: pd.DataFrame) -> list[tuple[str, str, str | None]]:
+    """Edges from client spans: to the child server span's service, else to the peer."""
+    s = spans[["trace_id", "span_id", "parent_span_id", "service", "kind", "peer", "db_system"]]
+    client = s[s["kind"] == 3]
+    if client.empty:
+        return []
+    server = s[s["kind"].isin((2, 5))]
+    pairs = client.merge(
+        server[["trace_id", "parent_span_id", "service"]],
+        left_on=["trace_id", "span_id"],
+        right_on=["trace_id", "parent_span_id"],
+        how="left",
+        suffixes=("", "_callee"),
+    )
+    out: list[tuple[str, str, str | None]] = []
+    matched = pairs[pairs["service_callee"].notna()]
+    for caller, callee in (
+        matched[["service", "service_callee"]].drop_duplicates().itertuples(index=False)
+    ):
+        out.append((str(caller), str(callee), None))
+    orphans = pairs[pairs["service_callee"].isna() & pairs["peer"].notna()]
+    orphans = orphans[["service", "peer", "db_system"]].drop_duplicates(["service", "peer"])
+    for caller, peer, dbs in orphans.itertuples(index=False):
+        if dbs is None or (isinstance(dbs, float) and np.isnan(dbs)) or dbs == "":
+            kind = "external"
+        else:
+            kind = "cache" if str(dbs).lower() in _DB_CACHE else "database"
+        out.append((str(caller), str(peer), kind))
+    return out
+
+
+def service_summary(anomalies: pd.DataFrame) -> pd.DataFrame:
+    """Per service: anomaly strength (0..1), earliest onset, symptom/cause strength.
+
+    Strength maps a sustained z-score ``s`` to ``s / (s + 8)``; the
+    ``symptom``/``cause`` columns take the strongest anomaly of those role sets.
+    """
+    cols = ["service", "strength", "onset", "symptom", "cause", "n_roles"]
+    if anomalies.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in cols}).set_index("service")
+    a = anomalies.copy()
+    a["strength"] = a["score"].astype(float) / (a["score"].astype(float) + 8.0)
+    a["is_symptom"] = a["role"].isin(SYMPTOM_ROLES)
+    # A rise of traffic is a cause; a drop is an echo of a failure elsewhere.
+    a["is_cause"] = a["role"].isin(CAUSE_ROLES) & ~(
+        (a["role"] == "request_rate") & (a["direction"] == "down")
+    )
+    g = a.groupby("service")
+    out = pd.DataFrame(
+        {
+            "strength": g["strength"].max(),
+            "onset": g["onset"].min(),
+            "symptom": a[a["is_symptom"]].groupby("service")["strength"].max(),
+            "cause": a[a["is_cause"]].groupby("service")["strength"].max(),
+            "n_roles": g["role"].nunique(),
+        }
+    )
+    out[["symptom", "cause"]] = out[["symptom", "cause"]].fillna(0.0)
+    return out
+
+
+@dataclass(frozen=True)
+class RootScore:
+    """How likely a node is the root of the trouble, with the parts that made it."""
+
+    service: str
+    score: float
+    strength: float
+    onset: float | None
+    explained: float
+    upstream: int
+    pagerank: float
+    rank: int = 0
+
+
+def root_scores(
+    graph: nx.DiGraph,
+    anomalies: pd.DataFrame,
+    alert_service: str | None = None,
+    onset_tolerance: float = 60.0,
+    tau: float = 300.0,
+) -> list[RootScore]:
+    """Every anomalous node scored as a root candidate, best first.
+
+    ``onset_tolerance``: a dependency whose onset is at most this much later
+    still counts as explaining a caller's trouble (sampling blurs order).
+    ``tau``: seconds over which the earliness bonus decays.
+    """
+    summ = service_summary(anomalies)
+    if summ.empty:
+        return []
+    for n in summ.index:
+        if n not in graph:
+            graph.add_node(n, kind="service")
+    strength = summ["strength"].to_dict()
+    onset = summ["onset"].astype(float).to_dict()
+    cause = summ["cause"].to_dict()
+    a = anomalies
+    rr_up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
+    load = (rr_up["score"] / (rr_up["score"] + 8.0)).groupby(rr_up["service"]).max().to_dict()
+    load_onset = rr_up.groupby("service")["onset"].min().to_dict()
+    t_min = min(onset.values())
+
+    pr = _pagerank(graph, strength, alert_service)
+    pr_max = max(pr.values()) if pr else 1.0
+    out = []
+    for svc in summ.index:
+        o = onset[svc]
+        explained = 0.0
+        for d in nx.descendants(graph, svc) if graph.out_degree(svc) else ():
+            if d in strength and onset[d] <= o + onset_tolerance:
+                # A dependency that clearly started first explains fully; a tie, partly.
+                w = 1.0 if onset[d] < o - onset_tolerance / 2 else 0.6
+                explained = max(explained, w * strength[d])
+        # Something happening to the service itself (resources, traffic) is less of an echo.
+        explained *= 1.0 - 0.5 * cause[svc]
+        ups = [u for u in nx.ancestors(graph, svc) if u in strength]
+        if svc in load:
+            # More traffic than usual that callers also received is their load, passed on.
+            for u in ups:
+                if u in load and load_onset[u] <= load_onset[svc] + onset_tolerance:
+                    explained = max(explained, load[u])
+        early = float(np.exp(-(o - t_min) / tau))
+        base = strength[svc] * (1.0 - explained)
+        score = 0.55 * base + 0.2 * early + 0.15 * (pr.get(svc, 0.0) / pr_max)
+        score += 0.1 * min(len(ups), 5) / 5.0
+        out.append(
+            RootScore(
+                service=str(svc),
+                score=float(score),
+                strength=float(strength[svc]),
+                onset=o,
+                explained=float(explained),
+                upstream=len(ups),
+                pagerank=float(pr.get(svc, 0.0) / pr_max),
+            )
+        )
+    out.sort(key=lambda r: (-r.score, r.onset or 0.0, r.service))
+    return [
+        RootScore(
+            r.service, r.score, r.strength, r.onset, r.explained, r.upstream, r.pagerank, i + 1
+        )
+        for i, r in enumerate(out)
+    ]
+
+
+def _pagerank(
+    graph: nx.DiGraph, strength: dict[str, float], alert_service: str | None
+) -> dict[str, float]:
+    """Personalised PageRank that drifts from hurting callers towards anomalous callees."""
+    if graph.number_of_nodes() == 0:
+        return {}
+    w = nx.DiGraph()
+    w.add_nodes_from(graph.nodes)
+    eps = 0.01
+    for u, v in graph.edges:
+        w.add_edge(u, v, weight=strength.get(v, 0.0) + eps)
+        # A small way back up, so a healthy dead end does not trap the walker.
+        if not w.has_edge(v, u):
+            w.add_edge(v, u, weight=0.1 * (strength.get(u, 0.0) + eps))
+    for n in graph.nodes:
+        # Staying put: strongest when the node hurts and its callees do not.
+        callees = [strength.get(c, 0.0) for c in graph.successors(n)]
+        w.add_edge(n, n, weight=max(strength.get(n, 0.0) - max(callees, default=0.0), 0.0) + eps)
+    pers = {n: strength.get(n, 0.0) + 1e-6 for n in graph.nodes}
+    if alert_service in pers:
+        pers[alert_service] += max(pers.values())
+    try:
+        return dict(nx.pagerank(w, alpha=0.85, personalization=pers, weight="weight", tol=1e-8))
+    except nx.PowerIterationFailedConvergence:
+        return {n: strength.get(n, 0.0) for n in graph.nodes}
+
+
+def blast_radius(graph: nx.DiGraph, root: str, anomalous: set[str]) -> list[str]:
+    """The root and every anomalous service upstream of it (its callers, transitively)."""
+    if root not in graph:
+        return [root]
+    ups = sorted(u for u in nx.ancestors(graph, root) if u in anomalous)
+    return [root, *ups]
