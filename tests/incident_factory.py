@@ -95,7 +95,7 @@ def _logs() -> pd.DataFrame:
         )
     rows.append(
         {
-            "ts": FAULT - 600,
+            "ts": FAULT - 1800,
             "service": "checkout",
             "severity": 9,
             "level": "INFO",
