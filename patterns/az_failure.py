@@ -186,16 +186,17 @@ def _span_zone_errors(ctx: PatternContext) -> pd.DataFrame:
 
 
 def _zone_services(pods: pd.DataFrame, spans: pd.DataFrame, zone: str) -> dict[str, float]:
-    """Services with trouble in ``zone``: count of unhealthy pods (or failing spans) there."""
+    """Services with trouble in ``zone``: the share of their pods (or requests) lost there."""
     out: dict[str, float] = {}
     for part in (pods, spans):
         if part.empty:
             continue
-        p = part[(part["zone"] == zone) & part["service"].notna()]
-        bad = p.groupby("service")["bad"].sum()
+        p = part[part["service"].notna()]
+        total = p.groupby("service")["bad"].size()
+        bad = p[p["zone"] == zone].groupby("service")["bad"].sum()
         for svc, n in bad.items():
             if n > 0:
-                out[str(svc)] = out.get(str(svc), 0.0) + float(n)
+                out[str(svc)] = max(out.get(str(svc), 0.0), float(n) / float(total[svc]))
     return out
 
 

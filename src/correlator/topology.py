@@ -90,8 +90,8 @@ def build_graph(telemetry: Telemetry, signals: pd.DataFrame | None = None) -> nx
         add(caller, callee, "declared", declared if declared != "service" else None)
     spans = telemetry.spans
     if spans is not None and not spans.empty:
-        for caller, callee, kind in _span_edges(spans):
-            add(caller, callee, "traces", kind)
+        for caller, callee, seen in _span_edges(spans):
+            add(caller, callee, "traces", seen)
     sig = signals if signals is not None else telemetry.signals
     if sig is not None and not sig.empty and "edge_rate" in set(sig["role"].unique()):
         e = sig.loc[

@@ -1,0 +1,59 @@
+"""Calibration: JSON round trip, fitting, monotonicity, and the shipped file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from correlator.calibration import FEATURES, Calibration, fit, load_calibration
+from correlator.errors import ConfigError
+
+
+def test_fit_learns_and_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows, labels = [], []
+    for _ in range(600):
+        pattern = float(rng.uniform())
+        root = float(rng.uniform())
+        p = 1 / (1 + np.exp(-(6 * pattern + 3 * root - 5)))
+        rows.append({"pattern": pattern, "root": root})
+        labels.append(int(rng.uniform() < p))
+    cal = fit(rows, labels)
+    assert cal.fitted_on == 600
+    coef = dict(zip(cal.features, cal.coef, strict=True))
+    assert coef["pattern"] > 1.0 and coef["root"] > 0.5
+    # Calibrated on its own data: mean prediction close to the base rate.
+    assert abs(float(cal.predict(rows).mean()) - np.mean(labels)) < 0.03
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(cal.to_json()))
+    again = load_calibration(path)
+    assert np.allclose(again.predict(rows[:5]), cal.predict(rows[:5]), atol=1e-4)
+
+
+def test_bad_files_and_degenerate_labels() -> None:
+    with pytest.raises(ConfigError, match="refit"):
+        Calibration.from_json({"coef": [1.0]})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_calibration("/nonexistent/cal.json")
+    with pytest.raises(ValueError, match="both right and wrong"):
+        fit([{"root": 1.0}], [1])
+
+
+def test_shipped_calibration_is_sane() -> None:
+    cal = load_calibration()
+    assert set(cal.features) == set(FEATURES)
+    weak = {"pattern": 0.1, "root": 0.1}
+    strong = {
+        "pattern": 0.95,
+        "root": 0.9,
+        "root_top": 1.0,
+        "root_rank_inv": 1.0,
+        "root_margin": 0.4,
+        "strength": 0.9,
+    }
+    p = cal.predict([weak, strong])
+    assert 0.0 <= p[0] < p[1] <= 1.0
+    assert cal.predict([]).size == 0

@@ -1,0 +1,113 @@
+"""Detection: robust baselines, onset, direction, ratios, on hand-built frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from correlator.detect import DetectConfig, aggregate, detect, grid_step
+from correlator.model import ANOMALY_COLUMNS, SIGNAL_COLUMNS, Window
+
+T0 = 1_700_000_000.0
+TS = np.arange(T0, T0 + 4800.0, 15.0)
+WINDOW = Window(start=T0 + 3600, end=T0 + 4800, baseline_start=T0)
+
+
+def frame(role: str, service: str, values: np.ndarray, **dims: str) -> pd.DataFrame:
+    d: dict[str, object] = {"role": role, "service": service, "ts": TS, "value": values}
+    for c in SIGNAL_COLUMNS[4:]:
+        d[c] = dims.get(c)
+    return pd.DataFrame(d)
+
+
+def noisy(level: float, sd: float, seed: int = 0) -> np.ndarray:
+    return level + np.random.default_rng(seed).normal(0, sd, TS.size)
+
+
+def test_step_change_found_with_onset_and_direction() -> None:
+    v = noisy(0.1, 0.005)
+    v[TS >= T0 + 3900] += 0.5
+    out = detect(frame("latency", "api", v), WINDOW)
+    assert list(out.columns) == list(ANOMALY_COLUMNS)
+    assert len(out) == 1
+    row = out.iloc[0]
+    assert row["service"] == "api" and row["role"] == "latency" and row["direction"] == "up"
+    assert abs(row["onset"] - (T0 + 3900)) <= 15
+    assert row["baseline"] == pytest.approx(0.1, abs=0.01)
+    assert row["peak"] > 0.55
+
+
+def test_noise_and_single_spike_are_not_anomalies() -> None:
+    v = noisy(100.0, 3.0, seed=1)
+    v[np.searchsorted(TS, T0 + 4000)] = 500.0  # one scrape, not an incident
+    assert detect(frame("request_rate", "api", v), WINDOW).empty
+
+
+def test_direction_respects_role() -> None:
+    # Latency falling is good news; ready pods falling is bad news.
+    lat = noisy(0.5, 0.01)
+    lat[TS >= T0 + 3900] = 0.05
+    ready = np.full(TS.size, 3.0)
+    ready[TS >= T0 + 3900] = 1.0
+    out = detect(pd.concat([frame("latency", "a", lat), frame("pod_ready", "b", ready)]), WINDOW)
+    assert list(out["service"]) == ["b"]
+    assert out.iloc[0]["direction"] == "down"
+
+
+def test_error_ratio_derived_and_flagged() -> None:
+    req = noisy(200.0, 5.0)
+    err = np.abs(noisy(0.2, 0.1, seed=2))
+    err[TS >= T0 + 3900] = 40.0
+    out = detect(
+        pd.concat([frame("request_rate", "a", req), frame("error_rate", "a", err)]), WINDOW
+    )
+    ratio = out[out["role"] == "error_ratio"]
+    assert len(ratio) == 1
+    assert ratio.iloc[0]["peak"] == pytest.approx(0.2, abs=0.03)
+
+
+def test_onset_refined_back_to_where_a_ramp_began() -> None:
+    v = noisy(1e8, 1e6)
+    ramp = np.clip((TS - (T0 + 3800)) / 900.0, 0, None)
+    v = v + ramp * 5e8
+    out = detect(frame("memory", "a", v), WINDOW)
+    assert len(out) == 1
+    onset = out.iloc[0]["onset"]
+    # The first sustained crossing is later; the refined onset sits near the ramp start.
+    assert T0 + 3780 <= onset <= T0 + 3900
+
+
+def test_edge_roles_keep_the_caller() -> None:
+    el = noisy(0.03, 0.002)
+    el[TS >= T0 + 3900] = 2.0
+    ok = noisy(0.03, 0.002, seed=3)
+    sig = pd.concat(
+        [
+            frame("edge_latency", "db", el, peer="checkout"),
+            frame("edge_latency", "db", ok, peer="cart"),
+        ]
+    )
+    out = detect(sig, WINDOW)
+    assert list(out["detail"]) == ["checkout"]
+
+
+def test_aggregate_sums_pods_and_takes_max_latency() -> None:
+    a = frame("cpu", "api", np.ones(TS.size), pod="api-1")
+    b = frame("cpu", "api", np.ones(TS.size) * 2, pod="api-2")
+    la = frame("latency", "api", np.full(TS.size, 0.1), pod="api-1")
+    lb = frame("latency", "api", np.full(TS.size, 0.3), pod="api-2")
+    agg = aggregate(pd.concat([a, b, la, lb]))
+    assert agg[agg["role"] == "cpu"]["value"].unique().tolist() == [3.0]
+    assert agg[agg["role"] == "latency"]["value"].unique().tolist() == [0.3]
+
+
+def test_threshold_is_configurable_and_empty_input_is_fine() -> None:
+    v = noisy(0.1, 0.005)
+    v[TS >= T0 + 3900] += 0.15  # about 7 scales of the latency floor
+    sig = frame("latency", "api", v)
+    assert len(detect(sig, WINDOW)) == 1
+    assert detect(sig, WINDOW, DetectConfig(threshold=50.0)).empty
+    empty = pd.DataFrame({c: pd.Series(dtype="object") for c in SIGNAL_COLUMNS})
+    assert detect(empty, WINDOW).empty
+    assert grid_step(TS) == 15.0

@@ -1,0 +1,91 @@
+"""The pipeline end to end over in-memory sources: findings, gaps, deadline, window."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from correlator.config import Settings
+from correlator.engine import auto_step, investigate, make_window
+from correlator.errors import ConfigError
+from correlator.model import Alert
+from correlator.sources import Sources
+from synth import FAULT, MemorySource, build
+
+CASES = [
+    ("deployment", "payments"),
+    ("db_overload", "orders-db"),
+    ("memory_leak", "payments"),
+    ("dependency_failure", "payments"),
+    ("traffic_spike", "frontend"),
+]
+
+
+@pytest.mark.parametrize(("cause", "root"), CASES)
+def test_top_finding_is_the_truth(cause: str, root: str) -> None:
+    sc = build(cause, root=root)
+    inv = investigate(sc.alert, Sources.from_backends(MemorySource(sc.telemetry)))
+    top = inv.findings[0]
+    assert (top.service, top.cause) == (root, cause)
+    assert 0.0 <= top.confidence <= 1.0
+    confs = [f.confidence for f in inv.findings]
+    assert confs == sorted(confs, reverse=True)
+    assert len({(f.service, f.cause) for f in inv.findings}) == len(inv.findings)
+    assert inv.blast_radius[0] == root
+    assert set(inv.timings) >= {"window", "collect", "detect", "topology", "patterns", "rank"}
+    json.dumps(inv.to_json())
+
+
+def test_out_of_pattern_fault_names_the_service_with_unknown() -> None:
+    sc = build("cpu_contention")
+    inv = investigate(sc.alert, Sources.from_backends(MemorySource(sc.telemetry)))
+    assert (inv.findings[0].service, inv.findings[0].cause) == ("payments", "unknown")
+    assert inv.findings[0].evidence
+    assert "frontend" in inv.blast_radius
+
+
+def test_failing_and_slow_sources_become_gaps() -> None:
+    sc = build("deployment")
+    good = MemorySource(sc.telemetry, name="good")
+    down = MemorySource(sc.telemetry, name="logs-down", fail="logs")
+    slow = MemorySource(sc.telemetry, name="slow", delay=3.0)
+    sources = Sources(metrics=[good], logs=[down], traces=[slow, good])
+    inv = investigate(sc.alert, sources, Settings(source_timeout=0.5))
+    why = {g.source: g.why for g in inv.gaps}
+    assert "logs backend is down" in why["logs-down"]
+    assert "no answer within 0.5s" in why["slow"]
+    assert inv.findings[0].service == "payments"
+    assert inv.timings["collect"] < 2.5
+
+
+def test_no_sources_is_a_gap_not_a_crash() -> None:
+    alert = Alert("x", {"alertname": "A"}, starts_at=FAULT)
+    inv = investigate(alert, Sources())
+    assert inv.findings == []
+    assert any(g.source == "sources" for g in inv.gaps)
+
+
+def test_pattern_selection_and_bad_options() -> None:
+    sc = build("deployment")
+    src = Sources.from_backends(MemorySource(sc.telemetry))
+    only = Settings.model_validate({"patterns": {"enabled": ["memory_leak"]}})
+    inv = investigate(sc.alert, src, only)
+    assert all(f.cause in ("memory_leak", "unknown") for f in inv.findings)
+    bad = Settings.model_validate({"patterns": {"options": {"deployment": {"max_lead": 3}}}})
+    with pytest.raises(ConfigError, match="deployment.max_lead"):
+        investigate(sc.alert, src, bad)
+
+
+def test_window_rules() -> None:
+    s = Settings()
+    open_alert = Alert("x", {}, starts_at=10_000.0)
+    w = make_window(open_alert, s, now=1e9)
+    assert (w.start, w.end, w.baseline_start) == (9_700.0, 10_300.0, 6_100.0)
+    closed = Alert("x", {}, starts_at=10_000.0, ends_at=12_000.0)
+    assert make_window(closed, s, now=1e9).end == 12_300.0
+    assert make_window(closed, s, now=10_100.0).end == 10_100.0  # never in the future
+    custom = Settings.model_validate({"window": {"before": 60, "after": 0, "baseline": 600}})
+    w = make_window(open_alert, custom, now=1e9)
+    assert (w.start, w.end, w.baseline_start) == (9_940.0, 10_000.0, 9_340.0)
+    assert auto_step(w) == 15.0

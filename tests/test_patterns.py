@@ -1,0 +1,163 @@
+"""The six built-in patterns and the plugin API, on hand-built telemetry."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from correlator.catalog import default_catalog
+from correlator.config import Settings
+from correlator.detect import aggregate, detect
+from correlator.engine import make_window
+from correlator.errors import ConfigError
+from correlator.model import Outcome, Telemetry
+from correlator.pattern import BasePattern, PatternContext, config_for, load_patterns
+from correlator.topology import build_graph, root_scores
+from synth import Scenario, build
+
+BUILTIN = (
+    "deployment",
+    "db_overload",
+    "az_failure",
+    "memory_leak",
+    "dependency_failure",
+    "traffic_spike",
+)
+ROOTS = {"db_overload": "orders-db", "traffic_spike": "frontend"}
+
+
+def context(sc: Scenario) -> PatternContext:
+    tel = sc.telemetry
+    window = make_window(sc.alert, Settings(), now=sc.alert.starts_at + 3600)
+    anomalies = detect(tel.signals, window)
+    graph = build_graph(tel)
+    return PatternContext(
+        alert=sc.alert,
+        window=window,
+        telemetry=tel,
+        catalog=default_catalog(),
+        anomalies=anomalies,
+        graph=graph,
+        roots=root_scores(graph, anomalies, "frontend"),
+        signals=aggregate(tel.signals),
+        step=15.0,
+    )
+
+
+def run(name: str, ctx: PatternContext, **options: Any):  # type: ignore[no-untyped-def]
+    cls = load_patterns([name])[name]
+    return cls().evaluate(ctx, config_for(cls, options))
+
+
+@pytest.mark.parametrize("cause", BUILTIN)
+def test_each_pattern_finds_its_own_fault_with_evidence(cause: str) -> None:
+    root = ROOTS.get(cause, "payments")
+    ctx = context(build(cause, root=root))
+    res = run(cause, ctx)
+    assert res.outcome is Outcome.OK
+    assert res.findings, res.reason
+    best = max(res.findings, key=lambda f: f.score)
+    if cause != "az_failure":  # the zone's most affected service is a tie here
+        assert best.service == root
+    assert best.cause == cause and best.pattern == cause
+    assert 0.5 <= best.score <= 1.0
+    assert best.confidence == 0.0  # the ranker calibrates, not the pattern
+    assert best.evidence and all(e.summary for e in best.evidence)
+
+
+@pytest.mark.parametrize("cause", ["deployment", "db_overload", "memory_leak", "traffic_spike"])
+def test_patterns_stay_quiet_on_an_unrelated_fault(cause: str) -> None:
+    ctx = context(build("cpu_contention"))
+    res = run(cause, ctx)
+    assert all(f.score < 0.5 for f in res.findings), res.findings
+
+
+def test_deployment_evidence_names_versions_and_lead() -> None:
+    res = run("deployment", context(build("deployment")))
+    deploy = [e for e in res.findings[0].evidence if e.kind == "deploy"][0]
+    assert deploy.data["old"] == "1.3.2" and deploy.data["new"] == "1.4.0"
+    assert "1.3.2 -> 1.4.0" in deploy.summary
+    kinds = {e.kind for e in res.findings[0].evidence}
+    assert {"metric", "log", "trace"} <= kinds
+
+
+def test_az_failure_names_the_zone() -> None:
+    res = run("az_failure", context(build("az_failure")))
+    assert res.findings[0].zone == "zone-b"
+    assert "zone-b" in res.findings[0].evidence[0].summary
+
+
+def test_missing_data_is_not_evaluated_not_a_no() -> None:
+    sc = build("deployment")
+    sc.telemetry.signals = sc.telemetry.signals[
+        ~sc.telemetry.signals["role"].isin(
+            [
+                "version",
+                "memory",
+                "oom_kills",
+                "node_zone",
+                "pod_info",
+                "db_connections",
+                "db_tx_duration",
+                "db_max_connections",
+            ]
+        )
+    ]
+    sc.telemetry.spans = sc.telemetry.spans.iloc[0:0]
+    sc.telemetry.node_kinds = {}
+    sc.telemetry.edges = []
+    ctx = context(sc)
+    for name in ("deployment", "memory_leak", "az_failure", "db_overload"):
+        res = run(name, ctx)
+        assert res.outcome is Outcome.NOT_EVALUATED, name
+        assert res.reason and not res.findings
+
+
+def test_config_overrides_validated() -> None:
+    cls = load_patterns(["deployment"])["deployment"]
+    cfg = config_for(cls, {"max_lead_seconds": 60})
+    assert cfg.max_lead_seconds == 60.0
+    with pytest.raises(ConfigError, match=r"patterns\.options\.deployment\.nope: unknown option"):
+        config_for(cls, {"nope": 1})
+    with pytest.raises(ConfigError, match="max_lead_seconds.*not a number"):
+        config_for(cls, {"max_lead_seconds": "soon"})
+    # A tight lead window makes the old deploy too early to blame.
+    res = run("deployment", context(build("deployment")), max_lead_seconds=-1000.0)
+    assert not res.findings
+
+
+def test_builtins_follow_the_plugin_contract() -> None:
+    found = load_patterns()
+    assert set(BUILTIN) <= set(found)
+    for name in BUILTIN:
+        cls = found[name]
+        assert cls.name == name and cls.cause == name and cls.needs
+        assert dataclasses.is_dataclass(cls.config_class)
+        assert cls.config_class.__dataclass_params__.frozen  # type: ignore[attr-defined]
+        assert cls.__doc__ and cls.evaluate.__doc__
+    with pytest.raises(ConfigError, match="nosuch not installed"):
+        load_patterns(["nosuch"])
+
+
+def test_a_third_party_style_pattern_works_with_the_base() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        level: float = 0.9
+
+    class Disk(BasePattern):
+        name = "disk"
+        cause = "disk_pressure"
+        needs = ("disk",)
+        config_class = Cfg
+
+        def evaluate(self, ctx: PatternContext, config: Cfg):  # type: ignore[no-untyped-def]
+            if not ctx.has("disk"):
+                return self.not_evaluated("no disk signal")
+            return self.found([self.finding("x", config.level, [])])
+
+    ctx = context(build("cpu_contention"))
+    assert Disk().evaluate(ctx, config_for(Disk, {})).outcome is Outcome.NOT_EVALUATED
+    assert config_for(Disk, {"level": 1}).level == 1.0
+    assert isinstance(Telemetry(), Telemetry)

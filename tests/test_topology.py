@@ -1,0 +1,158 @@
+"""Topology: graph merging from spans, declared edges and edge metrics; root scoring."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from correlator.model import SPAN_COLUMNS, Telemetry
+from correlator.topology import blast_radius, build_graph, root_scores
+
+
+def span(
+    trace: str, sid: str, parent: str | None, svc: str, kind: int, **kw: object
+) -> dict[str, object]:
+    row: dict[str, object] = {c: None for c in SPAN_COLUMNS}
+    row.update(
+        trace_id=trace,
+        span_id=sid,
+        parent_span_id=parent,
+        service=svc,
+        kind=kind,
+        name="op",
+        start=0.0,
+        duration=0.1,
+        status=0,
+    )
+    row.update(kw)
+    return row
+
+
+def test_graph_from_spans_declared_and_metrics() -> None:
+    spans = pd.DataFrame(
+        [
+            span("t1", "a", None, "frontend", 3, peer="checkout"),
+            span("t1", "b", "a", "checkout", 2),
+            span("t1", "c", "b", "checkout", 3, peer="orders-db", db_system="postgresql"),
+            span("t1", "d", "b", "checkout", 3, peer="redis", db_system="redis"),
+            span("t1", "e", "b", "checkout", 3, peer="api.stripe.com"),
+        ]
+    )
+    tel = Telemetry(spans=spans)
+    tel.edges = [("checkout", "payments", "service")]
+    sig = pd.DataFrame(
+        {
+            "role": ["edge_rate"],
+            "service": ["ledger"],
+            "ts": [0.0],
+            "value": [1.0],
+            "peer": ["payments"],
+        }
+    )
+    g = build_graph(tel, sig)
+    assert set(g.edges) == {
+        ("frontend", "checkout"),
+        ("checkout", "orders-db"),
+        ("checkout", "redis"),
+        ("checkout", "api.stripe.com"),
+        ("checkout", "payments"),
+        ("payments", "ledger"),
+    }
+    assert g.nodes["orders-db"]["kind"] == "database"
+    assert g.nodes["redis"]["kind"] == "cache"
+    assert g.nodes["api.stripe.com"]["kind"] == "external"
+    assert g.edges["frontend", "checkout"]["sources"] == {"traces"}
+
+
+def anomalies(rows: list[tuple[str, str, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "service": s,
+                "role": r,
+                "onset": o,
+                "score": sc,
+                "direction": "up",
+                "baseline": 0.0,
+                "peak": 1.0,
+                "detail": "",
+            }
+            for s, r, o, sc in rows
+        ]
+    )
+
+
+def chain() -> Telemetry:
+    tel = Telemetry()
+    tel.edges = [
+        ("frontend", "checkout", "service"),
+        ("checkout", "payments", "service"),
+        ("frontend", "search", "service"),
+    ]
+    return tel
+
+
+def test_deepest_earliest_anomalous_node_wins() -> None:
+    g = build_graph(chain())
+    a = anomalies(
+        [
+            ("payments", "error_ratio", 100.0, 40.0),
+            ("checkout", "error_ratio", 115.0, 30.0),
+            ("frontend", "latency", 130.0, 30.0),
+        ]
+    )
+    roots = root_scores(g, a, alert_service="frontend")
+    assert roots[0].service == "payments" and roots[0].rank == 1
+    assert roots[0].explained == 0.0
+    assert {r.service for r in roots} == {"payments", "checkout", "frontend"}
+    assert blast_radius(g, "payments", {"payments", "checkout", "frontend"}) == [
+        "payments",
+        "checkout",
+        "frontend",
+    ]
+
+
+def test_caller_with_its_own_earlier_trouble_beats_a_later_callee() -> None:
+    g = build_graph(chain())
+    # checkout breaks first; payments' blip comes 10 minutes later and cannot explain it.
+    a = anomalies(
+        [
+            ("checkout", "error_ratio", 100.0, 40.0),
+            ("frontend", "error_ratio", 110.0, 30.0),
+            ("payments", "latency", 700.0, 6.0),
+        ]
+    )
+    assert root_scores(g, a, "frontend")[0].service == "checkout"
+
+
+def test_upstream_traffic_explains_downstream_load() -> None:
+    g = build_graph(chain())
+    a = anomalies(
+        [
+            ("frontend", "request_rate", 100.0, 30.0),
+            ("checkout", "request_rate", 100.0, 30.0),
+            ("payments", "request_rate", 100.0, 30.0),
+        ]
+    )
+    assert root_scores(g, a, "frontend")[0].service == "frontend"
+
+
+def test_no_anomalies_no_roots() -> None:
+    assert (
+        root_scores(
+            build_graph(chain()),
+            anomalies([]).reindex(
+                columns=[
+                    "service",
+                    "role",
+                    "onset",
+                    "score",
+                    "direction",
+                    "baseline",
+                    "peak",
+                    "detail",
+                ]
+            ),
+            None,
+        )
+        == []
+    )
