@@ -192,3 +192,94 @@ def read_log(path: Path) -> list[tuple[str, int, str]]:
 
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj).encode()
+
+
+@contextmanager
+def serve_in_thread(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with real uvicorn on a free loopback port; yield its base URL."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
+                       lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def _pg_bin(name: str) -> str | None:
+    import glob
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    for path in sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True):
+        return path
+    return None
+
+
+class PostgresCluster:
+    """A private PostgreSQL cluster on 127.0.0.1 (initdb + pg_ctl under a temp dir).
+
+    As root the cluster runs as the ``postgres`` user (PostgreSQL refuses root).
+    """
+
+    def __init__(self) -> None:
+        import tempfile
+
+        initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+        if not initdb or not pg_ctl:
+            raise FileNotFoundError("initdb/pg_ctl not found: apt-get install -y postgresql")
+        self.pg_ctl = pg_ctl
+        self.dir = Path(tempfile.mkdtemp(prefix="correlator-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:
+            import shutil
+
+            shutil.chown(self.dir, "postgres", "postgres")
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+        subprocess.run(
+            [*self.prefix, initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust",
+             "--no-sync", "-E", "UTF8"],
+            check=True, capture_output=True,
+        )
+        subprocess.run(
+            [*self.prefix, pg_ctl, "-D", str(self.data), "-l", str(self.dir / "log"), "-w",
+             "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+             "start"],
+            check=True, capture_output=True,
+        )
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        import shutil
+
+        subprocess.run(
+            [*self.prefix, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+            check=False, capture_output=True,
+        )
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -34,15 +34,21 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from correlator.model import parse_time
+from correlator.model import Evidence, Finding, Gap, Investigation, Window, parse_time
 from correlator.service.auth import Authenticator
 from correlator.service.notify import Notifier, NotifySettings
 from correlator.service.obs import Metrics
-from correlator.service.payload import Limits, PayloadError, parse_payload, to_alerts
+from correlator.service.payload import (
+    Limits,
+    PayloadError,
+    alert_from_json,
+    parse_payload,
+    to_alerts,
+)
 from correlator.service.store import STATUSES, Query, Record, Store, StoreError, open_store
 from correlator.service.worker import InvestigateFn, WorkerPool, WorkerSettings
 
-__all__ = ["ServiceConfig", "create_app"]
+__all__ = ["ServiceConfig", "create_app", "investigation_from_json"]
 
 log = logging.getLogger("correlator.service")
 
@@ -386,14 +392,69 @@ def _render_list(records: list[Record]) -> str:
     return _page("correlator: investigations", f"<h1>Investigations</h1>{table}")
 
 
+def investigation_from_json(data: dict[str, Any]) -> Investigation:
+    """Rebuild an :class:`Investigation` (without telemetry) from its stored JSON."""
+    window = data.get("window") or {}
+    start = parse_time(window["start"]) if window.get("start") else 0.0
+    end = parse_time(window["end"]) if window.get("end") else start
+    findings = []
+    for f in data.get("findings") or []:
+        evidence = tuple(
+            Evidence(
+                kind=str(ev.get("kind", "")),
+                summary=str(ev.get("summary", "")),
+                service=ev.get("service"),
+                signal=ev.get("signal"),
+                onset=parse_time(ev["onset"]) if ev.get("onset") else None,
+                query=ev.get("query"),
+                url=ev.get("url"),
+                data=dict(ev.get("data") or {}),
+            )
+            for ev in f.get("evidence") or []
+        )
+        findings.append(
+            Finding(
+                service=str(f.get("service", "")),
+                cause=str(f.get("cause", "")),
+                confidence=float(f.get("confidence", 0.0)),
+                evidence=evidence,
+                pattern=str(f.get("pattern", "")),
+                onset=parse_time(f["onset"]) if f.get("onset") else None,
+                zone=f.get("zone"),
+            )
+        )
+    return Investigation(
+        alert=alert_from_json(data["alert"]),
+        window=Window(start=start, end=end, baseline_start=start),
+        findings=findings,
+        blast_radius=[str(s) for s in data.get("blast_radius") or []],
+        gaps=[
+            Gap(str(g.get("source", "")), str(g.get("why", "")), g.get("signal"))
+            for g in data.get("gaps") or []
+        ],
+        timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
+        not_evaluated=list(data.get("not_evaluated") or []),
+    )
+
+
+def _render_with_report(result: dict[str, Any]) -> str | None:
+    """The report module's page for a stored result, or ``None`` to use the fallback."""
+    try:
+        from correlator.report_html import render_html
+    except ImportError:
+        return None
+    try:
+        return str(render_html(investigation_from_json(result)))
+    except Exception:  # a stored result the report cannot draw still gets a page
+        log.warning("report_html could not render a stored investigation", exc_info=True)
+        return None
+
+
 def _render_record(record: Record) -> str:
     if record.result is not None:
-        try:
-            from correlator.report_html import render_html  # another module; may not exist yet
-        except ImportError:
-            pass
-        else:
-            return str(render_html(record.result))
+        page = _render_with_report(record.result)
+        if page is not None:
+            return page
     e = html.escape
     head = (
         f"<h1>{e(record.alertname or 'alert')}"

@@ -432,7 +432,13 @@ class SQLiteStore(_SqlStore):
             now="(julianday('now') - 2440587.5) * 86400.0", claim_lock="", placeholder="?"
         )
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(
+                    f"SQLite store {self.path}: cannot open it (cannot create its folder: "
+                    f"{err.strerror}); choose another --store path"
+                ) from err
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -504,17 +510,19 @@ class PostgresStore(_SqlStore):
         self.sql = _Sql(
             now="extract(epoch from clock_timestamp())", claim_lock="FOR UPDATE SKIP LOCKED"
         )
+        try:
+            # One direct connection first: it fails fast, with the server's own reason,
+            # where the pool would retry until its timeout.
+            psycopg.connect(url, connect_timeout=10).close()
+        except psycopg.Error as err:
+            raise StoreError(
+                f"PostgreSQL store {_redact(url)}: cannot connect ({str(err).strip()}); check "
+                "the --store URL and that the server is up"
+            ) from None
         self._pool = ConnectionPool(
             url, min_size=min_size, max_size=max_size, open=False, timeout=10.0
         )
-        try:
-            self._pool.open(wait=True, timeout=10.0)
-        except Exception as err:
-            self._pool.close()
-            raise StoreError(
-                f"PostgreSQL store {_redact(url)}: cannot connect ({err}); check the --store URL "
-                "and that the server is up"
-            ) from err
+        self._pool.open(wait=True, timeout=10.0)
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
