@@ -69,7 +69,7 @@ def test_ambiguous_prefix_is_an_error() -> None:
     with httpx.Client(transport=transport) as client:
         adapter = AlertmanagerAdapter("http://am:9093", client)
         with pytest.raises(
-            AmbiguousFingerprintError, match="'abc' matches 2 alerts.*give more digits"
+            AmbiguousFingerprintError, match=r"'abc' matches 2 alerts.*give more digits"
         ):
             adapter.alert("abc")
         hit = adapter.alert("ABC2")
