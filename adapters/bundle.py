@@ -52,7 +52,7 @@ def _select(metrics: Metrics, spec: SignalSpec, index: dict[str, list[Series]]) 
         name = spec.metric + ("_bucket" if spec.kind == "histogram" else "")
         candidates = index.get(name, [])
     else:
-        candidates = metrics.series  # type: ignore[assignment]
+        candidates = list(metrics.series)
         if spec.kind == "histogram":
             candidates = [s for s in candidates if s.name.endswith("_bucket")]
     return [s for s in candidates if all(m.matches(s.get(m.label)) for m in spec.matchers)]
@@ -62,7 +62,7 @@ def _service_of(series: Series, spec: SignalSpec) -> str | None:
     for label in spec.service_labels:
         value = series.get(label)
         if value:
-            return value
+            return str(value)
     pod = series.get("pod")
     return service_from_pod(pod) if pod else None
 
@@ -128,7 +128,8 @@ def _aggregate(
         res = grouped.min()
     else:
         res = grouped.mean()
-    return res.reindex(range(n)).to_numpy(dtype=np.float64)
+    out: npt.NDArray[np.float64] = res.reindex(range(n)).to_numpy(dtype=np.float64)
+    return out
 
 
 def _quantile(
@@ -431,7 +432,11 @@ class BundleBackend:
         except UserInputError:
             pass
         seen: set[tuple[str, str]] = set()
-        unique = [p for p in pairs if p[0] != p[1] and not (p in seen or seen.add(p))]
+        unique: list[tuple[str, str]] = []
+        for p in pairs:
+            if p[0] != p[1] and p not in seen:
+                seen.add(p)
+                unique.append(p)
         for a, b in unique:
             kinds.setdefault(a, "service")
             kinds.setdefault(b, "service")
