@@ -1,0 +1,130 @@
+"""Accuracy and calibration on generated labeled scenarios (seeds 5000+).
+
+At least 15 scenarios per built-in cause plus out-of-pattern faults
+(cpu_contention, network_delay, code_exception), 10 to 300 services. Reports
+root-service accuracy (top 1, top 3), cause accuracy at top 1 on the six,
+expected calibration error with a reliability table, and a per-cause table,
+into the ``## Accuracy`` section of BENCHMARKS.md.
+
+    python scripts/bench_accuracy.py [--per-cause 17] [--extra 10] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from evallib import BUILTIN, Case, plan, run_case
+
+FIRST_SEED = 5000
+
+
+def _run(args: tuple[int, int, str]) -> Case:
+    return run_case(*args, top_n=5)
+
+
+def ece(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> tuple[float, list[str]]:
+    """Expected calibration error of top-1 confidences, and reliability-table rows."""
+    edges = np.linspace(0, 1, bins + 1)
+    total, rows = 0.0, []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (conf >= lo) & ((conf < hi) if hi < 1 else (conf <= hi))
+        if not m.any():
+            continue
+        gap = abs(conf[m].mean() - right[m].mean())
+        total += m.mean() * gap
+        rows.append(
+            f"| {lo:.1f}-{hi:.1f} | {m.sum()} | {conf[m].mean():.2f} | {right[m].mean():.2f} |"
+        )
+    return float(total), rows
+
+
+def report(cases: list[Case], seconds: float) -> tuple[str, dict[str, float]]:
+    """The markdown section and the headline figures."""
+    top1 = np.array([c.service_rank() == 1 for c in cases])
+    top3 = np.array([(c.service_rank() or 99) <= 3 for c in cases])
+    six = [c for c in cases if c.cause in BUILTIN]
+    cause1 = np.array([bool(c.ranked) and c.ranked[0][1] == c.cause for c in six])
+    both = np.array([bool(c.ranked) and c.right(c.ranked[0][0], c.ranked[0][1]) for c in cases])
+    conf = np.array([c.ranked[0][2] if c.ranked else 0.0 for c in cases])
+    e, rel = ece(conf, both.astype(float))
+    figs = {
+        "service_top1": top1.mean(),
+        "service_top3": top3.mean(),
+        "cause_top1_six": cause1.mean(),
+        "ece": e,
+        "right_top1": both.mean(),
+    }
+    sizes = sorted({c.services for c in cases})
+    lines = [
+        f"{len(cases)} generated scenarios (seeds {min(c.seed for c in cases)}-"
+        f"{max(c.seed for c in cases)}; {min(sizes)} to {max(sizes)} services), "
+        f"investigated in {seconds:.0f}s wall.",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| root service, top 1 | {figs['service_top1']:.3f} | >= 0.90 |",
+        f"| root service, top 3 | {figs['service_top3']:.3f} | >= 0.97 |",
+        f"| cause, top 1 (six built-in causes) | {figs['cause_top1_six']:.3f} | >= 0.90 |",
+        f"| service and cause both right, top 1 | {figs['right_top1']:.3f} | |",
+        f"| expected calibration error (top 1, 10 bins) | {figs['ece']:.3f} | <= 0.08 |",
+        "",
+        "Per cause (out-of-pattern faults count as right with cause `unknown` or their own word):",
+        "",
+        "| cause | n | service top 1 | service top 3 | right top 1 | mean confidence |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cause in sorted({c.cause for c in cases}, key=lambda x: (x not in BUILTIN, x)):
+        cc = [c for c in cases if c.cause == cause]
+        idx = [i for i, c in enumerate(cases) if c.cause == cause]
+        lines.append(
+            f"| {cause} | {len(cc)} | {top1[idx].mean():.2f} | {top3[idx].mean():.2f} | "
+            f"{both[idx].mean():.2f} | {conf[idx].mean():.2f} |"
+        )
+    lines += [
+        "",
+        "Reliability (top finding's confidence vs how often it was right):",
+        "",
+        "| confidence | n | mean confidence | right |",
+        "|---|---|---|---|",
+        *rel,
+    ]
+    wrong = [c for c in cases if not (c.ranked and c.right(c.ranked[0][0], c.ranked[0][1]))]
+    if wrong:
+        lines += ["", "Misses (seed, services, truth -> top finding):", ""]
+        for c in wrong[:25]:
+            got = f"{c.ranked[0][0]}/{c.ranked[0][1]}" if c.ranked else "nothing"
+            lines.append(f"- {c.seed} ({c.services}): {c.truth_service}/{c.cause} -> {got}")
+    return "\n".join(lines), figs
+
+
+def main() -> int:
+    """Generate, investigate, judge, write the section."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-cause", type=int, default=17)
+    ap.add_argument("--extra", type=int, default=10)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    todo = list(plan(FIRST_SEED, 0, args.per_cause, args.extra))
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        cases = list(pool.map(_run, todo))
+    body, figs = report(cases, time.time() - t0)
+    print(body)
+    if not args.no_write:
+        from benchlib import write_section
+
+        write_section("Accuracy", body, "scripts/bench_accuracy.py")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

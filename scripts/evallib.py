@@ -1,0 +1,144 @@
+"""Shared by fit_calibration.py and bench_accuracy.py: generate labeled scenarios,
+investigate them, and judge every finding against the truth.
+
+A finding is *right* when it names the true service and the true cause; for
+faults outside the six built-in causes, ``unknown`` (or the truth's own word)
+is the right cause.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+BUILTIN = (
+    "deployment",
+    "db_overload",
+    "az_failure",
+    "memory_leak",
+    "dependency_failure",
+    "traffic_spike",
+)
+EXTRA = ("cpu_contention", "network_delay", "code_exception")
+
+
+@dataclass
+class Case:
+    """One investigated scenario and how the engine did."""
+
+    seed: int
+    services: int
+    cause: str
+    truth_service: str
+    ranked: list[tuple[str, str, float]]
+    features: list[dict[str, float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def right(self, service: str, cause: str) -> bool:
+        """Whether a (service, cause) answer is right for this case."""
+        return is_right(service, cause, self.truth_service, self.cause)
+
+    def service_rank(self) -> int | None:
+        """1-based rank of the first finding naming the true service (any cause)."""
+        seen: list[str] = []
+        for svc, _, _ in self.ranked:
+            if svc not in seen:
+                seen.append(svc)
+            if svc == self.truth_service:
+                return len(seen)
+        return None
+
+
+def is_right(service: str, cause: str, truth_service: str, truth_cause: str) -> bool:
+    """The scoring rule (see the module docstring)."""
+    if service != truth_service:
+        return False
+    if truth_cause in BUILTIN:
+        return cause == truth_cause
+    return cause in ("unknown", truth_cause)
+
+
+def generate(seed: int, services: int, cause: str, dest: Path) -> Path:
+    """Write one labeled bundle with the generator; returns its folder."""
+    from correlator import generator
+
+    fn: Any = generator.generate
+    params = inspect.signature(fn).parameters
+    kwargs: dict[str, Any] = {"services": services, "cause": cause}
+    if "dest" in params:
+        kwargs["dest"] = dest
+    elif "path" in params:
+        kwargs["path"] = dest
+    elif "out" in params:
+        kwargs["out"] = dest
+    out = fn(seed, **kwargs)
+    if isinstance(out, str | Path) and Path(out).exists():
+        return Path(out)
+    if hasattr(out, "write"):
+        return Path(out.write(dest))
+    return dest
+
+
+def investigate_bundle(path: Path, top_n: int = 20) -> tuple[Any, dict[str, Any]]:
+    """Run the engine on a bundle's first alert; returns the investigation and the truth."""
+    from correlator.adapters.bundle import BundleBackend
+
+    from correlator.config import Settings
+    from correlator.engine import investigate
+    from correlator.sources import Sources
+
+    backend = BundleBackend(path)
+    bundle = backend.bundles()[0]
+    alert = bundle.alerts[0]
+    backend.use(bundle)
+    settings = Settings(top_n=top_n)
+    inv = investigate(
+        alert,
+        Sources.from_backends(backend),
+        settings,
+        bundle.merged_catalog(
+            __import__("correlator.catalog", fromlist=["default_catalog"]).default_catalog()
+        ),
+    )
+    return inv, dict(bundle.truth or {})
+
+
+def run_case(seed: int, services: int, cause: str, top_n: int = 20) -> Case:
+    """Generate, investigate and judge one scenario."""
+    from correlator.calibration import FEATURES
+
+    with tempfile.TemporaryDirectory(prefix="corr-eval-") as tmp:
+        path = generate(seed, services, cause, Path(tmp) / f"s{seed}")
+        inv, truth = investigate_bundle(path, top_n)
+    case = Case(
+        seed,
+        services,
+        str(truth.get("cause", cause)),
+        str(truth.get("service", "")),
+        [(f.service, f.cause, f.confidence) for f in inv.findings],
+        seconds=sum(v for k, v in inv.timings.items() if k != "total"),
+    )
+    for f in inv.findings:
+        case.features.append({k: float(f.features.get(k, 0.0)) for k in FEATURES})
+        case.labels.append(int(case.right(f.service, f.cause)))
+    return case
+
+
+def plan(first_seed: int, n: int, per_builtin: int, extra: int) -> Iterator[tuple[int, int, str]]:
+    """(seed, services, cause) triples: ``per_builtin`` of each built-in cause,
+    ``extra`` of each out-of-pattern one, service counts spread over 10..300."""
+    sizes = (10, 20, 30, 50, 80, 120, 200, 300)
+    causes = [c for c in BUILTIN for _ in range(per_builtin)] + [
+        c for c in EXTRA for _ in range(extra)
+    ]
+    for i, cause in enumerate(causes[:n] if n else causes):
+        yield first_seed + i, sizes[(i * 7 + i // len(sizes)) % len(sizes)], cause
