@@ -30,6 +30,7 @@ CAUSE_WORDS = {
     "memory_leak": "a memory leak",
     "dependency_failure": "a failing dependency",
     "traffic_spike": "a traffic spike",
+    "unknown": "a fault none of the built-in patterns recognises (see the evidence)",
 }
 
 _KIND_WORDS = {
@@ -233,8 +234,9 @@ def _impact(inv: Investigation, figures: dict[str, str]) -> str:
     affected = [s for s in inv.blast_radius if s != root]
     if affected:
         text = (
-            f"<p>{_count(affected)} hurt because they call the root cause, directly or "
-            "through other services:</p>"
+            f"<p>{_count(affected)} {'is' if len(affected) == 1 else 'are'} hurt: "
+            f"{'it calls' if len(affected) == 1 else 'they call'} the root cause, directly or "
+            "through other services.</p>"
             f'<ul class="chips" id="blast-radius">{_chips([root] if root else [], "root")}'
             f"{_chips(affected, 'blast')}</ul>"
         )
