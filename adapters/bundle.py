@@ -16,6 +16,8 @@ Each bundle's files are parsed once and cached for the backend's lifetime.
 
 from __future__ import annotations
 
+import copy
+
 import importlib.resources
 from collections.abc import Sequence
 from pathlib import Path
@@ -301,6 +303,15 @@ class BundleBackend:
             self._current = alert_or_bundle
         else:
             self._current = self.bundle_for(alert_or_bundle)
+
+    def bound(self, alert: Alert) -> BundleBackend:
+        """A backend whose data methods read this alert's bundle (shares the cache).
+
+        Use this rather than :meth:`use` when investigations run concurrently.
+        """
+        clone = copy.copy(self)
+        clone._current = self.bundle_for(alert)
+        return clone
 
     def _bundle(self, window: Window | None = None) -> Bundle:
         if self._current is not None:

@@ -18,7 +18,14 @@ from correlator.fingerprint import alert_fingerprint
 from correlator.model import Alert, Investigation, parse_time
 from correlator.sources import Sources
 
-__all__ = ["alert_from_payload", "alerts", "build_sources", "investigate", "resolve_alert"]
+__all__ = [
+    "alert_from_payload",
+    "alerts",
+    "bind_sources",
+    "build_sources",
+    "investigate",
+    "resolve_alert",
+]
 
 
 def _settings(config: str | Path | Settings | None) -> Settings:
@@ -140,4 +147,29 @@ def investigate(
         alert = alert_from_payload(target)
     else:
         alert = resolve_alert(str(target), sources)
-    return run(alert, sources, settings, catalog_for(settings))
+    return run(alert, bind_sources(sources, alert), settings, catalog_for(settings))
+
+
+def bind_sources(sources: Sources, alert: Alert) -> Sources:
+    """Sources whose bundle backends read the bundle ``alert`` came from.
+
+    Bundle backends serve many bundles; binding gives each investigation its
+    own view, so concurrent investigations (the service) cannot mix bundles.
+    Alerts from elsewhere (a webhook, Alertmanager) leave the sources as they are.
+    """
+    from correlator.adapters.bundle import BundleBackend
+
+    replaced: dict[int, object] = {}
+    for backend in {id(b): b for b in sources.metrics + sources.logs + sources.traces}.values():
+        if isinstance(backend, BundleBackend):
+            try:
+                replaced[id(backend)] = backend.bound(alert)
+            except UserInputError:
+                continue
+    if not replaced:
+        return sources
+    every: dict[int, object] = {}
+    for group in (sources.metrics, sources.logs, sources.traces, sources.topology, sources.alerts):
+        for b in group:
+            every.setdefault(id(b), replaced.get(id(b), b))
+    return Sources.from_backends(*every.values())
