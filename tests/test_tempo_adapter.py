@@ -214,5 +214,5 @@ def test_recorded_errors(name: str, status: int, needle: str) -> None:
 
 def test_malformed_id_is_a_400_error(tempo: TempoAdapter) -> None:
     rec = load("tempo", "error_trace_id_invalid")
-    with pytest.raises(SourceError, match="Tempo at .*/api/traces/not-a-trace-id: 400"):
+    with pytest.raises(SourceError, match=r"Tempo at .*/api/traces/not-a-trace-id: 400"):
         tempo.http.get_json(rec["path"])
