@@ -34,14 +34,15 @@ def engine_investigator(settings: Settings) -> InvestigateFn:
 
     Sources are built once and shared by the worker threads.
     """
-    from correlator.api import build_sources, catalog_for
+    from correlator.api import bind_sources, build_sources, catalog_for
     from correlator.engine import investigate
 
     sources = build_sources(settings)
     catalog = catalog_for(settings)
 
     def run(alert: Alert) -> Any:
-        return investigate(alert, sources, settings, catalog)
+        # Binding gives each investigation its own view of bundle backends.
+        return investigate(alert, bind_sources(sources, alert), settings, catalog)
 
     return run
 
