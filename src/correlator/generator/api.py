@@ -1,0 +1,198 @@
+"""The generator's Python API: ``generate(seed, ...) -> Scenario`` and ``write(scenario, dest)``.
+
+Seed ranges by convention: the shipped library uses 1000-1999, calibration
+2000-4999, evaluation 5000 and up, so no evaluation scenario was ever seen
+while tuning.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from correlator.generator.alerts import fire_alerts
+from correlator.generator.emit_metrics import metric_lines
+from correlator.generator.emit_otlp import Otlp, build_otlp
+from correlator.generator.faults import BUILTIN, CAUSES, SEVERITIES, Fault, add_noise, apply_fault
+from correlator.generator.topology import Topology, build_topology
+from correlator.generator.traffic import STEP, Result, Sim, simulate
+from correlator.model import format_time
+
+__all__ = ["SEED_RANGES", "Scenario", "generate", "onsets", "write"]
+
+SEED_RANGES = {"library": (1000, 1999), "calibration": (2000, 4999), "evaluation": (5000, None)}
+NAME_WORDS = {
+    "deployment": "bad-deploy", "db_overload": "db-overload", "az_failure": "zone-outage",
+    "memory_leak": "memory-leak", "dependency_failure": "dependency-down",
+    "traffic_spike": "traffic-spike", "cpu_contention": "cpu-contention",
+    "network_delay": "network-delay", "code_exception": "exception",
+}
+
+
+@dataclass
+class Scenario:
+    """One generated incident: the system, what happened, and its telemetry (lazily)."""
+
+    seed: int
+    name: str
+    description: str
+    start: float
+    end: float
+    fault: Fault
+    truth: dict[str, Any]
+    alerts: list[dict[str, Any]]
+    topology: Topology
+    sim: Sim
+    result: Result
+    otlp: Otlp
+    namespaces: dict[int, str]
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """``scenario.json``."""
+        return {
+            "format": "correlator-scenario/1",
+            "name": self.name,
+            "description": self.description,
+            "window": {"start": format_time(self.start), "end": format_time(self.end)},
+            "alerts": self.alerts,
+            "truth": self.truth,
+            "generator": {"seed": self.seed, "services": len(self.topology.services()),
+                          "cause": self.fault.cause, "severity": self.fault.severity,
+                          "traces": self.otlp.n_traces, "spans": self.otlp.n_spans},
+            "timeline": self.timeline,
+        }
+
+    def metric_lines(self) -> Iterator[str]:
+        """``metrics.om`` as chunks of text."""
+        return metric_lines(self.sim, self.result, self.seed, self.namespaces)
+
+
+def _namespaces(topo: Topology) -> dict[int, str]:
+    small = len(topo.services()) <= 60
+    names = ["edge", "web", "core", "platform", "data"]
+    return {n.index: ("shop" if small else names[min(n.layer, 4)]) if n.kind == "service" else "data"
+            for n in topo.nodes}
+
+
+def onsets(sim: Sim, res: Result, step: int) -> dict[str, float]:
+    """When each node's errors or p95 latency first left its baseline (unix seconds)."""
+    out: dict[str, float] = {}
+    p95 = res.p95()
+    for node in sim.topo.nodes:
+        i = node.index
+        if node.kind == "external" or step < 4:
+            continue
+        be = float(np.mean(res.total_err[i, :step]))
+        bl = float(np.median(p95[i, :step]))
+        bad = (res.total_err[i] > max(3 * be, be + 0.01)) | (p95[i] > 1.5 * bl)
+        bad[:step] = False
+        hits = np.flatnonzero(bad)
+        if hits.size:
+            out[node.id] = float(sim.ts[int(hits[0])])
+    return out
+
+
+def generate(
+    seed: int,
+    services: int = 20,
+    duration: int = 7200,
+    cause: str | None = None,
+    severity: str | None = None,
+    target: str | None = None,
+    fault_at: float | None = None,
+    traces: int | None = None,
+    name: str | None = None,
+    start: datetime | None = None,
+) -> Scenario:
+    """A labeled incident, deterministic by ``seed``.
+
+    ``cause`` is one of the six built-in causes or ``cpu_contention``,
+    ``network_delay``, ``code_exception`` (default: a built-in one drawn from
+    the seed); ``severity`` is ``low``/``medium``/``high``; ``duration`` the
+    window in seconds (at least 50 minutes: 30 of baseline, 20 of incident);
+    ``fault_at`` seconds after the window start (default 60-90 minutes in);
+    ``target`` names the faulty node when you want a particular one.
+    """
+    if duration < 3000:
+        raise ValueError(f"duration {duration}s is too short; use at least 3000 s (50 minutes)")
+    rng = np.random.default_rng(seed)
+    cause = cause or str(rng.choice(BUILTIN))
+    if cause not in CAUSES:
+        raise ValueError(f"unknown cause {cause!r}; use one of {', '.join(CAUSES)}")
+    severity = severity or str(rng.choice(list(SEVERITIES)))
+    topo = build_topology(rng, services)
+    if start is None:
+        day = datetime(2026, 3, 2, tzinfo=UTC) + timedelta(days=int(seed % 21))
+        start = day + timedelta(hours=int(rng.integers(7, 19)), minutes=int(rng.integers(0, 4)) * 15)
+    t0 = start.timestamp()
+    steps = duration // STEP + 1
+    ts = t0 + STEP * np.arange(steps, dtype=np.float64)
+    if fault_at is None:
+        if duration >= 7200:
+            fault_at = float(rng.uniform(3600, 5400))
+        else:
+            fault_at = float(np.clip(rng.uniform(0.5, 0.7) * duration, 1800, duration - 1200))
+        fault_at = float(int(fault_at))
+    if not 1800 <= fault_at <= duration - 600:
+        raise ValueError("fault_at must leave 30 minutes of baseline and 10 minutes of incident")
+    fstep = math.ceil(fault_at / STEP)
+    sim = Sim(topo, ts, rng)
+    fault = apply_fault(sim, cause, severity, fstep, target)
+    root = topo.by_id(fault.service).index
+    avoid = {root} | topo.upstream(root) if cause not in ("az_failure",) else {root}
+    if fault.peer:
+        avoid.add(topo.by_id(fault.peer).index)
+    add_noise(sim, fstep, avoid)
+    res = simulate(sim)
+    ns = _namespaces(topo)
+    alerts = fire_alerts(sim, res, fault, ns)
+    n_traces = traces if traces is not None else int(np.clip(150 + 12 * services, 300, 3000))
+    otlp = build_otlp(sim, res, fault, seed, n_traces, ns)
+    truth: dict[str, Any] = {"service": fault.service, "cause": cause,
+                             "start": format_time(t0 + fault_at), "severity": severity}
+    if fault.zone:
+        truth["zone"] = fault.zone
+    if fault.peer:
+        truth["peer"] = fault.peer
+    on = onsets(sim, res, fstep)
+    timeline = _timeline(sim, fault, t0 + fault_at, on, alerts)
+    scen = Scenario(seed, name or f"{fault.service}-{NAME_WORDS[cause]}", "", t0, float(ts[-1]),
+                    fault, truth, alerts, topo, sim, res, otlp, ns, timeline)
+    from correlator.generator.describe import describe
+
+    scen.description = describe(scen, on)
+    return scen
+
+
+def _timeline(sim: Sim, fault: Fault, fault_ts: float, on: dict[str, float],
+              alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for ev in sim.events:
+        step = int(ev["step"])  # type: ignore[call-overload]
+        items.append({"at": format_time(float(sim.ts[min(step, sim.steps - 1)])), "kind": ev["kind"],
+                      "service": ev["service"], "text": ev["text"]})
+    items.append({"at": format_time(fault_ts), "kind": "fault", "service": fault.service,
+                  "text": fault.summary})
+    for svc, ts in sorted(on.items(), key=lambda kv: kv[1])[:12]:
+        items.append({"at": format_time(ts), "kind": "onset", "service": svc,
+                      "text": f"{svc} errors or latency leave their baseline"})
+    for a in alerts:
+        items.append({"at": a["startsAt"], "kind": "alert", "service": a["labels"].get("service", ""),
+                      "text": f"{a['labels']['alertname']} fires (fingerprint {a['fingerprint']})"})
+    items.sort(key=lambda x: x["at"])
+    return items
+
+
+def write(scenario: Scenario, dest: str | Path, compress: bool = False) -> Path:
+    """Write the scenario as a bundle folder (see scenario-bundle.md) and return its path."""
+    from correlator.bundle import write_bundle
+
+    return write_bundle(dest, scenario.to_json(), scenario.metric_lines(), scenario.otlp.logs,
+                        scenario.otlp.traces, scenario.topology.to_json(), None, compress)
