@@ -127,7 +127,7 @@ def test_timeout_is_not_retried(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_truncated_bodies(kind: str) -> None:
-    with pytest.raises(SourceError, match="not valid JSON.*truncated"):
+    with pytest.raises(SourceError, match=r"not valid JSON.*truncated"):
         run(kind, lambda r: httpx.Response(200, content=b'{"status":"success","data":['))
 
     def cut(r: httpx.Request) -> httpx.Response:
@@ -192,9 +192,9 @@ def test_secrets_never_in_repr_or_errors() -> None:
         assert "tok-123" not in text and "key-456" not in text and ":pw@" not in text
         assert "***" in text
     assert redact_url("http://user:pw@loki:3100/x") == "http://loki:3100/x"
-    with httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(403))) as c:
-        with pytest.raises(SourceAuthError) as info:
-            HttpBackend(s, c).get_json("/x")
+    transport = httpx.MockTransport(lambda r: httpx.Response(403))
+    with httpx.Client(transport=transport) as c, pytest.raises(SourceAuthError) as info:
+        HttpBackend(s, c).get_json("/x")
     assert ":pw@" not in str(info.value) and "http://loki:3100/x: 403" in str(info.value)
     assert "tok-123" not in str(info.value) and "CORRELATOR_LOKI_TENANT" in str(info.value)
 

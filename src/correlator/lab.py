@@ -285,20 +285,34 @@ def openmetrics_to_prometheus_text(lines: IO[str]) -> Iterator[str]:
         line = raw.rstrip("\n")
         if not line or line.startswith("#"):
             continue
-        # An exemplar follows " # " after the value/timestamp; label values may hold '#',
-        # so only look after the closing brace.
-        brace = line.rfind("}")
-        head, tail = (line[: brace + 1], line[brace + 1 :]) if brace >= 0 else ("", line)
-        if " # " in tail:
-            tail = tail.split(" # ", 1)[0]
-        fields = tail.split()
-        if brace < 0:
-            head, fields = fields[0], fields[1:]
+        end = _series_end(line)
+        head = line[:end]
+        fields = line[end:].split(" # ", 1)[0].split()
         if len(fields) == 2:
             value, ts = fields
             yield f"{head} {value} {round(float(ts) * 1000)}\n"
         elif len(fields) == 1:
             yield f"{head} {fields[0]}\n"
+
+
+def _series_end(line: str) -> int:
+    """Index just past the series name and its label block (quoted values may hold ``}``)."""
+    brace = line.find("{")
+    space = line.find(" ")
+    if brace < 0 or (0 <= space < brace):
+        return space if space >= 0 else len(line)
+    quoted = escaped = False
+    for i in range(brace + 1, len(line)):
+        ch = line[i]
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "}" and not quoted:
+            return i + 1
+    return len(line)
 
 
 def import_victoria_metrics(url: str, metrics: str | Path, chunk_lines: int = 50_000) -> int:
