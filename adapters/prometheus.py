@@ -29,6 +29,7 @@ from correlator.catalog import Catalog, SignalSpec
 from correlator.escape import label_name, promql_string
 from correlator.http import HttpBackend, HttpSettings
 from correlator.model import SIGNAL_COLUMNS, Window, empty_frame
+from correlator.promql import range_seconds
 from correlator.sources import SourceError
 
 __all__ = ["MAX_POINTS", "PrometheusAdapter", "choose_step", "render_promql"]
@@ -84,10 +85,12 @@ def _attribute(expr: str, spec: SignalSpec) -> str:
 def render_promql(spec: SignalSpec, step: float, rate_window: float | None = None) -> str:
     """The PromQL that computes ``spec`` per service (and dimension), sampled at ``step``.
 
-    ``rate_window`` defaults to ``max(step, 60s)``: at least four samples of a
-    15 s scrape, and never a gap between steps.
+    ``rate_window`` defaults to :func:`correlator.promql.range_seconds` (the
+    bundle backend's range), so both backends compute the same rates.
+    Unlike :func:`correlator.promql.render`, attribution to a service happens
+    in the query (``label_replace``), so one series comes back per service.
     """
-    rng = _duration(rate_window if rate_window is not None else max(step, 60.0))
+    rng = _duration(rate_window if rate_window is not None else range_seconds(step))
     by = [SERVICE_LABEL, *sorted({label_name(v) for v in spec.dims.values()})]
     selector = _selector(spec)
     if spec.kind == "counter":

@@ -167,7 +167,7 @@ def test_choose_step_respects_point_limit() -> None:
 def test_render_promql_shapes() -> None:
     counter = render_promql(default_catalog().specs("request_rate")[0], 60)
     assert counter.startswith(f"sum by ({SERVICE_LABEL}) (")
-    assert "[60s]" in counter
+    assert "[240s]" in counter  # promql.range_seconds: max(4 * step, 60s)
     hist = render_promql(default_catalog().specs("latency")[4], 30)
     assert hist.startswith("(histogram_quantile(0.95, sum by (le, correlator_service) (")
     assert hist.endswith(") * 0.001")
