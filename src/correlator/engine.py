@@ -193,7 +193,9 @@ def investigate(
     signals = aggregate(telemetry.signals)
     if time.monotonic() < deadline:
         data_step = grid_step(signals["ts"].to_numpy(dtype=float)) if len(signals) else step
-        anomalies = detect(telemetry.signals, window, DetectConfig(), step=data_step)
+        anomalies = detect(
+            telemetry.signals, window, DetectConfig(), step=data_step, aggregated=signals
+        )
         step = data_step
     else:
         gaps.append(Gap("engine", "deadline reached before detection"))

@@ -109,11 +109,25 @@ class PatternContext:
 
     def series(self, role: str, service: str, peer: str = "") -> pd.Series:
         """One aggregated series (value indexed by ts), empty when absent."""
-        s = self.signals
-        if s.empty:
+        index = self.__dict__.get("_series_index")
+        if index is None:
+            s = self.signals
+            index = (
+                {}
+                if s.empty
+                else {
+                    key: idx
+                    for key, idx in s.groupby(
+                        ["role", "service", "peer"], sort=False
+                    ).indices.items()
+                }
+            )
+            self.__dict__["_series_index"] = index
+        rows = index.get((role, service, peer))
+        if rows is None:
             return pd.Series(dtype=float)
-        m = (s["role"] == role) & (s["service"] == service) & (s["peer"] == peer)
-        return s.loc[m].set_index("ts")["value"].sort_index().astype(float)
+        sub = self.signals.iloc[rows]
+        return sub.set_index("ts")["value"].sort_index().astype(float)
 
     def anomalies_of(self, service: str, roles: Iterable[str] | None = None) -> pd.DataFrame:
         """Anomaly rows of a service (optionally of some roles), strongest first."""
