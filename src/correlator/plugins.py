@@ -45,5 +45,10 @@ def build_backend(name: str, settings: BackendSettings) -> object:
             f"backends.{name}: no adapter named {name!r} is installed; "
             f"installed: {', '.join(sorted(eps))}"
         )
+    from correlator.http import HttpSettings
+
     cls = load_group(ADAPTER_GROUP)[name]
-    return cls.from_settings(settings)
+    factory = getattr(cls, "from_settings", None)
+    if callable(factory):  # a plugin may build itself from the raw settings
+        return factory(settings)
+    return cls(HttpSettings.from_config(name, settings))
