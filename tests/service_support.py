@@ -203,8 +203,9 @@ def serve_in_thread(app: Any) -> Iterator[str]:
 
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                       lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -255,15 +256,36 @@ class PostgresCluster:
             shutil.chown(self.dir, "postgres", "postgres")
             self.prefix = ["runuser", "-u", "postgres", "--"]
         subprocess.run(
-            [*self.prefix, initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust",
-             "--no-sync", "-E", "UTF8"],
-            check=True, capture_output=True,
+            [
+                *self.prefix,
+                initdb,
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
         )
         subprocess.run(
-            [*self.prefix, pg_ctl, "-D", str(self.data), "-l", str(self.dir / "log"), "-w",
-             "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
-             "start"],
-            check=True, capture_output=True,
+            [
+                *self.prefix,
+                pg_ctl,
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.dir / "log"),
+                "-w",
+                "-o",
+                f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
         )
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
@@ -280,6 +302,7 @@ class PostgresCluster:
 
         subprocess.run(
             [*self.prefix, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"],
-            check=False, capture_output=True,
+            check=False,
+            capture_output=True,
         )
         shutil.rmtree(self.dir, ignore_errors=True)

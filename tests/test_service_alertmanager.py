@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from service_support import Server, free_port, running, server_env, wait_for
 
 from correlator.fingerprint import alert_fingerprint
 from correlator.model import format_time
+from service_support import Server, free_port, running, server_env, wait_for
 
 pytestmark = pytest.mark.alertmanager
 
@@ -51,7 +51,9 @@ receivers:
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[tuple[str, int]]:
     if not Path(ALERTMANAGER).exists():
-        pytest.skip("prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)")
+        pytest.skip(
+            "prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)"
+        )
     service_port = free_port()
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
@@ -60,12 +62,19 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     log = (tmp_path / "alertmanager.log").open("wb")
     proc = subprocess.Popen(
-        [ALERTMANAGER, f"--config.file={config}", f"--storage.path={tmp_path / 'am-data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-        stdout=log, stderr=log,
+        [
+            ALERTMANAGER,
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=log,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
+
         def ready() -> bool:
             try:
                 return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
@@ -98,8 +107,18 @@ def test_alert_posted_to_alertmanager_is_investigated(
 ) -> None:
     am, port = alertmanager
     server = Server(
-        ["--port", str(port), "--store", str(tmp_path / "store.db"), "--poll", "0.2",
-         "--investigator", "service_support:slow_investigator", "--token-env", "AM_TOKEN"],
+        [
+            "--port",
+            str(port),
+            "--store",
+            str(tmp_path / "store.db"),
+            "--poll",
+            "0.2",
+            "--investigator",
+            "service_support:slow_investigator",
+            "--token-env",
+            "AM_TOKEN",
+        ],
         server_env(AM_TOKEN=TOKEN),
         tmp_path / "serve.log",
     )
@@ -111,8 +130,9 @@ def test_alert_posted_to_alertmanager_is_investigated(
         found: dict[str, Any] = {}
 
         def investigated() -> bool:
-            r = httpx.get(f"{server.url}/api/v1/investigations?alertname=CheckoutErrors",
-                          headers=auth)
+            r = httpx.get(
+                f"{server.url}/api/v1/investigations?alertname=CheckoutErrors", headers=auth
+            )
             items = r.json()["investigations"]
             if items and items[0]["status"] == "done":
                 found.update(items[0])

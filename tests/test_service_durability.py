@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from service_support import (
     PostgresCluster,
     Server,
@@ -37,12 +38,26 @@ N_ALERTS = 30
 
 def _server(tmp_path: Path, store: str, name: str, log: Path) -> Server:
     args = [
-        "--port", str(free_port()), "--store", store, "--workers", str(WORKERS),
-        "--lease", "1.5", "--poll", "0.1", "--replica-id", name,
-        "--investigator", "service_support:slow_investigator", "--log-level", "warning",
+        "--port",
+        str(free_port()),
+        "--store",
+        store,
+        "--workers",
+        str(WORKERS),
+        "--lease",
+        "1.5",
+        "--poll",
+        "0.1",
+        "--replica-id",
+        name,
+        "--investigator",
+        "service_support:slow_investigator",
+        "--log-level",
+        "warning",
     ]
-    env = server_env(CORRELATOR_SERVE_TOKEN=TOKEN, SERVICE_TEST_LOG=str(log),
-                     SERVICE_TEST_SLEEP="0.25")
+    env = server_env(
+        CORRELATOR_SERVE_TOKEN=TOKEN, SERVICE_TEST_LOG=str(log), SERVICE_TEST_SLEEP="0.25"
+    )
     return Server(args, env, tmp_path / f"{name}.log")
 
 
@@ -51,8 +66,10 @@ def _post_all(urls: list[str]) -> list[str]:
     ids: list[str] = []
     with httpx.Client(timeout=10) as c:
         for group in range(N_ALERTS // 5):
-            alerts = [webhook_alert(starts=1_772_000_000 + group * 5 + i, n=str(group * 5 + i))
-                      for i in range(5)]
+            alerts = [
+                webhook_alert(starts=1_772_000_000 + group * 5 + i, n=str(group * 5 + i))
+                for i in range(5)
+            ]
             for url in urls:
                 r = c.post(f"{url}/webhook", content=dumps(payload(*alerts)), headers=AUTH)
                 assert r.status_code == 200, r.text
@@ -100,12 +117,20 @@ def test_sigkill_with_queued_alerts_then_restart_sqlite(tmp_path: Path) -> None:
     finally:
         first.stop()
     with sqlite3.connect(store) as db:
-        left = db.execute("SELECT COUNT(*) FROM investigations WHERE status != 'done'").fetchone()[0]
+        left = db.execute("SELECT COUNT(*) FROM investigations WHERE status != 'done'").fetchone()[
+            0
+        ]
     assert left >= N_ALERTS // 2, "the kill should leave most alerts queued"
     second = _server(tmp_path, store, "second", log).start()
     try:
-        wait_for(lambda: all(r["status"] == "done" for r in _records(second.url))
-                 and len(_records(second.url)) == N_ALERTS, 60, "all investigations")
+        wait_for(
+            lambda: (
+                all(r["status"] == "done" for r in _records(second.url))
+                and len(_records(second.url)) == N_ALERTS
+            ),
+            60,
+            "all investigations",
+        )
         records = _records(second.url)
     finally:
         second.stop()
@@ -136,12 +161,23 @@ def test_two_replicas_on_postgresql_one_killed(tmp_path: Path, postgres: Postgre
         assert a.proc is not None and b.proc is not None
         pids = {a.proc.pid, b.proc.pid}
         killed_pid = a.proc.pid
-        wait_for(lambda: {pid for k, pid, _ in read_log(log) if k == "start"} == pids
-                 and any(k == "end" and pid == killed_pid for k, pid, _ in read_log(log)), 20,
-                 "both replicas to work")
+        wait_for(
+            lambda: (
+                {pid for k, pid, _ in read_log(log) if k == "start"} == pids
+                and any(k == "end" and pid == killed_pid for k, pid, _ in read_log(log))
+            ),
+            20,
+            "both replicas to work",
+        )
         a.kill()
-        wait_for(lambda: len(_records(b.url)) == N_ALERTS
-                 and all(r["status"] == "done" for r in _records(b.url)), 60, "all investigations")
+        wait_for(
+            lambda: (
+                len(_records(b.url)) == N_ALERTS
+                and all(r["status"] == "done" for r in _records(b.url))
+            ),
+            60,
+            "all investigations",
+        )
         records = _records(b.url)
     finally:
         a.stop()

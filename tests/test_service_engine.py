@@ -8,27 +8,29 @@ from typing import Any
 
 import httpx
 import pytest
-from service_support import dumps, free_port, payload, serve_in_thread, wait_for
-from synth import MemorySource, build
 
 from correlator.config import Settings
 from correlator.fingerprint import alert_fingerprint
 from correlator.model import Alert
 from correlator.service import Authenticator, ServiceConfig, WorkerSettings, create_app
 from correlator.sources import Sources
+from service_support import dumps, free_port, payload, serve_in_thread, wait_for
+from synth import MemorySource, build
 
 engine = pytest.importorskip("correlator.engine")
 
 
 def test_real_engine_with_prometheus_down_still_finishes_with_the_gap(tmp_path: Path) -> None:
     from correlator.adapters.prometheus import PrometheusAdapter
+
     from correlator.http import HttpSettings
 
     sc = build("db_overload", root="payments")
     # A real adapter aimed at a port nobody listens on: the backend is down.
     dead = PrometheusAdapter(
-        HttpSettings(name="prometheus", url=f"http://127.0.0.1:{free_port()}", timeout=1.0,
-                     retries=0)
+        HttpSettings(
+            name="prometheus", url=f"http://127.0.0.1:{free_port()}", timeout=1.0, retries=0
+        )
     )
     sources = Sources.from_backends(MemorySource(sc.telemetry), dead)
     settings = Settings(source_timeout=3.0)

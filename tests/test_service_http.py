@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -77,28 +77,68 @@ def _chunks(size: int) -> Iterator[bytes]:
 
 
 BAD: list[tuple[str, Callable[[], Any], dict[str, str], int, str]] = [
-    ("truncated json", lambda: b'{"version": "4", "status": "firing", "alerts": [{"status"', AUTH,
-     400, "not valid JSON"),
-    ("wrong types", lambda: dumps(payload({**webhook_alert(), "labels": ["a"]})), AUTH, 422,
-     "alerts.0.labels"),
+    (
+        "truncated json",
+        lambda: b'{"version": "4", "status": "firing", "alerts": [{"status"',
+        AUTH,
+        400,
+        "not valid JSON",
+    ),
+    (
+        "wrong types",
+        lambda: dumps(payload({**webhook_alert(), "labels": ["a"]})),
+        AUTH,
+        422,
+        "alerts.0.labels",
+    ),
     ("missing fields", lambda: dumps({"version": "4"}), AUTH, 422, "required field is missing"),
-    ("unknown version", lambda: dumps(payload(webhook_alert(), version="3")), AUTH, 422,
-     "version '3' is not supported"),
+    (
+        "unknown version",
+        lambda: dumps(payload(webhook_alert(), version="3")),
+        AUTH,
+        422,
+        "version '3' is not supported",
+    ),
     ("10 MB body", lambda: b"[" + b"1," * (5 * 1024 * 1024) + b"1]", AUTH, 413, "larger than"),
     ("10 MB chunked body", lambda: _chunks(10 * 1024 * 1024), AUTH, 413, "larger than"),
     ("5000 alerts", _huge_alerts, AUTH, 413, "max_alerts"),
-    ("huge label value", lambda: dumps(payload(webhook_alert(big="v" * 200_000))), AUTH, 422,
-     "'big' is 200000 bytes"),
+    (
+        "huge label value",
+        lambda: dumps(payload(webhook_alert(big="v" * 200_000))),
+        AUTH,
+        422,
+        "'big' is 200000 bytes",
+    ),
     ("invalid utf-8", lambda: b'{"version": "4\xc3\x28"}', AUTH, 400, "not valid UTF-8"),
     ("empty body", lambda: b"", AUTH, 400, "empty"),
-    ("missing credentials", lambda: dumps(payload(webhook_alert())), {}, 401, "credentials missing"),
-    ("wrong token", lambda: dumps(payload(webhook_alert())), {"Authorization": "Bearer nope"}, 401,
-     "credentials wrong"),
-    ("basic instead of bearer", lambda: dumps(payload(webhook_alert())),
-     {"Authorization": "Basic " + base64.b64encode(f"x:{TOKEN}".encode()).decode()}, 401,
-     "credentials wrong"),
-    ("token without scheme", lambda: dumps(payload(webhook_alert())), {"Authorization": TOKEN},
-     401, "credentials wrong"),
+    (
+        "missing credentials",
+        lambda: dumps(payload(webhook_alert())),
+        {},
+        401,
+        "credentials missing",
+    ),
+    (
+        "wrong token",
+        lambda: dumps(payload(webhook_alert())),
+        {"Authorization": "Bearer nope"},
+        401,
+        "credentials wrong",
+    ),
+    (
+        "basic instead of bearer",
+        lambda: dumps(payload(webhook_alert())),
+        {"Authorization": "Basic " + base64.b64encode(f"x:{TOKEN}".encode()).decode()},
+        401,
+        "credentials wrong",
+    ),
+    (
+        "token without scheme",
+        lambda: dumps(payload(webhook_alert())),
+        {"Authorization": TOKEN},
+        401,
+        "credentials wrong",
+    ),
 ]
 
 
@@ -142,12 +182,20 @@ def test_alert_is_investigated_once_and_readable_as_json_and_html(service: str) 
         fp = record["fingerprint"]
         by_fp = c.get(f"{service}/api/v1/alerts/{fp}", headers=AUTH).json()
         assert by_fp["id"] == inv_id
-        listed = c.get(f"{service}/api/v1/investigations",
-                       params={"service": "pay<ments>", "status": "done"}, headers=AUTH).json()
+        listed = c.get(
+            f"{service}/api/v1/investigations",
+            params={"service": "pay<ments>", "status": "done"},
+            headers=AUTH,
+        ).json()
         assert [i["id"] for i in listed["investigations"]] == [inv_id]
         assert "investigation" not in listed["investigations"][0]  # lists stay small
-        for params in ({"service": "nope"}, {"status": "queued"}, {"alertname": "Other"},
-                       {"since": "2030-01-01T00:00:00Z"}, {"until": "1000"}):
+        for params in (
+            {"service": "nope"},
+            {"status": "queued"},
+            {"alertname": "Other"},
+            {"since": "2030-01-01T00:00:00Z"},
+            {"until": "1000"},
+        ):
             got = c.get(f"{service}/api/v1/investigations", params=params, headers=AUTH).json()
             assert got["count"] == 0, params
         bad = c.get(f"{service}/api/v1/investigations?status=bogus", headers=AUTH)
@@ -162,8 +210,9 @@ def test_alert_is_investigated_once_and_readable_as_json_and_html(service: str) 
         assert inv_id in index.text and "pay&lt;ments&gt;" in index.text
         # Resolved marks the same investigation resolved.
         resolved = webhook_alert(service="pay<ments>", status="resolved")
-        r = c.post(f"{service}/webhook", content=dumps(payload(resolved, status="resolved")),
-                   headers=AUTH).json()
+        r = c.post(
+            f"{service}/webhook", content=dumps(payload(resolved, status="resolved")), headers=AUTH
+        ).json()
         assert (r["resolved"], r["investigations"]) == (1, [inv_id])
         after = c.get(f"{service}/api/v1/investigations/{inv_id}", headers=AUTH).json()
         assert after["resolved"] is True and after["status"] == "done"
@@ -205,16 +254,23 @@ def test_basic_auth(tmp_path: Path) -> None:
     bad = "Basic " + base64.b64encode(b"am:password").decode()
     with serve_in_thread(create_app(cfg, slow_investigator(Settings()))) as url:
         body = dumps(payload(webhook_alert()))
-        assert httpx.post(f"{url}/webhook", content=body, headers={"Authorization": good}).status_code == 200
+        assert (
+            httpx.post(f"{url}/webhook", content=body, headers={"Authorization": good}).status_code
+            == 200
+        )
         r = httpx.post(f"{url}/webhook", content=body, headers={"Authorization": bad})
         assert r.status_code == 401 and r.headers["www-authenticate"] == 'Basic realm="correlator"'
-        assert httpx.post(f"{url}/webhook", content=body,
-                          headers={"Authorization": "Basic !!notbase64"}).status_code == 401
+        assert (
+            httpx.post(
+                f"{url}/webhook", content=body, headers={"Authorization": "Basic !!notbase64"}
+            ).status_code
+            == 401
+        )
         assert httpx.post(f"{url}/webhook", content=body, headers=AUTH).status_code == 401
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    bodies: list[dict[str, Any]] = []
+    bodies: ClassVar[list[dict[str, Any]]] = []
     fail_first = 0
 
     def do_POST(self) -> None:
@@ -237,8 +293,9 @@ def test_finished_investigations_are_notified_with_retries(tmp_path: Path, fmt: 
     handler = type("Recv", (_Receiver,), {"bodies": [], "fail_first": 2})
     hook = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
-    notify = NotifySettings(f"http://127.0.0.1:{hook.server_address[1]}/hook", fmt, retries=3,
-                            backoff=0.05)
+    notify = NotifySettings(
+        f"http://127.0.0.1:{hook.server_address[1]}/hook", fmt, retries=3, backoff=0.05
+    )
     cfg = _config(tmp_path, notify=notify, public_url="https://correlator.example")
     try:
         with serve_in_thread(create_app(cfg, slow_investigator(Settings()))) as url:
@@ -269,12 +326,19 @@ def test_every_stage_is_traced(tmp_path: Path) -> None:
     with serve_in_thread(app) as url:
         r = httpx.post(f"{url}/webhook", content=dumps(payload(webhook_alert())), headers=AUTH)
         _done(url, r.json()["investigations"][0])
-        wait_for(lambda: any(s.name == "store_result" for s in exporter.get_finished_spans()), 5,
-                 "spans")
+        wait_for(
+            lambda: any(s.name == "store_result" for s in exporter.get_finished_spans()), 5, "spans"
+        )
         time.sleep(0.2)
     spans = {s.name: s for s in exporter.get_finished_spans()}
-    assert {"webhook", "store_alerts", "investigation", "stage.collect", "stage.rank",
-            "store_result"} <= set(spans)
+    assert {
+        "webhook",
+        "store_alerts",
+        "investigation",
+        "stage.collect",
+        "stage.rank",
+        "store_result",
+    } <= set(spans)
     inv = spans["investigation"]
     assert spans["stage.collect"].parent is not None
     assert spans["stage.collect"].parent.span_id == inv.context.span_id

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from service_support import payload, webhook_alert
 
 from correlator.fingerprint import alert_fingerprint
 from correlator.service.payload import Limits, PayloadError, parse_payload, to_alerts
+from service_support import payload, webhook_alert
 
 
 def _body(obj: object) -> bytes:
@@ -56,10 +56,16 @@ def test_nanosecond_times_and_resolved_alerts() -> None:
         (_body(payload(version="5")), 422, "version '5' is not supported"),
         (_body(payload(version=4)), 422, "version: Input should be a valid string"),
         (_body(payload(webhook_alert(), status="burning")), 422, "status"),
-        (_body(payload({"status": "firing", "labels": {"a": "b"}})), 422,
-         "alerts.0.startsAt: required field is missing"),
-        (_body(payload({**webhook_alert(), "labels": {"alertname": 3}})), 422,
-         "alerts.0.labels.alertname: Input should be a valid string"),
+        (
+            _body(payload({"status": "firing", "labels": {"a": "b"}})),
+            422,
+            "alerts.0.startsAt: required field is missing",
+        ),
+        (
+            _body(payload({**webhook_alert(), "labels": {"alertname": 3}})),
+            422,
+            "alerts.0.labels.alertname: Input should be a valid string",
+        ),
         (_body(payload({**webhook_alert(), "labels": {}})), 422, "at least one label"),
         (_body(payload({**webhook_alert(), "startsAt": "yesterday"})), 422, "not an RFC 3339 time"),
         (_body(payload({**webhook_alert(), "fingerprint": "zz;drop"})), 422, "hex fingerprint"),

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_support import PostgresCluster
 
 from correlator.model import Alert
 from correlator.service.store import Query, SQLiteStore, Store, StoreError, open_store
+from service_support import PostgresCluster
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-def _alert(fp: str = "aa01", starts: float = 1000.0, status: str = "firing", **labels: str) -> Alert:
+def _alert(
+    fp: str = "aa01", starts: float = 1000.0, status: str = "firing", **labels: str
+) -> Alert:
     return Alert(
         fingerprint=fp,
         labels={"alertname": "Boom", "service": "api", **labels},
@@ -99,11 +101,13 @@ def test_a_lapsed_lease_is_taken_over_and_the_old_owner_is_fenced(store: Store) 
 
 
 def test_query_filters(store: Store) -> None:
-    store.accept([
-        _alert("a1", 100.0),
-        _alert("a2", 200.0, service="db"),
-        _alert("a3", 300.0, alertname="Other"),
-    ])
+    store.accept(
+        [
+            _alert("a1", 100.0),
+            _alert("a2", 200.0, service="db"),
+            _alert("a3", 300.0, alertname="Other"),
+        ]
+    )
     [job] = store.claim("w", 30)
     store.finish(job.id, "w", "done", {}, None)
     assert [r.fingerprint for r in store.query(Query())] == ["a3", "a2", "a1"]

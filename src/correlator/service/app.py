@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from correlator.model import Evidence, Finding, Gap, Investigation, Window, parse_time
+from correlator.model import Alert, Evidence, Finding, Gap, Investigation, Window, parse_time
 from correlator.service.auth import Authenticator
 from correlator.service.notify import Notifier, NotifySettings
 from correlator.service.obs import Metrics
@@ -45,7 +45,15 @@ from correlator.service.payload import (
     parse_payload,
     to_alerts,
 )
-from correlator.service.store import STATUSES, Query, Record, Store, StoreError, open_store
+from correlator.service.store import (
+    STATUSES,
+    Accepted,
+    Query,
+    Record,
+    Store,
+    StoreError,
+    open_store,
+)
 from correlator.service.worker import InvestigateFn, WorkerPool, WorkerSettings
 
 __all__ = ["ServiceConfig", "create_app", "investigation_from_json"]
@@ -73,11 +81,63 @@ class ServiceConfig:
     shutdown_grace: float = 10.0
 
 
+class _AcceptBatcher:
+    """Group commit: alerts of concurrent webhook requests go to the store in one transaction.
+
+    Each request still gets its answer only after its alerts are committed; under
+    a burst, one fsync covers many requests instead of one each.
+    """
+
+    def __init__(self, store: Store, max_alerts: int = 2000) -> None:
+        self.store = store
+        self.max_alerts = max_alerts
+        self._queue: asyncio.Queue[tuple[list[Alert], asyncio.Future[list[Accepted]]]] = (
+            asyncio.Queue()
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="accept-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def accept(self, alerts: list[Alert]) -> list[Accepted]:
+        future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
+        await self._queue.put((alerts, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            size = len(batch[0][0])
+            while not self._queue.empty() and size < self.max_alerts:
+                item = self._queue.get_nowait()
+                batch.append(item)
+                size += len(item[0])
+            alerts = [a for group, _ in batch for a in group]
+            try:
+                accepted = await asyncio.to_thread(self.store.accept, alerts)
+            except Exception as err:  # StoreError, or a bug: every waiter must hear of it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
+            at = 0
+            for group, future in batch:
+                if not future.done():
+                    future.set_result(accepted[at : at + len(group)])
+                at += len(group)
+
+
 class _State:
     """What the running app holds (set up in the lifespan)."""
 
     store: Store
     pool: WorkerPool
+    batcher: _AcceptBatcher
     notifier: Notifier | None = None
 
 
@@ -117,6 +177,8 @@ def create_app(
             state.store, investigate, config.workers, metrics, tracer, state.notifier
         )
         state.pool.start()
+        state.batcher = _AcceptBatcher(state.store)
+        state.batcher.start()
         log.info(
             "service started",
             extra={"replica": state.pool.owner, "workers": config.workers.concurrency},
@@ -124,6 +186,7 @@ def create_app(
         try:
             yield
         finally:
+            await state.batcher.stop()
             await state.pool.stop(config.shutdown_grace)
             if state.notifier is not None:
                 await state.notifier.aclose()
@@ -191,7 +254,7 @@ def create_app(
             span.set_attribute("correlator.alerts", len(alerts))
             try:
                 with tracer.start_as_current_span("store_alerts"):
-                    accepted = await asyncio.to_thread(state.store.accept, alerts)
+                    accepted = await state.batcher.accept(alerts)
             except StoreError as err:
                 metrics.store_errors.labels("accept").inc()
                 log.error("cannot store alerts", extra={"problem": str(err)})

@@ -71,9 +71,8 @@ class _Model(BaseModel):
 
 def _limits(info: ValidationInfo) -> Limits:
     ctx = info.context
-    if isinstance(ctx, dict) and isinstance(ctx.get("limits"), Limits):
-        return ctx["limits"]
-    return Limits()
+    limits = ctx.get("limits") if isinstance(ctx, dict) else None
+    return limits if isinstance(limits, Limits) else Limits()
 
 
 def _check_mapping(value: dict[str, str], what: str, limits: Limits) -> dict[str, str]:
@@ -107,9 +106,9 @@ class WebhookAlert(_Model):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: str  # noqa: N815 - Alertmanager's field name
-    endsAt: str | None = None  # noqa: N815
-    generatorURL: str = ""  # noqa: N815
+    startsAt: str
+    endsAt: str | None = None
+    generatorURL: str = ""
     fingerprint: str | None = None
 
     @field_validator("labels")
@@ -151,12 +150,12 @@ class WebhookPayload(_Model):
     status: Literal["firing", "resolved"]
     alerts: list[WebhookAlert]
     receiver: str = ""
-    groupKey: str = ""  # noqa: N815
-    truncatedAlerts: int = 0  # noqa: N815
-    groupLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    commonLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    commonAnnotations: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    externalURL: str = ""  # noqa: N815
+    groupKey: str = ""
+    truncatedAlerts: int = 0
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
 
     @field_validator("version")
     @classmethod

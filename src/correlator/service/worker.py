@@ -13,6 +13,7 @@ being tried forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -141,10 +142,8 @@ class WorkerPool:
                 jobs = []
             if not jobs:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll)
-                except TimeoutError:
-                    pass
                 continue
             for job in jobs:
                 self.busy += 1
@@ -173,7 +172,7 @@ class WorkerPool:
 
     async def _run(self, job: Job) -> None:
         alert = alert_from_json(job.alert)
-        attrs = {
+        attrs: dict[str, str | int] = {
             "correlator.investigation.id": job.id,
             "correlator.alert.fingerprint": alert.fingerprint,
             "correlator.alert.name": alert.name,
