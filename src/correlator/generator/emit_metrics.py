@@ -20,13 +20,13 @@ import numpy.typing as npt
 from correlator.generator.topology import Node, Topology
 from correlator.generator.traffic import STEP, F64, Pod, Result, Sim, ncdf
 
-__all__ = ["SPANMETRICS_BUCKETS", "metric_lines"]
+__all__ = ["SERVICEGRAPH_BUCKETS", "SPANMETRICS_BUCKETS", "metric_lines"]
 
 #: The OpenTelemetry spanmetrics/servicegraph connectors' default explicit buckets.
 SPANMETRICS_BUCKETS = (0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0,
                        5.0, 10.0, 15.0)
-_LE = [_ for _ in ("0.002", "0.004", "0.006", "0.008", "0.01", "0.05", "0.1", "0.2", "0.4", "0.8",
-                   "1.0", "1.4", "2.0", "5.0", "10.0", "15.0", "+Inf")]
+#: Tempo metrics-generator's default service-graph buckets.
+SERVICEGRAPH_BUCKETS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8)
 I64 = npt.NDArray[np.int64]
 
 
@@ -49,14 +49,15 @@ class _Emitter:
         return "".join([pre + values[k] + " " + ts[k] + "\n" for k in np.flatnonzero(mask & self.ok).tolist()])
 
     def hist(self, name: str, labels: str, cum: I64, count: I64, total: F64,
-             mask: npt.NDArray[np.bool_]) -> str:
+             mask: npt.NDArray[np.bool_], bounds: tuple[float, ...]) -> str:
         """One histogram labelset: per step its buckets, count and sum together."""
-        pres = [f'{name}_bucket{{{labels},le="{le}"}} ' for le in _LE]
+        les = [repr(b) for b in bounds] + ["+Inf"]
+        pres = [f'{name}_bucket{{{labels},le="{le}"}} ' for le in les]
         cpre = f"{name}_count{{{labels}}} "
         spre = f"{name}_sum{{{labels}}} "
         cols = [list(map(str, row)) for row in cum.tolist()]
         cnt = list(map(str, count.tolist()))
-        sums = list(map(str, np.round(total, 4).tolist()))
+        sums = list(map(str, np.round(total, 3).tolist()))
         ts = self.ts
         out: list[str] = []
         nb = len(pres)
@@ -74,12 +75,12 @@ class _Emitter:
         return out
 
     def start_offset(self, rate: float) -> int:
-        """Counts accumulated before the window (process uptime of hours to days)."""
-        return int(self.rng.poisson(max(rate, 0.0) * float(self.rng.uniform(3600, 5 * 86400))))
+        """Counts accumulated before the window (the collector's uptime: minutes to an hour)."""
+        return int(self.rng.poisson(max(rate, 0.0) * float(self.rng.uniform(60, 3600))))
 
-    def buckets(self, n: I64, median: F64, sigma: float) -> I64:
+    def buckets(self, n: I64, median: F64, sigma: float, bounds: tuple[float, ...]) -> I64:
         """Cumulative bucket counts for ``n`` lognormal observations per step."""
-        le = np.array(SPANMETRICS_BUCKETS)
+        le = np.array(bounds)
         z = (np.log(le)[:, None] - np.log(np.maximum(median, 1e-7))[None, :]) / sigma
         cdf = ncdf(z)
         inc = np.floor(cdf * n[None, :] + 0.5).astype(np.int64)
@@ -88,19 +89,20 @@ class _Emitter:
         return out
 
     def hist_series(self, name: str, labels: str, rate: F64, median: F64, sigma: float,
-                    mask: npt.NDArray[np.bool_], errors: F64 | None = None) -> str:
+                    mask: npt.NDArray[np.bool_], errors: F64 | None = None,
+                    bounds: tuple[float, ...] = SPANMETRICS_BUCKETS) -> str:
         n = self.counts(rate)
         if errors is not None:
             n = self.rng.binomial(n, np.clip(errors, 0, 1)).astype(np.int64)
-        inc = self.buckets(n, median, sigma)
+        inc = self.buckets(n, median, sigma, bounds)
         off = self.start_offset(float(rate[0]) * (float(errors[0]) if errors is not None else 1.0))
-        base = self.buckets(np.array([off], dtype=np.int64), median[:1], sigma)[:, 0]
+        base = self.buckets(np.array([off], dtype=np.int64), median[:1], sigma, bounds)[:, 0]
         cum = np.cumsum(inc, axis=1) + base[:, None]
         mean = median * math.exp(sigma**2 / 2) * self.rng.lognormal(0, 0.05, self.t)
         total = np.cumsum(n * mean) + off * float(median[0]) * math.exp(sigma**2 / 2)
         first = np.argmax(cum[-1] > 0) if cum[-1, -1] > 0 else self.t
         m = mask & (np.arange(self.t) >= first)
-        return self.hist(name, labels, cum, cum[-1], total, m)
+        return self.hist(name, labels, cum, cum[-1], total, m, bounds)
 
 
 def metric_lines(sim: Sim, res: Result, seed: int, namespace_of: dict[int, str]) -> Iterator[str]:
@@ -147,8 +149,9 @@ def _spanmetrics(em: _Emitter) -> Iterator[str]:
         ok_rate = res.rate[i] * (1 - res.total_err[i])
         yield em.hist_series("traces_span_metrics_duration_seconds", lab + ',status_code="STATUS_CODE_UNSET"',
                              ok_rate, med[i], float(res.sigma[i]), allmask)
-        yield em.hist_series("traces_span_metrics_duration_seconds", lab + ',status_code="STATUS_CODE_ERROR"',
-                             res.rate[i], med[i] * 0.8, float(res.sigma[i]), allmask, res.total_err[i])
+        # Failed requests get no duration histogram of their own: it would double the
+        # histogram volume of every bundle for a signal the investigator reads from the
+        # calls counter (and the library must stay small).
 
 
 def _conn_type(node: Node) -> str:
@@ -186,7 +189,8 @@ def _servicegraph(em: _Emitter) -> Iterator[str]:
         sig = float(res.sigma[e.dst])
         median = res.edge_server_mean[e.index] / math.exp(sig**2 / 2)
         yield em.hist_series("traces_service_graph_request_server_seconds", labs[e.index],
-                             res.edge_rate[e.index], median, sig, allmask)
+                             res.edge_rate[e.index], median, sig, allmask,
+                             bounds=SERVICEGRAPH_BUCKETS)
 
 
 def _pod_labels(em: _Emitter, p: Pod, node: Node, with_node: bool = True) -> str:

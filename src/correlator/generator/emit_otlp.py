@@ -515,7 +515,7 @@ def build_otlp(sim: Sim, res: Result, fault: Fault, seed: int, n_traces: int,
         entry = entries[int(rng.choice(len(entries), p=w / w.sum()))]
         trace = tr.ids(16)
         tr.spans, logs_before = [], len(tr.logs)
-        tr.budget = 60
+        tr.budget = 36
         start = int((float(sim.ts[k]) + float(rng.uniform(0, STEP))) * 1e9)
         end, failed, _ = tr.serve(entry, k, start, trace, "")
         dur = (end - start) / 1e9

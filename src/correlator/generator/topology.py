@@ -287,7 +287,7 @@ def _service(rng: Rng, name: str, layer: int, index: int) -> Node:
     node = Node(name, "service", layer, index, lang=lang)
     node.median = float(rng.uniform(0.002, 0.012) if layer < 2 else rng.uniform(0.003, 0.03))
     node.sigma = float(rng.uniform(0.35, 0.6))
-    node.base_err = float(rng.choice([0.0002, 0.0005, 0.001, 0.002]))
+    node.base_err = float(rng.choice([0.0, 0.0, 0.0, 0.0002, 0.0005, 0.001]))
     node.cpu_limit = float(rng.choice([0.5, 1.0, 2.0]))
     node.mem_limit = float(rng.choice([256, 512, 768, 1024, 2048])) * 2**20
     node.mem_base_frac = float(rng.uniform(0.35, 0.6))
