@@ -1,7 +1,34 @@
-"""correlator: ranked, calibrated, evidence-backed probable causes for an alert."""
+"""correlator: ranked, calibrated, evidence-backed probable causes for an alert.
+
+In a notebook::
+
+    import correlator
+    correlator.alerts()                     # what can be investigated
+    inv = correlator.investigate("<id>")    # an Investigation, shown richly in Jupyter
+    inv.findings[0], inv.anomalies_frame(), inv.plot_topology()
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["Alert", "Finding", "Investigation", "__version__", "alerts", "investigate"]
+
+if TYPE_CHECKING:
+    from correlator.api import alerts, investigate
+    from correlator.model import Alert, Finding, Investigation
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `import correlator` stays cheap for the CLI and plugins.
+    if name in ("investigate", "alerts"):
+        from correlator import api
+
+        return getattr(api, name)
+    if name in ("Alert", "Finding", "Investigation"):
+        from correlator import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'correlator' has no attribute {name!r}")
