@@ -8,7 +8,6 @@ is the right cause.
 
 from __future__ import annotations
 
-import inspect
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -69,23 +68,10 @@ def is_right(service: str, cause: str, truth_service: str, truth_cause: str) -> 
 
 def generate(seed: int, services: int, cause: str, dest: Path) -> Path:
     """Write one labeled bundle with the generator; returns its folder."""
-    from correlator import generator
+    from correlator.generator.api import generate as gen
+    from correlator.generator.api import write
 
-    fn: Any = generator.generate
-    params = inspect.signature(fn).parameters
-    kwargs: dict[str, Any] = {"services": services, "cause": cause}
-    if "dest" in params:
-        kwargs["dest"] = dest
-    elif "path" in params:
-        kwargs["path"] = dest
-    elif "out" in params:
-        kwargs["out"] = dest
-    out = fn(seed, **kwargs)
-    if isinstance(out, str | Path) and Path(out).exists():
-        return Path(out)
-    if hasattr(out, "write"):
-        return Path(out.write(dest))
-    return dest
+    return write(gen(seed, services=services, cause=cause), dest)
 
 
 def investigate_bundle(path: Path, top_n: int = 20) -> tuple[Any, dict[str, Any]]:
