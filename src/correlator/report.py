@@ -49,10 +49,9 @@ def render_text(inv: Investigation, top: int = 5) -> str:
         lines.append(f"Gap: {g.source}{'/' + g.signal if g.signal else ''}: {g.why}")
     for n in inv.not_evaluated:
         lines.append(f"Not evaluated: {n.get('pattern', '?')}: {n.get('why', '')}")
-    total = sum(inv.timings.values())
-    lines.append(
-        f"Took {total:.2f} s ({', '.join(f'{k} {v:.2f}' for k, v in inv.timings.items())})"
-    )
+    stages = {k: v for k, v in inv.timings.items() if k != "total"}
+    total = inv.timings.get("total", sum(stages.values()))
+    lines.append(f"Took {total:.2f} s ({', '.join(f'{k} {v:.2f}' for k, v in stages.items())})")
     return "\n".join(lines) + "\n"
 
 
