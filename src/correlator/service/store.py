@@ -280,7 +280,7 @@ class _SqlStore:
     sql: _Sql
 
     @contextmanager
-    def _tx(self) -> Iterator[Any]:  # pragma: no cover - overridden
+    def _tx(self, durable: bool = False) -> Iterator[Any]:  # pragma: no cover - overridden
         raise NotImplementedError
         yield
 
@@ -293,7 +293,7 @@ class _SqlStore:
             " %s, %s, NOW) ON CONFLICT DO NOTHING"
         )
         resolve = q("UPDATE investigations SET resolved = 1, resolved_at = %s WHERE id = %s")
-        with self._tx() as cur:
+        with self._tx(durable=True) as cur:
             for alert in alerts:
                 inv_id = investigation_id(alert.fingerprint, alert.starts_at)
                 resolved = alert.status == "resolved"
@@ -414,8 +414,10 @@ class _SqlStore:
 class SQLiteStore(_SqlStore):
     """A store in one SQLite file, in WAL mode (one connection per thread).
 
-    ``synchronous`` is ``FULL`` by default: an accepted alert survives a power
-    loss, not only a crash of the process. Several processes may share the file
+    ``synchronous`` is ``FULL`` by default for accepting alerts: an accepted
+    alert survives a power loss, not only a crash of the process. Claims and
+    results commit with ``NORMAL`` (crash-safe; after a power loss they are
+    redone once their lease lapses). Several processes may share the file
     (claims are single statements under SQLite's write lock).
     """
 
@@ -461,11 +463,18 @@ class SQLiteStore(_SqlStore):
         return conn
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
+    def _tx(self, durable: bool = False) -> Iterator[sqlite3.Cursor]:
         conn = self._conn()
         # One writer at a time inside this process: SQLite's own busy handler
         # backs off in sleeps of up to 100 ms, far too coarse for webhook latency.
         with self._write_lock:
+            # Only accepting alerts must survive a power loss. A lost claim or result
+            # is redone once its lease lapses, so those commits skip the fsync
+            # (WAL with synchronous=NORMAL still survives a crash of the process).
+            level = self._synchronous if durable else "NORMAL"
+            if getattr(self._local, "sync", None) != level:
+                conn.execute(f"PRAGMA synchronous={level}")
+                self._local.sync = level
             yield from self._tx_locked(conn)
 
     def _tx_locked(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Cursor]:
@@ -525,7 +534,7 @@ class PostgresStore(_SqlStore):
         self._pool.open(wait=True, timeout=10.0)
 
     @contextmanager
-    def _tx(self) -> Iterator[Any]:
+    def _tx(self, durable: bool = False) -> Iterator[Any]:
         try:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 yield cur
