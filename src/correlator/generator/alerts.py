@@ -86,6 +86,8 @@ def fire_alerts(sim: Sim, res: Result, fault: Fault, ns: dict[int, str]) -> list
         if candidates:
             break
     alerts: list[dict[str, Any]] = []
+    # real alerts carry the cluster; it also keeps fingerprints unique across scenarios
+    cluster = f"prod-{topo.region}-{int(sim.rng.integers(0, 16**4)):04x}"
     if candidates:
         top = min(c[0] for c in candidates)
         layer0 = sorted((c for c in candidates if c[0] == top), key=lambda c: (c[1], c[2]))
@@ -115,9 +117,13 @@ def fire_alerts(sim: Sim, res: Result, fault: Fault, ns: dict[int, str]) -> list
         expr = (f'histogram_quantile(0.95, sum by (le) (rate(traces_span_metrics_duration_seconds_bucket'
                 f'{{service_name="{node.id}",span_kind="SPAN_KIND_SERVER"}}[5m]))) > 0.5')
         summary = f"{node.id}: p95 latency above its SLO"
+    labels["cluster"] = cluster
     alerts.append(_alert(labels, summary, f"{summary} for the last minutes. Users are affected.", expr,
                          starts, end))
-    alerts.extend(_cause_alerts(sim, res, fault, ns, rng, end))
+    for extra in _cause_alerts(sim, res, fault, ns, rng, end):
+        extra["labels"]["cluster"] = cluster
+        extra["fingerprint"] = alert_fingerprint(extra["labels"])
+        alerts.append(extra)
     return alerts
 
 

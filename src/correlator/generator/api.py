@@ -163,7 +163,8 @@ def generate(
         truth["peer"] = fault.peer
     on = onsets(sim, res, fstep)
     timeline = _timeline(sim, fault, t0 + fault_at, on, alerts)
-    scen = Scenario(seed, name or f"{fault.service}-{NAME_WORDS[cause]}", "", t0, float(ts[-1]),
+    word = "overload" if cause == "db_overload" and fault.service.endswith("-db") else NAME_WORDS[cause]
+    scen = Scenario(seed, name or f"{fault.service}-{word}", "", t0, float(ts[-1]),
                     fault, truth, alerts, topo, sim, res, otlp, ns, timeline)
     from correlator.generator.describe import describe
 

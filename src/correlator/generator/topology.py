@@ -254,8 +254,10 @@ def build_topology(rng: Rng, n_services: int) -> Topology:
     db_owners = [backs[i % len(backs)] for i in rng.permutation(len(backs))[:n_db]]
     while len(db_owners) < n_db:
         db_owners.append(backs[int(rng.integers(len(backs)))])
-    for owner in db_owners:
-        stem = owner.id.replace("-service", "")
+    db_stems = rng.permutation(["orders", "inventory", "users", "catalog", "payments", "shipping",
+                                "ledger", "reviews", "accounts", "billing"]).tolist()
+    for j, owner in enumerate(db_owners):
+        stem = db_stems[j % len(db_stems)] if j < len(db_stems) else owner.id
         name = f"{stem}-db" if f"{stem}-db" not in used else f"{stem}-{len(nodes)}-db"
         used.add(name)
         node = Node(name, "database", 4, len(nodes), median=float(rng.uniform(0.0015, 0.005)),
