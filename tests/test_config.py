@@ -70,3 +70,18 @@ def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
 def test_patterns_from_env() -> None:
     s = load_settings(env={"CORRELATOR_PATTERNS": "deployment, memory_leak"})
     assert s.patterns.enabled == ["deployment", "memory_leak"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-03-02T10:31:00Z", "2026-03-02T10:31:00Z"),
+        ("2026-03-02T10:31:00.123456789+01:00", "2026-03-02T09:31:00.123456Z"),
+        ("2026-03-02T10:31:00.5-02:30", "2026-03-02T13:01:00.500000Z"),
+        ("2026-03-02T10:31:00", "2026-03-02T10:31:00Z"),
+    ],
+)
+def test_parse_time_keeps_offsets_after_nanoseconds(text: str, expected: str) -> None:
+    from correlator.model import format_time, parse_time
+
+    assert format_time(parse_time(text)) == expected

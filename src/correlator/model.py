@@ -112,12 +112,12 @@ def parse_time(value: str | float | int | datetime) -> float:
         text = value.strip()
         if text.endswith("Z"):
             text = text[:-1] + "+00:00"
-        # Python < 3.11 rejects nanosecond fractions; trim to microseconds.
+        # fromisoformat takes at most microseconds; trim nanosecond fractions
+        # but keep any offset that follows them.
         if "." in text:
             head, _, rest = text.partition(".")
-            digits = "".join(ch for ch in rest if ch.isdigit())
-            tail = rest[len(digits) :]
-            text = f"{head}.{digits[:6]}{tail}"
+            digits = len(rest) - len(rest.lstrip("0123456789"))
+            text = f"{head}.{rest[:digits][:6]}{rest[digits:]}"
         dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
