@@ -100,6 +100,9 @@ class DbOverloadPattern(BasePattern):
             # Only slow calls seen from outside: that is a failing dependency, not an overload.
             return None
         score = 0.55 * db_signal + 0.3 * caller_score + 0.15 * (1.0 if len(inner) >= 2 else 0.0)
+        if _load_from_above(ctx, db, inner):
+            # More demand arrived from upstream first: the database is a victim of traffic.
+            score *= 0.5
         for c in hurt[:2]:
             ev += ctx.trace_evidence(c, peer=db, limit=2)
         if hurt:
@@ -124,6 +127,22 @@ class DbOverloadPattern(BasePattern):
             features={"db_signal": db_signal, "callers": caller_frac},
             onset=onset,
         )
+
+
+def _load_from_above(ctx: PatternContext, db: str, inner: pd.DataFrame) -> bool:
+    """Whether request rates of services upstream of ``db`` rose no later than it did."""
+    if db not in ctx.graph or inner.empty:
+        return False
+    import networkx as nx
+
+    a = ctx.anomalies
+    up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
+    if up.empty:
+        return False
+    ups = nx.ancestors(ctx.graph, db)
+    first = float(inner["onset"].min())
+    hit = up[up["service"].isin(list(ups)) & (up["onset"] <= first + 60.0)]
+    return bool(len(hit))
 
 
 def _saturation(ctx: PatternContext, db: str) -> tuple[float, float, float, float] | None:

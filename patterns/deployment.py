@@ -76,7 +76,14 @@ class DeploymentPattern(BasePattern):
             if lead > config.max_lead_seconds or lead < -config.max_lag_seconds:
                 continue
             symptoms = anom[anom["role"].isin(SYMPTOM_ROLES)]
-            sym = float(symptoms["score"].max()) if len(symptoms) else 0.0
+            if symptoms.empty:
+                # A rollout moves resources (new pods) by itself; only hurt requests count.
+                continue
+            sym = float(symptoms["score"].max())
+            onset = float(symptoms["onset"].min())
+            lead = onset - ch.at
+            if lead > config.max_lead_seconds or lead < -config.max_lag_seconds:
+                continue
             sym_strength = sym / (sym + 8.0)
             closeness = float(np.exp(-max(lead, 0.0) / max(config.max_lead_seconds / 2, 1.0)))
             score = 0.45 + 0.35 * sym_strength + 0.2 * closeness

@@ -145,7 +145,10 @@ def service_summary(anomalies: pd.DataFrame) -> pd.DataFrame:
     cols = ["service", "strength", "onset", "symptom", "cause", "n_roles"]
     if anomalies.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in cols}).set_index("service")
-    a = anomalies.copy()
+    # Call volume on an edge follows the callers' traffic: an echo, never a sign of trouble.
+    a = anomalies[anomalies["role"] != "edge_rate"].copy()
+    if a.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in cols}).set_index("service")
     a["strength"] = a["score"].astype(float) / (a["score"].astype(float) + 8.0)
     a["is_symptom"] = a["role"].isin(SYMPTOM_ROLES)
     # A rise of traffic is a cause; a drop is an echo of a failure elsewhere.
