@@ -16,6 +16,7 @@ import gzip
 import json
 import shutil
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,8 +34,8 @@ PLAN: list[tuple[int, int, str, str, int]] = [
     (1022, 9, "az_failure", "medium", 60),
     (1031, 10, "memory_leak", "high", 60),
     (1032, 8, "memory_leak", "medium", 60),
-    (1041, 10, "dependency_failure", "high", 60),
-    (1042, 12, "dependency_failure", "medium", 60),
+    (1044, 10, "dependency_failure", "high", 60),
+    (1046, 12, "dependency_failure", "medium", 60),
     (1051, 9, "traffic_spike", "high", 60),
     (1052, 11, "traffic_spike", "medium", 60),
     (1061, 10, "cpu_contention", "high", 60),
@@ -65,10 +66,12 @@ def build() -> list[dict[str, object]]:
             shutil.rmtree(old)
     rows: list[dict[str, object]] = []
     names: set[str] = set()
-    for seed, services, cause, severity, minutes in PLAN:
+    for i, (seed, services, cause, severity, minutes) in enumerate(PLAN):
         assert 1000 <= seed <= 1999, "library seeds are 1000-1999"
+        # one bundle per day, so all of them backfill into one Prometheus without overlapping
+        start = datetime(2026, 3, 2, tzinfo=UTC) + timedelta(days=i, hours=8 + (i * 5) % 9)
         scen = generate(seed, services=services, duration=minutes * 60, cause=cause,
-                        severity=severity, traces=150)
+                        severity=severity, traces=150, start=start)
         name = scen.name
         if name in names:
             name = f"{name}-{severity}"
