@@ -228,7 +228,9 @@ class PrometheusAdapter:
         """
         self._window = window
         step = max(float(step), choose_step(window, self.min_step))
-        start = math.floor(window.baseline_start / step) * step
+        # The grid starts at the baseline start itself, not at a step multiple:
+        # the bundle backend samples the same instants, so both backends agree.
+        start = window.baseline_start
         end = window.end
         self.queries, self.links, self.warnings = {}, {}, []
         frames: list[pd.DataFrame] = []
