@@ -64,7 +64,7 @@ class _Failing(BaseHTTPRequestHandler):
     do_GET = _fail
     do_POST = _fail
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet."""
 
 
