@@ -70,8 +70,15 @@ def build() -> list[dict[str, object]]:
         assert 1000 <= seed <= 1999, "library seeds are 1000-1999"
         # one bundle per day, so all of them backfill into one Prometheus without overlapping
         start = datetime(2026, 3, 2, tzinfo=UTC) + timedelta(days=i, hours=8 + (i * 5) % 9)
-        scen = generate(seed, services=services, duration=minutes * 60, cause=cause,
-                        severity=severity, traces=150, start=start)
+        scen = generate(
+            seed,
+            services=services,
+            duration=minutes * 60,
+            cause=cause,
+            severity=severity,
+            traces=150,
+            start=start,
+        )
         name = scen.name
         if name in names:
             name = f"{name}-{severity}"
@@ -79,14 +86,25 @@ def build() -> list[dict[str, object]]:
         names.add(name)
         path = write(scen, LIBRARY / name, compress=True)
         _recompress(path)
-        rows.append({"name": name, "seed": seed, "cause": cause, "severity": severity,
-                     "services": services, "truth": scen.truth["service"],
-                     "alert": scen.alerts[0]["fingerprint"],
-                     "alertname": scen.alerts[0]["labels"]["alertname"],
-                     "alert_service": scen.alerts[0]["labels"].get("service", ""),
-                     "bytes": size_of(path)})
-        print(f"{name:40s} {cause:20s} {services:3d} svc  {rows[-1]['alert']}  "
-              f"{int(rows[-1]['bytes']) / 2**20:.2f} MiB", flush=True)
+        rows.append(
+            {
+                "name": name,
+                "seed": seed,
+                "cause": cause,
+                "severity": severity,
+                "services": services,
+                "truth": scen.truth["service"],
+                "alert": scen.alerts[0]["fingerprint"],
+                "alertname": scen.alerts[0]["labels"]["alertname"],
+                "alert_service": scen.alerts[0]["labels"].get("service", ""),
+                "bytes": size_of(path),
+            }
+        )
+        print(
+            f"{name:40s} {cause:20s} {services:3d} svc  {rows[-1]['alert']}  "
+            f"{int(rows[-1]['bytes']) / 2**20:.2f} MiB",
+            flush=True,
+        )
     return rows
 
 
@@ -103,8 +121,10 @@ def write_readme(rows: list[dict[str, object]]) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['cause']} | {r['severity']} | {r['services']} | {r['truth']} | "
-                     f"{r['alertname']} on {r['alert_service']} | `{r['alert']}` |")
+        lines.append(
+            f"| {r['name']} | {r['cause']} | {r['severity']} | {r['services']} | {r['truth']} | "
+            f"{r['alertname']} on {r['alert_service']} | `{r['alert']}` |"
+        )
     (LIBRARY / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

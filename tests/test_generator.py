@@ -34,7 +34,9 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def leak(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    scen = generate(4242, services=8, duration=3600, cause="memory_leak", severity="high", traces=60)
+    scen = generate(
+        4242, services=8, duration=3600, cause="memory_leak", severity="high", traces=60
+    )
     return write(scen, tmp_path_factory.mktemp("gen") / scen.name)
 
 
@@ -44,11 +46,21 @@ def series(leak: Path) -> dict[str, list[Series]]:
 
 
 def test_same_seed_gives_identical_files(tmp_path: Path, leak: Path) -> None:
-    again = write(generate(4242, services=8, duration=3600, cause="memory_leak", severity="high",
-                           traces=60), tmp_path / "again")
-    for name in ("scenario.json", "metrics.om", "traces.otlp.jsonl", "logs.otlp.jsonl", "topology.json"):
+    again = write(
+        generate(4242, services=8, duration=3600, cause="memory_leak", severity="high", traces=60),
+        tmp_path / "again",
+    )
+    for name in (
+        "scenario.json",
+        "metrics.om",
+        "traces.otlp.jsonl",
+        "logs.otlp.jsonl",
+        "topology.json",
+    ):
         assert (again / name).read_bytes() == (leak / name).read_bytes(), name
-    other = generate(4243, services=8, duration=3600, cause="memory_leak", severity="high", traces=60)
+    other = generate(
+        4243, services=8, duration=3600, cause="memory_leak", severity="high", traces=60
+    )
     assert other.to_json()["alerts"] != json.loads((leak / "scenario.json").read_text())["alerts"]
 
 
@@ -73,8 +85,11 @@ def test_alerts_are_alertmanager_objects(leak: Path) -> None:
 
 
 def test_counters_are_monotonic_except_at_restarts(series: dict[str, list[Series]]) -> None:
-    restarted = {s.labels["pod"] for s in series["kube_pod_container_status_restarts_total"]
-                 if s.values[-1] > 0}
+    restarted = {
+        s.labels["pod"]
+        for s in series["kube_pod_container_status_restarts_total"]
+        if s.values[-1] > 0
+    }
     assert restarted, "a high-severity memory leak restarts pods"
     checked = 0
     for name, group in series.items():
@@ -84,7 +99,10 @@ def test_counters_are_monotonic_except_at_restarts(series: dict[str, list[Series
         for s in group:
             drops = np.flatnonzero(np.diff(s.values) < 0)
             if drops.size:
-                assert name.startswith("container_") and s.labels.get("pod") in restarted, (name, s.labels)
+                assert name.startswith("container_") and s.labels.get("pod") in restarted, (
+                    name,
+                    s.labels,
+                )
             checked += 1
     assert checked > 100
 
@@ -95,7 +113,9 @@ def test_every_catalog_role_has_data(series: dict[str, list[Series]]) -> None:
     for role, specs in default_catalog().roles.items():
         wanted = {spec.metric + ("_bucket" if spec.kind == "histogram" else "") for spec in specs}
         has_regex = any(spec.metric == "" for spec in specs)
-        if not (wanted & names) and not (has_regex and any(n.endswith("_build_info") for n in names)):
+        if not (wanted & names) and not (
+            has_regex and any(n.endswith("_build_info") for n in names)
+        ):
             missing.append(role)
     assert missing == []
 
@@ -111,20 +131,27 @@ def test_pods_are_named_like_a_deployment(series: dict[str, list[Series]]) -> No
     assert len(zones) == 3
 
 
-def test_memory_grows_to_the_limit_before_the_oom_kill(leak: Path, series: dict[str, list[Series]]) -> None:
+def test_memory_grows_to_the_limit_before_the_oom_kill(
+    leak: Path, series: dict[str, list[Series]]
+) -> None:
     truth = json.loads((leak / "scenario.json").read_text())["truth"]
     oom = [s for s in series["container_oom_events_total"] if s.values[-1] > 0]
     assert oom and all(service_from_pod(s.labels["pod"]) == truth["service"] for s in oom)
     pod = oom[0].labels["pod"]
     kill = oom[0].ts[np.argmax(oom[0].values > 0)]
     mem = next(s for s in series["container_memory_working_set_bytes"] if s.labels["pod"] == pod)
-    limit = next(s for s in series["kube_pod_container_resource_limits"]
-                 if s.labels["pod"] == pod and s.labels["resource"] == "memory").values[0]
+    limit = next(
+        s
+        for s in series["kube_pod_container_resource_limits"]
+        if s.labels["pod"] == pod and s.labels["resource"] == "memory"
+    ).values[0]
     before = mem.values[(mem.ts > parse_time(truth["start"])) & (mem.ts <= kill)]
     assert before.size > 5 and np.all(np.diff(before) > 0), "working set grows steadily"
     assert before[-1] > 0.95 * limit
-    assert any(s.labels["pod"] == pod and s.labels["reason"] == "OOMKilled"
-               for s in series["kube_pod_container_status_last_terminated_reason"])
+    assert any(
+        s.labels["pod"] == pod and s.labels["reason"] == "OOMKilled"
+        for s in series["kube_pod_container_status_last_terminated_reason"]
+    )
 
 
 def test_otlp_lines_parse_with_the_protobuf_json_mapping(leak: Path) -> None:
@@ -150,11 +177,17 @@ def _spans(path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 def test_trace_structure_and_log_links(leak: Path) -> None:
     spans = _spans(leak)
     by_id = {s["spanId"]: (res, s) for res, s in spans}
-    for key in ("service.name", "service.version", "k8s.pod.name", "k8s.namespace.name",
-                "cloud.availability_zone", "deployment.environment.name"):
-        assert all(key in res for res, _ in spans if res["service.name"] != "orders-db"), key
+    for key in (
+        "service.name",
+        "service.version",
+        "k8s.pod.name",
+        "k8s.namespace.name",
+        "cloud.availability_zone",
+        "deployment.environment.name",
+    ):
+        assert all(key in res for res, _ in spans), key
     servers_under_clients = 0
-    for res, span in spans:
+    for _res, span in spans:
         attrs = {a["key"]: next(iter(a["value"].values())) for a in span["attributes"]}
         if span["kind"] == 3 and "db.system" not in attrs and attrs.get("server.port") == "8080":
             children = [s for _, s in spans if s.get("parentSpanId") == span["spanId"]]
@@ -186,26 +219,39 @@ def test_trace_structure_and_log_links(leak: Path) -> None:
 
 
 def test_onsets_follow_the_call_graph(tmp_path: Path) -> None:
-    scen = generate(4300, services=12, duration=3600, cause="db_overload", severity="high", traces=20)
+    scen = generate(
+        4300, services=12, duration=3600, cause="db_overload", severity="high", traces=20
+    )
     onsets = {e["service"]: parse_time(e["at"]) for e in scen.timeline if e["kind"] == "onset"}
     db = scen.truth["service"]
     assert db in onsets
-    callers = [scen.topology.nodes[scen.topology.edges[e].src].id
-               for e in scen.topology.in_edges[scen.topology.by_id(db).index]]
+    callers = [
+        scen.topology.nodes[scen.topology.edges[e].src].id
+        for e in scen.topology.in_edges[scen.topology.by_id(db).index]
+    ]
     for caller in callers:
         if caller in onsets:
             assert onsets[caller] > onsets[db], caller
-    pg = [s for s in parse_openmetrics("".join(scen.metric_lines())).series
-          if s.name == "pg_stat_activity_count" and s.labels["service"] == db]
+    pg = [
+        s
+        for s in parse_openmetrics("".join(scen.metric_lines())).series
+        if s.name == "pg_stat_activity_count" and s.labels["service"] == db
+    ]
     total = sum(s.values for s in pg)
     k = scen.fault.step
-    assert total[k + 30:].max() > 2 * total[:k].mean(), "connections climb toward max_connections"
+    assert total[k + 30 :].max() > 2 * total[:k].mean(), "connections climb toward max_connections"
 
 
 @pytest.mark.parametrize("cause", CAUSES)
 def test_every_cause_generates_a_labeled_scenario(cause: str) -> None:
-    scen = generate(4400 + CAUSES.index(cause), services=8, duration=3000, cause=cause,
-                    severity="high", traces=10)
+    scen = generate(
+        4400 + CAUSES.index(cause),
+        services=8,
+        duration=3000,
+        cause=cause,
+        severity="high",
+        traces=10,
+    )
     assert scen.truth["cause"] == cause
     assert scen.topology.by_id(scen.truth["service"])
     if cause == "az_failure":
@@ -231,9 +277,27 @@ def test_large_system_shape() -> None:
 
 def test_cli_generate_and_show(tmp_path: Path) -> None:
     runner = CliRunner()
-    res = runner.invoke(scenarios, ["generate", "--seed", "4500", "--services", "6", "--minutes", "55",
-                                    "--cause", "code_exception", "--severity", "high", "--traces", "15",
-                                    "--out", str(tmp_path), "--gzip"])
+    res = runner.invoke(
+        scenarios,
+        [
+            "generate",
+            "--seed",
+            "4500",
+            "--services",
+            "6",
+            "--minutes",
+            "55",
+            "--cause",
+            "code_exception",
+            "--severity",
+            "high",
+            "--traces",
+            "15",
+            "--out",
+            str(tmp_path),
+            "--gzip",
+        ],
+    )
     assert res.exit_code == 0, res.output
     folder = next(p for p in tmp_path.iterdir() if p.is_dir())
     assert (folder / "metrics.om.gz").is_file()
@@ -242,5 +306,7 @@ def test_cli_generate_and_show(tmp_path: Path) -> None:
     doc = json.loads((folder / "scenario.json").read_text())
     assert doc["alerts"][0]["fingerprint"] in shown.output
     assert "code_exception" in shown.output and doc["truth"]["service"] in shown.output
-    bad = runner.invoke(scenarios, ["generate", "--seed", "1", "--minutes", "20", "--out", str(tmp_path)])
+    bad = runner.invoke(
+        scenarios, ["generate", "--seed", "1", "--minutes", "20", "--out", str(tmp_path)]
+    )
     assert bad.exit_code == 2 and "too short" in bad.output

@@ -87,17 +87,29 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             om.write_bytes(gzip.decompress(src.read_bytes()))
         else:
             shutil.copy(folder / "metrics.om", om)
-        done = subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(om), str(tsdb)],
-                              capture_output=True, text=True, check=False, timeout=300)
+        done = subprocess.run(
+            [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(om), str(tsdb)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
         assert done.returncode == 0, f"promtool rejected {folder.name}: {done.stderr[-2000:]}"
         om.unlink()
     config = root / "prometheus.yml"
     config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n", encoding="utf-8")
     port = _free_port()
     proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
-         "--storage.tsdb.retention.time=100y", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tsdb}",
+            "--storage.tsdb.retention.time=100y",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -121,10 +133,15 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 QUERIES = [
-    ('sum by (service_name) (rate(traces_span_metrics_calls_total{{span_kind="SPAN_KIND_SERVER"}}[1m]))',
-     "service_name"),
-    ('histogram_quantile(0.95, sum by (le, server) '
-     '(rate(traces_service_graph_request_server_seconds_bucket[1m])))', "server"),
+    (
+        'sum by (service_name) (rate(traces_span_metrics_calls_total{{span_kind="SPAN_KIND_SERVER"}}[1m]))',
+        "service_name",
+    ),
+    (
+        "histogram_quantile(0.95, sum by (le, server) "
+        "(rate(traces_service_graph_request_server_seconds_bucket[1m])))",
+        "server",
+    ),
     ("sum by (pod) (container_memory_working_set_bytes)", "pod"),
     ('max by (node) (kube_node_status_condition{{condition="Ready",status="true"}})', "node"),
     ("count by (service, version) (app_build_info)", "service"),
@@ -142,8 +159,11 @@ def test_bundle_backfills_into_prometheus(prometheus: str, folder: Path) -> None
     services = {n["id"] for n in topo["nodes"] if n["kind"] == "service"}
     for template, label in QUERIES:
         query = template.format()
-        resp = httpx.get(f"{prometheus}/api/v1/query_range",
-                         params={"query": query, "start": start, "end": end, "step": "60s"}, timeout=30)
+        resp = httpx.get(
+            f"{prometheus}/api/v1/query_range",
+            params={"query": query, "start": start, "end": end, "step": "60s"},
+            timeout=30,
+        )
         assert resp.status_code == 200, resp.text
         result = resp.json()["data"]["result"]
         assert result, f"{folder.name}: no data for {query}"

@@ -16,7 +16,7 @@ import numpy as np
 
 from correlator.fingerprint import alert_fingerprint
 from correlator.generator.faults import Fault
-from correlator.generator.traffic import STEP, F64, Result, Sim
+from correlator.generator.traffic import F64, STEP, Result, Sim
 from correlator.model import format_time
 
 __all__ = ["fire_alerts"]
@@ -32,7 +32,7 @@ def _rolling(x: F64, n: int) -> F64:
     return out
 
 
-def _first_sustained(cond: np.ndarray, start: int, hold: int) -> int | None:  # type: ignore[type-arg]
+def _first_sustained(cond: np.ndarray, start: int, hold: int) -> int | None:
     run = 0
     for k in range(start, len(cond)):
         run = run + 1 if cond[k] else 0
@@ -41,18 +41,24 @@ def _first_sustained(cond: np.ndarray, start: int, hold: int) -> int | None:  # 
     return None
 
 
-def _alert(labels: dict[str, str], summary: str, description: str, expr: str, starts: float,
-           end: float) -> dict[str, Any]:
+def _alert(
+    labels: dict[str, str], summary: str, description: str, expr: str, starts: float, end: float
+) -> dict[str, Any]:
     return {
         "labels": labels,
-        "annotations": {"summary": summary, "description": description,
-                        "runbook_url": f"https://runbooks.example.internal/alerts/{labels['alertname']}"},
+        "annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"https://runbooks.example.internal/alerts/{labels['alertname']}",
+        },
         "startsAt": format_time(starts),
         "endsAt": format_time(end + 240),
         "updatedAt": format_time(end),
         "fingerprint": alert_fingerprint(labels),
         "generatorURL": f"{PROM}/graph?g0.expr={quote(expr, safe='')}&g0.tab=1",
-        "receivers": [{"name": "pagerduty-sre" if labels.get("severity") == "page" else "slack-sre"}],
+        "receivers": [
+            {"name": "pagerduty-sre" if labels.get("severity") == "page" else "slack-sre"}
+        ],
         "status": {"state": "active", "silencedBy": [], "inhibitedBy": []},
     }
 
@@ -93,33 +99,68 @@ def fire_alerts(sim: Sim, res: Result, fault: Fault, ns: dict[int, str]) -> list
         layer0 = sorted((c for c in candidates if c[0] == top), key=lambda c: (c[1], c[2]))
         _, fire, kind, i = layer0[0]
     else:
-        fire, kind, i = min(step + 20, sim.steps - 1), "latency", topo.by_id(fault.service).index \
-            if topo.by_id(fault.service).kind == "service" else topo.entries()[0].index
+        fire, kind, i = (
+            min(step + 20, sim.steps - 1),
+            "latency",
+            topo.by_id(fault.service).index
+            if topo.by_id(fault.service).kind == "service"
+            else topo.entries()[0].index,
+        )
     node = topo.nodes[i]
     starts = float(int(sim.ts[min(fire, sim.steps - 1)] + rng.uniform(0, STEP)))
     if kind == "error":
         if rng.random() < 0.6:
-            labels = {"alertname": "HighErrorRate", "service": node.id, "severity": "page",
-                      "namespace": ns[i], "team": "sre"}
-            expr = (f'sum(rate(traces_span_metrics_calls_total{{service_name="{node.id}",span_kind="SPAN_KIND_SERVER",'
-                    f'status_code="STATUS_CODE_ERROR"}}[5m])) / sum(rate(traces_span_metrics_calls_total'
-                    f'{{service_name="{node.id}",span_kind="SPAN_KIND_SERVER"}}[5m])) > 0.02')
+            labels = {
+                "alertname": "HighErrorRate",
+                "service": node.id,
+                "severity": "page",
+                "namespace": ns[i],
+                "team": "sre",
+            }
+            expr = (
+                f'sum(rate(traces_span_metrics_calls_total{{service_name="{node.id}",span_kind="SPAN_KIND_SERVER",'
+                f'status_code="STATUS_CODE_ERROR"}}[5m])) / sum(rate(traces_span_metrics_calls_total'
+                f'{{service_name="{node.id}",span_kind="SPAN_KIND_SERVER"}}[5m])) > 0.02'
+            )
             summary = f"{node.id}: more than 2% of requests fail"
         else:
-            labels = {"alertname": "SLOBurnRate", "service": node.id, "severity": "page",
-                      "namespace": ns[i], "slo": "availability-99.9", "window": "1h"}
-            expr = (f'(sum(rate(traces_span_metrics_calls_total{{service_name="{node.id}",status_code="STATUS_CODE_ERROR"}}[1h]))'
-                    f' / sum(rate(traces_span_metrics_calls_total{{service_name="{node.id}"}}[1h]))) > 14.4 * 0.001')
+            labels = {
+                "alertname": "SLOBurnRate",
+                "service": node.id,
+                "severity": "page",
+                "namespace": ns[i],
+                "slo": "availability-99.9",
+                "window": "1h",
+            }
+            expr = (
+                f'(sum(rate(traces_span_metrics_calls_total{{service_name="{node.id}",status_code="STATUS_CODE_ERROR"}}[1h]))'
+                f' / sum(rate(traces_span_metrics_calls_total{{service_name="{node.id}"}}[1h]))) > 14.4 * 0.001'
+            )
             summary = f"{node.id} is burning its 99.9% availability error budget 14x too fast"
     else:
-        labels = {"alertname": "HighLatencyP95", "service": node.id, "severity": "page",
-                  "namespace": ns[i], "team": "sre"}
-        expr = (f'histogram_quantile(0.95, sum by (le) (rate(traces_span_metrics_duration_seconds_bucket'
-                f'{{service_name="{node.id}",span_kind="SPAN_KIND_SERVER"}}[5m]))) > 0.5')
+        labels = {
+            "alertname": "HighLatencyP95",
+            "service": node.id,
+            "severity": "page",
+            "namespace": ns[i],
+            "team": "sre",
+        }
+        expr = (
+            f"histogram_quantile(0.95, sum by (le) (rate(traces_span_metrics_duration_seconds_bucket"
+            f'{{service_name="{node.id}",span_kind="SPAN_KIND_SERVER"}}[5m]))) > 0.5'
+        )
         summary = f"{node.id}: p95 latency above its SLO"
     labels["cluster"] = cluster
-    alerts.append(_alert(labels, summary, f"{summary} for the last minutes. Users are affected.", expr,
-                         starts, end))
+    alerts.append(
+        _alert(
+            labels,
+            summary,
+            f"{summary} for the last minutes. Users are affected.",
+            expr,
+            starts,
+            end,
+        )
+    )
     for extra in _cause_alerts(sim, res, fault, ns, rng, end):
         extra["labels"]["cluster"] = cluster
         extra["fingerprint"] = alert_fingerprint(extra["labels"])
@@ -127,8 +168,9 @@ def fire_alerts(sim: Sim, res: Result, fault: Fault, ns: dict[int, str]) -> list
     return alerts
 
 
-def _cause_alerts(sim: Sim, res: Result, fault: Fault, ns: dict[int, str], rng: np.random.Generator,
-                  end: float) -> list[dict[str, Any]]:
+def _cause_alerts(
+    sim: Sim, res: Result, fault: Fault, ns: dict[int, str], rng: np.random.Generator, end: float
+) -> list[dict[str, Any]]:
     """A cause-level warning, sometimes (as real rule sets have)."""
     if rng.random() > 0.45:
         return []
@@ -139,26 +181,56 @@ def _cause_alerts(sim: Sim, res: Result, fault: Fault, ns: dict[int, str], rng: 
         use = (res.db_active[db.index] + res.db_idle[db.index]) / db.max_connections
         k = _first_sustained(use > 0.8, fault.step, 8)
         if k is not None:
-            labels = {"alertname": "PostgresTooManyConnections", "service": db.id, "severity": "warning",
-                      "instance": f"{db.id}:9187"}
-            out.append(_alert(labels, f"{db.id} uses more than 80% of max_connections", "",
-                              f'sum by (service) (pg_stat_activity_count{{service="{db.id}"}}) / '
-                              f'max by (service) (pg_settings_max_connections) > 0.8',
-                              float(sim.ts[min(k + 8, sim.steps - 1)]), end))
+            labels = {
+                "alertname": "PostgresTooManyConnections",
+                "service": db.id,
+                "severity": "warning",
+                "instance": f"{db.id}:9187",
+            }
+            out.append(
+                _alert(
+                    labels,
+                    f"{db.id} uses more than 80% of max_connections",
+                    "",
+                    f'sum by (service) (pg_stat_activity_count{{service="{db.id}"}}) / '
+                    f"max by (service) (pg_settings_max_connections) > 0.8",
+                    float(sim.ts[min(k + 8, sim.steps - 1)]),
+                    end,
+                )
+            )
     elif fault.cause == "az_failure":
         for node_name, k in sorted(sim.node_down.items())[:2]:
             labels = {"alertname": "KubeNodeNotReady", "node": node_name, "severity": "warning"}
-            out.append(_alert(labels, f"{node_name} has been unready for more than 2 minutes", "",
-                              f'kube_node_status_condition{{condition="Ready",status="true",node="{node_name}"}} == 0',
-                              float(sim.ts[min(k + 3 + 8, sim.steps - 1)]), end))
+            out.append(
+                _alert(
+                    labels,
+                    f"{node_name} has been unready for more than 2 minutes",
+                    "",
+                    f'kube_node_status_condition{{condition="Ready",status="true",node="{node_name}"}} == 0',
+                    float(sim.ts[min(k + 3 + 8, sim.steps - 1)]),
+                    end,
+                )
+            )
     elif fault.cause == "memory_leak":
         svc = topo.by_id(fault.service)
         pods = [p for p in sim.pods if p.service == svc.index and p.ooms]
         if pods:
             p = min(pods, key=lambda q: min(q.ooms))
-            labels = {"alertname": "KubePodCrashLooping", "namespace": ns[svc.index], "pod": p.name,
-                      "container": svc.id, "severity": "warning"}
-            out.append(_alert(labels, f"pod {p.name} is crash looping", "",
-                              f'increase(kube_pod_container_status_restarts_total{{pod="{p.name}"}}[10m]) > 0',
-                              float(sim.ts[min(min(p.ooms) + 4, sim.steps - 1)]), end))
+            labels = {
+                "alertname": "KubePodCrashLooping",
+                "namespace": ns[svc.index],
+                "pod": p.name,
+                "container": svc.id,
+                "severity": "warning",
+            }
+            out.append(
+                _alert(
+                    labels,
+                    f"pod {p.name} is crash looping",
+                    "",
+                    f'increase(kube_pod_container_status_restarts_total{{pod="{p.name}"}}[10m]) > 0',
+                    float(sim.ts[min(min(p.ooms) + 4, sim.steps - 1)]),
+                    end,
+                )
+            )
     return out

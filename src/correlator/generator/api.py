@@ -28,10 +28,15 @@ __all__ = ["SEED_RANGES", "Scenario", "generate", "onsets", "write"]
 
 SEED_RANGES = {"library": (1000, 1999), "calibration": (2000, 4999), "evaluation": (5000, None)}
 NAME_WORDS = {
-    "deployment": "bad-deploy", "db_overload": "db-overload", "az_failure": "zone-outage",
-    "memory_leak": "memory-leak", "dependency_failure": "dependency-down",
-    "traffic_spike": "traffic-spike", "cpu_contention": "cpu-contention",
-    "network_delay": "network-delay", "code_exception": "exception",
+    "deployment": "bad-deploy",
+    "db_overload": "db-overload",
+    "az_failure": "zone-outage",
+    "memory_leak": "memory-leak",
+    "dependency_failure": "dependency-down",
+    "traffic_spike": "traffic-spike",
+    "cpu_contention": "cpu-contention",
+    "network_delay": "network-delay",
+    "code_exception": "exception",
 }
 
 
@@ -63,9 +68,14 @@ class Scenario:
             "window": {"start": format_time(self.start), "end": format_time(self.end)},
             "alerts": self.alerts,
             "truth": self.truth,
-            "generator": {"seed": self.seed, "services": len(self.topology.services()),
-                          "cause": self.fault.cause, "severity": self.fault.severity,
-                          "traces": self.otlp.n_traces, "spans": self.otlp.n_spans},
+            "generator": {
+                "seed": self.seed,
+                "services": len(self.topology.services()),
+                "cause": self.fault.cause,
+                "severity": self.fault.severity,
+                "traces": self.otlp.n_traces,
+                "spans": self.otlp.n_spans,
+            },
             "timeline": self.timeline,
         }
 
@@ -77,8 +87,10 @@ class Scenario:
 def _namespaces(topo: Topology) -> dict[int, str]:
     small = len(topo.services()) <= 60
     names = ["edge", "web", "core", "platform", "data"]
-    return {n.index: ("shop" if small else names[min(n.layer, 4)]) if n.kind == "service" else "data"
-            for n in topo.nodes}
+    return {
+        n.index: ("shop" if small else names[min(n.layer, 4)]) if n.kind == "service" else "data"
+        for n in topo.nodes
+    }
 
 
 def onsets(sim: Sim, res: Result, step: int) -> dict[str, float]:
@@ -130,7 +142,9 @@ def generate(
     topo = build_topology(rng, services)
     if start is None:
         day = datetime(2026, 3, 2, tzinfo=UTC) + timedelta(days=int(seed % 21))
-        start = day + timedelta(hours=int(rng.integers(7, 19)), minutes=int(rng.integers(0, 4)) * 15)
+        start = day + timedelta(
+            hours=int(rng.integers(7, 19)), minutes=int(rng.integers(0, 4)) * 15
+        )
     t0 = start.timestamp()
     steps = duration // STEP + 1
     ts = t0 + STEP * np.arange(steps, dtype=np.float64)
@@ -155,38 +169,85 @@ def generate(
     alerts = fire_alerts(sim, res, fault, ns)
     n_traces = traces if traces is not None else int(np.clip(150 + 12 * services, 300, 3000))
     otlp = build_otlp(sim, res, fault, seed, n_traces, ns)
-    truth: dict[str, Any] = {"service": fault.service, "cause": cause,
-                             "start": format_time(t0 + fault_at), "severity": severity}
+    truth: dict[str, Any] = {
+        "service": fault.service,
+        "cause": cause,
+        "start": format_time(t0 + fault_at),
+        "severity": severity,
+    }
     if fault.zone:
         truth["zone"] = fault.zone
     if fault.peer:
         truth["peer"] = fault.peer
     on = onsets(sim, res, fstep)
     timeline = _timeline(sim, fault, t0 + fault_at, on, alerts)
-    word = "overload" if cause == "db_overload" and fault.service.endswith("-db") else NAME_WORDS[cause]
-    scen = Scenario(seed, name or f"{fault.service}-{word}", "", t0, float(ts[-1]),
-                    fault, truth, alerts, topo, sim, res, otlp, ns, timeline)
+    word = (
+        "overload"
+        if cause == "db_overload" and fault.service.endswith("-db")
+        else NAME_WORDS[cause]
+    )
+    scen = Scenario(
+        seed,
+        name or f"{fault.service}-{word}",
+        "",
+        t0,
+        float(ts[-1]),
+        fault,
+        truth,
+        alerts,
+        topo,
+        sim,
+        res,
+        otlp,
+        ns,
+        timeline,
+    )
     from correlator.generator.describe import describe
 
     scen.description = describe(scen, on)
     return scen
 
 
-def _timeline(sim: Sim, fault: Fault, fault_ts: float, on: dict[str, float],
-              alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _timeline(
+    sim: Sim, fault: Fault, fault_ts: float, on: dict[str, float], alerts: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for ev in sim.events:
         step = int(ev["step"])  # type: ignore[call-overload]
-        items.append({"at": format_time(float(sim.ts[min(step, sim.steps - 1)])), "kind": ev["kind"],
-                      "service": ev["service"], "text": ev["text"]})
-    items.append({"at": format_time(fault_ts), "kind": "fault", "service": fault.service,
-                  "text": fault.summary})
+        items.append(
+            {
+                "at": format_time(float(sim.ts[min(step, sim.steps - 1)])),
+                "kind": ev["kind"],
+                "service": ev["service"],
+                "text": ev["text"],
+            }
+        )
+    items.append(
+        {
+            "at": format_time(fault_ts),
+            "kind": "fault",
+            "service": fault.service,
+            "text": fault.summary,
+        }
+    )
     for svc, ts in sorted(on.items(), key=lambda kv: kv[1])[:12]:
-        items.append({"at": format_time(ts), "kind": "onset", "service": svc,
-                      "text": f"{svc} errors or latency leave their baseline"})
+        items.append(
+            {
+                "at": format_time(ts),
+                "kind": "onset",
+                "service": svc,
+                "text": f"{svc} errors or latency leave their baseline",
+            }
+        )
     for a in alerts:
-        items.append({"at": a["startsAt"], "kind": "alert", "service": a["labels"].get("service", ""),
-                      "text": f"{a['labels']['alertname']} fires (fingerprint {a['fingerprint']})"})
+        items.append(
+            {
+                "at": a["startsAt"],
+                "kind": "alert",
+                "service": a["labels"].get("service", ""),
+                "text": f"{a['labels']['alertname']} fires (fingerprint {a['fingerprint']})",
+            }
+        )
     items.sort(key=lambda x: x["at"])
     return items
 
@@ -195,5 +256,13 @@ def write(scenario: Scenario, dest: str | Path, compress: bool = False) -> Path:
     """Write the scenario as a bundle folder (see scenario-bundle.md) and return its path."""
     from correlator.bundle import write_bundle
 
-    return write_bundle(dest, scenario.to_json(), scenario.metric_lines(), scenario.otlp.logs,
-                        scenario.otlp.traces, scenario.topology.to_json(), None, compress)
+    return write_bundle(
+        dest,
+        scenario.to_json(),
+        scenario.metric_lines(),
+        scenario.otlp.logs,
+        scenario.otlp.traces,
+        scenario.topology.to_json(),
+        None,
+        compress,
+    )

@@ -24,41 +24,80 @@ def scenarios() -> None:
 
 
 @scenarios.command()
-@click.option("--seed", type=int, required=True, help="Random seed (library 1000-1999, "
-              "calibration 2000-4999, evaluation 5000+).")
+@click.option(
+    "--seed",
+    type=int,
+    required=True,
+    help="Random seed (library 1000-1999, calibration 2000-4999, evaluation 5000+).",
+)
 @click.option("--services", type=click.IntRange(5, 5000), default=20, show_default=True)
 @click.option("--hours", type=float, default=None, help="Window length in hours (default 2).")
 @click.option("--minutes", type=float, default=None, help="Window length in minutes.")
-@click.option("--cause", type=click.Choice(CAUSES), default=None,
-              help="Fault to inject (default: a built-in cause drawn from the seed).")
+@click.option(
+    "--cause",
+    type=click.Choice(CAUSES),
+    default=None,
+    help="Fault to inject (default: a built-in cause drawn from the seed).",
+)
 @click.option("--severity", type=click.Choice(list(SEVERITIES)), default=None)
 @click.option("--target", default=None, help="Name of the node the fault hits.")
 @click.option("--traces", type=int, default=None, help="Number of sampled traces.")
 @click.option("--name", default=None, help="Bundle name (default: <service>-<cause>).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Folder to create the bundle in.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder to create the bundle in.",
+)
 @click.option("--gzip", "compress", is_flag=True, help="Gzip the data files.")
-def generate(seed: int, services: int, hours: float | None, minutes: float | None, cause: str | None,
-             severity: str | None, target: str | None, traces: int | None, name: str | None,
-             out: Path, compress: bool) -> None:
+def generate(
+    seed: int,
+    services: int,
+    hours: float | None,
+    minutes: float | None,
+    cause: str | None,
+    severity: str | None,
+    target: str | None,
+    traces: int | None,
+    name: str | None,
+    out: Path,
+    compress: bool,
+) -> None:
     """Generate one scenario bundle into OUT/<name>."""
     from correlator.generator.api import generate as gen
     from correlator.generator.api import write
 
     if hours is not None and minutes is not None:
         raise click.UsageError("give --hours or --minutes, not both")
-    duration = int(hours * 3600) if hours is not None else int(minutes * 60) if minutes is not None else 7200
+    duration = (
+        int(hours * 3600)
+        if hours is not None
+        else int(minutes * 60)
+        if minutes is not None
+        else 7200
+    )
     try:
-        scen = gen(seed, services=services, duration=duration, cause=cause, severity=severity,
-                   target=target, traces=traces, name=name)
+        scen = gen(
+            seed,
+            services=services,
+            duration=duration,
+            cause=cause,
+            severity=severity,
+            target=target,
+            traces=traces,
+            name=name,
+        )
     except (ValueError, KeyError) as exc:
         raise click.UsageError(str(exc)) from exc
     path = write(scen, out / scen.name, compress=compress)
     click.echo(f"wrote {path}")
     click.echo(f"truth: {scen.truth['cause']} in {scen.truth['service']} at {scen.truth['start']}")
     for a in scen.alerts:
-        click.echo(f"alert {a['fingerprint']} {a['labels']['alertname']} "
-                   f"{a['labels'].get('service', '')} since {a['startsAt']}")
+        click.echo(
+            f"alert {a['fingerprint']} {a['labels']['alertname']} "
+            f"{a['labels'].get('service', '')} since {a['startsAt']}"
+        )
 
 
 @scenarios.command()

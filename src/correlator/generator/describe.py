@@ -32,10 +32,16 @@ def describe(scen: Scenario, onsets: Mapping[str, float]) -> str:
     page = scen.alerts[0]
     page_svc = page["labels"].get("service", "?")
     lag = (parse_time(page["startsAt"]) - fault_ts) / 60
-    symptom = ("" if page_svc == fault.service else
-               f" The page is a symptom, not the cause: {page_svc} is where users feel it.")
-    noise = [str(e["text"]) for e in scen.sim.events if e["kind"] in ("deploy", "blip")
-             and e["service"] != fault.service]
+    symptom = (
+        ""
+        if page_svc == fault.service
+        else f" The page is a symptom, not the cause: {page_svc} is where users feel it."
+    )
+    noise = [
+        str(e["text"])
+        for e in scen.sim.events
+        if e["kind"] in ("deploy", "blip") and e["service"] != fault.service
+    ]
     noise_txt = f" Unrelated noise: {'; '.join(noise[:3])}." if noise else ""
     return (
         f"A {n}-service system in {topo.region} ({dbs} PostgreSQL databases, caches, external APIs, "
@@ -57,27 +63,37 @@ def show_text(doc: Mapping[str, Any], topology: Mapping[str, Any] | None) -> str
         kinds: dict[str, int] = {}
         for node in topology.get("nodes", []):
             kinds[node.get("kind", "service")] = kinds.get(node.get("kind", "service"), 0) + 1
-        lines.append("system   " + ", ".join(f"{v} {k}s" for k, v in sorted(kinds.items()))
-                     + f", {len(topology.get('edges', []))} call edges")
+        lines.append(
+            "system   "
+            + ", ".join(f"{v} {k}s" for k, v in sorted(kinds.items()))
+            + f", {len(topology.get('edges', []))} call edges"
+        )
         callers: dict[str, list[str]] = {}
         for e in topology.get("edges", []):
             callers.setdefault(e["source"], []).append(e["target"])
-        entries = [n["id"] for n in topology.get("nodes", []) if n.get("kind") == "service"
-                   and not any(n["id"] in v for v in callers.values())]
+        entries = [
+            n["id"]
+            for n in topology.get("nodes", [])
+            if n.get("kind") == "service" and not any(n["id"] in v for v in callers.values())
+        ]
         lines.append(f"entries  {', '.join(entries)}")
         for src in entries:
             lines.append(f"         {src} -> {', '.join(callers.get(src, []))}")
     truth = doc.get("truth")
     if truth:
         extra = "".join(f", {k} {truth[k]}" for k in ("zone", "peer", "severity") if k in truth)
-        lines.append(f"truth    {truth.get('cause')} in {truth.get('service')} at {truth.get('start')}{extra}")
+        lines.append(
+            f"truth    {truth.get('cause')} in {truth.get('service')} at {truth.get('start')}{extra}"
+        )
     lines.append("")
     lines.append("alerts")
     for a in doc.get("alerts", []):
         labels = a.get("labels", {})
         where = labels.get("service") or labels.get("node") or labels.get("pod") or ""
-        lines.append(f"  {a.get('fingerprint')}  {labels.get('alertname')} {where} "
-                     f"({labels.get('severity', '')}) since {a.get('startsAt')}")
+        lines.append(
+            f"  {a.get('fingerprint')}  {labels.get('alertname')} {where} "
+            f"({labels.get('severity', '')}) since {a.get('startsAt')}"
+        )
     timeline = doc.get("timeline") or []
     if timeline:
         lines.append("")

@@ -18,13 +18,29 @@ import numpy as np
 import numpy.typing as npt
 
 from correlator.generator.topology import Node, Topology
-from correlator.generator.traffic import STEP, F64, Pod, Result, Sim, ncdf
+from correlator.generator.traffic import F64, STEP, Pod, Result, Sim, ncdf
 
 __all__ = ["SERVICEGRAPH_BUCKETS", "SPANMETRICS_BUCKETS", "metric_lines"]
 
 #: The OpenTelemetry spanmetrics/servicegraph connectors' default explicit buckets.
-SPANMETRICS_BUCKETS = (0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0,
-                       5.0, 10.0, 15.0)
+SPANMETRICS_BUCKETS = (
+    0.002,
+    0.004,
+    0.006,
+    0.008,
+    0.01,
+    0.05,
+    0.1,
+    0.2,
+    0.4,
+    0.8,
+    1.0,
+    1.4,
+    2.0,
+    5.0,
+    10.0,
+    15.0,
+)
 #: Tempo metrics-generator's default service-graph buckets.
 SERVICEGRAPH_BUCKETS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8)
 I64 = npt.NDArray[np.int64]
@@ -46,10 +62,20 @@ class _Emitter:
     def series(self, name: str, labels: str, values: list[str], mask: npt.NDArray[np.bool_]) -> str:
         pre = f"{name}{{{labels}}} "
         ts = self.ts
-        return "".join([pre + values[k] + " " + ts[k] + "\n" for k in np.flatnonzero(mask & self.ok).tolist()])
+        return "".join(
+            [pre + values[k] + " " + ts[k] + "\n" for k in np.flatnonzero(mask & self.ok).tolist()]
+        )
 
-    def hist(self, name: str, labels: str, cum: I64, count: I64, total: F64,
-             mask: npt.NDArray[np.bool_], bounds: tuple[float, ...]) -> str:
+    def hist(
+        self,
+        name: str,
+        labels: str,
+        cum: I64,
+        count: I64,
+        total: F64,
+        mask: npt.NDArray[np.bool_],
+        bounds: tuple[float, ...],
+    ) -> str:
         """One histogram labelset: per step its buckets, count and sum together."""
         les = [repr(b) for b in bounds] + ["+Inf"]
         pres = [f'{name}_bucket{{{labels},le="{le}"}} ' for le in les]
@@ -88,9 +114,17 @@ class _Emitter:
         out: I64 = np.vstack([inc, n[None, :]])
         return out
 
-    def hist_series(self, name: str, labels: str, rate: F64, median: F64, sigma: float,
-                    mask: npt.NDArray[np.bool_], errors: F64 | None = None,
-                    bounds: tuple[float, ...] = SPANMETRICS_BUCKETS) -> str:
+    def hist_series(
+        self,
+        name: str,
+        labels: str,
+        rate: F64,
+        median: F64,
+        sigma: float,
+        mask: npt.NDArray[np.bool_],
+        errors: F64 | None = None,
+        bounds: tuple[float, ...] = SPANMETRICS_BUCKETS,
+    ) -> str:
         n = self.counts(rate)
         if errors is not None:
             n = self.rng.binomial(n, np.clip(errors, 0, 1)).astype(np.int64)
@@ -136,26 +170,42 @@ def _spanmetrics(em: _Emitter) -> Iterator[str]:
         lab = f'service_name="{node.id}",span_name="{node.span_name}",span_kind="SPAN_KIND_SERVER"'
         ok_cum = np.cumsum(n - err) + em.start_offset(float(res.rate[i, 0]))
         err_cum = np.cumsum(err) + em.start_offset(float(res.rate[i, 0] * res.total_err[i, 0]))
-        yield em.series("traces_span_metrics_calls_total", lab + ',status_code="STATUS_CODE_UNSET"',
-                        list(map(str, ok_cum.tolist())), allmask)
+        yield em.series(
+            "traces_span_metrics_calls_total",
+            lab + ',status_code="STATUS_CODE_UNSET"',
+            list(map(str, ok_cum.tolist())),
+            allmask,
+        )
         first = int(np.argmax(err_cum > 0)) if err_cum[-1] > 0 else t
-        yield em.series("traces_span_metrics_calls_total", lab + ',status_code="STATUS_CODE_ERROR"',
-                        list(map(str, err_cum.tolist())), np.arange(t) >= first)
+        yield em.series(
+            "traces_span_metrics_calls_total",
+            lab + ',status_code="STATUS_CODE_ERROR"',
+            list(map(str, err_cum.tolist())),
+            np.arange(t) >= first,
+        )
     yield "# TYPE traces_span_metrics_duration_seconds histogram\n"
     yield "# HELP traces_span_metrics_duration_seconds Span durations (OpenTelemetry spanmetrics connector)\n"
     for node in _services(topo):
         i = node.index
         lab = f'service_name="{node.id}",span_name="{node.span_name}",span_kind="SPAN_KIND_SERVER"'
         ok_rate = res.rate[i] * (1 - res.total_err[i])
-        yield em.hist_series("traces_span_metrics_duration_seconds", lab + ',status_code="STATUS_CODE_UNSET"',
-                             ok_rate, med[i], float(res.sigma[i]), allmask)
+        yield em.hist_series(
+            "traces_span_metrics_duration_seconds",
+            lab + ',status_code="STATUS_CODE_UNSET"',
+            ok_rate,
+            med[i],
+            float(res.sigma[i]),
+            allmask,
+        )
         # Failed requests get no duration histogram of their own: it would double the
         # histogram volume of every bundle for a signal the investigator reads from the
         # calls counter (and the library must stay small).
 
 
 def _conn_type(node: Node) -> str:
-    return {"database": "database", "cache": "database", "external": "virtual_node"}.get(node.kind, "")
+    return {"database": "database", "cache": "database", "external": "virtual_node"}.get(
+        node.kind, ""
+    )
 
 
 def _servicegraph(em: _Emitter) -> Iterator[str]:
@@ -173,24 +223,41 @@ def _servicegraph(em: _Emitter) -> Iterator[str]:
         f = em.rng.binomial(n, np.clip(res.edge_fail[e.index], 0, 1)).astype(np.int64)
         fails[e.index] = f
         cum = np.cumsum(n) + em.start_offset(float(res.edge_rate[e.index, 0]))
-        yield em.series("traces_service_graph_request_total", labs[e.index], list(map(str, cum.tolist())), allmask)
+        yield em.series(
+            "traces_service_graph_request_total",
+            labs[e.index],
+            list(map(str, cum.tolist())),
+            allmask,
+        )
     yield "# TYPE traces_service_graph_request_failed counter\n"
     yield "# HELP traces_service_graph_request_failed Failed requests between two nodes\n"
     for e in topo.edges:
         f = fails[e.index]
-        cum = np.cumsum(f) + em.start_offset(float(res.edge_rate[e.index, 0] * res.edge_fail[e.index, 0]))
+        cum = np.cumsum(f) + em.start_offset(
+            float(res.edge_rate[e.index, 0] * res.edge_fail[e.index, 0])
+        )
         first = int(np.argmax(cum > 0)) if cum[-1] > 0 else t
-        yield em.series("traces_service_graph_request_failed_total", labs[e.index],
-                        list(map(str, cum.tolist())), np.arange(t) >= first)
+        yield em.series(
+            "traces_service_graph_request_failed_total",
+            labs[e.index],
+            list(map(str, cum.tolist())),
+            np.arange(t) >= first,
+        )
     yield "# TYPE traces_service_graph_request_server_seconds histogram\n"
     yield "# HELP traces_service_graph_request_server_seconds Server-side duration of requests between two nodes\n"
     for e in topo.edges:
         dst = topo.nodes[e.dst]
         sig = float(res.sigma[e.dst])
         median = res.edge_server_mean[e.index] / math.exp(sig**2 / 2)
-        yield em.hist_series("traces_service_graph_request_server_seconds", labs[e.index],
-                             res.edge_rate[e.index], median, sig, allmask,
-                             bounds=SERVICEGRAPH_BUCKETS)
+        yield em.hist_series(
+            "traces_service_graph_request_server_seconds",
+            labs[e.index],
+            res.edge_rate[e.index],
+            median,
+            sig,
+            allmask,
+            bounds=SERVICEGRAPH_BUCKETS,
+        )
 
 
 def _pod_labels(em: _Emitter, p: Pod, node: Node, with_node: bool = True) -> str:
@@ -208,7 +275,7 @@ def _segments_cumsum(inc: F64, restarts: list[int], offset: float) -> F64:
     cum = np.cumsum(inc) + offset
     for r in sorted(restarts):
         if 0 < r + 1 < len(cum):
-            cum[r + 1:] -= cum[r]
+            cum[r + 1 :] -= cum[r]
     return cum
 
 
@@ -219,30 +286,44 @@ def _cadvisor(em: _Emitter) -> Iterator[str]:
     thr: dict[str, F64] = {}
     for p in sim.pods:
         node = topo.nodes[p.service]
-        share = np.where(em.routed[p.service] > 0, p.ready / np.maximum(em.routed[p.service], 1), 0.0)
+        share = np.where(
+            em.routed[p.service] > 0, p.ready / np.maximum(em.routed[p.service], 1), 0.0
+        )
         cap = node.cpu_limit * sim.cap_mult[p.service]
         demand = res.rate[p.service] * share * sim.cpu_per_req[p.service]
         used = np.minimum(demand, cap) * em.rng.lognormal(0, 0.06, t) + 0.004
         gc = np.clip(p.lat_mult - 1, 0, 4) * 0.1 * node.cpu_limit
         cpu[p.name] = used + gc
         rho = demand / np.maximum(cap, 1e-6)
-        thr[p.name] = 10.0 * (np.clip((rho - 0.55) / 0.45, 0, 1) ** 2 + 0.004) * em.rng.lognormal(0, 0.1, t)
+        thr[p.name] = (
+            10.0 * (np.clip((rho - 0.55) / 0.45, 0, 1) ** 2 + 0.004) * em.rng.lognormal(0, 0.1, t)
+        )
     yield "# TYPE container_cpu_usage_seconds counter\n"
     yield "# HELP container_cpu_usage_seconds Cumulative cpu time consumed in seconds (cAdvisor)\n"
     for p in sim.pods:
         node = topo.nodes[p.service]
-        off = float(cpu[p.name][0]) * float(em.rng.uniform(3600, 3 * 86400)) if p.start == 0 else 0.0
+        off = (
+            float(cpu[p.name][0]) * float(em.rng.uniform(3600, 3 * 86400)) if p.start == 0 else 0.0
+        )
         cum = _segments_cumsum(cpu[p.name] * STEP, p.restarts, off)
-        yield em.series("container_cpu_usage_seconds_total", _pod_labels(em, p, node),
-                        list(map(str, np.round(cum, 3).tolist())), _alive(em, p) & p.scraped)
+        yield em.series(
+            "container_cpu_usage_seconds_total",
+            _pod_labels(em, p, node),
+            list(map(str, np.round(cum, 3).tolist())),
+            _alive(em, p) & p.scraped,
+        )
     yield "# TYPE container_cpu_cfs_throttled_periods counter\n"
     yield "# HELP container_cpu_cfs_throttled_periods Number of throttled period intervals (cAdvisor)\n"
     for p in sim.pods:
         node = topo.nodes[p.service]
         off = float(thr[p.name][0]) * float(em.rng.uniform(3600, 86400)) if p.start == 0 else 0.0
         cum = _segments_cumsum(thr[p.name] * STEP, p.restarts, off)
-        yield em.series("container_cpu_cfs_throttled_periods_total", _pod_labels(em, p, node),
-                        list(map(str, np.floor(cum).astype(np.int64).tolist())), _alive(em, p) & p.scraped)
+        yield em.series(
+            "container_cpu_cfs_throttled_periods_total",
+            _pod_labels(em, p, node),
+            list(map(str, np.floor(cum).astype(np.int64).tolist())),
+            _alive(em, p) & p.scraped,
+        )
     yield "# TYPE container_memory_working_set_bytes gauge\n"
     yield "# HELP container_memory_working_set_bytes Current working set in bytes (cAdvisor)\n"
     for p in sim.pods:
@@ -264,8 +345,12 @@ def _cadvisor(em: _Emitter) -> Iterator[str]:
         for o in p.ooms:
             inc[o] += 1
         cum = np.cumsum(inc).astype(np.int64)
-        yield em.series("container_oom_events_total", _pod_labels(em, p, node),
-                        list(map(str, cum.tolist())), _alive(em, p) & p.scraped)
+        yield em.series(
+            "container_oom_events_total",
+            _pod_labels(em, p, node),
+            list(map(str, cum.tolist())),
+            _alive(em, p) & p.scraped,
+        )
 
 
 def _ksm(em: _Emitter) -> Iterator[str]:
@@ -280,8 +365,12 @@ def _ksm(em: _Emitter) -> Iterator[str]:
             if r + 1 < t:
                 inc[r + 1] += 1
         cum = np.cumsum(inc).astype(np.int64)
-        yield em.series("kube_pod_container_status_restarts_total", _pod_labels(em, p, node, False),
-                        list(map(str, cum.tolist())), _alive(em, p))
+        yield em.series(
+            "kube_pod_container_status_restarts_total",
+            _pod_labels(em, p, node, False),
+            list(map(str, cum.tolist())),
+            _alive(em, p),
+        )
     yield "# TYPE kube_pod_container_status_last_terminated_reason gauge\n"
     yield "# HELP kube_pod_container_status_last_terminated_reason Describes the last reason the container was in terminated state.\n"
     one = ["1"] * t
@@ -290,35 +379,59 @@ def _ksm(em: _Emitter) -> Iterator[str]:
             continue
         node = topo.nodes[p.service]
         lab = _pod_labels(em, p, node, False) + ',reason="OOMKilled"'
-        yield em.series("kube_pod_container_status_last_terminated_reason", lab, one,
-                        _alive(em, p) & (k > min(p.ooms)))
+        yield em.series(
+            "kube_pod_container_status_last_terminated_reason",
+            lab,
+            one,
+            _alive(em, p) & (k > min(p.ooms)),
+        )
     yield "# TYPE kube_pod_container_resource_limits gauge\n"
     yield "# HELP kube_pod_container_resource_limits The number of requested limit resource by a container.\n"
     for p in sim.pods:
         node = topo.nodes[p.service]
         lab = _pod_labels(em, p, node)
-        yield em.series("kube_pod_container_resource_limits", lab + ',resource="memory",unit="byte"',
-                        [str(int(node.mem_limit))] * t, _alive(em, p))
-        yield em.series("kube_pod_container_resource_limits", lab + ',resource="cpu",unit="core"',
-                        [repr(node.cpu_limit)] * t, _alive(em, p))
+        yield em.series(
+            "kube_pod_container_resource_limits",
+            lab + ',resource="memory",unit="byte"',
+            [str(int(node.mem_limit))] * t,
+            _alive(em, p),
+        )
+        yield em.series(
+            "kube_pod_container_resource_limits",
+            lab + ',resource="cpu",unit="core"',
+            [repr(node.cpu_limit)] * t,
+            _alive(em, p),
+        )
     yield "# TYPE kube_pod_status_ready gauge\n"
     yield "# HELP kube_pod_status_ready Describes whether the pod is ready to serve requests.\n"
     for p in sim.pods:
         node = topo.nodes[p.service]
         lab = f'namespace="{em.ns[p.service]}",pod="{p.name}"'
         ready = p.ready
-        yield em.series("kube_pod_status_ready", lab + ',condition="true"',
-                        ["1" if r else "0" for r in ready.tolist()], _alive(em, p))
-        yield em.series("kube_pod_status_ready", lab + ',condition="false"',
-                        ["0" if r else "1" for r in ready.tolist()], _alive(em, p))
-        yield em.series("kube_pod_status_ready", lab + ',condition="unknown"', ["0"] * t, _alive(em, p))
+        yield em.series(
+            "kube_pod_status_ready",
+            lab + ',condition="true"',
+            ["1" if r else "0" for r in ready.tolist()],
+            _alive(em, p),
+        )
+        yield em.series(
+            "kube_pod_status_ready",
+            lab + ',condition="false"',
+            ["0" if r else "1" for r in ready.tolist()],
+            _alive(em, p),
+        )
+        yield em.series(
+            "kube_pod_status_ready", lab + ',condition="unknown"', ["0"] * t, _alive(em, p)
+        )
     yield "# TYPE kube_pod_info gauge\n"
     yield "# HELP kube_pod_info Information about pod.\n"
     for p in sim.pods:
         node = topo.nodes[p.service]
         host_ip = p.node.split(".")[0][3:].replace("-", ".")
-        lab = (f'namespace="{em.ns[p.service]}",pod="{p.name}",node="{p.node}",host_ip="{host_ip}",'
-               f'created_by_kind="ReplicaSet",created_by_name="{node.id}-{p.rs_hash}"')
+        lab = (
+            f'namespace="{em.ns[p.service]}",pod="{p.name}",node="{p.node}",host_ip="{host_ip}",'
+            f'created_by_kind="ReplicaSet",created_by_name="{node.id}-{p.rs_hash}"'
+        )
         yield em.series("kube_pod_info", lab, one, _alive(em, p))
     yield "# TYPE kube_deployment_metadata_generation gauge\n"
     yield "# HELP kube_deployment_metadata_generation Sequence number representing a specific generation of the desired state.\n"
@@ -327,25 +440,36 @@ def _ksm(em: _Emitter) -> Iterator[str]:
         gen = np.zeros(t, dtype=np.int64)
         for step, g in sim.generation[node.index]:
             gen[step:] = g
-        yield em.series("kube_deployment_metadata_generation",
-                        f'namespace="{em.ns[node.index]}",deployment="{node.id}"',
-                        list(map(str, gen.tolist())), allmask)
+        yield em.series(
+            "kube_deployment_metadata_generation",
+            f'namespace="{em.ns[node.index]}",deployment="{node.id}"',
+            list(map(str, gen.tolist())),
+            allmask,
+        )
     yield "# TYPE kube_node_labels gauge\n"
     yield "# HELP kube_node_labels Kubernetes labels converted to Prometheus labels.\n"
     for name, zone in sorted(topo.k8s_nodes.items()):
-        lab = (f'node="{name}",label_topology_kubernetes_io_zone="{zone}",'
-               f'label_topology_kubernetes_io_region="{topo.region}",label_kubernetes_io_hostname="{name}"')
+        lab = (
+            f'node="{name}",label_topology_kubernetes_io_zone="{zone}",'
+            f'label_topology_kubernetes_io_region="{topo.region}",label_kubernetes_io_hostname="{name}"'
+        )
         yield em.series("kube_node_labels", lab, one, allmask)
     yield "# TYPE kube_node_status_condition gauge\n"
     yield "# HELP kube_node_status_condition The condition of a cluster node.\n"
     for name in sorted(topo.k8s_nodes):
         down = sim.node_down.get(name)
         bad = (k >= down + 3) if down is not None else np.zeros(t, dtype=bool)
-        for status, vals in (("true", ["0" if b else "1" for b in bad.tolist()]),
-                             ("false", ["0"] * t),
-                             ("unknown", ["1" if b else "0" for b in bad.tolist()])):
-            yield em.series("kube_node_status_condition",
-                            f'node="{name}",condition="Ready",status="{status}"', vals, allmask)
+        for status, vals in (
+            ("true", ["0" if b else "1" for b in bad.tolist()]),
+            ("false", ["0"] * t),
+            ("unknown", ["1" if b else "0" for b in bad.tolist()]),
+        ):
+            yield em.series(
+                "kube_node_status_condition",
+                f'node="{name}",condition="Ready",status="{status}"',
+                vals,
+                allmask,
+            )
 
 
 def _postgres(em: _Emitter) -> Iterator[str]:
@@ -365,7 +489,9 @@ def _postgres(em: _Emitter) -> Iterator[str]:
     yield "# HELP pg_stat_activity_count number of connections in this state\n"
     for db in dbs:
         i = db.index
-        active = np.round(np.maximum(0, res.db_active[i] * em.rng.lognormal(0, 0.15, t) + em.rng.poisson(1.0, t)))
+        active = np.round(
+            np.maximum(0, res.db_active[i] * em.rng.lognormal(0, 0.15, t) + em.rng.poisson(1.0, t))
+        )
         idle = np.round(res.db_idle[i] * em.rng.lognormal(0, 0.03, t))
         fault = sim.db_tx[i] > 0
         idle_tx = np.round(np.where(fault, 0.12 * active, 0) + em.rng.poisson(0.4, t))
@@ -374,20 +500,30 @@ def _postgres(em: _Emitter) -> Iterator[str]:
         scale = np.where(total > cap, cap / np.maximum(total, 1), 1.0)
         for state, arr in (("active", active), ("idle", idle), ("idle in transaction", idle_tx)):
             vals = list(map(str, np.floor(arr * scale).astype(np.int64).tolist()))
-            yield em.series("pg_stat_activity_count", f'{lab(db)},datname="{datname(db)}",state="{state}"',
-                            vals, allmask)
+            yield em.series(
+                "pg_stat_activity_count",
+                f'{lab(db)},datname="{datname(db)}",state="{state}"',
+                vals,
+                allmask,
+            )
     yield "# TYPE pg_settings_max_connections gauge\n"
     yield "# HELP pg_settings_max_connections Sets the maximum number of concurrent connections.\n"
     for db in dbs:
-        yield em.series("pg_settings_max_connections", lab(db), [str(db.max_connections)] * t, allmask)
+        yield em.series(
+            "pg_settings_max_connections", lab(db), [str(db.max_connections)] * t, allmask
+        )
     yield "# TYPE pg_stat_activity_max_tx_duration gauge\n"
     yield "# HELP pg_stat_activity_max_tx_duration max duration in seconds any active transaction has been running\n"
     for db in dbs:
         i = db.index
         base = em.rng.exponential(0.4, t) + 0.02
         vals = list(map(str, np.round(base + sim.db_tx[i], 3).tolist()))
-        yield em.series("pg_stat_activity_max_tx_duration", f'{lab(db)},datname="{datname(db)}",state="active"',
-                        vals, allmask)
+        yield em.series(
+            "pg_stat_activity_max_tx_duration",
+            f'{lab(db)},datname="{datname(db)}",state="active"',
+            vals,
+            allmask,
+        )
     yield "# TYPE pg_locks_count gauge\n"
     yield "# HELP pg_locks_count Number of locks\n"
     for db in dbs:
@@ -404,7 +540,9 @@ def _postgres(em: _Emitter) -> Iterator[str]:
         }
         for mode, arr in modes.items():
             vals = list(map(str, em.rng.poisson(np.maximum(arr, 0)).astype(np.int64).tolist()))
-            yield em.series("pg_locks_count", f'{lab(db)},datname="{datname(db)}",mode="{mode}"', vals, allmask)
+            yield em.series(
+                "pg_locks_count", f'{lab(db)},datname="{datname(db)}",mode="{mode}"', vals, allmask
+            )
 
 
 def _up_and_build(em: _Emitter) -> Iterator[str]:
@@ -415,19 +553,29 @@ def _up_and_build(em: _Emitter) -> Iterator[str]:
         node = topo.nodes[p.service]
         ip = f"10.{1 + hash_ip(p.name) % 250}.{hash_ip(p.name + 'x') % 250}.{hash_ip(p.name + 'y') % 250}"
         up = np.where(p.scraped | (p.up == 0), p.up, 0.0)
-        yield em.series("up", f'job="{node.id}",instance="{ip}:8080",namespace="{em.ns[p.service]}",pod="{p.name}"',
-                        ["1" if u > 0 else "0" for u in up.tolist()], _alive(em, p))
+        yield em.series(
+            "up",
+            f'job="{node.id}",instance="{ip}:8080",namespace="{em.ns[p.service]}",pod="{p.name}"',
+            ["1" if u > 0 else "0" for u in up.tolist()],
+            _alive(em, p),
+        )
     allmask = np.ones(t, dtype=bool)
     for db in (n for n in topo.nodes if n.kind == "database"):
-        yield em.series("up", f'job="postgres-exporter",instance="{db.id}:9187",service="{db.id}"',
-                        ["1"] * t, allmask)
+        yield em.series(
+            "up",
+            f'job="postgres-exporter",instance="{db.id}:9187",service="{db.id}"',
+            ["1"] * t,
+            allmask,
+        )
     yield "# TYPE app_build_info gauge\n"
     yield "# HELP app_build_info Build information of the running application\n"
     one = ["1"] * t
     for p in sim.pods:
         node = topo.nodes[p.service]
-        lab = (f'service="{node.id}",version="{p.version}",revision="{p.revision}",'
-               f'namespace="{em.ns[p.service]}",pod="{p.name}"')
+        lab = (
+            f'service="{node.id}",version="{p.version}",revision="{p.revision}",'
+            f'namespace="{em.ns[p.service]}",pod="{p.name}"'
+        )
         yield em.series("app_build_info", lab, one, _alive(em, p) & p.scraped)
 
 

@@ -12,6 +12,7 @@ templated per situation and carry the trace and span ids of real spans.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,61 +79,130 @@ class Otlp:
 _SEV = {9: "INFO", 13: "WARN", 17: "ERROR", 21: "FATAL"}
 
 
-def _ctx(lang: str, kind: str, node: Node, callee: str = "", detail: str = "") -> tuple[str, str, int]:
+def _ctx(
+    lang: str, kind: str, node: Node, callee: str = "", detail: str = ""
+) -> tuple[str, str, int]:
     """(exception type, message, http status) of a failure of ``kind`` in a ``lang`` service."""
     tbl: dict[str, dict[str, tuple[str, str, int]]] = {
         "deploy_bug": {
-            "java": ("java.lang.NullPointerException",
-                     'Cannot invoke "com.shop.model.LineItem.getSku()" because "item" is null', 500),
-            "go": ("runtime.Error", "runtime error: invalid memory address or nil pointer dereference", 500),
+            "java": (
+                "java.lang.NullPointerException",
+                'Cannot invoke "com.shop.model.LineItem.getSku()" because "item" is null',
+                500,
+            ),
+            "go": (
+                "runtime.Error",
+                "runtime error: invalid memory address or nil pointer dereference",
+                500,
+            ),
             "python": ("KeyError", "'currency_code'", 500),
-            "node": ("TypeError", "Cannot read properties of undefined (reading 'sku')", 500)},
+            "node": ("TypeError", "Cannot read properties of undefined (reading 'sku')", 500),
+        },
         "code_bug": {
             "java": ("java.lang.IllegalArgumentException", "Unknown currency code: HRK", 500),
             "go": ("*strconv.NumError", 'strconv.ParseFloat: parsing "N/A": invalid syntax', 500),
             "python": ("ValueError", "invalid literal for int() with base 10: 'N/A'", 500),
-            "node": ("RangeError", "Invalid currency code : HRK", 500)},
+            "node": ("RangeError", "Invalid currency code : HRK", 500),
+        },
         "db_saturated": {
-            "java": ("java.sql.SQLTransientConnectionException",
-                     "HikariPool-1 - Connection is not available, request timed out after 30000ms "
-                     "(connection pool exhausted)", 503),
-            "go": ("*pgconn.PgError", "FATAL: sorry, too many clients already (SQLSTATE 53300)", 503),
+            "java": (
+                "java.sql.SQLTransientConnectionException",
+                "HikariPool-1 - Connection is not available, request timed out after 30000ms "
+                "(connection pool exhausted)",
+                503,
+            ),
+            "go": (
+                "*pgconn.PgError",
+                "FATAL: sorry, too many clients already (SQLSTATE 53300)",
+                503,
+            ),
             "python": ("psycopg2.OperationalError", "FATAL:  sorry, too many clients already", 503),
-            "node": ("error", "sorry, too many clients already", 503)},
+            "node": ("error", "sorry, too many clients already", 503),
+        },
         "timeout": {
-            "java": ("java.net.SocketTimeoutException", f"Read timed out calling {callee} (upstream request timeout)", 504),
-            "go": ("context.deadlineExceededError", f"calling {callee}: context deadline exceeded", 504),
-            "python": ("requests.exceptions.ReadTimeout",
-                       f"HTTPConnectionPool(host='{callee}', port=8080): Read timed out. (read timeout=2.0)", 504),
-            "node": ("TimeoutError", f"upstream request timeout calling {callee}", 504)},
+            "java": (
+                "java.net.SocketTimeoutException",
+                f"Read timed out calling {callee} (upstream request timeout)",
+                504,
+            ),
+            "go": (
+                "context.deadlineExceededError",
+                f"calling {callee}: context deadline exceeded",
+                504,
+            ),
+            "python": (
+                "requests.exceptions.ReadTimeout",
+                f"HTTPConnectionPool(host='{callee}', port=8080): Read timed out. (read timeout=2.0)",
+                504,
+            ),
+            "node": ("TimeoutError", f"upstream request timeout calling {callee}", 504),
+        },
         "upstream": {
-            "java": ("org.springframework.web.client.HttpServerErrorException$ServiceUnavailable",
-                     f"503 Service Unavailable from {callee}", 503),
-            "go": ("*errors.errorString", f"{callee}: unexpected status 503 Service Unavailable", 503),
-            "python": ("requests.exceptions.HTTPError",
-                       f"503 Server Error: Service Unavailable for url: http://{callee}:8080/", 503),
-            "node": ("Error", f"Request to {callee} failed with status code 503", 503)},
+            "java": (
+                "org.springframework.web.client.HttpServerErrorException$ServiceUnavailable",
+                f"503 Service Unavailable from {callee}",
+                503,
+            ),
+            "go": (
+                "*errors.errorString",
+                f"{callee}: unexpected status 503 Service Unavailable",
+                503,
+            ),
+            "python": (
+                "requests.exceptions.HTTPError",
+                f"503 Server Error: Service Unavailable for url: http://{callee}:8080/",
+                503,
+            ),
+            "node": ("Error", f"Request to {callee} failed with status code 503", 503),
+        },
         "zone_down": {
-            "java": ("java.net.ConnectException", f"Connection refused calling {callee or node.id}", 503),
-            "go": ("*net.OpError", f"dial tcp {detail or '10.0.33.12'}:8080: connect: connection refused", 503),
-            "python": ("requests.exceptions.ConnectionError", "[Errno 111] Connection refused", 503),
-            "node": ("Error", "connect ECONNREFUSED 10.0.33.12:8080", 503)},
+            "java": (
+                "java.net.ConnectException",
+                f"Connection refused calling {callee or node.id}",
+                503,
+            ),
+            "go": (
+                "*net.OpError",
+                f"dial tcp {detail or '10.0.33.12'}:8080: connect: connection refused",
+                503,
+            ),
+            "python": (
+                "requests.exceptions.ConnectionError",
+                "[Errno 111] Connection refused",
+                503,
+            ),
+            "node": ("Error", "connect ECONNREFUSED 10.0.33.12:8080", 503),
+        },
         "oom": {
             "java": ("java.lang.OutOfMemoryError", "Java heap space", 500),
             "go": ("runtime.Error", "fatal error: runtime: out of memory", 500),
             "python": ("MemoryError", "", 500),
-            "node": ("RangeError", "Array buffer allocation failed", 500)},
+            "node": ("RangeError", "Array buffer allocation failed", 500),
+        },
         "overload": {
-            "java": ("java.util.concurrent.RejectedExecutionException",
-                     "Task rejected: request queue full (1024), shedding load", 503),
-            "go": ("*errors.errorString", "server overloaded: too many concurrent requests, shedding load", 503),
-            "python": ("werkzeug.exceptions.ServiceUnavailable", "503 Service Unavailable: server overloaded", 503),
-            "node": ("Error", "Server overloaded: request queue full, shedding load", 503)},
+            "java": (
+                "java.util.concurrent.RejectedExecutionException",
+                "Task rejected: request queue full (1024), shedding load",
+                503,
+            ),
+            "go": (
+                "*errors.errorString",
+                "server overloaded: too many concurrent requests, shedding load",
+                503,
+            ),
+            "python": (
+                "werkzeug.exceptions.ServiceUnavailable",
+                "503 Service Unavailable: server overloaded",
+                503,
+            ),
+            "node": ("Error", "Server overloaded: request queue full, shedding load", 503),
+        },
         "base": {
             "java": ("java.lang.IllegalStateException", "Invalid session state", 500),
             "go": ("*errors.errorString", "context canceled", 500),
             "python": ("ValueError", "invalid request payload", 500),
-            "node": ("Error", "socket hang up", 500)},
+            "node": ("Error", "socket hang up", 500),
+        },
     }
     return tbl.get(kind, tbl["base"]).get(lang, tbl["base"]["go"])
 
@@ -140,46 +210,68 @@ def _ctx(lang: str, kind: str, node: Node, callee: str = "", detail: str = "") -
 def _dep_ctx(dep: Node, lang: str) -> tuple[str, str, int]:
     if dep.kind == "cache":
         if lang == "java":
-            return ("io.lettuce.core.RedisCommandTimeoutException", "Command timed out after 250 millisecond(s)", 503)
-        return ("redis.exceptions.TimeoutError" if lang == "python" else "*errors.errorString",
-                f"redis: connection pool timeout ({dep.id}:6379)", 503)
+            return (
+                "io.lettuce.core.RedisCommandTimeoutException",
+                "Command timed out after 250 millisecond(s)",
+                503,
+            )
+        return (
+            "redis.exceptions.TimeoutError" if lang == "python" else "*errors.errorString",
+            f"redis: connection pool timeout ({dep.id}:6379)",
+            503,
+        )
     host = dep.host or dep.id
     if lang == "java":
         return ("com.shop.payments.GatewayException", f"503 Service Unavailable from {host}", 502)
-    return ("*errors.errorString" if lang == "go" else "Error", f"{host}: 503 Service Unavailable", 502)
+    return (
+        "*errors.errorString" if lang == "go" else "Error",
+        f"{host}: 503 Service Unavailable",
+        502,
+    )
 
 
-def _stack(lang: str, node: Node, exc_type: str, msg: str, rng: np.random.Generator) -> str:
+def _stack(lang: str, node: Node, exc_type: str, msg: str, rng: random.Random) -> str:
     pkg = node.id.replace("-", "")
     cls = "".join(w.capitalize() for w in node.id.split("-"))
-    line = int(rng.integers(40, 400))
+    line = rng.randrange(40, 400)
     if lang == "java":
-        return (f"{exc_type}: {msg}\n\tat com.shop.{pkg}.{cls}Service.handle({cls}Service.java:{line})\n"
-                f"\tat com.shop.{pkg}.{cls}Controller.process({cls}Controller.java:{line // 2 + 7})\n"
-                "\tat org.springframework.web.servlet.FrameworkServlet.service(FrameworkServlet.java:885)\n"
-                "\tat java.base/java.lang.Thread.run(Thread.java:1583)")
+        return (
+            f"{exc_type}: {msg}\n\tat com.shop.{pkg}.{cls}Service.handle({cls}Service.java:{line})\n"
+            f"\tat com.shop.{pkg}.{cls}Controller.process({cls}Controller.java:{line // 2 + 7})\n"
+            "\tat org.springframework.web.servlet.FrameworkServlet.service(FrameworkServlet.java:885)\n"
+            "\tat java.base/java.lang.Thread.run(Thread.java:1583)"
+        )
     if lang == "go":
-        return (f"goroutine {int(rng.integers(100, 9000))} [running]:\n"
-                f"github.com/shop/{pkg}/internal/handler.(*Handler).Serve(...)\n"
-                f"\t/app/internal/handler/handler.go:{line} +0x1a4\n"
-                "net/http.HandlerFunc.ServeHTTP(...)\n\t/usr/local/go/src/net/http/server.go:2171 +0x29")
+        return (
+            f"goroutine {rng.randrange(100, 9000)} [running]:\n"
+            f"github.com/shop/{pkg}/internal/handler.(*Handler).Serve(...)\n"
+            f"\t/app/internal/handler/handler.go:{line} +0x1a4\n"
+            "net/http.HandlerFunc.ServeHTTP(...)\n\t/usr/local/go/src/net/http/server.go:2171 +0x29"
+        )
     if lang == "python":
-        return ("Traceback (most recent call last):\n"
-                f'  File "/app/{pkg}/views.py", line {line}, in handle\n    result = service.process(request)\n'
-                f'  File "/app/{pkg}/service.py", line {line // 2 + 3}, in process\n    raise\n'
-                f"{exc_type}: {msg}")
-    return (f"{exc_type}: {msg}\n    at process (/app/src/{pkg}/service.js:{line}:17)\n"
-            "    at processTicksAndRejections (node:internal/process/task_queues:95:5)")
+        return (
+            "Traceback (most recent call last):\n"
+            f'  File "/app/{pkg}/views.py", line {line}, in handle\n    result = service.process(request)\n'
+            f'  File "/app/{pkg}/service.py", line {line // 2 + 3}, in process\n    raise\n'
+            f"{exc_type}: {msg}"
+        )
+    return (
+        f"{exc_type}: {msg}\n    at process (/app/src/{pkg}/service.js:{line}:17)\n"
+        "    at processTicksAndRejections (node:internal/process/task_queues:95:5)"
+    )
 
 
 class _Tracer:
     def __init__(self, sim: Sim, res: Result, fault: Fault, seed: int) -> None:
         self.sim, self.res, self.topo, self.fault = sim, res, sim.topo, fault
-        self.rng = np.random.default_rng([seed, 11])
+        self.rng = random.Random(seed * 7919 + 11)
         self.reasons: dict[int, list[Reason]] = {}
         for r in sim.reasons:
             self.reasons.setdefault(r.node, []).append(r)
         self.pods_at: dict[tuple[int, int], list[Pod]] = {}
+        self.by_service: dict[int, list[Pod]] = {}
+        for p in sim.pods:
+            self.by_service.setdefault(p.service, []).append(p)
         self.spans: list[Span] = []
         self.logs: list[LogRecord] = []
         self.budget = 0
@@ -193,18 +285,18 @@ class _Tracer:
     def pick_pod(self, node: int, k: int) -> Pod | None:
         key = (node, k)
         if key not in self.pods_at:
-            pods = [p for p in self.sim.pods if p.service == node and p.ready[k]]
+            pods = [p for p in self.by_service.get(node, []) if p.ready[k]]
             self.pods_at[key] = pods
         pods = self.pods_at[key]
         if not pods:
             return None
-        return pods[int(self.rng.integers(len(pods)))]
+        return pods[self.rng.randrange(len(pods))]
 
     def ids(self, n: int) -> str:
-        return self.rng.bytes(n).hex()
+        return f"{self.rng.getrandbits(8 * n):0{2 * n}x}"
 
     def lognormal(self, median: float, sigma: float) -> float:
-        return float(median * math.exp(sigma * self.rng.standard_normal()))
+        return median * math.exp(sigma * self.rng.gauss(0.0, 1.0))
 
     # a server-side request at node i ----------------------------------------------
     def serve(self, i: int, k: int, start: int, trace: str, parent: str) -> tuple[int, bool, str]:
@@ -228,7 +320,12 @@ class _Tracer:
                 kind = "zone_down"
             elif shed > 0 and self.rng.random() < shed / max(p_own, 1e-9):
                 kind = "overload"
-            elif reason is not None and reason.kind in ("deploy_bug", "code_bug", "zone_down", "oom"):
+            elif reason is not None and reason.kind in (
+                "deploy_bug",
+                "code_bug",
+                "zone_down",
+                "oom",
+            ):
                 kind = reason.kind
             elif reason is not None and reason.kind == "gc" and pod_err > 0.5:
                 kind = "oom"
@@ -249,16 +346,23 @@ class _Tracer:
                             break
                     if not ok and self.rng.random() < e.critical:
                         failed = True
-                        kind = "timeout" if err_kind == "timeout" else ("db_saturated" if err_kind ==
-                                                                          "db_saturated" else "upstream")
+                        kind = (
+                            "timeout"
+                            if err_kind == "timeout"
+                            else ("db_saturated" if err_kind == "db_saturated" else "upstream")
+                        )
                         if err_kind == "dep":
                             kind = "dep:" + str(e.dst)
                         break
                 if failed:
                     break
         end = t + int(own * 0.7e9)
-        attrs: dict[str, Any] = {"http.request.method": node.method, "url.path": node.route.replace("{id}", str(int(self.rng.integers(1000, 99999)))),
-                                 "http.route": node.route, "server.port": 8080}
+        attrs: dict[str, Any] = {
+            "http.request.method": node.method,
+            "url.path": node.route.replace("{id}", str(self.rng.randrange(1000, 99999))),
+            "http.route": node.route,
+            "server.port": 8080,
+        }
         span = Span(trace, span_id, parent, i, pod, node.span_name, 2, start, end, attrs)
         status_code = 200
         if failed:
@@ -275,7 +379,9 @@ class _Tracer:
         self.log_for(span, node, k, reason, failed, own)
         return end, failed, kind
 
-    def call(self, i: int, ei: int, k: int, t: int, trace: str, parent: str, pod: Pod | None) -> tuple[int, bool, str]:
+    def call(
+        self, i: int, ei: int, k: int, t: int, trace: str, parent: str, pod: Pod | None
+    ) -> tuple[int, bool, str]:
         """A client span from i over edge ei; returns (end, ok, error kind)."""
         e = self.topo.edges[ei]
         caller, callee = self.topo.nodes[i], self.topo.nodes[e.dst]
@@ -288,36 +394,64 @@ class _Tracer:
         kind = ""
         if callee.kind == "service":
             name = f"{callee.method} {callee.route}"
-            attrs = {"http.request.method": callee.method, "server.address": callee.id, "server.port": 8080,
-                     "url.full": f"http://{callee.id}:8080{callee.route}", "peer.service": callee.id}
+            attrs = {
+                "http.request.method": callee.method,
+                "server.address": callee.id,
+                "server.port": 8080,
+                "url.full": f"http://{callee.id}:8080{callee.route}",
+                "peer.service": callee.id,
+            }
             end_inner, failed, kind = self.serve(e.dst, k, inner_start, trace, span_id)
             dur = (end_inner - start) / 1e9 + net * 0.5
-            err_kind = "dep" if kind.startswith("dep") else ("db_saturated" if kind == "db_saturated" else "upstream")
+            err_kind = (
+                "dep"
+                if kind.startswith("dep")
+                else ("db_saturated" if kind == "db_saturated" else "upstream")
+            )
         else:
             med = float(self.res.own_median[e.dst, k])
             dur = self.lognormal(med, callee.sigma) + net
             failed = self.rng.random() < float(self.res.own_err[e.dst, k])
             if callee.kind == "database":
                 db = callee.id.removesuffix("-db").replace("-", "_")
-                verb = str(self.rng.choice(["SELECT", "SELECT", "UPDATE", "INSERT"]))
+                verb = self.rng.choice(["SELECT", "SELECT", "UPDATE", "INSERT"])
                 name = f"{verb} {db}"
-                attrs = {"db.system": "postgresql", "db.name": callee.id, "db.namespace": db,
-                         "db.operation.name": verb, "server.address": callee.id, "server.port": 5432,
-                         "peer.service": callee.id,
-                         "db.query.text": f"{verb} * FROM {db.split('_')[0]}s WHERE id = $1" if verb == "SELECT"
-                         else f"{verb} {db.split('_')[0]}s SET status = $1 WHERE id = $2" if verb == "UPDATE"
-                         else f"INSERT INTO {db.split('_')[0]}s VALUES ($1, $2, $3)"}
+                attrs = {
+                    "db.system": "postgresql",
+                    "db.name": callee.id,
+                    "db.namespace": db,
+                    "db.operation.name": verb,
+                    "server.address": callee.id,
+                    "server.port": 5432,
+                    "peer.service": callee.id,
+                    "db.query.text": f"{verb} * FROM {db.split('_')[0]}s WHERE id = $1"
+                    if verb == "SELECT"
+                    else f"{verb} {db.split('_')[0]}s SET status = $1 WHERE id = $2"
+                    if verb == "UPDATE"
+                    else f"INSERT INTO {db.split('_')[0]}s VALUES ($1, $2, $3)",
+                }
                 err_kind = "db_saturated"
             elif callee.kind == "cache":
-                op = str(self.rng.choice(["GET", "GET", "SET", "MGET"]))
+                op = self.rng.choice(["GET", "GET", "SET", "MGET"])
                 name = op
-                attrs = {"db.system": "redis", "db.name": callee.id, "db.operation.name": op,
-                         "server.address": callee.id, "server.port": 6379, "peer.service": callee.id}
+                attrs = {
+                    "db.system": "redis",
+                    "db.name": callee.id,
+                    "db.operation.name": op,
+                    "server.address": callee.id,
+                    "server.port": 6379,
+                    "peer.service": callee.id,
+                }
                 err_kind = "dep"
             else:
                 name = "POST"
-                attrs = {"http.request.method": "POST", "server.address": callee.host, "server.port": 443,
-                         "url.full": f"https://{callee.host}/v1/charges", "peer.service": callee.id}
+                attrs = {
+                    "http.request.method": "POST",
+                    "server.address": callee.host,
+                    "server.port": 443,
+                    "url.full": f"https://{callee.host}/v1/charges",
+                    "peer.service": callee.id,
+                }
                 err_kind = "dep"
             end_inner = start + int(dur * 1e9)
         timed_out = dur > e.timeout
@@ -339,30 +473,84 @@ class _Tracer:
                 exc = _ctx(caller.lang, "upstream", caller, callee.id)
             span.status, span.message = 2, f"{exc[0]}: {exc[1]}"
             span.exc = (exc[0], exc[1], _stack(caller.lang, caller, exc[0], exc[1], self.rng))
-            self.logs.append(LogRecord(end, i, pod, 17 if e.critical >= 0.5 else 13,
-                                       f"call to {callee.id} failed: {exc[1]}", trace, span_id,
-                                       {"exception.type": exc[0], "peer.service": callee.id}))
+            self.logs.append(
+                LogRecord(
+                    end,
+                    i,
+                    pod,
+                    17 if e.critical >= 0.5 else 13,
+                    f"call to {callee.id} failed: {exc[1]}",
+                    trace,
+                    span_id,
+                    {"exception.type": exc[0], "peer.service": callee.id},
+                )
+            )
         elif dur > max(1.0, 5 * float(self.res.own_median[e.dst, k]) + 0.5):
-            self.logs.append(LogRecord(end, i, pod, 13, f"slow call to {callee.id}: {dur * 1000:.0f} ms",
-                                       trace, span_id, {"peer.service": callee.id}))
+            self.logs.append(
+                LogRecord(
+                    end,
+                    i,
+                    pod,
+                    13,
+                    f"slow call to {callee.id}: {dur * 1000:.0f} ms",
+                    trace,
+                    span_id,
+                    {"peer.service": callee.id},
+                )
+            )
         self.spans.append(span)
         return end, not failed, err_kind
 
-    def log_for(self, span: Span, node: Node, k: int, reason: Reason | None, failed: bool, own: float) -> None:
+    def log_for(
+        self, span: Span, node: Node, k: int, reason: Reason | None, failed: bool, own: float
+    ) -> None:
         dur_ms = (span.end - span.start) / 1e6
         path = span.attrs["url.path"]
         if failed and span.exc:
-            body = f"{span.attrs['http.request.method']} {path} failed: {span.exc[0]}: {span.exc[1]}"
-            self.logs.append(LogRecord(span.end, span.node, span.pod, 17, body, span.trace, span.span,
-                                       {"exception.type": span.exc[0], "http.response.status_code": span.attrs.get("http.response.status_code", 500)}))
+            body = (
+                f"{span.attrs['http.request.method']} {path} failed: {span.exc[0]}: {span.exc[1]}"
+            )
+            self.logs.append(
+                LogRecord(
+                    span.end,
+                    span.node,
+                    span.pod,
+                    17,
+                    body,
+                    span.trace,
+                    span.span,
+                    {
+                        "exception.type": span.exc[0],
+                        "http.response.status_code": span.attrs.get(
+                            "http.response.status_code", 500
+                        ),
+                    },
+                )
+            )
         elif dur_ms > max(800.0, 6000 * float(self.res.own_median[span.node, 0]) * 4):
-            self.logs.append(LogRecord(span.end, span.node, span.pod, 13,
-                                       f"slow request {span.attrs['http.request.method']} {path} took {dur_ms:.0f} ms",
-                                       span.trace, span.span))
+            self.logs.append(
+                LogRecord(
+                    span.end,
+                    span.node,
+                    span.pod,
+                    13,
+                    f"slow request {span.attrs['http.request.method']} {path} took {dur_ms:.0f} ms",
+                    span.trace,
+                    span.span,
+                )
+            )
         elif self.rng.random() < 0.06:
-            self.logs.append(LogRecord(span.end, span.node, span.pod, 9,
-                                       f"{span.attrs['http.request.method']} {path} 200 {dur_ms:.1f}ms",
-                                       span.trace, span.span))
+            self.logs.append(
+                LogRecord(
+                    span.end,
+                    span.node,
+                    span.pod,
+                    9,
+                    f"{span.attrs['http.request.method']} {path} 200 {dur_ms:.1f}ms",
+                    span.trace,
+                    span.span,
+                )
+            )
 
 
 def _event_logs(tr: _Tracer) -> None:
@@ -372,57 +560,130 @@ def _event_logs(tr: _Tracer) -> None:
     t0 = sim.ts
 
     def at(k: int, jitter: float = STEP) -> int:
-        return int((float(t0[min(k, len(t0) - 1)]) + float(rng.uniform(0, jitter))) * ns)
+        return int((float(t0[min(k, len(t0) - 1)]) + rng.uniform(0, jitter)) * ns)
 
     for p in sim.pods:
         node = topo.nodes[p.service]
         if p.start > 0:
-            tr.logs.append(LogRecord(at(p.start, 5), p.service, p, 9,
-                                     f"Starting {node.id} version {p.version} (revision {p.revision})"))
-            tr.logs.append(LogRecord(at(p.start + 1, 5), p.service, p, 9,
-                                     f"Started {node.id} in {rng.uniform(4, 14):.1f} seconds; listening on :8080"))
+            tr.logs.append(
+                LogRecord(
+                    at(p.start, 5),
+                    p.service,
+                    p,
+                    9,
+                    f"Starting {node.id} version {p.version} (revision {p.revision})",
+                )
+            )
+            tr.logs.append(
+                LogRecord(
+                    at(p.start + 1, 5),
+                    p.service,
+                    p,
+                    9,
+                    f"Started {node.id} in {rng.uniform(4, 14):.1f} seconds; listening on :8080",
+                )
+            )
         for o in p.ooms:
             if node.lang == "java":
-                tr.logs.append(LogRecord(at(o, 3), p.service, p, 21,
-                                         "Exception in thread \"http-nio-8080-exec-7\" java.lang.OutOfMemoryError: Java heap space"))
-            tr.logs.append(LogRecord(at(o, 10), p.service, p, 17,
-                                     f"Container {node.id} in pod {p.name} was OOMKilled (exit code 137); "
-                                     f"memory limit {node.mem_limit / 2**20:.0f}Mi", attrs={"k8s.event.reason": "OOMKilling"}))
-            tr.logs.append(LogRecord(at(o + 1, 10), p.service, p, 13,
-                                     f"Back-off restarting failed container {node.id} in pod {p.name}",
-                                     attrs={"k8s.event.reason": "BackOff"}))
+                tr.logs.append(
+                    LogRecord(
+                        at(o, 3),
+                        p.service,
+                        p,
+                        21,
+                        'Exception in thread "http-nio-8080-exec-7" java.lang.OutOfMemoryError: Java heap space',
+                    )
+                )
+            tr.logs.append(
+                LogRecord(
+                    at(o, 10),
+                    p.service,
+                    p,
+                    17,
+                    f"Container {node.id} in pod {p.name} was OOMKilled (exit code 137); "
+                    f"memory limit {node.mem_limit / 2**20:.0f}Mi",
+                    attrs={"k8s.event.reason": "OOMKilling"},
+                )
+            )
+            tr.logs.append(
+                LogRecord(
+                    at(o + 1, 10),
+                    p.service,
+                    p,
+                    13,
+                    f"Back-off restarting failed container {node.id} in pod {p.name}",
+                    attrs={"k8s.event.reason": "BackOff"},
+                )
+            )
         if p.mem is not None:
             for kk in range(0, sim.steps, 4):
                 m = p.mem[kk]
                 if not np.isnan(m) and m / node.mem_limit > 0.8:
                     pct = 100 * (m / node.mem_limit - 0.8) / 0.2 * 0.9
-                    tr.logs.append(LogRecord(at(kk), p.service, p, 13,
-                                             f"GC overhead: {pct:.0f}% of time spent in GC over the last 60s, "
-                                             f"heap {m / 2**20:.0f}MiB of {node.mem_limit / 2**20:.0f}MiB"))
+                    tr.logs.append(
+                        LogRecord(
+                            at(kk),
+                            p.service,
+                            p,
+                            13,
+                            f"GC overhead: {pct:.0f}% of time spent in GC over the last 60s, "
+                            f"heap {m / 2**20:.0f}MiB of {node.mem_limit / 2**20:.0f}MiB",
+                        )
+                    )
         if p.node in sim.node_down and p.start <= sim.node_down[p.node] < p.end:
             d = sim.node_down[p.node]
-            tr.logs.append(LogRecord(at(d + 3), p.service, p, 13,
-                                     f"Pod {p.name} marked NotReady: node {p.node} is unreachable (NodeNotReady)",
-                                     attrs={"k8s.event.reason": "NodeNotReady"}))
+            tr.logs.append(
+                LogRecord(
+                    at(d + 3),
+                    p.service,
+                    p,
+                    13,
+                    f"Pod {p.name} marked NotReady: node {p.node} is unreachable (NodeNotReady)",
+                    attrs={"k8s.event.reason": "NodeNotReady"},
+                )
+            )
     for node in topo.nodes:
         i = node.index
         if node.kind == "database" and (sim.db_tx[i] > 0).any():
             start = int(np.argmax(sim.db_tx[i] > 0))
             for kk in range(start, sim.steps, 2):
                 ms = float(tr.res.own_median[i, kk]) * 1000 * rng.uniform(3, 20)
-                tr.logs.append(LogRecord(at(kk), i, None, 9,
-                                         f"duration: {ms:.3f} ms  statement: UPDATE {node.id.removesuffix('-db').replace('-', '_')}s SET status = $1 WHERE id = $2"))
-                tr.logs.append(LogRecord(at(kk), i, None, 9,
-                                         f"process {int(rng.integers(1000, 60000))} still waiting for ShareLock on transaction "
-                                         f"{int(rng.integers(10**6, 10**7))} after 1000.{int(rng.integers(100, 999))} ms"))
+                tr.logs.append(
+                    LogRecord(
+                        at(kk),
+                        i,
+                        None,
+                        9,
+                        f"duration: {ms:.3f} ms  statement: UPDATE {node.id.removesuffix('-db').replace('-', '_')}s SET status = $1 WHERE id = $2",
+                    )
+                )
+                tr.logs.append(
+                    LogRecord(
+                        at(kk),
+                        i,
+                        None,
+                        9,
+                        f"process {rng.randrange(1000, 60000)} still waiting for ShareLock on transaction "
+                        f"{rng.randrange(10**6, 10**7)} after 1000.{rng.randrange(100, 999)} ms",
+                    )
+                )
                 if tr.res.db_waiting[i, kk] > 0:
-                    tr.logs.append(LogRecord(at(kk), i, None, 21, "FATAL:  sorry, too many clients already"))
+                    tr.logs.append(
+                        LogRecord(at(kk), i, None, 21, "FATAL:  sorry, too many clients already")
+                    )
         if node.kind == "service" and float(tr.res.rho[i].max()) > 1.0:
             over = np.flatnonzero(tr.res.rho[i] > 1.0)
             for kk in over[::4].tolist():
-                tr.logs.append(LogRecord(at(kk), i, tr.pick_pod(i, kk), 13,
-                                         f"request queue full ({tr.res.rate[i, kk]:.0f} req/s, CPU saturated); "
-                                         "shedding load with 503"))
+                tr.logs.append(
+                    LogRecord(
+                        at(kk),
+                        i,
+                        tr.pick_pod(i, kk),
+                        13,
+                        f"request queue full ({tr.res.rate[i, kk]:.0f} req/s, CPU saturated); "
+                        "shedding load with 503",
+                    )
+                )
 
 
 def _attr(key: str, value: Any) -> dict[str, Any]:
@@ -439,11 +700,17 @@ def _resource(topo: Topology, node: int, pod: Pod | None, ns: dict[int, str]) ->
     n = topo.nodes[node]
     attrs = [_attr("service.name", n.id)]
     if pod is not None:
-        attrs += [_attr("service.version", pod.version), _attr("service.namespace", "shop"),
-                  _attr("k8s.pod.name", pod.name), _attr("k8s.namespace.name", ns.get(node, "prod")),
-                  _attr("k8s.node.name", pod.node), _attr("k8s.deployment.name", n.id),
-                  _attr("cloud.availability_zone", pod.zone), _attr("cloud.region", topo.region),
-                  _attr("telemetry.sdk.language", "nodejs" if n.lang == "node" else n.lang)]
+        attrs += [
+            _attr("service.version", pod.version),
+            _attr("service.namespace", "shop"),
+            _attr("k8s.pod.name", pod.name),
+            _attr("k8s.namespace.name", ns.get(node, "prod")),
+            _attr("k8s.node.name", pod.node),
+            _attr("k8s.deployment.name", n.id),
+            _attr("cloud.availability_zone", pod.zone),
+            _attr("cloud.region", topo.region),
+            _attr("telemetry.sdk.language", "nodejs" if n.lang == "node" else n.lang),
+        ]
     elif n.kind == "database":
         attrs += [_attr("db.system", "postgresql"), _attr("cloud.region", topo.region)]
     attrs.append(_attr("deployment.environment.name", "production"))
@@ -451,23 +718,39 @@ def _resource(topo: Topology, node: int, pod: Pod | None, ns: dict[int, str]) ->
 
 
 def _encode_span(s: Span) -> dict[str, Any]:
-    out: dict[str, Any] = {"traceId": s.trace, "spanId": s.span, "name": s.name, "kind": s.kind,
-                           "startTimeUnixNano": str(s.start), "endTimeUnixNano": str(s.end),
-                           "attributes": [_attr(k, v) for k, v in s.attrs.items()]}
+    out: dict[str, Any] = {
+        "traceId": s.trace,
+        "spanId": s.span,
+        "name": s.name,
+        "kind": s.kind,
+        "startTimeUnixNano": str(s.start),
+        "endTimeUnixNano": str(s.end),
+        "attributes": [_attr(k, v) for k, v in s.attrs.items()],
+    }
     if s.parent:
         out["parentSpanId"] = s.parent
     if s.status == 2:
         out["status"] = {"code": 2, "message": s.message}
         if s.exc:
-            out["events"] = [{"timeUnixNano": str(s.end), "name": "exception", "attributes": [
-                _attr("exception.type", s.exc[0]), _attr("exception.message", s.exc[1]),
-                _attr("exception.stacktrace", s.exc[2])]}]
+            out["events"] = [
+                {
+                    "timeUnixNano": str(s.end),
+                    "name": "exception",
+                    "attributes": [
+                        _attr("exception.type", s.exc[0]),
+                        _attr("exception.message", s.exc[1]),
+                        _attr("exception.stacktrace", s.exc[2]),
+                    ],
+                }
+            ]
     else:
         out["status"] = {}
     return out
 
 
-def _group(items: list[Any], topo: Topology, ns: dict[int, str], enc: Any, kind: str) -> dict[str, Any]:
+def _group(
+    items: list[Any], topo: Topology, ns: dict[int, str], enc: Any, kind: str
+) -> dict[str, Any]:
     groups: dict[tuple[int, str], list[Any]] = {}
     pods: dict[tuple[int, str], Pod | None] = {}
     for it in items:
@@ -477,25 +760,38 @@ def _group(items: list[Any], topo: Topology, ns: dict[int, str], enc: Any, kind:
     out = []
     for key, group in groups.items():
         lang = topo.nodes[key[0]].lang
-        scope = {"name": SCOPES[lang][0], "version": SCOPES[lang][1]} if kind == "spans" else {"name": f"{topo.nodes[key[0]].id}.logger"}
+        scope = (
+            {"name": SCOPES[lang][0], "version": SCOPES[lang][1]}
+            if kind == "spans"
+            else {"name": f"{topo.nodes[key[0]].id}.logger"}
+        )
         inner = {"scope": scope, kind: [enc(x) for x in group]}
-        out.append({"resource": _resource(topo, key[0], pods[key], ns),
-                    ("scopeSpans" if kind == "spans" else "scopeLogs"): [inner]})
+        out.append(
+            {
+                "resource": _resource(topo, key[0], pods[key], ns),
+                ("scopeSpans" if kind == "spans" else "scopeLogs"): [inner],
+            }
+        )
     return {"resourceSpans" if kind == "spans" else "resourceLogs": out}
 
 
 def _encode_log(r: LogRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {"timeUnixNano": str(r.ts), "observedTimeUnixNano": str(r.ts + 150_000),
-                           "severityNumber": r.severity, "severityText": _SEV.get(r.severity, "INFO"),
-                           "body": {"stringValue": r.body},
-                           "attributes": [_attr(k, v) for k, v in r.attrs.items()]}
+    out: dict[str, Any] = {
+        "timeUnixNano": str(r.ts),
+        "observedTimeUnixNano": str(r.ts + 150_000),
+        "severityNumber": r.severity,
+        "severityText": _SEV.get(r.severity, "INFO"),
+        "body": {"stringValue": r.body},
+        "attributes": [_attr(k, v) for k, v in r.attrs.items()],
+    }
     if r.trace:
         out["traceId"], out["spanId"] = r.trace, r.span
     return out
 
 
-def build_otlp(sim: Sim, res: Result, fault: Fault, seed: int, n_traces: int,
-               ns: dict[int, str]) -> Otlp:
+def build_otlp(
+    sim: Sim, res: Result, fault: Fault, seed: int, n_traces: int, ns: dict[int, str]
+) -> Otlp:
     """Sample ``n_traces`` traces (tail-sampling style) and the logs that go with them."""
     tr = _Tracer(sim, res, fault, seed)
     topo, rng, t = sim.topo, tr.rng, sim.steps
@@ -507,12 +803,8 @@ def build_otlp(sim: Sim, res: Result, fault: Fault, seed: int, n_traces: int,
     slow_ref = {i: float(np.median(res.median()[i, : max(1, fault.step)])) * 3 for i in entries}
     while kept < n_traces and tries < n_traces * 25:
         tries += 1
-        if rng.random() < 0.5:
-            k = int(rng.integers(max(0, fault.step - 8), t))
-        else:
-            k = int(rng.integers(0, t))
-        w = res.rate[entries, k]
-        entry = entries[int(rng.choice(len(entries), p=w / w.sum()))]
+        k = rng.randrange(max(0, fault.step - 8), t) if rng.random() < 0.5 else rng.randrange(0, t)
+        entry = rng.choices(entries, weights=res.rate[entries, k].tolist())[0]
         trace = tr.ids(16)
         tr.spans, logs_before = [], len(tr.logs)
         tr.budget = 36
@@ -528,8 +820,10 @@ def build_otlp(sim: Sim, res: Result, fault: Fault, seed: int, n_traces: int,
         lines.append(_group(tr.spans, topo, ns, _encode_span, "spans"))
     _event_logs(tr)
     tr.logs.sort(key=lambda r: r.ts)
-    log_lines = [_group(tr.logs[j:j + 200], topo, ns, _encode_log, "logRecords")
-                 for j in range(0, len(tr.logs), 200)]
+    log_lines = [
+        _group(tr.logs[j : j + 200], topo, ns, _encode_log, "logRecords")
+        for j in range(0, len(tr.logs), 200)
+    ]
     return Otlp(lines, log_lines, kept, n_spans)
 
 

@@ -14,12 +14,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from correlator.generator.topology import Node, PodSpec, pod_suffix, rs_hash
-from correlator.generator.traffic import STEP, F64, Pod, Reason, Sim
+from correlator.generator.traffic import F64, STEP, Pod, Reason, Sim
 
 __all__ = ["BUILTIN", "CAUSES", "EXTRA", "SEVERITIES", "Fault", "add_noise", "apply_fault"]
 
-BUILTIN = ("deployment", "db_overload", "az_failure", "memory_leak", "dependency_failure",
-           "traffic_spike")
+BUILTIN = (
+    "deployment",
+    "db_overload",
+    "az_failure",
+    "memory_leak",
+    "dependency_failure",
+    "traffic_spike",
+)
 EXTRA = ("cpu_contention", "network_delay", "code_exception")
 CAUSES = BUILTIN + EXTRA
 SEVERITIES = {"low": 0.35, "medium": 0.65, "high": 1.0}
@@ -93,7 +99,9 @@ def deploy(sim: Sim, svc: Node, step: int, err: float = 0.0, lat: float = 1.0) -
     for j, pod in enumerate(old):
         start = step + 2 * j
         node = zone_nodes[pod.zone][int(rng.integers(len(zone_nodes[pod.zone])))]
-        spec = PodSpec(svc.index, f"{svc.id}-{new_hash}-{pod_suffix(rng)}", new_hash, node, pod.zone)
+        spec = PodSpec(
+            svc.index, f"{svc.id}-{new_hash}-{pod_suffix(rng)}", new_hash, node, pod.zone
+        )
         new = sim.new_pod(spec, start, sim.steps, version, revision)
         new.err_add[start:] = err
         new.lat_mult[start:] = lat
@@ -101,16 +109,23 @@ def deploy(sim: Sim, svc: Node, step: int, err: float = 0.0, lat: float = 1.0) -
         # the old pod terminates once its replacement is ready
         end = min(sim.steps, start + 3)
         pod.end = end
-        pod.ready[end - 1:] = False
+        pod.ready[end - 1 :] = False
         pod.scraped[end:] = False
         pod.up[end:] = 0.0
     sim.pods.extend(new_pods)
     gen = sim.generation[svc.index][-1][1] + 1
     sim.generation[svc.index].append((step, gen))
-    sim.events.append({"step": step, "kind": "deploy", "service": svc.id,
-                       "text": f"deploy {svc.id} {svc.version} -> {version} (revision {revision}, "
-                               f"generation {gen}, {len(new_pods)} pods replaced)",
-                       "from": svc.version, "to": version})
+    sim.events.append(
+        {
+            "step": step,
+            "kind": "deploy",
+            "service": svc.id,
+            "text": f"deploy {svc.id} {svc.version} -> {version} (revision {revision}, "
+            f"generation {gen}, {len(new_pods)} pods replaced)",
+            "from": svc.version,
+            "to": version,
+        }
+    )
     svc.version, svc.revision, svc.rs_hash = version, revision, new_hash
     return new_pods
 
@@ -142,14 +157,28 @@ def _deployment(sim: Sim, s: float, sev: str, step: int, target: str | None) -> 
     old = svc.version
     pods = deploy(sim, svc, step, err, lat)
     kind = "deploy_bug" if err > 0 else "slow"
-    sim.reasons.append(Reason(svc.index, step, sim.steps, kind, tuple(p.name for p in pods),
-                              detail=svc.version))
-    what = {"errors": f"{err:.0%} of its requests fail", "latency": f"it is {lat:.1f}x slower",
-            "both": f"{err:.0%} of requests fail and it is {lat:.1f}x slower"}[mode]
-    return Fault("deployment", svc.id, step, sev,
-                 f"{svc.id} {old} -> {svc.version} was rolled out and the new version is bad: {what}",
-                 details={"from": old, "to": svc.version, "mode": mode, "error_rate": round(err, 3),
-                          "latency_factor": round(lat, 2)})
+    sim.reasons.append(
+        Reason(svc.index, step, sim.steps, kind, tuple(p.name for p in pods), detail=svc.version)
+    )
+    what = {
+        "errors": f"{err:.0%} of its requests fail",
+        "latency": f"it is {lat:.1f}x slower",
+        "both": f"{err:.0%} of requests fail and it is {lat:.1f}x slower",
+    }[mode]
+    return Fault(
+        "deployment",
+        svc.id,
+        step,
+        sev,
+        f"{svc.id} {old} -> {svc.version} was rolled out and the new version is bad: {what}",
+        details={
+            "from": old,
+            "to": svc.version,
+            "mode": mode,
+            "error_rate": round(err, 3),
+            "latency_factor": round(lat, 2),
+        },
+    )
 
 
 def _db_overload(sim: Sim, s: float, sev: str, step: int, target: str | None) -> Fault:
@@ -173,20 +202,32 @@ def _db_overload(sim: Sim, s: float, sev: str, step: int, target: str | None) ->
     sim.lat_mult[i] *= 1 + (mult - 1) * r
     k = np.arange(sim.steps)
     sim.db_tx[i] = np.where(k >= step, (k - step) * STEP + float(rng.uniform(5, 40)), 0.0)
-    query = str(rng.choice([
-        "a reporting query doing a sequential scan over the orders table",
-        "a schema migration holding an ACCESS EXCLUSIVE lock",
-        "a batch job updating millions of rows in one transaction",
-        "a missing index after a query plan change",
-    ]))
+    query = str(
+        rng.choice(
+            [
+                "a reporting query doing a sequential scan over the orders table",
+                "a schema migration holding an ACCESS EXCLUSIVE lock",
+                "a batch job updating millions of rows in one transaction",
+                "a missing index after a query plan change",
+            ]
+        )
+    )
     sim.reasons.append(Reason(i, step, sim.steps, "db_saturated", detail=query))
     callers = ", ".join(topo.nodes[topo.edges[e].src].id for e in topo.in_edges[i])
-    return Fault("db_overload", db.id, step, sev,
-                 f"{db.id} (PostgreSQL) is overloaded by {query}: queries slow down, connections "
-                 f"climb toward max_connections={db.max_connections}; its callers ({callers}) "
-                 "slow down and fail",
-                 details={"max_connections": db.max_connections, "query": query,
-                          "demand_over_capacity": round(f, 2)})
+    return Fault(
+        "db_overload",
+        db.id,
+        step,
+        sev,
+        f"{db.id} (PostgreSQL) is overloaded by {query}: queries slow down, connections "
+        f"climb toward max_connections={db.max_connections}; its callers ({callers}) "
+        "slow down and fail",
+        details={
+            "max_connections": db.max_connections,
+            "query": query,
+            "demand_over_capacity": round(f, 2),
+        },
+    )
 
 
 def _az_failure(sim: Sim, s: float, sev: str, step: int, target: str | None) -> Fault:
@@ -214,29 +255,51 @@ def _az_failure(sim: Sim, s: float, sev: str, step: int, target: str | None) -> 
         if p.node not in down or p.end <= step:
             continue
         lost[p.service] = lost.get(p.service, 0) + 1
-        p.err_add[step:step + grace] = 1.0
-        p.ready[step + grace:] = False
+        p.err_add[step : step + grace] = 1.0
+        p.ready[step + grace :] = False
         p.scraped[step:] = False
         p.up[step:] = 0.0
         if evict < sim.steps:
             node = other[int(rng.integers(len(other)))]
-            spec = PodSpec(p.service, f"{topo.nodes[p.service].id}-{p.rs_hash}-{pod_suffix(rng)}",
-                           p.rs_hash, node, topo.k8s_nodes[node])
+            spec = PodSpec(
+                p.service,
+                f"{topo.nodes[p.service].id}-{p.rs_hash}-{pod_suffix(rng)}",
+                p.rs_hash,
+                node,
+                topo.k8s_nodes[node],
+            )
             sim.pods.append(sim.new_pod(spec, evict, sim.steps, p.version, p.revision))
-        sim.reasons.append(Reason(p.service, step, step + grace + 2, "zone_down", (p.name,), p.node))
+        sim.reasons.append(
+            Reason(p.service, step, step + grace + 2, "zone_down", (p.name,), p.node)
+        )
     for n in down:
         sim.node_down[n] = step
-    frac = {svc: cnt / max(1, len([p for p in sim.pods if p.service == svc and p.start <= step < p.end]))
-            for svc, cnt in lost.items()}
+    frac = {
+        svc: cnt
+        / max(1, len([p for p in sim.pods if p.service == svc and p.start <= step < p.end]))
+        for svc, cnt in lost.items()
+    }
     best = max(frac, key=lambda k: (frac[k], sim.base_rate[k].mean()))
-    sim.events.append({"step": step, "kind": "zone", "service": topo.nodes[best].id,
-                       "text": f"{len(down)} of {len(zone_nodes)} nodes in {zone} stop responding "
-                               f"(NotReady); {sum(lost.values())} pods of {len(lost)} services lost"})
-    return Fault("az_failure", topo.nodes[best].id, step, sev,
-                 f"availability zone {zone} fails: {len(down)} of its {len(zone_nodes)} nodes go "
-                 f"NotReady, {sum(lost.values())} pods of {len(lost)} services become unreachable "
-                 f"at once; {topo.nodes[best].id} loses {frac[best]:.0%} of its pods",
-                 zone=zone, details={"nodes": down, "services_hit": len(lost)})
+    sim.events.append(
+        {
+            "step": step,
+            "kind": "zone",
+            "service": topo.nodes[best].id,
+            "text": f"{len(down)} of {len(zone_nodes)} nodes in {zone} stop responding "
+            f"(NotReady); {sum(lost.values())} pods of {len(lost)} services lost",
+        }
+    )
+    return Fault(
+        "az_failure",
+        topo.nodes[best].id,
+        step,
+        sev,
+        f"availability zone {zone} fails: {len(down)} of its {len(zone_nodes)} nodes go "
+        f"NotReady, {sum(lost.values())} pods of {len(lost)} services become unreachable "
+        f"at once; {topo.nodes[best].id} loses {frac[best]:.0%} of its pods",
+        zone=zone,
+        details={"nodes": down, "services_hit": len(lost)},
+    )
 
 
 def _memory_leak(sim: Sim, s: float, sev: str, step: int, target: str | None) -> Fault:
@@ -270,8 +333,8 @@ def _memory_leak(sim: Sim, s: float, sev: str, step: int, target: str | None) ->
                 p.restarts.append(kk)
                 p.err_add[kk] = 1.0
                 down_until = kk + 1 + backoff
-                p.ready[kk + 1:down_until] = False
-                p.up[kk + 1:down_until] = 0.0
+                p.ready[kk + 1 : down_until] = False
+                p.up[kk + 1 : down_until] = 0.0
                 backoff = min(backoff * 2, 8)
                 cur = base * 0.6
                 continue
@@ -285,12 +348,20 @@ def _memory_leak(sim: Sim, s: float, sev: str, step: int, target: str | None) ->
         for kk in p.ooms:
             sim.reasons.append(Reason(svc.index, kk, kk + 1, "oom", (p.name,)))
     ooms = sum(len(p.ooms) for p in sim.service_pods(svc.index))
-    return Fault("memory_leak", svc.id, step, sev,
-                 f"{svc.id} leaks memory: working set grows ~{per_s * 60 / 2**20:.1f} MiB/min per pod "
-                 f"toward its {limit / 2**20:.0f} MiB limit; {ooms} OOM kills and restarts follow, "
-                 "with errors and GC pauses around each",
-                 details={"mib_per_min": round(per_s * 60 / 2**20, 2), "oom_kills": ooms,
-                          "limit_mib": round(limit / 2**20)})
+    return Fault(
+        "memory_leak",
+        svc.id,
+        step,
+        sev,
+        f"{svc.id} leaks memory: working set grows ~{per_s * 60 / 2**20:.1f} MiB/min per pod "
+        f"toward its {limit / 2**20:.0f} MiB limit; {ooms} OOM kills and restarts follow, "
+        "with errors and GC pauses around each",
+        details={
+            "mib_per_min": round(per_s * 60 / 2**20, 2),
+            "oom_kills": ooms,
+            "limit_mib": round(limit / 2**20),
+        },
+    )
 
 
 def _dependency_failure(sim: Sim, s: float, sev: str, step: int, target: str | None) -> Fault:
@@ -313,9 +384,14 @@ def _dependency_failure(sim: Sim, s: float, sev: str, step: int, target: str | N
         what = f"answers {1 + 8 + 60 * s:.0f}x slower, so callers time out"
     sim.reasons.append(Reason(i, step, sim.steps, "dep_down", detail=mode))
     callers = sorted({topo.nodes[topo.edges[e].src].id for e in topo.in_edges[i]})
-    return Fault("dependency_failure", dep.id, step, sev,
-                 f"{dep.id} ({dep.kind}) degrades and {what}; its callers ({', '.join(callers)}) fail",
-                 details={"mode": mode, "kind": dep.kind})
+    return Fault(
+        "dependency_failure",
+        dep.id,
+        step,
+        sev,
+        f"{dep.id} ({dep.kind}) degrades and {what}; its callers ({', '.join(callers)}) fail",
+        details={"mode": mode, "kind": dep.kind},
+    )
 
 
 def _traffic_spike(sim: Sim, s: float, sev: str, step: int, target: str | None) -> Fault:
@@ -324,14 +400,26 @@ def _traffic_spike(sim: Sim, s: float, sev: str, step: int, target: str | None) 
     mult = 2.5 + 7.0 * s * float(rng.uniform(0.8, 1.1))
     r = ramp(sim.steps, step, int(rng.integers(2, 5)))
     sim.rate_mult[entry.index] *= 1 + (mult - 1) * r
-    source = str(rng.choice(["a retry storm from the mobile app after a push notification",
-                             "a scraper bot hammering the API", "a flash sale announced by email",
-                             "a partner replaying a day of requests"]))
+    source = str(
+        rng.choice(
+            [
+                "a retry storm from the mobile app after a push notification",
+                "a scraper bot hammering the API",
+                "a flash sale announced by email",
+                "a partner replaying a day of requests",
+            ]
+        )
+    )
     sim.reasons.append(Reason(entry.index, step, sim.steps, "overload", detail=source))
-    return Fault("traffic_spike", entry.id, step, sev,
-                 f"requests to {entry.id} jump {mult:.1f}x ({source}); CPU saturates and latency "
-                 "and shed requests spread downstream",
-                 details={"factor": round(mult, 2), "source": source})
+    return Fault(
+        "traffic_spike",
+        entry.id,
+        step,
+        sev,
+        f"requests to {entry.id} jump {mult:.1f}x ({source}); CPU saturates and latency "
+        "and shed requests spread downstream",
+        details={"factor": round(mult, 2), "source": source},
+    )
 
 
 def _cpu_contention(sim: Sim, s: float, sev: str, step: int, target: str | None) -> Fault:
@@ -341,17 +429,28 @@ def _cpu_contention(sim: Sim, s: float, sev: str, step: int, target: str | None)
     r = ramp(sim.steps, step, int(rng.integers(2, 6)))
     sim.cap_mult[svc.index] *= 1 - (1 - left) * r
     sim.reasons.append(Reason(svc.index, step, sim.steps, "slow", detail="cpu"))
-    return Fault("cpu_contention", svc.id, step, sev,
-                 f"{svc.id}'s pods are starved of CPU by a noisy neighbour on their nodes (only "
-                 f"{left:.0%} of their CPU is available): throttling and latency rise, no deploy",
-                 details={"cpu_available": round(left, 2)})
+    return Fault(
+        "cpu_contention",
+        svc.id,
+        step,
+        sev,
+        f"{svc.id}'s pods are starved of CPU by a noisy neighbour on their nodes (only "
+        f"{left:.0%} of their CPU is available): throttling and latency rise, no deploy",
+        details={"cpu_available": round(left, 2)},
+    )
 
 
 def _network_delay(sim: Sim, s: float, sev: str, step: int, target: str | None) -> Fault:
     topo, rng = sim.topo, sim.rng
     reach = critical_reach(sim)
-    cands = [e for e in topo.edges if topo.nodes[e.dst].kind == "service"
-             and topo.nodes[e.src].layer >= 1 and e.src in reach and e.critical >= 0.5]
+    cands = [
+        e
+        for e in topo.edges
+        if topo.nodes[e.dst].kind == "service"
+        and topo.nodes[e.src].layer >= 1
+        and e.src in reach
+        and e.critical >= 0.5
+    ]
     cands = cands or [e for e in topo.edges if topo.nodes[e.dst].kind == "service"]
     if target:
         cands = [e for e in cands if topo.nodes[e.src].id == target] or cands
@@ -361,10 +460,16 @@ def _network_delay(sim: Sim, s: float, sev: str, step: int, target: str | None) 
     sim.edge_lat_add[edge.index] += delay * r * (1 + 0.1 * rng.standard_normal(sim.steps))
     src, dst = topo.nodes[edge.src], topo.nodes[edge.dst]
     sim.reasons.append(Reason(src.index, step, sim.steps, "slow", detail=f"net:{dst.id}"))
-    return Fault("network_delay", src.id, step, sev,
-                 f"network between {src.id} and {dst.id} adds ~{delay * 1000:.0f} ms per call (a "
-                 f"misbehaving sidecar/route); {dst.id} itself stays fast, {src.id} and its callers slow down",
-                 peer=dst.id, details={"delay_ms": round(delay * 1000)})
+    return Fault(
+        "network_delay",
+        src.id,
+        step,
+        sev,
+        f"network between {src.id} and {dst.id} adds ~{delay * 1000:.0f} ms per call (a "
+        f"misbehaving sidecar/route); {dst.id} itself stays fast, {src.id} and its callers slow down",
+        peer=dst.id,
+        details={"delay_ms": round(delay * 1000)},
+    )
 
 
 def _code_exception(sim: Sim, s: float, sev: str, step: int, target: str | None) -> Fault:
@@ -372,12 +477,25 @@ def _code_exception(sim: Sim, s: float, sev: str, step: int, target: str | None)
     svc = _target(sim, target, _service_candidates(sim))
     err = 0.04 + 0.45 * s * float(rng.uniform(0.8, 1.2))
     sim.err_add[svc.index] += err * ramp(sim.steps, step, 2)
-    trigger = str(rng.choice(["a feature flag flipped for 50% of users", "a malformed record in the catalog feed",
-                              "a certificate rotated in a downstream config", "a new currency added to the price list"]))
+    trigger = str(
+        rng.choice(
+            [
+                "a feature flag flipped for 50% of users",
+                "a malformed record in the catalog feed",
+                "a certificate rotated in a downstream config",
+                "a new currency added to the price list",
+            ]
+        )
+    )
     sim.reasons.append(Reason(svc.index, step, sim.steps, "code_bug", detail=trigger))
-    return Fault("code_exception", svc.id, step, sev,
-                 f"{svc.id} starts throwing a new exception on {err:.0%} of requests ({trigger}); no deploy",
-                 details={"error_rate": round(err, 3), "trigger": trigger})
+    return Fault(
+        "code_exception",
+        svc.id,
+        step,
+        sev,
+        f"{svc.id} starts throwing a new exception on {err:.0%} of requests ({trigger}); no deploy",
+        details={"error_rate": round(err, 3), "trigger": trigger},
+    )
 
 
 def add_noise(sim: Sim, fault_step: int, avoid: set[int]) -> None:
@@ -400,15 +518,21 @@ def add_noise(sim: Sim, fault_step: int, avoid: set[int]) -> None:
         start = int(rng.integers(5, max(6, fault_step - 10)))
         length = int(rng.integers(2, 7))
         if rng.random() < 0.5:
-            sim.lat_mult[svc.index, start:start + length] *= float(rng.uniform(1.4, 2.2))
+            sim.lat_mult[svc.index, start : start + length] *= float(rng.uniform(1.4, 2.2))
         else:
-            sim.err_add[svc.index, start:start + length] += float(rng.uniform(0.005, 0.02))
-        sim.events.append({"step": start, "kind": "blip", "service": svc.id,
-                           "text": f"short blip in {svc.id} ({length * STEP}s), unrelated"})
+            sim.err_add[svc.index, start : start + length] += float(rng.uniform(0.005, 0.02))
+        sim.events.append(
+            {
+                "step": start,
+                "kind": "blip",
+                "service": svc.id,
+                "text": f"short blip in {svc.id} ({length * STEP}s), unrelated",
+            }
+        )
     if rng.random() < 0.5:
         g = int(rng.integers(10, t - 3))
-        sim.gaps[g:g + int(rng.integers(1, 3))] = True
+        sim.gaps[g : g + int(rng.integers(1, 3))] = True
     for p in sim.pods:
         if rng.random() < 0.04:
             g = int(rng.integers(0, t - 4))
-            p.scraped[g:g + int(rng.integers(1, 4))] = False
+            p.scraped[g : g + int(rng.integers(1, 4))] = False

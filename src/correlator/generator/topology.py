@@ -21,24 +21,83 @@ Rng = np.random.Generator
 
 EDGE_NAMES = ["api-gateway", "mobile-gateway", "partner-api", "edge-proxy", "graphql-gateway"]
 FRONT_NAMES = [
-    "web-frontend", "mobile-bff", "storefront", "admin-bff", "partner-bff", "checkout-ui",
-    "account-ui", "search-ui",
+    "web-frontend",
+    "mobile-bff",
+    "storefront",
+    "admin-bff",
+    "partner-bff",
+    "checkout-ui",
+    "account-ui",
+    "search-ui",
 ]
 MID_NAMES = [
-    "checkout", "cart", "catalog", "search", "recommendations", "pricing", "promotions",
-    "user-profile", "orders", "shipping", "reviews", "wishlist", "account", "auth",
-    "notifications", "loyalty", "returns", "tax", "quotes", "subscriptions", "gift-cards",
-    "store-locator", "content", "personalization",
+    "checkout",
+    "cart",
+    "catalog",
+    "search",
+    "recommendations",
+    "pricing",
+    "promotions",
+    "user-profile",
+    "orders",
+    "shipping",
+    "reviews",
+    "wishlist",
+    "account",
+    "auth",
+    "notifications",
+    "loyalty",
+    "returns",
+    "tax",
+    "quotes",
+    "subscriptions",
+    "gift-cards",
+    "store-locator",
+    "content",
+    "personalization",
 ]
 BACK_NAMES = [
-    "payment", "inventory", "fraud-detection", "ledger", "identity", "email-sender",
-    "warehouse", "currency", "geo", "media", "audit-log", "session", "feature-flags",
-    "billing", "invoicing", "fulfillment", "product-data", "price-engine", "tokenizer",
-    "rate-limiter", "events", "kyc", "risk-scoring", "image-resizer",
+    "payment",
+    "inventory",
+    "fraud-detection",
+    "ledger",
+    "identity",
+    "email-sender",
+    "warehouse",
+    "currency",
+    "geo",
+    "media",
+    "audit-log",
+    "session",
+    "feature-flags",
+    "billing",
+    "invoicing",
+    "fulfillment",
+    "product-data",
+    "price-engine",
+    "tokenizer",
+    "rate-limiter",
+    "events",
+    "kyc",
+    "risk-scoring",
+    "image-resizer",
 ]
 DOMAINS = [
-    "retail", "payments", "logistics", "identity", "growth", "content", "marketplace",
-    "finance", "support", "data", "mobile", "partner", "ads", "travel", "insurance",
+    "retail",
+    "payments",
+    "logistics",
+    "identity",
+    "growth",
+    "content",
+    "marketplace",
+    "finance",
+    "support",
+    "data",
+    "mobile",
+    "partner",
+    "ads",
+    "travel",
+    "insurance",
 ]
 SUFFIXES = ["api", "worker", "core", "sync", "reader", "writer", "gateway", "store", "svc", "v2"]
 EXTERNALS = [
@@ -254,27 +313,63 @@ def build_topology(rng: Rng, n_services: int) -> Topology:
     db_owners = [backs[i % len(backs)] for i in rng.permutation(len(backs))[:n_db]]
     while len(db_owners) < n_db:
         db_owners.append(backs[int(rng.integers(len(backs)))])
-    db_stems = rng.permutation(["orders", "inventory", "users", "catalog", "payments", "shipping",
-                                "ledger", "reviews", "accounts", "billing"]).tolist()
+    db_stems = rng.permutation(
+        [
+            "orders",
+            "inventory",
+            "users",
+            "catalog",
+            "payments",
+            "shipping",
+            "ledger",
+            "reviews",
+            "accounts",
+            "billing",
+        ]
+    ).tolist()
     for j, owner in enumerate(db_owners):
         stem = db_stems[j % len(db_stems)] if j < len(db_stems) else owner.id
         name = f"{stem}-db" if f"{stem}-db" not in used else f"{stem}-{len(nodes)}-db"
         used.add(name)
-        node = Node(name, "database", 4, len(nodes), median=float(rng.uniform(0.0015, 0.005)),
-                    sigma=0.6, base_err=0.0)
+        node = Node(
+            name,
+            "database",
+            4,
+            len(nodes),
+            median=float(rng.uniform(0.0015, 0.005)),
+            sigma=0.6,
+            base_err=0.0,
+        )
         node.max_connections = int(rng.choice([100, 200, 300, 500]))
         nodes.append(node)
-    cache_stems = rng.permutation(["session", "cart", "catalog", "pricing", "rate-limit",
-                                   "feature", "profile", "inventory"]).tolist()
+    cache_stems = rng.permutation(
+        ["session", "cart", "catalog", "pricing", "rate-limit", "feature", "profile", "inventory"]
+    ).tolist()
     for i in range(n_cache):
         stem = cache_stems[i % len(cache_stems)]
         name = f"{stem}-redis" if f"{stem}-redis" not in used else f"{stem}-redis-{i}"
         used.add(name)
-        nodes.append(Node(name, "cache", 4, len(nodes), median=float(rng.uniform(0.0003, 0.001)),
-                          sigma=0.5, base_err=0.0))
+        nodes.append(
+            Node(
+                name,
+                "cache",
+                4,
+                len(nodes),
+                median=float(rng.uniform(0.0003, 0.001)),
+                sigma=0.5,
+                base_err=0.0,
+            )
+        )
     for name, host in [EXTERNALS[int(i)] for i in rng.permutation(len(EXTERNALS))[:n_ext]]:
-        node = Node(name, "external", 4, len(nodes), median=float(rng.uniform(0.08, 0.25)),
-                    sigma=0.35, base_err=0.0008)
+        node = Node(
+            name,
+            "external",
+            4,
+            len(nodes),
+            median=float(rng.uniform(0.08, 0.25)),
+            sigma=0.35,
+            base_err=0.0008,
+        )
         node.host = host
         nodes.append(node)
     edges = _wire(rng, nodes, db_owners)
@@ -299,9 +394,15 @@ def _service(rng: Rng, name: str, layer: int, index: int) -> Node:
         node.method, node.route = "GET", "/api/*"
     else:
         node.method = "POST" if rng.random() < 0.35 else "GET"
-        node.route = f"/api/v1/{resource}" + ("/{id}" if node.method == "GET" and rng.random() < 0.5 else "")
+        node.route = f"/api/v1/{resource}" + (
+            "/{id}" if node.method == "GET" and rng.random() < 0.5 else ""
+        )
     node.span_name = f"{node.method} {node.route}"
-    major, minor, patch = int(rng.integers(1, 5)), int(rng.integers(0, 30)), int(rng.integers(0, 12))
+    major, minor, patch = (
+        int(rng.integers(1, 5)),
+        int(rng.integers(0, 30)),
+        int(rng.integers(0, 12)),
+    )
     node.version = f"{major}.{minor}.{patch}"
     node.revision = _git_sha(rng)
     node.rs_hash = rs_hash(rng)
@@ -329,7 +430,11 @@ def _wire(rng: Rng, nodes: list[Node], db_owners: list[Node]) -> list[Edge]:
             crit, retries, timeout = float(rng.choice([1.0, 0.3])), 0, 0.25
         elif dst.kind == "external":
             calls = float(rng.uniform(0.3, 0.9))
-            crit, retries, timeout = 1.0, int(rng.integers(0, 2)), float(rng.choice([2.0, 3.0, 5.0]))
+            crit, retries, timeout = (
+                1.0,
+                int(rng.integers(0, 2)),
+                float(rng.choice([2.0, 3.0, 5.0])),
+            )
         else:
             calls = float(rng.uniform(0.3, 1.2))
             crit = float(rng.choice([1.0, 1.0, 1.0, 0.5, 0.0]))
@@ -377,7 +482,9 @@ def _wire(rng: Rng, nodes: list[Node], db_owners: list[Node]) -> list[Edge]:
     return edges
 
 
-def _place(rng: Rng, nodes: list[Node], region: str, zones: list[str]) -> tuple[dict[str, str], list[PodSpec]]:
+def _place(
+    rng: Rng, nodes: list[Node], region: str, zones: list[str]
+) -> tuple[dict[str, str], list[PodSpec]]:
     """Pods over zones (round-robin from a random zone), on nodes of ~10 pods each."""
     services = [n for n in nodes if n.kind == "service"]
     total = sum(n.replicas for n in services)
@@ -400,8 +507,15 @@ def _place(rng: Rng, nodes: list[Node], region: str, zones: list[str]) -> tuple[
         for r in range(svc.replicas):
             zi = (z0 + r) % 3
             node = zone_nodes[zi][int(rng.integers(len(zone_nodes[zi])))]
-            pods.append(PodSpec(svc.index, f"{svc.id}-{svc.rs_hash}-{pod_suffix(rng)}",
-                                svc.rs_hash, node, zones[zi]))
+            pods.append(
+                PodSpec(
+                    svc.index,
+                    f"{svc.id}-{svc.rs_hash}-{pod_suffix(rng)}",
+                    svc.rs_hash,
+                    node,
+                    zones[zi],
+                )
+            )
     return k8s, pods
 
 

@@ -37,7 +37,9 @@ def _erf(x: F64) -> F64:
     sign = np.sign(x)
     a = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
     out: F64 = sign * (1.0 - poly * np.exp(-a * a))
     return out
 
@@ -72,7 +74,7 @@ class Pod:
     restarts: list[int] = field(default_factory=list)
     ooms: list[int] = field(default_factory=list)
 
-    def alive(self, t: int) -> np.ndarray:  # type: ignore[type-arg]
+    def alive(self, t: int) -> np.ndarray:
         """Boolean mask of the steps during which the pod object exists."""
         k = np.arange(t)
         return (k >= self.start) & (k < self.end)
@@ -144,17 +146,35 @@ class Sim:
         """Number of scrape steps."""
         return len(self.ts)
 
-    def new_pod(self, spec: PodSpec, start: int, end: int, version: str | None = None,
-                revision: str | None = None) -> Pod:
+    def new_pod(
+        self,
+        spec: PodSpec,
+        start: int,
+        end: int,
+        version: str | None = None,
+        revision: str | None = None,
+    ) -> Pod:
         """A pod alive in [start, end), ready one step after it starts (or at once at 0)."""
         t = self.steps
         node = self.topo.nodes[spec.service]
         k = np.arange(t)
         ready = (k >= (start + (0 if start == 0 else 2))) & (k < end)
-        return Pod(spec.name, spec.service, spec.rs_hash, spec.node, spec.zone,
-                   version or node.version, revision or node.revision, start, end, ready,
-                   np.zeros(t), np.ones(t), (k >= start) & (k < end),
-                   ((k >= start) & (k < end)).astype(np.float64))
+        return Pod(
+            spec.name,
+            spec.service,
+            spec.rs_hash,
+            spec.node,
+            spec.zone,
+            version or node.version,
+            revision or node.revision,
+            start,
+            end,
+            ready,
+            np.zeros(t),
+            np.ones(t),
+            (k >= start) & (k < end),
+            ((k >= start) & (k < end)).astype(np.float64),
+        )
 
     def service_pods(self, index: int) -> list[Pod]:
         """Every pod (old and new) of a service."""
@@ -182,7 +202,9 @@ class Sim:
     def _calibrate(self) -> None:
         """Pick CPU cost per request so that baseline utilisation is 20-45%."""
         self.noise = self._entry_noise()
-        base = base_rates(self.topo, self.daily() * self.noise, np.ones((len(self.topo.edges), self.steps)))
+        base = base_rates(
+            self.topo, self.daily() * self.noise, np.ones((len(self.topo.edges), self.steps))
+        )
         head = max(1, min(self.steps, 120))
         mean = base[:, :head].mean(axis=1)
         n = len(self.topo.nodes)
@@ -203,7 +225,9 @@ class Sim:
         self.base_rate = base
 
 
-def base_rates(topo: Topology, entry_shape: F64, attempts: F64, rate_mult: F64 | None = None) -> F64:
+def base_rates(
+    topo: Topology, entry_shape: F64, attempts: F64, rate_mult: F64 | None = None
+) -> F64:
     """Requests/s each node serves: entry traffic times calls per request, top-down."""
     n, t = entry_shape.shape
     rate = np.zeros((n, t))
@@ -289,7 +313,9 @@ def simulate(sim: Sim) -> Result:
             i = node.index
             if node.kind == "service":
                 cap = np.maximum(ready[i], 0.0) * node.cpu_limit * sim.cap_mult[i]
-                rho[i] = np.where(cap > 0, rate[i] * sim.cpu_per_req[i] / np.maximum(cap, 1e-9), 5.0)
+                rho[i] = np.where(
+                    cap > 0, rate[i] * sim.cpu_per_req[i] / np.maximum(cap, 1e-9), 5.0
+                )
                 r0 = min(sim.rho0[i], 0.9)
                 load = (1 - r0) / (1 - np.clip(rho[i], 0, 0.96))
                 shed = np.clip(1 - 1 / np.maximum(rho[i], 1e-9), 0, 1) * 0.9
@@ -303,12 +329,18 @@ def simulate(sim: Sim) -> Result:
                 avail = node.max_connections - 3 - 0.15 * idle0
                 active = np.minimum(demand, avail)
                 db_active[i] = active
-                db_idle[i] = np.maximum(0.15 * idle0, np.minimum(idle0, node.max_connections - 3 - active))
+                db_idle[i] = np.maximum(
+                    0.15 * idle0, np.minimum(idle0, node.max_connections - 3 - active)
+                )
                 db_wait[i] = np.clip(demand - avail, 0, None)
                 over = np.where(demand > avail, demand / np.maximum(avail, 1), 1.0)
                 own_med[i] = med * np.minimum(over, 30.0)
-                own_err[i] = np.clip(np.where(demand > avail, 1 - avail / np.maximum(demand, 1e-9), 0.0)
-                                     + sim.err_add[i], 0, 1)
+                own_err[i] = np.clip(
+                    np.where(demand > avail, 1 - avail / np.maximum(demand, 1e-9), 0.0)
+                    + sim.err_add[i],
+                    0,
+                    1,
+                )
             else:
                 own_med[i] = node.median * sim.lat_mult[i]
                 own_err[i] = np.clip(node.base_err + sim.err_add[i], 0, 1)
@@ -332,8 +364,11 @@ def simulate(sim: Sim) -> Result:
                 p_to = 1 - ncdf((math.log(e.timeout) - np.log(np.maximum(med_c, 1e-6))) / sigma[c])
                 p_att = np.clip(ec + (1 - ec) * p_to + sim.edge_err_add[ei], 0, 1)
                 edge_fail[ei] = p_att
-                tries = np.where(p_att < 0.999, (1 - p_att ** (e.retries + 1)) / np.maximum(1 - p_att, 1e-9),
-                                 e.retries + 1.0)
+                tries = np.where(
+                    p_att < 0.999,
+                    (1 - p_att ** (e.retries + 1)) / np.maximum(1 - p_att, 1e-9),
+                    e.retries + 1.0,
+                )
                 attempts[ei] = tries
                 extra += e.calls * np.minimum(lc, e.timeout) * tries
                 fail = p_att ** (e.retries + 1)
@@ -343,8 +378,22 @@ def simulate(sim: Sim) -> Result:
         edge_rate = np.zeros((e_count, t))
         for ed in topo.edges:
             edge_rate[ed.index] = rate[ed.src] * ed.calls * attempts[ed.index]
-        res = Result(rate, own_med, own_err, total_mean, total_err, sigma, rho, ready,
-                     edge_rate, edge_fail, edge_server, db_active, db_idle, db_wait)
+        res = Result(
+            rate,
+            own_med,
+            own_err,
+            total_mean,
+            total_err,
+            sigma,
+            rho,
+            ready,
+            edge_rate,
+            edge_fail,
+            edge_server,
+            db_active,
+            db_idle,
+            db_wait,
+        )
     assert res is not None
     return res
 
