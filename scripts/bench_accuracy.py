@@ -12,6 +12,7 @@ into the ``## Accuracy`` section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +35,7 @@ def ece(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> tuple[float, lis
     """Expected calibration error of top-1 confidences, and reliability-table rows."""
     edges = np.linspace(0, 1, bins + 1)
     total, rows = 0.0, []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         m = (conf >= lo) & ((conf < hi) if hi < 1 else (conf <= hi))
         if not m.any():
             continue
@@ -111,13 +112,14 @@ def main() -> int:
     ap.add_argument("--per-cause", type=int, default=17)
     ap.add_argument("--extra", type=int, default=10)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--max-services", type=int, default=300)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    todo = list(plan(FIRST_SEED, 0, args.per_cause, args.extra))
+    todo = list(plan(FIRST_SEED, 0, args.per_cause, args.extra, args.max_services))
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         cases = list(pool.map(_run, todo))
-    body, figs = report(cases, time.time() - t0)
+    body, _figs = report(cases, time.time() - t0)
     print(body)
     if not args.no_write:
         from benchlib import write_section

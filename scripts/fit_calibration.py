@@ -36,11 +36,12 @@ def main() -> int:
     ap.add_argument("--per-cause", type=int, default=22)
     ap.add_argument("--extra", type=int, default=14)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--max-services", type=int, default=300)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     from correlator.calibration import fit
 
-    todo = list(plan(FIRST_SEED, 0, args.per_cause, args.extra))
+    todo = list(plan(FIRST_SEED, 0, args.per_cause, args.extra, args.max_services))
     assert todo[-1][0] <= LAST_SEED, "calibration seeds must stay within 2000-4999"
     t0 = time.time()
     rows, labels = [], []

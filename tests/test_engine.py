@@ -73,7 +73,7 @@ def test_pattern_selection_and_bad_options() -> None:
     inv = investigate(sc.alert, src, only)
     assert all(f.cause in ("memory_leak", "unknown") for f in inv.findings)
     bad = Settings.model_validate({"patterns": {"options": {"deployment": {"max_lead": 3}}}})
-    with pytest.raises(ConfigError, match="deployment.max_lead"):
+    with pytest.raises(ConfigError, match=r"deployment\.max_lead"):
         investigate(sc.alert, src, bad)
 
 

@@ -76,7 +76,7 @@ def test_patterns_stay_quiet_on_an_unrelated_fault(cause: str) -> None:
 
 def test_deployment_evidence_names_versions_and_lead() -> None:
     res = run("deployment", context(build("deployment")))
-    deploy = [e for e in res.findings[0].evidence if e.kind == "deploy"][0]
+    deploy = next(e for e in res.findings[0].evidence if e.kind == "deploy")
     assert deploy.data["old"] == "1.3.2" and deploy.data["new"] == "1.4.0"
     assert "1.3.2 -> 1.4.0" in deploy.summary
     kinds = {e.kind for e in res.findings[0].evidence}
@@ -121,7 +121,7 @@ def test_config_overrides_validated() -> None:
     assert cfg.max_lead_seconds == 60.0
     with pytest.raises(ConfigError, match=r"patterns\.options\.deployment\.nope: unknown option"):
         config_for(cls, {"nope": 1})
-    with pytest.raises(ConfigError, match="max_lead_seconds.*not a number"):
+    with pytest.raises(ConfigError, match=r"max_lead_seconds: .* is not a number"):
         config_for(cls, {"max_lead_seconds": "soon"})
     # A tight lead window makes the old deploy too early to blame.
     res = run("deployment", context(build("deployment")), max_lead_seconds=-1000.0)
