@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from correlator.catalog import service_from_pod
 from correlator.model import Evidence, format_time
 from correlator.pattern import BasePattern, PatternContext, PatternResult
 
@@ -115,6 +116,9 @@ def _pod_zones(ctx: PatternContext) -> pd.DataFrame:
         m = info.drop_duplicates("pod").merge(nz.drop_duplicates("node"), on="node")
         parts.append(m[["pod", "service", "zone"]])
     out = pd.concat(parts, ignore_index=True).drop_duplicates("pod")
+    # kube_pod_info names the owner (a ReplicaSet, ``<deployment>-<hash>``); the pod
+    # name gives the workload itself.
+    out["service"] = [service_from_pod(str(p)) for p in out["pod"]]
     return out
 
 

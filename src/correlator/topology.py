@@ -225,11 +225,10 @@ def root_scores(
         # Something happening to the service itself (resources, traffic) is less of an echo.
         explained *= 1.0 - 0.5 * cause[svc]
         ups = [u for u in nx.ancestors(graph, svc) if u in strength]
-        if svc in load:
-            # More traffic than usual that callers also received is their load, passed on.
-            for u in ups:
-                if u in load and load_onset[u] <= load_onset[svc] + onset_tolerance:
-                    explained = max(explained, load[u])
+        # More traffic arriving upstream first explains trouble below it (load passed on).
+        for u in ups:
+            if u in load and load_onset[u] <= o + onset_tolerance:
+                explained = max(explained, load[u] * (1.0 if svc in load else 0.9))
         early = float(np.exp(-(o - t_min) / tau))
         base = strength[svc] * (1.0 - explained)
         score = 0.55 * base + 0.2 * early + 0.15 * (pr.get(svc, 0.0) / pr_max)
