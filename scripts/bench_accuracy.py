@@ -7,6 +7,10 @@ expected calibration error with a reliability table, and a per-cause table,
 into the ``## Accuracy`` section of BENCHMARKS.md.
 
     python scripts/bench_accuracy.py [--per-cause 17] [--extra 10] [--jobs 2]
+    python scripts/bench_accuracy.py --cache /tmp/acc-cache   # collect once, rerun fast
+
+``--dev`` scores the tuning set (seeds 8000+) instead, without writing the
+section: tune on it, and report on the held-out 5000+ seeds.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evallib import BUILTIN, Case, plan, run_case
 
 FIRST_SEED = 5000
+DEV_SEED = 8000
 
 
-def _run(args: tuple[int, int, str]) -> Case:
-    return run_case(*args, top_n=5)
+def _run(args: tuple[int, int, str, Path | None]) -> Case:
+    seed, services, cause, cache = args
+    return run_case(seed, services, cause, top_n=5, cache=cache)
 
 
 def ece(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> tuple[float, list[str]]:
@@ -47,7 +53,9 @@ def ece(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> tuple[float, lis
     return float(total), rows
 
 
-def report(cases: list[Case], seconds: float) -> tuple[str, dict[str, float]]:
+def report(
+    cases: list[Case], seconds: float, misses: int = 25
+) -> tuple[str, dict[str, float]]:
     """The markdown section and the headline figures."""
     top1 = np.array([c.service_rank() == 1 for c in cases])
     top3 = np.array([(c.service_rank() or 99) <= 3 for c in cases])
@@ -100,8 +108,12 @@ def report(cases: list[Case], seconds: float) -> tuple[str, dict[str, float]]:
     wrong = [c for c in cases if not (c.ranked and c.right(c.ranked[0][0], c.ranked[0][1]))]
     if wrong:
         lines += ["", "Misses (seed, services, truth -> top finding):", ""]
-        for c in wrong[:25]:
-            got = f"{c.ranked[0][0]}/{c.ranked[0][1]}" if c.ranked else "nothing"
+        for c in wrong[:misses]:
+            got = (
+                ", ".join(f"{s}/{k} {p:.2f}" for s, k, p in c.ranked[: 3 if misses > 25 else 1])
+                if c.ranked
+                else "nothing"
+            )
             lines.append(f"- {c.seed} ({c.services}): {c.truth_service}/{c.cause} -> {got}")
     return "\n".join(lines), figs
 
@@ -114,14 +126,22 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--max-services", type=int, default=300)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--cache", type=Path, help="keep collected telemetry here and reuse it")
+    ap.add_argument("--dev", action="store_true", help="the tuning seeds (8000+); no write")
+    ap.add_argument("--only", default="", help="comma-separated causes to run")
     args = ap.parse_args()
-    todo = list(plan(FIRST_SEED, 0, args.per_cause, args.extra, args.max_services))
+    first = DEV_SEED if args.dev else FIRST_SEED
+    todo = [
+        (*t, args.cache)
+        for t in plan(first, 0, args.per_cause, args.extra, args.max_services)
+        if not args.only or t[2] in args.only.split(",")
+    ]
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         cases = list(pool.map(_run, todo))
-    body, _figs = report(cases, time.time() - t0)
+    body, _figs = report(cases, time.time() - t0, 1000 if args.dev else 25)
     print(body)
-    if not args.no_write:
+    if not (args.no_write or args.dev or args.only):
         from benchlib import write_section
 
         write_section("Accuracy", body, "scripts/bench_accuracy.py")

@@ -122,6 +122,14 @@ class DetectConfig:
     """Seconds before the window start in which an onset may still be found."""
     min_baseline_points: int = 5
     """Baseline points a series needs to be judged at all."""
+    onset_share: float = 0.1
+    """For large changes the onset is where the deviation first held this share of its
+    peak (robust to a drifting baseline), then refined back by at most ``refine_points``."""
+    refine_points: int = 2
+    """How many steps the onset may move back from the first sustained crossing."""
+    stale_after: float = 120.0
+    """An anomaly whose deviation ended this long before the alert started is dropped
+    (an unrelated blip), when the alert time is known."""
 
 
 def grid_step(ts: np.ndarray) -> float:
@@ -259,21 +267,27 @@ def detect(
     config: DetectConfig | None = None,
     step: float | None = None,
     aggregated: pd.DataFrame | None = None,
+    alert_at: float | None = None,
 ) -> pd.DataFrame:
     """Anomalies in ``signals`` (``SIGNAL_COLUMNS``) for ``window``.
 
     ``aggregated``: the frame :func:`aggregate` made of ``signals``, when
-    the caller already has it. Returns ``ANOMALY_COLUMNS``: ``service``, ``role``, ``onset`` (unix s),
+    the caller already has it. ``alert_at``: when the alert started; anomalies
+    over well before it are dropped. Returns ``ANOMALY_COLUMNS``: ``service``,
+    ``role``, ``onset`` (unix s), ``end`` (the last time the deviation held),
     ``score`` (sustained robust z), ``direction`` (``up``/``down``),
     ``baseline`` (median), ``peak`` (most extreme value after onset) and
     ``detail`` (the caller for edge roles, else ``""``), sorted by onset.
     """
     cfg = config or DetectConfig()
-    data = (
-        signals[~signals["role"].isin(SKIP_ROLES - {"memory_limit"})] if len(signals) else signals
-    )
-    agg = aggregate(data)
-    agg = agg[~agg["role"].isin(SKIP_ROLES)]
+    if aggregated is None:
+        data = (
+            signals[~signals["role"].isin(SKIP_ROLES - {"memory_limit"})]
+            if len(signals)
+            else signals
+        )
+        aggregated = aggregate(data)
+    agg = aggregated[~aggregated["role"].isin(SKIP_ROLES)]
     agg = agg[np.isfinite(agg["value"].to_numpy(dtype=float))]
     if agg.empty:
         return empty_frame(ANOMALY_COLUMNS)
@@ -315,15 +329,27 @@ def detect(
             continue
         idx_rows = np.flatnonzero(rows)[hit]
         sus_h, zs_full = sus[hit], sign * z[idx_rows]
-        # First sustained crossing: the window ends at column c, so it starts at c - k + 1.
-        first_end = np.argmax(sus_h >= cfg.threshold, axis=1)
+        cols = np.arange(grid.size)
+        # The level the onset is measured at: the threshold, or a share of the peak for big
+        # changes, so slow drift of the baseline (daily traffic shape) before a large step
+        # does not drag the onset minutes early.
+        peak_sus = score[hit]
+        level = np.maximum(cfg.threshold, cfg.onset_share * np.minimum(peak_sus, 1e3))
+        crossed = sus_h >= level[:, None]
+        first_end = np.argmax(crossed, axis=1)
         first = np.maximum(first_end - cfg.sustain + 1, 0)
-        # Refine backwards: the last column before ``first`` whose deviation was below ``low``.
-        below = np.where(np.nan_to_num(zs_full, nan=-np.inf) < cfg.low, np.arange(grid.size), -1)
+        # Refine backwards: while the deviation was already above ``low``, at most
+        # ``refine_points`` steps (the change began a little before it became obvious).
+        zf = np.nan_to_num(zs_full, nan=-np.inf)
+        below = np.where(zf < cfg.low, cols, -1)
         last_below = np.maximum.accumulate(below, axis=1)
         onset_idx = last_below[np.arange(len(first)), first] + 1
-        onset_idx = np.minimum(np.maximum(onset_idx, 0), first)
-        after = np.arange(grid.size)[None, :] >= onset_idx[:, None]
+        onset_idx = np.clip(onset_idx, first - cfg.refine_points, first)
+        onset_idx = np.maximum(onset_idx, 0)
+        # The last moment the deviation still held (an anomaly over before the alert is noise).
+        held = sus_h >= cfg.threshold
+        last_end = grid.size - 1 - np.argmax(held[:, ::-1], axis=1)
+        after = cols[None, :] >= onset_idx[:, None]
         peak_z = np.where(after & ~np.isnan(zs_full), zs_full, -np.inf).max(axis=1)
         peak = med[idx_rows] + sign * peak_z * scale[idx_rows]
         frame = pd.DataFrame(
@@ -331,6 +357,7 @@ def detect(
                 "service": keys["service"].to_numpy()[idx_rows],
                 "role": roles[idx_rows],
                 "onset": grid[onset_idx],
+                "end": grid[last_end],
                 "score": np.minimum(score[hit], 1e3),
                 "direction": "up" if sign == 1 else "down",
                 "baseline": med[idx_rows],
@@ -342,6 +369,10 @@ def detect(
     if not out:
         return empty_frame(ANOMALY_COLUMNS)
     res = pd.concat(out, ignore_index=True)
+    if alert_at is not None:
+        res = res[res["end"] >= alert_at - cfg.stale_after]
+        if res.empty:
+            return empty_frame(ANOMALY_COLUMNS)
     return res.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)[
         list(ANOMALY_COLUMNS)
     ]

@@ -44,7 +44,7 @@ from correlator.rank import UNKNOWN, rank
 from correlator.sources import Sources
 from correlator.topology import blast_radius, build_graph, root_scores
 
-__all__ = ["auto_step", "collect", "investigate", "make_window"]
+__all__ = ["analyse", "auto_step", "collect", "investigate", "make_window"]
 
 
 def make_window(alert: Alert, settings: Settings, now: float | None = None) -> Window:
@@ -187,14 +187,66 @@ def investigate(
     gaps += source_gaps
     if not (sources.metrics or sources.logs or sources.traces):
         gaps.append(Gap("sources", "no metric, log or trace source is configured"))
-    t = lap("collect", t)
+    lap("collect", t)
+    return analyse(
+        alert,
+        window,
+        step,
+        telemetry,
+        settings,
+        catalog,
+        calibration,
+        gaps=gaps,
+        timings=timings,
+        deadline=deadline,
+        t_begin=t_begin,
+    )
 
+
+def analyse(
+    alert: Alert,
+    window: Window,
+    step: float,
+    telemetry: Telemetry,
+    settings: Settings | None = None,
+    catalog: Catalog | None = None,
+    calibration: Calibration | None = None,
+    *,
+    gaps: list[Gap] | None = None,
+    timings: dict[str, float] | None = None,
+    deadline: float | None = None,
+    t_begin: float | None = None,
+) -> Investigation:
+    """The stages after collection (detect, topology, patterns, rank) on given telemetry.
+
+    :func:`investigate` calls it after reading the sources; notebooks and the
+    evaluation scripts call it directly on telemetry they already hold.
+    """
+    settings = settings or Settings()
+    catalog = catalog or default_catalog()
+    t_begin = time.monotonic() if t_begin is None else t_begin
+    deadline = t_begin + settings.deadline if deadline is None else deadline
+    timings = {} if timings is None else timings
+    gaps = [] if gaps is None else gaps
+    not_evaluated: list[dict[str, str]] = []
+
+    def lap(stage: str, t0: float) -> float:
+        now = time.monotonic()
+        timings[stage] = now - t0
+        return now
+
+    t = time.monotonic()
     anomalies = empty_frame(ANOMALY_COLUMNS)
     signals = aggregate(telemetry.signals)
     if time.monotonic() < deadline:
         data_step = grid_step(signals["ts"].to_numpy(dtype=float)) if len(signals) else step
         anomalies = detect(
-            telemetry.signals, window, DetectConfig(), step=data_step, aggregated=signals
+            telemetry.signals,
+            window,
+            DetectConfig(),
+            step=data_step,
+            aggregated=signals,
+            alert_at=alert.starts_at,
         )
         step = data_step
     else:

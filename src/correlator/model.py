@@ -89,6 +89,7 @@ ANOMALY_COLUMNS = (
     "service",
     "role",
     "onset",
+    "end",
     "score",
     "direction",
     "baseline",
