@@ -13,6 +13,7 @@ import numpy as np
 
 from correlator.model import Evidence
 from correlator.pattern import BasePattern, PatternContext, PatternResult
+from correlator.topology import demand_rises
 
 __all__ = ["TrafficSpikeConfig", "TrafficSpikePattern"]
 
@@ -25,6 +26,9 @@ class TrafficSpikeConfig:
     """Peak request rate over baseline that counts as a spike."""
     full_ratio: float = 3.0
     """Ratio at which the spike counts fully."""
+    min_good_ratio: float = 1.25
+    """Peak rate of *successful* requests over baseline a spike must also show (a rise
+    made only of failing requests is retries)."""
 
 
 class TrafficSpikePattern(BasePattern):
@@ -49,10 +53,20 @@ class TrafficSpikePattern(BasePattern):
         up = up[up["ratio"] >= config.min_ratio]
         if up.empty:
             return self.no_match(f"no request rate rose more than {config.min_ratio}x")
+        # Retries: a rate that rose after the service's own errors or latency is callers
+        # asking again, not more demand.
+        demand = demand_rises(a, max(ctx.step, 30.0))
+        up = up[up["service"].isin(list(demand.index))]
+        if up.empty:
+            return self.no_match("request rates rose only after errors began (retries)")
         first = float(up["onset"].min())
         findings = []
         for row in up.sort_values("onset").to_dict("records"):
             svc = str(row["service"])
+            good = _good_ratio(ctx, svc)
+            if good is not None and good < config.min_good_ratio:
+                # More requests but no more successful ones: retries or rejected junk.
+                continue
             callers = list(ctx.graph.predecessors(svc)) if svc in ctx.graph else []
             callers_up = [c for c in callers if c in set(up["service"])]
             entry = 1.0 if not callers else (0.3 if not callers_up else 0.0)
@@ -94,8 +108,28 @@ class TrafficSpikePattern(BasePattern):
                     svc,
                     score,
                     ev,
-                    features={"ratio": float(row["ratio"]), "entry": entry, "early": early},
+                    features={
+                        "ratio": float(row["ratio"]),
+                        "entry": entry,
+                        "early": early,
+                        "good_ratio": float(good) if good is not None else 0.0,
+                    },
                     onset=float(row["onset"]),
                 )
             )
         return self.found(findings)
+
+
+def _good_ratio(ctx: PatternContext, svc: str) -> float | None:
+    """Peak of (requests - errors) per second in the window over its baseline median."""
+    req = ctx.series("request_rate", svc)
+    if req.empty:
+        return None
+    err = ctx.series("error_rate", svc).reindex(req.index).fillna(0.0)
+    good = (req - err).clip(lower=0.0)
+    w = ctx.window
+    base = good[(good.index >= w.baseline_start) & (good.index < w.start)]
+    now = good[(good.index >= w.start - 300.0) & (good.index <= w.end)]
+    if base.empty or now.empty or float(base.median()) <= 0:
+        return None
+    return float(now.max()) / float(base.median())

@@ -38,6 +38,7 @@ __all__ = [
     "RootScore",
     "blast_radius",
     "build_graph",
+    "demand_rises",
     "root_scores",
     "service_summary",
 ]
@@ -136,13 +137,16 @@ def _span_edges(spans: pd.DataFrame) -> list[tuple[str, str, str | None]]:
     return out
 
 
-def service_summary(anomalies: pd.DataFrame) -> pd.DataFrame:
+def service_summary(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
     """Per service: anomaly strength (0..1), earliest onset, symptom/cause strength.
 
     Strength maps a sustained z-score ``s`` to ``s / (s + 8)``; the
     ``symptom``/``cause`` columns take the strongest anomaly of those role sets.
+    A cause-role anomaly that began more than ``lag`` seconds after the
+    service's first symptom is an effect (retries raise the request rate,
+    retries and timeouts burn CPU), not a cause, and does not count as one.
     """
-    cols = ["service", "strength", "onset", "symptom", "cause", "n_roles"]
+    cols = ["service", "strength", "onset", "symptom", "cause", "n_roles", "symptom_onset"]
     if anomalies.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in cols}).set_index("service")
     # Call volume on an edge follows the callers' traffic: an echo, never a sign of trouble.
@@ -151,9 +155,13 @@ def service_summary(anomalies: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in cols}).set_index("service")
     a["strength"] = a["score"].astype(float) / (a["score"].astype(float) + 8.0)
     a["is_symptom"] = a["role"].isin(SYMPTOM_ROLES)
+    sym_onset = a[a["is_symptom"]].groupby("service")["onset"].min()
+    first_symptom = a["service"].map(sym_onset).astype(float).fillna(np.inf)
     # A rise of traffic is a cause; a drop is an echo of a failure elsewhere.
-    a["is_cause"] = a["role"].isin(CAUSE_ROLES) & ~(
-        (a["role"] == "request_rate") & (a["direction"] == "down")
+    a["is_cause"] = (
+        a["role"].isin(CAUSE_ROLES)
+        & ~((a["role"] == "request_rate") & (a["direction"] == "down"))
+        & (a["onset"].astype(float) <= first_symptom + lag)
     )
     g = a.groupby("service")
     out = pd.DataFrame(
@@ -163,10 +171,29 @@ def service_summary(anomalies: pd.DataFrame) -> pd.DataFrame:
             "symptom": a[a["is_symptom"]].groupby("service")["strength"].max(),
             "cause": a[a["is_cause"]].groupby("service")["strength"].max(),
             "n_roles": g["role"].nunique(),
+            "symptom_onset": sym_onset,
         }
     )
     out[["symptom", "cause"]] = out[["symptom", "cause"]].fillna(0.0)
     return out
+
+
+def demand_rises(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
+    """Request-rate rises that are more demand, not retries: per service ``strength``, ``onset``.
+
+    A rise that began more than ``lag`` seconds after the service's own
+    errors or latency is callers retrying a failing service, not load
+    arriving from outside.
+    """
+    a = anomalies
+    up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
+    if up.empty:
+        return pd.DataFrame({"strength": [], "onset": []})
+    sym = a[a["role"].isin(SYMPTOM_ROLES)].groupby("service")["onset"].min()
+    first = up["service"].map(sym).astype(float).fillna(np.inf)
+    up = up[up["onset"].astype(float) <= first + lag]
+    strength = (up["score"] / (up["score"] + 8.0)).groupby(up["service"]).max()
+    return pd.DataFrame({"strength": strength, "onset": up.groupby("service")["onset"].min()})
 
 
 @dataclass(frozen=True)
@@ -189,14 +216,16 @@ def root_scores(
     alert_service: str | None = None,
     onset_tolerance: float = 60.0,
     tau: float = 300.0,
+    lag: float = 30.0,
 ) -> list[RootScore]:
     """Every anomalous node scored as a root candidate, best first.
 
     ``onset_tolerance``: a dependency whose onset is at most this much later
     still counts as explaining a caller's trouble (sampling blurs order).
-    ``tau``: seconds over which the earliness bonus decays.
+    ``lag``: how much later than a service's trouble more demand from above may
+    start and still explain it (see :func:`demand_rises`). ``tau``: seconds over which the earliness bonus decays.
     """
-    summ = service_summary(anomalies)
+    summ = service_summary(anomalies, lag)
     if summ.empty:
         return []
     for n in summ.index:
@@ -205,10 +234,9 @@ def root_scores(
     strength = summ["strength"].to_dict()
     onset = summ["onset"].astype(float).to_dict()
     cause = summ["cause"].to_dict()
-    a = anomalies
-    rr_up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
-    load = (rr_up["score"] / (rr_up["score"] + 8.0)).groupby(rr_up["service"]).max().to_dict()
-    load_onset = rr_up.groupby("service")["onset"].min().to_dict()
+    demand = demand_rises(anomalies, lag)
+    load = demand["strength"].to_dict()
+    load_onset = demand["onset"].astype(float).to_dict()
     t_min = min(onset.values())
 
     pr = _pagerank(graph, strength, alert_service)
@@ -227,7 +255,7 @@ def root_scores(
         ups = [u for u in nx.ancestors(graph, svc) if u in strength]
         # More traffic arriving upstream first explains trouble below it (load passed on).
         for u in ups:
-            if u in load and load_onset[u] <= o + onset_tolerance:
+            if u in load and load_onset[u] <= o + lag:
                 explained = max(explained, load[u] * (1.0 if svc in load else 0.9))
         early = float(np.exp(-(o - t_min) / tau))
         base = strength[svc] * (1.0 - explained)
