@@ -2,24 +2,30 @@
 
 ``BundleBackend(path)`` reads one bundle folder or a folder of bundles; with
 no path it reads the library shipped in the ``correlator.scenarios`` package.
-Metric roles are computed in pandas/numpy exactly as the PromQL that
+Metric roles are computed in numpy exactly as the PromQL that
 :func:`correlator.promql.render` prints would compute them on a Prometheus
-holding the same samples:
+2.42 holding the same samples:
 
 * counter: ``rate()`` over ``max(4*step, 60s)`` with counter-reset handling
   and Prometheus' extrapolation to the range boundaries;
-* gauge/info: the last sample within the 5-minute lookback, then ``agg``;
+* gauge/info: the last sample within the 5-minute lookback (a sample exactly
+  5 minutes old still counts, as in Prometheus 2.x), then ``agg``;
 * histogram: ``histogram_quantile`` over the per-``le`` summed bucket rates.
 
-Each bundle's files are parsed once and cached for the backend's lifetime.
+Only the metric families the catalog names are read (see
+:func:`name_filter`); each bundle's files are parsed once and cached for the
+backend's lifetime. Evaluation is vectorised over all series of a spec:
+series scraped at the same instants share one timestamp array, so the
+range/lookback boundaries are searched once per distinct scrape sequence.
 """
 
 from __future__ import annotations
 
 import copy
-
 import importlib.resources
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +37,18 @@ from correlator.bundle import Bundle, find_bundles, read_bundle
 from correlator.catalog import Catalog, SignalSpec, service_from_pod
 from correlator.errors import UserInputError
 from correlator.model import SIGNAL_COLUMNS, SPAN_COLUMNS, Alert, Window, empty_frame
-from correlator.openmetrics import Metrics, Series
+from correlator.openmetrics import Metrics, NameFilter
 from correlator.promql import range_seconds, render
 
-__all__ = ["LOOKBACK", "BundleBackend", "default_library", "evaluate_spec"]
+__all__ = ["LOOKBACK", "BundleBackend", "default_library", "evaluate_spec", "name_filter"]
 
 #: Prometheus' instant-vector lookback (``--query.lookback-delta``), seconds.
 LOOKBACK = 300.0
 _MIN_PREFIX = 6
+_BATCH = 4096  # series evaluated at once (bounds the temporary matrices)
+
+Float64s = npt.NDArray[np.float64]
+Int64s = npt.NDArray[np.int64]
 
 
 def default_library() -> Path:
@@ -46,122 +56,253 @@ def default_library() -> Path:
     return Path(str(importlib.resources.files("correlator.scenarios")))
 
 
+def name_filter(catalog: Catalog) -> NameFilter | None:
+    """The sample names the catalog's specs can select (``None``: any name)."""
+    names: set[str] = set()
+    patterns: list[str] = []
+    for spec in catalog.all_specs():
+        if spec.metric:
+            names.add(spec.metric + ("_bucket" if spec.kind == "histogram" else ""))
+            continue
+        positive = [m for m in spec.matchers if m.label == "__name__" and m.op in ("=", "=~")]
+        if not positive:
+            return None
+        if positive[0].op == "=":
+            names.add(positive[0].value)
+        else:
+            patterns.append(positive[0].value)
+    return NameFilter(frozenset(names), tuple(dict.fromkeys(patterns)))
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
-def _select(metrics: Metrics, spec: SignalSpec, index: dict[str, list[Series]]) -> list[Series]:
+@dataclass(frozen=True)
+class _Plan:
+    """What a spec selects from a bundle, independent of the window."""
+
+    rows: tuple[int, ...]
+    """Series numbers, in series order, of the selected series with a service."""
+    codes: Int64s
+    """Group (service and dimensions) of each row."""
+    groups: tuple[tuple[str, tuple[str | None, ...]], ...]
+    les: tuple[str, ...]
+    """The ``le`` label of each row (histograms)."""
+    blocks: tuple[tuple[Float64s, Int64s], ...]
+    """Rows sharing one timestamp array: ``(times, row positions)``."""
+
+
+def _plan(metrics: Metrics, spec: SignalSpec) -> _Plan:
     if spec.metric:
         name = spec.metric + ("_bucket" if spec.kind == "histogram" else "")
-        candidates = index.get(name, [])
+        candidates: Sequence[int] = metrics.index.get(name, ())
     else:
-        candidates = list(metrics.series)
+        candidates = range(len(metrics))
         if spec.kind == "histogram":
-            candidates = [s for s in candidates if s.name.endswith("_bucket")]
-    return [s for s in candidates if all(m.matches(s.get(m.label)) for m in spec.matchers)]
+            candidates = [i for i in candidates if metrics.names[i].endswith("_bucket")]
+    names, labelsets = metrics.names, metrics.labels
+    dims = list(spec.dims.values())
+    rows: list[int] = []
+    keys: list[tuple[str, tuple[str | None, ...]]] = []
+    les: list[str] = []
+    for i in candidates:
+        labels = labelsets[i]
+        if not all(
+            m.matches(names[i] if m.label == "__name__" else labels.get(m.label, ""))
+            for m in spec.matchers
+        ):
+            continue
+        service = next((labels[x] for x in spec.service_labels if labels.get(x)), None)
+        if service is None:
+            pod = labels.get("pod")
+            service = service_from_pod(pod) if pod else None
+        if not service:
+            continue
+        rows.append(i)
+        keys.append((service, tuple(labels.get(label) or None for label in dims)))
+        les.append(labels.get("le", "") if spec.kind == "histogram" else "")
+    index: dict[tuple[str, tuple[str | None, ...]], int] = {}
+    codes = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.int64, len(keys))
+    by_times: dict[int, tuple[Float64s, list[int]]] = {}
+    for pos, i in enumerate(rows):
+        ts = metrics.times[i]
+        by_times.setdefault(id(ts), (ts, []))[1].append(pos)
+    blocks = tuple((ts, np.asarray(p, dtype=np.int64)) for ts, p in by_times.values())
+    return _Plan(tuple(rows), codes, tuple(index), tuple(les), blocks)
 
 
-def _service_of(series: Series, spec: SignalSpec) -> str | None:
-    for label in spec.service_labels:
-        value = series.get(label)
-        if value:
-            return str(value)
-    pod = series.get("pod")
-    return service_from_pod(pod) if pod else None
+def _stack(metrics: Metrics, rows: Sequence[int]) -> Float64s:
+    values = metrics.values
+    return np.stack([values[i] for i in rows]) if rows else np.zeros((0, 0))
 
 
-def _rates(
-    series: list[Series], grid: npt.NDArray[np.float64], rng: float
-) -> npt.NDArray[np.float64]:
-    """Prometheus ``rate(x[rng])`` at each grid time, one row per series (NaN: no value)."""
-    out = np.full((len(series), len(grid)), np.nan)
-    for i, s in enumerate(series):
-        ts, v = s.ts, s.values
+def _rates(metrics: Metrics, plan: _Plan, grid: Float64s, rng: float) -> Float64s:
+    """Prometheus ``rate(x[rng])`` at each grid time, one row per plan row (NaN: no value)."""
+    out = np.full((len(plan.rows), len(grid)), np.nan)
+    for ts, positions in plan.blocks:
         if len(ts) < 2:
             continue
-        drops = np.zeros(len(v))
-        drops[1:] = np.where(v[1:] < v[:-1], v[:-1], 0.0)
-        corr = np.cumsum(drops)
         lo = np.searchsorted(ts, grid - rng, side="left")
         hi = np.searchsorted(ts, grid, side="right") - 1
         ok = hi - lo >= 1
         if not ok.any():
             continue
+        cols = np.flatnonzero(ok)
         lo, hi, t = lo[ok], hi[ok], grid[ok]
-        first_t, last_t, first_v = ts[lo], ts[hi], v[lo]
-        result = v[hi] - first_v + (corr[hi] - corr[lo])
+        first_t, last_t = ts[lo], ts[hi]
         sampled = last_t - first_t
         avg = sampled / (hi - lo)
-        to_start = first_t - (t - rng)
+        to_start0 = first_t - (t - rng)
         to_end = t - last_t
-        # A counter cannot extrapolate below zero (Prometheus' durationToZero).
-        with np.errstate(divide="ignore", invalid="ignore"):
-            to_zero = np.where((result > 0) & (first_v >= 0), sampled * (first_v / result), np.inf)
-        to_start = np.minimum(to_start, to_zero)
         threshold = avg * 1.1
-        interval = sampled + np.where(to_start < threshold, to_start, avg / 2)
-        interval = interval + np.where(to_end < threshold, to_end, avg / 2)
-        out[i, ok] = result * (interval / sampled) / rng
+        end_part = np.where(to_end < threshold, to_end, avg / 2)
+        for b in range(0, len(positions), _BATCH):
+            pos = positions[b : b + _BATCH]
+            v = _stack(metrics, [plan.rows[p] for p in pos.tolist()])
+            drops = np.zeros_like(v)
+            drops[:, 1:] = np.where(v[:, 1:] < v[:, :-1], v[:, :-1], 0.0)
+            corr = np.cumsum(drops, axis=1)
+            first_v = v[:, lo]
+            result = v[:, hi] - first_v + (corr[:, hi] - corr[:, lo])
+            # A counter cannot extrapolate below zero (Prometheus' durationToZero).
+            with np.errstate(divide="ignore", invalid="ignore"):
+                to_zero = np.where(
+                    (result > 0) & (first_v >= 0), sampled * (first_v / result), np.inf
+                )
+            to_start = np.minimum(to_start0, to_zero)
+            interval = sampled + np.where(to_start < threshold, to_start, avg / 2)
+            interval = interval + end_part
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[np.ix_(pos, cols)] = result * (interval / sampled) / rng
     return out
 
 
-def _instant(series: list[Series], grid: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """The last sample at or before each grid time within the lookback (NaN otherwise)."""
-    out = np.full((len(series), len(grid)), np.nan)
-    for i, s in enumerate(series):
-        hi = np.searchsorted(s.ts, grid, side="right") - 1
+def _instant(metrics: Metrics, plan: _Plan, grid: Float64s) -> Float64s:
+    """The last sample at or before each grid time, at most ``LOOKBACK`` old (NaN otherwise).
+
+    Prometheus 2.42 keeps a sample exactly ``LOOKBACK`` old (it drops only
+    ``t < ref - lookback``); StaleNaN-free files only.
+    """
+    out = np.full((len(plan.rows), len(grid)), np.nan)
+    for ts, positions in plan.blocks:
+        if len(ts) == 0:
+            continue
+        hi = np.searchsorted(ts, grid, side="right") - 1
         ok = hi >= 0
-        ok[ok] = s.ts[hi[ok]] > grid[ok] - LOOKBACK
-        vals = s.values[hi[ok]]
-        out[i, ok] = np.where(np.isnan(vals), np.nan, vals)  # StaleNaN-free files only
+        ok[ok] = ts[hi[ok]] >= grid[ok] - LOOKBACK
+        if not ok.any():
+            continue
+        cols, idx = np.flatnonzero(ok), hi[ok]
+        for b in range(0, len(positions), _BATCH):
+            pos = positions[b : b + _BATCH]
+            v = _stack(metrics, [plan.rows[p] for p in pos.tolist()])
+            out[np.ix_(pos, cols)] = v[:, idx]
     return out
 
 
-def _aggregate(
-    matrix: npt.NDArray[np.float64], codes: npt.NDArray[np.int64], n: int, agg: str
-) -> npt.NDArray[np.float64]:
-    """Aggregate rows by group code, ignoring NaN (NaN where a group has no value)."""
-    frame = pd.DataFrame(matrix)
-    grouped = frame.groupby(codes)
-    if agg == "sum":
-        res = grouped.sum(min_count=1)
-    elif agg == "max":
-        res = grouped.max()
-    elif agg == "min":
-        res = grouped.min()
-    else:
-        res = grouped.mean()
-    out: npt.NDArray[np.float64] = res.reindex(range(n)).to_numpy(dtype=np.float64)
-    return out
+def _aggregate(matrix: Float64s, codes: Int64s, n: int, agg: str) -> Float64s:
+    """Aggregate rows by group code ignoring NaN (NaN where a group has no value).
 
-
-def _quantile(
-    q: float, les: npt.NDArray[np.float64], counts: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
-    """Prometheus ``histogram_quantile`` for one bucket set: ``counts`` is (n_le, n_t)."""
-    order = np.argsort(les)
-    les, counts = les[order], counts[order]
-    out = np.full(counts.shape[1], np.nan)
-    if len(les) < 2 or not np.isinf(les[-1]):
+    Bit for bit what ``pandas.DataFrame.groupby(codes)`` gives: sums and means
+    are Kahan-compensated in row order, ``sum`` needs one value (``min_count=1``).
+    """
+    out = np.full((n, matrix.shape[1]), np.nan)
+    if len(codes) == 0:
         return out
-    counts = np.fmax.accumulate(np.nan_to_num(counts, nan=0.0), axis=0)  # ensure monotonic
-    total = counts[-1]
-    valid = total > 0
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    if agg in ("max", "min"):
+        heads = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+        reduce = np.fmax if agg == "max" else np.fmin
+        out[sorted_codes[heads]] = reduce.reduceat(matrix[order], heads, axis=0)
+        return out
+    rank = np.arange(len(order)) - np.searchsorted(sorted_codes, sorted_codes, side="left")
+    total = np.zeros_like(out)
+    comp = np.zeros_like(out)
+    nobs = np.zeros(out.shape, dtype=np.int64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for j in range(int(rank.max()) + 1):
+            pick = rank == j
+            g = sorted_codes[pick]
+            val = matrix[order[pick]]
+            ok = ~np.isnan(val)
+            s0, c0 = total[g], comp[g]
+            y = val - c0
+            t = s0 + y
+            c1 = t - s0 - y
+            c1[np.isnan(c1)] = 0.0  # +/-inf makes the compensation NaN
+            comp[g] = np.where(ok, c1, c0)
+            total[g] = np.where(ok, t, s0)
+            nobs[g] += ok
+        if agg == "sum":
+            return np.where(nobs >= 1, total, np.nan)
+        return np.where(nobs >= 1, total / np.maximum(nobs, 1), np.nan)
+
+
+def _quantiles(q: float, les: Float64s, counts: Float64s) -> Float64s:
+    """Prometheus ``histogram_quantile`` for groups sharing one bucket set.
+
+    ``les`` are sorted distinct bounds; ``counts`` is ``(groups, len(les), times)``.
+    """
+    out = np.full((counts.shape[0], counts.shape[2]), np.nan)
+    n = len(les)
+    if n < 2 or not np.isinf(les[-1]):
+        return out
+    counts = np.fmax.accumulate(np.nan_to_num(counts, nan=0.0), axis=1)  # ensure monotonic
+    total = counts[:, -1, :]
     rank = q * total
-    b = (counts >= rank[None, :]).argmax(axis=0)
-    for j in np.flatnonzero(valid):
-        bj = int(b[j])
-        if bj == len(les) - 1:
-            out[j] = les[-2]
-            continue
-        start = 0.0 if bj == 0 else les[bj - 1]
-        if bj == 0 and les[0] <= 0:
-            out[j] = les[0]
-            continue
-        below = 0.0 if bj == 0 else counts[bj - 1, j]
-        in_bucket = counts[bj, j] - below
-        r = rank[j] - below
-        out[j] = start + (les[bj] - start) * (r / in_bucket if in_bucket > 0 else 1.0)
-    return out
+    b = (counts >= rank[:, None, :]).argmax(axis=1)
+    bucket = np.take_along_axis(counts, b[:, None, :], axis=1)[:, 0, :]
+    below = np.where(
+        b == 0, 0.0, np.take_along_axis(counts, np.maximum(b - 1, 0)[:, None, :], axis=1)[:, 0, :]
+    )
+    start = np.where(b == 0, 0.0, les[np.maximum(b - 1, 0)])
+    in_bucket = bucket - below
+    r = rank - below
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(in_bucket > 0, r / in_bucket, 1.0)
+        value = start + (les[b] - start) * frac
+    value = np.where(b == 0, np.where(les[0] <= 0, les[0], value), value)
+    value = np.where(b == n - 1, les[-2], value)
+    return np.where(total > 0, value, np.nan)
+
+
+def _histogram(plan: _Plan, matrix: Float64s, q: float, n_groups: int) -> Float64s:
+    """Per group: sum the bucket rates by ``le`` (Kahan, row order), then the quantile."""
+    values = np.full((n_groups, matrix.shape[1]), np.nan)
+    bounds: list[float | None] = []
+    for le in plan.les:
+        try:
+            bounds.append(float(le))
+        except ValueError:
+            bounds.append(None)
+    bad = {int(c) for c, le in zip(plan.codes.tolist(), bounds, strict=True) if le is None}
+    keep = [i for i, c in enumerate(plan.codes.tolist()) if c not in bad]
+    if not keep:
+        return values
+    codes = plan.codes[keep]
+    les = np.array([bounds[i] for i in keep], dtype=np.float64)
+    pairs = pd.MultiIndex.from_arrays([codes, les])
+    pair_codes, uniques = pd.factorize(pairs)
+    summed = _aggregate(matrix[keep], np.asarray(pair_codes, dtype=np.int64), len(uniques), "sum")
+    pair_group = np.asarray(uniques.get_level_values(0), dtype=np.int64)
+    pair_le = np.asarray(uniques.get_level_values(1), dtype=np.float64)
+    sets: dict[tuple[float, ...], list[int]] = {}
+    members: dict[int, list[int]] = {}
+    for k, g in enumerate(pair_group.tolist()):
+        members.setdefault(g, []).append(k)
+    for g, ks in members.items():
+        order = sorted(ks, key=lambda k: pair_le[k])
+        members[g] = order
+        sets.setdefault(tuple(pair_le[order].tolist()), []).append(g)
+    for le_set, groups in sets.items():
+        counts = np.stack([summed[members[g]] for g in groups])
+        values[groups] = _quantiles(q, np.asarray(le_set), counts)
+    return values
+
+
+def _spec_key(spec: SignalSpec) -> str:
+    return json.dumps(spec.to_json(), sort_keys=True)
 
 
 def evaluate_spec(
@@ -169,64 +310,50 @@ def evaluate_spec(
     spec: SignalSpec,
     window: Window,
     step: float,
-    index: dict[str, list[Series]] | None = None,
+    plans: dict[str, _Plan] | None = None,
 ) -> pd.DataFrame:
-    """One spec over ``[window.baseline_start, window.end]`` as a ``SIGNAL_COLUMNS`` frame."""
-    index = index if index is not None else metrics.by_name()
-    chosen = _select(metrics, spec, index)
-    grid = np.arange(window.baseline_start, window.end + step / 2, step, dtype=np.float64)
-    rows: list[tuple[str, tuple[str | None, ...], str]] = []
-    kept: list[Series] = []
-    dims = list(spec.dims.items())
-    for s in chosen:
-        service = _service_of(s, spec)
-        if not service:
-            continue
-        dim_values = tuple((s.get(label) or None) for _, label in dims)
-        rows.append((service, dim_values, s.get("le") if spec.kind == "histogram" else ""))
-        kept.append(s)
-    if not kept:
+    """One spec over ``[window.baseline_start, window.end]`` as a ``SIGNAL_COLUMNS`` frame.
+
+    ``plans`` caches what the spec selects from ``metrics`` across calls.
+    """
+    key = _spec_key(spec)
+    plan = plans.get(key) if plans is not None else None
+    if plan is None:
+        plan = _plan(metrics, spec)
+        if plans is not None:
+            plans[key] = plan
+    if not plan.rows:
         return empty_frame(SIGNAL_COLUMNS)
+    grid = np.arange(window.baseline_start, window.end + step / 2, step, dtype=np.float64)
     rng = float(range_seconds(step))
     if spec.kind in ("counter", "histogram"):
-        matrix = _rates(kept, grid, rng)
+        matrix = _rates(metrics, plan, grid, rng)
     else:
-        matrix = _instant(kept, grid)
+        matrix = _instant(metrics, plan, grid)
         if spec.kind == "info":
             matrix = np.where(np.isnan(matrix), np.nan, 1.0)
-    keys = pd.Series([(svc, d) for svc, d, _ in rows], dtype=object)
-    codes_arr, groups = pd.factorize(keys)
-    codes = np.asarray(codes_arr, dtype=np.int64)
+    groups = plan.groups
     if spec.kind == "histogram":
-        values = np.full((len(groups), len(grid)), np.nan)
-        for g in range(len(groups)):
-            members = np.flatnonzero(codes == g)
-            le_text = [rows[m][2] for m in members]
-            try:
-                les = np.array([float(x) for x in le_text])
-            except ValueError:
-                continue
-            uniq, le_codes = np.unique(les, return_inverse=True)
-            summed = _aggregate(matrix[members], le_codes.astype(np.int64), len(uniq), "sum")
-            values[g] = _quantile(spec.quantile, uniq, summed)
+        values = _histogram(plan, matrix, spec.quantile, len(groups))
     else:
         values = _aggregate(
-            matrix, codes, len(groups), "sum" if spec.kind == "counter" else spec.agg
+            matrix, plan.codes, len(groups), "sum" if spec.kind == "counter" else spec.agg
         )
     values = values * spec.scale
     g_idx, t_idx = np.nonzero(~np.isnan(values))
     if len(g_idx) == 0:
         return empty_frame(SIGNAL_COLUMNS)
+    g_list = g_idx.tolist()
     data: dict[str, Any] = {
         "role": spec.role,
-        "service": [groups[g][0] for g in g_idx.tolist()],
+        "service": [groups[g][0] for g in g_list],
         "ts": grid[t_idx],
         "value": values[g_idx, t_idx],
     }
     for col in ("peer", "pod", "node", "zone", "version", "detail"):
         data[col] = None
-    for k, (dim, _) in enumerate(dims):
-        data[dim] = [groups[g][1][k] for g in g_idx.tolist()]
+    for k, dim in enumerate(spec.dims):
+        data[dim] = [groups[g][1][k] for g in g_list]
     frame = pd.DataFrame(data, columns=list(SIGNAL_COLUMNS))
     for col in ("role", "service", "peer", "pod", "node", "zone", "version", "detail"):
         frame[col] = frame[col].astype(object)
@@ -330,13 +457,13 @@ class BundleBackend:
         """Every catalog role for the bundle (the first alternative with data wins per service)."""
         bundle = self._bundle(window)
         cat = bundle.merged_catalog(catalog)
-        metrics = bundle.metrics
-        index = bundle._cache.setdefault("by_name", metrics.by_name())
+        metrics = bundle.metrics_for(name_filter(cat))
+        plans = metrics.memo.setdefault("plans", {})
         frames = []
         for role, specs in cat.roles.items():
             covered: set[str] = set()
             for spec in specs:
-                frame = evaluate_spec(metrics, spec, window, step, index)
+                frame = evaluate_spec(metrics, spec, window, step, plans)
                 if frame.empty:
                     continue
                 frame = frame[~frame["service"].isin(covered)]
@@ -386,10 +513,17 @@ class BundleBackend:
             inside = inside[inside["service"].isin(list(services))]
         if inside.empty:
             return empty_frame(SPAN_COLUMNS)
+        chosen = df[df["trace_id"].isin(inside["trace_id"].unique())]
         per = (
-            df[df["trace_id"].isin(inside["trace_id"].unique())]
+            pd.DataFrame(
+                {
+                    "trace_id": chosen["trace_id"],
+                    "failed": chosen["status"] == 2,
+                    "duration": chosen["duration"],
+                }
+            )
             .groupby("trace_id")
-            .agg(failed=("status", lambda s: bool((s == 2).any())), longest=("duration", "max"))
+            .agg(failed=("failed", "any"), longest=("duration", "max"))
         )
         per = per.sort_values(["failed", "longest"], ascending=[False, False])
         keep = per.index[:limit]
@@ -431,10 +565,11 @@ class BundleBackend:
             for svc in spans["service"].unique().tolist():
                 kinds.setdefault(svc, "service")
         try:
-            metrics = bundle.metrics
-            index = bundle._cache.setdefault("by_name", metrics.by_name())
+            # The whole catalog's filter: the same parse as signals() (which runs meanwhile).
+            metrics = bundle.metrics_for(name_filter(bundle.catalog))
+            plans = metrics.memo.setdefault("plans", {})
             for spec in bundle.catalog.specs("edge_rate"):
-                frame = evaluate_spec(metrics, spec, window, 60.0, index)
+                frame = evaluate_spec(metrics, spec, window, 60.0, plans)
                 frame = frame[frame["peer"].notna()]
                 for caller, callee in (
                     frame[["peer", "service"]].drop_duplicates().itertuples(index=False)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import threading
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ from correlator.catalog import Catalog, default_catalog
 from correlator.errors import BundleError, ConfigError, CorrelatorError, UserInputError
 from correlator.fingerprint import alert_fingerprint
 from correlator.model import Alert, parse_time
-from correlator.openmetrics import Metrics, OpenMetricsError, parse_openmetrics
+from correlator.openmetrics import Metrics, NameFilter, OpenMetricsError, read_openmetrics
 from correlator.otlp import LogCollector, OtlpError, SpanCollector
 
 __all__ = [
@@ -256,27 +258,47 @@ class Bundle:
         """The path of a data file (plain or ``.gz``), or ``None``."""
         return _data_file(self.path, name)
 
+    def _lock(self, what: str) -> threading.Lock:
+        lock: threading.Lock = self._cache.setdefault(f"lock:{what}", threading.Lock())
+        return lock
+
     @property
     def metrics(self) -> Metrics:
-        """The parsed ``metrics.om``."""
-        if "metrics" not in self._cache:
-            self._cache["metrics"] = _read_metrics(self.path)
-        return self._cache["metrics"]  # type: ignore[no-any-return]
+        """The parsed ``metrics.om``, every series."""
+        return self.metrics_for(None)
+
+    def metrics_for(self, keep: NameFilter | None) -> Metrics:
+        """The parsed ``metrics.om`` with at least the series ``keep`` selects (all: ``None``).
+
+        Parsed once per bundle: a parse that covers the request is reused, so
+        concurrent callers asking for the same names share one parse.
+        """
+        with self._lock("metrics"):
+            have: tuple[NameFilter | None, Metrics] | None = self._cache.get("metrics")
+            if have is not None and _covers(have[0], keep):
+                return have[1]
+            if have is not None and keep is not None and have[0] is not None:
+                keep = NameFilter(have[0].names | keep.names, have[0].patterns + keep.patterns)
+            metrics = _read_metrics(self.path, keep)
+            self._cache["metrics"] = (keep, metrics)
+            return metrics
 
     @property
     def logs(self) -> pd.DataFrame:
         """``logs.otlp.jsonl`` as a frame with ``model.LOG_COLUMNS`` (empty when absent)."""
-        if "logs" not in self._cache:
-            self._cache["logs"] = _read_otlp(self.file(LOGS_FILE), LogCollector())
-        frame: pd.DataFrame = self._cache["logs"]
+        with self._lock("logs"):
+            if "logs" not in self._cache:
+                self._cache["logs"] = _read_otlp(self.file(LOGS_FILE), LogCollector())
+            frame: pd.DataFrame = self._cache["logs"]
         return frame
 
     @property
     def spans(self) -> pd.DataFrame:
         """``traces.otlp.jsonl`` as a frame with ``model.SPAN_COLUMNS`` (empty when absent)."""
-        if "spans" not in self._cache:
-            self._cache["spans"] = _read_otlp(self.file(TRACES_FILE), SpanCollector())
-        frame: pd.DataFrame = self._cache["spans"]
+        with self._lock("spans"):
+            if "spans" not in self._cache:
+                self._cache["spans"] = _read_otlp(self.file(TRACES_FILE), SpanCollector())
+            frame: pd.DataFrame = self._cache["spans"]
         return frame
 
     @property
@@ -314,16 +336,28 @@ class Bundle:
         return self._cache["catalog"]  # type: ignore[no-any-return]
 
 
-def _read_metrics(folder: Path) -> Metrics:
+def _covers(have: NameFilter | None, want: NameFilter | None) -> bool:
+    """Whether a parse made with ``have`` holds every series ``want`` selects."""
+    if have is None:
+        return True
+    if want is None:
+        return False
+    return want.names <= have.names and set(want.patterns) <= set(have.patterns)
+
+
+def _read_metrics(folder: Path, keep: NameFilter | None = None) -> Metrics:
     path = _data_file(folder, METRICS_FILE)
     if path is None:
         raise BundleError(
             str(folder / METRICS_FILE), "missing required file metrics.om (or metrics.om.gz)"
         )
     try:
-        return parse_openmetrics(_read_bytes(path))
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
+            return read_openmetrics(fh, keep=keep)
     except OpenMetricsError as exc:
         raise BundleError(str(path), exc.problem, exc.line) from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BundleError(str(path), f"cannot read the file: {exc}") from exc
 
 
 def _read_otlp(path: Path | None, collector: LogCollector | SpanCollector) -> pd.DataFrame:
@@ -533,11 +567,11 @@ def validate_bundle(path: str | Path) -> list[BundleError]:
             problems.append(BundleError(str(bundle.path), str(exc)))
     if "metrics" in bundle._cache:
         metrics: Metrics = bundle.metrics
-        if not metrics.series:
+        if not metrics.sample_count:
             problems.append(BundleError(str(bundle.file(METRICS_FILE)), "no samples"))
         else:
-            lo = min(float(s.ts[0]) for s in metrics.series)
-            hi = max(float(s.ts[-1]) for s in metrics.series)
+            lo = min(float(t[0]) for t in metrics.times if len(t))
+            hi = max(float(t[-1]) for t in metrics.times if len(t))
             start, end = bundle.window
             if hi < start or lo > end:
                 problems.append(

@@ -1,11 +1,20 @@
-"""OpenMetrics text with timestamps: a fast reader and a writer.
+"""OpenMetrics text with timestamps: a fast, lean reader and a writer.
 
-The reader turns a whole exposition into :class:`Series` (labels once per
-series, numpy arrays of timestamps and values). It is vectorised: line and
-field boundaries are found with numpy over the raw bytes, the values and
-timestamps are parsed by pandas' C CSV reader, and only the label block of
-each *distinct* series is parsed in Python. A 10M-sample file parses in a few
-seconds.
+The reader streams an exposition in blocks of a few megabytes and keeps the
+samples *columnar*: one array of timestamps and one of values, ordered by
+series (and by time within a series), with an offsets array; labels are
+parsed once per distinct series. Per block, numpy finds the lines and their
+last two spaces (``name{labels} value timestamp``), and pandas' C CSV reader
+turns the fields into a categorical key and two float columns without a
+Python object per sample. Blocks are tokenised on two threads (both release
+the GIL); anything unusual in a block (exemplars, ``#`` in a label, CRLF
+line ends, values pandas does not read) is parsed line by line, so what the
+fast path accepts is exactly what the careful path accepts.
+
+``keep`` (a predicate on sample names) drops the series nobody asked for as
+early as possible: whole families whose every sample is unwanted are skipped
+at the byte level, and single unwanted series are dropped per block. Memory
+is about 16 bytes per kept sample plus a few blocks in flight.
 
 The writer formats families the way ``promtool tsdb create-blocks-from
 openmetrics`` accepts them: families grouped, each series' points in time
@@ -18,10 +27,16 @@ Exception tree: malformed input raises :class:`OpenMetricsError` with a
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import csv
+import io
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +55,7 @@ __all__ = [
     "format_value",
     "parse_labels",
     "parse_openmetrics",
+    "read_openmetrics",
     "render",
 ]
 
@@ -52,6 +68,29 @@ _UNESCAPE_RE = re.compile(r"\\(.)", re.S)
 _HIST_SUFFIXES = ("_bucket", "_count", "_sum", "_created", "_gcount", "_gsum")
 _COUNTER_SUFFIXES = ("_total", "_created")
 _SUMMARY_SUFFIXES = ("_count", "_sum", "_created")
+#: Sample-name suffixes a family of each type may use (OpenMetrics).
+_TYPE_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "counter": _COUNTER_SUFFIXES,
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    "summary": _SUMMARY_SUFFIXES,
+    "info": ("_info",),
+    "stateset": (),
+    "gauge": (),
+    "unknown": (),
+}
+
+Float64s = npt.NDArray[np.float64]
+
+
+class Readable(Protocol):
+    """A binary stream ``read_openmetrics`` can read (files, ``gzip.open``, ``io.BytesIO``)."""
+
+    def readinto(self, buffer: Any, /) -> int | None:
+        """Fill ``buffer``; the number of bytes read (0 at the end)."""
+
+
+Int64s = npt.NDArray[np.int64]
 
 
 class OpenMetricsError(CorrelatorError):
@@ -69,8 +108,8 @@ class Series:
 
     name: str
     labels: Mapping[str, str]
-    ts: npt.NDArray[np.float64]
-    values: npt.NDArray[np.float64]
+    ts: Float64s
+    values: Float64s
 
     def get(self, label: str) -> str:
         """A label value, ``""`` when absent (PromQL semantics)."""
@@ -79,45 +118,131 @@ class Series:
         return self.labels.get(label, "")
 
 
-@dataclass(frozen=True)
-class Metrics:
-    """A parsed exposition: series, and the declared family types/help/units."""
+def _empty_f64() -> Float64s:
+    return np.zeros(0, dtype=np.float64)
 
-    series: tuple[Series, ...]
+
+@dataclass(frozen=True, eq=False)
+class Metrics:
+    """A parsed exposition, one array pair per series, and the family types/help/units.
+
+    Series ``i`` is named ``names[i]`` with ``labels[i]``; its points are
+    ``times[i]`` and ``values[i]`` (time order; equal timestamps keep file
+    order). Series are numbered in order of first appearance. Series scraped
+    at the same instants share one (read-only) ``times`` array, so timestamps
+    cost almost nothing and ``times[i] is times[j]`` tells that two series
+    line up. :attr:`series` gives the same data as :class:`Series`.
+    """
+
+    names: tuple[str, ...] = ()
+    labels: tuple[Mapping[str, str], ...] = ()
+    times: tuple[Float64s, ...] = ()
+    values: tuple[Float64s, ...] = ()
     types: Mapping[str, str] = field(default_factory=dict)
     help: Mapping[str, str] = field(default_factory=dict)
     units: Mapping[str, str] = field(default_factory=dict)
     has_eof: bool = True
 
+    def __len__(self) -> int:
+        return len(self.names)
+
     @property
     def sample_count(self) -> int:
         """Total number of samples over all series."""
-        return sum(len(s.ts) for s in self.series)
+        return sum(len(v) for v in self.values)
+
+    @cached_property
+    def series(self) -> tuple[Series, ...]:
+        """Every series as a :class:`Series` (the arrays are shared, not copied)."""
+        return tuple(
+            Series(*parts)
+            for parts in zip(self.names, self.labels, self.times, self.values, strict=True)
+        )
+
+    @cached_property
+    def memo(self) -> dict[str, Any]:
+        """Scratch space for readers of these metrics (e.g. evaluation plans)."""
+        return {}
+
+    @cached_property
+    def index(self) -> Mapping[str, tuple[int, ...]]:
+        """Series numbers by sample name."""
+        out: dict[str, list[int]] = {}
+        for i, name in enumerate(self.names):
+            out.setdefault(name, []).append(i)
+        return {k: tuple(v) for k, v in out.items()}
 
     def by_name(self) -> dict[str, list[Series]]:
         """Series grouped by sample name."""
-        out: dict[str, list[Series]] = {}
-        for s in self.series:
-            out.setdefault(s.name, []).append(s)
-        return out
+        every = self.series
+        return {name: [every[i] for i in ids] for name, ids in self.index.items()}
 
     def to_frame(self) -> pd.DataFrame:
         """A long frame: ``name``, ``labels`` (a hashable sorted tuple), ``ts``, ``value``."""
-        if not self.series:
+        if not self.names:
             return pd.DataFrame({"name": [], "labels": [], "ts": [], "value": []})
-        lengths = [len(s.ts) for s in self.series]
-        names = np.repeat(np.array([s.name for s in self.series], dtype=object), lengths)
-        keys = np.empty(len(self.series), dtype=object)
-        for i, s in enumerate(self.series):
-            keys[i] = tuple(sorted(s.labels.items()))
+        lengths = [len(v) for v in self.values]
+        keys = np.empty(len(self.names), dtype=object)
+        for i, labels in enumerate(self.labels):
+            keys[i] = tuple(sorted(labels.items()))
         return pd.DataFrame(
             {
-                "name": names,
+                "name": np.repeat(np.array(self.names, dtype=object), lengths),
                 "labels": np.repeat(keys, lengths),
-                "ts": np.concatenate([s.ts for s in self.series]),
-                "value": np.concatenate([s.values for s in self.series]),
+                "ts": np.concatenate(self.times),
+                "value": np.concatenate(self.values),
             }
         )
+
+
+@dataclass(frozen=True)
+class NameFilter:
+    """Which sample names to keep: exact ``names`` or a full match of one of ``patterns``.
+
+    Besides answering per name, it lets the reader skip a whole family at
+    the byte level: a family ``F`` can be skipped when no wanted name starts
+    with ``F`` and, for each pattern, a literal every match must contain
+    (``literals``) does not occur in the family's text.
+    """
+
+    names: frozenset[str] = frozenset()
+    patterns: tuple[str, ...] = ()
+
+    @cached_property
+    def _compiled(self) -> tuple[re.Pattern[str], ...]:
+        return tuple(re.compile(p) for p in self.patterns)
+
+    @cached_property
+    def literals(self) -> tuple[bytes, ...] | None:
+        """Per pattern, a literal its matches contain (``None``: some pattern has none)."""
+        out = []
+        for pattern in self.patterns:
+            core = pattern.removeprefix("^").removesuffix("$")
+            for lead in (".+", ".*"):
+                core = core.removeprefix(lead)
+            for tail in (".+", ".*"):
+                core = core.removesuffix(tail)
+            if not core or _has_meta(core):
+                return None
+            out.append(re.sub(r"\\(.)", r"\1", core).encode())
+        return tuple(out)
+
+    def __call__(self, name: str) -> bool:
+        return name in self.names or any(p.fullmatch(name) for p in self._compiled)
+
+    def may_start_with(self, prefix: str) -> bool:
+        """Whether a wanted exact name starts with ``prefix``."""
+        return any(n.startswith(prefix) for n in self.names)
+
+    @property
+    def key(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """A hashable identity (for caches)."""
+        return tuple(sorted(self.names)), self.patterns
+
+
+def _has_meta(text: str) -> bool:
+    unescaped = re.sub(r"\\.", "", text)
+    return any(ch in unescaped for ch in ".^$*+?{}[]|()")
 
 
 # --------------------------------------------------------------------------- reading
@@ -166,7 +291,7 @@ def _split_series(text: str, line: int | None) -> tuple[str, dict[str, str]]:
 
 
 def _parse_comment(
-    text: str, lineno: int, types: dict[str, str], helps: dict[str, str], units: dict[str, str]
+    text: str, types: dict[str, str], helps: dict[str, str], units: dict[str, str]
 ) -> bool:
     """Handle a ``#`` line; returns True for ``# EOF``."""
     if text.rstrip() == "# EOF":
@@ -186,209 +311,508 @@ def _parse_comment(
     return False
 
 
-_TAIL = 48  # bytes searched backwards from a line's end for 'value timestamp'
-_FIELD = 32  # widest value or timestamp read by the fast path
-_CHUNK = 1 << 20  # lines per vectorised block (bounds memory)
+_BLOCK = 16 << 20  # bytes read and tokenised at once
+_EMPTY, _COMMENT, _FAST, _SLOW = 0, 1, 2, 3
+_DTYPES: Any = {"k": "category", "v": np.float64, "t": np.float64}
 
 
-def _hash_lines(buf: bytes, starts: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
-    """Lines holding a '#' anywhere (comments, exemplars): found with bytes.find."""
+@dataclass
+class _Tokens:
+    """One block's lines: where they are, what they are, and the fast path's fields."""
+
+    starts: Int64s
+    ends: Int64s
+    kind: npt.NDArray[np.int8]
+    codes: npt.NDArray[np.int64]
+    cats: list[str]
+    values: Float64s
+    ts: Float64s
+
+
+def _hash_marks(buf: bytearray, starts: Int64s) -> npt.NDArray[np.bool_]:
+    """Lines holding a '#' anywhere (comments, exemplars): found with bytearray.find."""
     marks = np.zeros(len(starts), dtype=bool)
-    pos = buf.find(b"#")
     hits: list[int] = []
+    pos = buf.find(b"#")
     while pos >= 0:
         hits.append(pos)
         pos = buf.find(b"#", pos + 1)
     if hits:
-        marks[np.searchsorted(starts, np.asarray(hits), side="right") - 1] = True
+        marks[np.searchsorted(starts, np.asarray(hits, dtype=np.int64), side="right") - 1] = True
     return marks
 
 
-def _tail_spaces(
-    rows: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-    """Positions of the last two spaces of each line, and whether both were found.
+_LOCAL = threading.local()
 
-    ``rows`` is a sliding-window view of the padded buffer: ``rows[p]`` holds
-    the ``_TAIL`` bytes that end just before buffer position ``p``.
+
+def _scratch(n: int) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Two boolean work arrays of length ``n``, kept per thread (no page faults per block)."""
+    have = getattr(_LOCAL, "masks", None)
+    if have is None or len(have[0]) < n:
+        size = max(n, _BLOCK + (1 << 16))
+        have = _LOCAL.masks = (np.empty(size, dtype=bool), np.empty(size, dtype=bool))
+    return have[0][:n], have[1][:n]
+
+
+def _tokenize(buf: bytearray) -> _Tokens:
+    """Split a block of whole lines; sample lines go through pandas' C reader when they can.
+
+    Runs on a worker thread: numpy and pandas release the GIL. ``buf`` is
+    modified in place (the fast lines' last two spaces become ``\\x01``) and
+    restored if the fast path gives up.
     """
-    window = rows[ends][:, ::-1]  # window[:, j] is the byte at end - 1 - j
-    is_sp = window == 32
-    lens = ends - starts
-    is_sp &= np.arange(_TAIL)[None, :] < lens[:, None]
-    r = np.arange(len(ends))
-    k1 = is_sp.argmax(axis=1)
-    found1 = is_sp[r, k1]
-    is_sp[r, k1] = False
-    k2 = is_sp.argmax(axis=1)
-    found2 = is_sp[r, k2]
-    return ends - 1 - k1, ends - 1 - k2, found1 & found2
-
-
-def _fixed_floats(
-    rows: npt.NDArray[np.uint8], begin: npt.NDArray[np.int64], length: npt.NDArray[np.int64]
-) -> npt.NDArray[np.float64] | None:
-    """Parse the byte ranges as floats at once (None when one does not parse).
-
-    ``rows[p + _TAIL]`` starts with the ``_FIELD`` bytes at buffer position ``p``.
-    """
-    block = rows[begin + _TAIL][:, :_FIELD].copy()
-    block[np.arange(_FIELD)[None, :] >= length[:, None]] = 0
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    mark, other = _scratch(len(arr))
+    np.equal(arr, 32, out=mark)
+    np.equal(arr, 10, out=other)
+    mark |= other
+    pos = np.flatnonzero(mark)
+    k = np.flatnonzero(arr[pos] == 10)
+    ends = pos[k]
+    n = len(ends)
+    starts = np.empty(n, dtype=np.int64)
+    if n:
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+    spaces = np.diff(k, prepend=-1) - 1
+    nonempty = ends > starts
+    first = np.zeros(n, dtype=np.uint8)
+    first[nonempty] = arr[starts[nonempty]]
+    kind = np.full(n, _EMPTY, dtype=np.int8)
+    comment = nonempty & (first == 35)
+    kind[comment] = _COMMENT
+    sample = nonempty & ~comment
+    kind[sample] = _SLOW
+    fast = sample & (spaces >= 2) & ~_hash_marks(buf, starts)
+    sp1 = pos[np.maximum(k - 1, 0)]
+    sp2 = pos[np.maximum(k - 2, 0)]
+    fast &= (sp2 > starts) & (sp1 > sp2 + 1) & (ends > sp1 + 1)
+    none = np.zeros(0, dtype=np.int64)
+    nothing = _Tokens(starts, ends, kind, none, [], _empty_f64(), _empty_f64())
+    rows = np.flatnonzero(fast)
+    if len(rows) == 0 or buf.find(b"\x01") >= 0:
+        return nothing
+    s1, s2 = sp1[rows], sp2[rows]
+    arr[s1] = 1
+    arr[s2] = 1
     try:
-        return block.view(f"S{_FIELD}").ravel().astype(np.float64)
-    except ValueError:
-        return None
+        frame = pd.read_csv(
+            io.BytesIO(buf),
+            sep="\x01",
+            header=None,
+            names=["k", "v", "t"],
+            dtype=_DTYPES,
+            quoting=csv.QUOTE_NONE,
+            lineterminator="\n",
+            keep_default_na=False,
+            na_values={"v": ["NaN", ""], "t": [""]},
+            skip_blank_lines=False,
+            engine="c",
+            low_memory=False,
+            encoding_errors="replace",
+        )
+    except (ValueError, TypeError, OverflowError, pd.errors.ParserError):
+        frame = None
+    arr[s1] = 32
+    arr[s2] = 32
+    if frame is None or len(frame) != n:
+        return nothing
+    kind[rows] = _FAST
+    key = frame["k"]
+    return _Tokens(
+        starts,
+        ends,
+        kind,
+        key.cat.codes.to_numpy().astype(np.int64),
+        [str(c) for c in key.cat.categories],
+        frame["v"].to_numpy(dtype=np.float64),
+        frame["t"].to_numpy(dtype=np.float64),
+    )
 
 
-def parse_openmetrics(data: bytes | str, require_eof: bool = True) -> Metrics:
+@dataclass
+class _Block:
+    """A block of whole lines ready to tokenise, with what was cut out of it."""
+
+    buf: bytearray
+    cut_at: Int64s
+    """Kept-line indexes at which cut lines were removed (sorted)."""
+    cut_before: Int64s
+    """Cut lines before each of ``cut_at`` (cumulative)."""
+
+    def line_of(self, rows: Int64s | int) -> Int64s:
+        """Block-relative 0-based file line of kept rows."""
+        r = np.asarray(rows, dtype=np.int64)
+        if len(self.cut_at) == 0:
+            return r
+        i = np.searchsorted(self.cut_at, r, side="right") - 1
+        return r + np.where(i >= 0, self.cut_before[np.maximum(i, 0)], 0)
+
+
+class _Skipper:
+    """Cuts families nobody wants out of a block before it is tokenised."""
+
+    def __init__(self, keep: NameFilter | None) -> None:
+        self.keep = keep
+        self.family: str | None = None
+        self.ftype = ""
+        self.eof = False
+        self._wanted: dict[tuple[str, str], bool] = {}
+
+    def _family_wanted(self, family: str, ftype: str) -> bool:
+        key = (family, ftype)
+        if key not in self._wanted:
+            keep = self.keep
+            assert keep is not None
+            suffixes = _TYPE_SUFFIXES.get(ftype)
+            self._wanted[key] = (
+                suffixes is None
+                or keep.literals is None
+                or keep.may_start_with(family)
+                or any(keep(family + s) for s in ("", *suffixes))
+            )
+        return self._wanted[key]
+
+    def block(self, buf: bytearray) -> _Block:
+        """Track families over ``buf``; remove runs of lines that are all unwanted samples."""
+        nothing = np.zeros(0, dtype=np.int64)
+        if self.keep is None or self.eof:
+            return _Block(buf, nothing, nothing)
+        heads = []
+        if buf.startswith(b"#"):
+            heads.append(0)
+        p = buf.find(b"\n#")
+        while p >= 0:
+            heads.append(p + 1)
+            p = buf.find(b"\n#", p + 1)
+        cuts: list[tuple[int, int]] = []
+        seg_start = 0
+        for head in [*heads, len(buf)]:
+            if head > seg_start and not self.eof and self._skippable(buf, seg_start, head):
+                cuts.append((seg_start, head))
+            if head == len(buf):
+                break
+            eol = buf.find(b"\n", head)
+            text = bytes(buf[head:eol]).decode("utf-8", "replace")
+            if text.rstrip() == "# EOF":
+                self.eof = True
+            parts = text.split(" ")
+            if len(parts) >= 4 and parts[1] == "TYPE":
+                self.family, self.ftype = parts[2], parts[3].strip()
+            seg_start = eol + 1
+        if not cuts:
+            return _Block(buf, nothing, nothing)
+        kept = bytearray()
+        at, before = [], []
+        prev, removed = 0, 0
+        kept_lines = 0
+        for a, b in cuts:
+            kept_lines += buf.count(b"\n", prev, a)
+            kept += buf[prev:a]
+            removed += buf.count(b"\n", a, b)
+            at.append(kept_lines)
+            before.append(removed)
+            prev = b
+        kept += buf[prev:]
+        return _Block(kept, np.asarray(at, dtype=np.int64), np.asarray(before, dtype=np.int64))
+
+    def _skippable(self, buf: bytearray, a: int, b: int) -> bool:
+        keep, family = self.keep, self.family
+        if keep is None or family is None or self._family_wanted(family, self.ftype):
+            return False
+        lines = buf.count(b"\n", a, b)
+        needle = b"\n" + family.encode()
+        starting = (
+            buf.count(needle, a - 1, b)
+            if a
+            else (int(buf.startswith(needle[1:])) + buf.count(needle, 0, b))
+        )
+        if starting != lines:
+            return False
+        return not any(buf.find(lit, a, b) >= 0 for lit in keep.literals or ())
+
+
+class _Assembler:
+    """Collects tokenised blocks in file order into a columnar :class:`Metrics`."""
+
+    def __init__(self, keep: Callable[[str], bool] | None) -> None:
+        self.keep = keep
+        self.lines = 0
+        self.eof_line: int | None = None
+        self.types: dict[str, str] = {}
+        self.helps: dict[str, str] = {}
+        self.units: dict[str, str] = {}
+        self.names: list[str] = []
+        self.labelsets: list[dict[str, str]] = []
+        self.keys: dict[str, int] = {}
+        self.lookup: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+        self.vparts: list[list[Float64s]] = []
+        self.tparts: list[list[Float64s]] = []
+        self.interned: dict[bytes, Float64s] = {}
+
+    def _register(self, name: str, labels: dict[str, str]) -> int:
+        if self.keep is not None and not self.keep(name):
+            return -1
+        ident = (name, tuple(sorted(labels.items())))
+        gid = self.lookup.get(ident)
+        if gid is None:
+            gid = self.lookup[ident] = len(self.names)
+            self.names.append(name)
+            self.labelsets.append(labels)
+            self.vparts.append([])
+            self.tparts.append([])
+        return gid
+
+    def _key(self, key: str, line: int) -> int:
+        gid = self.keys.get(key)
+        if gid is None:
+            if self.keep is not None:
+                brace = key.find("{")
+                if not self.keep(key if brace < 0 else key[:brace]):
+                    self.keys[key] = -1
+                    return -1
+            name, labels = _split_series(key, line)
+            gid = self.keys[key] = self._register(name, labels)
+        return gid
+
+    def feed(self, block: _Block, tok: _Tokens) -> None:
+        """Add one block (blocks must come in file order)."""
+        buf, kind = block.buf, tok.kind
+        n = len(kind)
+        base = self.lines + 1
+
+        def lineno(row: int) -> int:
+            return base + int(block.line_of(row))
+
+        if self.eof_line is not None:
+            after = np.flatnonzero(kind != _EMPTY)
+            if len(after):
+                raise OpenMetricsError("text after '# EOF'", lineno(int(after[0])))
+        cut = n
+        for i in np.flatnonzero(kind == _COMMENT).tolist():
+            text = bytes(buf[tok.starts[i] : tok.ends[i]]).decode("utf-8", "replace")
+            if _parse_comment(text, self.types, self.helps, self.units):
+                self.eof_line = lineno(i)
+                after = np.flatnonzero(kind[i + 1 :] != _EMPTY)
+                if len(after):
+                    raise OpenMetricsError("text after '# EOF'", lineno(i + 1 + int(after[0])))
+                cut = i
+                break
+        kinds = kind[:cut]
+        parts_rows: list[Int64s] = []
+        parts_gid: list[Int64s] = []
+        parts_ts: list[Float64s] = []
+        parts_val: list[Float64s] = []
+        fast = np.flatnonzero(kinds == _FAST)
+        if len(fast):
+            codes = tok.codes[fast]
+            ncat = len(tok.cats)
+            first = np.full(ncat, -1, dtype=np.int64)
+            first[codes[::-1]] = fast[::-1]
+            present = np.flatnonzero(first >= 0)
+            cat_gid = np.full(ncat, -1, dtype=np.int64)
+            for c in present[np.argsort(first[present], kind="stable")].tolist():
+                cat_gid[c] = self._key(tok.cats[c], lineno(int(first[c])))
+            parts_rows.append(fast)
+            parts_gid.append(cat_gid[codes])
+            parts_ts.append(tok.ts[fast])
+            parts_val.append(tok.values[fast])
+        slow = np.flatnonzero(kinds == _SLOW)
+        if len(slow):
+            gids, tss, vals = [], [], []
+            for i in slow.tolist():
+                text = bytes(buf[tok.starts[i] : tok.ends[i]]).decode("utf-8", "replace")
+                name, labels, one_value, one_ts = _parse_line_slow(text, lineno(i))
+                gids.append(self._register(name, labels))
+                tss.append(one_ts)
+                vals.append(one_value)
+            parts_rows.append(slow)
+            parts_gid.append(np.asarray(gids, dtype=np.int64))
+            parts_ts.append(np.asarray(tss, dtype=np.float64))
+            parts_val.append(np.asarray(vals, dtype=np.float64))
+        self.lines += n + (int(block.cut_before[-1]) if len(block.cut_before) else 0)
+        if not parts_rows:
+            return
+        rows = np.concatenate(parts_rows)
+        gid = np.concatenate(parts_gid)
+        ts = np.concatenate(parts_ts)
+        val = np.concatenate(parts_val)
+        if len(parts_rows) > 1:
+            order = np.argsort(rows, kind="stable")
+            rows, gid, ts, val = rows[order], gid[order], ts[order], val[order]
+        kept = gid >= 0
+        big = kept & (ts > MS_THRESHOLD)
+        if big.any():
+            j = int(np.argmax(big))
+            raise OpenMetricsError(
+                f"timestamp {ts[j]:.0f} looks like milliseconds; "
+                "OpenMetrics timestamps are seconds (divide by 1000)",
+                lineno(int(rows[j])),
+            )
+        if not kept.all():
+            gid, ts, val = gid[kept], ts[kept], val[kept]
+        if len(gid):
+            self._store(gid, ts, val)
+
+    def _intern(self, ts: Float64s) -> Float64s:
+        """One shared read-only array per distinct timestamp sequence."""
+        key = ts.tobytes()
+        have = self.interned.get(key)
+        if have is None:
+            have = self.interned[key] = ts.copy() if ts.base is not None else ts
+            have.flags.writeable = False
+        return have
+
+    def _store(self, gid: Int64s, ts: Float64s, val: Float64s) -> None:
+        """Append a block's samples to their series (file order kept within a series)."""
+        order = np.argsort(gid, kind="stable")
+        gid, ts, val = gid[order], ts[order], val[order]
+        heads = np.flatnonzero(gid[1:] != gid[:-1]) + 1
+        bounds = [0, *heads.tolist(), len(gid)]
+        gids = gid[bounds[:-1]].tolist()
+        vparts, tparts, intern = self.vparts, self.tparts, self._intern
+        for g, a, b in zip(gids, bounds[:-1], bounds[1:], strict=True):
+            vparts[g].append(val[a:b].copy())
+            tparts[g].append(intern(ts[a:b]))
+
+    def finish(self, require_eof: bool) -> Metrics:
+        """Check ``# EOF`` and join each series' parts (time order within each)."""
+        if self.eof_line is None and require_eof:
+            if self.lines == 0:
+                raise OpenMetricsError("empty file; OpenMetrics text ends with '# EOF'")
+            raise OpenMetricsError(
+                "missing '# EOF': OpenMetrics text must end with a '# EOF' line", self.lines
+            )
+        joined: dict[tuple[int, ...], Float64s] = {}
+        ordered: dict[int, bool] = {}
+        times: list[Float64s] = []
+        values: list[Float64s] = []
+        empty = _empty_f64()
+        empty.flags.writeable = False
+        for g in range(len(self.names)):
+            tp, vp = self.tparts[g], self.vparts[g]
+            self.tparts[g] = self.vparts[g] = []
+            if not tp:
+                ts, val = empty, empty
+            elif len(tp) == 1:
+                ts, val = tp[0], vp[0]
+            else:
+                key = tuple(id(t) for t in tp)
+                ts = joined.get(key)  # type: ignore[assignment]
+                if ts is None:
+                    ts = joined[key] = self._intern(np.concatenate(tp))
+                val = np.concatenate(vp)
+            sorted_ = ordered.get(id(ts))
+            if sorted_ is None:
+                sorted_ = ordered[id(ts)] = bool(np.all(ts[1:] >= ts[:-1]))
+            if not sorted_:
+                order = np.argsort(ts, kind="stable")
+                ts, val = self._intern(ts[order]), val[order]
+            val.flags.writeable = False
+            times.append(ts)
+            values.append(val)
+        self.interned.clear()
+        return Metrics(
+            tuple(self.names),
+            tuple(self.labelsets),
+            tuple(times),
+            tuple(values),
+            self.types,
+            self.helps,
+            self.units,
+            self.eof_line is not None,
+        )
+
+
+def _blocks(stream: Readable, size: int) -> Iterator[bytearray]:
+    """Whole-line blocks of about ``size`` bytes, each ending with a newline."""
+    carry = b""
+    eof = False
+    while not eof:
+        buf = bytearray(size + len(carry))
+        buf[: len(carry)] = carry
+        got = len(carry)
+        with memoryview(buf) as view:
+            while got < len(buf):
+                n = stream.readinto(view[got:])
+                if not n:
+                    eof = True
+                    break
+                got += n
+        del buf[got:]
+        if eof:
+            if not buf:
+                return
+            if not buf.endswith(b"\n"):
+                buf += b"\n"  # the last line may lack its newline
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            carry = bytes(buf)
+            continue
+        carry = bytes(buf[cut + 1 :])
+        del buf[cut + 1 :]
+        if buf.find(b"\r") >= 0:  # CRLF line ends
+            buf = bytearray(buf.replace(b"\r\n", b"\n"))
+        yield buf
+
+
+def read_openmetrics(
+    stream: Readable,
+    require_eof: bool = True,
+    keep: NameFilter | Callable[[str], bool] | None = None,
+    threads: int = 2,
+    block_size: int = _BLOCK,
+) -> Metrics:
+    """Read OpenMetrics text with timestamps from a binary stream, block by block.
+
+    ``keep`` selects sample names (others are skipped, without checking
+    them); a :class:`NameFilter` also lets whole families be skipped unread.
+    ``threads`` tokenise blocks concurrently. Raises :class:`OpenMetricsError`
+    (with the 1-based line) for a sample without a timestamp, millisecond
+    timestamps, a bad value, bad labels, text after ``# EOF``, or a missing
+    ``# EOF`` when ``require_eof``.
+    """
+    asm = _Assembler(keep)
+    skipper = _Skipper(keep if isinstance(keep, NameFilter) else None)
+    if threads <= 1:
+        for raw in _blocks(stream, block_size):
+            block = skipper.block(raw)
+            asm.feed(block, _tokenize(block.buf))
+        return asm.finish(require_eof)
+    with cf.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="openmetrics") as pool:
+        inflight: list[tuple[_Block, cf.Future[_Tokens]]] = []
+        try:
+            for raw in _blocks(stream, block_size):
+                block = skipper.block(raw)
+                inflight.append((block, pool.submit(_tokenize, block.buf)))
+                if len(inflight) > threads:
+                    done, fut = inflight.pop(0)
+                    asm.feed(done, fut.result())
+            while inflight:
+                done, fut = inflight.pop(0)
+                asm.feed(done, fut.result())
+        finally:
+            for _, fut in inflight:
+                fut.cancel()
+    return asm.finish(require_eof)
+
+
+def parse_openmetrics(
+    data: bytes | str,
+    require_eof: bool = True,
+    keep: NameFilter | Callable[[str], bool] | None = None,
+) -> Metrics:
     """Parse OpenMetrics text in which every sample carries a timestamp (seconds).
 
-    Raises :class:`OpenMetricsError` (with the 1-based line) for a sample
-    without a timestamp, millisecond timestamps, a bad value, bad labels,
-    text after ``# EOF``, or a missing ``# EOF`` when ``require_eof``.
+    Same as :func:`read_openmetrics` on the text in memory.
     """
     buf = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    if not buf or buf.isspace():
+    if not buf.strip():
         if require_eof:
             raise OpenMetricsError("empty file; OpenMetrics text ends with '# EOF'")
-        return Metrics((), has_eof=False)
-    if not buf.endswith(b"\n"):
-        buf += b"\n"
-    arr = np.frombuffer(buf, dtype=np.uint8)
-    ends = np.flatnonzero(arr == 10).astype(np.int64)
-    # Padded so that every line's tail window and every field stay in bounds;
-    # rows[p] are the _TAIL bytes before padded position p (= buffer position p - _TAIL).
-    padded = np.zeros(len(arr) + 2 * _TAIL, dtype=np.uint8)
-    padded[_TAIL : _TAIL + len(arr)] = arr
-    rows = np.lib.stride_tricks.sliding_window_view(padded, _TAIL)
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    # Strip a trailing \r (CRLF files).
-    cr = (ends > starts) & (arr[np.maximum(ends - 1, 0)] == 13)
-    ends = ends - cr.astype(np.int64)
-    nonempty = ends > starts
-    has_hash = _hash_lines(buf, starts)
-    first = np.zeros(len(starts), dtype=np.uint8)
-    first[nonempty] = arr[starts[nonempty]]
-    is_comment = nonempty & (first == ord("#"))
-
-    types: dict[str, str] = {}
-    helps: dict[str, str] = {}
-    units: dict[str, str] = {}
-    eof_line: int | None = None
-    for i in np.flatnonzero(is_comment):
-        text = buf[starts[i] : ends[i]].decode("utf-8", "replace")
-        if _parse_comment(text, int(i) + 1, types, helps, units):
-            eof_line = int(i) + 1
-            break
-    is_sample = nonempty & ~is_comment
-    if eof_line is not None:
-        after = np.flatnonzero(nonempty[eof_line:])
-        if len(after):
-            raise OpenMetricsError("text after '# EOF'", eof_line + 1 + int(after[0]))
-        is_sample[eof_line:] = False
-    elif require_eof:
-        raise OpenMetricsError(
-            "missing '# EOF': OpenMetrics text must end with a '# EOF' line", len(starts)
-        )
-
-    idx = np.flatnonzero(is_sample)
-    if len(idx) == 0:
-        return Metrics((), types, helps, units, eof_line is not None)
-
-    names: list[str] = []
-    labelsets: list[dict[str, str]] = []
-    key_codes: dict[bytes, int] = {}
-    ts_parts: list[npt.NDArray[np.float64]] = []
-    val_parts: list[npt.NDArray[np.float64]] = []
-    line_parts: list[npt.NDArray[np.int64]] = []
-    codes_parts: list[npt.NDArray[np.int64]] = []
-    slow_lines: list[int] = []
-
-    for c0 in range(0, len(idx), _CHUNK):
-        cidx = idx[c0 : c0 + _CHUNK]
-        cs, ce = starts[cidx], ends[cidx]
-        sp1, sp2, ok = _tail_spaces(rows, cs, ce)
-        vlen, tlen = sp1 - sp2 - 1, ce - sp1 - 1
-        ok &= ~has_hash[cidx] & (sp2 > cs) & (vlen > 0) & (tlen > 0)
-        ok &= (vlen <= _FIELD) & (tlen <= _FIELD)
-        fast = np.flatnonzero(ok)
-        slow_lines.extend((cidx[~ok] + 1).tolist())
-        if len(fast) == 0:
-            continue
-        vals = _fixed_floats(rows, sp2[fast] + 1, vlen[fast])
-        tss = _fixed_floats(rows, sp1[fast] + 1, tlen[fast])
-        if vals is None or tss is None:
-            # Something like '+Inf' numpy cannot read, or a bad number: parse slowly.
-            slow_lines.extend((cidx[fast] + 1).tolist())
-            continue
-        keys = [buf[a:b] for a, b in zip(cs[fast].tolist(), sp2[fast].tolist(), strict=True)]
-        codes, uniques = pd.factorize(np.array(keys, dtype=object))
-        del keys
-        fast_lines = cidx[fast] + 1
-        remap = np.empty(len(uniques), dtype=np.int64)
-        first_at = np.zeros(len(uniques), dtype=np.int64)
-        first_at[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)  # last write wins
-        for u, key in enumerate(uniques):
-            code = key_codes.get(key)
-            if code is None:
-                lineno = int(fast_lines[first_at[u]])
-                name, labels = _split_series(key.decode("utf-8", "replace"), lineno)
-                code = key_codes[key] = len(names)
-                names.append(name)
-                labelsets.append(labels)
-            remap[u] = code
-        ts_parts.append(tss)
-        val_parts.append(vals)
-        line_parts.append(fast_lines)
-        codes_parts.append(remap[codes])
-
-    if slow_lines:
-        lookup: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {
-            (n, tuple(sorted(lb.items()))): i
-            for i, (n, lb) in enumerate(zip(names, labelsets, strict=True))
-        }
-        sl_codes, sl_ts, sl_vals = [], [], []
-        for lineno in slow_lines:
-            text = buf[starts[lineno - 1] : ends[lineno - 1]].decode("utf-8", "replace")
-            name, labels, value, ts = _parse_line_slow(text, lineno)
-            key = (name, tuple(sorted(labels.items())))
-            code = lookup.get(key)
-            if code is None:
-                code = lookup[key] = len(names)
-                names.append(name)
-                labelsets.append(labels)
-            sl_codes.append(code)
-            sl_ts.append(ts)
-            sl_vals.append(value)
-        ts_parts.append(np.array(sl_ts, dtype=np.float64))
-        val_parts.append(np.array(sl_vals, dtype=np.float64))
-        line_parts.append(np.array(slow_lines, dtype=np.int64))
-        codes_parts.append(np.array(sl_codes, dtype=np.int64))
-
-    all_ts = np.concatenate(ts_parts)
-    all_vals = np.concatenate(val_parts)
-    all_lines = np.concatenate(line_parts)
-    all_codes = np.concatenate(codes_parts)
-    big = all_ts > MS_THRESHOLD
-    if big.any():
-        first_bad = int(np.argmin(np.where(big, all_lines, np.iinfo(np.int64).max)))
-        raise OpenMetricsError(
-            f"timestamp {all_ts[first_bad]:.0f} looks like milliseconds; "
-            "OpenMetrics timestamps are seconds (divide by 1000)",
-            int(all_lines[first_bad]),
-        )
-    # Sort by (series, ts); the stable sort keeps file order for equal timestamps.
-    order = np.lexsort((all_ts, all_codes))
-    all_codes, all_ts, all_vals = all_codes[order], all_ts[order], all_vals[order]
-    bounds = np.flatnonzero(np.diff(all_codes)) + 1
-    cuts = np.concatenate(([0], bounds, [len(all_codes)]))
-    series: list[Series] = []
-    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
-        c = int(all_codes[a])
-        series.append(Series(names[c], labelsets[c], all_ts[a:b], all_vals[a:b]))
-    return Metrics(tuple(series), types, helps, units, eof_line is not None)
+        return Metrics(has_eof=False)
+    threads = 2 if len(buf) > 2 * _BLOCK else 1
+    return read_openmetrics(io.BytesIO(buf), require_eof, keep, threads=threads)
 
 
 def _parse_line_slow(text: str, lineno: int) -> tuple[str, dict[str, str], float, float]:
