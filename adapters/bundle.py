@@ -305,6 +305,91 @@ def _spec_key(spec: SignalSpec) -> str:
     return json.dumps(spec.to_json(), sort_keys=True)
 
 
+@dataclass(frozen=True)
+class _Result:
+    """A spec evaluated: one row of values per group over the grid (NaN: no value)."""
+
+    spec: SignalSpec
+    groups: tuple[tuple[str, tuple[str | None, ...]], ...]
+    grid: Float64s
+    values: Float64s
+
+
+def _evaluate(
+    metrics: Metrics,
+    spec: SignalSpec,
+    window: Window,
+    step: float,
+    plans: dict[str, _Plan] | None = None,
+) -> _Result | None:
+    key = _spec_key(spec)
+    plan = plans.get(key) if plans is not None else None
+    if plan is None:
+        plan = _plan(metrics, spec)
+        if plans is not None:
+            plans[key] = plan
+    if not plan.rows:
+        return None
+    grid = np.arange(window.baseline_start, window.end + step / 2, step, dtype=np.float64)
+    rng = float(range_seconds(step))
+    if spec.kind in ("counter", "histogram"):
+        matrix = _rates(metrics, plan, grid, rng)
+    else:
+        matrix = _instant(metrics, plan, grid)
+        if spec.kind == "info":
+            matrix = np.where(np.isnan(matrix), np.nan, 1.0)
+    if spec.kind == "histogram":
+        values = _histogram(plan, matrix, spec.quantile, len(plan.groups))
+    else:
+        values = _aggregate(
+            matrix, plan.codes, len(plan.groups), "sum" if spec.kind == "counter" else spec.agg
+        )
+    return _Result(spec, plan.groups, grid, values * spec.scale)
+
+
+def _frame(parts: list[tuple[_Result, npt.NDArray[np.bool_]]]) -> pd.DataFrame:
+    """``SIGNAL_COLUMNS`` rows of the chosen groups of each result, in order.
+
+    Rows go group by group, then by time; each column is allocated once.
+    """
+    chosen = []
+    total = 0
+    for result, keep in parts:
+        present = ~np.isnan(result.values)
+        present[~keep] = False
+        g_idx, t_idx = np.nonzero(present)
+        if len(g_idx):
+            chosen.append((result, g_idx, t_idx))
+            total += len(g_idx)
+    if not total:
+        return empty_frame(SIGNAL_COLUMNS)
+    text_cols = ("role", "service", "peer", "pod", "node", "zone", "version", "detail")
+    cols: dict[str, Any] = {c: np.full(total, None, dtype=object) for c in text_cols}
+    ts = np.empty(total, dtype=np.float64)
+    value = np.empty(total, dtype=np.float64)
+    at = 0
+    for result, g_idx, t_idx in chosen:
+        end = at + len(g_idx)
+        groups = result.groups
+        cols["role"][at:end] = result.spec.role
+        cols["service"][at:end] = np.asarray([g[0] for g in groups], dtype=object)[g_idx]
+        used = np.unique(g_idx)
+        for k, dim in enumerate(result.spec.dims):
+            per_group = np.asarray([g[1][k] for g in groups], dtype=object)
+            missing = np.array([v is None for v in per_group], dtype=bool)
+            if missing[used].any() and not missing[used].all():
+                # As pandas' string inference left it when rows were built per spec.
+                per_group[missing] = np.nan
+            cols[dim][at:end] = per_group[g_idx]
+        ts[at:end] = result.grid[t_idx]
+        value[at:end] = result.values[g_idx, t_idx]
+        at = end
+    data: dict[str, Any] = {c: pd.Series(v, dtype=object, copy=False) for c, v in cols.items()}
+    data["ts"] = ts
+    data["value"] = value
+    return pd.DataFrame(data, columns=list(SIGNAL_COLUMNS))
+
+
 def evaluate_spec(
     metrics: Metrics,
     spec: SignalSpec,
@@ -316,48 +401,10 @@ def evaluate_spec(
 
     ``plans`` caches what the spec selects from ``metrics`` across calls.
     """
-    key = _spec_key(spec)
-    plan = plans.get(key) if plans is not None else None
-    if plan is None:
-        plan = _plan(metrics, spec)
-        if plans is not None:
-            plans[key] = plan
-    if not plan.rows:
+    result = _evaluate(metrics, spec, window, step, plans)
+    if result is None:
         return empty_frame(SIGNAL_COLUMNS)
-    grid = np.arange(window.baseline_start, window.end + step / 2, step, dtype=np.float64)
-    rng = float(range_seconds(step))
-    if spec.kind in ("counter", "histogram"):
-        matrix = _rates(metrics, plan, grid, rng)
-    else:
-        matrix = _instant(metrics, plan, grid)
-        if spec.kind == "info":
-            matrix = np.where(np.isnan(matrix), np.nan, 1.0)
-    groups = plan.groups
-    if spec.kind == "histogram":
-        values = _histogram(plan, matrix, spec.quantile, len(groups))
-    else:
-        values = _aggregate(
-            matrix, plan.codes, len(groups), "sum" if spec.kind == "counter" else spec.agg
-        )
-    values = values * spec.scale
-    g_idx, t_idx = np.nonzero(~np.isnan(values))
-    if len(g_idx) == 0:
-        return empty_frame(SIGNAL_COLUMNS)
-    g_list = g_idx.tolist()
-    data: dict[str, Any] = {
-        "role": spec.role,
-        "service": [groups[g][0] for g in g_list],
-        "ts": grid[t_idx],
-        "value": values[g_idx, t_idx],
-    }
-    for col in ("peer", "pod", "node", "zone", "version", "detail"):
-        data[col] = None
-    for k, dim in enumerate(spec.dims):
-        data[dim] = [groups[g][1][k] for g in g_list]
-    frame = pd.DataFrame(data, columns=list(SIGNAL_COLUMNS))
-    for col in ("role", "service", "peer", "pod", "node", "zone", "version", "detail"):
-        frame[col] = frame[col].astype(object)
-    return frame
+    return _frame([(result, np.ones(len(result.groups), dtype=bool))])
 
 
 # --------------------------------------------------------------------------- backend
@@ -459,20 +506,18 @@ class BundleBackend:
         cat = bundle.merged_catalog(catalog)
         metrics = bundle.metrics_for(name_filter(cat))
         plans = metrics.memo.setdefault("plans", {})
-        frames = []
-        for role, specs in cat.roles.items():
+        parts: list[tuple[_Result, npt.NDArray[np.bool_]]] = []
+        for specs in cat.roles.values():
             covered: set[str] = set()
             for spec in specs:
-                frame = evaluate_spec(metrics, spec, window, step, plans)
-                if frame.empty:
+                result = _evaluate(metrics, spec, window, step, plans)
+                if result is None:
                     continue
-                frame = frame[~frame["service"].isin(covered)]
-                covered.update(frame["service"].unique().tolist())
-                frames.append(frame)
-            del role
-        if not frames:
-            return empty_frame(SIGNAL_COLUMNS)
-        return pd.concat(frames, ignore_index=True)
+                has_value = ~np.isnan(result.values).all(axis=1)
+                keep = has_value & np.array([g[0] not in covered for g in result.groups])
+                covered.update(g[0] for g, k in zip(result.groups, keep.tolist(), strict=True) if k)
+                parts.append((result, keep))
+        return _frame(parts)
 
     def query_for(self, catalog: Catalog, role: str) -> str | None:
         """The PromQL of the role's first alternative (step 60s)."""
@@ -569,12 +614,14 @@ class BundleBackend:
             metrics = bundle.metrics_for(name_filter(bundle.catalog))
             plans = metrics.memo.setdefault("plans", {})
             for spec in bundle.catalog.specs("edge_rate"):
-                frame = evaluate_spec(metrics, spec, window, 60.0, plans)
-                frame = frame[frame["peer"].notna()]
-                for caller, callee in (
-                    frame[["peer", "service"]].drop_duplicates().itertuples(index=False)
-                ):
-                    pairs.append((str(caller), str(callee)))
+                result = _evaluate(metrics, spec, window, 60.0, plans)
+                if result is None or "peer" not in spec.dims:
+                    continue
+                k = list(spec.dims).index("peer")
+                has_value = ~np.isnan(result.values).all(axis=1)
+                for (service, dims), ok in zip(result.groups, has_value.tolist(), strict=True):
+                    if ok and dims[k] is not None:
+                        pairs.append((str(dims[k]), str(service)))
         except UserInputError:
             pass
         seen: set[tuple[str, str]] = set()
