@@ -618,7 +618,7 @@ class BundleBackend:
                 if result is None or "peer" not in spec.dims:
                     continue
                 k = list(spec.dims).index("peer")
-                has_value = ~np.isnan(result.values).all(axis=1)
+                has_value = np.asarray(~np.isnan(result.values).all(axis=1), dtype=bool)
                 for (service, dims), ok in zip(result.groups, has_value.tolist(), strict=True):
                     if ok and dims[k] is not None:
                         pairs.append((str(dims[k]), str(service)))
