@@ -71,7 +71,8 @@ class AzFailurePattern(BasePattern):
         if not services:
             return self.no_match(f"zone {zone} looks unhealthy but no service can be tied to it")
         simultaneous = _simultaneity(ctx, list(services))
-        score = 0.6 * strength + 0.2 * simultaneous + 0.2 * min(1.0, len(services) / 3)
+        # Concentration in one zone is the finding; breadth and simultaneity only shore it up.
+        score = strength * (0.6 + 0.2 * simultaneous + 0.2 * min(1.0, len(services) / 3))
         # The zone's most affected service: most unhealthy pods there, then anomaly strength.
         ranked = sorted(services, key=lambda s: (-services[s], -ctx.root_score(s), s))
         svc = ranked[0]

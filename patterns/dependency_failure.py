@@ -27,9 +27,9 @@ class DependencyFailureConfig:
 
     min_span_error_ratio: float = 0.2
     """Share of callers' client spans to a peer that must fail to count from traces."""
-    instrumented_penalty: float = 0.45
-    """Score removed when the callee is a service whose own server-side signals hurt
-    too (then its trouble is better explained by what happened inside it)."""
+    blame_instrumented: bool = False
+    """Also blame callees that report their own server-side signals (by default those
+    are left to the other patterns and the root-service ranking)."""
 
 
 class DependencyFailurePattern(BasePattern):
@@ -89,10 +89,12 @@ class DependencyFailurePattern(BasePattern):
             )
             score = 0.5 * max(edge_strength, span_strength) + 0.25 * min(1.0, reach)
             score += 0.25 * (1.0 - own_trouble)
-            own_symptoms = ctx.anomalies_of(callee, ("latency", "error_ratio"))
-            if kind == "service" and callee in own and len(own_symptoms):
-                # Its own server side hurts too: what went wrong is inside it.
-                score -= config.instrumented_penalty
+            if kind == "service" and callee in own and not config.blame_instrumented:
+                # A service seen from inside too: if its own server side hurts, what went
+                # wrong is inside it (another pattern, or an unknown cause, names it); if it
+                # does not, the trouble sits between caller and callee (network, sidecar,
+                # client). Either way not a failing dependency.
+                continue
             if callee_inner:
                 score -= 0.15
             if score <= 0.2:

@@ -55,7 +55,7 @@ class TrafficSpikePattern(BasePattern):
             return self.no_match(f"no request rate rose more than {config.min_ratio}x")
         # Retries: a rate that rose after the service's own errors or latency is callers
         # asking again, not more demand.
-        demand = demand_rises(a, max(ctx.step, 30.0))
+        demand = demand_rises(a, 0.0)
         up = up[up["service"].isin(list(demand.index))]
         if up.empty:
             return self.no_match("request rates rose only after errors began (retries)")
@@ -69,6 +69,9 @@ class TrafficSpikePattern(BasePattern):
                 continue
             callers = list(ctx.graph.predecessors(svc)) if svc in ctx.graph else []
             callers_up = [c for c in callers if c in set(up["service"])]
+            if callers and not callers_up and _amplified(ctx, svc, callers):
+                # Callers send more calls without receiving more requests: they retry.
+                continue
             entry = 1.0 if not callers else (0.3 if not callers_up else 0.0)
             size = min(1.0, (row["ratio"] - 1.0) / max(config.full_ratio - 1.0, 1e-6))
             early = float(np.exp(-(float(row["onset"]) - first) / 120.0))
@@ -133,3 +136,13 @@ def _good_ratio(ctx: PatternContext, svc: str) -> float | None:
     if base.empty or now.empty or float(base.median()) <= 0:
         return None
     return float(now.max()) / float(base.median())
+
+
+def _amplified(ctx: PatternContext, svc: str, callers: list[str]) -> bool:
+    """Whether some caller's calls into ``svc`` rose while its own requests did not."""
+    a = ctx.anomalies
+    edge_up = a[
+        (a["role"] == "edge_rate") & (a["service"] == svc) & (a["direction"] == "up")
+    ]
+    rate_up = set(a.loc[(a["role"] == "request_rate") & (a["direction"] == "up"), "service"])
+    return any(c in set(edge_up["detail"]) and c not in rate_up for c in callers)

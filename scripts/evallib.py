@@ -40,6 +40,7 @@ class Case:
     ranked: list[tuple[str, str, float]]
     features: list[dict[str, float]] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
+    keys: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
     def right(self, service: str, cause: str) -> bool:
@@ -166,8 +167,14 @@ def run_case(
     from correlator.config import Settings
     from correlator.engine import analyse
 
+    import os
+
+    from correlator.calibration import load_calibration
+
     data = collected(seed, services, cause, cache)
     truth = data["truth"]
+    # EVAL_CALIBRATION: score with a calibration file other than the shipped one.
+    cal_file = os.environ.get("EVAL_CALIBRATION")
     inv = analyse(
         data["alert"],
         data["window"],
@@ -175,6 +182,7 @@ def run_case(
         data["telemetry"],
         Settings(top_n=top_n, source_timeout=600, deadline=1200),
         data["catalog"],
+        load_calibration(cal_file) if cal_file else None,
     )
     case = Case(
         seed,
@@ -187,6 +195,7 @@ def run_case(
     for f in inv.findings:
         case.features.append({k: float(f.features.get(k, 0.0)) for k in FEATURES})
         case.labels.append(int(case.right(f.service, f.cause)))
+        case.keys.append((f.service, f.cause))
     return case
 
 

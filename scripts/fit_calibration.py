@@ -6,7 +6,8 @@ right or wrong, fits the logistic model and writes
 ``src/correlator/data/calibration.json``.
 
     python scripts/fit_calibration.py            # 180 scenarios
-    python scripts/fit_calibration.py --n 60     # quicker
+    python scripts/fit_calibration.py --per-cause 8 --extra 4   # quicker
+    python scripts/fit_calibration.py --cache /tmp/cal-cache     # collect once, refit fast
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ OUT = ROOT / "src" / "correlator" / "data" / "calibration.json"
 FIRST_SEED, LAST_SEED = 2000, 4999
 
 
-def _run(args: tuple[int, int, str]) -> object:
-    return run_case(*args)
+def _run(args: tuple[int, int, str, Path | None]) -> object:
+    seed, services, cause, cache = args
+    return run_case(seed, services, cause, cache=cache)
 
 
 def main() -> int:
@@ -38,18 +40,26 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--max-services", type=int, default=300)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--cache", type=Path, help="keep collected telemetry here and reuse it")
     args = ap.parse_args()
     from correlator.calibration import fit
 
-    todo = list(plan(FIRST_SEED, 0, args.per_cause, args.extra, args.max_services))
+    todo = [
+        (*t, args.cache) for t in plan(FIRST_SEED, 0, args.per_cause, args.extra, args.max_services)
+    ]
     assert todo[-1][0] <= LAST_SEED, "calibration seeds must stay within 2000-4999"
     t0 = time.time()
-    rows, labels = [], []
+    rows: list[dict[str, float]] = []
+    labels: list[int] = []
+    groups: list[int] = []
+    keys: list[tuple[str, str]] = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for case in pool.map(_run, todo):
             rows += case.features  # type: ignore[attr-defined]
             labels += case.labels  # type: ignore[attr-defined]
-    cal = fit(rows, labels, c=0.5)
+            keys += case.keys  # type: ignore[attr-defined]
+            groups += [case.seed] * len(case.labels)  # type: ignore[attr-defined]
+    cal = fit(rows, labels, c=0.5, groups=groups, keys=keys)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(cal.to_json(), indent=2) + "\n", encoding="utf-8")
     print(

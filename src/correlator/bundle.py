@@ -13,31 +13,50 @@ The format is described in ``scenario-bundle.md`` (``correlator-scenario/1``)::
 Every problem in a bundle is a :class:`~correlator.errors.BundleError` naming
 the file, the line (when there is one) and what to fix; never a traceback.
 ``scenario.json`` is checked when the bundle is read; the data files are
-parsed (and checked) the first time they are asked for, then cached.
+parsed (and checked) the first time they are asked for, then cached: in
+memory for the bundle's lifetime, and on disk (see :func:`cache_dir`) so the
+next process skips the parse. ``CORRELATOR_CACHE_DIR=`` (empty) turns the disk
+cache off.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gzip
+import hashlib
 import json
+import logging
+import os
 import shutil
+import tempfile
 import threading
+import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
+import numpy as np
 import pandas as pd
 
 from correlator.catalog import Catalog, default_catalog
 from correlator.errors import BundleError, ConfigError, CorrelatorError, UserInputError
 from correlator.fingerprint import alert_fingerprint
-from correlator.model import Alert, parse_time
-from correlator.openmetrics import Metrics, NameFilter, OpenMetricsError, read_openmetrics
+from correlator.model import LOG_COLUMNS, SPAN_COLUMNS, Alert, parse_time
+from correlator.openmetrics import (
+    Metrics,
+    NameFilter,
+    OpenMetricsError,
+    load_metrics,
+    read_openmetrics,
+    save_metrics,
+)
 from correlator.otlp import LogCollector, OtlpError, SpanCollector
 
 __all__ = [
+    "CACHE_ENV",
     "CATALOG_FILE",
     "FORMAT",
     "LOGS_FILE",
@@ -47,8 +66,10 @@ __all__ = [
     "TOPOLOGY_FILE",
     "TRACES_FILE",
     "Bundle",
+    "cache_dir",
     "find_bundles",
     "parse_alert",
+    "prune_cache",
     "read_bundle",
     "validate_bundle",
     "write_bundle",
@@ -142,6 +163,241 @@ def write_bundle(
             continue
         path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+# --------------------------------------------------------------------------- parse cache
+
+#: Environment variable naming the parse cache folder; empty turns the cache off.
+CACHE_ENV = "CORRELATOR_CACHE_DIR"
+#: Data files smaller than this (gzip files count five times) are parsed every time.
+CACHE_MIN_BYTES = 2 << 20
+#: The cache is pruned to this size, least recently used entries first.
+CACHE_MAX_BYTES = 4 << 30
+_CACHE_FORMAT = 1
+_ENTRY_FILE = "entry.json"
+_FRAME_FILE = "frame.json"
+_KINDS = ("metrics", "logs", "spans")
+_STALE_TMP = 3600.0
+_log = logging.getLogger("correlator.cache")
+T = TypeVar("T")
+
+
+def cache_dir() -> Path | None:
+    """The folder parsed data files are kept in between runs (``None``: no cache).
+
+    ``CORRELATOR_CACHE_DIR`` names it (empty: no cache); else
+    ``$XDG_CACHE_HOME/correlator``, else ``~/.cache/correlator``. An entry is
+    keyed by the data file's path, size, times and inode, the name filter and
+    the parser's code, so a changed file (or parser) is parsed again; a
+    corrupt, missing or unwritable cache only costs the parse.
+    """
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return Path(value).expanduser() if value.strip() else None
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "correlator"
+    try:
+        return Path.home() / ".cache" / "correlator"
+    except RuntimeError:  # no home folder
+        return None
+
+
+@functools.cache
+def _code_version() -> str:
+    """A digest of the code that parses data files: new code, new entries."""
+    from correlator import __version__, openmetrics, otlp
+
+    digest = hashlib.sha256(f"{__version__} {np.__version__} {pd.__version__}".encode())
+    for path in (openmetrics.__file__, otlp.__file__, __file__):
+        try:
+            digest.update(Path(str(path)).read_bytes())
+        except (OSError, TypeError):
+            digest.update(str(path).encode())
+    return f"{_CACHE_FORMAT}-{digest.hexdigest()[:16]}"
+
+
+def _identity(source: Path, kind: str, extra: Any) -> dict[str, Any]:
+    """What a cache entry stands for (JSON-normal, so it compares with a stored one)."""
+    st = source.stat()
+    ident = {
+        "kind": kind,
+        "path": str(source.resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+        "device": st.st_dev,
+        "extra": extra,
+        "code": _code_version(),
+    }
+    normal: dict[str, Any] = json.loads(json.dumps(ident, sort_keys=True))
+    return normal
+
+
+def _entry_name(ident: Mapping[str, Any]) -> str:
+    text = json.dumps(ident, sort_keys=True).encode()
+    return f"{ident['kind']}-{hashlib.sha256(text).hexdigest()[:40]}"
+
+
+def _is_entry(path: Path) -> bool:
+    kind, _, digest = path.name.partition("-")
+    return kind in _KINDS and len(digest) == 40 and all(c in "0123456789abcdef" for c in digest)
+
+
+def _worth_caching(source: Path) -> bool:
+    try:
+        size = source.stat().st_size
+    except OSError:
+        return False
+    return size * (5 if source.suffix == ".gz" else 1) >= CACHE_MIN_BYTES
+
+
+def _cached(
+    source: Path,
+    kind: str,
+    extra: Any,
+    parse: Callable[[], T],
+    save: Callable[[T, Path], None],
+    load: Callable[[Path], T],
+) -> T:
+    """``parse()``, or what an earlier parse of the same file left in the cache.
+
+    Never fails because of the cache: an entry that cannot be read is
+    removed and the file parsed; an entry that cannot be written is skipped.
+    """
+    root = cache_dir()
+    if root is None or not _worth_caching(source):
+        return parse()
+    try:
+        ident = _identity(source, kind, extra)
+    except (OSError, ValueError):
+        return parse()
+    entry = root / _entry_name(ident)
+    if entry.is_dir():
+        try:
+            value = load(entry)
+        except Exception as exc:  # corrupt, truncated or foreign: parse again
+            _log.debug("cache entry %s unreadable (%s); parsing %s", entry, exc, source)
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            _touch(entry)
+            return value
+    value = parse()
+    try:
+        if _identity(source, kind, extra) == ident:  # the file did not change meanwhile
+            _store(root, entry, ident, value, save)
+    except Exception as exc:  # unwritable, full disk, value not cacheable
+        _log.debug("cannot cache %s in %s: %s", source, root, exc)
+    return value
+
+
+def _touch(entry: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(entry)
+
+
+def _store(
+    root: Path, entry: Path, ident: Mapping[str, Any], value: T, save: Callable[[T, Path], None]
+) -> None:
+    """Write an entry into a temporary folder, then rename it into place (atomic)."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        save(value, tmp)
+        (tmp / _ENTRY_FILE).write_text(json.dumps(ident, sort_keys=True), encoding="utf-8")
+        os.rename(tmp, entry)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    prune_cache(root, keep=entry)
+
+
+def _entry_valid(entry: Path) -> bool:
+    """Whether an entry's data file still exists unchanged (and the parser is the same)."""
+    try:
+        ident = json.loads((entry / _ENTRY_FILE).read_text(encoding="utf-8"))
+        return bool(_identity(Path(ident["path"]), ident["kind"], ident["extra"]) == ident)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _size(folder: Path) -> int:
+    total = 0
+    for f in folder.iterdir():
+        with contextlib.suppress(OSError):
+            total += f.stat().st_size
+    return total
+
+
+def prune_cache(root: Path, keep: Path | None = None, limit: int | None = None) -> None:
+    """Drop entries whose data file changed or is gone, then the least recently used
+    ones until the cache holds at most ``limit`` bytes (default :data:`CACHE_MAX_BYTES`).
+
+    Only entries this module wrote are touched, whatever else the folder holds.
+    """
+    limit = CACHE_MAX_BYTES if limit is None else limit
+    now = time.time()
+    live: list[tuple[float, int, Path]] = []
+    total = 0
+    for child in root.iterdir():
+        try:
+            if child.name.startswith(".tmp-") and child.is_dir():
+                if now - child.stat().st_mtime > _STALE_TMP:
+                    shutil.rmtree(child, ignore_errors=True)
+                continue
+            if not _is_entry(child) or not child.is_dir():
+                continue
+            if child != keep and not _entry_valid(child):
+                shutil.rmtree(child, ignore_errors=True)
+                continue
+            size = _size(child)
+            total += size
+            if child != keep:
+                live.append((child.stat().st_mtime, size, child))
+        except OSError:
+            continue
+    for _, size, child in sorted(live):
+        if total <= limit:
+            break
+        shutil.rmtree(child, ignore_errors=True)
+        total -= size
+
+
+def _save_frame(frame: pd.DataFrame, folder: Path) -> None:
+    """A logs or spans frame as ``.npy`` columns and JSON text columns."""
+    text: dict[str, list[str | None]] = {}
+    for i, name in enumerate(frame.columns):
+        col = frame[name]
+        if col.dtype == object:
+            values = col.tolist()
+            if not all(v is None or isinstance(v, str) for v in values):
+                raise ValueError(f"column {name} holds values other than text")
+            text[str(name)] = values
+        else:
+            np.save(folder / f"col{i}.npy", col.to_numpy(), allow_pickle=False)
+    meta = {"rows": len(frame), "columns": [str(c) for c in frame.columns], "text": text}
+    (folder / _FRAME_FILE).write_text(json.dumps(meta, separators=(",", ":")), encoding="utf-8")
+
+
+def _load_frame(folder: Path, expected: Sequence[str]) -> pd.DataFrame:
+    meta = json.loads((folder / _FRAME_FILE).read_text(encoding="utf-8"))
+    rows, columns, text = meta["rows"], meta["columns"], meta["text"]
+    if columns != list(expected) or not isinstance(rows, int) or not isinstance(text, dict):
+        raise ValueError("the saved frame does not have the expected columns")
+    data: dict[str, Any] = {}
+    for i, name in enumerate(columns):
+        if name in text:
+            values = text[name]
+            if not isinstance(values, list) or len(values) != rows:
+                raise ValueError(f"{name}: expected {rows} values")
+            data[name] = pd.Series(values, dtype=object)
+        else:
+            arr = np.load(folder / f"col{i}.npy", allow_pickle=False)
+            if arr.ndim != 1 or len(arr) != rows:
+                raise ValueError(f"{name}: expected {rows} values")
+            data[name] = arr
+    return pd.DataFrame(data, columns=columns)
 
 
 # --------------------------------------------------------------------------- reading
@@ -351,6 +607,17 @@ def _read_metrics(folder: Path, keep: NameFilter | None = None) -> Metrics:
         raise BundleError(
             str(folder / METRICS_FILE), "missing required file metrics.om (or metrics.om.gz)"
         )
+    return _cached(
+        path,
+        "metrics",
+        keep.key if keep is not None else None,
+        lambda: _parse_metrics(path, keep),
+        save_metrics,
+        load_metrics,
+    )
+
+
+def _parse_metrics(path: Path, keep: NameFilter | None) -> Metrics:
     try:
         with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
             return read_openmetrics(fh, keep=keep)
@@ -363,6 +630,20 @@ def _read_metrics(folder: Path, keep: NameFilter | None = None) -> Metrics:
 def _read_otlp(path: Path | None, collector: LogCollector | SpanCollector) -> pd.DataFrame:
     if path is None:
         return collector.frame()
+    kind, columns = (
+        ("logs", LOG_COLUMNS) if isinstance(collector, LogCollector) else ("spans", SPAN_COLUMNS)
+    )
+    return _cached(
+        path,
+        kind,
+        None,
+        lambda: _parse_otlp(path, collector),
+        _save_frame,
+        lambda entry: _load_frame(entry, columns),
+    )
+
+
+def _parse_otlp(path: Path, collector: LogCollector | SpanCollector) -> pd.DataFrame:
     for lineno, obj in _iter_jsonl(path):
         try:
             collector.add(obj)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 
 from correlator.errors import ConfigError
 
-__all__ = ["FEATURES", "Calibration", "fit", "load_calibration"]
+__all__ = ["CAUSE_FEATURES", "FEATURES", "Calibration", "fit", "load_calibration", "rival_gap"]
 
 #: Feature names, in model order.
 FEATURES: tuple[str, ...] = (
@@ -34,6 +34,26 @@ FEATURES: tuple[str, ...] = (
     "best_other_pattern",
     "service_patterns",
     "strength",
+    "pattern_top",
+    "same_service_rival",
+    "p_deployment",
+    "p_db_overload",
+    "p_az_failure",
+    "p_memory_leak",
+    "p_dependency_failure",
+    "p_traffic_spike",
+)
+
+#: The built-in causes that get a feature of their own (``p_<cause>``: the pattern's
+#: score when the finding names that cause), so the model can trust each pattern by
+#: how reliable it proved; a plugin's cause shares the generic ``pattern`` feature.
+CAUSE_FEATURES: tuple[str, ...] = (
+    "deployment",
+    "db_overload",
+    "az_failure",
+    "memory_leak",
+    "dependency_failure",
+    "traffic_spike",
 )
 
 
@@ -45,25 +65,48 @@ class Calibration:
     intercept: float
     features: tuple[str, ...] = FEATURES
     fitted_on: int = 0
+    stage2: tuple[float, float, float] | None = None
+    """``(a, b, c)``: the final probability is ``sigmoid(a*z + b*gap + c)``, where ``z``
+    is the first stage's logit and ``gap`` how far it stands above the best rival
+    candidate of the same investigation (a clear winner is more often right)."""
 
-    def predict(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
-        """Probabilities for feature rows (missing features count as 0)."""
+    def logits(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """The first stage's log-odds for feature rows (missing features count as 0)."""
         if not rows:
             return np.zeros(0)
         x = np.array([[float(r.get(f, 0.0)) for f in self.features] for r in rows])
-        z = x @ np.asarray(self.coef) + self.intercept
+        out: np.ndarray = x @ np.asarray(self.coef) + self.intercept
+        return out
+
+    def predict(
+        self, rows: Sequence[Mapping[str, float]], keys: Sequence[object] | None = None
+    ) -> np.ndarray:
+        """Probabilities for the candidate rows of *one* investigation.
+
+        ``keys`` (one per row, e.g. ``(service, cause)``) say which rows are the
+        same answer; the rival of a row is the best row with another key.
+        """
+        if not rows:
+            return np.zeros(0)
+        z = self.logits(rows)
+        if self.stage2 is not None:
+            a, b, c = self.stage2
+            z = a * z + b * rival_gap(z, keys) + c
         out: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
         return out
 
     def to_json(self) -> dict[str, Any]:
         """The JSON file schema."""
-        return {
+        out: dict[str, Any] = {
             "model": "logistic",
             "features": list(self.features),
             "coef": [round(c, 6) for c in self.coef],
             "intercept": round(self.intercept, 6),
             "fitted_on": self.fitted_on,
         }
+        if self.stage2 is not None:
+            out["stage2"] = [round(v, 6) for v in self.stage2]
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str = "calibration") -> Calibration:
@@ -78,12 +121,20 @@ class Calibration:
             ) from exc
         if len(feats) != len(coef) or not all(math.isfinite(c) for c in coef):
             raise ConfigError(f"{where}: features and coef differ in length or are not finite")
-        return cls(coef, intercept, feats, int(data.get("fitted_on", 0)))
+        stage2 = data.get("stage2")
+        s2: tuple[float, float, float] | None = None
+        if stage2 is not None:
+            try:
+                a, b, c = (float(v) for v in stage2)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: stage2 must be three numbers ({exc})") from exc
+            s2 = (a, b, c)
+        return cls(coef, intercept, feats, int(data.get("fitted_on", 0)), s2)
 
 
 #: Used when no fitted file ships: hand-set, monotone in the obvious directions.
 DEFAULT = Calibration(
-    coef=(2.0, 1.0, 1.0, 1.5, 3.0, -0.5, -1.5, 0.2, 0.5),
+    coef=(2.0, 1.0, 1.0, 1.5, 3.0, -0.5, -1.5, 0.2, 0.5, 0.5, -1.0, 0, 0, 0, 0, 0, 0),
     intercept=-3.5,
 )
 
@@ -103,8 +154,30 @@ def load_calibration(path: str | Path | None = None) -> Calibration:
     return Calibration.from_json(json.loads(text), "correlator/data/calibration.json")
 
 
-def fit(rows: Sequence[Mapping[str, float]], labels: Sequence[int], c: float = 1.0) -> Calibration:
-    """Fit the logistic model on feature rows and 0/1 labels (right or not)."""
+def rival_gap(z: np.ndarray, keys: Sequence[object] | None = None) -> np.ndarray:
+    """Per row: its logit minus the best logit among rows with a different key (10 if none)."""
+    keys = list(range(len(z))) if keys is None else list(keys)
+    out = np.full(len(z), 10.0)
+    for i, k in enumerate(keys):
+        other = [z[j] for j in range(len(z)) if keys[j] != k]
+        if other:
+            out[i] = min(10.0, float(z[i] - max(other)))
+    return out
+
+
+def fit(
+    rows: Sequence[Mapping[str, float]],
+    labels: Sequence[int],
+    c: float = 1.0,
+    groups: Sequence[object] | None = None,
+    keys: Sequence[object] | None = None,
+) -> Calibration:
+    """Fit the logistic model on feature rows and 0/1 labels (right or not).
+
+    With ``groups`` (which investigation each row came from) and ``keys`` (which
+    answer it names), a second stage is fitted on each row's logit and its gap
+    to the best rival answer of the same investigation.
+    """
     from sklearn.linear_model import LogisticRegression
 
     x = np.array([[float(r.get(f, 0.0)) for f in FEATURES] for r in rows])
@@ -113,8 +186,21 @@ def fit(rows: Sequence[Mapping[str, float]], labels: Sequence[int], c: float = 1
         raise ValueError("calibration needs both right and wrong candidates to fit")
     model = LogisticRegression(C=c, max_iter=2000)
     model.fit(x, y)
-    return Calibration(
+    first = Calibration(
         coef=tuple(float(v) for v in model.coef_[0]),
         intercept=float(model.intercept_[0]),
         fitted_on=len(y),
     )
+    if groups is None:
+        return first
+    z = first.logits(rows)
+    gap = np.zeros(len(z))
+    group_list = list(groups)
+    key_list = list(keys) if keys is not None else list(range(len(z)))
+    for g in set(group_list):
+        idx = [i for i, gg in enumerate(group_list) if gg == g]
+        gap[idx] = rival_gap(z[idx], [key_list[i] for i in idx])
+    second = LogisticRegression(C=c, max_iter=2000)
+    second.fit(np.column_stack([z, gap]), y)
+    a, b = (float(v) for v in second.coef_[0])
+    return replace(first, stage2=(a, b, float(second.intercept_[0])))

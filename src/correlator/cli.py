@@ -8,10 +8,11 @@ a traceback (``--debug`` shows one for bug reports).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 
@@ -45,7 +46,46 @@ def _config_option(f: F) -> F:
     )(f)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose optional commands are imported only when used (or listed in help).
+
+    ``correlator investigate`` must not pay for the service, the lab or the
+    generator: importing them costs more than half a second.
+    """
+
+    #: Command name -> (module, attribute) of commands defined elsewhere.
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names.update(n for n, (module, _) in self.lazy.items() if _installed(module))
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None or cmd_name not in self.lazy:
+            return cmd
+        return _load(*self.lazy[cmd_name])
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _load(module: str, attr: str) -> click.Command | None:
+    """A command defined in another module, if that module is installed."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    cmd = getattr(mod, attr, None)
+    return cmd if isinstance(cmd, click.Command) else None
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="correlator")
 @click.option("--debug", is_flag=True, help="Show tracebacks (for bug reports).")
 @click.pass_context
@@ -131,20 +171,11 @@ def _emit(text: str, output: Path | None) -> None:
     click.echo(f"wrote {output}", err=True)
 
 
-def _mount(module: str, attr: str) -> None:
-    """Add a command defined in another module, if that module is installed."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return
-    cmd = getattr(mod, attr, None)
-    if isinstance(cmd, click.Command):
-        cli.add_command(cmd)
-
-
-_mount("correlator.generator.cli", "scenarios")
-_mount("correlator.lab", "lab")
-_mount("correlator.service.cli", "serve")
+_LazyGroup.lazy = {
+    "scenarios": ("correlator.generator.cli", "scenarios"),
+    "lab": ("correlator.lab", "lab"),
+    "serve": ("correlator.service.cli", "serve"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ from correlator.model import (
 from correlator.pattern import PatternContext, config_for, load_patterns
 from correlator.rank import UNKNOWN, rank
 from correlator.sources import Sources
-from correlator.topology import blast_radius, build_graph, root_scores
+from correlator.topology import attribute_edges, blast_radius, build_graph, root_scores
 
 __all__ = ["analyse", "auto_step", "collect", "investigate", "make_window"]
 
@@ -249,6 +249,7 @@ def analyse(
             alert_at=alert.starts_at,
         )
         step = data_step
+        anomalies = attribute_edges(anomalies, signals)
     else:
         gaps.append(Gap("engine", "deadline reached before detection"))
     t = lap("detect", t)

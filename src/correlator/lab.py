@@ -13,23 +13,32 @@ is ready and always stop it (terminate, then kill) on exit, even on errors.
 * :func:`victoria_metrics` starts VictoriaMetrics when ``/usr/bin/victoria-metrics``
   exists; :func:`import_victoria_metrics` loads OpenMetrics text into it.
 * :func:`run_lab` starts Prometheus and Alertmanager for a bundle, posts its
-  alerts, and returns the URLs; the ``lab`` click command wraps it.
+  alerts, and returns the URLs; the ``lab`` click command wraps it, and stops
+  both servers and removes their directories on Ctrl-C, SIGTERM or SIGHUP.
+  The servers it starts also get SIGTERM from the kernel if the lab process
+  dies without cleaning up (``PR_SET_PDEATHSIG``, Linux).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gzip
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 import click
@@ -41,8 +50,10 @@ __all__ = [
     "ALERTMANAGER_BIN",
     "PROMETHEUS_BIN",
     "PROMTOOL_BIN",
+    "STOP_SIGNALS",
     "VICTORIA_METRICS_BIN",
     "LabError",
+    "LabStopped",
     "LabUrls",
     "Server",
     "alertmanager",
@@ -65,6 +76,14 @@ VICTORIA_METRICS_BIN = "/usr/bin/victoria-metrics"
 
 class LabError(CorrelatorError):
     """A lab server could not be prepared or started; the message says why and what to do."""
+
+
+class LabStopped(Exception):
+    """A stop signal (SIGTERM, SIGINT, SIGHUP) arrived; raised to unwind and clean up."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
 
 
 @dataclass(frozen=True)
@@ -164,18 +183,51 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send SIGTERM to the child when we die (Linux)."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        # The signal follows the *thread* that started the child: only the main
+        # thread lives as long as the process.
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 @contextlib.contextmanager
 def _serve(
-    name: str, argv: list[str], ready_url: str, url: str, data_dir: Path, timeout: float
+    name: str,
+    argv: list[str],
+    ready_url: str,
+    url: str,
+    data_dir: Path,
+    timeout: float,
+    die_with_parent: bool = False,
 ) -> Iterator[Server]:
     log = data_dir / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=data_dir)
+    preexec = _parent_death_signal() if die_with_parent else None
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, cwd=data_dir, preexec_fn=preexec
+            )
         _wait_ready(ready_url, proc, log, timeout)
         yield Server(name=name, url=url, pid=proc.pid, data_dir=data_dir, log_file=log)
     finally:
-        _stop(proc)
+        if proc is not None:
+            _stop(proc)
 
 
 @contextlib.contextmanager
@@ -196,8 +248,13 @@ def prometheus(
     data_dir: str | Path | None = None,
     port: int | None = None,
     timeout: float = 60.0,
+    die_with_parent: bool = False,
 ) -> Iterator[Server]:
-    """A Prometheus on 127.0.0.1 serving ``metrics`` (a bundle folder or an ``.om[.gz]`` file)."""
+    """A Prometheus on 127.0.0.1 serving ``metrics`` (a bundle folder or an ``.om[.gz]`` file).
+
+    ``die_with_parent``: the kernel stops the server if this process dies
+    without stopping it (Linux; only when called from the main thread).
+    """
     _require(PROMETHEUS_BIN, "prometheus")
     with _workdir(data_dir, "correlator-prometheus-") as work:
         tsdb = work / "tsdb"
@@ -216,7 +273,9 @@ def prometheus(
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
         ]
-        with _serve("prometheus", argv, url + "/-/ready", url, work, timeout) as server:
+        with _serve(
+            "prometheus", argv, url + "/-/ready", url, work, timeout, die_with_parent
+        ) as server:
             yield server
 
 
@@ -231,7 +290,11 @@ receivers:
 
 @contextlib.contextmanager
 def alertmanager(
-    *, data_dir: str | Path | None = None, port: int | None = None, timeout: float = 60.0
+    *,
+    data_dir: str | Path | None = None,
+    port: int | None = None,
+    timeout: float = 60.0,
+    die_with_parent: bool = False,
 ) -> Iterator[Server]:
     """An Alertmanager on 127.0.0.1 with a null receiver and clustering off."""
     _require(ALERTMANAGER_BIN, "prometheus-alertmanager")
@@ -250,7 +313,9 @@ def alertmanager(
             "--cluster.listen-address=",
             "--log.level=warn",
         ]
-        with _serve("alertmanager", argv, url + "/-/ready", url, work, timeout) as server:
+        with _serve(
+            "alertmanager", argv, url + "/-/ready", url, work, timeout, die_with_parent
+        ) as server:
             yield server
 
 
@@ -349,15 +414,24 @@ def prepare_alerts(
 
     Alertmanager drops alerts whose ``endsAt`` has passed, so ``endsAt`` is set
     a day ahead; ``startsAt`` and the labels stay as they are, so the
-    fingerprint does not change.
+    fingerprint does not change. The bundle's own ``endsAt`` goes into the
+    ``correlator_ends_at`` annotation, which the Alertmanager adapter reads
+    as the alert's end: an investigation through the lab covers the same
+    window as one through the bundle.
     """
+    from correlator.adapters.alertmanager import ENDS_AT_ANNOTATION
+
     now = time.time() if now is None else now
     ends = datetime.fromtimestamp(now + 86400, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     out = []
     for a in alerts:
+        annotations = {str(k): str(v) for k, v in (a.get("annotations") or {}).items()}
+        real_end = a.get("endsAt")
+        if real_end and not str(real_end).startswith("0001-"):
+            annotations[ENDS_AT_ANNOTATION] = str(real_end)
         post: dict[str, Any] = {
             "labels": dict(a.get("labels") or {}),
-            "annotations": dict(a.get("annotations") or {}),
+            "annotations": annotations,
             "endsAt": ends,
         }
         if a.get("startsAt"):
@@ -383,10 +457,12 @@ def _bundle_alerts(bundle: Path) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def run_lab(bundle_path: str | Path) -> Iterator[LabUrls]:
+def run_lab(bundle_path: str | Path, *, die_with_parent: bool = False) -> Iterator[LabUrls]:
     """Start Prometheus (backfilled) and Alertmanager (alerts posted) for a bundle.
 
-    A context manager: both servers stop when the block ends.
+    A context manager: both servers stop, and their temporary directories go,
+    when the block ends, however it ends. ``die_with_parent`` as for
+    :func:`prometheus`.
     """
     from correlator.adapters.alertmanager import AlertmanagerAdapter
     from correlator.http import HttpSettings
@@ -395,7 +471,10 @@ def run_lab(bundle_path: str | Path) -> Iterator[LabUrls]:
     if not bundle.is_dir():
         raise UserInputError(f"{bundle} is not a bundle folder")
     alerts = _bundle_alerts(bundle)
-    with prometheus(bundle) as prom, alertmanager() as am:
+    with (
+        prometheus(bundle, die_with_parent=die_with_parent) as prom,
+        alertmanager(die_with_parent=die_with_parent) as am,
+    ):
         adapter = AlertmanagerAdapter(HttpSettings(name="alertmanager", url=am.url))
         try:
             adapter.post_alerts(prepare_alerts(alerts))
@@ -405,12 +484,52 @@ def run_lab(bundle_path: str | Path) -> Iterator[LabUrls]:
         yield LabUrls(prometheus=prom.url, alertmanager=am.url, alerts=posted)
 
 
+#: The signals that stop the lab (SIGHUP: its terminal went away).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn the first stop signal into :class:`LabStopped`; ignore repeats while cleaning up.
+
+    Raising from the handler unwinds every ``with`` block of :func:`run_lab`,
+    wherever the main thread is (backfilling, waiting for a server, idle), so
+    the servers are stopped and their directories removed. The previous
+    handlers come back on exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    stopping = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            return  # already cleaning up: let it finish
+        stopping = True
+        raise LabStopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        stopping = True
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 @click.command("lab")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def lab(bundle: Path) -> None:
-    """Start a local Prometheus and Alertmanager loaded with BUNDLE; Ctrl-C stops them."""
+    """Start a local Prometheus and Alertmanager loaded with BUNDLE; Ctrl-C stops them.
+
+    SIGTERM and SIGHUP stop them too. Exit status 0 when stopped after
+    starting, 128 + the signal number when stopped while starting.
+    """
+    ready = False
     try:
-        with run_lab(bundle) as urls:
+        with _stop_on_signals(), run_lab(bundle, die_with_parent=True) as urls:
+            ready = True
             click.echo(f"Prometheus:   {urls.prometheus}")
             click.echo(f"Alertmanager: {urls.alertmanager}")
             click.echo("\nPoint correlator at them:")
@@ -419,8 +538,13 @@ def lab(bundle: Path) -> None:
             for fp in urls.alerts:
                 click.echo(f"  correlator investigate {fp}")
             click.echo("\nCtrl-C stops both servers.")
-            with contextlib.suppress(KeyboardInterrupt):
-                while True:
-                    time.sleep(3600)
+            while True:
+                time.sleep(3600)
+    except LabStopped as stop:
+        name = signal.Signals(stop.signum).name
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            click.echo(f"{name}: lab servers stopped, temporary directories removed.", err=True)
+        if not ready:
+            raise SystemExit(128 + stop.signum) from None
     except CorrelatorError as err:
         raise click.ClickException(str(err)) from err

@@ -30,12 +30,15 @@ from __future__ import annotations
 import concurrent.futures as cf
 import csv
 import io
+import itertools
+import json
 import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -53,10 +56,12 @@ __all__ = [
     "format_family",
     "format_sample",
     "format_value",
+    "load_metrics",
     "parse_labels",
     "parse_openmetrics",
     "read_openmetrics",
     "render",
+    "save_metrics",
 ]
 
 #: Timestamps above this are taken for milliseconds (1e11 s is the year 5138).
@@ -345,13 +350,12 @@ def _hash_marks(buf: bytearray, starts: Int64s) -> npt.NDArray[np.bool_]:
 _LOCAL = threading.local()
 
 
-def _scratch(n: int) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """Two boolean work arrays of length ``n``, kept per thread (no page faults per block)."""
-    have = getattr(_LOCAL, "masks", None)
-    if have is None or len(have[0]) < n:
-        size = max(n, _BLOCK + (1 << 16))
-        have = _LOCAL.masks = (np.empty(size, dtype=bool), np.empty(size, dtype=bool))
-    return have[0][:n], have[1][:n]
+def _scratch(n: int) -> npt.NDArray[np.bool_]:
+    """A boolean work array of length ``n``, kept per thread (no page faults per block)."""
+    have: npt.NDArray[np.bool_] | None = getattr(_LOCAL, "mask", None)
+    if have is None or len(have) < n:
+        have = _LOCAL.mask = np.empty(max(n, _BLOCK + (1 << 16)), dtype=bool)
+    return have[:n]
 
 
 def _tokenize(buf: bytearray) -> _Tokens:
@@ -362,12 +366,14 @@ def _tokenize(buf: bytearray) -> _Tokens:
     restored if the fast path gives up.
     """
     arr = np.frombuffer(buf, dtype=np.uint8)
-    mark, other = _scratch(len(arr))
-    np.equal(arr, 32, out=mark)
-    np.equal(arr, 10, out=other)
-    mark |= other
+    mark = _scratch(len(arr))
+    np.less_equal(arr, 32, out=mark)  # one pass; tabs and other controls are dropped next
     pos = np.flatnonzero(mark)
-    k = np.flatnonzero(arr[pos] == 10)
+    byte = arr[pos]
+    sep = (byte == 32) | (byte == 10)
+    if not sep.all():
+        pos, byte = pos[sep], byte[sep]
+    k = np.flatnonzero(byte == 10)
     ends = pos[k]
     n = len(ends)
     starts = np.empty(n, dtype=np.int64)
@@ -449,6 +455,18 @@ class _Block:
         return r + np.where(i >= 0, self.cut_before[np.maximum(i, 0)], 0)
 
 
+def _line_heads(buf: bytearray, byte: int) -> list[int]:
+    """Offsets of the lines of ``buf`` that start with ``byte`` (one-byte finds are fast)."""
+    heads = []
+    needle = bytes((byte,))
+    pos = buf.find(needle)
+    while pos >= 0:
+        if pos == 0 or buf[pos - 1] == 10:
+            heads.append(pos)
+        pos = buf.find(needle, pos + 1)
+    return heads
+
+
 class _Skipper:
     """Cuts families nobody wants out of a block before it is tokenised."""
 
@@ -478,13 +496,7 @@ class _Skipper:
         nothing = np.zeros(0, dtype=np.int64)
         if self.keep is None or self.eof:
             return _Block(buf, nothing, nothing)
-        heads = []
-        if buf.startswith(b"#"):
-            heads.append(0)
-        p = buf.find(b"\n#")
-        while p >= 0:
-            heads.append(p + 1)
-            p = buf.find(b"\n#", p + 1)
+        heads = _line_heads(buf, ord("#"))
         cuts: list[tuple[int, int]] = []
         seg_start = 0
         for head in [*heads, len(buf)]:
@@ -862,6 +874,137 @@ def _parse_line_slow(text: str, lineno: int) -> tuple[str, dict[str, str], float
     except ValueError:
         raise OpenMetricsError(f"bad timestamp {rest[1]!r}", lineno) from None
     return name, labels, value, ts
+
+
+# --------------------------------------------------------------------------- saving parsed
+
+
+#: Version of the layout :func:`save_metrics` writes (bump when it changes).
+SAVED_FORMAT = 1
+_SAVED_FILES = ("values.npy", "offsets.npy", "times.npy", "time_offsets.npy", "time_of.npy")
+
+
+def _write_npy(
+    path: Path, parts: Iterable[npt.NDArray[Any]] | npt.NDArray[Any], total: int, dtype: Any
+) -> None:
+    """Write arrays one after the other as one ``.npy`` file (no joined copy in memory)."""
+    with path.open("wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (total,)}
+        )
+        if isinstance(parts, np.ndarray):
+            parts = [parts]
+        for part in parts:
+            fh.write(np.ascontiguousarray(part, dtype=dtype).data)
+
+
+def save_metrics(metrics: Metrics, folder: str | Path) -> None:
+    """Write parsed metrics into ``folder`` (existing) for :func:`load_metrics`.
+
+    The layout is columnar: every series' values in one ``.npy`` file with an
+    offsets array, every distinct timestamp array once (with, per series,
+    which one it uses), and names, labels and family metadata in JSON.
+    """
+    out = Path(folder)
+    n = len(metrics)
+    which: dict[int, int] = {}
+    distinct: list[Float64s] = []
+    time_of = np.empty(n, dtype=np.int64)
+    for i, ts in enumerate(metrics.times):
+        k = which.get(id(ts))
+        if k is None:
+            k = which[id(ts)] = len(distinct)
+            distinct.append(ts)
+        time_of[i] = k
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum([len(v) for v in metrics.values], out=offsets[1:])
+    toffsets = np.zeros(len(distinct) + 1, dtype=np.int64)
+    np.cumsum([len(t) for t in distinct], out=toffsets[1:])
+    _write_npy(out / "values.npy", metrics.values, int(offsets[-1]), np.float64)
+    _write_npy(out / "offsets.npy", offsets, len(offsets), np.int64)
+    _write_npy(out / "times.npy", distinct, int(toffsets[-1]), np.float64)
+    _write_npy(out / "time_offsets.npy", toffsets, len(toffsets), np.int64)
+    _write_npy(out / "time_of.npy", time_of, n, np.int64)
+    meta = {
+        "format": SAVED_FORMAT,
+        "names": list(metrics.names),
+        "labels": [dict(labels) for labels in metrics.labels],
+        "types": dict(metrics.types),
+        "help": dict(metrics.help),
+        "units": dict(metrics.units),
+        "has_eof": metrics.has_eof,
+    }
+    (out / "metrics.json").write_text(json.dumps(meta, separators=(",", ":")), encoding="utf-8")
+
+
+def _load_npy(path: Path, dtype: Any, mmap: bool) -> npt.NDArray[Any]:
+    arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    if arr.dtype != np.dtype(dtype) or arr.ndim != 1:
+        raise ValueError(f"{path.name}: expected a 1-d {np.dtype(dtype)} array")
+    plain: npt.NDArray[Any] = arr.view(np.ndarray)
+    plain.flags.writeable = False
+    return plain
+
+
+def _check_offsets(offsets: Int64s, length: int, what: str) -> None:
+    if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != length:
+        raise ValueError(f"{what}: offsets do not span the data")
+    if len(offsets) > 1 and bool((np.diff(offsets) < 0).any()):
+        raise ValueError(f"{what}: offsets go backwards")
+
+
+def _str_map(obj: Any) -> dict[str, str]:
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in obj.items()
+    ):
+        raise ValueError("expected an object of strings")
+    return obj
+
+
+def load_metrics(folder: str | Path, mmap: bool = True) -> Metrics:
+    """Metrics written by :func:`save_metrics` (arrays memory-mapped when ``mmap``).
+
+    Every array is checked against the others; anything inconsistent (a
+    truncated or edited file) raises ``ValueError`` or ``OSError``.
+    """
+    src = Path(folder)
+    meta = json.loads((src / "metrics.json").read_text(encoding="utf-8"))
+    if not isinstance(meta, dict) or meta.get("format") != SAVED_FORMAT:
+        raise ValueError("metrics.json: unknown format")
+    names, labels = meta["names"], meta["labels"]
+    if not isinstance(names, list) or not isinstance(labels, list) or len(names) != len(labels):
+        raise ValueError("metrics.json: names and labels do not match")
+    if not all(isinstance(x, str) for x in names):
+        raise ValueError("metrics.json: names must be strings")
+    labelsets = tuple(_str_map(x) for x in labels)
+    n = len(names)
+    values = _load_npy(src / "values.npy", np.float64, mmap)
+    offsets = _load_npy(src / "offsets.npy", np.int64, False)
+    times = _load_npy(src / "times.npy", np.float64, mmap)
+    toffsets = _load_npy(src / "time_offsets.npy", np.int64, False)
+    time_of = _load_npy(src / "time_of.npy", np.int64, False)
+    if len(offsets) != n + 1 or len(time_of) != n:
+        raise ValueError("offsets or time_of do not match the series")
+    _check_offsets(offsets, len(values), "values")
+    _check_offsets(toffsets, len(times), "times")
+    k = len(toffsets) - 1
+    if n and (int(time_of.min()) < 0 or int(time_of.max()) >= k):
+        raise ValueError("time_of points outside the timestamp arrays")
+    if n and not np.array_equal(np.diff(offsets), np.diff(toffsets)[time_of]):
+        raise ValueError("a series does not have as many values as timestamps")
+    bounds = toffsets.tolist()
+    distinct = [times[a:b] for a, b in itertools.pairwise(bounds)]
+    vb = offsets.tolist()
+    return Metrics(
+        tuple(names),
+        labelsets,
+        tuple(distinct[k] for k in time_of.tolist()),
+        tuple(values[a:b] for a, b in itertools.pairwise(vb)),
+        _str_map(meta.get("types", {})),
+        _str_map(meta.get("help", {})),
+        _str_map(meta.get("units", {})),
+        bool(meta.get("has_eof", True)),
+    )
 
 
 # --------------------------------------------------------------------------- writing

@@ -150,7 +150,10 @@ class PatternContext:
         role = str(row["role"])
         svc = str(row["service"])
         peer = str(row.get("detail") or "")
-        what = f"{role} of {svc}" + (f" called by {peer}" if peer else "")
+        if role.startswith("client_"):
+            what = f"{role.removeprefix('client_')} of calls from {svc} to {peer}"
+        else:
+            what = f"{role} of {svc}" + (f" called by {peer}" if peer else "")
         text = summary or (
             f"{what} went {row['direction']} at {format_time(float(row['onset']))}: "
             f"{_fmt(float(row['baseline']))} -> {_fmt(float(row['peak']))} "
@@ -236,6 +239,9 @@ def _base_role(role: str) -> str:
         "error_ratio": "error_rate",
         "edge_error_ratio": "edge_errors",
         "memory_ratio": "memory",
+        "client_errors": "edge_errors",
+        "client_error_ratio": "edge_errors",
+        "client_latency": "edge_latency",
     }.get(role, role)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from correlator.calibration import Calibration, load_calibration
+from correlator.calibration import CAUSE_FEATURES, Calibration, load_calibration
 from correlator.model import Evidence, Finding
 from correlator.pattern import PatternContext
 
@@ -52,23 +52,39 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
     for f in findings:
         if f.cause != UNKNOWN and f.score >= 0.5:
             per_service[f.service] = per_service.get(f.service, 0) + 1
+    best_pattern = max((f.score for f in findings if f.cause != UNKNOWN), default=0.0)
     rows = []
     for f in findings:
         r = roots.get(f.service)
         others = [g.score for g in findings if g is not f and g.cause != UNKNOWN]
-        rows.append(
-            {
-                "root": r.score if r else 0.0,
-                "root_top": 1.0 if r is not None and r.rank == 1 else 0.0,
-                "root_rank_inv": 1.0 / r.rank if r else 0.0,
-                "root_margin": (r.score - (second if r.rank == 1 else top)) if r else -top,
-                "pattern": f.score if f.cause != UNKNOWN else 0.0,
-                "unknown": 1.0 if f.cause == UNKNOWN else 0.0,
-                "best_other_pattern": max(others, default=0.0),
-                "service_patterns": float(per_service.get(f.service, 0)),
-                "strength": r.strength if r else 0.0,
-            }
+        rival = max(
+            (
+                g.score
+                for g in findings
+                if g is not f
+                and g.cause != UNKNOWN
+                and g.service == f.service
+                and g.cause != f.cause
+            ),
+            default=0.0,
         )
+        is_pattern = f.cause != UNKNOWN
+        row = {
+            "root": r.score if r else 0.0,
+            "root_top": 1.0 if r is not None and r.rank == 1 else 0.0,
+            "root_rank_inv": 1.0 / r.rank if r else 0.0,
+            "root_margin": (r.score - (second if r.rank == 1 else top)) if r else -top,
+            "pattern": f.score if is_pattern else 0.0,
+            "unknown": 0.0 if is_pattern else 1.0,
+            "best_other_pattern": max(others, default=0.0),
+            "service_patterns": float(per_service.get(f.service, 0)),
+            "strength": r.strength if r else 0.0,
+            "pattern_top": 1.0 if is_pattern and f.score >= best_pattern else 0.0,
+            "same_service_rival": rival,
+        }
+        for cause in CAUSE_FEATURES:
+            row[f"p_{cause}"] = f.score if f.cause == cause else 0.0
+        rows.append(row)
     return rows
 
 
@@ -85,7 +101,7 @@ def rank(
     if not cands:
         return []
     feats = candidate_features(ctx, cands)
-    probs = cal.predict(feats)
+    probs = cal.predict(feats, [(f.service, f.cause) for f in cands])
     merged: dict[tuple[str, str], Finding] = {}
     for f, x, p in zip(cands, feats, probs, strict=True):
         g = replace(f, confidence=float(p), features={**f.features, **x})

@@ -35,7 +35,9 @@ from correlator.model import Telemetry
 __all__ = [
     "CAUSE_ROLES",
     "SYMPTOM_ROLES",
+    "CLIENT_ROLES",
     "RootScore",
+    "attribute_edges",
     "blast_radius",
     "build_graph",
     "demand_rises",
@@ -45,8 +47,24 @@ __all__ = [
 
 #: Roles that show a service hurting (what users feel).
 SYMPTOM_ROLES = frozenset(
-    {"error_rate", "error_ratio", "latency", "edge_errors", "edge_error_ratio", "edge_latency"}
+    {
+        "error_rate",
+        "error_ratio",
+        "latency",
+        "edge_errors",
+        "edge_error_ratio",
+        "edge_latency",
+        "client_errors",
+        "client_error_ratio",
+        "client_latency",
+    }
 )
+#: Edge roles re-attributed to the caller (see :func:`attribute_edges`).
+CLIENT_ROLES = {
+    "edge_errors": "client_errors",
+    "edge_error_ratio": "client_error_ratio",
+    "edge_latency": "client_latency",
+}
 #: Roles that show something happening *to* a service (a likely cause, not an echo).
 CAUSE_ROLES = frozenset(
     {
@@ -135,6 +153,38 @@ def _span_edges(spans: pd.DataFrame) -> list[tuple[str, str, str | None]]:
             kind = "cache" if str(dbs).lower() in _DB_CACHE else "database"
         out.append((str(caller), str(peer), kind))
     return out
+
+
+def attribute_edges(anomalies: pd.DataFrame, signals: pd.DataFrame) -> pd.DataFrame:
+    """Move edge anomalies of a healthy, instrumented callee to the caller's side.
+
+    An edge anomaly (calls from ``detail`` to ``service`` failing or slow) is
+    first the callee's. But when the callee serves requests of its own that we
+    can see (``request_rate``/``latency`` series) and none of them went wrong,
+    the trouble sits between the two (the caller's network, sidecar, client or
+    connection pool): the row is moved to the caller as ``client_*`` with the
+    callee in ``detail``.
+    """
+    if anomalies.empty or signals.empty:
+        return anomalies
+    instrumented = set(signals.loc[signals["role"].isin(("request_rate", "latency")), "service"])
+    hurt = set(
+        anomalies.loc[anomalies["role"].isin(("latency", "error_ratio", "error_rate")), "service"]
+    )
+    m = (
+        anomalies["role"].isin(list(CLIENT_ROLES))
+        & anomalies["service"].isin(list(instrumented))
+        & ~anomalies["service"].isin(list(hurt))
+        & (anomalies["detail"].astype(str) != "")
+    )
+    if not m.any():
+        return anomalies
+    moved = anomalies[m].copy()
+    moved["service"] = anomalies.loc[m, "detail"].astype(str).to_numpy()
+    moved["detail"] = anomalies.loc[m, "service"].astype(str).to_numpy()
+    moved["role"] = moved["role"].map(CLIENT_ROLES)
+    out = pd.concat([anomalies[~m], moved], ignore_index=True)
+    return out.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)
 
 
 def service_summary(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
