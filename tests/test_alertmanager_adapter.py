@@ -92,3 +92,46 @@ def test_not_alertmanager_body_is_a_clear_error() -> None:
             SourceError, match=r"Alertmanager at http://am:9093/api/v2/alerts: expected a list"
         ):
             adapter.alerts()
+
+
+def test_a_firing_alerts_end_is_unknown_unless_stated(am: AlertmanagerAdapter) -> None:
+    by_fp = {a.fingerprint: a for a in am.alerts()}
+    latency = by_fp[alert_fingerprint(ALERTS[1]["labels"])]  # type: ignore[arg-type]
+    # Alertmanager answers endsAt a day ahead (the lab's renewal deadline): not an end.
+    assert latency.ends_at is None
+    checkout = by_fp[alert_fingerprint(ALERTS[0]["labels"])]  # type: ignore[arg-type]
+    # The lab keeps the bundle's end in an annotation; the adapter reads it.
+    assert checkout.ends_at == 1772448600.0  # 2026-03-02T10:50:00Z
+    assert checkout.annotations["correlator_ends_at"] == "2026-03-02T10:50:00Z"
+
+
+def _one(alert: dict[str, object], now: float) -> AlertmanagerAdapter:
+    body = [{"fingerprint": "abc1000000000000", "labels": {"alertname": "A"}} | alert]
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, json=body))
+    client = httpx.Client(transport=transport)
+    return AlertmanagerAdapter("http://am:9093", client, clock=lambda: now)
+
+
+@pytest.mark.parametrize(
+    ("alert", "expected"),
+    [
+        # Firing: endsAt is the renewal deadline, after "now".
+        ({"startsAt": "2026-03-02T10:33:00Z", "endsAt": "2026-03-02T11:05:00Z"}, None),
+        # Already past: a real end.
+        ({"startsAt": "2026-03-02T10:33:00Z", "endsAt": "2026-03-02T10:50:00Z"}, 1772448600.0),
+        ({"startsAt": "2026-03-02T10:33:00Z", "endsAt": "0001-01-01T00:00:00Z"}, None),
+        # A stated end wins over the deadline; a garbled or inverted one is ignored.
+        ({"startsAt": "2026-03-02T10:33:00Z", "endsAt": "2026-03-02T11:05:00Z",
+          "annotations": {"correlator_ends_at": "2026-03-02T10:50:00Z"}}, 1772448600.0),
+        ({"startsAt": "2026-03-02T10:33:00Z", "endsAt": "2026-03-02T11:05:00Z",
+          "annotations": {"correlator_ends_at": "soon"}}, None),
+        ({"startsAt": "2026-03-02T10:33:00Z", "endsAt": "2026-03-02T11:05:00Z",
+          "annotations": {"correlator_ends_at": "2026-03-02T10:00:00Z"}}, None),
+    ],
+)  # fmt: skip
+def test_end_times(alert: dict[str, object], expected: float | None) -> None:
+    now = 1772449200.0  # 2026-03-02T11:00:00Z
+    adapter = _one(alert, now)
+    found = adapter.alert("abc1")
+    adapter.http.client.close()
+    assert found is not None and found.ends_at == expected

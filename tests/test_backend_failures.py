@@ -12,6 +12,7 @@ from the sources that answered.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -216,7 +217,9 @@ def test_prometheus_answering_500_is_a_gap_after_retries(
     why = _gap(inv, "prometheus")
     assert why.startswith("metrics: ")
     assert "500" in why and "storage is on fire" in why and "after 3 attempts" in why
-    assert handler.requests == 3, "one query, retried twice, then given up"
+    # The first `concurrency` queries go out at once; each is retried twice and
+    # fails; no further query is sent once one has failed.
+    assert handler.requests == 3 * prom.concurrency
     assert inv.telemetry.signals.empty
     assert len(inv.telemetry.logs) and len(inv.telemetry.spans), "logs and traces were read"
     assert inv.findings, "traces and logs still point somewhere"
@@ -284,3 +287,72 @@ def test_every_backend_failing_at_once_still_reports_each(
     assert len(inv.telemetry.spans), "traces still answered"
     for adapter in (prom, loki, broken):
         adapter.close()
+
+
+@pytest.fixture
+def half_hanging() -> Iterator[str]:
+    """A Prometheus API that answers every query except histogram ones, which hang."""
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            from urllib.parse import parse_qs
+
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            form = {k: v[0] for k, v in parse_qs(body).items()}
+            if "_bucket" in form["query"]:
+                release.wait(30)
+                return
+            start = float(form["start"])
+            values = [[start + 60 * i, "1"] for i in range(10)]
+            result = [{"metric": {"service_name": "checkout"}, "values": values}]
+            data = (
+                '{"status":"success","data":{"resultType":"matrix","result":'
+                + json.dumps(result)
+                + "}}"
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_slow_queries_are_abandoned_and_the_rest_reaches_the_engine(
+    case: Case, half_hanging: str
+) -> None:
+    # The adapter's budget (90% of its 2 s timeout) ends before the engine's
+    # source_timeout (2 s): the engine gets what answered, not a gap.
+    prom = PrometheusAdapter(_settings("prometheus", half_hanging, timeout=2.0))
+    sources = Sources(
+        metrics=[prom],
+        logs=[case.bundle],
+        traces=[case.bundle],
+        topology=[case.bundle],
+        alerts=[case.bundle],
+    )
+    inv, elapsed = _run(case, sources)
+    prom.close()
+    assert elapsed < SETTINGS.deadline + MARGIN
+    assert not [g for g in inv.gaps if g.source == "prometheus"], inv.gaps
+    roles = set(inv.telemetry.signals["role"])
+    assert "request_rate" in roles and "latency" not in roles
+    assert (
+        len(prom.warnings) == 1 and "abandoned, unanswered at the 1.8s budget" in (prom.warnings[0])
+    )
+    assert "latency (" in prom.warnings[0] and "edge_latency (" in prom.warnings[0]

@@ -30,10 +30,16 @@ def test_openmetrics_to_prometheus_text_uses_milliseconds() -> None:
 
 def test_prepare_alerts_keeps_labels_and_start_and_moves_end_ahead() -> None:
     raw = [{"labels": {"alertname": "A"}, "startsAt": "2026-03-02T10:33:00Z",
-            "endsAt": "2026-03-02T10:50:00Z", "fingerprint": "x", "status": {"state": "active"}}]  # fmt: skip
+            "endsAt": "2026-03-02T10:50:00Z", "fingerprint": "x", "status": {"state": "active"}},
+           {"labels": {"alertname": "B"}, "annotations": {"summary": "s"},
+            "startsAt": "2026-03-02T10:34:00Z", "endsAt": "0001-01-01T00:00:00Z"}]  # fmt: skip
     out = lab.prepare_alerts(raw, now=2_000_000_000)
-    assert out == [{"labels": {"alertname": "A"}, "annotations": {},
-                    "endsAt": "2033-05-19T03:33:20Z", "startsAt": "2026-03-02T10:33:00Z"}]  # fmt: skip
+    # The bundle's end survives as an annotation, which the adapter reads as the end.
+    assert out == [{"labels": {"alertname": "A"},
+                    "annotations": {"correlator_ends_at": "2026-03-02T10:50:00Z"},
+                    "endsAt": "2033-05-19T03:33:20Z", "startsAt": "2026-03-02T10:33:00Z"},
+                   {"labels": {"alertname": "B"}, "annotations": {"summary": "s"},
+                    "endsAt": "2033-05-19T03:33:20Z", "startsAt": "2026-03-02T10:34:00Z"}]  # fmt: skip
 
 
 def test_missing_bundle_parts_are_user_errors(tmp_path: Path) -> None:
@@ -65,6 +71,8 @@ def test_run_lab_serves_metrics_and_alerts(tmp_path: Path) -> None:
         found = am.alert(alert_fingerprint(labels)[:6])
         am.close()
         assert found is not None and found.labels == labels
+        # The bundle's times, not Alertmanager's renewal deadline a day ahead.
+        assert (found.starts_at, found.ends_at) == (T0 + 1800, T0 + 2400)
         prom_url = urls.prometheus
     with pytest.raises(httpx.ConnectError):
         httpx.get(prom_url + "/-/ready")

@@ -11,6 +11,7 @@ from correlator.adapters.prometheus import (
     SERVICE_LABEL,
     PrometheusAdapter,
     choose_step,
+    render_chain,
     render_promql,
 )
 
@@ -166,8 +167,17 @@ def test_choose_step_respects_point_limit() -> None:
 
 def test_render_promql_shapes() -> None:
     counter = render_promql(default_catalog().specs("request_rate")[0], 60)
-    assert counter.startswith(f"sum by ({SERVICE_LABEL}) (")
+    # One partition per service label, in precedence order, then the pod name.
+    assert counter.startswith(
+        "sum by (service_name) (rate(traces_span_metrics_calls_total"
+        '{span_kind="SPAN_KIND_SERVER",service_name!=""}[240s])) or sum by (service) ('
+    )
+    assert 'service_name="",service="",job="",pod!=""' in counter
+    assert counter.count("label_replace(") == 1  # only the pod partition needs a regex
     assert "[240s]" in counter  # promql.range_seconds: max(4 * step, 60s)
     hist = render_promql(default_catalog().specs("latency")[4], 30)
-    assert hist.startswith("(histogram_quantile(0.95, sum by (le, correlator_service) (")
+    assert hist.startswith("(histogram_quantile(0.95, sum by (le, destination_workload) (")
     assert hist.endswith(") * 0.001")
+    chain = render_chain(default_catalog().specs("latency")[4], 30)
+    assert chain.startswith("(histogram_quantile(0.95, sum by (le, correlator_service) (")
+    assert chain.count("label_replace(") == 5
