@@ -7,12 +7,14 @@ import itertools
 import threading
 from pathlib import Path
 
+import correlator.adapters.bundle as adapter
 import numpy as np
 import pandas as pd
 import pytest
 from correlator.adapters.bundle import (
     LOOKBACK,
     _aggregate,
+    _histogram,
     _plan,
     _rates,
     evaluate_spec,
@@ -202,6 +204,50 @@ def test_aggregate_is_bit_identical_to_pandas_groupby(agg: str) -> None:
         )
         got = _aggregate(m, codes, groups, agg)
         np.testing.assert_array_equal(got, want.to_numpy(dtype=np.float64))
+
+
+@pytest.mark.parametrize("agg", ["sum", "mean"])
+def test_aggregate_single_row_groups_match_pandas_to_the_sign_of_zero(agg: str) -> None:
+    special = [-0.0, 0.0, np.inf, -np.inf, np.nan, 1e300, -5e-324, 3.5]
+    m = np.array([special, special[::-1]], dtype=np.float64)
+    m = np.vstack([m, m[:, ::2].repeat(2, axis=1)])
+    codes = np.array([3, 0, 2, 0], dtype=np.int64)  # groups 3 and 2: one row; 0: two; 1: none
+    grouped = pd.DataFrame(m).groupby(codes)
+    want = (grouped.sum(min_count=1) if agg == "sum" else grouped.mean()).reindex(range(4))
+    want_arr = want.to_numpy(dtype=np.float64)
+    got = _aggregate(m, codes, 4, agg)
+    np.testing.assert_array_equal(got, want_arr)
+    assert np.array_equal(np.signbit(got), np.signbit(want_arr))
+
+
+def test_histogram_in_batches_equals_all_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    rnd = np.random.default_rng(5)
+    lines = ["# TYPE lat histogram\n"]
+    for svc in range(7):
+        bounds = ("0.1", "0.5", "1", "+Inf") if svc % 3 else ("0.2", "1", "5", "10", "+Inf")
+        if svc == 4:
+            bounds = ("0.1", "oops", "+Inf")  # a group with a bound that is not a number
+        for pod in range(1 + svc % 3):
+            total = np.zeros(len(bounds))
+            for k in range(40):
+                total += np.sort(rnd.integers(0, 5, len(bounds)))
+                for le, count in zip(bounds, np.maximum.accumulate(total), strict=True):
+                    lines.append(
+                        f'lat_bucket{{service="s{svc}",pod="p{pod}",le="{le}"}} {count} '
+                        f"{T0 + 15 * k}\n"
+                    )
+    metrics = parse_openmetrics(_text(lines))
+    spec = SignalSpec("latency", "lat", "histogram", quantile=0.95)
+    plan = _plan(metrics, spec)
+    grid = np.arange(T0 + 60, T0 + 600, 15.0)
+    matrix = _rates(metrics, plan, grid, 60.0)
+    whole = _histogram(plan, matrix, 0.95, len(plan.groups))
+    monkeypatch.setattr(adapter, "_BATCH", 5)
+    batched = _histogram(plan, matrix, 0.95, len(plan.groups))
+    np.testing.assert_array_equal(batched, whole)
+    bad = [i for i, g in enumerate(plan.groups) if g[0] == "s4"]
+    assert bad and np.isnan(whole[bad]).all()
+    assert np.isfinite(whole).any(axis=1).sum() == len(plan.groups) - 1
 
 
 def test_concurrent_readers_share_one_parse(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -9,10 +10,12 @@ import pytest
 
 from correlator.openmetrics import (
     Family,
+    NameFilter,
     OpenMetricsError,
     format_sample,
     parse_labels,
     parse_openmetrics,
+    read_openmetrics,
     render,
 )
 
@@ -133,3 +136,30 @@ def test_to_frame() -> None:
     frame = m.to_frame()
     assert list(frame.columns) == ["name", "labels", "ts", "value"]
     assert set(frame["labels"]) == {(("x", "1"),), ()}
+
+
+def test_tabs_and_control_characters_in_label_values() -> None:
+    text = (
+        f'm{{a="x\ty",b="bell\x07"}} 1 {T0}\n'
+        f'm{{a="x\ty",b="bell\x07"}} 2 {T0 + 15}\n'
+        f'm{{a="plain",b=""}} 3 {T0}\n'
+        "# EOF\n"
+    )
+    m = parse_openmetrics(text)
+    assert [dict(x) for x in m.labels] == [{"a": "x\ty", "b": "bell\x07"}, {"a": "plain", "b": ""}]
+    assert m.values[0].tolist() == [1, 2] and m.times[0].tolist() == [T0, T0 + 15]
+
+
+def test_family_skipping_only_sees_comments_at_line_starts() -> None:
+    # A '#' inside a label value is not a comment: the family it sits in is still skipped
+    # as a whole, and the wanted family after it is read.
+    lines = ["# TYPE junk gauge\n"]
+    lines += [f'junk{{a="#{i} # TYPE up gauge"}} {i} {T0 + i}\n' for i in range(30)]
+    lines += ["# TYPE up gauge\n", f'up{{job="x"}} 1 {T0}\n', f'up{{job="#"}} 0 {T0}\n']
+    data = ("".join(lines) + "# EOF\n").encode()
+    keep = NameFilter(frozenset({"up"}))
+    for block in (64, 200, 1 << 20):
+        m = read_openmetrics(io.BytesIO(data), keep=keep, block_size=block)
+        assert m.names == ("up", "up")
+        assert [dict(x) for x in m.labels] == [{"job": "x"}, {"job": "#"}]
+    assert parse_openmetrics(data).index["junk"][0] == 0

@@ -616,32 +616,41 @@ class _Assembler:
         parts_ts: list[Float64s] = []
         parts_val: list[Float64s] = []
         fast = np.flatnonzero(kinds == _FAST)
+        slow = np.flatnonzero(kinds == _SLOW).tolist()
+        # Series are registered (numbered, checked) in file order, fast and slow lines alike.
+        heads: list[tuple[int, int]] = []  # (row, category code) or (row, -1 - slow index)
+        ncat = len(tok.cats)
+        cat_gid = np.full(ncat, -1, dtype=np.int64)
         if len(fast):
             codes = tok.codes[fast]
-            ncat = len(tok.cats)
             first = np.full(ncat, -1, dtype=np.int64)
             first[codes[::-1]] = fast[::-1]
             present = np.flatnonzero(first >= 0)
-            cat_gid = np.full(ncat, -1, dtype=np.int64)
-            for c in present[np.argsort(first[present], kind="stable")].tolist():
-                cat_gid[c] = self._key(tok.cats[c], lineno(int(first[c])))
+            heads = list(zip(first[present].tolist(), present.tolist(), strict=True))
+        heads += [(row, -1 - k) for k, row in enumerate(slow)]
+        heads.sort()
+        slow_gid = [0] * len(slow)
+        slow_ts = np.empty(len(slow), dtype=np.float64)
+        slow_val = np.empty(len(slow), dtype=np.float64)
+        for row, ref in heads:
+            if ref >= 0:
+                cat_gid[ref] = self._key(tok.cats[ref], lineno(row))
+                continue
+            text = bytes(buf[tok.starts[row] : tok.ends[row]]).decode("utf-8", "replace")
+            name, labels, one_value, one_ts = _parse_line_slow(text, lineno(row))
+            k = -1 - ref
+            slow_gid[k] = self._register(name, labels)
+            slow_ts[k], slow_val[k] = one_ts, one_value
+        if len(fast):
             parts_rows.append(fast)
-            parts_gid.append(cat_gid[codes])
+            parts_gid.append(cat_gid[tok.codes[fast]])
             parts_ts.append(tok.ts[fast])
             parts_val.append(tok.values[fast])
-        slow = np.flatnonzero(kinds == _SLOW)
-        if len(slow):
-            gids, tss, vals = [], [], []
-            for i in slow.tolist():
-                text = bytes(buf[tok.starts[i] : tok.ends[i]]).decode("utf-8", "replace")
-                name, labels, one_value, one_ts = _parse_line_slow(text, lineno(i))
-                gids.append(self._register(name, labels))
-                tss.append(one_ts)
-                vals.append(one_value)
-            parts_rows.append(slow)
-            parts_gid.append(np.asarray(gids, dtype=np.int64))
-            parts_ts.append(np.asarray(tss, dtype=np.float64))
-            parts_val.append(np.asarray(vals, dtype=np.float64))
+        if slow:
+            parts_rows.append(np.asarray(slow, dtype=np.int64))
+            parts_gid.append(np.asarray(slow_gid, dtype=np.int64))
+            parts_ts.append(slow_ts)
+            parts_val.append(slow_val)
         self.lines += n + (int(block.cut_before[-1]) if len(block.cut_before) else 0)
         if not parts_rows:
             return
