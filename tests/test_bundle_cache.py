@@ -336,3 +336,24 @@ def test_cli_imports_only_what_investigate_needs() -> None:
     assert listed.returncode == 0
     for name in ("investigate", "alerts", "patterns", "scenarios", "lab", "serve"):
         assert f"  {name} " in listed.stdout
+
+
+def test_a_cache_folder_that_cannot_be_looked_into_only_costs_the_parse(
+    bundle_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tests run as root here, so permissions cannot make the folder unreadable: fail the calls.
+    real_is_dir = Path.is_dir
+
+    def no_access(self: Path) -> bool:
+        if cache in self.parents or self == cache:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_dir(self)
+
+    def no_mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_dir", no_access)
+    monkeypatch.setattr(Path, "mkdir", no_mkdir)
+    b = read_bundle(bundle_path)
+    assert b.metrics.sample_count > 0 and len(b.logs) > 0
+    assert not cache.exists()

@@ -274,7 +274,11 @@ def _cached(
     except (OSError, ValueError):
         return parse()
     entry = root / _entry_name(ident)
-    if entry.is_dir():
+    try:
+        found = entry.is_dir()
+    except OSError:  # e.g. a cache folder this user may not read
+        found = False
+    if found:
         try:
             value = load(entry)
         except Exception as exc:  # corrupt, truncated or foreign: parse again
