@@ -29,6 +29,10 @@ class DeploymentConfig:
     """How long before the onset a deploy may have happened and still be blamed."""
     max_lag_seconds: float = 120.0
     """How long after the onset a change may appear (rollouts and sampling lag)."""
+    grace_seconds: float = 60.0
+    """A deploy this close before the onset counts fully (rollout and sampling lag)."""
+    decay_seconds: float = 300.0
+    """Beyond the grace, the deploy's weight decays with this time constant."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,12 @@ class DeploymentPattern(BasePattern):
             if lead > config.max_lead_seconds or lead < -config.max_lag_seconds:
                 continue
             sym_strength = sym / (sym + 8.0)
-            closeness = float(np.exp(-max(lead, 0.0) / max(config.max_lead_seconds / 2, 1.0)))
-            score = 0.45 + 0.35 * sym_strength + 0.2 * closeness
+            # A bad release hurts as soon as its pods take traffic; trouble that began
+            # many minutes after a deploy is more often something else.
+            closeness = float(
+                np.exp(-max(lead - config.grace_seconds, 0.0) / max(config.decay_seconds, 1.0))
+            )
+            score = 0.3 + 0.35 * sym_strength + 0.35 * closeness
             ev: list[Evidence] = [
                 Evidence(
                     kind="deploy",

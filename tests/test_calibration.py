@@ -57,3 +57,35 @@ def test_shipped_calibration_is_sane() -> None:
     p = cal.predict([weak, strong])
     assert 0.0 <= p[0] < p[1] <= 1.0
     assert cal.predict([]).size == 0
+
+
+def test_second_stage_rewards_a_clear_winner(tmp_path: Path) -> None:
+    """Fitted with groups, the model learns that a candidate far above its rivals is
+    more often right than the same logit in a close race; the stage survives JSON."""
+    rng = np.random.default_rng(1)
+    rows, labels, groups, keys = [], [], [], []
+    for g in range(300):
+        # Three candidates per investigation; the right one (if any) has the top score,
+        # and it is right more often when it stands out.
+        scores = sorted(rng.uniform(0, 1, 3), reverse=True)
+        margin = scores[0] - scores[1]
+        right_top = rng.uniform() < 0.2 + 0.75 * min(1.0, margin / 0.4)
+        for i, sc in enumerate(scores):
+            rows.append({"pattern": float(sc)})
+            labels.append(int(i == 0 and right_top))
+            groups.append(g)
+            keys.append(("svc", f"cause{i}"))
+    cal = fit(rows, labels, groups=groups, keys=keys)
+    assert cal.stage2 is not None and cal.stage2[1] > 0.0
+    close = cal.predict([{"pattern": 0.8}, {"pattern": 0.78}], keys=["a", "b"])[0]
+    clear = cal.predict([{"pattern": 0.8}, {"pattern": 0.2}], keys=["a", "b"])[0]
+    assert clear > close + 0.1
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(cal.to_json()))
+    again = load_calibration(path)
+    assert again.stage2 is not None
+    assert np.allclose(
+        again.predict(rows[:3], keys[:3]), cal.predict(rows[:3], keys[:3]), atol=1e-4
+    )
+    with pytest.raises(ConfigError, match="stage2"):
+        Calibration.from_json({**cal.to_json(), "stage2": [1.0, "x"]})

@@ -12,6 +12,7 @@ reported as gaps.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import inspect
 import time
 from collections.abc import Callable
 from functools import partial
@@ -103,8 +104,13 @@ def collect(
 ) -> tuple[Telemetry, list[Gap]]:
     """Read every source concurrently into one :class:`Telemetry` (and the gaps)."""
     jobs: list[tuple[str, str, Callable[[], Any]]] = []
+    budget_end = min(time.monotonic() + timeout, deadline)
     for m in sources.metrics:
-        jobs.append(("metrics", m.name, partial(m.signals, catalog, window, step)))
+        call = partial(m.signals, catalog, window, step)
+        if _accepts(m.signals, "deadline"):
+            # Sources that can stop early return what arrived in time (and say what not).
+            call = partial(m.signals, catalog, window, step, deadline=budget_end - 0.2)
+        jobs.append(("metrics", m.name, call))
     for lg in sources.logs:
         jobs.append(("logs", lg.name, partial(lg.logs, window)))
     for t in sources.traces:
@@ -117,6 +123,10 @@ def collect(
     finally:
         # Do not wait for a hung source: its thread finishes (or not) on its own.
         pool.shutdown(wait=False, cancel_futures=True)
+    for (kind, name), value in results.items():
+        notes = getattr(value, "attrs", {}).get("warnings") if kind == "metrics" else None
+        for note in notes or ():
+            gaps.append(Gap(name, f"{kind}: {note}"))
     tel = Telemetry()
     tel.signals = _concat([v for (k, _), v in results.items() if k == "metrics"], SIGNAL_COLUMNS)
     tel.logs = _concat([v for (k, _), v in results.items() if k == "logs"], LOG_COLUMNS)
@@ -147,6 +157,14 @@ def collect(
     return tel, gaps
 
 
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` takes a keyword argument ``name``."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _concat(frames: list[Any], columns: tuple[str, ...]) -> pd.DataFrame:
     frames = [f for f in frames if isinstance(f, pd.DataFrame) and len(f)]
     if not frames:
@@ -169,7 +187,6 @@ def investigate(
     deadline = t_begin + settings.deadline
     timings: dict[str, float] = {}
     gaps: list[Gap] = []
-    not_evaluated: list[dict[str, str]] = []
 
     def lap(stage: str, t0: float) -> float:
         now = time.monotonic()
