@@ -82,6 +82,7 @@ def one(path: Path, runs: int) -> dict[str, float]:
     out["cold"], out["cold_cpu"] = time.perf_counter() - t, _cpu_self() - c
     out["cold_collect"] = float(inv.timings.get("collect", 0.0))
     if runs > 1:
+        del inv  # as a service holds one investigation at a time
         t = time.perf_counter()
         inv = investigate(alert, sources, settings, catalog)  # warm: files parsed
         out["warm"] = time.perf_counter() - t
