@@ -29,6 +29,9 @@ class AzFailureConfig:
     """Share of unhealthy pods/nodes/requests that must sit in one zone."""
     min_zone_bad: float = 0.3
     """Share of that zone's pods/nodes/requests that must be unhealthy."""
+    min_strength: float = 0.25
+    """Concentration strength (0..1) below which no zone is blamed: a few more errors in
+    one zone than elsewhere is chance, not a zone failure."""
 
 
 class AzFailurePattern(BasePattern):
@@ -64,7 +67,7 @@ class AzFailurePattern(BasePattern):
             s *= max(0.0, 1.0 - other_frac / max(frac, 1e-9))
             if best is None or s > best[0]:
                 best = (s, z, {"concentration": conc, "zone_bad": frac, "other_bad": other_frac})
-        if best is None or best[0] <= 0.05:
+        if best is None or best[0] < config.min_strength:
             return self.no_match("unhealthy pods and requests are not concentrated in one zone")
         strength, zone, feats = best
         services = _zone_services(pods, spans, zone)

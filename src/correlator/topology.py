@@ -34,8 +34,8 @@ from correlator.model import Telemetry
 
 __all__ = [
     "CAUSE_ROLES",
-    "SYMPTOM_ROLES",
     "CLIENT_ROLES",
+    "SYMPTOM_ROLES",
     "RootScore",
     "attribute_edges",
     "blast_radius",
@@ -155,12 +155,19 @@ def _span_edges(spans: pd.DataFrame) -> list[tuple[str, str, str | None]]:
     return out
 
 
-def attribute_edges(anomalies: pd.DataFrame, signals: pd.DataFrame) -> pd.DataFrame:
-    """Move edge anomalies of a healthy, instrumented callee to the caller's side.
+#: The callee's own role an edge role is compared with.
+_OWN_ROLE = {"edge_errors": "error_rate", "edge_error_ratio": "error_ratio", "edge_latency": "latency"}
+
+
+def attribute_edges(
+    anomalies: pd.DataFrame, signals: pd.DataFrame, share: float = 0.25
+) -> pd.DataFrame:
+    """Move edge anomalies of an instrumented callee that does not see them to the caller.
 
     An edge anomaly (calls from ``detail`` to ``service`` failing or slow) is
     first the callee's. But when the callee serves requests of its own that we
-    can see (``request_rate``/``latency`` series) and none of them went wrong,
+    can see (``request_rate``/``latency`` series) and its own errors or latency
+    rose by less than ``share`` of what its callers see (often not at all),
     the trouble sits between the two (the caller's network, sidecar, client or
     connection pool): the row is moved to the caller as ``client_*`` with the
     callee in ``detail``.
@@ -168,22 +175,34 @@ def attribute_edges(anomalies: pd.DataFrame, signals: pd.DataFrame) -> pd.DataFr
     if anomalies.empty or signals.empty:
         return anomalies
     instrumented = set(signals.loc[signals["role"].isin(("request_rate", "latency")), "service"])
-    hurt = set(
-        anomalies.loc[anomalies["role"].isin(("latency", "error_ratio", "error_rate")), "service"]
+    a = anomalies
+    rise = (a["peak"].astype(float) - a["baseline"].astype(float)).abs()
+    own = {
+        (str(r), str(svc)): float(v)
+        for (r, svc), v in rise[a["role"].isin(list(_OWN_ROLE.values()))]
+        .groupby([a["role"], a["service"]])
+        .max()
+        .items()
+    }
+    own_rise = np.array(
+        [
+            own.get((_OWN_ROLE.get(str(r), ""), str(svc)), 0.0)
+            for r, svc in zip(a["role"], a["service"], strict=True)
+        ]
     )
     m = (
-        anomalies["role"].isin(list(CLIENT_ROLES))
-        & anomalies["service"].isin(list(instrumented))
-        & ~anomalies["service"].isin(list(hurt))
-        & (anomalies["detail"].astype(str) != "")
+        a["role"].isin(list(CLIENT_ROLES))
+        & a["service"].isin(list(instrumented))
+        & (a["detail"].astype(str) != "")
+        & (own_rise < share * rise.to_numpy())
     )
     if not m.any():
         return anomalies
-    moved = anomalies[m].copy()
-    moved["service"] = anomalies.loc[m, "detail"].astype(str).to_numpy()
-    moved["detail"] = anomalies.loc[m, "service"].astype(str).to_numpy()
+    moved = a[m].copy()
+    moved["service"] = a.loc[m, "detail"].astype(str).to_numpy()
+    moved["detail"] = a.loc[m, "service"].astype(str).to_numpy()
     moved["role"] = moved["role"].map(CLIENT_ROLES)
-    out = pd.concat([anomalies[~m], moved], ignore_index=True)
+    out = pd.concat([a[~m], moved], ignore_index=True)
     return out.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)
 
 
@@ -213,6 +232,11 @@ def service_summary(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
         & ~((a["role"] == "request_rate") & (a["direction"] == "down"))
         & (a["onset"].astype(float) <= first_symptom + lag)
     )
+    # Busier is not hurting: more requests or CPU on a service whose own requests are
+    # fine makes it a weaker suspect than one that fails or slows down.
+    quiet = ~a["service"].isin(list(sym_onset.index))
+    busy = a["role"].isin(("request_rate", "cpu", "cpu_throttled")) & quiet
+    a["strength"] = np.where(busy, 0.5 * a["strength"], a["strength"])
     g = a.groupby("service")
     out = pd.DataFrame(
         {
