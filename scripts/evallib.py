@@ -8,6 +8,7 @@ is the right cause.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# Each generated bundle is investigated once: a parse cache would only cost write time.
+os.environ.setdefault("CORRELATOR_CACHE_DIR", "")
 sys.path.insert(0, str(ROOT / "scripts"))
 
 BUILTIN = (
@@ -103,9 +106,10 @@ def investigate_bundle(path: Path, top_n: int = 20) -> tuple[Any, dict[str, Any]
 def _collect(path: Path) -> dict[str, Any]:
     """Read a bundle's first alert and collect its telemetry as the engine would."""
     from correlator.adapters.bundle import BundleBackend
+
     from correlator.catalog import default_catalog
-    from correlator.engine import auto_step, collect, make_window
     from correlator.config import Settings
+    from correlator.engine import auto_step, collect, make_window
     from correlator.sources import Sources
 
     backend = BundleBackend(path)
@@ -163,13 +167,11 @@ def run_case(
     (detect, topology, patterns, rank) run every time, so engine changes are
     measured in seconds rather than minutes.
     """
-    from correlator.calibration import FEATURES
-    from correlator.config import Settings
-    from correlator.engine import analyse
-
     import os
 
-    from correlator.calibration import load_calibration
+    from correlator.calibration import FEATURES, load_calibration
+    from correlator.config import Settings
+    from correlator.engine import analyse
 
     data = collected(seed, services, cause, cache)
     truth = data["truth"]

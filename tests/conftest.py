@@ -8,10 +8,19 @@ from collections.abc import Iterator
 import pytest
 
 
+@pytest.fixture(scope="session")
+def _parse_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One parse cache for the whole run, never the user's ``~/.cache``."""
+    return str(tmp_path_factory.mktemp("parse-cache"))
+
+
 @pytest.fixture(autouse=True)
-def _clean_correlator_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test sees the developer's own CORRELATOR_* variables."""
+def _clean_correlator_env(
+    monkeypatch: pytest.MonkeyPatch, _parse_cache_dir: str
+) -> Iterator[None]:
+    """No test sees the developer's own CORRELATOR_* variables; the parse cache is private."""
     for key in list(os.environ):
         if key.startswith("CORRELATOR_"):
             monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("CORRELATOR_CACHE_DIR", _parse_cache_dir)
     yield

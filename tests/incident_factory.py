@@ -169,9 +169,9 @@ def _spans() -> pd.DataFrame:
 
 def _anomalies() -> pd.DataFrame:
     rows = [
-        ("checkout", "error_rate", FAULT, 42.0, "up", 0.05, 6.05, None),
-        ("checkout", "latency", FAULT + 30, 30.0, "up", 0.08, 0.98, None),
-        ("frontend", "error_rate", FAULT + 60, 25.0, "up", 0.05, 5.55, None),
+        ("checkout", "error_rate", FAULT, FAULT + 900, 42.0, "up", 0.05, 6.05, None),
+        ("checkout", "latency", FAULT + 30, FAULT + 900, 30.0, "up", 0.08, 0.98, None),
+        ("frontend", "error_rate", FAULT + 60, FAULT + 900, 25.0, "up", 0.05, 5.55, None),
     ]
     return pd.DataFrame(rows, columns=list(ANOMALY_COLUMNS))
 

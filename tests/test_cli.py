@@ -23,7 +23,11 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `correlator ...` as a separate process, as a user would."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CORRELATOR_")}
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CORRELATOR_") or k == "CORRELATOR_CACHE_DIR"
+    }
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "correlator.cli", *args],
