@@ -141,8 +141,6 @@ def _good_ratio(ctx: PatternContext, svc: str) -> float | None:
 def _amplified(ctx: PatternContext, svc: str, callers: list[str]) -> bool:
     """Whether some caller's calls into ``svc`` rose while its own requests did not."""
     a = ctx.anomalies
-    edge_up = a[
-        (a["role"] == "edge_rate") & (a["service"] == svc) & (a["direction"] == "up")
-    ]
+    edge_up = a[(a["role"] == "edge_rate") & (a["service"] == svc) & (a["direction"] == "up")]
     rate_up = set(a.loc[(a["role"] == "request_rate") & (a["direction"] == "up"), "service"])
     return any(c in set(edge_up["detail"]) and c not in rate_up for c in callers)

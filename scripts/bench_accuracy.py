@@ -53,9 +53,7 @@ def ece(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> tuple[float, lis
     return float(total), rows
 
 
-def report(
-    cases: list[Case], seconds: float, misses: int = 25
-) -> tuple[str, dict[str, float]]:
+def report(cases: list[Case], seconds: float, misses: int = 25) -> tuple[str, dict[str, float]]:
     """The markdown section and the headline figures."""
     top1 = np.array([c.service_rank() == 1 for c in cases])
     top3 = np.array([(c.service_rank() or 99) <= 3 for c in cases])

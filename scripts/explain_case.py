@@ -1,6 +1,6 @@
 """Show how the engine ranked one cached evaluation scenario (a tuning aid).
 
-    python scripts/explain_case.py /work/cache/dev/8087-20-traffic_spike.pkl
+python scripts/explain_case.py /work/cache/dev/8087-20-traffic_spike.pkl
 """
 
 from __future__ import annotations
@@ -23,24 +23,40 @@ def main() -> int:
     with path.open("rb") as fh:
         data = pickle.load(fh)
     inv = analyse(
-        data["alert"], data["window"], data["step"], data["telemetry"],
-        Settings(top_n=8), data["catalog"],
+        data["alert"],
+        data["window"],
+        data["step"],
+        data["telemetry"],
+        Settings(top_n=8),
+        data["catalog"],
     )
     truth = data["truth"]
-    print("truth:", truth.get("service"), truth.get("cause"), "alert on", inv.alert.service,
-          inv.alert.name, "window", inv.window.start, inv.window.end)
+    print(
+        "truth:",
+        truth.get("service"),
+        truth.get("cause"),
+        "alert on",
+        inv.alert.service,
+        inv.alert.name,
+        "window",
+        inv.window.start,
+        inv.window.end,
+    )
     print("findings:")
     for f in inv.findings:
         feats = {k: round(v, 2) for k, v in f.features.items()}
         print(f"  {f.confidence:.2f} {f.service}/{f.cause} score={f.score:.2f} {feats}")
     roots = getattr(inv, "roots", None)
     from correlator.topology import root_scores
+
     rs = root_scores(inv.topology, inv.anomalies, inv.alert.service)
     print("roots:")
     for r in rs[:8]:
-        print(f"  {r.rank} {r.service} score={r.score:.2f} str={r.strength:.2f} "
-              f"onset={r.onset - inv.window.start:+.0f} expl={r.explained:.2f} up={r.upstream} "
-              f"pr={r.pagerank:.2f}")
+        print(
+            f"  {r.rank} {r.service} score={r.score:.2f} str={r.strength:.2f} "
+            f"onset={r.onset - inv.window.start:+.0f} expl={r.explained:.2f} up={r.upstream} "
+            f"pr={r.pagerank:.2f}"
+        )
     a = inv.anomalies.copy()
     a["onset"] = a["onset"] - inv.window.start
     pd.set_option("display.width", 200)
@@ -49,8 +65,13 @@ def main() -> int:
     show = [truth.get("service")] + [f.service for f in inv.findings[:2]]
     for s in dict.fromkeys(show):
         if s in inv.topology:
-            print(s, "callers:", sorted(inv.topology.predecessors(s)),
-                  "callees:", sorted(inv.topology.successors(s)))
+            print(
+                s,
+                "callers:",
+                sorted(inv.topology.predecessors(s)),
+                "callees:",
+                sorted(inv.topology.successors(s)),
+            )
     del roots
     return 0
 

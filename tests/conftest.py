@@ -15,9 +15,7 @@ def _parse_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _clean_correlator_env(
-    monkeypatch: pytest.MonkeyPatch, _parse_cache_dir: str
-) -> Iterator[None]:
+def _clean_correlator_env(monkeypatch: pytest.MonkeyPatch, _parse_cache_dir: str) -> Iterator[None]:
     """No test sees the developer's own CORRELATOR_* variables; the parse cache is private."""
     for key in list(os.environ):
         if key.startswith("CORRELATOR_"):

@@ -10,8 +10,8 @@ the service.
 from __future__ import annotations
 
 import pytest
-
 from correlator.adapters.bundle import BundleBackend
+
 from correlator.catalog import default_catalog
 from correlator.config import Settings
 from correlator.engine import investigate

@@ -22,8 +22,10 @@ by time, numpy reductions along time, no per-series Python loop.
 
 from __future__ import annotations
 
+import typing
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -204,7 +206,9 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
         return agg
     extra = pd.concat(derived, ignore_index=True)
     out = {
-        c: pd.api.types.union_categoricals([agg[c], pd.Categorical(extra[c].astype(str))])
+        c: pd.api.types.union_categoricals(
+            typing.cast(Any, [agg[c], pd.Categorical(extra[c].astype(str))])
+        )
         for c in ("role", "service", "peer")
     }
     return pd.DataFrame(

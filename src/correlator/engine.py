@@ -109,7 +109,8 @@ def collect(
         call = partial(m.signals, catalog, window, step)
         if _accepts(m.signals, "deadline"):
             # Sources that can stop early return what arrived in time (and say what not).
-            call = partial(m.signals, catalog, window, step, deadline=budget_end - 0.2)
+            signals_fn: Any = m.signals
+            call = partial(signals_fn, catalog, window, step, deadline=budget_end - 0.2)
         jobs.append(("metrics", m.name, call))
     for lg in sources.logs:
         jobs.append(("logs", lg.name, partial(lg.logs, window)))
@@ -169,7 +170,9 @@ def _concat(frames: list[Any], columns: tuple[str, ...]) -> pd.DataFrame:
     frames = [f for f in frames if isinstance(f, pd.DataFrame) and len(f)]
     if not frames:
         return empty_frame(columns)
-    out = pd.concat([f.reindex(columns=list(columns)) for f in frames], ignore_index=True)
+    out: pd.DataFrame = pd.concat(
+        [f.reindex(columns=list(columns)) for f in frames], ignore_index=True
+    )
     return out
 
 

@@ -127,7 +127,8 @@ class PatternContext:
         if rows is None:
             return pd.Series(dtype=float)
         sub = self.signals.iloc[rows]
-        return sub.set_index("ts")["value"].sort_index().astype(float)
+        out: pd.Series = sub.set_index("ts")["value"].sort_index().astype(float)
+        return out
 
     def anomalies_of(self, service: str, roles: Iterable[str] | None = None) -> pd.DataFrame:
         """Anomaly rows of a service (optionally of some roles), strongest first."""
@@ -190,6 +191,7 @@ class PatternContext:
             return []
         # Distinct messages first: three copies of one line tell less than three lines.
         sel = sel.drop_duplicates("body").head(limit)
+        rows: list[Any] = list(sel.itertuples(index=False))
         return [
             Evidence(
                 kind="log",
@@ -198,7 +200,7 @@ class PatternContext:
                 onset=float(r.ts),
                 data={"trace_id": r.trace_id} if isinstance(r.trace_id, str) and r.trace_id else {},
             )
-            for r in sel.itertuples(index=False)
+            for r in rows
         ]
 
     def trace_evidence(
@@ -218,7 +220,8 @@ class PatternContext:
         chosen = failing if not failing.empty else sel.sort_values("duration", ascending=False)
         chosen = chosen.drop_duplicates("trace_id").head(limit)
         out = []
-        for r in chosen.itertuples(index=False):
+        picked: list[Any] = list(chosen.itertuples(index=False))
+        for r in picked:
             what = "failed" if r.status == 2 else f"took {float(r.duration):.3f}s"
             err = f": {r.error}" if isinstance(r.error, str) and r.error else ""
             target = f" -> {r.peer}" if isinstance(r.peer, str) and r.peer else ""

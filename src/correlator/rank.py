@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from correlator.calibration import CAUSE_FEATURES, Calibration, load_calibration
 from correlator.model import Evidence, Finding
@@ -27,7 +28,8 @@ def _unknown_findings(ctx: PatternContext, top: int) -> list[Finding]:
     out = []
     for r in ctx.roots[:top]:
         anom = ctx.anomalies_of(r.service)
-        ev: list[Evidence] = [ctx.metric_evidence(row) for row in anom.head(3).to_dict("records")]
+        rows: list[Any] = anom.head(3).to_dict("records")
+        ev: list[Evidence] = [ctx.metric_evidence(row) for row in rows]
         ev += ctx.log_evidence(r.service) + ctx.trace_evidence(r.service)
         out.append(
             Finding(

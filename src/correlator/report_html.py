@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from html import escape
+from typing import Any
 
 from correlator.model import Evidence, Finding, Investigation, format_time
 
@@ -297,7 +298,8 @@ def _anomalies(inv: Investigation, limit: int = 15) -> str:
         return ""
     an = an.sort_values("onset", na_position="last").head(limit)
     rows = []
-    for r in an.itertuples(index=False):
+    for row in an.itertuples(index=False):
+        r: Any = row
         onset = float(r.onset) if r.onset is not None and r.onset == r.onset else None
         lead = ""
         if onset is not None:

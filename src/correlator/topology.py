@@ -156,7 +156,11 @@ def _span_edges(spans: pd.DataFrame) -> list[tuple[str, str, str | None]]:
 
 
 #: The callee's own role an edge role is compared with.
-_OWN_ROLE = {"edge_errors": "error_rate", "edge_error_ratio": "error_ratio", "edge_latency": "latency"}
+_OWN_ROLE = {
+    "edge_errors": "error_rate",
+    "edge_error_ratio": "error_ratio",
+    "edge_latency": "latency",
+}
 
 
 def attribute_edges(
@@ -177,12 +181,15 @@ def attribute_edges(
     instrumented = set(signals.loc[signals["role"].isin(("request_rate", "latency")), "service"])
     a = anomalies
     rise = (a["peak"].astype(float) - a["baseline"].astype(float)).abs()
+    grp = rise[a["role"].isin(list(_OWN_ROLE.values()))].groupby([a["role"], a["service"]]).max()
     own = {
         (str(r), str(svc)): float(v)
-        for (r, svc), v in rise[a["role"].isin(list(_OWN_ROLE.values()))]
-        .groupby([a["role"], a["service"]])
-        .max()
-        .items()
+        for r, svc, v in zip(
+            grp.index.get_level_values(0),
+            grp.index.get_level_values(1),
+            grp.to_numpy(dtype=float),
+            strict=True,
+        )
     }
     own_rise = np.array(
         [
@@ -305,7 +312,7 @@ def root_scores(
     for n in summ.index:
         if n not in graph:
             graph.add_node(n, kind="service")
-    strength = summ["strength"].to_dict()
+    strength = {str(k): float(v) for k, v in summ["strength"].items()}
     onset = summ["onset"].astype(float).to_dict()
     cause = summ["cause"].to_dict()
     demand = demand_rises(anomalies, lag)
