@@ -452,6 +452,9 @@ class BundleBackend:
     """
 
     name = "bundle"
+    local = True
+    """Reads files on this machine: the engine bounds it by the deadline, not the
+    per-source timeout (a first parse of a big bundle takes a while)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.root = Path(path) if path is not None else default_library()

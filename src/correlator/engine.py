@@ -74,14 +74,20 @@ def _call(
     jobs: list[tuple[str, str, Callable[[], Any]]],
     timeout: float,
     deadline: float,
+    local: frozenset[str] = frozenset(),
 ) -> tuple[dict[tuple[str, str], Any], list[Gap]]:
-    """Run ``(kind, source name, call)`` jobs concurrently; failures and timeouts are gaps."""
+    """Run ``(kind, source name, call)`` jobs concurrently; failures and timeouts are gaps.
+
+    Sources named in ``local`` read files on this machine (a first parse of a big
+    bundle takes longer than a network answer should): only the deadline bounds them.
+    """
     futures = {pool.submit(fn): (kind, name) for kind, name, fn in jobs}
     results: dict[tuple[str, str], Any] = {}
     gaps: list[Gap] = []
     started = time.monotonic()
     for fut, (kind, name) in futures.items():
-        budget = min(timeout - (time.monotonic() - started), deadline - time.monotonic())
+        limit = deadline - started if name in local else timeout
+        budget = min(limit - (time.monotonic() - started), deadline - time.monotonic())
         try:
             results[(kind, name)] = fut.result(timeout=max(budget, 0.0))
         except cf.TimeoutError:
@@ -120,7 +126,12 @@ def collect(
         jobs.append(("topology", tp.name, partial(tp.edges, window)))
     pool = cf.ThreadPoolExecutor(max_workers=max(len(jobs), 1), thread_name_prefix="collect")
     try:
-        results, gaps = _call(pool, jobs, timeout, deadline)
+        local = frozenset(
+            str(getattr(src, "name", ""))
+            for src in (*sources.metrics, *sources.logs, *sources.traces, *sources.topology)
+            if getattr(src, "local", False)
+        )
+        results, gaps = _call(pool, jobs, timeout, deadline, local)
     finally:
         # Do not wait for a hung source: its thread finishes (or not) on its own.
         pool.shutdown(wait=False, cancel_futures=True)

@@ -132,11 +132,24 @@ class PatternContext:
 
     def anomalies_of(self, service: str, roles: Iterable[str] | None = None) -> pd.DataFrame:
         """Anomaly rows of a service (optionally of some roles), strongest first."""
-        a = self.anomalies
-        m = a["service"] == service
+        index = self.__dict__.get("_anomaly_index")
+        if index is None:
+            a = self.anomalies
+            index = (
+                {}
+                if a.empty
+                else {
+                    str(k): a.iloc[v].sort_values("score", ascending=False)
+                    for k, v in a.groupby("service", sort=False).indices.items()
+                }
+            )
+            self.__dict__["_anomaly_index"] = index
+        sub: pd.DataFrame | None = index.get(service)
+        if sub is None:
+            return self.anomalies.iloc[0:0]
         if roles is not None:
-            m &= a["role"].isin(list(roles))
-        return a[m].sort_values("score", ascending=False)
+            sub = sub[sub["role"].isin(list(roles))]
+        return sub
 
     def query(self, role: str) -> str | None:
         """The query that shows ``role`` in its backend."""
