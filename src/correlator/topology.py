@@ -243,11 +243,13 @@ def service_summary(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
     # fine makes it a weaker suspect than one that fails or slows down.
     quiet = ~a["service"].isin(list(sym_onset.index))
     busy = a["role"].isin(("request_rate", "cpu", "cpu_throttled")) & quiet
+    a["full"] = a["strength"]
     a["strength"] = np.where(busy, 0.5 * a["strength"], a["strength"])
     g = a.groupby("service")
     out = pd.DataFrame(
         {
             "strength": g["strength"].max(),
+            "full_strength": g["full"].max(),
             "onset": g["onset"].min(),
             "symptom": a[a["is_symptom"]].groupby("service")["strength"].max(),
             "cause": a[a["is_cause"]].groupby("service")["strength"].max(),
@@ -313,11 +315,18 @@ def root_scores(
         if n not in graph:
             graph.add_node(n, kind="service")
     strength = {str(k): float(v) for k, v in summ["strength"].items()}
+    full = {str(k): float(v) for k, v in summ["full_strength"].items()}
     onset = summ["onset"].astype(float).to_dict()
     cause = summ["cause"].to_dict()
     demand = demand_rises(anomalies, lag)
     load = demand["strength"].to_dict()
     load_onset = demand["onset"].astype(float).to_dict()
+    for svc in list(strength):
+        # Busy but healthy counts half, unless it is where more demand entered (nothing
+        # above it got busier): then the busyness is the story.
+        if full[svc] > strength[svc] and svc in graph:
+            if not any(u in load for u in nx.ancestors(graph, svc)):
+                strength[svc] = full[svc]
     t_min = min(onset.values())
 
     pr = _pagerank(graph, strength, alert_service)
