@@ -111,3 +111,28 @@ def test_threshold_is_configurable_and_empty_input_is_fine() -> None:
     empty = pd.DataFrame({c: pd.Series(dtype="object") for c in SIGNAL_COLUMNS})
     assert detect(empty, WINDOW).empty
     assert grid_step(TS) == 15.0
+
+
+def test_drifting_baseline_does_not_drag_the_onset_early() -> None:
+    # A slow daily-shape drift (z around 2-3) for ten minutes, then a large step: the
+    # onset is the step, not the start of the drift.
+    v = noisy(100.0, 1.0, seed=4)
+    drift = (TS >= T0 + 3600) & (TS < T0 + 4200)
+    v[drift] += np.linspace(0.0, 6.0, int(drift.sum()))
+    v[TS >= T0 + 4200] += 400.0
+    out = detect(frame("request_rate", "api", v), WINDOW)
+    assert len(out) == 1
+    assert abs(out.iloc[0]["onset"] - (T0 + 4200)) <= 30
+
+
+def test_a_blip_over_before_the_alert_is_dropped_and_anomalies_carry_their_end() -> None:
+    blip = noisy(0.1, 0.005, seed=5)
+    blip[(TS >= T0 + 3650) & (TS < T0 + 3750)] += 0.5  # over 10 minutes before the alert
+    live = noisy(0.1, 0.005, seed=6)
+    live[TS >= T0 + 4300] += 0.5
+    both = pd.concat([frame("latency", "old", blip), frame("latency", "new", live)])
+    alert_at = T0 + 4400
+    assert set(detect(both, WINDOW)["service"]) == {"old", "new"}
+    out = detect(both, WINDOW, alert_at=alert_at)
+    assert list(out["service"]) == ["new"]
+    assert out.iloc[0]["end"] >= alert_at

@@ -156,3 +156,66 @@ def test_no_anomalies_no_roots() -> None:
         )
         == []
     )
+
+
+def _rows(rows: list[tuple[str, str, float, float, float, str]]) -> pd.DataFrame:
+    """(service, role, onset, baseline, peak, detail) -> anomaly rows."""
+    return pd.DataFrame(
+        [
+            {
+                "service": s,
+                "role": r,
+                "onset": o,
+                "end": o + 900.0,
+                "score": 50.0,
+                "direction": "up",
+                "baseline": b,
+                "peak": p,
+                "detail": d,
+            }
+            for s, r, o, b, p, d in rows
+        ]
+    )
+
+
+def test_edge_trouble_the_callee_never_saw_moves_to_the_caller() -> None:
+    from correlator.topology import attribute_edges
+
+    signals = pd.DataFrame(
+        {"role": ["request_rate", "request_rate"], "service": ["auth", "redis-cache"]}
+    )
+    a = _rows(
+        [
+            # Callers see 150 failed calls/s into auth; auth's own side saw 2 more errors/s.
+            ("auth", "edge_errors", 100.0, 1.0, 151.0, "bff"),
+            ("auth", "error_rate", 160.0, 1.0, 3.0, ""),
+            # An uninstrumented cache failing stays the cache's.
+            ("redis", "edge_errors", 100.0, 0.0, 80.0, "bff"),
+        ]
+    )
+    out = attribute_edges(a, signals)
+    moved = out[out["role"] == "client_errors"]
+    assert list(zip(moved["service"], moved["detail"], strict=True)) == [("bff", "auth")]
+    assert ((out["service"] == "redis") & (out["role"] == "edge_errors")).any()
+    # When the callee's own errors rose as much, the trouble is the callee's.
+    same = _rows(
+        [
+            ("auth", "edge_errors", 100.0, 1.0, 151.0, "bff"),
+            ("auth", "error_rate", 100.0, 1.0, 140.0, ""),
+        ]
+    )
+    assert set(attribute_edges(same, signals)["role"]) == {"edge_errors", "error_rate"}
+
+
+def test_a_rate_rise_after_the_service_began_failing_is_retries_not_demand() -> None:
+    from correlator.topology import demand_rises
+
+    a = _rows(
+        [
+            ("checkout", "error_rate", 100.0, 0.1, 50.0, ""),
+            ("checkout", "request_rate", 160.0, 60.0, 200.0, ""),  # retries
+            ("frontend", "request_rate", 100.0, 80.0, 400.0, ""),  # demand, then trouble
+            ("frontend", "latency", 110.0, 0.2, 2.0, ""),
+        ]
+    )
+    assert list(demand_rises(a, lag=30.0).index) == ["frontend"]

@@ -11,9 +11,12 @@ baseline, learned on the look-back before the window:
   (errors and latency only count upwards, ready pods only downwards...).
 * **score**: the largest deviation *sustained* for ``sustain`` consecutive
   points, so a single spike is not an incident.
-* **onset**: the first sustained crossing of ``threshold``, refined backwards
-  to where the deviation first rose above ``low`` (CUSUM-like: the change
-  began before it became obvious).
+* **onset**: the first sustained crossing of ``threshold`` (for large changes, of
+  a share of the peak deviation, so a slowly drifting baseline does not drag it
+  early), refined back by at most ``refine_points`` steps to where the
+  deviation first rose above ``low`` (the change began before it became obvious).
+* **end**: the last time the deviation still held; with the alert's start
+  known, anomalies over well before it (unrelated blips) are dropped.
 
 Errors are judged as a ratio (``error_ratio = error_rate / request_rate``)
 as well as in absolute terms. The work is vectorised: one matrix of series
