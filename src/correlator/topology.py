@@ -324,9 +324,12 @@ def root_scores(
     for svc in list(strength):
         # Busy but healthy counts half, unless it is where more demand entered (nothing
         # above it got busier): then the busyness is the story.
-        if full[svc] > strength[svc] and svc in graph:
-            if not any(u in load for u in nx.ancestors(graph, svc)):
-                strength[svc] = full[svc]
+        if (
+            full[svc] > strength[svc]
+            and svc in graph
+            and not any(u in load for u in nx.ancestors(graph, svc))
+        ):
+            strength[svc] = full[svc]
     t_min = min(onset.values())
 
     pr = _pagerank(graph, strength, alert_service)
