@@ -209,12 +209,13 @@ def _zone_services(pods: pd.DataFrame, spans: pd.DataFrame, zone: str) -> dict[s
 
 
 def _simultaneity(ctx: PatternContext, services: list[str]) -> float:
-    """Share of the zone's services whose onsets fall within two minutes of the first."""
+    """Share of the zone's troubled services whose trouble began within two minutes of
+    the typical (median) onset among them: a zone failing hits them all at once."""
     a = ctx.anomalies[ctx.anomalies["service"].isin(services)]
     if a.empty:
         return 0.0
     first = a.groupby("service")["onset"].min().to_numpy(dtype=float)
-    return float(np.mean(first <= first.min() + 120.0))
+    return float(np.mean(np.abs(first - np.median(first)) <= 120.0))
 
 
 def _node_evidence(ctx: PatternContext, zone: str) -> list[Evidence]:
