@@ -11,6 +11,7 @@ The screenshot is kept at ``build/screenshots/report.png`` for people to look at
 from __future__ import annotations
 
 import base64
+import html
 import io
 import os
 import shutil
@@ -29,6 +30,7 @@ import correlator
 from correlator.bundle import find_bundles, read_bundle
 from correlator.cli import cli
 from correlator.model import Investigation
+from correlator.report import percent
 from correlator.report_html import render_html
 from incident_factory import build_investigation
 
@@ -158,7 +160,7 @@ def test_rendered_page_shows_the_top_finding_and_its_confidence(
     top = investigation.findings[0]
     assert f'id="root-service">{top.service}<' in dom
     assert f"<b>{top.cause}</b>" in dom
-    assert f'id="confidence">{100 * top.confidence:.0f}%<' in dom
+    assert f'id="confidence">{html.escape(percent(top.confidence))}<' in dom
     for service in investigation.blast_radius:
         if service != top.service:
             assert f'class="chip blast">{service}<' in dom

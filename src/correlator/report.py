@@ -11,12 +11,17 @@ from typing import Any
 
 from correlator.model import Finding, Investigation, format_time
 
-__all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text"]
+__all__ = ["FORMATS", "percent", "render", "render_json", "render_markdown", "render_text"]
 
 FORMATS = ("text", "markdown", "json", "html")
 
 
-def _pct(x: float) -> str:
+def percent(x: float) -> str:
+    """A confidence as a percentage; never certainty: 0.998 reads ">99%", 0.001 "<1%"."""
+    if x > 0.99:
+        return ">99%"
+    if 0.0 < x < 0.01:
+        return "<1%"
     return f"{100 * x:.0f}%"
 
 
@@ -37,7 +42,7 @@ def render_text(inv: Investigation, top: int = 5) -> str:
         lines.append("No probable cause found: nothing deviated from its baseline in the window.")
     for rank, f in enumerate(inv.findings[:top], 1):
         onset = f"  started {format_time(f.onset)}" if f.onset else ""
-        lines.append(f"{rank}. {f.service}: {_cause(f)}  confidence {_pct(f.confidence)}{onset}")
+        lines.append(f"{rank}. {f.service}: {_cause(f)}  confidence {percent(f.confidence)}{onset}")
         for e in f.evidence[:6]:
             lines.append(f"     - [{e.kind}] {e.summary}")
             if e.query:
@@ -68,7 +73,7 @@ def render_markdown(inv: Investigation, top: int = 5) -> str:
     ]
     for rank, f in enumerate(inv.findings[:top], 1):
         onset = format_time(f.onset) if f.onset else ""
-        out.append(f"| {rank} | {f.service} | {_cause(f)} | {_pct(f.confidence)} | {onset} |")
+        out.append(f"| {rank} | {f.service} | {_cause(f)} | {percent(f.confidence)} | {onset} |")
     for rank, f in enumerate(inv.findings[:top], 1):
         out += ["", f"## {rank}. {f.service}: {_cause(f)}", ""]
         for e in f.evidence:

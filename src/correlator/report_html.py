@@ -108,7 +108,9 @@ def _count(services: Sequence[str]) -> str:
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
+    from correlator.report import percent
+
+    return escape(percent(x))
 
 
 def _when(ts: float | None) -> str:
