@@ -21,15 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("CORRELATOR_CACHE_DIR", "")
 sys.path.insert(0, str(ROOT / "scripts"))
 
-BUILTIN = (
-    "deployment",
-    "db_overload",
-    "az_failure",
-    "memory_leak",
-    "dependency_failure",
-    "traffic_spike",
-)
-EXTRA = ("cpu_contention", "network_delay", "code_exception")
+from correlator.generator.faults import BUILTIN, EXTRA  # noqa: E402
 
 
 @dataclass
@@ -76,31 +68,6 @@ def generate(seed: int, services: int, cause: str, dest: Path) -> Path:
     from correlator.generator.api import write
 
     return write(gen(seed, services=services, cause=cause), dest)
-
-
-def investigate_bundle(path: Path, top_n: int = 20) -> tuple[Any, dict[str, Any]]:
-    """Run the engine on a bundle's first alert; returns the investigation and the truth."""
-    from correlator.adapters.bundle import BundleBackend
-
-    from correlator.config import Settings
-    from correlator.engine import investigate
-    from correlator.sources import Sources
-
-    backend = BundleBackend(path)
-    bundle = backend.bundles()[0]
-    alert = bundle.alerts[0]
-    backend.use(bundle)
-    # Accuracy is measured here, not backend speed: give the bundle reader time to parse.
-    settings = Settings(top_n=top_n, source_timeout=600, deadline=1200)
-    inv = investigate(
-        alert,
-        Sources.from_backends(backend),
-        settings,
-        bundle.merged_catalog(
-            __import__("correlator.catalog", fromlist=["default_catalog"]).default_catalog()
-        ),
-    )
-    return inv, dict(bundle.truth or {})
 
 
 def _collect(path: Path) -> dict[str, Any]:

@@ -10,13 +10,21 @@ Use from a test module or conftest with ``pytest_plugins = ["tests.servers"]``.
   VictoriaMetrics (skipped when ``/usr/bin/victoria-metrics`` is missing).
 
 Servers stop when the session ends.
+
+For stand-ins of a Prometheus HTTP API (hanging, half answering...):
+``loopback(handler_class)`` serves a handler on 127.0.0.1 and yields its URL;
+``send_matrix(handler, result)`` answers a ``query_range`` with a matrix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +78,30 @@ def victoria_metrics_server() -> Iterator[ServerFactory]:
             return started[key]
 
         yield start
+
+
+@contextlib.contextmanager
+def loopback(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on 127.0.0.1 (a free port) for the block; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def send_matrix(handler: BaseHTTPRequestHandler, result: list[dict[str, Any]]) -> None:
+    """Answer a Prometheus ``query_range`` with this matrix ``result``."""
+    data = json.dumps(
+        {"status": "success", "data": {"resultType": "matrix", "result": result}}
+    ).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

@@ -12,13 +12,13 @@ from the sources that answered.
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from correlator.adapters.bundle import BundleBackend, default_library
@@ -32,6 +32,7 @@ from correlator.engine import investigate
 from correlator.http import HttpSettings
 from correlator.model import Alert, Investigation
 from correlator.sources import Sources
+from servers import loopback, send_matrix
 
 SETTINGS = Settings(source_timeout=2.0, deadline=8.0)
 #: Thread start-up and the stages after collection; far below the deadline itself.
@@ -151,6 +152,19 @@ def case() -> Case:
     pytest.fail("no shipped bundle yields findings; the library is broken")
 
 
+def _sources(
+    case: Case, metrics: list[Any] | None = None, logs: list[Any] | None = None
+) -> Sources:
+    """The case's bundle for everything, except the metric and log sources under test."""
+    return Sources(
+        metrics=metrics if metrics is not None else [case.bundle],
+        logs=logs if logs is not None else [case.bundle],
+        traces=[case.bundle],
+        topology=[case.bundle],
+        alerts=[case.bundle],
+    )
+
+
 def _run(
     case: Case, sources: Sources, settings: Settings = SETTINGS
 ) -> tuple[Investigation, float]:
@@ -176,13 +190,7 @@ def _settings(name: str, url: str, **kw: float) -> HttpSettings:
 
 def test_loki_down_is_a_gap_and_metrics_and_traces_still_rank(case: Case) -> None:
     loki = LokiAdapter(_settings("loki", f"http://127.0.0.1:{_closed_port()}", backoff=0.1))
-    sources = Sources(
-        metrics=[case.bundle],
-        logs=[loki],
-        traces=[case.bundle],
-        topology=[case.bundle],
-        alerts=[case.bundle],
-    )
+    sources = _sources(case, logs=[loki])
     try:
         inv, elapsed = _run(case, sources)
     finally:
@@ -202,13 +210,7 @@ def test_prometheus_answering_500_is_a_gap_after_retries(
 ) -> None:
     url, handler = failing_url
     prom = PrometheusAdapter(_settings("prometheus", url, retries=2, backoff=0.1))
-    sources = Sources(
-        metrics=[prom],
-        logs=[case.bundle],
-        traces=[case.bundle],
-        topology=[case.bundle],
-        alerts=[case.bundle],
-    )
+    sources = _sources(case, metrics=[prom])
     try:
         inv, elapsed = _run(case, sources)
     finally:
@@ -230,13 +232,7 @@ def test_prometheus_answering_500_is_a_gap_after_retries(
 def test_prometheus_hanging_is_cut_at_the_source_timeout(case: Case, hanging: _Hang) -> None:
     # The adapter's own timeout is long: the engine's source_timeout must cut it.
     prom = PrometheusAdapter(_settings("prometheus", hanging.url, timeout=30.0))
-    sources = Sources(
-        metrics=[prom],
-        logs=[case.bundle],
-        traces=[case.bundle],
-        topology=[case.bundle],
-        alerts=[case.bundle],
-    )
+    sources = _sources(case, metrics=[prom])
     inv, elapsed = _run(case, sources)
     assert elapsed < SETTINGS.deadline + MARGIN
     # The adapter is handed the engine's budget and gives up just before it.
@@ -254,13 +250,7 @@ def test_the_deadline_bounds_the_run_even_when_the_source_timeout_is_longer(
 ) -> None:
     settings = Settings(source_timeout=30.0, deadline=3.0)
     prom = PrometheusAdapter(_settings("prometheus", hanging.url, timeout=60.0))
-    sources = Sources(
-        metrics=[prom],
-        logs=[case.bundle],
-        traces=[case.bundle],
-        topology=[case.bundle],
-        alerts=[case.bundle],
-    )
+    sources = _sources(case, metrics=[prom])
     inv, elapsed = _run(case, sources, settings)
     assert elapsed < settings.deadline + MARGIN
     assert "unanswered at the deadline" in _gap(inv, "prometheus")
@@ -273,13 +263,7 @@ def test_every_backend_failing_at_once_still_reports_each(
     prom = PrometheusAdapter(_settings("prometheus", hanging.url, timeout=30.0))
     loki = LokiAdapter(_settings("loki", f"http://127.0.0.1:{_closed_port()}", backoff=0.1))
     broken = PrometheusAdapter(_settings("prometheus", failing_url[0], retries=0), name="thanos")
-    sources = Sources(
-        metrics=[prom, broken],
-        logs=[loki],
-        traces=[case.bundle],
-        topology=[case.bundle],
-        alerts=[case.bundle],
-    )
+    sources = _sources(case, metrics=[prom, broken], logs=[loki])
     inv, elapsed = _run(case, sources)
     assert elapsed < SETTINGS.deadline + MARGIN
     assert "unanswered at the deadline" in _gap(inv, "prometheus")
@@ -306,32 +290,16 @@ def half_hanging() -> Iterator[str]:
                 return
             start = float(form["start"])
             values = [[start + 60 * i, "1"] for i in range(10)]
-            result = [{"metric": {"service_name": "checkout"}, "values": values}]
-            data = (
-                '{"status":"success","data":{"resultType":"matrix","result":'
-                + json.dumps(result)
-                + "}}"
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_matrix(self, [{"metric": {"service_name": "checkout"}, "values": values}])
 
         def log_message(self, format: str, *args: object) -> None:
             """Quiet."""
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        with loopback(Handler) as url:
+            yield url
     finally:
         release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_slow_queries_are_abandoned_and_the_rest_reaches_the_engine(
@@ -340,13 +308,7 @@ def test_slow_queries_are_abandoned_and_the_rest_reaches_the_engine(
     # The adapter's budget (90% of its 2 s timeout) ends before the engine's
     # source_timeout (2 s): the engine gets what answered, and a gap for the rest.
     prom = PrometheusAdapter(_settings("prometheus", half_hanging, timeout=2.0))
-    sources = Sources(
-        metrics=[prom],
-        logs=[case.bundle],
-        traces=[case.bundle],
-        topology=[case.bundle],
-        alerts=[case.bundle],
-    )
+    sources = _sources(case, metrics=[prom])
     inv, elapsed = _run(case, sources)
     prom.close()
     assert elapsed < SETTINGS.deadline + MARGIN

@@ -12,6 +12,7 @@ import pytest
 
 from correlator.bundle import read_bundle
 from correlator.generator.api import generate, write
+from correlator.model import BUILTIN_CAUSES
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +139,5 @@ def test_missing_source_exits_2(tmp_path: Path) -> None:
 def test_patterns_lists_the_six_builtins() -> None:
     proc = run("patterns")
     assert proc.returncode == 0
-    for name in (
-        "deployment",
-        "db_overload",
-        "az_failure",
-        "memory_leak",
-        "dependency_failure",
-        "traffic_spike",
-    ):
+    for name in BUILTIN_CAUSES:
         assert name in proc.stdout

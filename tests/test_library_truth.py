@@ -15,16 +15,8 @@ from correlator.adapters.bundle import BundleBackend
 from correlator.catalog import default_catalog
 from correlator.config import Settings
 from correlator.engine import investigate
+from correlator.model import BUILTIN_CAUSES
 from correlator.sources import Sources
-
-BUILTIN = {
-    "deployment",
-    "db_overload",
-    "az_failure",
-    "memory_leak",
-    "dependency_failure",
-    "traffic_spike",
-}
 
 LIBRARY = BundleBackend()
 
@@ -60,7 +52,7 @@ def test_shipped_bundle_investigates_to_its_truth(bundle) -> None:  # type: igno
     )
     assert inv.findings, f"{bundle.path.name}: no finding"
     top = inv.findings[0]
-    want = truth["cause"] if truth["cause"] in BUILTIN else "unknown"
+    want = truth["cause"] if truth["cause"] in BUILTIN_CAUSES else "unknown"
     got = (top.service, top.cause if top.cause != truth["cause"] else want)
     assert got == (truth["service"], want), (
         f"{bundle.path.name}: top finding {top.service}/{top.cause} ({top.confidence:.2f}), "

@@ -12,19 +12,12 @@ from correlator.config import Settings
 from correlator.detect import aggregate, detect
 from correlator.engine import make_window
 from correlator.errors import ConfigError
-from correlator.model import Outcome, Telemetry
+from correlator.model import BUILTIN_CAUSES, Outcome, Telemetry
 from correlator.pattern import BasePattern, PatternContext, config_for, load_patterns
 from correlator.topology import build_graph, root_scores
 from synth import Scenario, build
 
-BUILTIN = (
-    "deployment",
-    "db_overload",
-    "az_failure",
-    "memory_leak",
-    "dependency_failure",
-    "traffic_spike",
-)
+BUILTIN = BUILTIN_CAUSES
 ROOTS = {"db_overload": "orders-db", "traffic_spike": "frontend"}
 
 

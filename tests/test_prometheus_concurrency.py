@@ -8,12 +8,11 @@ ends. It records how many requests were in flight at once and the form of each.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
 import pytest
@@ -22,6 +21,7 @@ from correlator.adapters.prometheus import DEFAULT_CONCURRENCY, PrometheusAdapte
 from correlator.catalog import Catalog, SignalSpec
 from correlator.http import HttpSettings
 from correlator.model import Window
+from servers import loopback, send_matrix
 
 WINDOW = Window(start=1_000_600.0, end=1_001_200.0, baseline_start=1_000_000.0)
 #: Thread start-up and HTTP round trips on a loaded machine.
@@ -67,31 +67,17 @@ def fake() -> Iterator[FakeProm]:
 
         def _answer(self, form: dict[str, str]) -> None:
             ts = float(form["start"])
-            result = [{"metric": {"service_name": "checkout"}, "values": [[ts, "1.5"]]}]
-            data = json.dumps(
-                {"status": "success", "data": {"resultType": "matrix", "result": result}}
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_matrix(self, [{"metric": {"service_name": "checkout"}, "values": [[ts, "1.5"]]}])
 
         def log_message(self, format: str, *args: object) -> None:
             """Quiet."""
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        yield state
+        with loopback(Handler) as url:
+            state.url = url
+            yield state
     finally:
         state.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _catalog(*metrics: str) -> Catalog:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from correlator.errors import ConfigError
+from correlator.model import BUILTIN_CAUSES
 
 __all__ = ["CAUSE_FEATURES", "FEATURES", "Calibration", "fit", "load_calibration", "rival_gap"]
 
@@ -47,14 +48,7 @@ FEATURES: tuple[str, ...] = (
 #: The built-in causes that get a feature of their own (``p_<cause>``: the pattern's
 #: score when the finding names that cause), so the model can trust each pattern by
 #: how reliable it proved; a plugin's cause shares the generic ``pattern`` feature.
-CAUSE_FEATURES: tuple[str, ...] = (
-    "deployment",
-    "db_overload",
-    "az_failure",
-    "memory_leak",
-    "dependency_failure",
-    "traffic_spike",
-)
+CAUSE_FEATURES: tuple[str, ...] = BUILTIN_CAUSES
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import pandas as pd
 
 __all__ = [
     "ANOMALY_COLUMNS",
+    "BUILTIN_CAUSES",
     "LOG_COLUMNS",
     "SIGNAL_COLUMNS",
     "SPAN_COLUMNS",
@@ -83,6 +84,17 @@ SPAN_COLUMNS = (
 #: One row per log record. ``ts`` unix seconds, ``severity`` the OTLP severity
 #: number (9 info, 13 warn, 17 error, 21 fatal), ``level`` the text.
 LOG_COLUMNS = ("ts", "service", "severity", "level", "body", "trace_id", "span_id", "zone", "pod")
+
+#: The cause words of the six built-in patterns (what the generator draws, the
+#: calibration's per-cause features and the accuracy scoring all mean these).
+BUILTIN_CAUSES: tuple[str, ...] = (
+    "deployment",
+    "db_overload",
+    "az_failure",
+    "memory_leak",
+    "dependency_failure",
+    "traffic_spike",
+)
 
 #: One row per detected anomaly (see ``correlator.detect``).
 ANOMALY_COLUMNS = (

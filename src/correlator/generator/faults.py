@@ -15,17 +15,11 @@ import numpy as np
 
 from correlator.generator.topology import Node, PodSpec, pod_suffix, rs_hash
 from correlator.generator.traffic import F64, STEP, Pod, Reason, Sim
+from correlator.model import BUILTIN_CAUSES
 
 __all__ = ["BUILTIN", "CAUSES", "EXTRA", "SEVERITIES", "Fault", "add_noise", "apply_fault"]
 
-BUILTIN = (
-    "deployment",
-    "db_overload",
-    "az_failure",
-    "memory_leak",
-    "dependency_failure",
-    "traffic_spike",
-)
+BUILTIN = BUILTIN_CAUSES
 EXTRA = ("cpu_contention", "network_delay", "code_exception")
 CAUSES = BUILTIN + EXTRA
 SEVERITIES = {"low": 0.35, "medium": 0.65, "high": 1.0}
