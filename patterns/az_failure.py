@@ -76,8 +76,11 @@ class AzFailurePattern(BasePattern):
         simultaneous = _simultaneity(ctx, list(services))
         # Concentration in one zone is the finding; breadth and simultaneity only shore it up.
         score = strength * (0.6 + 0.2 * simultaneous + 0.2 * min(1.0, len(services) / 3))
-        # The zone's most affected service: most unhealthy pods there, then anomaly strength.
-        ranked = sorted(services, key=lambda s: (-services[s], -ctx.root_score(s), s))
+        # The zone's most affected service: the largest share of its pods lost there, then
+        # of its requests failing there, then anomaly strength.
+        ranked = sorted(
+            services, key=lambda s: (-services[s][0], -services[s][1], -ctx.root_score(s), s)
+        )
         svc = ranked[0]
         ev = [
             Evidence(
@@ -193,19 +196,37 @@ def _span_zone_errors(ctx: PatternContext) -> pd.DataFrame:
     )
 
 
-def _zone_services(pods: pd.DataFrame, spans: pd.DataFrame, zone: str) -> dict[str, float]:
-    """Services with trouble in ``zone``: the share of their pods (or requests) lost there."""
-    out: dict[str, float] = {}
-    for part in (pods, spans):
-        if part.empty:
-            continue
-        p = part[part["service"].notna()]
+def _zone_services(
+    pods: pd.DataFrame, spans: pd.DataFrame, zone: str
+) -> dict[str, tuple[float, float]]:
+    """Services with trouble in ``zone``: (share of their pods lost there, share of their
+    sampled requests failing there).
+
+    Lost pods are the direct measure of how much of a service the zone took; the
+    request share is a noisier one (few sampled spans, and callers fail along with
+    what they call), shrunk towards 0 when it rests on few spans.
+    """
+    out: dict[str, tuple[float, float]] = {}
+    if not pods.empty:
+        p = pods[pods["service"].notna()]
         total = p.groupby("service")["bad"].size()
         bad = p[p["zone"] == zone].groupby("service")["bad"].sum()
         for svc, n in bad.items():
             if n > 0:
-                out[str(svc)] = max(out.get(str(svc), 0.0), float(n) / float(total[svc]))
+                out[str(svc)] = (float(n) / float(total[svc]), 0.0)
+    if not spans.empty:
+        p = spans[spans["service"].notna()]
+        total = p.groupby("service")["bad"].size()
+        bad = p[p["zone"] == zone].groupby("service")["bad"].sum()
+        for svc, n in bad.items():
+            if n > 0:
+                lost = out.get(str(svc), (0.0, 0.0))[0]
+                out[str(svc)] = (lost, float(n) / (float(total[svc]) + _SPAN_PRIOR))
     return out
+
+
+#: Pseudo-count that shrinks a zone's failing-request share when few spans were sampled.
+_SPAN_PRIOR = 10.0
 
 
 def _simultaneity(ctx: PatternContext, services: list[str]) -> float:

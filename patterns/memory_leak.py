@@ -2,7 +2,9 @@
 
 Signals: ``memory`` (working set), ``memory_limit``, ``oom_kills``, ``restarts``.
 A leak is a *climb*, not a step: the pattern checks that the working set rose
-over most of the steps before its peak.
+over most of the steps before its peak. A climb that hurts nothing (no OOM
+kill or restart, no errors or latency on the service) is discounted: memory
+grows for many harmless reasons (caches warming, a bigger working set).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 
 from correlator.model import Evidence
 from correlator.pattern import BasePattern, PatternContext, PatternResult
+from correlator.topology import SYMPTOM_ROLES
 
 __all__ = ["MemoryLeakConfig", "MemoryLeakPattern"]
 
@@ -25,6 +28,8 @@ class MemoryLeakConfig:
     """Working set as a fraction of the limit that counts as close to it."""
     min_rising: float = 0.6
     """Fraction of steps, from the onset to the peak, on which memory must rise."""
+    unhurt_discount: float = 0.6
+    """How much of the score is lost when the service neither errs, slows nor gets killed."""
 
 
 class MemoryLeakPattern(BasePattern):
@@ -59,7 +64,14 @@ class MemoryLeakPattern(BasePattern):
             trend = min(1.0, rising / config.min_rising) if rising else 0.0
             near = 0.0 if np.isnan(ratio) else min(1.0, max(0.0, ratio / config.near_limit))
             killed = 1.0 if len(kills) else 0.0
-            score = 0.4 * trend + 0.25 * near + 0.35 * killed
+            # Memory that climbs while the service serves fine (and nothing is killed) is
+            # growth, not the cause of an alert: only a leak that hurts counts fully.
+            sym = ctx.anomalies_of(svc, SYMPTOM_ROLES)
+            hurt = float(sym["score"].max()) if len(sym) else 0.0
+            hurt = max(killed, hurt / (hurt + 8.0))
+            score = (0.4 * trend + 0.25 * near + 0.35 * killed) * (
+                1.0 - config.unhurt_discount * (1.0 - hurt)
+            )
             if not np.isnan(ratio):
                 ev.append(
                     Evidence(
@@ -79,7 +91,7 @@ class MemoryLeakPattern(BasePattern):
                     svc,
                     score,
                     ev,
-                    features={"trend": trend, "near_limit": near, "killed": killed},
+                    features={"trend": trend, "near_limit": near, "killed": killed, "hurt": hurt},
                     onset=onset,
                 )
             )

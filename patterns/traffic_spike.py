@@ -55,10 +55,10 @@ class TrafficSpikePattern(BasePattern):
             return self.no_match(f"no request rate rose more than {config.min_ratio}x")
         # Retries: a rate that rose after the service's own errors or latency is callers
         # asking again, not more demand.
-        demand = demand_rises(a, 0.0)
+        demand = demand_rises(a, 0.0, ctx.graph)
         up = up[up["service"].isin(list(demand.index))]
         if up.empty:
-            return self.no_match("request rates rose only after errors began (retries)")
+            return self.no_match("request rates rose only with errors or from callers retrying")
         first = float(up["onset"].min())
         findings = []
         for row in up.sort_values("onset").to_dict("records"):
@@ -69,9 +69,6 @@ class TrafficSpikePattern(BasePattern):
                 continue
             callers = list(ctx.graph.predecessors(svc)) if svc in ctx.graph else []
             callers_up = [c for c in callers if c in set(up["service"])]
-            if callers and not callers_up and _amplified(ctx, svc, callers):
-                # Callers send more calls without receiving more requests: they retry.
-                continue
             entry = 1.0 if not callers else (0.3 if not callers_up else 0.0)
             size = min(1.0, (row["ratio"] - 1.0) / max(config.full_ratio - 1.0, 1e-6))
             early = float(np.exp(-(float(row["onset"]) - first) / 120.0))
@@ -137,10 +134,3 @@ def _good_ratio(ctx: PatternContext, svc: str) -> float | None:
         return None
     return float(now.max()) / float(base.median())
 
-
-def _amplified(ctx: PatternContext, svc: str, callers: list[str]) -> bool:
-    """Whether some caller's calls into ``svc`` rose while its own requests did not."""
-    a = ctx.anomalies
-    edge_up = a[(a["role"] == "edge_rate") & (a["service"] == svc) & (a["direction"] == "up")]
-    rate_up = set(a.loc[(a["role"] == "request_rate") & (a["direction"] == "up"), "service"])
-    return any(c in set(edge_up["detail"]) and c not in rate_up for c in callers)

@@ -10,7 +10,9 @@ into the ``## Accuracy`` section of BENCHMARKS.md.
     python scripts/bench_accuracy.py --cache /tmp/acc-cache   # collect once, rerun fast
 
 ``--dev`` scores the tuning set (seeds 8000+) instead, without writing the
-section: tune on it, and report on the held-out 5000+ seeds.
+section: tune on it, and report on the held-out 5000+ seeds. ``--big-dev``
+is a second tuning set of large systems only (seeds 8500+, 120 to 300
+services).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from evallib import BUILTIN, Case, plan, run_case
 
 FIRST_SEED = 5000
 DEV_SEED = 8000
+BIG_DEV_SEED = 8500
+BIG_SIZES = (120, 200, 300)
 
 
 def _run(args: tuple[int, int, str, Path | None]) -> Case:
@@ -127,19 +131,26 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, help="keep collected telemetry here and reuse it")
     ap.add_argument("--dev", action="store_true", help="the tuning seeds (8000+); no write")
     ap.add_argument("--only", default="", help="comma-separated causes to run")
+    ap.add_argument(
+        "--big-dev",
+        action="store_true",
+        help="the large-system tuning seeds (8500+, 120 to 300 services); no write",
+    )
     args = ap.parse_args()
-    first = DEV_SEED if args.dev else FIRST_SEED
+    first = BIG_DEV_SEED if args.big_dev else DEV_SEED if args.dev else FIRST_SEED
+    sizes = BIG_SIZES if args.big_dev else None
     todo = [
         (*t, args.cache)
-        for t in plan(first, 0, args.per_cause, args.extra, args.max_services)
+        for t in plan(first, 0, args.per_cause, args.extra, args.max_services, sizes)
         if not args.only or t[2] in args.only.split(",")
     ]
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         cases = list(pool.map(_run, todo))
-    body, _figs = report(cases, time.time() - t0, 1000 if args.dev else 25)
+    dev = args.dev or args.big_dev
+    body, _figs = report(cases, time.time() - t0, 1000 if dev else 25)
     print(body)
-    if not (args.no_write or args.dev or args.only):
+    if not (args.no_write or dev or args.only):
         from benchlib import write_section
 
         write_section("Accuracy", body, "scripts/bench_accuracy.py")

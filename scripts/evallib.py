@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,8 @@ def _collect(path: Path) -> dict[str, Any]:
     catalog = bundle.merged_catalog(default_catalog())
     window = make_window(alert, settings)
     step = settings.step or auto_step(window)
-    telemetry, gaps = collect(Sources.from_backends(backend), catalog, window, step, 600, 1e12)
+    deadline = time.monotonic() + 3600.0
+    telemetry, gaps = collect(Sources.from_backends(backend), catalog, window, step, 600, deadline)
     if gaps:
         raise RuntimeError(f"collect of {path} had gaps: {gaps}")
     return {
@@ -169,11 +171,18 @@ def run_case(
 
 
 def plan(
-    first_seed: int, n: int, per_builtin: int, extra: int, max_services: int = 300
+    first_seed: int,
+    n: int,
+    per_builtin: int,
+    extra: int,
+    max_services: int = 300,
+    sizes: tuple[int, ...] | None = None,
 ) -> Iterator[tuple[int, int, str]]:
     """(seed, services, cause) triples: ``per_builtin`` of each built-in cause,
-    ``extra`` of each out-of-pattern one, service counts spread over 10..``max_services``."""
-    sizes = tuple(x for x in (10, 20, 30, 50, 80, 120, 200, 300) if x <= max_services)
+    ``extra`` of each out-of-pattern one, service counts spread over ``sizes``
+    (default 10..``max_services``)."""
+    if sizes is None:
+        sizes = tuple(x for x in (10, 20, 30, 50, 80, 120, 200, 300) if x <= max_services)
     causes = [c for c in BUILTIN for _ in range(per_builtin)] + [
         c for c in EXTRA for _ in range(extra)
     ]

@@ -37,6 +37,7 @@ __all__ = [
     "CLIENT_ROLES",
     "SYMPTOM_ROLES",
     "RootScore",
+    "amplified",
     "attribute_edges",
     "blast_radius",
     "build_graph",
@@ -213,7 +214,9 @@ def attribute_edges(
     return out.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)
 
 
-def service_summary(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
+def service_summary(
+    anomalies: pd.DataFrame, lag: float = 30.0, pushed: frozenset[str] | set[str] = frozenset()
+) -> pd.DataFrame:
     """Per service: anomaly strength (0..1), earliest onset, symptom/cause strength.
 
     Strength maps a sustained z-score ``s`` to ``s / (s + 8)``; the
@@ -221,6 +224,9 @@ def service_summary(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
     A cause-role anomaly that began more than ``lag`` seconds after the
     service's first symptom is an effect (retries raise the request rate,
     retries and timeouts burn CPU), not a cause, and does not count as one.
+    ``pushed`` services (see :func:`amplified`) are busier only because a
+    caller calls them more often: their request-rate rise is not a cause,
+    and their busyness counts half.
     """
     cols = ["service", "strength", "onset", "symptom", "cause", "n_roles", "symptom_onset"]
     if anomalies.empty:
@@ -234,14 +240,15 @@ def service_summary(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
     sym_onset = a[a["is_symptom"]].groupby("service")["onset"].min()
     first_symptom = a["service"].map(sym_onset).astype(float).fillna(np.inf)
     # A rise of traffic is a cause; a drop is an echo of a failure elsewhere.
+    is_pushed = a["service"].isin(list(pushed))
     a["is_cause"] = (
         a["role"].isin(CAUSE_ROLES)
-        & ~((a["role"] == "request_rate") & (a["direction"] == "down"))
+        & ~((a["role"] == "request_rate") & ((a["direction"] == "down") | is_pushed))
         & (a["onset"].astype(float) <= first_symptom + lag)
     )
     # Busier is not hurting: more requests or CPU on a service whose own requests are
     # fine makes it a weaker suspect than one that fails or slows down.
-    quiet = ~a["service"].isin(list(sym_onset.index))
+    quiet = ~a["service"].isin(list(sym_onset.index)) | is_pushed
     busy = a["role"].isin(("request_rate", "cpu", "cpu_throttled")) & quiet
     a["full"] = a["strength"]
     a["strength"] = np.where(busy, 0.5 * a["strength"], a["strength"])
@@ -261,15 +268,45 @@ def service_summary(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
     return out
 
 
-def demand_rises(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
+def amplified(anomalies: pd.DataFrame, graph: nx.DiGraph | None = None) -> set[str]:
+    """Services whose request rate rose only because a caller calls them more often.
+
+    When a caller's calls into a service rose (``edge_rate`` up) while the
+    caller itself receives no more requests than usual, and no caller of the
+    service got more requests either, the extra load is made by that caller
+    (retries after failed or timed-out calls, or a release that calls more):
+    it is not demand arriving from outside.
+    """
+    a = anomalies
+    up = a["direction"] == "up"
+    rate_up = set(a.loc[(a["role"] == "request_rate") & up, "service"])
+    edge_up = a[(a["role"] == "edge_rate") & up]
+    if not rate_up or edge_up.empty:
+        return set()
+    out = set()
+    for svc, grp in edge_up.groupby("service"):
+        if svc not in rate_up:
+            continue
+        pushing = {str(c) for c in grp["detail"] if str(c)}
+        callers = set(graph.predecessors(svc)) if graph is not None and svc in graph else pushing
+        if pushing - rate_up and not callers & rate_up:
+            out.add(str(svc))
+    return out
+
+
+def demand_rises(
+    anomalies: pd.DataFrame, lag: float = 30.0, graph: nx.DiGraph | None = None
+) -> pd.DataFrame:
     """Request-rate rises that are more demand, not retries: per service ``strength``, ``onset``.
 
     A rise that began more than ``lag`` seconds after the service's own
     errors or latency is callers retrying a failing service, not load
-    arriving from outside.
+    arriving from outside; so is a rise made by callers that call more often
+    while receiving no more requests themselves (see :func:`amplified`).
     """
     a = anomalies
     up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
+    up = up[~up["service"].isin(list(amplified(a, graph)))]
     if up.empty:
         return pd.DataFrame({"strength": [], "onset": []})
     sym = a[a["role"].isin(SYMPTOM_ROLES)].groupby("service")["onset"].min()
@@ -308,7 +345,8 @@ def root_scores(
     ``lag``: how much later than a service's trouble more demand from above may
     start and still explain it (see :func:`demand_rises`). ``tau``: seconds over which the earliness bonus decays.
     """
-    summ = service_summary(anomalies, lag)
+    pushed = amplified(anomalies, graph)
+    summ = service_summary(anomalies, lag, pushed)
     if summ.empty:
         return []
     for n in summ.index:
@@ -318,15 +356,17 @@ def root_scores(
     full = {str(k): float(v) for k, v in summ["full_strength"].items()}
     onset = summ["onset"].astype(float).to_dict()
     cause = summ["cause"].to_dict()
-    demand = demand_rises(anomalies, lag)
+    demand = demand_rises(anomalies, lag, graph)
     load = demand["strength"].to_dict()
     load_onset = demand["onset"].astype(float).to_dict()
     for svc in list(strength):
         # Busy but healthy counts half, unless it is where more demand entered (nothing
-        # above it got busier): then the busyness is the story.
+        # above it got busier, and no caller is merely calling it more often): then the
+        # busyness is the story.
         if (
             full[svc] > strength[svc]
             and svc in graph
+            and svc not in pushed
             and not any(u in load for u in nx.ancestors(graph, svc))
         ):
             strength[svc] = full[svc]
