@@ -133,4 +133,3 @@ def _good_ratio(ctx: PatternContext, svc: str) -> float | None:
     if base.empty or now.empty or float(base.median()) <= 0:
         return None
     return float(now.max()) / float(base.median())
-
