@@ -29,6 +29,9 @@ class DeploymentConfig:
     """How long before the onset a deploy may have happened and still be blamed."""
     max_lag_seconds: float = 120.0
     """How long after the onset a change may appear (rollouts and sampling lag)."""
+    min_lag_slack_seconds: float = 15.0
+    """A change seen after the onset by more than one step (at least this) counts less
+    the later it came."""
     grace_seconds: float = 60.0
     """A deploy this close before the onset counts fully (rollout and sampling lag)."""
     decay_seconds: float = 300.0
@@ -94,6 +97,12 @@ class DeploymentPattern(BasePattern):
             closeness = float(
                 np.exp(-max(lead - config.grace_seconds, 0.0) / max(config.decay_seconds, 1.0))
             )
+            if lead < 0:
+                # Seen after the trouble began: a version shows up at most about one
+                # scrape (one step) after the rollout, and a release cannot hurt before
+                # it runs; beyond that slack the deploy looks more like a response.
+                slack = max(ctx.step, config.min_lag_slack_seconds)
+                closeness *= float(np.exp(-max(-lead - slack, 0.0) / slack))
             score = 0.3 + 0.35 * sym_strength + 0.35 * closeness
             ev: list[Evidence] = [
                 Evidence(

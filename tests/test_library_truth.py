@@ -22,14 +22,7 @@ LIBRARY = BundleBackend()
 
 #: Bundles the engine does not answer right yet, and why (strict: fixing one makes the
 #: test fail until it is taken off this list).
-KNOWN_MISSES = {
-    "email-sender-zone-outage": "a harmless deploy of shipping lands 30 s after the zone "
-    "fails; deployment outranks the zone concentration",
-    "mobile-bff-network-delay": "callers' failed calls to auth are also seen by auth's "
-    "own server side (retries), so the trouble is not moved to mobile-bff's side",
-    "tokenizer-cpu-contention": "no pattern for CPU starvation; a memory climb in "
-    "audit-log outranks tokenizer's unknown finding",
-}
+KNOWN_MISSES: dict[str, str] = {}
 
 
 def _param(bundle):  # type: ignore[no-untyped-def]

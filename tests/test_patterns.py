@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -154,3 +155,64 @@ def test_a_third_party_style_pattern_works_with_the_base() -> None:
     assert Disk().evaluate(ctx, config_for(Disk, {})).outcome is Outcome.NOT_EVALUATED
     assert config_for(Disk, {"level": 1}).level == 1.0
     assert isinstance(Telemetry(), Telemetry)
+
+
+def _with_signals(sc: Scenario, signals: Any) -> Scenario:
+    """The scenario with other signal rows."""
+    tel = copy.copy(sc.telemetry)
+    tel.signals = signals.reset_index(drop=True)
+    return dataclasses.replace(sc, telemetry=tel)
+
+
+def test_memory_growth_that_hurts_nothing_is_discounted() -> None:
+    sc = build("memory_leak")
+    hurting = run("memory_leak", context(sc))
+    # The same climb with no OOM kill, no restart and no latency or errors on payments.
+    s = sc.telemetry.signals
+    quiet = _with_signals(
+        sc,
+        s[
+            ~s["role"].isin(("oom_kills", "restarts"))
+            & ~((s["service"] == "payments") & s["role"].isin(("latency", "error_rate")))
+        ],
+    )
+    res = run("memory_leak", context(quiet))
+    top = {f.service: f for f in hurting.findings}["payments"]
+    calm = {f.service: f for f in res.findings}["payments"]
+    assert calm.features["hurt"] == 0.0 and top.features["hurt"] > 0.5
+    assert calm.score < 0.5 <= top.score
+
+
+def test_a_deploy_seen_well_after_the_trouble_began_counts_less() -> None:
+    from synth import FAULT
+
+    sc = build("deployment")
+    on_time = run("deployment", context(sc)).findings[0]
+    # The new version only shows up two minutes after payments began failing.
+    late = sc.telemetry.signals.copy()
+    m = (late["role"] == "version") & (late["service"] == "payments")
+    m &= (late["version"] == "1.4.0") & (late["ts"] < FAULT + 120)
+    late.loc[m, "version"] = "1.3.2"
+    lagging = run("deployment", context(_with_signals(sc, late))).findings
+    assert lagging[0].features["lead"] < -60
+    assert lagging[0].score < on_time.score - 0.25
+
+
+def test_zone_most_affected_service_is_the_one_that_lost_most_pods() -> None:
+    import pandas as pd
+    from correlator.patterns.az_failure import _zone_services
+
+    pods = pd.DataFrame(
+        {
+            "pod": ["a-1", "a-2", "a-3", "b-1", "b-2"],
+            "service": ["a", "a", "a", "b", "b"],
+            "zone": ["z2", "z2", "z1", "z2", "z1"],
+            "bad": [1.0, 1.0, 0.0, 1.0, 0.0],
+        }
+    )
+    # b's only sampled span in the zone failed; a handful of spans prove little.
+    spans = pd.DataFrame({"pod": ["b-1"], "service": ["b"], "zone": ["z2"], "bad": [1.0]})
+    got = _zone_services(pods, spans, "z2")
+    assert got["a"][0] == pytest.approx(2 / 3) and got["b"][0] == pytest.approx(1 / 2)
+    assert got["b"][1] < 0.1
+    assert max(got, key=lambda s: got[s]) == "a"

@@ -219,3 +219,78 @@ def test_a_rate_rise_after_the_service_began_failing_is_retries_not_demand() -> 
         ]
     )
     assert list(demand_rises(a, lag=30.0).index) == ["frontend"]
+
+
+def test_calls_made_by_a_retrying_caller_are_not_demand_and_it_passes_on() -> None:
+    from correlator.topology import amplified, demand_rises
+
+    tel = Telemetry()
+    tel.edges = [
+        ("bff", "gift-cards", "service"),
+        ("gift-cards", "rate-limiter", "service"),
+        ("gift-cards", "geo-api", "external"),
+        ("gateway", "search", "service"),
+    ]
+    g = build_graph(tel)
+    a = _rows(
+        [
+            # geo-api fails first; bff retries into gift-cards, which retries into
+            # rate-limiter: neither bff nor gateway receives more requests.
+            ("geo-api", "edge_errors", 0.0, 0.0, 400.0, "gift-cards"),
+            ("gift-cards", "latency", 0.0, 0.5, 10.0, ""),
+            ("gift-cards", "edge_rate", 45.0, 50.0, 330.0, "bff"),
+            ("gift-cards", "request_rate", 45.0, 50.0, 330.0, ""),
+            ("rate-limiter", "edge_rate", 45.0, 47.0, 420.0, "gift-cards"),
+            ("rate-limiter", "request_rate", 45.0, 60.0, 430.0, ""),
+            ("rate-limiter", "error_rate", 45.0, 0.0, 150.0, ""),
+            # Real demand: the gateway gets more requests and sends search more.
+            ("gateway", "request_rate", 40.0, 100.0, 300.0, ""),
+            ("search", "edge_rate", 40.0, 90.0, 280.0, "gateway"),
+            ("search", "request_rate", 40.0, 90.0, 280.0, ""),
+        ]
+    )
+    assert amplified(a, g) == {"gift-cards", "rate-limiter"}
+    assert set(demand_rises(a, 30.0, g).index) == {"gateway", "search"}
+    roots = root_scores(g, a, "bff")
+    # rate-limiter fails under the retry storm; the failing dependency below gift-cards
+    # that started it all ranks first.
+    assert roots[0].service == "geo-api"
+    limiter = next(r for r in roots if r.service == "rate-limiter")
+    assert limiter.explained >= 0.7
+
+
+def test_retries_that_follow_a_service_own_failure_do_not_explain_it() -> None:
+    tel = Telemetry()
+    tel.edges = [("partner-api", "search", "service"), ("search", "fraud", "service")]
+    g = build_graph(tel)
+    a = _rows(
+        [
+            ("search", "error_ratio", 120.0, 0.0, 0.5, ""),
+            ("partner-api", "error_rate", 135.0, 0.1, 78.0, ""),
+            # partner-api retries search after search began failing.
+            ("search", "edge_rate", 150.0, 220.0, 340.0, "partner-api"),
+            ("search", "request_rate", 150.0, 310.0, 430.0, ""),
+            ("fraud", "edge_rate", 150.0, 250.0, 360.0, "search"),
+            ("fraud", "cpu", 165.0, 1.2, 1.6, ""),
+        ]
+    )
+    roots = root_scores(g, a, "partner-api")
+    assert roots[0].service == "search"
+    assert roots[0].explained < 0.5
+
+
+def test_memory_growth_on_a_service_that_serves_fine_is_a_weak_suspect() -> None:
+    tel = Telemetry()
+    tel.edges = [("api", "tokenizer", "service"), ("tokenizer", "audit-log", "service")]
+    g = build_graph(tel)
+    a = _rows(
+        [
+            ("audit-log", "memory_ratio", -255.0, 0.49, 0.61, ""),  # grows, serves fine
+            ("tokenizer", "cpu_throttled", -15.0, 0.1, 33.0, ""),
+            ("tokenizer", "latency", -15.0, 0.05, 0.5, ""),
+            ("api", "error_rate", 15.0, 0.1, 39.0, ""),
+        ]
+    )
+    a.loc[a["service"] == "audit-log", "score"] = 4.7
+    roots = root_scores(g, a, "api")
+    assert roots[0].service == "tokenizer"

@@ -250,6 +250,9 @@ def service_summary(
     # fine makes it a weaker suspect than one that fails or slows down.
     quiet = ~a["service"].isin(list(sym_onset.index)) | is_pushed
     busy = a["role"].isin(("request_rate", "cpu", "cpu_throttled")) & quiet
+    # Likewise memory that grows while nothing errs, slows or gets killed.
+    growing = a["role"].isin(("memory", "memory_ratio")) & ~a["service"].isin(list(sym_onset.index))
+    a["strength"] = np.where(growing, 0.5 * a["strength"], a["strength"])
     a["full"] = a["strength"]
     a["strength"] = np.where(busy, 0.5 * a["strength"], a["strength"])
     g = a.groupby("service")
@@ -268,29 +271,45 @@ def service_summary(
     return out
 
 
-def amplified(anomalies: pd.DataFrame, graph: nx.DiGraph | None = None) -> set[str]:
-    """Services whose request rate rose only because a caller calls them more often.
+def amplified(
+    anomalies: pd.DataFrame, graph: nx.DiGraph | None = None, lag: float = 30.0
+) -> set[str]:
+    """Services whose request rate rose only because callers call them more often.
 
-    When a caller's calls into a service rose (``edge_rate`` up) while the
-    caller itself receives no more requests than usual, and no caller of the
-    service got more requests either, the extra load is made by that caller
-    (retries after failed or timed-out calls, or a release that calls more):
-    it is not demand arriving from outside.
+    The calls that made a rise are the callers' ``edge_rate`` rises into the
+    service that began with it (within ``lag / 2``). When none of those
+    callers receives more requests itself (more demand, begun no later than
+    ``lag`` after its own errors or latency), the extra load is made by them:
+    retries after failed or timed-out calls, or a release that calls more.
+    It is not demand arriving from outside. It passes on: a caller whose own
+    rise is made that way (a retry storm fanning out) adds no demand either.
+    ``graph`` is accepted for symmetry with the other helpers and not needed.
     """
     a = anomalies
     up = a["direction"] == "up"
-    rate_up = set(a.loc[(a["role"] == "request_rate") & up, "service"])
+    rises = a[(a["role"] == "request_rate") & up]
     edge_up = a[(a["role"] == "edge_rate") & up]
-    if not rate_up or edge_up.empty:
+    if rises.empty or edge_up.empty:
         return set()
-    out = set()
-    for svc, grp in edge_up.groupby("service"):
-        if svc not in rate_up:
-            continue
-        pushing = {str(c) for c in grp["detail"] if str(c)}
-        callers = set(graph.predecessors(svc)) if graph is not None and svc in graph else pushing
-        if pushing - rate_up and not callers & rate_up:
-            out.add(str(svc))
+    sym = a[a["role"].isin(SYMPTOM_ROLES)].groupby("service")["onset"].min()
+    first_sym = rises["service"].map(sym).astype(float).fillna(np.inf)
+    rise_at = rises.groupby("service")["onset"].min().astype(float).to_dict()
+    timely = set(rises.loc[rises["onset"].astype(float) <= first_sym + lag, "service"])
+    pushing: dict[str, set[str]] = {}
+    for svc, caller, at in zip(
+        edge_up["service"], edge_up["detail"], edge_up["onset"], strict=True
+    ):
+        if svc in rise_at and str(caller) and float(at) <= rise_at[svc] + lag / 2:
+            pushing.setdefault(str(svc), set()).add(str(caller))
+    out: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        demand = timely - out
+        for svc, push in pushing.items():
+            if svc not in out and not push & demand:
+                out.add(svc)
+                changed = True
     return out
 
 
@@ -306,7 +325,7 @@ def demand_rises(
     """
     a = anomalies
     up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
-    up = up[~up["service"].isin(list(amplified(a, graph)))]
+    up = up[~up["service"].isin(list(amplified(a, graph, lag)))]
     if up.empty:
         return pd.DataFrame({"strength": [], "onset": []})
     sym = a[a["role"].isin(SYMPTOM_ROLES)].groupby("service")["onset"].min()
@@ -345,8 +364,21 @@ def root_scores(
     ``lag``: how much later than a service's trouble more demand from above may
     start and still explain it (see :func:`demand_rises`). ``tau``: seconds over which the earliness bonus decays.
     """
-    pushed = amplified(anomalies, graph)
+    pushed = amplified(anomalies, graph, lag)
     summ = service_summary(anomalies, lag, pushed)
+    edge_up = anomalies[
+        (anomalies["role"] == "edge_rate")
+        & (anomalies["direction"] == "up")
+        & anomalies["service"].isin(list(pushed))
+    ]
+    pushers: dict[str, dict[str, float]] = {}
+    for svc, caller, at in zip(
+        edge_up["service"], edge_up["detail"], edge_up["onset"], strict=True
+    ):
+        if str(caller):
+            push = pushers.setdefault(str(svc), {})
+            push[str(caller)] = min(float(at), push.get(str(caller), np.inf))
+    sym_at = summ["symptom_onset"].astype(float).fillna(np.inf).to_dict()
     if summ.empty:
         return []
     for n in summ.index:
@@ -360,13 +392,12 @@ def root_scores(
     load = demand["strength"].to_dict()
     load_onset = demand["onset"].astype(float).to_dict()
     for svc in list(strength):
-        # Busy but healthy counts half, unless it is where more demand entered (nothing
-        # above it got busier, and no caller is merely calling it more often): then the
-        # busyness is the story.
+        # Busy but healthy counts half, unless it is where more demand entered (it got
+        # more requests, not retries, and nothing above it did): then busyness is the story.
         if (
             full[svc] > strength[svc]
+            and svc in load
             and svc in graph
-            and svc not in pushed
             and not any(u in load for u in nx.ancestors(graph, svc))
         ):
             strength[svc] = full[svc]
@@ -390,6 +421,12 @@ def root_scores(
         for u in ups:
             if u in load and load_onset[u] <= o + lag:
                 explained = max(explained, load[u] * (1.0 if svc in load else 0.9))
+        # So do callers whose trouble clearly began first and that call it more (retrying),
+        # when their extra calls came before its own trouble (not as retries of it).
+        for u, pushed_at in pushers.get(svc, {}).items():
+            first = onset.get(u, np.inf) < o - onset_tolerance / 2
+            if u in strength and first and pushed_at <= sym_at[svc] + lag / 2:
+                explained = max(explained, 0.9 * strength[u])
         early = float(np.exp(-(o - t_min) / tau))
         base = strength[svc] * (1.0 - explained)
         score = 0.55 * base + 0.2 * early + 0.15 * (pr.get(svc, 0.0) / pr_max)
