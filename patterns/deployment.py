@@ -29,6 +29,9 @@ class DeploymentConfig:
     """How long before the onset a deploy may have happened and still be blamed."""
     max_lag_seconds: float = 120.0
     """How long after the onset a change may appear (rollouts and sampling lag)."""
+    alert_symptom_score: float = 8.0
+    """The symptom score the alert lends its own service when no symptom was detected
+    there (8 is a half-strength symptom)."""
     min_lag_slack_seconds: float = 15.0
     """A change seen after the onset by more than one step (at least this) counts less
     the later it came."""
@@ -83,11 +86,16 @@ class DeploymentPattern(BasePattern):
             if lead > config.max_lead_seconds or lead < -config.max_lag_seconds:
                 continue
             symptoms = anom[anom["role"].isin(SYMPTOM_ROLES)]
-            if symptoms.empty:
+            if not symptoms.empty:
+                sym = float(symptoms["score"].max())
+                onset = float(symptoms["onset"].min())
+            elif svc == ctx.alert.service:
+                # The alert itself says this service hurts, even when the rise was too
+                # small for the detector (a p95 alert over a mean, a tight threshold).
+                sym = config.alert_symptom_score
+            else:
                 # A rollout moves resources (new pods) by itself; only hurt requests count.
                 continue
-            sym = float(symptoms["score"].max())
-            onset = float(symptoms["onset"].min())
             lead = onset - ch.at
             if lead > config.max_lead_seconds or lead < -config.max_lag_seconds:
                 continue

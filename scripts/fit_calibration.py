@@ -5,7 +5,7 @@ ones, 10 to 300 services), investigates each, labels every candidate finding
 right or wrong, fits the logistic model and writes
 ``src/correlator/data/calibration.json``.
 
-    python scripts/fit_calibration.py            # 180 scenarios
+    python scripts/fit_calibration.py            # 180 scenarios, plus 48 large ones
     python scripts/fit_calibration.py --per-cause 8 --extra 4   # quicker
     python scripts/fit_calibration.py --cache /tmp/cal-cache     # collect once, refit fast
 """
@@ -25,6 +25,8 @@ from evallib import ROOT, plan, run_case
 
 OUT = ROOT / "src" / "correlator" / "data" / "calibration.json"
 FIRST_SEED, LAST_SEED = 2000, 4999
+#: Large systems are rarer in the main plan; a second block of them (seeds 2500+).
+BIG_SEED, BIG_SIZES = 2500, (120, 200, 300)
 
 
 def _run(args: tuple[int, int, str, Path | None]) -> object:
@@ -41,13 +43,22 @@ def main() -> int:
     ap.add_argument("--max-services", type=int, default=300)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--cache", type=Path, help="keep collected telemetry here and reuse it")
+    ap.add_argument(
+        "--big-per-cause",
+        type=int,
+        default=6,
+        help="plus this many large systems (120 to 300 services) per built-in cause",
+    )
+    ap.add_argument("--big-extra", type=int, default=4)
     args = ap.parse_args()
     from correlator.calibration import fit
 
     todo = [
         (*t, args.cache) for t in plan(FIRST_SEED, 0, args.per_cause, args.extra, args.max_services)
     ]
-    assert todo[-1][0] <= LAST_SEED, "calibration seeds must stay within 2000-4999"
+    big = plan(BIG_SEED, 0, args.big_per_cause, args.big_extra, sizes=BIG_SIZES)
+    todo += [(*t, args.cache) for t in big]
+    assert max(t[0] for t in todo) <= LAST_SEED, "calibration seeds must stay within 2000-4999"
     t0 = time.time()
     rows: list[dict[str, float]] = []
     labels: list[int] = []

@@ -165,7 +165,7 @@ _OWN_ROLE = {
 
 
 def attribute_edges(
-    anomalies: pd.DataFrame, signals: pd.DataFrame, share: float = 0.25
+    anomalies: pd.DataFrame, signals: pd.DataFrame, share: float = 0.25, later: float = 30.0
 ) -> pd.DataFrame:
     """Move edge anomalies of an instrumented callee that does not see them to the caller.
 
@@ -173,7 +173,8 @@ def attribute_edges(
     first the callee's. But when the callee serves requests of its own that we
     can see (``request_rate``/``latency`` series) and its own errors or latency
     rose by less than ``share`` of what its callers see (often not at all),
-    the trouble sits between the two (the caller's network, sidecar, client or
+    or began more than ``later`` seconds after its callers saw it (its own
+    side fails later, from the retries), the trouble sits between the two (the caller's network, sidecar, client or
     connection pool): the row is moved to the caller as ``client_*`` with the
     callee in ``detail``.
     """
@@ -198,11 +199,31 @@ def attribute_edges(
             for r, svc in zip(a["role"], a["service"], strict=True)
         ]
     )
+    own_at = a[a["role"].isin(list(_OWN_ROLE.values()))].groupby(["role", "service"])["onset"].min()
+    first = {
+        (str(r), str(svc)): float(v)
+        for r, svc, v in zip(
+            own_at.index.get_level_values(0),
+            own_at.index.get_level_values(1),
+            own_at.to_numpy(dtype=float),
+            strict=True,
+        )
+    }
+    own_onset = np.array(
+        [
+            first.get((_OWN_ROLE.get(str(r), ""), str(svc)), np.inf)
+            for r, svc in zip(a["role"], a["service"], strict=True)
+        ]
+    )
+    # The callee's own side saw little of it, or only clearly after its callers did.
+    unseen = (own_rise < share * rise.to_numpy()) | (
+        own_onset > a["onset"].astype(float).to_numpy() + later
+    )
     m = (
         a["role"].isin(list(CLIENT_ROLES))
         & a["service"].isin(list(instrumented))
         & (a["detail"].astype(str) != "")
-        & (own_rise < share * rise.to_numpy())
+        & unseen
     )
     if not m.any():
         return anomalies
@@ -243,7 +264,9 @@ def service_summary(
     is_pushed = a["service"].isin(list(pushed))
     a["is_cause"] = (
         a["role"].isin(CAUSE_ROLES)
-        & ~((a["role"] == "request_rate") & ((a["direction"] == "down") | is_pushed))
+        & ~((a["role"] == "request_rate") & (a["direction"] == "down"))
+        # Pushed harder by retrying callers, more requests and CPU are what the push did.
+        & ~(a["role"].isin(("request_rate", "cpu", "cpu_throttled")) & is_pushed)
         & (a["onset"].astype(float) <= first_symptom + lag)
     )
     # Busier is not hurting: more requests or CPU on a service whose own requests are
@@ -379,6 +402,11 @@ def root_scores(
             push = pushers.setdefault(str(svc), {})
             push[str(caller)] = min(float(at), push.get(str(caller), np.inf))
     sym_at = summ["symptom_onset"].astype(float).fillna(np.inf).to_dict()
+    client = anomalies[anomalies["role"].isin(list(CLIENT_ROLES.values()))]
+    client_peers: dict[str, set[str]] = {}
+    for svc, peer in zip(client["service"], client["detail"], strict=True):
+        if str(peer):
+            client_peers.setdefault(str(svc), set()).add(str(peer))
     if summ.empty:
         return []
     for n in summ.index:
@@ -409,7 +437,12 @@ def root_scores(
     for svc in summ.index:
         o = onset[svc]
         explained = 0.0
+        between = client_peers.get(svc, set())
         for d in nx.descendants(graph, svc) if graph.out_degree(svc) else ():
+            if d in between:
+                # Its failed calls to d were moved to its own side (d's server side did
+                # not see them, or only later): d's trouble is not what hurt it.
+                continue
             if d in strength and onset[d] <= o + onset_tolerance:
                 # A dependency that clearly started first explains fully; a tie, partly.
                 w = 1.0 if onset[d] < o - onset_tolerance / 2 else 0.6
@@ -424,7 +457,7 @@ def root_scores(
         # So do callers whose trouble clearly began first and that call it more (retrying),
         # when their extra calls came before its own trouble (not as retries of it).
         for u, pushed_at in pushers.get(svc, {}).items():
-            first = onset.get(u, np.inf) < o - onset_tolerance / 2
+            first = onset.get(u, np.inf) <= sym_at[svc] - onset_tolerance / 2
             if u in strength and first and pushed_at <= sym_at[svc] + lag / 2:
                 explained = max(explained, 0.9 * strength[u])
         early = float(np.exp(-(o - t_min) / tau))
