@@ -136,3 +136,20 @@ def test_a_blip_over_before_the_alert_is_dropped_and_anomalies_carry_their_end()
     out = detect(both, WINDOW, alert_at=alert_at)
     assert list(out["service"]) == ["new"]
     assert out.iloc[0]["end"] >= alert_at
+
+
+def test_onset_is_that_of_the_episode_holding_the_peak() -> None:
+    # A latency episode 15 minutes before the incident resolves, then the incident starts.
+    v = noisy(0.15, 0.01, seed=3)
+    v[(TS >= T0 + 3000) & (TS < T0 + 3150)] += 0.4
+    v[TS >= T0 + 3900] += 0.6
+    row = detect(frame("latency", "geo", v), WINDOW).iloc[0]
+    assert abs(row["onset"] - (T0 + 3900)) <= 30
+    # A dip shorter than the episode gap (a leaking pod killed and climbing again)
+    # keeps the first onset.
+    m = noisy(2e8, 1e6, seed=4)
+    climb = np.clip((TS - (T0 + 3300)) / 600.0, 0, None) * 2e8
+    m = m + np.where(TS < T0 + 3960, climb, climb - np.interp(T0 + 3960, TS, climb))
+    m[(TS >= T0 + 3960) & (TS < T0 + 4020)] = 2e8
+    row = detect(frame("memory", "leaky", m), WINDOW).iloc[0]
+    assert row["onset"] < T0 + 3500

@@ -131,6 +131,9 @@ class DetectConfig:
     """For large changes the onset is where the deviation first held this share of its
     peak (robust to a drifting baseline), then refined back by at most ``refine_points``."""
     refine_points: int = 2
+    episode_gap: float = 300.0
+    """Seconds back to normal that end an episode: the onset is that of the episode
+    holding the peak, not of an earlier one that resolved."""
     """How many steps the onset may move back from the first sustained crossing."""
     stale_after: float = 120.0
     """An anomaly whose deviation ended this long before the alert started is dropped
@@ -268,6 +271,31 @@ def _sustained(z: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def _episode_start(sus: np.ndarray, cfg: DetectConfig, step: float) -> np.ndarray:
+    """Per row, the first column of the episode that holds the peak.
+
+    An earlier excursion after which the series was back to normal for
+    ``episode_gap`` seconds is a separate event (a blip, or an earlier incident
+    that resolved): it must not pull the onset back to it. Brief dips (a
+    leaking pod killed and climbing again) stay within one episode.
+    """
+    out = np.zeros(sus.shape[0], dtype=int)
+    held = sus >= cfg.threshold
+    starts = held[:, 1:] & ~held[:, :-1]
+    multi = np.flatnonzero(starts.sum(axis=1) + held[:, 0] > 1)
+    gap = max(1, int(np.ceil(cfg.episode_gap / max(step, 1e-9))))
+    for r in multi:
+        h = held[r]
+        idx = np.flatnonzero(np.diff(np.concatenate(([0], h.astype(np.int8), [0]))))
+        runs = list(zip(idx[::2], idx[1::2], strict=True))  # [start, end) of each run
+        peak_at = int(np.argmax(sus[r]))
+        k = next((i for i, (a, b) in enumerate(runs) if a <= peak_at < b), len(runs) - 1)
+        while k > 0 and runs[k][0] - runs[k - 1][1] < gap:
+            k -= 1
+        out[r] = runs[k][0]
+    return out
+
+
 def detect(
     signals: pd.DataFrame,
     window: Window,
@@ -343,6 +371,7 @@ def detect(
         peak_sus = score[hit]
         level = np.maximum(cfg.threshold, cfg.onset_share * np.minimum(peak_sus, 1e3))
         crossed = sus_h >= level[:, None]
+        crossed &= cols[None, :] >= _episode_start(sus_h, cfg, st)[:, None]
         first_end = np.argmax(crossed, axis=1)
         first = np.maximum(first_end - cfg.sustain + 1, 0)
         # Refine backwards: while the deviation was already above ``low``, at most
