@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from correlator.config import Settings
 from correlator.catalog import default_catalog
+from correlator.config import Settings
 from correlator.engine import auto_step, collect, investigate, make_window
 from correlator.errors import ConfigError
 from correlator.model import Alert
