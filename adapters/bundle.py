@@ -36,7 +36,15 @@ import pandas as pd
 from correlator.bundle import Bundle, find_bundles, read_bundle
 from correlator.catalog import Catalog, SignalSpec, service_from_pod
 from correlator.errors import UserInputError
-from correlator.model import SIGNAL_COLUMNS, SPAN_COLUMNS, Alert, Window, empty_frame
+from correlator.model import (
+    SIGNAL_COLUMNS,
+    SIGNAL_TEXT_COLUMNS,
+    SPAN_COLUMNS,
+    Alert,
+    Window,
+    compact_signals,
+    empty_frame,
+)
 from correlator.openmetrics import Metrics, NameFilter
 from correlator.promql import range_seconds, render
 
@@ -378,7 +386,10 @@ def _evaluate(
 def _frame(parts: list[tuple[_Result, npt.NDArray[np.bool_]]]) -> pd.DataFrame:
     """``SIGNAL_COLUMNS`` rows of the chosen groups of each result, in order.
 
-    Rows go group by group, then by time; each column is allocated once.
+    Rows go group by group, then by time; each column is allocated once. The
+    frame is compact (see :func:`correlator.model.compact_signals`): the text
+    columns are codes into one sorted vocabulary, built from the groups, never
+    from millions of row strings.
     """
     chosen = []
     total = 0
@@ -390,9 +401,19 @@ def _frame(parts: list[tuple[_Result, npt.NDArray[np.bool_]]]) -> pd.DataFrame:
             chosen.append((result, present))
             total += count
     if not total:
-        return empty_frame(SIGNAL_COLUMNS)
-    text_cols = ("role", "service", "peer", "pod", "node", "zone", "version", "detail")
-    cols: dict[str, Any] = {c: np.full(total, None, dtype=object) for c in text_cols}
+        empty: pd.DataFrame = compact_signals(empty_frame(SIGNAL_COLUMNS))
+        return empty
+    words: set[str] = set()
+    for result, present in chosen:
+        words.add(result.spec.role)
+        for g in np.flatnonzero(present.any(axis=1)).tolist():
+            service, dims = result.groups[g]
+            words.add(service)
+            words.update(d for d in dims if d is not None)
+    vocab = pd.Index(sorted(words), dtype=object)
+    code_of = {w: i for i, w in enumerate(vocab.tolist())}
+    code_type = np.int16 if len(vocab) < np.iinfo(np.int16).max else np.int32
+    cols: dict[str, Any] = {c: np.full(total, -1, dtype=code_type) for c in SIGNAL_TEXT_COLUMNS}
     ts = np.empty(total, dtype=np.float64)
     value = np.empty(total, dtype=np.float64)
     at = 0
@@ -400,25 +421,24 @@ def _frame(parts: list[tuple[_Result, npt.NDArray[np.bool_]]]) -> pd.DataFrame:
         g_idx, t_idx = np.nonzero(present)
         end = at + len(g_idx)
         groups = result.groups
-        cols["role"][at:end] = result.spec.role
-        services = np.asarray([g[0] for g in groups], dtype=object)
+        cols["role"][at:end] = code_of[result.spec.role]
+        services = np.array([code_of[g[0]] for g in groups], dtype=code_type)
         np.take(services, g_idx, out=cols["service"][at:end])
-        used = np.unique(g_idx)
         for k, dim in enumerate(result.spec.dims):
-            per_group = np.asarray([g[1][k] for g in groups], dtype=object)
-            missing = np.array([v is None for v in per_group], dtype=bool)
-            if missing[used].any() and not missing[used].all():
-                # As pandas' string inference left it when rows were built per spec.
-                per_group[missing] = np.nan
+            per_group = np.array(
+                [-1 if g[1][k] is None else code_of[g[1][k]] for g in groups], dtype=code_type
+            )
             np.take(per_group, g_idx, out=cols[dim][at:end])
         np.take(result.grid, t_idx, out=ts[at:end])
         value[at:end] = result.values[g_idx, t_idx]
         at = end
     chosen.clear()
-    data: dict[str, Any] = {c: pd.Series(v, dtype=object, copy=False) for c, v in cols.items()}
+    dtype: Any = pd.CategoricalDtype(vocab)
+    data: dict[str, Any] = {
+        c: pd.Categorical.from_codes(v, dtype=dtype, validate=False) for c, v in cols.items()
+    }
     data["ts"] = ts
     data["value"] = value
-    # copy=False: no second copy of the text columns (a third of a GiB at 1000 services).
     return pd.DataFrame(data, columns=list(SIGNAL_COLUMNS), copy=False)
 
 

@@ -153,8 +153,9 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
     Returns columns ``role, service, peer, ts, value`` (the first three
     categorical). ``peer`` is ``""`` for non-edge roles. Derived:
     ``error_ratio`` (error_rate / request_rate), ``edge_error_ratio`` and
-    ``memory_ratio`` (memory / memory_limit). Grouping runs on integer codes,
-    so a few million rows take well under a second.
+    ``memory_ratio`` (memory / memory_limit). Grouping runs on integer codes
+    (the category codes of a compact frame, see
+    :func:`correlator.model.compact_signals`), so millions of rows take a second or two.
     """
     cols = ["role", "service", "peer", "ts", "value"]
     if signals.empty:
@@ -164,41 +165,59 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
     role_codes, roles = pd.factorize(signals["role"])
     svc_codes, svcs = pd.factorize(signals["service"])
     is_edge = np.isin(roles.to_numpy(dtype=object), list(EDGE_ROLES))[role_codes]
-    peer_codes, peers = pd.factorize(signals["peer"].where(is_edge, ""), use_na_sentinel=False)
+    peer_codes, peers = _edge_peers(signals["peer"], is_edge)
+    del is_edge
     ts_codes, tss = pd.factorize(ts)
-    ok = (svc_codes >= 0) & (role_codes >= 0) & ~np.isnan(ts) & ~np.isnan(value)
     n_p, n_s, n_t = len(peers), len(svcs), len(tss)
-    key = ((role_codes.astype(np.int64) * n_s + svc_codes) * n_p + peer_codes) * n_t + ts_codes
-    key, value, rc = key[ok], value[ok], role_codes[ok]
-    how_of_role = np.array([_AGG.get(str(r), "sum") for r in roles], dtype=object)
+    key = role_codes.astype(np.int64)
+    key *= n_s
+    key += svc_codes
+    key *= n_p
+    key += peer_codes
+    key *= n_t
+    key += ts_codes
+    del peer_codes, ts_codes
+    ok = (svc_codes >= 0) & (role_codes >= 0) & ~np.isnan(ts) & ~np.isnan(value)
+    del svc_codes, ts
+    rc = role_codes
+    if not ok.all():
+        key, value, rc = key[ok], value[ok], role_codes[ok]
+    del ok
+    # How each role's rows add up: 0 sum, 1 max, 2 min.
+    hows = ("sum", "max", "min")
+    how_of_role = np.array([hows.index(_AGG.get(str(r), "sum")) for r in roles], dtype=np.int8)
+    how = how_of_role[rc]
+    del rc, role_codes
     parts = []
-    for how in ("sum", "max", "min"):
-        m = how_of_role[rc] == how
+    for i, name in enumerate(hows):
+        m = how == i
         if not m.any():
             continue
-        g = pd.Series(value[m]).groupby(key[m], sort=False)
-        parts.append(getattr(g, how)())
-    res = pd.concat(parts)
-    k = res.index.to_numpy(dtype=np.int64).copy()
-    t_i = k % n_t
-    k //= n_t
-    p_i = k % n_p
-    k //= n_p
-    s_i = k % n_s
-    r_i = k // n_s
+        whole = bool(m.all())
+        g = pd.Series(value if whole else value[m], copy=False).groupby(
+            key if whole else key[m], sort=False
+        )
+        parts.append(getattr(g, name)())
+    del key, value, how
+    res = pd.concat(parts) if len(parts) > 1 else parts[0]
+    del parts
+    rest, t_i = np.divmod(res.index.to_numpy(dtype=np.int64), n_t)
+    rest, p_i = np.divmod(rest, n_p)
+    r_i, s_i = np.divmod(rest, n_s)
+    del rest
     peer_cats = pd.Index(peers).astype(object).fillna("").astype(str)
     peer_codes_out, peer_uni = pd.factorize(peer_cats)
     agg = pd.DataFrame(
         {
-            "role": pd.Categorical.from_codes(r_i, categories=pd.Index(roles).astype(str)),
-            "service": pd.Categorical.from_codes(s_i, categories=pd.Index(svcs).astype(str)),
-            "peer": pd.Categorical.from_codes(
-                peer_codes_out[p_i], categories=pd.Index(peer_uni).astype(str)
-            ),
+            "role": _from_codes(r_i, pd.Index(roles).astype(str)),
+            "service": _from_codes(s_i, pd.Index(svcs).astype(str)),
+            "peer": _from_codes(peer_codes_out[p_i], pd.Index(peer_uni).astype(str)),
             "ts": np.asarray(tss, dtype=float)[t_i],
             "value": res.to_numpy(dtype=float),
-        }
+        },
+        copy=False,
     )
+    del res, r_i, s_i, p_i, t_i
     derived = [
         _ratio(agg, "error_rate", "request_rate", "error_ratio"),
         _ratio(agg, "edge_errors", "edge_rate", "edge_error_ratio"),
@@ -208,12 +227,7 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
     if not derived:
         return agg
     extra = pd.concat(derived, ignore_index=True)
-    out = {
-        c: pd.api.types.union_categoricals(
-            typing.cast(Any, [agg[c], pd.Categorical(extra[c].astype(str))])
-        )
-        for c in ("role", "service", "peer")
-    }
+    out = {c: _union(agg[c], extra[c]) for c in ("role", "service", "peer")}
     return pd.DataFrame(
         {
             **out,
@@ -221,8 +235,48 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
             "value": np.concatenate(
                 [agg["value"].to_numpy(), extra["value"].to_numpy(dtype=float)]
             ),
-        }
+        },
+        copy=False,
     )
+
+
+def _from_codes(codes: np.ndarray, categories: pd.Index) -> pd.Categorical:
+    """A categorical of known-valid codes (no range check over millions of rows)."""
+    small = codes.astype(np.int32) if len(categories) < np.iinfo(np.int32).max else codes
+    return pd.Categorical.from_codes(small, categories=categories, validate=False)
+
+
+def _union(first: pd.Series, then: pd.Series) -> pd.Categorical:
+    """``first`` then ``then`` as one categorical: ``first``'s categories, then the text
+    values of ``then`` that are new, sorted."""
+    if isinstance(then.dtype, pd.CategoricalDtype) and then.dtype == first.dtype:
+        second = then.array
+    else:
+        codes, uniques = pd.factorize(then.astype(str))
+        order = np.argsort(np.asarray(uniques, dtype=object), kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        second = pd.Categorical.from_codes(
+            rank[codes], categories=pd.Index(uniques).astype(str)[order], validate=False
+        )
+    return pd.api.types.union_categoricals(typing.cast(Any, [first.array, second]))
+
+
+def _edge_peers(peer: pd.Series, is_edge: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+    """Codes and uniques (order of appearance, NA kept) of the peer of edge rows, ``""`` else."""
+    if not isinstance(peer.dtype, pd.CategoricalDtype):
+        codes, uniques = pd.factorize(peer.where(is_edge, ""), use_na_sentinel=False)
+        return codes, pd.Index(uniques)
+    # The same on the category codes, without a column of strings: n stands for NA, and
+    # "" for itself (a category, or one past NA).
+    cats = peer.cat.categories
+    n = len(cats)
+    blank = int(cats.get_indexer(pd.Index([""]))[0])
+    code = peer.cat.codes.to_numpy().astype(np.int64)
+    code = np.where(is_edge, np.where(code < 0, n, code), blank if blank >= 0 else n + 1)
+    codes, seen = pd.factorize(code)
+    values = [cats[v] if v < n else (np.nan if v == n else "") for v in seen.tolist()]
+    return codes, pd.Index(values, dtype=object)
 
 
 def _ratio(agg: pd.DataFrame, num: str, den: str, name: str) -> pd.DataFrame:
