@@ -139,7 +139,7 @@ class DetectConfig:
 
 def grid_step(ts: np.ndarray) -> float:
     """The sampling step of a set of timestamps (median positive difference)."""
-    u = np.unique(ts)
+    u = np.sort(pd.unique(ts))  # np.unique's answer, by hashing rather than sorting every ts
     if u.size < 2:
         return 60.0
     d = np.diff(u)
@@ -295,18 +295,39 @@ def _ratio(agg: pd.DataFrame, num: str, den: str, name: str) -> pd.DataFrame:
     return out[["role", "service", "peer", "ts", "value"]]
 
 
-def _matrix(agg: pd.DataFrame, step: float) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Series keys, the time grid, and the keys x grid value matrix (NaN where missing)."""
-    codes = [agg[c].cat.codes.to_numpy().astype(np.int64) for c in ("role", "service", "peer")]
-    combined = (codes[0] * (codes[1].max() + 1) + codes[1]) * (codes[2].max() + 1) + codes[2]
-    uniq, first, inv = np.unique(combined, return_index=True, return_inverse=True)
-    t0 = float(agg["ts"].min())
-    col = np.rint((agg["ts"].to_numpy(dtype=float) - t0) / step).astype(np.int64)
+def _matrix(
+    agg: pd.DataFrame, keep: np.ndarray, step: float
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Series keys, the time grid, and the keys x grid value matrix (NaN where missing).
+
+    Rows are the ``keep`` rows of ``agg``; series come in (role, service, peer)
+    code order. Rows of one series mostly come together, so the distinct series
+    are found among the first rows of runs, not by sorting millions of keys.
+    """
+    names = ("role", "service", "peer")
+    cats = [agg[c].cat.categories for c in names]
+    codes = [agg[c].cat.codes.to_numpy()[keep] for c in names]
+    combined = codes[0].astype(np.int64)
+    for c, k in zip(cats[1:], codes[1:], strict=True):
+        combined *= len(c) + 1
+        combined += k
+    starts = np.flatnonzero(np.r_[True, combined[1:] != combined[:-1]])
+    uniq, first_run, inv_run = np.unique(combined[starts], return_index=True, return_inverse=True)
+    del combined
+    first = starts[first_run]
+    inv = np.repeat(inv_run, np.diff(np.r_[starts, len(codes[0])]))
+    ts = agg["ts"].to_numpy(dtype=float)[keep]
+    t0 = float(ts.min())
+    col = np.rint((ts - t0) / step).astype(np.int64)
+    del ts
     grid = t0 + step * np.arange(int(col.max()) + 1)
     mat = np.full((len(uniq), grid.size), np.nan)
-    mat[inv, col] = agg["value"].to_numpy(dtype=float)
+    mat[inv, col] = agg["value"].to_numpy(dtype=float)[keep]
     key_frame = pd.DataFrame(
-        {c: agg[c].astype(object).to_numpy()[first] for c in ("role", "service", "peer")}
+        {
+            c: np.asarray(cat, dtype=object)[k[first]]
+            for c, cat, k in zip(names, cats, codes, strict=True)
+        }
     )
     return key_frame, grid, mat
 
@@ -320,6 +341,10 @@ def _sustained(z: np.ndarray, k: int) -> np.ndarray:
     out = np.full_like(zz, -np.inf)
     out[:, k - 1 :] = win.min(axis=2)
     return out
+
+
+#: Series judged at once (bounds the temporary matrices; every series is judged on its own).
+_CHUNK = 4096
 
 
 def detect(
@@ -348,18 +373,80 @@ def detect(
             else signals
         )
         aggregated = aggregate(data)
-    agg = aggregated[~aggregated["role"].isin(SKIP_ROLES)]
-    agg = agg[np.isfinite(agg["value"].to_numpy(dtype=float))]
-    if agg.empty:
+    if aggregated.empty:
         return empty_frame(ANOMALY_COLUMNS)
-    st = step or grid_step(agg["ts"].to_numpy(dtype=float))
-    keys, grid, mat = _matrix(agg, st)
+    keep = ~aggregated["role"].isin(SKIP_ROLES).to_numpy(dtype=bool)
+    keep &= np.isfinite(aggregated["value"].to_numpy(dtype=float))
+    if not keep.any():
+        return empty_frame(ANOMALY_COLUMNS)
+    agg = aggregated
+    if not isinstance(agg["role"].dtype, pd.CategoricalDtype):
+        agg = agg[keep].astype({c: "category" for c in ("role", "service", "peer")})
+        keep = np.ones(len(agg), dtype=bool)
+    st = step or grid_step(agg["ts"].to_numpy(dtype=float)[keep])
+    keys, grid, mat = _matrix(agg, keep, st)
+    del keep
 
     base_cols = (grid >= window.baseline_start) & (grid < window.start)
     if base_cols.sum() < cfg.min_baseline_points:
         # Short data: learn the baseline on the first third of what there is.
         base_cols = grid < grid[0] + (grid[-1] - grid[0]) / 3.0
     search_cols = (grid >= window.start - cfg.search_before) & (grid <= window.end)
+    roles = keys["role"].to_numpy()
+    floors = np.array([_FLOORS.get(r, 1e-9) for r in roles])
+    dirs = np.array([DIRECTIONS.get(r, 0) for r in roles])
+    found: dict[int, list[dict[str, np.ndarray]]] = {1: [], -1: []}
+    for lo in range(0, len(mat), _CHUNK):
+        hi = min(lo + _CHUNK, len(mat))
+        for sign, part in _judge(
+            mat[lo:hi], grid, base_cols, search_cols, floors[lo:hi], dirs[lo:hi], cfg
+        ):
+            part["row"] += lo
+            found[sign].append(part)
+    out = []
+    for sign in (1, -1):
+        if not found[sign]:
+            continue
+        col = {k: np.concatenate([p[k] for p in found[sign]]) for k in found[sign][0]}
+        rows = col["row"]
+        out.append(
+            pd.DataFrame(
+                {
+                    "service": keys["service"].to_numpy()[rows],
+                    "role": roles[rows],
+                    "onset": col["onset"],
+                    "end": col["end"],
+                    "score": col["score"],
+                    "direction": "up" if sign == 1 else "down",
+                    "baseline": col["baseline"],
+                    "peak": col["peak"],
+                    "detail": keys["peer"].to_numpy()[rows],
+                }
+            )
+        )
+    if not out:
+        return empty_frame(ANOMALY_COLUMNS)
+    res = pd.concat(out, ignore_index=True)
+    if alert_at is not None:
+        res = res[res["end"] >= alert_at - cfg.stale_after]
+        if res.empty:
+            return empty_frame(ANOMALY_COLUMNS)
+    return res.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)[
+        list(ANOMALY_COLUMNS)
+    ]
+
+
+def _judge(
+    mat: np.ndarray,
+    grid: np.ndarray,
+    base_cols: np.ndarray,
+    search_cols: np.ndarray,
+    floors: np.ndarray,
+    dirs: np.ndarray,
+    cfg: DetectConfig,
+) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """The anomalous rows of some series (each judged on its own), per direction:
+    ``row`` (in ``mat``), ``onset``, ``end``, ``score``, ``baseline`` and ``peak``."""
     base = mat[:, base_cols]
     enough = np.sum(~np.isnan(base), axis=1) >= min(cfg.min_baseline_points, base.shape[1])
     with warnings.catch_warnings():
@@ -367,12 +454,10 @@ def detect(
         warnings.simplefilter("ignore", RuntimeWarning)
         med = np.nanmedian(base, axis=1)
         mad = np.nanmedian(np.abs(base - med[:, None]), axis=1)
-    roles = keys["role"].to_numpy()
-    floors = np.array([_FLOORS.get(r, 1e-9) for r in roles])
+    del base
     scale = np.maximum.reduce(
         [1.4826 * np.nan_to_num(mad), cfg.rel_floor * np.abs(np.nan_to_num(med)), floors]
     )
-    dirs = np.array([DIRECTIONS.get(r, 0) for r in roles])
 
     z = (mat - med[:, None]) / scale[:, None]
     out = []
@@ -384,12 +469,14 @@ def detect(
         zs = sign * z[rows]
         zs[:, ~search_cols] = np.nan
         sus = _sustained(zs, cfg.sustain)
+        del zs
         score = sus.max(axis=1)
         hit = score >= cfg.threshold
         if not hit.any():
             continue
         idx_rows = np.flatnonzero(rows)[hit]
         sus_h, zs_full = sus[hit], sign * z[idx_rows]
+        del sus
         cols = np.arange(grid.size)
         # The level the onset is measured at: the threshold, or a share of the peak for big
         # changes, so slow drift of the baseline (daily traffic shape) before a large step
@@ -413,27 +500,13 @@ def detect(
         after = cols[None, :] >= onset_idx[:, None]
         peak_z = np.where(after & ~np.isnan(zs_full), zs_full, -np.inf).max(axis=1)
         peak = med[idx_rows] + sign * peak_z * scale[idx_rows]
-        frame = pd.DataFrame(
-            {
-                "service": keys["service"].to_numpy()[idx_rows],
-                "role": roles[idx_rows],
-                "onset": grid[onset_idx],
-                "end": grid[last_end],
-                "score": np.minimum(score[hit], 1e3),
-                "direction": "up" if sign == 1 else "down",
-                "baseline": med[idx_rows],
-                "peak": peak,
-                "detail": keys["peer"].to_numpy()[idx_rows],
-            }
-        )
-        out.append(frame)
-    if not out:
-        return empty_frame(ANOMALY_COLUMNS)
-    res = pd.concat(out, ignore_index=True)
-    if alert_at is not None:
-        res = res[res["end"] >= alert_at - cfg.stale_after]
-        if res.empty:
-            return empty_frame(ANOMALY_COLUMNS)
-    return res.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)[
-        list(ANOMALY_COLUMNS)
-    ]
+        part = {
+            "row": idx_rows,
+            "onset": grid[onset_idx],
+            "end": grid[last_end],
+            "score": np.minimum(score[hit], 1e3),
+            "baseline": med[idx_rows],
+            "peak": peak,
+        }
+        out.append((sign, part))
+    return out
