@@ -160,10 +160,10 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
     cols = ["role", "service", "peer", "ts", "value"]
     if signals.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
-    value = pd.to_numeric(signals["value"], errors="coerce").to_numpy(dtype=float)
-    ts = pd.to_numeric(signals["ts"], errors="coerce").to_numpy(dtype=float)
-    role_codes, roles = pd.factorize(signals["role"])
-    svc_codes, svcs = pd.factorize(signals["service"])
+    value = _floats(signals["value"])
+    ts = _floats(signals["ts"])
+    role_codes, roles = _factorize(signals["role"])
+    svc_codes, svcs = _factorize(signals["service"])
     is_edge = np.isin(roles.to_numpy(dtype=object), list(EDGE_ROLES))[role_codes]
     peer_codes, peers = _edge_peers(signals["peer"], is_edge)
     del is_edge
@@ -262,6 +262,44 @@ def _union(first: pd.Series, then: pd.Series) -> pd.Categorical:
     return pd.api.types.union_categoricals(typing.cast(Any, [first.array, second]))
 
 
+def _floats(col: pd.Series) -> np.ndarray:
+    """A column as float64 (NaN where not a number), without a copy when it already is."""
+    if col.dtype == np.float64:
+        return col.to_numpy()
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+
+
+def _factorize(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """``pd.factorize(col)``: codes (-1 for NA) and uniques in order of appearance.
+
+    For a categorical column the work runs on its codes, run by run (rows of one
+    series come together, so there are far fewer runs than rows).
+    """
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        codes, uniques = pd.factorize(col)
+        return codes, pd.Index(uniques)
+    codes, seen = _factorize_runs(col.cat.codes.to_numpy())
+    if (seen < 0).any():  # NA: the sentinel -1, not one of the uniques
+        na = int(np.flatnonzero(seen < 0)[0])
+        codes = np.where(codes == na, -1, codes - (codes > na)).astype(codes.dtype)
+        seen = np.delete(seen, na)
+    return codes, pd.CategoricalIndex(pd.Categorical.from_codes(seen, dtype=col.dtype))
+
+
+def _factorize_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize`` of an integer array (int32 codes), hashing the first value of each
+    run of equal values rather than every value."""
+    n = len(values)
+    starts = np.flatnonzero(values[1:] != values[:-1]) + 1
+    if len(starts) > n // 8:
+        codes, seen = pd.factorize(values)
+        return codes.astype(np.int32), np.asarray(seen)
+    starts = np.r_[0, starts]
+    run_codes, seen = pd.factorize(values[starts])
+    codes = np.repeat(run_codes.astype(np.int32), np.diff(np.r_[starts, n]))
+    return codes, np.asarray(seen)
+
+
 def _edge_peers(peer: pd.Series, is_edge: np.ndarray) -> tuple[np.ndarray, pd.Index]:
     """Codes and uniques (order of appearance, NA kept) of the peer of edge rows, ``""`` else."""
     if not isinstance(peer.dtype, pd.CategoricalDtype):
@@ -272,9 +310,10 @@ def _edge_peers(peer: pd.Series, is_edge: np.ndarray) -> tuple[np.ndarray, pd.In
     cats = peer.cat.categories
     n = len(cats)
     blank = int(cats.get_indexer(pd.Index([""]))[0])
-    code = peer.cat.codes.to_numpy().astype(np.int64)
-    code = np.where(is_edge, np.where(code < 0, n, code), blank if blank >= 0 else n + 1)
-    codes, seen = pd.factorize(code)
+    code = peer.cat.codes.to_numpy().astype(np.int32)
+    code[code < 0] = n
+    code = np.where(is_edge, code, np.int32(blank if blank >= 0 else n + 1))
+    codes, seen = _factorize_runs(code)
     values = [cats[v] if v < n else (np.nan if v == n else "") for v in seen.tolist()]
     return codes, pd.Index(values, dtype=object)
 
