@@ -572,7 +572,10 @@ class BundleBackend:
                 keep = has_value & np.array([g[0] not in covered for g in result.groups])
                 covered.update(g[0] for g, k in zip(result.groups, keep.tolist(), strict=True) if k)
                 parts.append((result, keep))
-        return _frame(parts)
+        frame = _frame(parts)
+        # Every spec is evaluated: stop holding the parse cache's mapped file in memory.
+        metrics.release_pages()
+        return frame
 
     def query_for(self, catalog: Catalog, role: str) -> str | None:
         """The PromQL of the role's first alternative (step 60s)."""
