@@ -105,9 +105,15 @@ def _plan(metrics: Metrics, spec: SignalSpec) -> _Plan:
         name = spec.metric + ("_bucket" if spec.kind == "histogram" else "")
         candidates: Sequence[int] = metrics.index.get(name, ())
     else:
-        candidates = range(len(metrics))
-        if spec.kind == "histogram":
-            candidates = [i for i in candidates if metrics.names[i].endswith("_bucket")]
+        # Judge the name matchers once per sample name, not once per series.
+        by_name = [m for m in spec.matchers if m.label == "__name__"]
+        wanted = [
+            ids
+            for name, ids in metrics.index.items()
+            if all(m.matches(name) for m in by_name)
+            and (spec.kind != "histogram" or name.endswith("_bucket"))
+        ]
+        candidates = sorted(i for ids in wanted for i in ids)  # series order, as before
     names, labelsets = metrics.names, metrics.labels
     dims = list(spec.dims.values())
     rows: list[int] = []
@@ -403,7 +409,7 @@ def _frame(parts: list[tuple[_Result, npt.NDArray[np.bool_]]]) -> pd.DataFrame:
     if not total:
         empty: pd.DataFrame = compact_signals(empty_frame(SIGNAL_COLUMNS))
         return empty
-    words: set[str] = set()
+    words: set[str] = {""}  # as compact_signals has it: columns fill with ""
     for result, present in chosen:
         words.add(result.spec.role)
         for g in np.flatnonzero(present.any(axis=1)).tolist():

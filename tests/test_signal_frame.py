@@ -45,6 +45,7 @@ def test_columns_fill_compare_and_group_as_text() -> None:
     c = compact_signals(_raw())
     # One dtype: a column fills from another (the az_failure node key does this).
     assert c["node"].fillna(c["service"]).tolist() == ["n-b", "n-a", "api", "api"]
+    assert c["peer"].fillna("").tolist() == ["", "", "", ""]
     assert (c["role"] == "node_ready").tolist() == [True, True, False, False]
     assert (c["role"] == "no such role").sum() == 0
     # Only observed values, in text order.

@@ -138,7 +138,8 @@ def compact_signals(frame: pd.DataFrame) -> pd.DataFrame:
     """A ``SIGNAL_COLUMNS`` frame in the compact form the engine works on.
 
     The text columns (:data:`SIGNAL_TEXT_COLUMNS`) become categoricals sharing
-    one dtype whose categories are every label value of any of them, sorted:
+    one dtype whose categories are every label value of any of them and ``""``
+    (so a column fills with the empty string), sorted:
     a row costs a few bytes instead of eight pointers, comparisons run on
     integer codes, and since the dtype is shared the columns still compare,
     merge and fill into one another as the text they hold (groupby and sort
@@ -155,7 +156,7 @@ def compact_signals(frame: pd.DataFrame) -> pd.DataFrame:
             codes[c], uniques[c] = k, pd.Index([str(x) for x in u], dtype=object)
         else:
             codes[c], uniques[c] = np.full(len(frame), -1), pd.Index([], dtype=object)
-    vocab = sorted(set().union(*(set(u) for u in uniques.values())))
+    vocab = sorted(set().union({""}, *(set(u) for u in uniques.values())))
     dtype = pd.CategoricalDtype(pd.Index(vocab, dtype=object))
     data: dict[str, Any] = {}
     for c in SIGNAL_TEXT_COLUMNS:
