@@ -335,7 +335,7 @@ def _parse_comment(
     return False
 
 
-_BLOCK = 16 << 20  # bytes read and tokenised at once
+_BLOCK = 8 << 20  # bytes read and tokenised at once (smaller blocks overlap better)
 _EMPTY, _COMMENT, _FAST, _SLOW = 0, 1, 2, 3
 _DTYPES: Any = {"k": "category", "v": np.float64, "t": np.float64}
 
