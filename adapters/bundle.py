@@ -173,11 +173,16 @@ def _rates(metrics: Metrics, plan: _Plan, grid: Float64s, rng: float) -> Float64
         for b in range(0, len(positions), _BATCH):
             pos = positions[b : b + _BATCH]
             v = _stack(metrics, [plan.rows[p] for p in pos.tolist()])
-            drops = np.zeros_like(v)
-            drops[:, 1:] = np.where(v[:, 1:] < v[:, :-1], v[:, :-1], 0.0)
-            corr = np.cumsum(drops, axis=1)
             first_v = v[:, lo]
-            result = v[:, hi] - first_v + (corr[:, hi] - corr[:, lo])
+            fell = v[:, 1:] < v[:, :-1]
+            if fell.any():
+                drops = np.zeros_like(v)
+                drops[:, 1:] = np.where(fell, v[:, :-1], 0.0)
+                corr = np.cumsum(drops, axis=1)
+                result = v[:, hi] - first_v + (corr[:, hi] - corr[:, lo])
+            else:  # no counter reset in these rows: the correction is exactly +0.0
+                result = v[:, hi] - first_v + 0.0
+            del fell
             # A counter cannot extrapolate below zero (Prometheus' durationToZero).
             with np.errstate(divide="ignore", invalid="ignore"):
                 to_zero = np.where(
@@ -187,8 +192,17 @@ def _rates(metrics: Metrics, plan: _Plan, grid: Float64s, rng: float) -> Float64
             interval = sampled + np.where(to_start < threshold, to_start, avg / 2)
             interval = interval + end_part
             with np.errstate(divide="ignore", invalid="ignore"):
-                out[np.ix_(pos, cols)] = result * (interval / sampled) / rng
+                rate = result * (interval / sampled) / rng
+            if _contiguous(pos) and _contiguous(cols):  # a slice, not a scatter
+                out[pos[0] : pos[-1] + 1, cols[0] : cols[-1] + 1] = rate
+            else:
+                out[np.ix_(pos, cols)] = rate
     return out
+
+
+def _contiguous(idx: Int64s) -> bool:
+    """Whether sorted distinct indexes are a run ``a, a+1, ..., b`` (and not empty)."""
+    return len(idx) > 0 and int(idx[-1]) - int(idx[0]) + 1 == len(idx)
 
 
 def _instant(metrics: Metrics, plan: _Plan, grid: Float64s) -> Float64s:
@@ -210,7 +224,10 @@ def _instant(metrics: Metrics, plan: _Plan, grid: Float64s) -> Float64s:
         for b in range(0, len(positions), _BATCH):
             pos = positions[b : b + _BATCH]
             v = _stack(metrics, [plan.rows[p] for p in pos.tolist()])
-            out[np.ix_(pos, cols)] = v[:, idx]
+            if _contiguous(pos) and _contiguous(cols):
+                out[pos[0] : pos[-1] + 1, cols[0] : cols[-1] + 1] = v[:, idx]
+            else:
+                out[np.ix_(pos, cols)] = v[:, idx]
     return out
 
 
