@@ -36,7 +36,15 @@ import pandas as pd
 from correlator.bundle import Bundle, find_bundles, read_bundle
 from correlator.catalog import Catalog, SignalSpec, service_from_pod
 from correlator.errors import UserInputError
-from correlator.model import SIGNAL_COLUMNS, SPAN_COLUMNS, Alert, Window, empty_frame
+from correlator.model import (
+    SIGNAL_COLUMNS,
+    SIGNAL_TEXT_COLUMNS,
+    SPAN_COLUMNS,
+    Alert,
+    Window,
+    compact_signals,
+    empty_frame,
+)
 from correlator.openmetrics import Metrics, NameFilter
 from correlator.promql import range_seconds, render
 
@@ -97,9 +105,15 @@ def _plan(metrics: Metrics, spec: SignalSpec) -> _Plan:
         name = spec.metric + ("_bucket" if spec.kind == "histogram" else "")
         candidates: Sequence[int] = metrics.index.get(name, ())
     else:
-        candidates = range(len(metrics))
-        if spec.kind == "histogram":
-            candidates = [i for i in candidates if metrics.names[i].endswith("_bucket")]
+        # Judge the name matchers once per sample name, not once per series.
+        by_name = [m for m in spec.matchers if m.label == "__name__"]
+        wanted = [
+            ids
+            for name, ids in metrics.index.items()
+            if all(m.matches(name) for m in by_name)
+            and (spec.kind != "histogram" or name.endswith("_bucket"))
+        ]
+        candidates = sorted(i for ids in wanted for i in ids)  # series order, as before
     names, labelsets = metrics.names, metrics.labels
     dims = list(spec.dims.values())
     rows: list[int] = []
@@ -159,11 +173,16 @@ def _rates(metrics: Metrics, plan: _Plan, grid: Float64s, rng: float) -> Float64
         for b in range(0, len(positions), _BATCH):
             pos = positions[b : b + _BATCH]
             v = _stack(metrics, [plan.rows[p] for p in pos.tolist()])
-            drops = np.zeros_like(v)
-            drops[:, 1:] = np.where(v[:, 1:] < v[:, :-1], v[:, :-1], 0.0)
-            corr = np.cumsum(drops, axis=1)
             first_v = v[:, lo]
-            result = v[:, hi] - first_v + (corr[:, hi] - corr[:, lo])
+            fell = v[:, 1:] < v[:, :-1]
+            if fell.any():
+                drops = np.zeros_like(v)
+                drops[:, 1:] = np.where(fell, v[:, :-1], 0.0)
+                corr = np.cumsum(drops, axis=1)
+                result = v[:, hi] - first_v + (corr[:, hi] - corr[:, lo])
+            else:  # no counter reset in these rows: the correction is exactly +0.0
+                result = v[:, hi] - first_v + 0.0
+            del fell
             # A counter cannot extrapolate below zero (Prometheus' durationToZero).
             with np.errstate(divide="ignore", invalid="ignore"):
                 to_zero = np.where(
@@ -173,8 +192,17 @@ def _rates(metrics: Metrics, plan: _Plan, grid: Float64s, rng: float) -> Float64
             interval = sampled + np.where(to_start < threshold, to_start, avg / 2)
             interval = interval + end_part
             with np.errstate(divide="ignore", invalid="ignore"):
-                out[np.ix_(pos, cols)] = result * (interval / sampled) / rng
+                rate = result * (interval / sampled) / rng
+            if _contiguous(pos) and _contiguous(cols):  # a slice, not a scatter
+                out[pos[0] : pos[-1] + 1, cols[0] : cols[-1] + 1] = rate
+            else:
+                out[np.ix_(pos, cols)] = rate
     return out
+
+
+def _contiguous(idx: Int64s) -> bool:
+    """Whether sorted distinct indexes are a run ``a, a+1, ..., b`` (and not empty)."""
+    return len(idx) > 0 and int(idx[-1]) - int(idx[0]) + 1 == len(idx)
 
 
 def _instant(metrics: Metrics, plan: _Plan, grid: Float64s) -> Float64s:
@@ -196,7 +224,10 @@ def _instant(metrics: Metrics, plan: _Plan, grid: Float64s) -> Float64s:
         for b in range(0, len(positions), _BATCH):
             pos = positions[b : b + _BATCH]
             v = _stack(metrics, [plan.rows[p] for p in pos.tolist()])
-            out[np.ix_(pos, cols)] = v[:, idx]
+            if _contiguous(pos) and _contiguous(cols):
+                out[pos[0] : pos[-1] + 1, cols[0] : cols[-1] + 1] = v[:, idx]
+            else:
+                out[np.ix_(pos, cols)] = v[:, idx]
     return out
 
 
@@ -378,7 +409,10 @@ def _evaluate(
 def _frame(parts: list[tuple[_Result, npt.NDArray[np.bool_]]]) -> pd.DataFrame:
     """``SIGNAL_COLUMNS`` rows of the chosen groups of each result, in order.
 
-    Rows go group by group, then by time; each column is allocated once.
+    Rows go group by group, then by time; each column is allocated once. The
+    frame is compact (see :func:`correlator.model.compact_signals`): the text
+    columns are codes into one sorted vocabulary, built from the groups, never
+    from millions of row strings.
     """
     chosen = []
     total = 0
@@ -390,9 +424,19 @@ def _frame(parts: list[tuple[_Result, npt.NDArray[np.bool_]]]) -> pd.DataFrame:
             chosen.append((result, present))
             total += count
     if not total:
-        return empty_frame(SIGNAL_COLUMNS)
-    text_cols = ("role", "service", "peer", "pod", "node", "zone", "version", "detail")
-    cols: dict[str, Any] = {c: np.full(total, None, dtype=object) for c in text_cols}
+        empty: pd.DataFrame = compact_signals(empty_frame(SIGNAL_COLUMNS))
+        return empty
+    words: set[str] = {""}  # as compact_signals has it: columns fill with ""
+    for result, present in chosen:
+        words.add(result.spec.role)
+        for g in np.flatnonzero(present.any(axis=1)).tolist():
+            service, dims = result.groups[g]
+            words.add(service)
+            words.update(d for d in dims if d is not None)
+    vocab = pd.Index(sorted(words), dtype=object)
+    code_of = {w: i for i, w in enumerate(vocab.tolist())}
+    code_type = np.int16 if len(vocab) < np.iinfo(np.int16).max else np.int32
+    cols: dict[str, Any] = {c: np.full(total, -1, dtype=code_type) for c in SIGNAL_TEXT_COLUMNS}
     ts = np.empty(total, dtype=np.float64)
     value = np.empty(total, dtype=np.float64)
     at = 0
@@ -400,25 +444,24 @@ def _frame(parts: list[tuple[_Result, npt.NDArray[np.bool_]]]) -> pd.DataFrame:
         g_idx, t_idx = np.nonzero(present)
         end = at + len(g_idx)
         groups = result.groups
-        cols["role"][at:end] = result.spec.role
-        services = np.asarray([g[0] for g in groups], dtype=object)
+        cols["role"][at:end] = code_of[result.spec.role]
+        services = np.array([code_of[g[0]] for g in groups], dtype=code_type)
         np.take(services, g_idx, out=cols["service"][at:end])
-        used = np.unique(g_idx)
         for k, dim in enumerate(result.spec.dims):
-            per_group = np.asarray([g[1][k] for g in groups], dtype=object)
-            missing = np.array([v is None for v in per_group], dtype=bool)
-            if missing[used].any() and not missing[used].all():
-                # As pandas' string inference left it when rows were built per spec.
-                per_group[missing] = np.nan
+            per_group = np.array(
+                [-1 if g[1][k] is None else code_of[g[1][k]] for g in groups], dtype=code_type
+            )
             np.take(per_group, g_idx, out=cols[dim][at:end])
         np.take(result.grid, t_idx, out=ts[at:end])
         value[at:end] = result.values[g_idx, t_idx]
         at = end
     chosen.clear()
-    data: dict[str, Any] = {c: pd.Series(v, dtype=object, copy=False) for c, v in cols.items()}
+    dtype: Any = pd.CategoricalDtype(vocab)
+    data: dict[str, Any] = {
+        c: pd.Categorical.from_codes(v, dtype=dtype, validate=False) for c, v in cols.items()
+    }
     data["ts"] = ts
     data["value"] = value
-    # copy=False: no second copy of the text columns (a third of a GiB at 1000 services).
     return pd.DataFrame(data, columns=list(SIGNAL_COLUMNS), copy=False)
 
 
@@ -552,7 +595,10 @@ class BundleBackend:
                 keep = has_value & np.array([g[0] not in covered for g in result.groups])
                 covered.update(g[0] for g, k in zip(result.groups, keep.tolist(), strict=True) if k)
                 parts.append((result, keep))
-        return _frame(parts)
+        frame = _frame(parts)
+        # Every spec is evaluated: stop holding the parse cache's mapped file in memory.
+        metrics.release_pages()
+        return frame
 
     def query_for(self, catalog: Catalog, role: str) -> str | None:
         """The PromQL of the role's first alternative (step 60s)."""

@@ -153,3 +153,55 @@ def test_onset_is_that_of_the_episode_holding_the_peak() -> None:
     m[(TS >= T0 + 3960) & (TS < T0 + 4020)] = 2e8
     row = detect(frame("memory", "leaky", m), WINDOW).iloc[0]
     assert row["onset"] < T0 + 3500
+
+
+def _mixed() -> pd.DataFrame:
+    """Per-pod, per-caller and plain series, interleaved, with gaps, NaN and a lost peer."""
+    rng = np.random.default_rng(7)
+    parts = []
+    for svc in ("api", "db", "web"):
+        for pod in ("a", "b", "c"):
+            parts.append(frame("memory", svc, noisy(5e8, 1e6, seed=len(parts)), pod=f"{svc}-{pod}"))
+            parts.append(frame("memory_limit", svc, np.full(TS.size, 1e9), pod=f"{svc}-{pod}"))
+            parts.append(frame("cpu", svc, noisy(0.5, 0.01, seed=len(parts)), pod=f"{svc}-{pod}"))
+        parts.append(frame("request_rate", svc, noisy(10.0, 0.5, seed=len(parts))))
+        v = noisy(0.1, 0.01, seed=len(parts))
+        v[TS >= T0 + 3900] += 2.0
+        parts.append(frame("error_rate", svc, v))
+        for caller in ("web", "api"):
+            if caller != svc:
+                parts.append(frame("edge_rate", svc, noisy(3.0, 0.1), peer=caller))
+                parts.append(frame("edge_errors", svc, noisy(0.1, 0.01), peer=caller))
+        parts.append(frame("edge_latency", svc, noisy(0.05, 0.001)))  # the caller is lost
+    sig = pd.concat(parts, ignore_index=True)
+    sig.loc[rng.random(len(sig)) < 0.02, "value"] = np.nan
+    sig = sig.drop(index=rng.choice(len(sig), len(sig) // 10, replace=False))
+    # Rows of a series mostly together, but not always.
+    order = np.arange(len(sig))
+    swap = rng.choice(len(sig), 200, replace=False)
+    order[swap] = order[swap[::-1]]
+    return sig.iloc[order].reset_index(drop=True)
+
+
+def test_compact_frames_aggregate_and_detect_exactly_as_text_frames() -> None:
+    import correlator.detect as d
+    from correlator.model import compact_signals
+
+    sig = _mixed()
+    text = sig.astype({c: object for c in SIGNAL_COLUMNS if c not in ("ts", "value")})
+    a, b = aggregate(text), aggregate(compact_signals(text))
+    assert len(a) == len(b)
+    for c in ("role", "service", "peer"):
+        assert a[c].cat.categories.tolist() == b[c].cat.categories.tolist()
+        assert np.array_equal(a[c].cat.codes.to_numpy(), b[c].cat.codes.to_numpy())
+    for c in ("ts", "value"):
+        assert np.array_equal(a[c].to_numpy(), b[c].to_numpy(), equal_nan=True)
+    want = detect(text, WINDOW)
+    assert len(want) > 0
+    chunk = d._CHUNK
+    try:
+        for size in (chunk, 1, 5):
+            d._CHUNK = size  # each series is judged on its own: any chunking gives the same
+            pd.testing.assert_frame_equal(detect(compact_signals(text), WINDOW), want)
+    finally:
+        d._CHUNK = chunk

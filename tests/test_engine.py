@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from correlator.catalog import default_catalog
 from correlator.config import Settings
-from correlator.engine import auto_step, investigate, make_window
+from correlator.engine import auto_step, collect, investigate, make_window
 from correlator.errors import ConfigError
 from correlator.model import Alert
 from correlator.sources import Sources
@@ -57,6 +58,17 @@ def test_failing_and_slow_sources_become_gaps() -> None:
     assert "no answer within 0.5s" in why["slow"]
     assert inv.findings[0].service == "payments"
     assert inv.timings["collect"] < 2.5
+
+
+def test_a_far_deadline_does_not_overflow_the_wait() -> None:
+    # The evaluation scripts collect local bundles with deadline=1e12 (no limit).
+    sc = build("deployment")
+    source = MemorySource(sc.telemetry)
+    source.local = True  # type: ignore[attr-defined]
+    window = make_window(sc.alert, Settings(), now=FAULT + 3600)
+    tel, gaps = collect(Sources.from_backends(source), default_catalog(), window, 60.0, 600, 1e12)
+    assert gaps == []
+    assert len(tel.signals) == len(sc.telemetry.signals)
 
 
 def test_no_sources_is_a_gap_not_a_crash() -> None:

@@ -142,7 +142,7 @@ class DetectConfig:
 
 def grid_step(ts: np.ndarray) -> float:
     """The sampling step of a set of timestamps (median positive difference)."""
-    u = np.unique(ts)
+    u = np.sort(pd.unique(ts))  # np.unique's answer, by hashing rather than sorting every ts
     if u.size < 2:
         return 60.0
     d = np.diff(u)
@@ -156,52 +156,71 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
     Returns columns ``role, service, peer, ts, value`` (the first three
     categorical). ``peer`` is ``""`` for non-edge roles. Derived:
     ``error_ratio`` (error_rate / request_rate), ``edge_error_ratio`` and
-    ``memory_ratio`` (memory / memory_limit). Grouping runs on integer codes,
-    so a few million rows take well under a second.
+    ``memory_ratio`` (memory / memory_limit). Grouping runs on integer codes
+    (the category codes of a compact frame, see
+    :func:`correlator.model.compact_signals`), so millions of rows take a second or two.
     """
     cols = ["role", "service", "peer", "ts", "value"]
     if signals.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
-    value = pd.to_numeric(signals["value"], errors="coerce").to_numpy(dtype=float)
-    ts = pd.to_numeric(signals["ts"], errors="coerce").to_numpy(dtype=float)
-    role_codes, roles = pd.factorize(signals["role"])
-    svc_codes, svcs = pd.factorize(signals["service"])
+    value = _floats(signals["value"])
+    ts = _floats(signals["ts"])
+    role_codes, roles = _factorize(signals["role"])
+    svc_codes, svcs = _factorize(signals["service"])
     is_edge = np.isin(roles.to_numpy(dtype=object), list(EDGE_ROLES))[role_codes]
-    peer_codes, peers = pd.factorize(signals["peer"].where(is_edge, ""), use_na_sentinel=False)
+    peer_codes, peers = _edge_peers(signals["peer"], is_edge)
+    del is_edge
     ts_codes, tss = pd.factorize(ts)
-    ok = (svc_codes >= 0) & (role_codes >= 0) & ~np.isnan(ts) & ~np.isnan(value)
     n_p, n_s, n_t = len(peers), len(svcs), len(tss)
-    key = ((role_codes.astype(np.int64) * n_s + svc_codes) * n_p + peer_codes) * n_t + ts_codes
-    key, value, rc = key[ok], value[ok], role_codes[ok]
-    how_of_role = np.array([_AGG.get(str(r), "sum") for r in roles], dtype=object)
+    key = role_codes.astype(np.int64)
+    key *= n_s
+    key += svc_codes
+    key *= n_p
+    key += peer_codes
+    key *= n_t
+    key += ts_codes
+    del peer_codes, ts_codes
+    ok = (svc_codes >= 0) & (role_codes >= 0) & ~np.isnan(ts) & ~np.isnan(value)
+    del svc_codes, ts
+    rc = role_codes
+    if not ok.all():
+        key, value, rc = key[ok], value[ok], role_codes[ok]
+    del ok
+    # How each role's rows add up: 0 sum, 1 max, 2 min.
+    hows = ("sum", "max", "min")
+    how_of_role = np.array([hows.index(_AGG.get(str(r), "sum")) for r in roles], dtype=np.int8)
+    how = how_of_role[rc]
+    del rc, role_codes
     parts = []
-    for how in ("sum", "max", "min"):
-        m = how_of_role[rc] == how
+    for i, name in enumerate(hows):
+        m = how == i
         if not m.any():
             continue
-        g = pd.Series(value[m]).groupby(key[m], sort=False)
-        parts.append(getattr(g, how)())
-    res = pd.concat(parts)
-    k = res.index.to_numpy(dtype=np.int64).copy()
-    t_i = k % n_t
-    k //= n_t
-    p_i = k % n_p
-    k //= n_p
-    s_i = k % n_s
-    r_i = k // n_s
+        whole = bool(m.all())
+        g = pd.Series(value if whole else value[m], copy=False).groupby(
+            key if whole else key[m], sort=False
+        )
+        parts.append(getattr(g, name)())
+    del key, value, how
+    res = pd.concat(parts) if len(parts) > 1 else parts[0]
+    del parts
+    rest, t_i = np.divmod(res.index.to_numpy(dtype=np.int64), n_t)
+    rest, p_i = np.divmod(rest, n_p)
+    r_i, s_i = np.divmod(rest, n_s)
+    del rest
     peer_cats = pd.Index(peers).astype(object).fillna("").astype(str)
     peer_codes_out, peer_uni = pd.factorize(peer_cats)
     agg = pd.DataFrame(
         {
-            "role": pd.Categorical.from_codes(r_i, categories=pd.Index(roles).astype(str)),
-            "service": pd.Categorical.from_codes(s_i, categories=pd.Index(svcs).astype(str)),
-            "peer": pd.Categorical.from_codes(
-                peer_codes_out[p_i], categories=pd.Index(peer_uni).astype(str)
-            ),
+            "role": _from_codes(r_i, pd.Index(roles).astype(str)),
+            "service": _from_codes(s_i, pd.Index(svcs).astype(str)),
+            "peer": _from_codes(peer_codes_out[p_i], pd.Index(peer_uni).astype(str)),
             "ts": np.asarray(tss, dtype=float)[t_i],
             "value": res.to_numpy(dtype=float),
-        }
+        },
+        copy=False,
     )
+    del res, r_i, s_i, p_i, t_i
     derived = [
         _ratio(agg, "error_rate", "request_rate", "error_ratio"),
         _ratio(agg, "edge_errors", "edge_rate", "edge_error_ratio"),
@@ -211,12 +230,7 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
     if not derived:
         return agg
     extra = pd.concat(derived, ignore_index=True)
-    out = {
-        c: pd.api.types.union_categoricals(
-            typing.cast(Any, [agg[c], pd.Categorical(extra[c].astype(str))])
-        )
-        for c in ("role", "service", "peer")
-    }
+    out = {c: _union(agg[c], extra[c]) for c in ("role", "service", "peer")}
     return pd.DataFrame(
         {
             **out,
@@ -224,8 +238,87 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
             "value": np.concatenate(
                 [agg["value"].to_numpy(), extra["value"].to_numpy(dtype=float)]
             ),
-        }
+        },
+        copy=False,
     )
+
+
+def _from_codes(codes: np.ndarray, categories: pd.Index) -> pd.Categorical:
+    """A categorical of known-valid codes (no range check over millions of rows)."""
+    small = codes.astype(np.int32) if len(categories) < np.iinfo(np.int32).max else codes
+    return pd.Categorical.from_codes(small, categories=categories, validate=False)
+
+
+def _union(first: pd.Series, then: pd.Series) -> pd.Categorical:
+    """``first`` then ``then`` as one categorical: ``first``'s categories, then the text
+    values of ``then`` that are new, sorted."""
+    if isinstance(then.dtype, pd.CategoricalDtype) and then.dtype == first.dtype:
+        second = then.array
+    else:
+        codes, uniques = pd.factorize(then.astype(str))
+        order = np.argsort(np.asarray(uniques, dtype=object), kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        second = pd.Categorical.from_codes(
+            rank[codes], categories=pd.Index(uniques).astype(str)[order], validate=False
+        )
+    return pd.api.types.union_categoricals(typing.cast(Any, [first.array, second]))
+
+
+def _floats(col: pd.Series) -> np.ndarray:
+    """A column as float64 (NaN where not a number), without a copy when it already is."""
+    if col.dtype == np.float64:
+        return col.to_numpy()
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+
+
+def _factorize(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """``pd.factorize(col)``: codes (-1 for NA) and uniques in order of appearance.
+
+    For a categorical column the work runs on its codes, run by run (rows of one
+    series come together, so there are far fewer runs than rows).
+    """
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        codes, uniques = pd.factorize(col)
+        return codes, pd.Index(uniques)
+    codes, seen = _factorize_runs(col.cat.codes.to_numpy())
+    if (seen < 0).any():  # NA: the sentinel -1, not one of the uniques
+        na = int(np.flatnonzero(seen < 0)[0])
+        codes = np.where(codes == na, -1, codes - (codes > na)).astype(codes.dtype)
+        seen = np.delete(seen, na)
+    return codes, pd.CategoricalIndex(pd.Categorical.from_codes(seen, dtype=col.dtype))
+
+
+def _factorize_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize`` of an integer array (int32 codes), hashing the first value of each
+    run of equal values rather than every value."""
+    n = len(values)
+    starts = np.flatnonzero(values[1:] != values[:-1]) + 1
+    if len(starts) > n // 8:
+        codes, seen = pd.factorize(values)
+        return codes.astype(np.int32), np.asarray(seen)
+    starts = np.r_[0, starts]
+    run_codes, seen = pd.factorize(values[starts])
+    codes = np.repeat(run_codes.astype(np.int32), np.diff(np.r_[starts, n]))
+    return codes, np.asarray(seen)
+
+
+def _edge_peers(peer: pd.Series, is_edge: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+    """Codes and uniques (order of appearance, NA kept) of the peer of edge rows, ``""`` else."""
+    if not isinstance(peer.dtype, pd.CategoricalDtype):
+        codes, uniques = pd.factorize(peer.where(is_edge, ""), use_na_sentinel=False)
+        return codes, pd.Index(uniques)
+    # The same on the category codes, without a column of strings: n stands for NA, and
+    # "" for itself (a category, or one past NA).
+    cats = peer.cat.categories
+    n = len(cats)
+    blank = int(cats.get_indexer(pd.Index([""]))[0])
+    code = peer.cat.codes.to_numpy().astype(np.int32)
+    code[code < 0] = n
+    code = np.where(is_edge, code, np.int32(blank if blank >= 0 else n + 1))
+    codes, seen = _factorize_runs(code)
+    values = [cats[v] if v < n else (np.nan if v == n else "") for v in seen.tolist()]
+    return codes, pd.Index(values, dtype=object)
 
 
 def _ratio(agg: pd.DataFrame, num: str, den: str, name: str) -> pd.DataFrame:
@@ -244,18 +337,39 @@ def _ratio(agg: pd.DataFrame, num: str, den: str, name: str) -> pd.DataFrame:
     return out[["role", "service", "peer", "ts", "value"]]
 
 
-def _matrix(agg: pd.DataFrame, step: float) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Series keys, the time grid, and the keys x grid value matrix (NaN where missing)."""
-    codes = [agg[c].cat.codes.to_numpy().astype(np.int64) for c in ("role", "service", "peer")]
-    combined = (codes[0] * (codes[1].max() + 1) + codes[1]) * (codes[2].max() + 1) + codes[2]
-    uniq, first, inv = np.unique(combined, return_index=True, return_inverse=True)
-    t0 = float(agg["ts"].min())
-    col = np.rint((agg["ts"].to_numpy(dtype=float) - t0) / step).astype(np.int64)
+def _matrix(
+    agg: pd.DataFrame, keep: np.ndarray, step: float
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Series keys, the time grid, and the keys x grid value matrix (NaN where missing).
+
+    Rows are the ``keep`` rows of ``agg``; series come in (role, service, peer)
+    code order. Rows of one series mostly come together, so the distinct series
+    are found among the first rows of runs, not by sorting millions of keys.
+    """
+    names = ("role", "service", "peer")
+    cats = [agg[c].cat.categories for c in names]
+    codes = [agg[c].cat.codes.to_numpy()[keep] for c in names]
+    combined = codes[0].astype(np.int64)
+    for c, k in zip(cats[1:], codes[1:], strict=True):
+        combined *= len(c) + 1
+        combined += k
+    starts = np.flatnonzero(np.r_[True, combined[1:] != combined[:-1]])
+    uniq, first_run, inv_run = np.unique(combined[starts], return_index=True, return_inverse=True)
+    del combined
+    first = starts[first_run]
+    inv = np.repeat(inv_run, np.diff(np.r_[starts, len(codes[0])]))
+    ts = agg["ts"].to_numpy(dtype=float)[keep]
+    t0 = float(ts.min())
+    col = np.rint((ts - t0) / step).astype(np.int64)
+    del ts
     grid = t0 + step * np.arange(int(col.max()) + 1)
     mat = np.full((len(uniq), grid.size), np.nan)
-    mat[inv, col] = agg["value"].to_numpy(dtype=float)
+    mat[inv, col] = agg["value"].to_numpy(dtype=float)[keep]
     key_frame = pd.DataFrame(
-        {c: agg[c].astype(object).to_numpy()[first] for c in ("role", "service", "peer")}
+        {
+            c: np.asarray(cat, dtype=object)[k[first]]
+            for c, cat, k in zip(names, cats, codes, strict=True)
+        }
     )
     return key_frame, grid, mat
 
@@ -296,6 +410,10 @@ def _episode_start(sus: np.ndarray, cfg: DetectConfig, step: float) -> np.ndarra
     return out
 
 
+#: Series judged at once (bounds the temporary matrices; every series is judged on its own).
+_CHUNK = 4096
+
+
 def detect(
     signals: pd.DataFrame,
     window: Window,
@@ -322,18 +440,81 @@ def detect(
             else signals
         )
         aggregated = aggregate(data)
-    agg = aggregated[~aggregated["role"].isin(SKIP_ROLES)]
-    agg = agg[np.isfinite(agg["value"].to_numpy(dtype=float))]
-    if agg.empty:
+    if aggregated.empty:
         return empty_frame(ANOMALY_COLUMNS)
-    st = step or grid_step(agg["ts"].to_numpy(dtype=float))
-    keys, grid, mat = _matrix(agg, st)
+    keep = ~aggregated["role"].isin(SKIP_ROLES).to_numpy(dtype=bool)
+    keep &= np.isfinite(aggregated["value"].to_numpy(dtype=float))
+    if not keep.any():
+        return empty_frame(ANOMALY_COLUMNS)
+    agg = aggregated
+    if not isinstance(agg["role"].dtype, pd.CategoricalDtype):
+        agg = agg[keep].astype({c: "category" for c in ("role", "service", "peer")})
+        keep = np.ones(len(agg), dtype=bool)
+    st = step or grid_step(agg["ts"].to_numpy(dtype=float)[keep])
+    keys, grid, mat = _matrix(agg, keep, st)
+    del keep
 
     base_cols = (grid >= window.baseline_start) & (grid < window.start)
     if base_cols.sum() < cfg.min_baseline_points:
         # Short data: learn the baseline on the first third of what there is.
         base_cols = grid < grid[0] + (grid[-1] - grid[0]) / 3.0
     search_cols = (grid >= window.start - cfg.search_before) & (grid <= window.end)
+    roles = keys["role"].to_numpy()
+    floors = np.array([_FLOORS.get(r, 1e-9) for r in roles])
+    dirs = np.array([DIRECTIONS.get(r, 0) for r in roles])
+    found: dict[int, list[dict[str, np.ndarray]]] = {1: [], -1: []}
+    for lo in range(0, len(mat), _CHUNK):
+        hi = min(lo + _CHUNK, len(mat))
+        for sign, part in _judge(
+            mat[lo:hi], grid, base_cols, search_cols, floors[lo:hi], dirs[lo:hi], cfg, st
+        ):
+            part["row"] += lo
+            found[sign].append(part)
+    out = []
+    for sign in (1, -1):
+        if not found[sign]:
+            continue
+        col = {k: np.concatenate([p[k] for p in found[sign]]) for k in found[sign][0]}
+        rows = col["row"]
+        out.append(
+            pd.DataFrame(
+                {
+                    "service": keys["service"].to_numpy()[rows],
+                    "role": roles[rows],
+                    "onset": col["onset"],
+                    "end": col["end"],
+                    "score": col["score"],
+                    "direction": "up" if sign == 1 else "down",
+                    "baseline": col["baseline"],
+                    "peak": col["peak"],
+                    "detail": keys["peer"].to_numpy()[rows],
+                }
+            )
+        )
+    if not out:
+        return empty_frame(ANOMALY_COLUMNS)
+    res = pd.concat(out, ignore_index=True)
+    if alert_at is not None:
+        res = res[res["end"] >= alert_at - cfg.stale_after]
+        if res.empty:
+            return empty_frame(ANOMALY_COLUMNS)
+    return res.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)[
+        list(ANOMALY_COLUMNS)
+    ]
+
+
+def _judge(
+    mat: np.ndarray,
+    grid: np.ndarray,
+    base_cols: np.ndarray,
+    search_cols: np.ndarray,
+    floors: np.ndarray,
+    dirs: np.ndarray,
+    cfg: DetectConfig,
+    step: float,
+) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """The anomalous rows of some series (each judged on its own), per direction:
+    ``row`` (in ``mat``), ``onset``, ``end``, ``score``, ``baseline`` and ``peak``."""
     base = mat[:, base_cols]
     enough = np.sum(~np.isnan(base), axis=1) >= min(cfg.min_baseline_points, base.shape[1])
     with warnings.catch_warnings():
@@ -341,12 +522,10 @@ def detect(
         warnings.simplefilter("ignore", RuntimeWarning)
         med = np.nanmedian(base, axis=1)
         mad = np.nanmedian(np.abs(base - med[:, None]), axis=1)
-    roles = keys["role"].to_numpy()
-    floors = np.array([_FLOORS.get(r, 1e-9) for r in roles])
+    del base
     scale = np.maximum.reduce(
         [1.4826 * np.nan_to_num(mad), cfg.rel_floor * np.abs(np.nan_to_num(med)), floors]
     )
-    dirs = np.array([DIRECTIONS.get(r, 0) for r in roles])
 
     z = (mat - med[:, None]) / scale[:, None]
     out = []
@@ -358,12 +537,14 @@ def detect(
         zs = sign * z[rows]
         zs[:, ~search_cols] = np.nan
         sus = _sustained(zs, cfg.sustain)
+        del zs
         score = sus.max(axis=1)
         hit = score >= cfg.threshold
         if not hit.any():
             continue
         idx_rows = np.flatnonzero(rows)[hit]
         sus_h, zs_full = sus[hit], sign * z[idx_rows]
+        del sus
         cols = np.arange(grid.size)
         # The level the onset is measured at: the threshold, or a share of the peak for big
         # changes, so slow drift of the baseline (daily traffic shape) before a large step
@@ -371,7 +552,7 @@ def detect(
         peak_sus = score[hit]
         level = np.maximum(cfg.threshold, cfg.onset_share * np.minimum(peak_sus, 1e3))
         crossed = sus_h >= level[:, None]
-        crossed &= cols[None, :] >= _episode_start(sus_h, cfg, st)[:, None]
+        crossed &= cols[None, :] >= _episode_start(sus_h, cfg, step)[:, None]
         first_end = np.argmax(crossed, axis=1)
         first = np.maximum(first_end - cfg.sustain + 1, 0)
         # Refine backwards: while the deviation was already above ``low``, at most
@@ -388,27 +569,13 @@ def detect(
         after = cols[None, :] >= onset_idx[:, None]
         peak_z = np.where(after & ~np.isnan(zs_full), zs_full, -np.inf).max(axis=1)
         peak = med[idx_rows] + sign * peak_z * scale[idx_rows]
-        frame = pd.DataFrame(
-            {
-                "service": keys["service"].to_numpy()[idx_rows],
-                "role": roles[idx_rows],
-                "onset": grid[onset_idx],
-                "end": grid[last_end],
-                "score": np.minimum(score[hit], 1e3),
-                "direction": "up" if sign == 1 else "down",
-                "baseline": med[idx_rows],
-                "peak": peak,
-                "detail": keys["peer"].to_numpy()[idx_rows],
-            }
-        )
-        out.append(frame)
-    if not out:
-        return empty_frame(ANOMALY_COLUMNS)
-    res = pd.concat(out, ignore_index=True)
-    if alert_at is not None:
-        res = res[res["end"] >= alert_at - cfg.stale_after]
-        if res.empty:
-            return empty_frame(ANOMALY_COLUMNS)
-    return res.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)[
-        list(ANOMALY_COLUMNS)
-    ]
+        part = {
+            "row": idx_rows,
+            "onset": grid[onset_idx],
+            "end": grid[last_end],
+            "score": np.minimum(score[hit], 1e3),
+            "baseline": med[idx_rows],
+            "peak": peak,
+        }
+        out.append((sign, part))
+    return out

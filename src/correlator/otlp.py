@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -57,17 +58,22 @@ class OtlpError(CorrelatorError):
     """An OTLP/JSON payload that cannot be read; the message says what is wrong."""
 
 
+@functools.cache
+def _snake(camel: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), camel)
+
+
 def _get(d: Mapping[str, Any], camel: str, snake: str | None = None, default: Any = None) -> Any:
     """``d[camel]``, else ``d[snake]`` (snake_case derived when not given)."""
     if camel in d:
         return d[camel]
-    if snake is None:
-        snake = re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), camel)
-    return d.get(snake, default)
+    return d.get(_snake(camel) if snake is None else snake, default)
 
 
 def any_value(v: Any) -> Any:
     """Decode an OTLP ``AnyValue`` into a Python value."""
+    if type(v) is dict and "stringValue" in v:  # the usual case, first
+        return v["stringValue"]
     if not isinstance(v, Mapping):
         return v
     for camel, snake in (("stringValue", "string_value"), ("boolValue", "bool_value")):
@@ -102,7 +108,7 @@ def attributes(items: Any) -> dict[str, Any]:
         return dict(items)
     out: dict[str, Any] = {}
     for item in items or ():
-        if isinstance(item, Mapping) and "key" in item:
+        if (type(item) is dict or isinstance(item, Mapping)) and "key" in item:
             out[str(item["key"])] = any_value(item.get("value"))
     return out
 

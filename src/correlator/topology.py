@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from correlator.model import Telemetry
+from correlator.pagerank import pagerank
 
 __all__ = [
     "CAUSE_ROLES",
@@ -506,7 +507,7 @@ def _pagerank(
     if alert_service in pers:
         pers[alert_service] += max(pers.values())
     try:
-        return dict(nx.pagerank(w, alpha=0.85, personalization=pers, weight="weight", tol=1e-8))
+        return dict(pagerank(w, alpha=0.85, personalization=pers, weight="weight", tol=1e-8))
     except nx.PowerIterationFailedConvergence:
         return {n: strength.get(n, 0.0) for n in graph.nodes}
 
