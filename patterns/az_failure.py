@@ -206,23 +206,19 @@ def _zone_services(
     request share is a noisier one (few sampled spans, and callers fail along with
     what they call), shrunk towards 0 when it rests on few spans.
     """
-    out: dict[str, tuple[float, float]] = {}
-    if not pods.empty:
-        p = pods[pods["service"].notna()]
-        total = p.groupby("service")["bad"].size()
-        bad = p[p["zone"] == zone].groupby("service")["bad"].sum()
-        for svc, n in bad.items():
-            if n > 0:
-                out[str(svc)] = (float(n) / float(total[svc]), 0.0)
-    if not spans.empty:
-        p = spans[spans["service"].notna()]
-        total = p.groupby("service")["bad"].size()
-        bad = p[p["zone"] == zone].groupby("service")["bad"].sum()
-        for svc, n in bad.items():
-            if n > 0:
-                lost = out.get(str(svc), (0.0, 0.0))[0]
-                out[str(svc)] = (lost, float(n) / (float(total[svc]) + _SPAN_PRIOR))
-    return out
+    lost = _zone_share(pods, zone, 0.0)
+    failing = _zone_share(spans, zone, _SPAN_PRIOR)
+    return {svc: (lost.get(svc, 0.0), failing.get(svc, 0.0)) for svc in {*lost, *failing}}
+
+
+def _zone_share(part: pd.DataFrame, zone: str, prior: float) -> dict[str, float]:
+    """Per service with trouble in ``zone``: its bad rows there over all its rows (+ prior)."""
+    if part.empty:
+        return {}
+    p = part[part["service"].notna()]
+    total = p.groupby("service")["bad"].size()
+    bad = p[p["zone"] == zone].groupby("service")["bad"].sum()
+    return {str(svc): float(n) / (float(total[svc]) + prior) for svc, n in bad.items() if n > 0}
 
 
 #: Pseudo-count that shrinks a zone's failing-request share when few spans were sampled.

@@ -165,6 +165,27 @@ _OWN_ROLE = {
 }
 
 
+def _own_role_value(a: pd.DataFrame, values: pd.Series, how: str, default: float) -> np.ndarray:
+    """Per edge row, ``how`` of ``values`` over the callee's own rows of the matching role."""
+    own = a["role"].isin(list(_OWN_ROLE.values()))
+    grp = values[own].groupby([a["role"], a["service"]]).agg(how)
+    lookup = {
+        (str(r), str(svc)): float(v)
+        for r, svc, v in zip(
+            grp.index.get_level_values(0),
+            grp.index.get_level_values(1),
+            grp.to_numpy(dtype=float),
+            strict=True,
+        )
+    }
+    return np.array(
+        [
+            lookup.get((_OWN_ROLE.get(str(r), ""), str(svc)), default)
+            for r, svc in zip(a["role"], a["service"], strict=True)
+        ]
+    )
+
+
 def attribute_edges(
     anomalies: pd.DataFrame, signals: pd.DataFrame, share: float = 0.25, later: float = 30.0
 ) -> pd.DataFrame:
@@ -184,38 +205,8 @@ def attribute_edges(
     instrumented = set(signals.loc[signals["role"].isin(("request_rate", "latency")), "service"])
     a = anomalies
     rise = (a["peak"].astype(float) - a["baseline"].astype(float)).abs()
-    grp = rise[a["role"].isin(list(_OWN_ROLE.values()))].groupby([a["role"], a["service"]]).max()
-    own = {
-        (str(r), str(svc)): float(v)
-        for r, svc, v in zip(
-            grp.index.get_level_values(0),
-            grp.index.get_level_values(1),
-            grp.to_numpy(dtype=float),
-            strict=True,
-        )
-    }
-    own_rise = np.array(
-        [
-            own.get((_OWN_ROLE.get(str(r), ""), str(svc)), 0.0)
-            for r, svc in zip(a["role"], a["service"], strict=True)
-        ]
-    )
-    own_at = a[a["role"].isin(list(_OWN_ROLE.values()))].groupby(["role", "service"])["onset"].min()
-    first = {
-        (str(r), str(svc)): float(v)
-        for r, svc, v in zip(
-            own_at.index.get_level_values(0),
-            own_at.index.get_level_values(1),
-            own_at.to_numpy(dtype=float),
-            strict=True,
-        )
-    }
-    own_onset = np.array(
-        [
-            first.get((_OWN_ROLE.get(str(r), ""), str(svc)), np.inf)
-            for r, svc in zip(a["role"], a["service"], strict=True)
-        ]
-    )
+    own_rise = _own_role_value(a, rise, "max", 0.0)
+    own_onset = _own_role_value(a, a["onset"].astype(float), "min", np.inf)
     # The callee's own side saw little of it, or only clearly after its callers did.
     unseen = (own_rise < share * rise.to_numpy()) | (
         own_onset > a["onset"].astype(float).to_numpy() + later
