@@ -55,7 +55,7 @@ class TrafficSpikePattern(BasePattern):
             return self.no_match(f"no request rate rose more than {config.min_ratio}x")
         # Retries: a rate that rose after the service's own errors or latency is callers
         # asking again, not more demand.
-        demand = demand_rises(a, 0.0, ctx.graph)
+        demand = demand_rises(a, 0.0)
         up = up[up["service"].isin(list(demand.index))]
         if up.empty:
             return self.no_match("request rates rose only with errors or from callers retrying")

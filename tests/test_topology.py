@@ -249,8 +249,8 @@ def test_calls_made_by_a_retrying_caller_are_not_demand_and_it_passes_on() -> No
             ("search", "request_rate", 40.0, 90.0, 280.0, ""),
         ]
     )
-    assert amplified(a, g) == {"gift-cards", "rate-limiter"}
-    assert set(demand_rises(a, 30.0, g).index) == {"gateway", "search"}
+    assert amplified(a) == {"gift-cards", "rate-limiter"}
+    assert set(demand_rises(a, 30.0).index) == {"gateway", "search"}
     roots = root_scores(g, a, "bff")
     # rate-limiter fails under the retry storm; the failing dependency below gift-cards
     # that started it all ranks first.

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import networkx as nx
 import numpy as np
@@ -44,6 +44,8 @@ from correlator.catalog import Catalog
 from correlator.errors import ConfigError, CorrelatorError
 from correlator.model import Alert, Evidence, Finding, Outcome, Telemetry, Window, format_time
 from correlator.topology import RootScore
+
+_T = TypeVar("_T")
 
 __all__ = [
     "BasePattern",
@@ -109,20 +111,7 @@ class PatternContext:
 
     def series(self, role: str, service: str, peer: str = "") -> pd.Series:
         """One aggregated series (value indexed by ts), empty when absent."""
-        index = self.__dict__.get("_series_index")
-        if index is None:
-            s = self.signals
-            index = (
-                {}
-                if s.empty
-                else {
-                    key: idx
-                    for key, idx in s.groupby(
-                        ["role", "service", "peer"], sort=False
-                    ).indices.items()
-                }
-            )
-            self.__dict__["_series_index"] = index
+        index = self._memo("_series_index", self._build_series_index)
         rows = index.get((role, service, peer))
         if rows is None:
             return pd.Series(dtype=float)
@@ -132,24 +121,35 @@ class PatternContext:
 
     def anomalies_of(self, service: str, roles: Iterable[str] | None = None) -> pd.DataFrame:
         """Anomaly rows of a service (optionally of some roles), strongest first."""
-        index = self.__dict__.get("_anomaly_index")
-        if index is None:
-            a = self.anomalies
-            index = (
-                {}
-                if a.empty
-                else {
-                    str(k): a.iloc[v].sort_values("score", ascending=False)
-                    for k, v in a.groupby("service", sort=False).indices.items()
-                }
-            )
-            self.__dict__["_anomaly_index"] = index
+        index = self._memo("_anomaly_index", self._build_anomaly_index)
         sub: pd.DataFrame | None = index.get(service)
         if sub is None:
             return self.anomalies.iloc[0:0]
         if roles is not None:
             sub = sub[sub["role"].isin(list(roles))]
         return sub
+
+    def _memo(self, name: str, build: Callable[[], _T]) -> _T:
+        """``build()`` once per context (the context is frozen: kept in ``__dict__``)."""
+        if name not in self.__dict__:
+            self.__dict__[name] = build()
+        value: _T = self.__dict__[name]
+        return value
+
+    def _build_series_index(self) -> dict[Any, Any]:
+        s = self.signals
+        if s.empty:
+            return {}
+        return dict(s.groupby(["role", "service", "peer"], sort=False).indices.items())
+
+    def _build_anomaly_index(self) -> dict[str, pd.DataFrame]:
+        a = self.anomalies
+        if a.empty:
+            return {}
+        return {
+            str(k): a.iloc[v].sort_values("score", ascending=False)
+            for k, v in a.groupby("service", sort=False).indices.items()
+        }
 
     def query(self, role: str) -> str | None:
         """The query that shows ``role`` in its backend."""

@@ -286,9 +286,30 @@ def service_summary(
     return out
 
 
-def amplified(
-    anomalies: pd.DataFrame, graph: nx.DiGraph | None = None, lag: float = 30.0
-) -> set[str]:
+def _calls_in(anomalies: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per service, the callers whose calls into it rose (``edge_rate`` up), and when."""
+    a = anomalies
+    edge_up = a[(a["role"] == "edge_rate") & (a["direction"] == "up")]
+    out: dict[str, dict[str, float]] = {}
+    for svc, caller, at in zip(
+        edge_up["service"], edge_up["detail"], edge_up["onset"], strict=True
+    ):
+        if str(caller):
+            calls = out.setdefault(str(svc), {})
+            calls[str(caller)] = min(float(at), calls.get(str(caller), np.inf))
+    return out
+
+
+def _timely_rises(anomalies: pd.DataFrame, lag: float) -> pd.DataFrame:
+    """Request-rate rises begun no later than ``lag`` after the service's own symptoms."""
+    a = anomalies
+    up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
+    sym = a[a["role"].isin(SYMPTOM_ROLES)].groupby("service")["onset"].min()
+    first = up["service"].map(sym).astype(float).fillna(np.inf)
+    return up[up["onset"].astype(float) <= first + lag]
+
+
+def amplified(anomalies: pd.DataFrame, lag: float = 30.0) -> set[str]:
     """Services whose request rate rose only because callers call them more often.
 
     The calls that made a rise are the callers' ``edge_rate`` rises into the
@@ -298,24 +319,20 @@ def amplified(
     retries after failed or timed-out calls, or a release that calls more.
     It is not demand arriving from outside. It passes on: a caller whose own
     rise is made that way (a retry storm fanning out) adds no demand either.
-    ``graph`` is accepted for symmetry with the other helpers and not needed.
     """
     a = anomalies
-    up = a["direction"] == "up"
-    rises = a[(a["role"] == "request_rate") & up]
-    edge_up = a[(a["role"] == "edge_rate") & up]
-    if rises.empty or edge_up.empty:
+    rises = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
+    calls = _calls_in(a)
+    if rises.empty or not calls:
         return set()
-    sym = a[a["role"].isin(SYMPTOM_ROLES)].groupby("service")["onset"].min()
-    first_sym = rises["service"].map(sym).astype(float).fillna(np.inf)
     rise_at = rises.groupby("service")["onset"].min().astype(float).to_dict()
-    timely = set(rises.loc[rises["onset"].astype(float) <= first_sym + lag, "service"])
-    pushing: dict[str, set[str]] = {}
-    for svc, caller, at in zip(
-        edge_up["service"], edge_up["detail"], edge_up["onset"], strict=True
-    ):
-        if svc in rise_at and str(caller) and float(at) <= rise_at[svc] + lag / 2:
-            pushing.setdefault(str(svc), set()).add(str(caller))
+    timely = set(_timely_rises(a, lag)["service"])
+    pushing = {
+        svc: {c for c, at in callers.items() if at <= rise_at[svc] + lag / 2}
+        for svc, callers in calls.items()
+        if svc in rise_at
+    }
+    pushing = {svc: push for svc, push in pushing.items() if push}
     out: set[str] = set()
     changed = True
     while changed:
@@ -329,23 +346,22 @@ def amplified(
 
 
 def demand_rises(
-    anomalies: pd.DataFrame, lag: float = 30.0, graph: nx.DiGraph | None = None
+    anomalies: pd.DataFrame, lag: float = 30.0, pushed: set[str] | None = None
 ) -> pd.DataFrame:
     """Request-rate rises that are more demand, not retries: per service ``strength``, ``onset``.
 
     A rise that began more than ``lag`` seconds after the service's own
     errors or latency is callers retrying a failing service, not load
     arriving from outside; so is a rise made by callers that call more often
-    while receiving no more requests themselves (see :func:`amplified`).
+    while receiving no more requests themselves (``pushed``, by default
+    :func:`amplified`).
     """
-    a = anomalies
-    up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
-    up = up[~up["service"].isin(list(amplified(a, graph, lag)))]
+    if pushed is None:
+        pushed = amplified(anomalies, lag)
+    up = _timely_rises(anomalies, lag)
+    up = up[~up["service"].isin(list(pushed))]
     if up.empty:
         return pd.DataFrame({"strength": [], "onset": []})
-    sym = a[a["role"].isin(SYMPTOM_ROLES)].groupby("service")["onset"].min()
-    first = up["service"].map(sym).astype(float).fillna(np.inf)
-    up = up[up["onset"].astype(float) <= first + lag]
     strength = (up["score"] / (up["score"] + 8.0)).groupby(up["service"]).max()
     return pd.DataFrame({"strength": strength, "onset": up.groupby("service")["onset"].min()})
 
@@ -379,20 +395,10 @@ def root_scores(
     ``lag``: how much later than a service's trouble more demand from above may
     start and still explain it (see :func:`demand_rises`). ``tau``: seconds over which the earliness bonus decays.
     """
-    pushed = amplified(anomalies, graph, lag)
+    pushed = amplified(anomalies, lag)
     summ = service_summary(anomalies, lag, pushed)
-    edge_up = anomalies[
-        (anomalies["role"] == "edge_rate")
-        & (anomalies["direction"] == "up")
-        & anomalies["service"].isin(list(pushed))
-    ]
-    pushers: dict[str, dict[str, float]] = {}
-    for svc, caller, at in zip(
-        edge_up["service"], edge_up["detail"], edge_up["onset"], strict=True
-    ):
-        if str(caller):
-            push = pushers.setdefault(str(svc), {})
-            push[str(caller)] = min(float(at), push.get(str(caller), np.inf))
+    calls = _calls_in(anomalies)
+    pushers = {svc: calls[svc] for svc in pushed}
     sym_at = summ["symptom_onset"].astype(float).fillna(np.inf).to_dict()
     client = anomalies[anomalies["role"].isin(list(CLIENT_ROLES.values()))]
     client_peers: dict[str, set[str]] = {}
@@ -408,7 +414,7 @@ def root_scores(
     full = {str(k): float(v) for k, v in summ["full_strength"].items()}
     onset = summ["onset"].astype(float).to_dict()
     cause = summ["cause"].to_dict()
-    demand = demand_rises(anomalies, lag, graph)
+    demand = demand_rises(anomalies, lag, pushed)
     load = demand["strength"].to_dict()
     load_onset = demand["onset"].astype(float).to_dict()
     for svc in list(strength):
