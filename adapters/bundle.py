@@ -445,11 +445,13 @@ def _frame(parts: list[tuple[_Result, npt.NDArray[np.bool_]]]) -> pd.DataFrame:
         end = at + len(g_idx)
         groups = result.groups
         cols["role"][at:end] = code_of[result.spec.role]
-        services = np.array([code_of[g[0]] for g in groups], dtype=code_type)
+        # Groups with no point kept may name words left out of the vocabulary: -1, never taken.
+        services = np.array([code_of.get(g[0], -1) for g in groups], dtype=code_type)
         np.take(services, g_idx, out=cols["service"][at:end])
         for k, dim in enumerate(result.spec.dims):
             per_group = np.array(
-                [-1 if g[1][k] is None else code_of[g[1][k]] for g in groups], dtype=code_type
+                [-1 if g[1][k] is None else code_of.get(g[1][k], -1) for g in groups],
+                dtype=code_type,
             )
             np.take(per_group, g_idx, out=cols[dim][at:end])
         np.take(result.grid, t_idx, out=ts[at:end])

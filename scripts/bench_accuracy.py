@@ -132,12 +132,21 @@ def main() -> int:
     ap.add_argument("--dev", action="store_true", help="the tuning seeds (8000+); no write")
     ap.add_argument("--only", default="", help="comma-separated causes to run")
     ap.add_argument(
+        "--first-seed",
+        type=int,
+        help="a tuning set at these seeds (9000+ are free; never 5000+); no write",
+    )
+    ap.add_argument(
         "--big-dev",
         action="store_true",
         help="the large-system tuning seeds (8500+, 120 to 300 services); no write",
     )
     args = ap.parse_args()
     first = BIG_DEV_SEED if args.big_dev else DEV_SEED if args.dev else FIRST_SEED
+    if args.first_seed is not None:
+        if FIRST_SEED <= args.first_seed < DEV_SEED:
+            ap.error("--first-seed: 5000-7999 is the held-out block; use 9000 or above")
+        first = args.first_seed
     sizes = BIG_SIZES if args.big_dev else None
     todo = [
         (*t, args.cache)
@@ -147,7 +156,7 @@ def main() -> int:
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         cases = list(pool.map(_run, todo))
-    dev = args.dev or args.big_dev
+    dev = args.dev or args.big_dev or args.first_seed is not None
     body, _figs = report(cases, time.time() - t0, 1000 if dev else 25)
     print(body)
     if not (args.no_write or dev or args.only):

@@ -319,3 +319,28 @@ def test_default_library_is_the_scenarios_package() -> None:
     assert (root / "__init__.py").exists()
     assert root.resolve() == (Path(__file__).parents[1] / "fixtures" / "scenarios").resolve()
     json.dumps([str(p) for p in BundleBackend().bundles()])  # reads whatever ships
+
+
+def test_pod_gone_before_the_window_is_left_out(tmp_path: Path) -> None:
+    """A pod whose samples all end before the look-back (replaced long ago) has no
+    point to keep; its name must not break the frame (it once raised KeyError)."""
+    from correlator.bundle import write_bundle
+
+    gone = Family(
+        "container_memory_working_set_bytes",
+        "gauge",
+        tuple(
+            ("container_memory_working_set_bytes", {"pod": pod, "container": "app"}, T0 + 15 * i, v)
+            for pod, v, last in (
+                ("payment-5c4b3a2f1e-oldpd", 70.0, 10),
+                ("payment-7d9f8b6c5d-x2k4q", 100.0, N),
+            )
+            for i in range(last)
+        ),
+    )
+    write_bundle(tmp_path / "gone", scenario(), render([gone]))
+    window = Window(start=T0 + 3600, end=T0 + 7200, baseline_start=T0 + 1800)
+    df = BundleBackend(tmp_path / "gone").signals(default_catalog(), window, 60)
+    mem = _series(df, "memory", "payment")
+    assert set(mem["pod"]) == {"payment-7d9f8b6c5d-x2k4q"}
+    assert mem["value"].max() == 100.0 and mem["ts"].min() >= T0 + 1800
