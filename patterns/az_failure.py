@@ -108,6 +108,7 @@ class AzFailurePattern(BasePattern):
             features={**feats, "simultaneous": simultaneous},
             onset=None if onset is None else float(onset),
             zone=zone,
+            covers=ranked,
         )
         return self.found([finding])
 

@@ -155,6 +155,57 @@ def test_onset_is_that_of_the_episode_holding_the_peak() -> None:
     assert row["onset"] < T0 + 3500
 
 
+def test_an_episode_ends_only_when_the_series_is_back_to_normal() -> None:
+    # CPU throttling that swings between high and merely elevated (never back near its
+    # baseline) is one episode from its first rise, not from its highest swing.
+    v = noisy(0.25, 0.02, seed=5)
+    on = TS >= T0 + 3660
+    # High (z 9.5 over the 0.5 floor), then 7 minutes merely elevated (z 2.7), then high.
+    swing = np.where((TS >= T0 + 4200) & (TS < T0 + 4620), 1.6, 5.0)
+    v[on] = swing[on] + np.random.default_rng(6).normal(0, 0.1, int(on.sum()))
+    v[(TS >= T0 + 4680) & (TS < T0 + 4740)] = 9.0  # the peak, in the later swing
+    row = detect(frame("cpu_throttled", "auth", v), WINDOW).iloc[0]
+    assert abs(row["onset"] - (T0 + 3660)) <= 30
+
+
+def test_an_error_counter_born_mid_window_has_a_zero_baseline() -> None:
+    # Prometheus has no series for errors until the first one: before it, the
+    # requests were counted and the errors were zero, not unknown.
+    calls = frame("edge_rate", "cart-redis", noisy(500.0, 10.0), peer="catalog")
+    err = noisy(20.0, 1.0, seed=7)
+    err[TS < T0 + 3900] = np.nan
+    errors = frame("edge_errors", "cart-redis", err, peer="catalog").dropna(subset=["value"])
+    agg = aggregate(pd.concat([calls, errors], ignore_index=True))
+    e = agg[agg["role"] == "edge_errors"]
+    assert len(e) == TS.size and (e.loc[e["ts"] < T0 + 3900, "value"] == 0.0).all()
+    out = detect(pd.concat([calls, errors], ignore_index=True), WINDOW)
+    row = out[out["role"] == "edge_errors"].iloc[0]
+    assert row["detail"] == "catalog" and abs(row["onset"] - (T0 + 3900)) <= 15
+    # A service whose errors were never counted gets no invented zeros.
+    alone = aggregate(frame("request_rate", "api", noisy(100.0, 3.0)))
+    assert set(alone["role"]) == {"request_rate"}
+
+
+def test_the_alerted_service_own_symptom_is_confirmed_at_a_lower_bar() -> None:
+    from correlator.detect import confirm_alert
+
+    # A clean 17% latency step on a fast service: under the 20 ms floor of the general
+    # bar, but the alert already says this service is slow.
+    lat = noisy(0.150, 0.001, seed=8)
+    lat[TS >= T0 + 3660] += 0.026
+    other = noisy(0.150, 0.001, seed=9)
+    other[TS >= T0 + 3660] += 0.026
+    sig = pd.concat([frame("latency", "auth", lat), frame("latency", "geo", other)])
+    agg = aggregate(sig)
+    found = detect(sig, WINDOW, aggregated=agg)
+    assert found.empty
+    out = confirm_alert(found, agg, WINDOW, "auth")
+    assert list(out["service"]) == ["auth"] and list(out["role"]) == ["latency"]
+    assert abs(out.iloc[0]["onset"] - (T0 + 3660)) <= 30
+    # Nothing to add when the general bar already found a symptom there.
+    assert confirm_alert(out, agg, WINDOW, "auth") is out
+
+
 def _mixed() -> pd.DataFrame:
     """Per-pod, per-caller and plain series, interleaved, with gaps, NaN and a lost peer."""
     rng = np.random.default_rng(7)

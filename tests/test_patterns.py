@@ -83,6 +83,29 @@ def test_az_failure_names_the_zone() -> None:
     assert "zone-b" in res.findings[0].evidence[0].summary
 
 
+def test_a_zone_finding_stands_as_the_best_root_among_the_services_it_covers() -> None:
+    from correlator.rank import candidate_features
+
+    ctx = context(build("az_failure"))
+    finding = run("az_failure", ctx).findings[0]
+    assert finding.covers and finding.service not in finding.covers
+    covered = [r for r in ctx.roots if r.service in {finding.service, *finding.covers}]
+    best, least = covered[0], covered[-1]  # roots come best first
+    assert best.score > least.score
+    # Named after its least prominent service, the zone still stands as its best one.
+    named = dataclasses.replace(
+        finding,
+        service=least.service,
+        covers=tuple(r.service for r in covered if r is not least),
+    )
+    alone = dataclasses.replace(named, covers=())
+    with_cover, without = candidate_features(ctx, [named, alone])
+    assert with_cover["root"] == pytest.approx(best.score)
+    assert with_cover["root_top"] == (1.0 if best.rank == 1 else 0.0)
+    assert without["root"] == pytest.approx(least.score)
+    assert without["root_top"] == 0.0
+
+
 def test_missing_data_is_not_evaluated_not_a_no() -> None:
     sc = build("deployment")
     sc.telemetry.signals = sc.telemetry.signals[

@@ -207,6 +207,37 @@ def test_edge_trouble_the_callee_never_saw_moves_to_the_caller() -> None:
     assert set(attribute_edges(same, signals)["role"]) == {"edge_errors", "error_rate"}
 
 
+def test_edge_trouble_stays_with_a_starved_callee_but_not_a_busy_one() -> None:
+    from correlator.topology import attribute_edges
+
+    signals = pd.DataFrame({"role": ["request_rate"], "service": ["auth"]})
+    # Callers time out on auth (a slow server records no error of its own) while
+    # auth's CPU is throttled and it serves no more requests than before: starved.
+    starved = _rows(
+        [
+            ("auth", "edge_errors", 100.0, 1.0, 151.0, "bff"),
+            ("auth", "cpu_throttled", 90.0, 0.1, 2.5, ""),
+        ]
+    )
+    out = attribute_edges(starved, signals)
+    assert set(out["role"]) == {"edge_errors", "cpu_throttled"}
+    # The same throttling that came with a jump in its requests (the caller's retries
+    # through a bad network path) is load: the trouble moves to the caller.
+    busy = pd.concat(
+        [starved, _rows([("auth", "request_rate", 95.0, 50.0, 400.0, "")])], ignore_index=True
+    )
+    out = attribute_edges(busy, signals)
+    moved = out[out["role"] == "client_errors"]
+    assert list(zip(moved["service"], moved["detail"], strict=True)) == [("bff", "auth")]
+    # Lost pods are strain whatever the traffic did.
+    lost = _rows([("auth", "edge_errors", 100.0, 1.0, 151.0, "bff")])
+    lost = pd.concat(
+        [lost, _rows([("auth", "up", 100.0, 1.0, 0.0, "")]).assign(direction="down")],
+        ignore_index=True,
+    )
+    assert "edge_errors" in set(attribute_edges(lost, signals)["role"])
+
+
 def test_a_rate_rise_after_the_service_began_failing_is_retries_not_demand() -> None:
     from correlator.topology import demand_rises
 

@@ -36,10 +36,12 @@ import pandas as pd
 from correlator.model import ANOMALY_COLUMNS, Window, empty_frame
 
 __all__ = [
+    "ALERT_ROLES",
     "DIRECTIONS",
     "SKIP_ROLES",
     "DetectConfig",
     "aggregate",
+    "confirm_alert",
     "detect",
     "grid_step",
 ]
@@ -131,10 +133,12 @@ class DetectConfig:
     """For large changes the onset is where the deviation first held this share of its
     peak (robust to a drifting baseline), then refined back by at most ``refine_points``."""
     refine_points: int = 2
-    episode_gap: float = 300.0
-    """Seconds back to normal that end an episode: the onset is that of the episode
-    holding the peak, not of an earlier one that resolved."""
     """How many steps the onset may move back from the first sustained crossing."""
+    episode_gap: float = 300.0
+    """Seconds back to normal (below ``low``) that end an episode: the onset is that of
+    the episode holding the peak, not of an earlier one that resolved."""
+    floor_scale: float = 1.0
+    """Multiplies every role's absolute scale floor (below 1: small absolute changes count)."""
     stale_after: float = 120.0
     """An anomaly whose deviation ended this long before the alert started is dropped
     (an unrelated blip), when the alert time is known."""
@@ -221,6 +225,13 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
         copy=False,
     )
     del res, r_i, s_i, p_i, t_i
+    filled = [
+        _zero_fill(agg, "error_rate", "request_rate"),
+        _zero_fill(agg, "edge_errors", "edge_rate"),
+    ]
+    filled = [f for f in filled if len(f)]
+    if filled:
+        agg = _stack(agg, pd.concat(filled, ignore_index=True))
     derived = [
         _ratio(agg, "error_rate", "request_rate", "error_ratio"),
         _ratio(agg, "edge_errors", "edge_rate", "edge_error_ratio"),
@@ -229,7 +240,11 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
     derived = [d for d in derived if len(d)]
     if not derived:
         return agg
-    extra = pd.concat(derived, ignore_index=True)
+    return _stack(agg, pd.concat(derived, ignore_index=True))
+
+
+def _stack(agg: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
+    """``agg`` then the rows of ``extra`` (same columns), categories merged."""
     out = {c: _union(agg[c], extra[c]) for c in ("role", "service", "peer")}
     return pd.DataFrame(
         {
@@ -321,6 +336,30 @@ def _edge_peers(peer: pd.Series, is_edge: np.ndarray) -> tuple[np.ndarray, pd.In
     return codes, pd.Index(values, dtype=object)
 
 
+def _zero_fill(agg: pd.DataFrame, num: str, den: str) -> pd.DataFrame:
+    """Zero ``num`` rows where ``den`` was seen and ``num`` was not, for series that have
+    ``num`` at some point.
+
+    An error counter is often born with its first error (a Prometheus series
+    with ``status_code="ERROR"`` does not exist before one happened): its
+    baseline was zero, not unknown, wherever the requests were counted.
+    """
+    keys = ["service", "peer", "ts"]
+    n = agg[agg["role"] == num]
+    d = agg[agg["role"] == den]
+    if n.empty or d.empty:
+        return agg.iloc[0:0]
+    d = d[[*keys]].astype({"service": str, "peer": str})
+    n = n[[*keys]].astype({"service": str, "peer": str})
+    has = n[["service", "peer"]].drop_duplicates()
+    d = d.merge(has, on=["service", "peer"], how="inner")
+    m = d.merge(n.assign(_seen=True), on=keys, how="left")
+    out = m.loc[m["_seen"].isna(), keys].copy()
+    out["value"] = 0.0
+    out["role"] = num
+    return out[["role", "service", "peer", "ts", "value"]]
+
+
 def _ratio(agg: pd.DataFrame, num: str, den: str, name: str) -> pd.DataFrame:
     keys = ["service", "peer", "ts"]
     n = agg[agg["role"] == num]
@@ -388,13 +427,13 @@ def _sustained(z: np.ndarray, k: int) -> np.ndarray:
 def _episode_start(sus: np.ndarray, cfg: DetectConfig, step: float) -> np.ndarray:
     """Per row, the first column of the episode that holds the peak.
 
-    An earlier excursion after which the series was back to normal for
-    ``episode_gap`` seconds is a separate event (a blip, or an earlier incident
+    An earlier excursion after which the series was back to normal (below
+    ``low``) for ``episode_gap`` seconds is a separate event (a blip, or an earlier incident
     that resolved): it must not pull the onset back to it. Brief dips (a
     leaking pod killed and climbing again) stay within one episode.
     """
     out = np.zeros(sus.shape[0], dtype=int)
-    held = sus >= cfg.threshold
+    held = sus >= cfg.low
     starts = held[:, 1:] & ~held[:, :-1]
     multi = np.flatnonzero(starts.sum(axis=1) + held[:, 0] > 1)
     gap = max(1, int(np.ceil(cfg.episode_gap / max(step, 1e-9))))
@@ -460,7 +499,7 @@ def detect(
         base_cols = grid < grid[0] + (grid[-1] - grid[0]) / 3.0
     search_cols = (grid >= window.start - cfg.search_before) & (grid <= window.end)
     roles = keys["role"].to_numpy()
-    floors = np.array([_FLOORS.get(r, 1e-9) for r in roles])
+    floors = np.array([_FLOORS.get(r, 1e-9) * cfg.floor_scale for r in roles])
     dirs = np.array([DIRECTIONS.get(r, 0) for r in roles])
     found: dict[int, list[dict[str, np.ndarray]]] = {1: [], -1: []}
     for lo in range(0, len(mat), _CHUNK):
@@ -501,6 +540,47 @@ def detect(
     return res.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)[
         list(ANOMALY_COLUMNS)
     ]
+
+
+#: The alerted service's own symptoms, confirmed at a lower bar (see :func:`confirm_alert`).
+ALERT_ROLES = ("latency", "error_rate", "error_ratio")
+
+#: The bar for them: the alert already says something is wrong with the service.
+ALERT_CONFIG = DetectConfig(threshold=3.0, floor_scale=0.25)
+
+
+def confirm_alert(
+    anomalies: pd.DataFrame,
+    aggregated: pd.DataFrame,
+    window: Window,
+    service: str | None,
+    step: float | None = None,
+    alert_at: float | None = None,
+    config: DetectConfig = ALERT_CONFIG,
+) -> pd.DataFrame:
+    """``anomalies`` plus the alerted service's own symptoms, if none was detected.
+
+    The alert is a detection in its own right: it says this service's errors or
+    latency went wrong. When the general bar found nothing there (a small
+    latency step on a fast service stays under the absolute floor), its own
+    symptom series are judged again at ``config``'s lower bar, so the service
+    the alert names is not left looking healthy.
+    """
+    if not service or aggregated.empty:
+        return anomalies
+    mine = anomalies["service"].astype(str) == service
+    if (mine & anomalies["role"].isin(ALERT_ROLES)).any():
+        return anomalies
+    sub = aggregated[
+        (aggregated["service"].astype(str) == service) & aggregated["role"].isin(ALERT_ROLES)
+    ]
+    if sub.empty:
+        return anomalies
+    extra = detect(sub, window, config, step=step, aggregated=sub, alert_at=alert_at)
+    if extra.empty:
+        return anomalies
+    out = pd.concat([anomalies, extra], ignore_index=True) if len(anomalies) else extra
+    return out.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)
 
 
 def _judge(

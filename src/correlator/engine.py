@@ -25,7 +25,7 @@ import pandas as pd
 from correlator.calibration import Calibration
 from correlator.catalog import Catalog, default_catalog
 from correlator.config import Settings
-from correlator.detect import DetectConfig, aggregate, detect, grid_step
+from correlator.detect import DetectConfig, aggregate, confirm_alert, detect, grid_step
 from correlator.errors import CorrelatorError
 from correlator.model import (
     ANOMALY_COLUMNS,
@@ -295,6 +295,9 @@ def analyse(
             alert_at=alert.starts_at,
         )
         step = data_step
+        anomalies = confirm_alert(
+            anomalies, signals, window, alert.service, data_step, alert.starts_at
+        )
         anomalies = attribute_edges(anomalies, signals)
     else:
         gaps.append(Gap("engine", "deadline reached before detection"))

@@ -319,6 +319,9 @@ class Finding:
     features: dict[str, float] = field(default_factory=dict)
     onset: float | None = None
     zone: str | None = None
+    covers: tuple[str, ...] = ()
+    """Other services this finding accounts for (a zone's affected services): their
+    standing as a root service counts for it too."""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form (the report contract's ``findings[]``)."""

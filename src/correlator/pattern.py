@@ -336,8 +336,12 @@ class BasePattern:
         features: Mapping[str, float] | None = None,
         onset: float | None = None,
         zone: str | None = None,
+        covers: Sequence[str] = (),
     ) -> Finding:
-        """A candidate finding for this pattern's cause (confidence set by the ranker)."""
+        """A candidate finding for this pattern's cause (confidence set by the ranker).
+
+        ``covers``: other services the finding accounts for (see :class:`Finding`).
+        """
         return Finding(
             service=service,
             cause=self.cause,
@@ -348,6 +352,7 @@ class BasePattern:
             features=dict(features or {}),
             onset=onset,
             zone=zone,
+            covers=tuple(c for c in covers if c != service),
         )
 
 

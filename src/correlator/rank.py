@@ -57,7 +57,9 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
     best_pattern = max((f.score for f in findings if f.cause != UNKNOWN), default=0.0)
     rows = []
     for f in findings:
-        r = roots.get(f.service)
+        # A finding that accounts for several services (a zone) stands as the best of them.
+        mine = [roots[s] for s in (f.service, *f.covers) if s in roots]
+        r = max(mine, key=lambda x: x.score) if mine else None
         others = [g.score for g in findings if g is not f and g.cause != UNKNOWN]
         rival = max(
             (

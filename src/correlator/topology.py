@@ -85,6 +85,9 @@ CAUSE_ROLES = frozenset(
     }
 )
 
+#: Roles that show a service starved of resources or losing pods.
+STRAIN_ROLES = frozenset({"cpu", "cpu_throttled", "restarts", "oom_kills", "pod_ready", "up"})
+
 _DB_CACHE = frozenset({"redis", "memcached", "valkey", "hazelcast"})
 
 
@@ -207,10 +210,23 @@ def attribute_edges(
     rise = (a["peak"].astype(float) - a["baseline"].astype(float)).abs()
     own_rise = _own_role_value(a, rise, "max", 0.0)
     own_onset = _own_role_value(a, a["onset"].astype(float), "min", np.inf)
+    edge_onset = a["onset"].astype(float).to_numpy()
     # The callee's own side saw little of it, or only clearly after its callers did.
-    unseen = (own_rise < share * rise.to_numpy()) | (
-        own_onset > a["onset"].astype(float).to_numpy() + later
+    unseen = (own_rise < share * rise.to_numpy()) | (own_onset > edge_onset + later)
+    # ... unless the callee was starved or losing pods by then: its callers time out on
+    # it (a slow server records no error of its own), so the trouble is still the callee's.
+    # CPU that rose with its request rate is load (retries, more traffic), not starvation.
+    roles = a["role"].astype(str)
+    strain = roles.isin(list(STRAIN_ROLES)) & (
+        a["direction"].astype(str) == np.where(roles.isin(("pod_ready", "up")), "down", "up")
     )
+    more = (roles == "request_rate") & (a["direction"].astype(str) == "up")
+    more_at = a[more].groupby(a.loc[more, "service"].astype(str))["onset"].min()
+    loaded = a["service"].astype(str).map(more_at).astype(float).fillna(np.inf)
+    strain &= ~(roles.isin(("cpu", "cpu_throttled")) & (loaded <= a["onset"].astype(float) + later))
+    strained_at = a[strain].groupby(a.loc[strain, "service"].astype(str))["onset"].min()
+    strained_by = a["service"].astype(str).map(strained_at).astype(float).fillna(np.inf)
+    unseen &= ~(strained_by.to_numpy() <= edge_onset + later)
     m = (
         a["role"].isin(list(CLIENT_ROLES))
         & a["service"].isin(list(instrumented))
