@@ -32,6 +32,10 @@ class AzFailureConfig:
     min_strength: float = 0.25
     """Concentration strength (0..1) below which no zone is blamed: a few more errors in
     one zone than elsewhere is chance, not a zone failure."""
+    min_score: float = 0.4
+    """Finding score below which no zone is blamed: some concentration without nodes going
+    down, several services failing there, or their failing at once is one service's own
+    trouble, not its zone's."""
 
 
 class AzFailurePattern(BasePattern):
@@ -74,8 +78,23 @@ class AzFailurePattern(BasePattern):
         if not services:
             return self.no_match(f"zone {zone} looks unhealthy but no service can be tied to it")
         simultaneous = _simultaneity(ctx, list(services))
-        # Concentration in one zone is the finding; breadth and simultaneity only shore it up.
-        score = strength * (0.6 + 0.2 * simultaneous + 0.2 * min(1.0, len(services) / 3))
+        nodes = pods[pods["pod"].astype(str).str.startswith("node/")] if len(pods) else pods
+        # Nodes of the zone going NotReady is the zone's own signal; without node data at
+        # all it is neither for nor against.
+        node_down = (
+            0.5 if nodes.empty else float(((nodes["zone"] == zone) & (nodes["bad"] > 0)).any())
+        )
+        # Concentration in one zone is the finding. A zone failure hits several services at
+        # once and takes nodes down; one service's pods failing there is that service's own.
+        breadth = min(1.0, (len(services) - 1) / 4)
+        score = strength * (0.4 + 0.2 * simultaneous + 0.2 * breadth + 0.2 * node_down)
+        if score < config.min_score:
+            return self.no_match(
+                f"zone {zone} holds {feats['concentration']:.0%} of the trouble, but "
+                f"{'no node went down' if node_down < 0.5 else 'nodes went down'} and "
+                f"{len(services)} service(s) were hit there, {simultaneous:.0%} at once: "
+                "too little for a zone failure"
+            )
         # The zone's most affected service: the largest share of its pods lost there, then
         # of its requests failing there, then anomaly strength.
         ranked = sorted(
@@ -97,7 +116,7 @@ class AzFailurePattern(BasePattern):
                 },
             )
         ]
-        ev += _node_evidence(ctx, zone)
+        ev += _node_evidence(ctx, zone, nodes)
         ev += [ctx.metric_evidence(r) for r in ctx.anomalies_of(svc).head(2).to_dict("records")]
         ev += ctx.trace_evidence(svc) + ctx.log_evidence(svc, limit=2)
         onset = ctx.anomalies_of(svc)["onset"].min() if len(ctx.anomalies_of(svc)) else None
@@ -105,7 +124,7 @@ class AzFailurePattern(BasePattern):
             svc,
             score,
             ev,
-            features={**feats, "simultaneous": simultaneous},
+            features={**feats, "simultaneous": simultaneous, "nodes_down": node_down},
             onset=None if onset is None else float(onset),
             zone=zone,
             covers=ranked,
@@ -228,16 +247,16 @@ _SPAN_PRIOR = 10.0
 
 def _simultaneity(ctx: PatternContext, services: list[str]) -> float:
     """Share of the zone's troubled services whose trouble began within two minutes of
-    the typical (median) onset among them: a zone failing hits them all at once."""
+    the typical (median) onset among them: a zone failing hits them all at once. One
+    service alone is not "at once" with anything (0)."""
     a = ctx.anomalies[ctx.anomalies["service"].isin(services)]
-    if a.empty:
+    if a.empty or a["service"].nunique() < 2:
         return 0.0
     first = a.groupby("service")["onset"].min().to_numpy(dtype=float)
     return float(np.mean(np.abs(first - np.median(first)) <= 120.0))
 
 
-def _node_evidence(ctx: PatternContext, zone: str) -> list[Evidence]:
-    nodes = _node_health(ctx)
+def _node_evidence(ctx: PatternContext, zone: str, nodes: pd.DataFrame) -> list[Evidence]:
     if nodes.empty:
         return []
     bad = nodes[(nodes["zone"] == zone) & (nodes["bad"] > 0)]

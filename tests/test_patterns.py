@@ -83,6 +83,20 @@ def test_az_failure_names_the_zone() -> None:
     assert "zone-b" in res.findings[0].evidence[0].summary
 
 
+def test_one_service_losing_a_pod_in_a_zone_is_not_a_zone_failure() -> None:
+    sc = build("az_failure")
+    sig = sc.telemetry.signals
+    # Zone b's node stays Ready and only payments' pod there goes down.
+    healed = ((sig["role"] == "node_ready") | (sig["role"] == "pod_ready")) & (
+        sig["service"] != "payments"
+    )
+    sig.loc[healed, "value"] = 1.0
+    res = run("az_failure", context(sc))
+    assert not res.findings and res.outcome is Outcome.OK
+    assert "too little for a zone failure" in res.reason
+    assert "no node went down" in res.reason
+
+
 def test_a_zone_finding_stands_as_the_best_root_among_the_services_it_covers() -> None:
     from correlator.rank import candidate_features
 

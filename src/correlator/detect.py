@@ -546,7 +546,7 @@ def detect(
 ALERT_ROLES = ("latency", "error_rate", "error_ratio")
 
 #: The bar for them: the alert already says something is wrong with the service.
-ALERT_CONFIG = DetectConfig(threshold=3.0, floor_scale=0.25)
+ALERT_CONFIG = DetectConfig(threshold=3.0, rel_floor=0.01, floor_scale=0.1)
 
 
 def confirm_alert(

@@ -83,7 +83,8 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
             "best_other_pattern": max(others, default=0.0),
             "service_patterns": float(per_service.get(f.service, 0)),
             "strength": r.strength if r else 0.0,
-            "pattern_top": 1.0 if is_pattern and f.score >= best_pattern else 0.0,
+            # The best pattern's score (not a flag: a lone weak finding is not a strong one).
+            "pattern_top": f.score if is_pattern and f.score >= best_pattern else 0.0,
             "same_service_rival": rival,
         }
         for cause in CAUSE_FEATURES:

@@ -244,7 +244,10 @@ def attribute_edges(
 
 
 def service_summary(
-    anomalies: pd.DataFrame, lag: float = 30.0, pushed: frozenset[str] | set[str] = frozenset()
+    anomalies: pd.DataFrame,
+    lag: float = 30.0,
+    pushed: frozenset[str] | set[str] = frozenset(),
+    onset_share: float = 0.5,
 ) -> pd.DataFrame:
     """Per service: anomaly strength (0..1), earliest onset, symptom/cause strength.
 
@@ -255,7 +258,8 @@ def service_summary(
     retries and timeouts burn CPU), not a cause, and does not count as one.
     ``pushed`` services (see :func:`amplified`) are busier only because a
     caller calls them more often: their request-rate rise is not a cause,
-    and their busyness counts half.
+    and their busyness counts half. A service's ``onset`` is that of its first
+    anomaly at least ``onset_share`` as strong as its strongest.
     """
     cols = ["service", "strength", "onset", "symptom", "cause", "n_roles", "symptom_onset"]
     if anomalies.empty:
@@ -287,11 +291,14 @@ def service_summary(
     a["full"] = a["strength"]
     a["strength"] = np.where(busy, 0.5 * a["strength"], a["strength"])
     g = a.groupby("service")
+    # When the service's trouble began: its first anomaly of some weight. A faint early
+    # wobble (a few ms on one caller's calls) does not date trouble that came later.
+    strong = a["full"] >= onset_share * g["full"].transform("max")
     out = pd.DataFrame(
         {
             "strength": g["strength"].max(),
             "full_strength": g["full"].max(),
-            "onset": g["onset"].min(),
+            "onset": a[strong].groupby("service")["onset"].min(),
             "symptom": a[a["is_symptom"]].groupby("service")["strength"].max(),
             "cause": a[a["is_cause"]].groupby("service")["strength"].max(),
             "n_roles": g["role"].nunique(),
