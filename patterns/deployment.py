@@ -94,8 +94,13 @@ class DeploymentPattern(BasePattern):
                 # small for the detector (a p95 alert over a mean, a tight threshold).
                 sym = config.alert_symptom_score
             else:
-                # A rollout moves resources (new pods) by itself; only hurt requests count.
-                continue
+                # A rollout moves resources (new pods) by itself; only hurt requests count:
+                # its own, or (half) its callers' when they began to hurt after the deploy
+                # (a release that burns more CPU slows its callers before it errs itself).
+                hurt = _callers_hurt_after(ctx, svc, ch.at - max(ctx.step, 15.0))
+                if hurt is None:
+                    continue
+                sym, onset = 0.5 * hurt[0], hurt[1]
             lead = onset - ch.at
             if lead > config.max_lead_seconds or lead < -config.max_lag_seconds:
                 continue
@@ -201,3 +206,18 @@ def _span_changes(ctx: PatternContext) -> list[_Change]:
             )
         )
     return out
+
+
+def _callers_hurt_after(ctx: PatternContext, svc: str, since: float) -> tuple[float, float] | None:
+    """The strongest symptom score among ``svc``'s direct callers that began at or after
+    ``since``, and the earliest such onset; None when no caller hurt then."""
+    if svc not in ctx.graph:
+        return None
+    best, first = 0.0, np.inf
+    for caller in ctx.graph.predecessors(svc):
+        sym = ctx.anomalies_of(str(caller), tuple(SYMPTOM_ROLES))
+        sym = sym[sym["onset"].astype(float) >= since]
+        if len(sym):
+            best = max(best, float(sym["score"].max()))
+            first = min(first, float(sym["onset"].min()))
+    return (best, first) if best > 0 else None

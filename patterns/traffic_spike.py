@@ -54,8 +54,9 @@ class TrafficSpikePattern(BasePattern):
         if up.empty:
             return self.no_match(f"no request rate rose more than {config.min_ratio}x")
         # Retries: a rate that rose after the service's own errors or latency is callers
-        # asking again, not more demand.
-        demand = demand_rises(a, 0.0)
+        # asking again, not more demand. Onsets are known to a sampling step: rising in the
+        # same step as the errors is not after them.
+        demand = demand_rises(a, float(ctx.step))
         up = up[up["service"].isin(list(demand.index))]
         if up.empty:
             return self.no_match("request rates rose only with errors or from callers retrying")

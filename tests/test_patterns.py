@@ -235,6 +235,49 @@ def test_a_deploy_seen_well_after_the_trouble_began_counts_less() -> None:
     assert lagging[0].score < on_time.score - 0.25
 
 
+def test_a_deploy_that_only_burns_cpu_is_blamed_through_its_hurting_callers() -> None:
+    import pandas as pd
+
+    from synth import FAULT
+
+    ctx = context(build("deployment"))
+
+    def rows(*specs: tuple[str, str, float]) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {
+                    "service": svc,
+                    "role": role,
+                    "onset": at,
+                    "end": FAULT + 900.0,
+                    "score": 30.0,
+                    "direction": "up",
+                    "baseline": 1.0,
+                    "peak": 3.0,
+                    "detail": "",
+                }
+                for svc, role, at in specs
+            ]
+        )
+
+    # payments' release burns CPU (no error or latency of its own yet); checkout, which
+    # calls it, slows down a minute later.
+    burning = rows(("payments", "cpu", FAULT + 15.0), ("checkout", "latency", FAULT + 60.0))
+    res = run("deployment", dataclasses.replace(ctx, anomalies=burning))
+    blamed = {f.service: f for f in res.findings}
+    assert "payments" in blamed and blamed["payments"].features["lead"] == pytest.approx(60.0)
+    # The same CPU with no caller hurting is the rollout moving resources: not blamed.
+    alone = rows(("payments", "cpu", FAULT + 15.0))
+    assert "payments" not in {
+        f.service for f in run("deployment", dataclasses.replace(ctx, anomalies=alone)).findings
+    }
+    # Nor is a caller whose trouble began well before the deploy.
+    before = rows(("payments", "cpu", FAULT + 15.0), ("checkout", "latency", FAULT - 600.0))
+    assert "payments" not in {
+        f.service for f in run("deployment", dataclasses.replace(ctx, anomalies=before)).findings
+    }
+
+
 def test_zone_most_affected_service_is_the_one_that_lost_most_pods() -> None:
     import pandas as pd
     from correlator.patterns.az_failure import _zone_services

@@ -236,6 +236,14 @@ def test_edge_trouble_stays_with_a_starved_callee_but_not_a_busy_one() -> None:
         ignore_index=True,
     )
     assert "edge_errors" in set(attribute_edges(lost, signals)["role"])
+    # Failed calls into a callee that was already slow itself timed out on it.
+    slow = _rows(
+        [
+            ("auth", "edge_errors", 100.0, 1.0, 151.0, "bff"),
+            ("auth", "latency", 80.0, 0.2, 1.5, ""),
+        ]
+    )
+    assert set(attribute_edges(slow, signals)["role"]) == {"edge_errors", "latency"}
 
 
 def test_a_rate_rise_after_the_service_began_failing_is_retries_not_demand() -> None:

@@ -227,6 +227,15 @@ def attribute_edges(
     strained_at = a[strain].groupby(a.loc[strain, "service"].astype(str))["onset"].min()
     strained_by = a["service"].astype(str).map(strained_at).astype(float).fillna(np.inf)
     unseen &= ~(strained_by.to_numpy() <= edge_onset + later)
+    # Likewise failed calls into a callee that was already slow itself (and not from more
+    # requests, such as the callers' retries): they timed out.
+    slow = (roles == "latency") & (a["direction"].astype(str) == "up")
+    slow &= ~(loaded <= a["onset"].astype(float) + later)
+    slow_at = a[slow].groupby(a.loc[slow, "service"].astype(str))["onset"].min()
+    slow_by = a["service"].astype(str).map(slow_at).astype(float).fillna(np.inf).to_numpy()
+    unseen &= ~(
+        roles.isin(("edge_errors", "edge_error_ratio")).to_numpy() & (slow_by <= edge_onset + later)
+    )
     m = (
         a["role"].isin(list(CLIENT_ROLES))
         & a["service"].isin(list(instrumented))
@@ -247,7 +256,7 @@ def service_summary(
     anomalies: pd.DataFrame,
     lag: float = 30.0,
     pushed: frozenset[str] | set[str] = frozenset(),
-    onset_share: float = 0.5,
+    onset_share: float = 0.75,
 ) -> pd.DataFrame:
     """Per service: anomaly strength (0..1), earliest onset, symptom/cause strength.
 
