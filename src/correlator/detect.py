@@ -344,17 +344,21 @@ def _zero_fill(agg: pd.DataFrame, num: str, den: str) -> pd.DataFrame:
     with ``status_code="ERROR"`` does not exist before one happened): its
     baseline was zero, not unknown, wherever the requests were counted.
     """
-    keys = ["service", "peer", "ts"]
-    n = agg[agg["role"] == num]
-    d = agg[agg["role"] == den]
-    if n.empty or d.empty:
+    cats = list(agg["role"].cat.categories)
+    if num not in cats or den not in cats:
         return agg.iloc[0:0]
-    d = d[[*keys]].astype({"service": str, "peer": str})
-    n = n[[*keys]].astype({"service": str, "peer": str})
-    has = n[["service", "peer"]].drop_duplicates()
-    d = d.merge(has, on=["service", "peer"], how="inner")
-    m = d.merge(n.assign(_seen=True), on=keys, how="left")
-    out = m.loc[m["_seen"].isna(), keys].copy()
+    codes = agg["role"].cat.codes.to_numpy()
+    is_num, is_den = codes == cats.index(num), codes == cats.index(den)
+    rows = np.flatnonzero(is_num | is_den)
+    is_num = is_num[rows]
+    # Integer keys: the series (service, peer), and the series at a time.
+    n_peer = len(agg["peer"].cat.categories) + 1
+    group = agg["service"].cat.codes.to_numpy(dtype=np.int64)[rows] * n_peer
+    group += agg["peer"].cat.codes.to_numpy(dtype=np.int64)[rows] + 1
+    ts_codes, ts_uniq = pd.factorize(agg["ts"].to_numpy(dtype=float)[rows])
+    key = group * len(ts_uniq) + ts_codes
+    fill = ~is_num & np.isin(group, group[is_num]) & ~np.isin(key, key[is_num])
+    out = agg.iloc[rows[fill]][["service", "peer", "ts"]].copy()
     out["value"] = 0.0
     out["role"] = num
     return out[["role", "service", "peer", "ts", "value"]]
