@@ -358,10 +358,10 @@ def _zero_fill(agg: pd.DataFrame, num: str, den: str) -> pd.DataFrame:
     ts_codes, ts_uniq = pd.factorize(agg["ts"].to_numpy(dtype=float)[rows])
     key = group * len(ts_uniq) + ts_codes
     fill = ~is_num & np.isin(group, group[is_num]) & ~np.isin(key, key[is_num])
-    out = agg.iloc[rows[fill]][["service", "peer", "ts"]].copy()
+    out: pd.DataFrame = agg.iloc[rows[fill]][["service", "peer", "ts"]].copy()
+    out.insert(0, "role", num)
     out["value"] = 0.0
-    out["role"] = num
-    return out[["role", "service", "peer", "ts", "value"]]
+    return out
 
 
 def _ratio(agg: pd.DataFrame, num: str, den: str, name: str) -> pd.DataFrame:
