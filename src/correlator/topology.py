@@ -85,9 +85,6 @@ CAUSE_ROLES = frozenset(
     }
 )
 
-#: Roles that show a service starved of resources or losing pods.
-STRAIN_ROLES = frozenset({"cpu", "cpu_throttled", "restarts", "oom_kills", "pod_ready", "up"})
-
 _DB_CACHE = frozenset({"redis", "memcached", "valkey", "hazelcast"})
 
 
@@ -189,6 +186,14 @@ def _own_role_value(a: pd.DataFrame, values: pd.Series, how: str, default: float
     )
 
 
+def _first_at(a: pd.DataFrame, mask: np.ndarray) -> np.ndarray:
+    """Per row, the earliest onset among the ``mask`` rows of its service (inf if none)."""
+    svc = a["service"].astype(str)
+    at = a.loc[mask, "onset"].astype(float).groupby(svc[mask]).min()
+    out: np.ndarray = svc.map(at).astype(float).fillna(np.inf).to_numpy()
+    return out
+
+
 def attribute_edges(
     anomalies: pd.DataFrame, signals: pd.DataFrame, share: float = 0.25, later: float = 30.0
 ) -> pd.DataFrame:
@@ -199,9 +204,12 @@ def attribute_edges(
     can see (``request_rate``/``latency`` series) and its own errors or latency
     rose by less than ``share`` of what its callers see (often not at all),
     or began more than ``later`` seconds after its callers saw it (its own
-    side fails later, from the retries), the trouble sits between the two (the caller's network, sidecar, client or
-    connection pool): the row is moved to the caller as ``client_*`` with the
-    callee in ``detail``.
+    side fails later, from the retries), the trouble sits between the two (the
+    caller's network, sidecar, client or connection pool): the row is moved to
+    the caller as ``client_*`` with the callee in ``detail``. It stays the
+    callee's when, by then, the callee was losing pods or starved of CPU, or
+    (for failed calls) already slow itself: its callers timed out on it. CPU or
+    latency that rose with its request rate is load, not a sign of its own.
     """
     if anomalies.empty or signals.empty:
         return anomalies
@@ -210,32 +218,24 @@ def attribute_edges(
     rise = (a["peak"].astype(float) - a["baseline"].astype(float)).abs()
     own_rise = _own_role_value(a, rise, "max", 0.0)
     own_onset = _own_role_value(a, a["onset"].astype(float), "min", np.inf)
-    edge_onset = a["onset"].astype(float).to_numpy()
+    onset = a["onset"].astype(float).to_numpy()
     # The callee's own side saw little of it, or only clearly after its callers did.
-    unseen = (own_rise < share * rise.to_numpy()) | (own_onset > edge_onset + later)
-    # ... unless the callee was starved or losing pods by then: its callers time out on
-    # it (a slow server records no error of its own), so the trouble is still the callee's.
-    # CPU that rose with its request rate is load (retries, more traffic), not starvation.
+    unseen = (own_rise < share * rise.to_numpy()) | (own_onset > onset + later)
+    # ... unless the callee was starved, losing pods or slow by then: its callers time
+    # out on it (a slow server records no error of its own), so the trouble is its own.
+    # CPU or latency that rose with its request rate is load (retries, more traffic).
     roles = a["role"].astype(str)
-    strain = roles.isin(list(STRAIN_ROLES)) & (
-        a["direction"].astype(str) == np.where(roles.isin(("pod_ready", "up")), "down", "up")
+    up = a["direction"].astype(str).to_numpy() == "up"
+    loaded = _first_at(a, (roles == "request_rate").to_numpy() & up) <= onset + later
+    # Pods lost: ready pods or targets down, restarts or OOM kills up.
+    lost = roles.isin(("pod_ready", "up", "restarts", "oom_kills")).to_numpy() & (
+        up == roles.isin(("restarts", "oom_kills")).to_numpy()
     )
-    more = (roles == "request_rate") & (a["direction"].astype(str) == "up")
-    more_at = a[more].groupby(a.loc[more, "service"].astype(str))["onset"].min()
-    loaded = a["service"].astype(str).map(more_at).astype(float).fillna(np.inf)
-    strain &= ~(roles.isin(("cpu", "cpu_throttled")) & (loaded <= a["onset"].astype(float) + later))
-    strained_at = a[strain].groupby(a.loc[strain, "service"].astype(str))["onset"].min()
-    strained_by = a["service"].astype(str).map(strained_at).astype(float).fillna(np.inf)
-    unseen &= ~(strained_by.to_numpy() <= edge_onset + later)
-    # Likewise failed calls into a callee that was already slow itself (and not from more
-    # requests, such as the callers' retries): they timed out.
-    slow = (roles == "latency") & (a["direction"].astype(str) == "up")
-    slow &= ~(loaded <= a["onset"].astype(float) + later)
-    slow_at = a[slow].groupby(a.loc[slow, "service"].astype(str))["onset"].min()
-    slow_by = a["service"].astype(str).map(slow_at).astype(float).fillna(np.inf).to_numpy()
-    unseen &= ~(
-        roles.isin(("edge_errors", "edge_error_ratio")).to_numpy() & (slow_by <= edge_onset + later)
-    )
+    starved = roles.isin(("cpu", "cpu_throttled")).to_numpy() & up & ~loaded
+    slow = (roles == "latency").to_numpy() & up & ~loaded
+    unseen &= ~(_first_at(a, lost | starved) <= onset + later)
+    errors = roles.isin(("edge_errors", "edge_error_ratio")).to_numpy()
+    unseen &= ~(errors & (_first_at(a, slow) <= onset + later))
     m = (
         a["role"].isin(list(CLIENT_ROLES))
         & a["service"].isin(list(instrumented))
