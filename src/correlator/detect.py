@@ -436,20 +436,21 @@ def _episode_start(sus: np.ndarray, cfg: DetectConfig, step: float) -> np.ndarra
     that resolved): it must not pull the onset back to it. Brief dips (a
     leaking pod killed and climbing again) stay within one episode.
     """
-    out = np.zeros(sus.shape[0], dtype=int)
     held = sus >= cfg.low
-    starts = held[:, 1:] & ~held[:, :-1]
-    multi = np.flatnonzero(starts.sum(axis=1) + held[:, 0] > 1)
+    rows, n = np.arange(sus.shape[0]), sus.shape[1]
+    cols = np.arange(n)
     gap = max(1, int(np.ceil(cfg.episode_gap / max(step, 1e-9))))
-    for r in multi:
-        h = held[r]
-        idx = np.flatnonzero(np.diff(np.concatenate(([0], h.astype(np.int8), [0]))))
-        runs = list(zip(idx[::2], idx[1::2], strict=True))  # [start, end) of each run
-        peak_at = int(np.argmax(sus[r]))
-        k = next((i for i, (a, b) in enumerate(runs) if a <= peak_at < b), len(runs) - 1)
-        while k > 0 and runs[k][0] - runs[k - 1][1] < gap:
-            k -= 1
-        out[r] = runs[k][0]
+    # Columns that close a stretch of ``gap`` normal columns after trouble: episode breaks.
+    last_held = np.maximum.accumulate(np.where(held, cols, -1), axis=1)
+    brk = ~held & (last_held >= 0) & (cols - last_held >= gap)
+    del last_held
+    peak = np.argmax(sus, axis=1)
+    last_brk = np.maximum.accumulate(np.where(brk, cols, -1), axis=1)[rows, peak]
+    del brk
+    # The episode starts at the first troubled column after the last break before the peak.
+    next_held = np.minimum.accumulate(np.where(held, cols, n)[:, ::-1], axis=1)[:, ::-1]
+    start = next_held[rows, np.clip(last_brk + 1, 0, n - 1)]
+    out: np.ndarray = np.where(last_brk >= 0, start, 0)
     return out
 
 
