@@ -91,7 +91,7 @@ class AzFailurePattern(BasePattern):
         if score < config.min_score:
             return self.no_match(
                 f"zone {zone} holds {feats['concentration']:.0%} of the trouble, but "
-                f"{'no node went down' if node_down < 0.5 else 'nodes went down'} and "
+                f"{_NODE_WORDS[node_down]} and "
                 f"{len(services)} service(s) were hit there, {simultaneous:.0%} at once: "
                 "too little for a zone failure"
             )
@@ -240,6 +240,13 @@ def _zone_share(part: pd.DataFrame, zone: str, prior: float) -> dict[str, float]
     bad = p[p["zone"] == zone].groupby("service")["bad"].sum()
     return {str(svc): float(n) / (float(total[svc]) + prior) for svc, n in bad.items() if n > 0}
 
+
+#: How the no-match reason words ``node_down``.
+_NODE_WORDS = {
+    0.0: "no node went down",
+    0.5: "no node health was collected",
+    1.0: "nodes went down",
+}
 
 #: Pseudo-count that shrinks a zone's failing-request share when few spans were sampled.
 _SPAN_PRIOR = 10.0

@@ -16,7 +16,7 @@ import pandas as pd
 
 from correlator.model import Evidence, format_time
 from correlator.pattern import BasePattern, PatternContext, PatternResult
-from correlator.topology import SYMPTOM_ROLES
+from correlator.topology import CAUSE_ROLES, SYMPTOM_ROLES
 
 __all__ = ["DeploymentConfig", "DeploymentPattern"]
 
@@ -96,8 +96,13 @@ class DeploymentPattern(BasePattern):
             else:
                 # A rollout moves resources (new pods) by itself; only hurt requests count:
                 # its own, or (half) its callers' when they began to hurt after the deploy
-                # (a release that burns more CPU slows its callers before it errs itself).
-                hurt = _callers_hurt_after(ctx, svc, ch.at - max(ctx.step, 15.0))
+                # and after its own resources moved (a release that burns more CPU slows its
+                # callers before it errs itself). More requests alone are callers retrying.
+                moved = anom[anom["role"].isin(list(CAUSE_ROLES - {"request_rate"}))]
+                if moved.empty:
+                    continue
+                since = max(ch.at, float(moved["onset"].min())) - max(ctx.step, 15.0)
+                hurt = _callers_hurt_after(ctx, svc, since)
                 if hurt is None:
                     continue
                 sym, onset = 0.5 * hurt[0], hurt[1]

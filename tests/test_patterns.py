@@ -6,6 +6,7 @@ import copy
 import dataclasses
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from correlator.catalog import default_catalog
@@ -271,11 +272,36 @@ def test_a_deploy_that_only_burns_cpu_is_blamed_through_its_hurting_callers() ->
     assert "payments" not in {
         f.service for f in run("deployment", dataclasses.replace(ctx, anomalies=alone)).findings
     }
+    # Nor is a service whose only change is more requests: its caller, failing after the
+    # deploy, is retrying at it.
+    retried = rows(
+        ("payments", "request_rate", FAULT + 70.0), ("checkout", "latency", FAULT + 60.0)
+    )
+    assert "payments" not in {
+        f.service for f in run("deployment", dataclasses.replace(ctx, anomalies=retried)).findings
+    }
     # Nor is a caller whose trouble began well before the deploy.
     before = rows(("payments", "cpu", FAULT + 15.0), ("checkout", "latency", FAULT - 600.0))
     assert "payments" not in {
         f.service for f in run("deployment", dataclasses.replace(ctx, anomalies=before)).findings
     }
+
+
+def test_a_request_rise_in_the_same_step_as_the_errors_is_demand() -> None:
+    from synth import FAULT
+
+    ctx = context(build("traffic_spike"))
+    a = ctx.anomalies
+    base = a[(a["service"] == "frontend") & (a["role"] == "request_rate")].iloc[[0]].copy()
+    base["onset"] = FAULT + 15.0
+    errs = base.assign(role="error_rate", onset=FAULT, peak=5.0, baseline=0.1)
+    # Errors seen one sampling step (15 s) before the requests: onsets are only known to a
+    # step, so the rise is still demand. Two steps later it would be retries.
+    same = run("traffic_spike", dataclasses.replace(ctx, anomalies=pd.concat([errs, base])))
+    assert [f.service for f in same.findings] == ["frontend"]
+    late = base.assign(onset=FAULT + 45.0)
+    retry = run("traffic_spike", dataclasses.replace(ctx, anomalies=pd.concat([errs, late])))
+    assert not retry.findings
 
 
 def test_zone_most_affected_service_is_the_one_that_lost_most_pods() -> None:

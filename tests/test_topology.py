@@ -236,6 +236,15 @@ def test_edge_trouble_stays_with_a_starved_callee_but_not_a_busy_one() -> None:
         ignore_index=True,
     )
     assert "edge_errors" in set(attribute_edges(lost, signals)["role"])
+    # Starvation that was over well before the calls failed does not explain them.
+    over = _rows(
+        [
+            ("auth", "edge_errors", 1000.0, 1.0, 151.0, "bff"),
+            ("auth", "cpu_throttled", 160.0, 0.1, 2.5, ""),
+        ]
+    )
+    over.loc[over["role"] == "cpu_throttled", "end"] = 400.0
+    assert "client_errors" in set(attribute_edges(over, signals)["role"])
     # Failed calls into a callee that was already slow itself timed out on it.
     slow = _rows(
         [
@@ -333,3 +342,20 @@ def test_memory_growth_on_a_service_that_serves_fine_is_a_weak_suspect() -> None
     a.loc[a["service"] == "audit-log", "score"] = 4.7
     roots = root_scores(g, a, "api")
     assert roots[0].service == "tokenizer"
+
+
+def test_a_faint_early_wobble_does_not_date_a_service_trouble() -> None:
+    from correlator.topology import service_summary
+
+    a = _rows(
+        [
+            ("api", "client_latency", -480.0, 0.40, 0.51, "sync"),  # a few ms, faint
+            ("api", "error_rate", 120.0, 0.1, 300.0, ""),
+        ]
+    )
+    a.loc[a["role"] == "client_latency", "score"] = 5.0
+    a.loc[a["role"] == "error_rate", "score"] = 500.0
+    assert service_summary(a).loc["api", "onset"] == 120.0
+    # Two anomalies of like weight: the first dates it.
+    a.loc[a["role"] == "client_latency", "score"] = 400.0
+    assert service_summary(a).loc["api", "onset"] == -480.0

@@ -194,6 +194,30 @@ def _first_at(a: pd.DataFrame, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _held_at(a: pd.DataFrame, mask: np.ndarray, at: np.ndarray, slack: float) -> np.ndarray:
+    """Per row, whether a ``mask`` row of its service had begun by ``at + slack`` and had
+    not ended before ``at - slack`` (trouble that was over does not explain later trouble)."""
+    out = np.zeros(len(a), dtype=bool)
+    if not mask.any():
+        return out
+    svc = a["service"].astype(str).to_numpy()
+    rows = pd.DataFrame(
+        {
+            "service": svc[mask],
+            "onset": a.loc[mask, "onset"].astype(float).to_numpy(),
+            "end": a.loc[mask, "end"].astype(float).to_numpy(),
+        }
+    )
+    for service, grp in rows.groupby("service"):
+        mine = np.flatnonzero(svc == service)
+        t = at[mine][:, None]
+        held = (grp["onset"].to_numpy()[None, :] <= t + slack) & (
+            grp["end"].to_numpy()[None, :] >= t - slack
+        )
+        out[mine] = held.any(axis=1)
+    return out
+
+
 def attribute_edges(
     anomalies: pd.DataFrame, signals: pd.DataFrame, share: float = 0.25, later: float = 30.0
 ) -> pd.DataFrame:
@@ -233,9 +257,9 @@ def attribute_edges(
     )
     starved = roles.isin(("cpu", "cpu_throttled")).to_numpy() & up & ~loaded
     slow = (roles == "latency").to_numpy() & up & ~loaded
-    unseen &= ~(_first_at(a, lost | starved) <= onset + later)
+    unseen &= ~_held_at(a, lost | starved, onset, later)
     errors = roles.isin(("edge_errors", "edge_error_ratio")).to_numpy()
-    unseen &= ~(errors & (_first_at(a, slow) <= onset + later))
+    unseen &= ~(errors & _held_at(a, slow, onset, later))
     m = (
         a["role"].isin(list(CLIENT_ROLES))
         & a["service"].isin(list(instrumented))
