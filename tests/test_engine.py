@@ -101,3 +101,35 @@ def test_window_rules() -> None:
     w = make_window(open_alert, custom, now=1e9)
     assert (w.start, w.end, w.baseline_start) == (9_940.0, 10_000.0, 9_340.0)
     assert auto_step(w) == 15.0
+
+
+def test_the_alerted_service_small_latency_step_makes_it_the_suspect() -> None:
+    import dataclasses
+
+    import numpy as np
+    import pandas as pd
+
+    from correlator.model import Telemetry
+    from synth import END, STEP, T0, _rows
+
+    # A clean 17% latency step on a fast service, under the 20 ms floor of the general
+    # bar; its caller only wobbles. The alert names the slow service.
+    ts = np.arange(T0, END, STEP)
+    rng = np.random.default_rng(1)
+    frames = []
+    for svc in ("frontend", "catalog"):
+        lat = 0.15 + rng.normal(0, 0.001, ts.size)
+        if svc == "catalog":
+            lat = np.where(ts >= FAULT, lat + 0.026, lat)
+        frames += [
+            _rows("latency", svc, ts, lat),
+            _rows("request_rate", svc, ts, 50 + rng.normal(0, 1, ts.size)),
+        ]
+    tel = Telemetry(signals=pd.concat(frames, ignore_index=True))
+    tel.edges = [("frontend", "catalog", "service")]
+    sc = build("cpu_contention")
+    alert = dataclasses.replace(sc.alert, labels={**sc.alert.labels, "service": "catalog"})
+    inv = investigate(alert, Sources.from_backends(MemorySource(tel)))
+    mine = inv.anomalies[inv.anomalies["service"] == "catalog"]
+    assert list(mine["role"]) == ["latency"] and abs(mine["onset"].iloc[0] - FAULT) <= 30
+    assert (inv.findings[0].service, inv.findings[0].cause) == ("catalog", "unknown")
