@@ -194,27 +194,28 @@ def _first_at(a: pd.DataFrame, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _held_at(a: pd.DataFrame, mask: np.ndarray, at: np.ndarray, slack: float) -> np.ndarray:
-    """Per row, whether a ``mask`` row of its service had begun by ``at + slack`` and had
-    not ended before ``at - slack`` (trouble that was over does not explain later trouble)."""
+def _held_at(
+    a: pd.DataFrame, mask: np.ndarray, at: np.ndarray, slack: float, where: np.ndarray
+) -> np.ndarray:
+    """For the ``where`` rows: whether a ``mask`` row of the same service had begun by
+    ``at + slack`` and not ended before ``at - slack`` (trouble that was over does not
+    explain later trouble). False elsewhere."""
     out = np.zeros(len(a), dtype=bool)
-    if not mask.any():
+    if not mask.any() or not where.any():
         return out
-    svc = a["service"].astype(str).to_numpy()
-    rows = pd.DataFrame(
+    codes = pd.factorize(a["service"].astype(str))[0]
+    rows = np.flatnonzero(where)
+    left = pd.DataFrame({"row": rows, "svc": codes[rows], "at": at[rows]})
+    right = pd.DataFrame(
         {
-            "service": svc[mask],
+            "svc": codes[mask],
             "onset": a.loc[mask, "onset"].astype(float).to_numpy(),
             "end": a.loc[mask, "end"].astype(float).to_numpy(),
         }
     )
-    for service, grp in rows.groupby("service"):
-        mine = np.flatnonzero(svc == service)
-        t = at[mine][:, None]
-        held = (grp["onset"].to_numpy()[None, :] <= t + slack) & (
-            grp["end"].to_numpy()[None, :] >= t - slack
-        )
-        out[mine] = held.any(axis=1)
+    pairs = left.merge(right, on="svc")
+    held = (pairs["onset"] <= pairs["at"] + slack) & (pairs["end"] >= pairs["at"] - slack)
+    out[pairs.loc[held, "row"].to_numpy()] = True
     return out
 
 
@@ -257,9 +258,10 @@ def attribute_edges(
     )
     starved = roles.isin(("cpu", "cpu_throttled")).to_numpy() & up & ~loaded
     slow = (roles == "latency").to_numpy() & up & ~loaded
-    unseen &= ~_held_at(a, lost | starved, onset, later)
+    edges = roles.isin(list(CLIENT_ROLES)).to_numpy()
+    unseen &= ~_held_at(a, lost | starved, onset, later, edges)
     errors = roles.isin(("edge_errors", "edge_error_ratio")).to_numpy()
-    unseen &= ~(errors & _held_at(a, slow, onset, later))
+    unseen &= ~_held_at(a, slow, onset, later, errors)
     m = (
         a["role"].isin(list(CLIENT_ROLES))
         & a["service"].isin(list(instrumented))
