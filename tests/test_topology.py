@@ -82,12 +82,17 @@ def anomalies(rows: list[tuple[str, str, float, float]]) -> pd.DataFrame:
 
 
 def chain() -> Telemetry:
-    tel = Telemetry()
-    tel.edges = [
+    return declared(
         ("frontend", "checkout", "service"),
         ("checkout", "payments", "service"),
         ("frontend", "search", "service"),
-    ]
+    )
+
+
+def declared(*edges: tuple[str, str, str]) -> Telemetry:
+    """Telemetry holding only declared topology edges ``(caller, callee, kind)``."""
+    tel = Telemetry()
+    tel.edges = list(edges)
     return tel
 
 
@@ -272,14 +277,14 @@ def test_a_rate_rise_after_the_service_began_failing_is_retries_not_demand() -> 
 def test_calls_made_by_a_retrying_caller_are_not_demand_and_it_passes_on() -> None:
     from correlator.topology import amplified, demand_rises
 
-    tel = Telemetry()
-    tel.edges = [
-        ("bff", "gift-cards", "service"),
-        ("gift-cards", "rate-limiter", "service"),
-        ("gift-cards", "geo-api", "external"),
-        ("gateway", "search", "service"),
-    ]
-    g = build_graph(tel)
+    g = build_graph(
+        declared(
+            ("bff", "gift-cards", "service"),
+            ("gift-cards", "rate-limiter", "service"),
+            ("gift-cards", "geo-api", "external"),
+            ("gateway", "search", "service"),
+        )
+    )
     a = _rows(
         [
             # geo-api fails first; bff retries into gift-cards, which retries into
@@ -308,9 +313,7 @@ def test_calls_made_by_a_retrying_caller_are_not_demand_and_it_passes_on() -> No
 
 
 def test_retries_that_follow_a_service_own_failure_do_not_explain_it() -> None:
-    tel = Telemetry()
-    tel.edges = [("partner-api", "search", "service"), ("search", "fraud", "service")]
-    g = build_graph(tel)
+    g = build_graph(declared(("partner-api", "search", "service"), ("search", "fraud", "service")))
     a = _rows(
         [
             ("search", "error_ratio", 120.0, 0.0, 0.5, ""),
@@ -328,9 +331,9 @@ def test_retries_that_follow_a_service_own_failure_do_not_explain_it() -> None:
 
 
 def test_memory_growth_on_a_service_that_serves_fine_is_a_weak_suspect() -> None:
-    tel = Telemetry()
-    tel.edges = [("api", "tokenizer", "service"), ("tokenizer", "audit-log", "service")]
-    g = build_graph(tel)
+    g = build_graph(
+        declared(("api", "tokenizer", "service"), ("tokenizer", "audit-log", "service"))
+    )
     a = _rows(
         [
             ("audit-log", "memory_ratio", -255.0, 0.49, 0.61, ""),  # grows, serves fine

@@ -225,16 +225,12 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
         copy=False,
     )
     del res, r_i, s_i, p_i, t_i
-    filled = [
-        _zero_fill(agg, "error_rate", "request_rate"),
-        _zero_fill(agg, "edge_errors", "edge_rate"),
-    ]
+    filled = [_zero_fill(agg, num, den) for num, den, _ in _COUNT_RATIOS]
     filled = [f for f in filled if len(f)]
     if filled:
         agg = _stack(agg, pd.concat(filled, ignore_index=True))
     derived = [
-        _ratio(agg, "error_rate", "request_rate", "error_ratio"),
-        _ratio(agg, "edge_errors", "edge_rate", "edge_error_ratio"),
+        *(_ratio(agg, num, den, name) for num, den, name in _COUNT_RATIOS),
         _ratio(agg, "memory", "memory_limit", "memory_ratio"),
     ]
     derived = [d for d in derived if len(d)]
@@ -334,6 +330,13 @@ def _edge_peers(peer: pd.Series, is_edge: np.ndarray) -> tuple[np.ndarray, pd.In
     codes, seen = _factorize_runs(code)
     values = [cats[v] if v < n else (np.nan if v == n else "") for v in seen.tolist()]
     return codes, pd.Index(values, dtype=object)
+
+
+#: Failed-of-all counts: (failures, all requests, the derived ratio role).
+_COUNT_RATIOS = (
+    ("error_rate", "request_rate", "error_ratio"),
+    ("edge_errors", "edge_rate", "edge_error_ratio"),
+)
 
 
 def _zero_fill(agg: pd.DataFrame, num: str, den: str) -> pd.DataFrame:
@@ -576,9 +579,8 @@ def confirm_alert(
     mine = anomalies["service"].astype(str) == service
     if (mine & anomalies["role"].isin(ALERT_ROLES)).any():
         return anomalies
-    sub = aggregated[
-        (aggregated["service"].astype(str) == service) & aggregated["role"].isin(ALERT_ROLES)
-    ]
+    # Compared as the frame holds it (categorical): no text copy of millions of rows.
+    sub = aggregated[(aggregated["service"] == service) & aggregated["role"].isin(ALERT_ROLES)]
     if sub.empty:
         return anomalies
     extra = detect(sub, window, config, step=step, aggregated=sub, alert_at=alert_at)
