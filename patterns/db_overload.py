@@ -86,7 +86,7 @@ class DbOverloadPattern(BasePattern):
         hurt = []
         for c in callers:
             a = ctx.anomalies_of(c, ("latency", "error_ratio"))
-            e = ctx.anomalies[(ctx.anomalies["service"] == db) & (ctx.anomalies["detail"] == c)]
+            e = ctx.anomalies[(ctx.anomalies["service"] == db) & (ctx.anomalies["peer"] == c)]
             if len(a) or len(e):
                 hurt.append(c)
         edge = ctx.anomalies_of(db, ("edge_latency", "edge_error_ratio", "edge_errors"))

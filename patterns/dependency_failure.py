@@ -59,7 +59,7 @@ class DependencyFailurePattern(BasePattern):
         for callee in sorted(callees):
             e = edge[edge["service"] == callee].sort_values("score", ascending=False)
             edge_strength = float(e["score"].max() / (e["score"].max() + 8.0)) if len(e) else 0.0
-            callers_seen = set(e["detail"]) - {""}
+            callers_seen = set(e["peer"]) - {""}
             ev: list[Evidence] = [ctx.metric_evidence(r) for r in e.head(3).to_dict("records")]
             span_strength = 0.0
             if len(span_bad) and callee in span_bad.index:

@@ -89,7 +89,7 @@ def test_edge_roles_keep_the_caller() -> None:
         ]
     )
     out = detect(sig, WINDOW)
-    assert list(out["detail"]) == ["checkout"]
+    assert list(out["peer"]) == ["checkout"]
 
 
 def test_aggregate_sums_pods_and_takes_max_latency() -> None:
@@ -180,7 +180,7 @@ def test_an_error_counter_born_mid_window_has_a_zero_baseline() -> None:
     assert len(e) == TS.size and (e.loc[e["ts"] < T0 + 3900, "value"] == 0.0).all()
     out = detect(pd.concat([calls, errors], ignore_index=True), WINDOW)
     row = out[out["role"] == "edge_errors"].iloc[0]
-    assert row["detail"] == "catalog" and abs(row["onset"] - (T0 + 3900)) <= 15
+    assert row["peer"] == "catalog" and abs(row["onset"] - (T0 + 3900)) <= 15
     # A service whose errors were never counted gets no invented zeros.
     alone = aggregate(frame("request_rate", "api", noisy(100.0, 3.0)))
     assert set(alone["role"]) == {"request_rate"}

@@ -255,7 +255,7 @@ def test_a_deploy_that_only_burns_cpu_is_blamed_through_its_hurting_callers() ->
                     "direction": "up",
                     "baseline": 1.0,
                     "peak": 3.0,
-                    "detail": "",
+                    "peer": "",
                 }
                 for svc, role, at in specs
             ]

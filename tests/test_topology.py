@@ -74,7 +74,7 @@ def anomalies(rows: list[tuple[str, str, float, float]]) -> pd.DataFrame:
                 "direction": "up",
                 "baseline": 0.0,
                 "peak": 1.0,
-                "detail": "",
+                "peer": "",
             }
             for s, r, o, sc in rows
         ]
@@ -154,7 +154,7 @@ def test_no_anomalies_no_roots() -> None:
                     "direction",
                     "baseline",
                     "peak",
-                    "detail",
+                    "peer",
                 ]
             ),
             None,
@@ -164,7 +164,7 @@ def test_no_anomalies_no_roots() -> None:
 
 
 def _rows(rows: list[tuple[str, str, float, float, float, str]]) -> pd.DataFrame:
-    """(service, role, onset, baseline, peak, detail) -> anomaly rows."""
+    """(service, role, onset, baseline, peak, peer) -> anomaly rows."""
     return pd.DataFrame(
         [
             {
@@ -176,7 +176,7 @@ def _rows(rows: list[tuple[str, str, float, float, float, str]]) -> pd.DataFrame
                 "direction": "up",
                 "baseline": b,
                 "peak": p,
-                "detail": d,
+                "peer": d,
             }
             for s, r, o, b, p, d in rows
         ]
@@ -200,7 +200,7 @@ def test_edge_trouble_the_callee_never_saw_moves_to_the_caller() -> None:
     )
     out = attribute_edges(a, signals)
     moved = out[out["role"] == "client_errors"]
-    assert list(zip(moved["service"], moved["detail"], strict=True)) == [("bff", "auth")]
+    assert list(zip(moved["service"], moved["peer"], strict=True)) == [("bff", "auth")]
     assert ((out["service"] == "redis") & (out["role"] == "edge_errors")).any()
     # When the callee's own errors rose as much, the trouble is the callee's.
     same = _rows(
@@ -233,7 +233,7 @@ def test_edge_trouble_stays_with_a_starved_callee_but_not_a_busy_one() -> None:
     )
     out = attribute_edges(busy, signals)
     moved = out[out["role"] == "client_errors"]
-    assert list(zip(moved["service"], moved["detail"], strict=True)) == [("bff", "auth")]
+    assert list(zip(moved["service"], moved["peer"], strict=True)) == [("bff", "auth")]
     # Lost pods are strain whatever the traffic did.
     lost = _rows([("auth", "edge_errors", 100.0, 1.0, 151.0, "bff")])
     lost = pd.concat(

@@ -477,7 +477,7 @@ def detect(
     ``role``, ``onset`` (unix s), ``end`` (the last time the deviation held),
     ``score`` (sustained robust z), ``direction`` (``up``/``down``),
     ``baseline`` (median), ``peak`` (most extreme value after onset) and
-    ``detail`` (the caller for edge roles, else ``""``), sorted by onset.
+    ``peer`` (the caller for edge roles, else ``""``), sorted by onset.
     """
     cfg = config or DetectConfig()
     if aggregated is None:
@@ -534,7 +534,10 @@ def detect(
                     "direction": "up" if sign == 1 else "down",
                     "baseline": col["baseline"],
                     "peak": col["peak"],
-                    "detail": keys["peer"].to_numpy()[rows],
+                    "peer": keys["peer"].to_numpy()[rows],
+                    "modality": "metrics",
+                    "signal": roles[rows],
+                    "evidence": "",
                 }
             )
         )

@@ -104,7 +104,16 @@ BUILTIN_CAUSES: tuple[str, ...] = (
     "traffic_spike",
 )
 
-#: One row per detected anomaly (see ``correlator.detect``).
+#: The one anomaly table every detector (metrics, spans, logs, plugins) fills; see
+#: ``correlator.detector``. ``service`` is who the anomaly is about; ``role`` what
+#: it means (a role of ``correlator.roles``, or ``series`` for a series no role
+#: knows); ``peer`` the other end of a call (the caller on ``edge_*`` rows, the
+#: callee on ``client_*`` rows) or ``""``; ``modality`` ``metrics``, ``spans`` or
+#: ``logs``; ``signal`` names the series, operation or log template; ``onset`` and
+#: ``end`` unix seconds; ``score`` the strength on one comparable scale (a
+#: sustained robust z: the deviation in units of the series' own baseline noise);
+#: ``direction`` ``up``/``down``; ``baseline`` and ``peak`` values in the signal's
+#: unit; ``evidence`` one line a person can read.
 ANOMALY_COLUMNS = (
     "service",
     "role",
@@ -114,7 +123,10 @@ ANOMALY_COLUMNS = (
     "direction",
     "baseline",
     "peak",
-    "detail",
+    "peer",
+    "modality",
+    "signal",
+    "evidence",
 )
 
 

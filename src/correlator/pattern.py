@@ -163,7 +163,7 @@ class PatternContext:
         """Evidence for one anomaly row: the series, the moment it moved, the query."""
         role = str(row["role"])
         svc = str(row["service"])
-        peer = str(row.get("detail") or "")
+        peer = str(row.get("peer") or "")
         if role.startswith("client_"):
             what = f"{role.removeprefix('client_')} of calls from {svc} to {peer}"
         else:

@@ -14,7 +14,7 @@ Exception tree::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -27,6 +27,7 @@ from correlator.model import Alert, Window
 __all__ = [
     "AlertSource",
     "LogSource",
+    "MetricResult",
     "MetricSource",
     "SourceAuthError",
     "SourceError",
@@ -42,6 +43,26 @@ class SourceError(CorrelatorError):
 
 class SourceAuthError(SourceError):
     """The backend refused our credentials (401/403)."""
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """What a metric source returns for one investigation (a value, not frame attributes).
+
+    ``frame``: ``correlator.model.SIGNAL_COLUMNS`` rows. ``step``: the spacing of
+    its time grid in seconds; ``interval``: the data's own sample (scrape)
+    interval in seconds, learned from the data or the backend (``None`` when
+    unknown). ``queries``: role -> the query text that shows it; ``links``:
+    role -> a URL that graphs it; ``warnings``: what could not be read (each
+    becomes a gap in the report).
+    """
+
+    frame: pd.DataFrame
+    step: float
+    interval: float | None = None
+    queries: Mapping[str, str] = field(default_factory=dict)
+    links: Mapping[str, str] = field(default_factory=dict)
+    warnings: Sequence[str] = field(default_factory=tuple)
 
 
 @runtime_checkable

@@ -224,14 +224,14 @@ def attribute_edges(
 ) -> pd.DataFrame:
     """Move edge anomalies of an instrumented callee that does not see them to the caller.
 
-    An edge anomaly (calls from ``detail`` to ``service`` failing or slow) is
+    An edge anomaly (calls from ``peer`` to ``service`` failing or slow) is
     first the callee's. But when the callee serves requests of its own that we
     can see (``request_rate``/``latency`` series) and its own errors or latency
     rose by less than ``share`` of what its callers see (often not at all),
     or began more than ``later`` seconds after its callers saw it (its own
     side fails later, from the retries), the trouble sits between the two (the
     caller's network, sidecar, client or connection pool): the row is moved to
-    the caller as ``client_*`` with the callee in ``detail``. It stays the
+    the caller as ``client_*`` with the callee in ``peer``. It stays the
     callee's when, by then, the callee was losing pods or starved of CPU, or
     (for failed calls) already slow itself: its callers timed out on it. CPU or
     latency that rose with its request rate is load, not a sign of its own.
@@ -265,14 +265,14 @@ def attribute_edges(
     m = (
         a["role"].isin(list(CLIENT_ROLES))
         & a["service"].isin(list(instrumented))
-        & (a["detail"].astype(str) != "")
+        & (a["peer"].astype(str) != "")
         & unseen
     )
     if not m.any():
         return anomalies
     moved = a[m].copy()
-    moved["service"] = a.loc[m, "detail"].astype(str).to_numpy()
-    moved["detail"] = a.loc[m, "service"].astype(str).to_numpy()
+    moved["service"] = a.loc[m, "peer"].astype(str).to_numpy()
+    moved["peer"] = a.loc[m, "service"].astype(str).to_numpy()
     moved["role"] = moved["role"].map(CLIENT_ROLES)
     out = pd.concat([a[~m], moved], ignore_index=True)
     return out.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)
@@ -350,7 +350,7 @@ def _calls_in(anomalies: pd.DataFrame) -> dict[str, dict[str, float]]:
     edge_up = a[(a["role"] == "edge_rate") & (a["direction"] == "up")]
     out: dict[str, dict[str, float]] = {}
     for svc, caller, at in zip(
-        edge_up["service"], edge_up["detail"], edge_up["onset"], strict=True
+        edge_up["service"], edge_up["peer"], edge_up["onset"], strict=True
     ):
         if str(caller):
             calls = out.setdefault(str(svc), {})
@@ -460,7 +460,7 @@ def root_scores(
     sym_at = summ["symptom_onset"].astype(float).fillna(np.inf).to_dict()
     client = anomalies[anomalies["role"].isin(list(CLIENT_ROLES.values()))]
     client_peers: dict[str, set[str]] = {}
-    for svc, peer in zip(client["service"], client["detail"], strict=True):
+    for svc, peer in zip(client["service"], client["peer"], strict=True):
         if str(peer):
             client_peers.setdefault(str(svc), set()).add(str(peer))
     if summ.empty:
