@@ -14,7 +14,7 @@ import pandas as pd
 
 from correlator.model import Evidence
 from correlator.pattern import BasePattern, PatternContext, PatternResult
-from correlator.topology import CAUSE_ROLES
+from correlator.roles import CAUSE_ROLES
 
 __all__ = ["DependencyFailureConfig", "DependencyFailurePattern"]
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from correlator.model import Evidence, format_time
 from correlator.pattern import BasePattern, PatternContext, PatternResult
-from correlator.topology import CAUSE_ROLES, SYMPTOM_ROLES
+from correlator.roles import CAUSE_ROLES, SYMPTOM_ROLES
 
 __all__ = ["DeploymentConfig", "DeploymentPattern"]
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from correlator.model import Evidence
 from correlator.pattern import BasePattern, PatternContext, PatternResult
-from correlator.topology import SYMPTOM_ROLES
+from correlator.roles import SYMPTOM_ROLES
 
 __all__ = ["MemoryLeakConfig", "MemoryLeakPattern"]
 

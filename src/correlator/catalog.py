@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from correlator.errors import ConfigError
+from correlator.roles import ROLES as _ROLE_TABLE
 
 __all__ = [
     "DIMENSIONS",
@@ -53,32 +54,9 @@ Agg = Literal["sum", "max", "avg", "min"]
 #: Canonical dimension names (columns of the signal frame besides role/service/ts/value).
 DIMENSIONS = ("peer", "pod", "node", "zone", "version", "detail")
 
-#: Roles the engine and the built-in patterns understand, with what they mean.
-ROLES: dict[str, str] = {
-    "request_rate": "requests per second a service serves (server side)",
-    "error_rate": "failed requests per second a service serves (5xx / span status ERROR)",
-    "latency": "p95 server-side latency of a service's requests, seconds",
-    "cpu": "CPU cores used by a service's containers",
-    "cpu_throttled": "CFS throttled periods per second of a service's containers",
-    "memory": "working-set bytes of a service's containers",
-    "memory_limit": "memory limit bytes of a service's containers",
-    "restarts": "container restarts per second",
-    "oom_kills": "OOM kills per second (cAdvisor) or OOMKilled last-termination flags",
-    "pod_ready": "ready pods of a service (kube-state-metrics), per pod",
-    "pod_info": "pod -> node mapping (kube_pod_info), per pod",
-    "node_zone": "node -> availability zone (kube_node_labels)",
-    "node_ready": "node Ready condition (1 ready, 0 not)",
-    "up": "scrape health per target (1 up, 0 down)",
-    "version": "the running version of a service (build-info series)",
-    "deploy_generation": "Deployment metadata.generation (kube-state-metrics)",
-    "db_connections": "database connections in use (postgres_exporter)",
-    "db_max_connections": "database max_connections setting",
-    "db_tx_duration": "longest running transaction, seconds (postgres_exporter)",
-    "db_locks": "locks held in the database",
-    "edge_rate": "calls per second from a caller (peer) to a callee (service)",
-    "edge_errors": "failed calls per second from peer to service",
-    "edge_latency": "p95 latency of calls from peer to service, seconds (server side)",
-}
+#: Roles the engine and the built-in patterns understand, with what they mean
+#: (the descriptions of :data:`correlator.roles.ROLES`).
+ROLES: dict[str, str] = {name: r.description for name, r in _ROLE_TABLE.items() if r.catalog}
 
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _POD_SUFFIX = re.compile(r"-[0-9a-z]{5,10}-[0-9a-z]{5}$")

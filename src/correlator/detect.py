@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from correlator.model import ANOMALY_COLUMNS, Window, empty_frame
+from correlator.roles import EDGE_ROLES, INVENTORY_ROLES, ROLES
 
 __all__ = [
     "ALERT_ROLES",
@@ -47,43 +48,14 @@ __all__ = [
 ]
 
 #: Roles describing inventory rather than behaviour; patterns read them directly.
-SKIP_ROLES = frozenset(
-    {"version", "pod_info", "node_zone", "deploy_generation", "db_max_connections", "memory_limit"}
-)
+SKIP_ROLES = INVENTORY_ROLES
 
 #: Which way a role must move to matter: ``+1`` up, ``-1`` down, ``0`` either.
-DIRECTIONS: dict[str, int] = {
-    "error_rate": 1,
-    "error_ratio": 1,
-    "latency": 1,
-    "edge_errors": 1,
-    "edge_error_ratio": 1,
-    "edge_latency": 1,
-    "restarts": 1,
-    "oom_kills": 1,
-    "cpu_throttled": 1,
-    "memory": 1,
-    "memory_ratio": 1,
-    "db_connections": 1,
-    "db_tx_duration": 1,
-    "db_locks": 1,
-    "pod_ready": -1,
-    "node_ready": -1,
-    "up": -1,
-}
+DIRECTIONS: dict[str, int] = {name: r.direction for name, r in ROLES.items() if r.direction}
 
-#: How per-pod/per-dimension rows of a role add up to one value per service.
-_AGG: dict[str, str] = {
-    # The worst pod shows a leak; a sum jumps whenever a rollout doubles the pods.
-    "memory": "max",
-    "memory_limit": "max",
-    "latency": "max",
-    "edge_latency": "max",
-    "db_tx_duration": "max",
-    "db_max_connections": "max",
-    "up": "min",
-    "node_ready": "min",
-}
+#: How per-pod/per-dimension rows of a role add up to one value per service (the worst
+#: pod shows a leak; a sum jumps whenever a rollout doubles the pods).
+_AGG: dict[str, str] = {name: r.agg for name, r in ROLES.items() if r.agg != "sum"}
 
 #: The smallest change of a role that matters in absolute terms (scale floor).
 _FLOORS: dict[str, float] = {
@@ -108,10 +80,6 @@ _FLOORS: dict[str, float] = {
     "db_tx_duration": 0.5,
     "db_locks": 2.0,
 }
-
-#: Roles whose series are kept per caller (``peer``) instead of summed.
-EDGE_ROLES = frozenset({"edge_rate", "edge_errors", "edge_latency"})
-
 
 @dataclass(frozen=True)
 class DetectConfig:

@@ -32,6 +32,7 @@ import pandas as pd
 
 from correlator.model import Telemetry
 from correlator.pagerank import pagerank
+from correlator.roles import CAUSE_ROLES, CLIENT_ROLES, SYMPTOM_ROLES
 
 __all__ = [
     "CAUSE_ROLES",
@@ -46,44 +47,6 @@ __all__ = [
     "root_scores",
     "service_summary",
 ]
-
-#: Roles that show a service hurting (what users feel).
-SYMPTOM_ROLES = frozenset(
-    {
-        "error_rate",
-        "error_ratio",
-        "latency",
-        "edge_errors",
-        "edge_error_ratio",
-        "edge_latency",
-        "client_errors",
-        "client_error_ratio",
-        "client_latency",
-    }
-)
-#: Edge roles re-attributed to the caller (see :func:`attribute_edges`).
-CLIENT_ROLES = {
-    "edge_errors": "client_errors",
-    "edge_error_ratio": "client_error_ratio",
-    "edge_latency": "client_latency",
-}
-#: Roles that show something happening *to* a service (a likely cause, not an echo).
-CAUSE_ROLES = frozenset(
-    {
-        "cpu",
-        "cpu_throttled",
-        "memory",
-        "memory_ratio",
-        "restarts",
-        "oom_kills",
-        "pod_ready",
-        "up",
-        "db_connections",
-        "db_tx_duration",
-        "db_locks",
-        "request_rate",
-    }
-)
 
 _DB_CACHE = frozenset({"redis", "memcached", "valkey", "hazelcast"})
 
