@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from correlator.errors import ConfigError
-from correlator.model import BUILTIN_CAUSES
 
-__all__ = ["CAUSE_FEATURES", "FEATURES", "Calibration", "fit", "load_calibration", "rival_gap"]
+__all__ = ["FEATURES", "Calibration", "fit", "load_calibration", "rival_gap"]
 
-#: Feature names, in model order.
+#: Feature names, in model order: generic features every finding has (see
+#: :func:`correlator.rank.candidate_features`), none tied to a built-in pattern, so a
+#: third-party pattern earns an honest confidence without editing this list.
 FEATURES: tuple[str, ...] = (
     "root",
     "root_top",
@@ -37,18 +38,13 @@ FEATURES: tuple[str, ...] = (
     "strength",
     "pattern_top",
     "same_service_rival",
-    "p_deployment",
-    "p_db_overload",
-    "p_az_failure",
-    "p_memory_leak",
-    "p_dependency_failure",
-    "p_traffic_spike",
+    "onset_first",
+    "modalities",
+    "evidence_kinds",
+    "covers",
+    "baseline",
+    "crowd",
 )
-
-#: The built-in causes that get a feature of their own (``p_<cause>``: the pattern's
-#: score when the finding names that cause), so the model can trust each pattern by
-#: how reliable it proved; a plugin's cause shares the generic ``pattern`` feature.
-CAUSE_FEATURES: tuple[str, ...] = BUILTIN_CAUSES
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,7 @@ class Calibration:
 
 #: Used when no fitted file ships: hand-set, monotone in the obvious directions.
 DEFAULT = Calibration(
-    coef=(2.0, 1.0, 1.0, 1.5, 3.0, -0.5, -1.5, 0.2, 0.5, 0.5, -1.0, 0, 0, 0, 0, 0, 0),
+    coef=(2.0, 1.0, 1.0, 1.5, 3.0, -0.5, -1.5, 0.2, 0.5, 0.5, -1.0, 0.5, 0.5, 0.2, 0, 1.0, -0.5),
     intercept=-3.5,
 )
 

@@ -1,20 +1,28 @@
-"""Detection: which signals of which services deviate from their baseline, and since when.
+"""Detection from metrics: which series of which services deviate from their baseline, and since when.
 
-Every series (one per catalog role and service, and per caller for edge
-roles) is laid on a common time grid and compared with its own robust
-baseline, learned on the look-back before the window:
+Every series (one per role and service, per caller for edge roles, and per
+metric family for series no role knows) is laid on a common time grid and
+compared with its own robust baseline. Every scale comes from the data:
 
-* **baseline**: median and MAD of the baseline period; the scale is
-  ``max(1.4826 * MAD, rel_floor * |median|, role floor)`` so a flat series
-  (MAD 0) still needs a change that matters in absolute terms.
+* **baseline**: median and MAD of the normal points before the window (or, when
+  the data holds little before it, before the alert; and with a short baseline,
+  every point up to the series' own onset). A short baseline is worked with and
+  reported, never refused.
+* **noise scale**: ``max(1.4826 * MAD, rel_floor * |median|, resolution)``. The
+  resolution is what the data can tell apart: for event rates the Poisson noise
+  of the counts behind them (``sqrt(rate / R)`` for a rate over ``R`` seconds) and
+  the ``min_events`` a change must hold; for failed-of-all ratios the binomial
+  noise of the requests behind them; for other series a share of their quantum
+  (the smallest step between baseline values). No floor is in absolute units, and
+  ``rel_floor`` makes materiality a relative change.
 * **deviation**: ``z = (x - median) / scale`` in the role's direction(s)
   (errors and latency only count upwards, ready pods only downwards...).
-* **score**: the largest deviation *sustained* for ``sustain`` consecutive
-  points, so a single spike is not an incident.
+* **score**: the largest deviation *sustained* over ``sustain_seconds`` (three
+  taps across that span, at least two samples), so a single spike is not an incident.
 * **onset**: the first sustained crossing of ``threshold`` (for large changes, of
   a share of the peak deviation, so a slowly drifting baseline does not drag it
-  early), refined back by at most ``refine_points`` steps to where the
-  deviation first rose above ``low`` (the change began before it became obvious).
+  early), refined back by at most ``refine_seconds`` to where the deviation first
+  rose above ``low`` (the change began before it became obvious).
 * **end**: the last time the deviation still held; with the alert's start
   known, anomalies over well before it (unrelated blips) are dropped.
 
@@ -34,7 +42,8 @@ import numpy as np
 import pandas as pd
 
 from correlator.model import ANOMALY_COLUMNS, Window, empty_frame
-from correlator.roles import EDGE_ROLES, INVENTORY_ROLES, ROLES
+from correlator.roles import EDGE_ROLES, GENERIC, INVENTORY_ROLES, ROLES
+from correlator.roles import role as role_of
 
 __all__ = [
     "ALERT_ROLES",
@@ -57,59 +66,44 @@ DIRECTIONS: dict[str, int] = {name: r.direction for name, r in ROLES.items() if 
 #: pod shows a leak; a sum jumps whenever a rollout doubles the pods).
 _AGG: dict[str, str] = {name: r.agg for name, r in ROLES.items() if r.agg != "sum"}
 
-#: The smallest change of a role that matters in absolute terms (scale floor).
-_FLOORS: dict[str, float] = {
-    "error_ratio": 0.01,
-    "edge_error_ratio": 0.01,
-    "error_rate": 0.05,
-    "edge_errors": 0.05,
-    "latency": 0.02,
-    "edge_latency": 0.02,
-    "restarts": 0.002,
-    "oom_kills": 0.002,
-    "request_rate": 0.1,
-    "edge_rate": 0.1,
-    "cpu": 0.02,
-    "cpu_throttled": 0.5,
-    "memory": 8e6,
-    "memory_ratio": 0.02,
-    "pod_ready": 0.2,
-    "node_ready": 0.5,
-    "up": 0.2,
-    "db_connections": 2.0,
-    "db_tx_duration": 0.5,
-    "db_locks": 2.0,
-}
 
 @dataclass(frozen=True)
 class DetectConfig:
-    """Thresholds of the detector."""
+    """Thresholds of the detector. Durations are seconds; nothing is counted in points."""
 
     threshold: float = 4.0
     """Sustained robust z-score a series must reach to be anomalous."""
-    sustain: int = 3
-    """Consecutive points the deviation must hold (a lone spike is noise)."""
+    sustain_seconds: float = 30.0
+    """How long the deviation must hold (first to last tap; at least two samples)."""
     low: float = 2.0
     """Deviation the onset is refined back to (where the change began)."""
     rel_floor: float = 0.05
-    """Scale floor as a fraction of the baseline median (flat series)."""
+    """Scale floor as a fraction of the baseline median: materiality is a relative change."""
+    min_events: float = 3.0
+    """Events (errors, restarts...) a change of an event rate must add over its rate range."""
+    quantum_share: float = 0.25
+    """Scale floor as a share of the series' quantum (a whole step of a flat integer gauge,
+    like ready pods, is a deviation of ``1 / quantum_share``)."""
     search_before: float = 900.0
     """Seconds before the window start in which an onset may still be found."""
     min_baseline_points: int = 5
-    """Baseline points a series needs to be judged at all."""
+    """Baseline samples a series needs to be judged at all."""
+    full_baseline: float = 1800.0
+    """A baseline shorter than this (seconds) is short: it is extended up to each series'
+    own onset, and reported."""
     onset_share: float = 0.1
     """For large changes the onset is where the deviation first held this share of its
-    peak (robust to a drifting baseline), then refined back by at most ``refine_points``."""
-    refine_points: int = 2
-    """How many steps the onset may move back from the first sustained crossing."""
+    peak (robust to a drifting baseline), then refined back by at most ``refine_seconds``."""
+    refine_seconds: float = 30.0
+    """How far back the onset may move from the first sustained crossing."""
     episode_gap: float = 300.0
     """Seconds back to normal (below ``low``) that end an episode: the onset is that of
     the episode holding the peak, not of an earlier one that resolved."""
-    floor_scale: float = 1.0
-    """Multiplies every role's absolute scale floor (below 1: small absolute changes count)."""
     stale_after: float = 120.0
     """An anomaly whose deviation ended this long before the alert started is dropped
     (an unrelated blip), when the alert time is known."""
+    rate_range: float | None = None
+    """Seconds over which counters were turned into rates (``None``: four grid steps)."""
 
 
 def grid_step(ts: np.ndarray) -> float:
@@ -138,6 +132,7 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
     value = _floats(signals["value"])
     ts = _floats(signals["ts"])
     role_codes, roles = _factorize(signals["role"])
+    role_codes, roles = _name_generic(role_codes, roles, signals["detail"])
     svc_codes, svcs = _factorize(signals["service"])
     is_edge = np.isin(roles.to_numpy(dtype=object), list(EDGE_ROLES))[role_codes]
     peer_codes, peers = _edge_peers(signals["peer"], is_edge)
@@ -205,6 +200,36 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
     if not derived:
         return agg
     return _stack(agg, pd.concat(derived, ignore_index=True))
+
+
+def _name_generic(
+    role_codes: np.ndarray, roles: pd.Index, detail: pd.Series
+) -> tuple[np.ndarray, pd.Index]:
+    """Rows of role ``series`` (a series no role knows) become one role per metric family,
+    ``series:<family>`` (the family is in ``detail``), so families are judged apart."""
+    where = np.flatnonzero(roles.astype(str) == GENERIC)
+    if not where.size:
+        return role_codes, roles
+    mask = role_codes == where[0]
+    if not mask.any():
+        return role_codes, roles
+    names = (
+        detail.to_numpy(dtype=object)[mask]
+        if not isinstance(detail.dtype, pd.CategoricalDtype)
+        else detail.cat.codes.to_numpy()[mask]
+    )
+    uniq, inv = np.unique(
+        names.astype(str) if names.dtype == object else names, return_inverse=True
+    )
+    if isinstance(detail.dtype, pd.CategoricalDtype):
+        cats = detail.cat.categories
+        labels = [str(cats[u]) if u >= 0 else "" for u in uniq.tolist()]
+    else:
+        labels = [str(u) for u in uniq.tolist()]
+    new_roles = pd.Index([*roles.astype(str), *(f"{GENERIC}:{n}" for n in labels)], dtype=object)
+    codes = role_codes.astype(np.int64)
+    codes[mask] = len(roles) + inv
+    return codes, new_roles
 
 
 def _stack(agg: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
@@ -388,14 +413,24 @@ def _matrix(
     return key_frame, grid, mat
 
 
-def _sustained(z: np.ndarray, k: int) -> np.ndarray:
-    """Rolling minimum over ``k`` points ending at each column (NaN counts as -inf)."""
+def _taps(step: float, cfg: DetectConfig) -> np.ndarray:
+    """Column offsets back from a point at which a deviation must also hold: up to three
+    taps spread over ``sustain_seconds``, at least two samples."""
+    span = max(1, round(cfg.sustain_seconds / max(step, 1e-9)))
+    out: np.ndarray = np.unique(np.linspace(0, span, min(3, span + 1)).round().astype(np.int64))
+    return out
+
+
+def _sustained(z: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """Per column, the minimum of ``z`` at that column and ``taps`` columns back
+    (NaN counts as -inf; columns without every tap are -inf)."""
     zz = np.where(np.isnan(z), -np.inf, z)
-    if k <= 1 or zz.shape[1] < k:
-        return zz
-    win = np.lib.stride_tricks.sliding_window_view(zz, k, axis=1)
-    out = np.full_like(zz, -np.inf)
-    out[:, k - 1 :] = win.min(axis=2)
+    out = zz.copy()
+    for k in (int(t) for t in taps if t > 0):
+        if k >= zz.shape[1]:
+            return np.full_like(zz, -np.inf)
+        out[:, k:] = np.minimum(out[:, k:], zz[:, :-k])
+        out[:, :k] = -np.inf
     return out
 
 
@@ -428,6 +463,22 @@ def _episode_start(sus: np.ndarray, cfg: DetectConfig, step: float) -> np.ndarra
 #: Series judged at once (bounds the temporary matrices; every series is judged on its own).
 _CHUNK = 4096
 
+#: The request rate behind each failed-of-all ratio.
+_RATIO_DENOMINATORS = {"error_ratio": "request_rate", "edge_error_ratio": "edge_rate"}
+
+
+def baseline_end(grid_start: float, window: Window, alert_at: float | None) -> float:
+    """Where normal data ends before any onset is known.
+
+    The window's start when the data holds five minutes or more before it; else
+    (real exports often begin a few minutes before the fault) the alert's start.
+    Either way a short baseline is then extended to each series' own onset (see
+    :func:`detect`).
+    """
+    if grid_start <= window.start - 300.0 or alert_at is None:
+        return window.start
+    return max(alert_at, window.start)
+
 
 def detect(
     signals: pd.DataFrame,
@@ -436,16 +487,19 @@ def detect(
     step: float | None = None,
     aggregated: pd.DataFrame | None = None,
     alert_at: float | None = None,
+    base_end: float | None = None,
 ) -> pd.DataFrame:
     """Anomalies in ``signals`` (``SIGNAL_COLUMNS``) for ``window``.
 
     ``aggregated``: the frame :func:`aggregate` made of ``signals``, when
     the caller already has it. ``alert_at``: when the alert started; anomalies
-    over well before it are dropped. Returns ``ANOMALY_COLUMNS``: ``service``,
-    ``role``, ``onset`` (unix s), ``end`` (the last time the deviation held),
-    ``score`` (sustained robust z), ``direction`` (``up``/``down``),
-    ``baseline`` (median), ``peak`` (most extreme value after onset) and
-    ``peer`` (the caller for edge roles, else ``""``), sorted by onset.
+    over well before it are dropped. ``base_end``: where normal data ends (by
+    default :func:`baseline_end`). Returns ``ANOMALY_COLUMNS`` (modality
+    ``metrics``): ``service``, ``role``, ``onset`` (unix s), ``end`` (the last
+    time the deviation held), ``score`` (sustained robust z), ``direction``
+    (``up``/``down``), ``baseline`` (median), ``peak`` (most extreme value after
+    onset), ``peer`` (the caller for edge roles, else ``""``) and ``signal`` (the
+    role, or the metric family of a ``series`` row), sorted by onset.
     """
     cfg = config or DetectConfig()
     if aggregated is None:
@@ -469,20 +523,24 @@ def detect(
     keys, grid, mat = _matrix(agg, keep, st)
     del keep
 
-    base_cols = (grid >= window.baseline_start) & (grid < window.start)
-    if base_cols.sum() < cfg.min_baseline_points:
-        # Short data: learn the baseline on the first third of what there is.
-        base_cols = grid < grid[0] + (grid[-1] - grid[0]) / 3.0
+    cut = base_end if base_end is not None else baseline_end(float(grid[0]), window, alert_at)
+    base_cols = (grid >= window.baseline_start) & (grid < cut)
     search_cols = (grid >= window.start - cfg.search_before) & (grid <= window.end)
-    roles = keys["role"].to_numpy()
-    floors = np.array([_FLOORS.get(r, 1e-9) * cfg.floor_scale for r in roles])
-    dirs = np.array([DIRECTIONS.get(r, 0) for r in roles])
+    roles = keys["role"].to_numpy().astype(str)
+    plain = np.array([r.split(":", 1)[0] for r in roles], dtype=object)
+    units = np.array([role_of(str(r)).unit for r in plain], dtype=object)
+    dirs = np.array([DIRECTIONS.get(str(r), 0) for r in plain])
+    noise = _Noise(units, _request_medians(keys, mat, base_cols), cfg.rate_range or 4.0 * st)
     found: dict[int, list[dict[str, np.ndarray]]] = {1: [], -1: []}
     for lo in range(0, len(mat), _CHUNK):
         hi = min(lo + _CHUNK, len(mat))
-        for sign, part in _judge(
-            mat[lo:hi], grid, base_cols, search_cols, floors[lo:hi], dirs[lo:hi], cfg, st
-        ):
+        parts = _judge(
+            mat[lo:hi], grid, base_cols, search_cols, noise.rows(lo, hi), dirs[lo:hi], cfg, st
+        )
+        parts = _rebase_short(
+            parts, mat[lo:hi], grid, window, search_cols, noise.rows(lo, hi), dirs[lo:hi], cfg, st
+        )
+        for sign, part in parts:
             part["row"] += lo
             found[sign].append(part)
     out = []
@@ -495,7 +553,7 @@ def detect(
             pd.DataFrame(
                 {
                     "service": keys["service"].to_numpy()[rows],
-                    "role": roles[rows],
+                    "role": plain[rows].astype(str),
                     "onset": col["onset"],
                     "end": col["end"],
                     "score": col["score"],
@@ -504,7 +562,7 @@ def detect(
                     "peak": col["peak"],
                     "peer": keys["peer"].to_numpy()[rows],
                     "modality": "metrics",
-                    "signal": roles[rows],
+                    "signal": [r.split(":", 1)[-1] for r in roles[rows]],
                     "evidence": "",
                 }
             )
@@ -521,11 +579,135 @@ def detect(
     ]
 
 
+def _rebase_short(
+    parts: list[tuple[int, dict[str, np.ndarray]]],
+    mat: np.ndarray,
+    grid: np.ndarray,
+    window: Window,
+    search_cols: np.ndarray,
+    noise: _Noise,
+    dirs: np.ndarray,
+    cfg: DetectConfig,
+    step: float,
+) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """Judge again, on every normal point up to its own onset, each anomalous series whose
+    baseline was short (under ``full_baseline``): what lay between the baseline's end
+    and the onset was normal too, and a few more minutes matter when there are few."""
+    out = []
+    for sign, part in parts:
+        rows = part["row"]
+        cut = part["onset"] - 0.5 * step
+        mask = (grid[None, :] >= window.baseline_start) & (grid[None, :] < cut[:, None])
+        base_n = np.sum(mask & ~np.isnan(mat[rows]), axis=1)
+        short = part["n_base"] * step < cfg.full_baseline
+        short &= base_n > part["n_base"]
+        if not short.any():
+            out.append((sign, part))
+            continue
+        again = _judge(
+            mat[rows[short]],
+            grid,
+            mask[short],
+            search_cols,
+            noise.rows_at(rows[short]),
+            np.full(int(short.sum()), sign),
+            cfg,
+            step,
+        )
+        kept = {k: v[~short] for k, v in part.items()}
+        pieces = [kept]
+        for s2, p2 in again:
+            if s2 == sign:
+                p2["row"] = rows[short][p2["row"]]
+                pieces.append(p2)
+        out.append((sign, {k: np.concatenate([p[k] for p in pieces]) for k in part}))
+    return out
+
+
+def _request_medians(keys: pd.DataFrame, mat: np.ndarray, base_cols: np.ndarray) -> np.ndarray:
+    """Per row, the baseline median of the request rate behind it (NaN for non-ratios):
+    ``request_rate`` for ``error_ratio``, ``edge_rate`` for ``edge_error_ratio``."""
+    out = np.full(len(keys), np.nan)
+    roles = keys["role"].to_numpy().astype(str)
+    want = np.isin(roles, list(_RATIO_DENOMINATORS))
+    if not want.any() or not base_cols.any():
+        return out
+    dens = np.isin(roles, list(_RATIO_DENOMINATORS.values()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(mat[dens][:, base_cols], axis=1)
+    svc = keys["service"].to_numpy().astype(str)
+    peer = keys["peer"].to_numpy().astype(str)
+    lookup = {
+        (r, s, p): m for r, s, p, m in zip(roles[dens], svc[dens], peer[dens], med, strict=True)
+    }
+    for i in np.flatnonzero(want):
+        out[i] = lookup.get((_RATIO_DENOMINATORS[roles[i]], svc[i], peer[i]), np.nan)
+    return out
+
+
+@dataclass(frozen=True)
+class _Noise:
+    """What sets the resolution floor of some rows: their units, the request rate behind
+    ratios, and the range (seconds) counters were rated over."""
+
+    units: np.ndarray
+    requests: np.ndarray
+    rate_range: float
+
+    def rows(self, lo: int, hi: int) -> _Noise:
+        """The same for rows ``lo:hi``."""
+        return _Noise(self.units[lo:hi], self.requests[lo:hi], self.rate_range)
+
+    def rows_at(self, idx: np.ndarray) -> _Noise:
+        """The same for rows ``idx``."""
+        return _Noise(self.units[idx], self.requests[idx], self.rate_range)
+
+    def floors(
+        self, base: np.ndarray, med: np.ndarray, step: float, cfg: DetectConfig
+    ) -> np.ndarray:
+        """The smallest scale each row's data can resolve (see the module docstring)."""
+        n_base = np.sum(~np.isnan(base), axis=1)
+        span = np.maximum(n_base, 1) * step  # seconds of baseline
+        r = self.rate_range
+        m = np.nan_to_num(np.abs(med))
+        out = np.zeros(len(med))
+        count = self.units == "count"
+        if count.any():
+            # A rate over r seconds counts events: Poisson noise at the baseline rate (at
+            # least one event over the baseline), and ``min_events`` for a change to matter.
+            lam = np.maximum(m, 1.0 / span)
+            floor = np.maximum(np.sqrt(lam / r), cfg.min_events / (cfg.threshold * r))
+            out[count] = floor[count]
+        ratio = (self.units == "ratio") & np.isfinite(self.requests)
+        if ratio.any():
+            n = np.maximum(np.nan_to_num(self.requests) * r, 1e-9)  # requests per range
+            p0 = np.maximum(m, 1.0 / np.maximum(n / r * span, 1.0))
+            binom = np.sqrt(p0 * np.clip(1.0 - p0, 0.0, 1.0) / n)
+            floor = np.minimum(np.maximum(binom, cfg.min_events / (cfg.threshold * n)), 0.5)
+            out[ratio] = floor[ratio]
+        other = ~(count | ratio)
+        if other.any():
+            out[other] = cfg.quantum_share * _quantum(base[other])
+        return out
+
+
+def _quantum(base: np.ndarray) -> np.ndarray:
+    """Per row, the smallest positive step between baseline values (0 when flat)."""
+    if base.shape[1] < 2:
+        return np.zeros(len(base))
+    d = np.diff(np.sort(base, axis=1), axis=1)
+    d = np.where(np.isnan(d) | (d <= 0), np.inf, d)
+    q = d.min(axis=1)
+    out: np.ndarray = np.where(np.isfinite(q), q, 0.0)
+    return out
+
+
 #: The alerted service's own symptoms, confirmed at a lower bar (see :func:`confirm_alert`).
 ALERT_ROLES = ("latency", "error_rate", "error_ratio")
 
 #: The bar for them: the alert already says something is wrong with the service.
-ALERT_CONFIG = DetectConfig(threshold=3.0, rel_floor=0.01, floor_scale=0.1)
+ALERT_CONFIG = DetectConfig(threshold=3.0, rel_floor=0.01, min_events=1.0)
 
 
 def confirm_alert(
@@ -536,14 +718,14 @@ def confirm_alert(
     step: float | None = None,
     alert_at: float | None = None,
     config: DetectConfig = ALERT_CONFIG,
+    base_end: float | None = None,
 ) -> pd.DataFrame:
     """``anomalies`` plus the alerted service's own symptoms, if none was detected.
 
     The alert is a detection in its own right: it says this service's errors or
     latency went wrong. When the general bar found nothing there (a small
-    latency step on a fast service stays under the absolute floor), its own
-    symptom series are judged again at ``config``'s lower bar, so the service
-    the alert names is not left looking healthy.
+    latency step on a fast service), its own symptom series are judged again at
+    ``config``'s lower bar, so the service the alert names is not left looking healthy.
     """
     if not service or aggregated.empty:
         return anomalies
@@ -554,7 +736,9 @@ def confirm_alert(
     sub = aggregated[(aggregated["service"] == service) & aggregated["role"].isin(ALERT_ROLES)]
     if sub.empty:
         return anomalies
-    extra = detect(sub, window, config, step=step, aggregated=sub, alert_at=alert_at)
+    extra = detect(
+        sub, window, config, step=step, aggregated=sub, alert_at=alert_at, base_end=base_end
+    )
     if extra.empty:
         return anomalies
     out = pd.concat([anomalies, extra], ignore_index=True) if len(anomalies) else extra
@@ -566,26 +750,38 @@ def _judge(
     grid: np.ndarray,
     base_cols: np.ndarray,
     search_cols: np.ndarray,
-    floors: np.ndarray,
+    noise: _Noise,
     dirs: np.ndarray,
     cfg: DetectConfig,
     step: float,
 ) -> list[tuple[int, dict[str, np.ndarray]]]:
     """The anomalous rows of some series (each judged on its own), per direction:
-    ``row`` (in ``mat``), ``onset``, ``end``, ``score``, ``baseline`` and ``peak``."""
-    base = mat[:, base_cols]
-    enough = np.sum(~np.isnan(base), axis=1) >= min(cfg.min_baseline_points, base.shape[1])
+    ``row`` (in ``mat``), ``onset``, ``end``, ``score``, ``baseline``, ``peak`` and
+    ``n_base`` (baseline samples). ``base_cols``: the baseline columns, for all rows
+    (1-D) or per row (2-D)."""
+    base = mat[:, base_cols] if base_cols.ndim == 1 else np.where(base_cols, mat, np.nan)
+    n_base = np.sum(~np.isnan(base), axis=1)
+    enough = n_base >= cfg.min_baseline_points
     with warnings.catch_warnings():
         # All-NaN rows (series absent in the baseline) are expected; ``enough`` drops them.
         warnings.simplefilter("ignore", RuntimeWarning)
         med = np.nanmedian(base, axis=1)
         mad = np.nanmedian(np.abs(base - med[:, None]), axis=1)
+    floors = noise.floors(base, med, step, cfg)
     del base
     scale = np.maximum.reduce(
         [1.4826 * np.nan_to_num(mad), cfg.rel_floor * np.abs(np.nan_to_num(med)), floors]
     )
+    # A series flat at zero that no floor resolves (an unknown gauge that never moved):
+    # any sustained move away from zero is the change.
+    scale = np.where(scale > 0, scale, np.inf)
+    flat = ~np.isfinite(scale)
+    if flat.any():
+        scale[flat] = _first_move(mat[flat], cfg)
 
     z = (mat - med[:, None]) / scale[:, None]
+    taps = _taps(step, cfg)
+    span = int(taps.max())
     out = []
     for sign in (1, -1):
         rows = (dirs == sign) | (dirs == 0)
@@ -594,7 +790,7 @@ def _judge(
             continue
         zs = sign * z[rows]
         zs[:, ~search_cols] = np.nan
-        sus = _sustained(zs, cfg.sustain)
+        sus = _sustained(zs, taps)
         del zs
         score = sus.max(axis=1)
         hit = score >= cfg.threshold
@@ -612,14 +808,15 @@ def _judge(
         crossed = sus_h >= level[:, None]
         crossed &= cols[None, :] >= _episode_start(sus_h, cfg, step)[:, None]
         first_end = np.argmax(crossed, axis=1)
-        first = np.maximum(first_end - cfg.sustain + 1, 0)
+        first = np.maximum(first_end - span, 0)
         # Refine backwards: while the deviation was already above ``low``, at most
-        # ``refine_points`` steps (the change began a little before it became obvious).
+        # ``refine_seconds`` (the change began a little before it became obvious).
         zf = np.nan_to_num(zs_full, nan=-np.inf)
         below = np.where(zf < cfg.low, cols, -1)
         last_below = np.maximum.accumulate(below, axis=1)
         onset_idx = last_below[np.arange(len(first)), first] + 1
-        onset_idx = np.clip(onset_idx, first - cfg.refine_points, first)
+        back = round(cfg.refine_seconds / max(step, 1e-9))
+        onset_idx = np.clip(onset_idx, first - back, first)
         onset_idx = np.maximum(onset_idx, 0)
         # The last moment the deviation still held (an anomaly over before the alert is noise).
         held = sus_h >= cfg.threshold
@@ -634,6 +831,19 @@ def _judge(
             "score": np.minimum(score[hit], 1e3),
             "baseline": med[idx_rows],
             "peak": peak,
+            "n_base": n_base[idx_rows],
         }
         out.append((sign, part))
+    return out
+
+
+def _first_move(mat: np.ndarray, cfg: DetectConfig) -> np.ndarray:
+    """A scale for series flat at zero through their baseline: the size of their largest
+    move over ``threshold`` (so that a move of any size scores exactly the threshold
+    and the score cannot say more than that it moved), or infinity when they never did."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        top = np.nanmax(np.abs(mat), axis=1)
+    top = np.nan_to_num(top, nan=0.0)
+    out: np.ndarray = np.where(top > 0, top / cfg.threshold, np.inf)
     return out

@@ -118,3 +118,30 @@ def anomaly_frame(rows: Sequence[dict[str, object]] | pd.DataFrame) -> pd.DataFr
         ["onset", "score"], ascending=[True, False], kind="stable"
     )
     return out.reset_index(drop=True)
+
+
+def load_detectors() -> dict[str, Detector]:
+    """Every installed detector (entry-point group ``correlator.detectors``), instantiated.
+
+    A plugin that fails to load, or does not satisfy :class:`Detector`, raises
+    :class:`~correlator.errors.CorrelatorError` naming it and the fix.
+    """
+    from correlator.errors import CorrelatorError
+    from correlator.plugins import load_group
+
+    out: dict[str, Detector] = {}
+    for name, cls in load_group(DETECTOR_GROUP).items():
+        try:
+            det = cls()
+        except Exception as exc:  # a plugin can fail in any way
+            raise CorrelatorError(
+                f"detector plugin {name!r} ({cls!r}) could not be created: {exc}; "
+                "fix or uninstall the package that provides it"
+            ) from exc
+        if not isinstance(det, Detector):
+            raise CorrelatorError(
+                f"detector plugin {name!r} ({cls!r}) lacks name, modality or detect(); "
+                "see correlator.detector.Detector"
+            )
+        out[name] = det
+    return out

@@ -12,6 +12,7 @@ reported as gaps.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import inspect
 import threading
 import time
@@ -25,7 +26,8 @@ import pandas as pd
 from correlator.calibration import Calibration
 from correlator.catalog import Catalog, default_catalog
 from correlator.config import Settings
-from correlator.detect import DetectConfig, aggregate, confirm_alert, detect, grid_step
+from correlator.detect import aggregate, baseline_end, grid_step
+from correlator.detector import DetectInput, Detector, anomaly_frame, load_detectors
 from correlator.errors import CorrelatorError
 from correlator.model import (
     ANOMALY_COLUMNS,
@@ -281,23 +283,26 @@ def analyse(
 
     t = time.monotonic()
     # Sources hand the engine compact frames (see collect); notebooks and scripts may not.
-    telemetry.signals = compact_signals(telemetry.signals)
+    # The caller's telemetry is not changed: the compact frame goes into a copy.
+    telemetry = dataclasses.replace(telemetry, signals=compact_signals(telemetry.signals))
     anomalies = empty_frame(ANOMALY_COLUMNS)
     signals = aggregate(telemetry.signals)
+    data_step = grid_step(signals["ts"].to_numpy(dtype=float)) if len(signals) else step
+    base_end = baseline_end(_data_start(telemetry, window), window, alert.starts_at)
     if time.monotonic() < deadline:
-        data_step = grid_step(signals["ts"].to_numpy(dtype=float)) if len(signals) else step
-        anomalies = detect(
-            telemetry.signals,
-            window,
-            DetectConfig(),
-            step=data_step,
+        gaps += _baseline_gaps(telemetry, window, base_end)
+        inp = DetectInput(
+            alert=alert,
+            window=window,
+            telemetry=telemetry,
+            catalog=catalog,
             aggregated=signals,
-            alert_at=alert.starts_at,
+            step=data_step,
+            baseline_end=base_end,
         )
+        anomalies, detector_gaps = run_detectors(inp, load_detectors(), deadline)
+        gaps += detector_gaps
         step = data_step
-        anomalies = confirm_alert(
-            anomalies, signals, window, alert.service, data_step, alert.starts_at
-        )
         anomalies = attribute_edges(anomalies, signals)
     else:
         gaps.append(Gap("engine", "deadline reached before detection"))
@@ -317,6 +322,7 @@ def analyse(
         roots=roots,
         signals=signals,
         step=step,
+        baseline_seconds=base_end - _data_start(telemetry, window),
     )
     candidates: list[Finding] = []
     patterns = load_patterns(settings.patterns.enabled)
@@ -357,4 +363,66 @@ def analyse(
     )
 
 
-__all__ += ["UNKNOWN"]
+def run_detectors(
+    data: DetectInput, detectors: dict[str, Detector], deadline: float
+) -> tuple[pd.DataFrame, list[Gap]]:
+    """Every detector's rows merged into the one anomaly table, and their gaps.
+
+    A detector that fails (a plugin can fail in any way) or would start after the
+    deadline becomes a gap; the others' rows still count.
+    """
+    frames: list[pd.DataFrame] = []
+    gaps: list[Gap] = []
+    for name, det in detectors.items():
+        if time.monotonic() >= deadline:
+            gaps.append(Gap("engine", f"detector {name}: deadline reached before it ran"))
+            continue
+        try:
+            out = det.detect(data)
+        except Exception as exc:  # a plugin can fail in any way; it must not sink the run
+            gaps.append(Gap("engine", f"detector {name}: {type(exc).__name__}: {exc}"))
+            continue
+        gaps.extend(out.gaps)
+        if len(out.anomalies):
+            frames.append(out.anomalies)
+    if not frames:
+        return empty_frame(ANOMALY_COLUMNS), gaps
+    return anomaly_frame(pd.concat(frames, ignore_index=True)), gaps
+
+
+def _data_start(telemetry: Telemetry, window: Window) -> float:
+    """The earliest time any collected data covers (the window's start when there is none)."""
+    starts = [
+        float(frame[col].min())
+        for frame, col in (
+            (telemetry.signals, "ts"),
+            (telemetry.spans, "start"),
+            (telemetry.logs, "ts"),
+        )
+        if len(frame)
+    ]
+    return max(min(starts), window.baseline_start) if starts else window.start
+
+
+#: Normal data before the fault that makes a baseline full (the bundle format's advice).
+FULL_BASELINE = 1800.0
+
+
+def _baseline_gaps(telemetry: Telemetry, window: Window, base_end: float) -> list[Gap]:
+    """A gap when the data holds less than :data:`FULL_BASELINE` of normal behaviour."""
+    if not len(telemetry.signals) and not len(telemetry.spans) and not len(telemetry.logs):
+        return []
+    have = base_end - _data_start(telemetry, window)
+    if have >= FULL_BASELINE:
+        return []
+    return [
+        Gap(
+            "baseline",
+            f"only {max(have, 0.0) / 60:.0f} min of normal data before the alert's window "
+            f"({FULL_BASELINE / 60:.0f} min or more gives surer answers): each series was "
+            "judged against what there was, up to its own onset",
+        )
+    ]
+
+
+__all__ += ["UNKNOWN", "run_detectors"]

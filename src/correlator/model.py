@@ -23,6 +23,7 @@ import pandas as pd
 __all__ = [
     "ANOMALY_COLUMNS",
     "BUILTIN_CAUSES",
+    "CAUSE_ALIASES",
     "LOG_COLUMNS",
     "SIGNAL_COLUMNS",
     "SIGNAL_TEXT_COLUMNS",
@@ -35,6 +36,8 @@ __all__ = [
     "Outcome",
     "Telemetry",
     "Window",
+    "canonical_cause",
+    "cause_matches",
     "compact_signals",
     "empty_frame",
     "parse_time",
@@ -93,8 +96,8 @@ SPAN_COLUMNS = (
 #: number (9 info, 13 warn, 17 error, 21 fatal), ``level`` the text.
 LOG_COLUMNS = ("ts", "service", "severity", "level", "body", "trace_id", "span_id", "zone", "pod")
 
-#: The cause words of the six built-in patterns (what the generator draws, the
-#: calibration's per-cause features and the accuracy scoring all mean these).
+#: The cause words of the built-in patterns: the six the project began with, and three
+#: that real incidents often have (CPU saturation, network delay, a code fault).
 BUILTIN_CAUSES: tuple[str, ...] = (
     "deployment",
     "db_overload",
@@ -102,7 +105,38 @@ BUILTIN_CAUSES: tuple[str, ...] = (
     "memory_leak",
     "dependency_failure",
     "traffic_spike",
+    "cpu_saturation",
+    "network_delay",
+    "code_fault",
 )
+
+#: Other words for built-in causes (older scenario bundles use them in ``truth``).
+CAUSE_ALIASES: dict[str, str] = {
+    "cpu_contention": "cpu_saturation",
+    "code_exception": "code_fault",
+}
+
+#: Causes for which naming the right service with cause ``unknown`` also counts as right:
+#: every cause but the six the project began with (whose patterns must name them).
+_UNKNOWN_OK_BEYOND = BUILTIN_CAUSES[:6]
+
+
+def canonical_cause(word: str) -> str:
+    """The built-in cause a word means (itself when it is one or has no alias)."""
+    return CAUSE_ALIASES.get(word, word)
+
+
+def cause_matches(found: str, truth: str) -> bool:
+    """Whether a finding's cause is right for a true cause (the scoring rule).
+
+    The same cause (aliases included) is right; so is ``unknown`` for a fault outside
+    the six original built-in causes (the service is what must be named).
+    """
+    want = canonical_cause(truth)
+    if canonical_cause(found) == want:
+        return True
+    return found == "unknown" and want not in _UNKNOWN_OK_BEYOND
+
 
 #: The one anomaly table every detector (metrics, spans, logs, plugins) fills; see
 #: ``correlator.detector``. ``service`` is who the anomaly is about; ``role`` what

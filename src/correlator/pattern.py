@@ -43,6 +43,7 @@ import pandas as pd
 from correlator.catalog import Catalog
 from correlator.errors import ConfigError, CorrelatorError
 from correlator.model import Alert, Evidence, Finding, Outcome, Telemetry, Window, format_time
+from correlator.roles import GENERIC
 from correlator.topology import RootScore
 
 _T = TypeVar("_T")
@@ -77,6 +78,8 @@ class PatternContext:
     step: float
     queries: Mapping[str, str] = field(default_factory=dict)
     links: Mapping[str, str] = field(default_factory=dict)
+    baseline_seconds: float = float("inf")
+    """Seconds of normal data before the alert's window (short baselines are less sure)."""
 
     @property
     def raw(self) -> pd.DataFrame:
@@ -159,25 +162,36 @@ class PatternContext:
         """A link to the query of ``role`` in the backend's UI, when configured."""
         return self.links.get(role) or self.telemetry.links.get(role)
 
-    def metric_evidence(self, row: Mapping[str, Any], summary: str | None = None) -> Evidence:
-        """Evidence for one anomaly row: the series, the moment it moved, the query."""
+    def anomalies_evidence(self, rows: pd.DataFrame, limit: int = 3) -> list[Evidence]:
+        """Evidence for the first ``limit`` anomaly rows of a frame (see :meth:`metric_evidence`)."""
+        return [self.metric_evidence(r) for r in rows.head(limit).to_dict("records")]
+
+    def metric_evidence(self, row: Mapping[Any, Any], summary: str | None = None) -> Evidence:
+        """Evidence for one anomaly row (any modality): the signal, when it moved, the query."""
         role = str(row["role"])
         svc = str(row["service"])
         peer = str(row.get("peer") or "")
+        modality = str(row.get("modality") or "metrics")
+        signal = str(row.get("signal") or "")
         if role.startswith("client_"):
             what = f"{role.removeprefix('client_')} of calls from {svc} to {peer}"
+        elif role == GENERIC:
+            what = f"series {signal} of {svc}"
         else:
             what = f"{role} of {svc}" + (f" called by {peer}" if peer else "")
+        told = str(row.get("evidence") or "")
         text = summary or (
-            f"{what} went {row['direction']} at {format_time(float(row['onset']))}: "
+            f"{told} (score {float(row['score']):.1f})"
+            if told
+            else f"{what} went {row['direction']} at {format_time(float(row['onset']))}: "
             f"{_fmt(float(row['baseline']))} -> {_fmt(float(row['peak']))} "
             f"(score {float(row['score']):.1f})"
         )
         return Evidence(
-            kind="metric",
+            kind=_EVIDENCE_KIND.get(modality, modality),
             summary=text,
             service=svc,
-            signal=role,
+            signal=signal if role == GENERIC and signal else role,
             onset=float(row["onset"]),
             query=self.query(_base_role(role)),
             url=self.link(_base_role(role)),
@@ -248,6 +262,10 @@ class PatternContext:
                 )
             )
         return out
+
+
+#: The evidence kind of each detector modality.
+_EVIDENCE_KIND = {"metrics": "metric", "spans": "trace", "logs": "log"}
 
 
 def _base_role(role: str) -> str:

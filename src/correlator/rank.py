@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from correlator.calibration import CAUSE_FEATURES, Calibration, load_calibration
+from correlator.calibration import Calibration, load_calibration
 from correlator.model import Evidence, Finding
 from correlator.pattern import PatternContext
 
@@ -46,10 +46,24 @@ def _unknown_findings(ctx: PatternContext, top: int) -> list[Finding]:
 
 
 def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list[dict[str, float]]:
-    """The calibration features of each candidate."""
+    """The calibration features of each candidate: generic, so that any pattern (a
+    third-party one too) earns its confidence from what every finding has.
+
+    Topology position (``root*``, ``strength``, ``onset_first``), the pattern's own
+    score and its rivals (``pattern*``, ``best_other_pattern``,
+    ``same_service_rival``, ``service_patterns``), the breadth of the evidence
+    (``modalities``: how many of metrics, spans and logs show the service moving;
+    ``evidence_kinds``; ``covers``), and how sure the data can be (``baseline``: the
+    share of a full 30-minute baseline the data held; ``crowd``: how many services
+    moved at all).
+    """
     roots = {r.service: r for r in ctx.roots}
     top = ctx.roots[0].score if ctx.roots else 0.0
     second = ctx.roots[1].score if len(ctx.roots) > 1 else 0.0
+    first_onset = min((r.onset for r in ctx.roots if r.onset is not None), default=None)
+    modalities = _modalities(ctx)
+    crowd = min(len(ctx.roots), 50) / 50.0
+    baseline = min(max(ctx.baseline_seconds, 0.0) / 1800.0, 1.0)
     per_service: dict[str, int] = {}
     for f in findings:
         if f.cause != UNKNOWN and f.score >= 0.5:
@@ -73,24 +87,45 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
             default=0.0,
         )
         is_pattern = f.cause != UNKNOWN
-        row = {
-            "root": r.score if r else 0.0,
-            "root_top": 1.0 if r is not None and r.rank == 1 else 0.0,
-            "root_rank_inv": 1.0 / r.rank if r else 0.0,
-            "root_margin": (r.score - (second if r.rank == 1 else top)) if r else -top,
-            "pattern": f.score if is_pattern else 0.0,
-            "unknown": 0.0 if is_pattern else 1.0,
-            "best_other_pattern": max(others, default=0.0),
-            "service_patterns": float(per_service.get(f.service, 0)),
-            "strength": r.strength if r else 0.0,
-            # The best pattern's score (not a flag: a lone weak finding is not a strong one).
-            "pattern_top": f.score if is_pattern and f.score >= best_pattern else 0.0,
-            "same_service_rival": rival,
-        }
-        for cause in CAUSE_FEATURES:
-            row[f"p_{cause}"] = f.score if f.cause == cause else 0.0
-        rows.append(row)
+        early = (
+            r is not None
+            and r.onset is not None
+            and first_onset is not None
+            and r.onset <= first_onset + max(float(ctx.step), 1.0)
+        )
+        rows.append(
+            {
+                "root": r.score if r else 0.0,
+                "root_top": 1.0 if r is not None and r.rank == 1 else 0.0,
+                "root_rank_inv": 1.0 / r.rank if r else 0.0,
+                "root_margin": (r.score - (second if r.rank == 1 else top)) if r else -top,
+                "pattern": f.score if is_pattern else 0.0,
+                "unknown": 0.0 if is_pattern else 1.0,
+                "best_other_pattern": max(others, default=0.0),
+                "service_patterns": float(per_service.get(f.service, 0)),
+                "strength": r.strength if r else 0.0,
+                # The best pattern's score (not a flag: a lone weak finding is not a strong one).
+                "pattern_top": f.score if is_pattern and f.score >= best_pattern else 0.0,
+                "same_service_rival": rival,
+                "onset_first": 1.0 if early else 0.0,
+                "modalities": max((modalities.get(s, 0) for s in (f.service, *f.covers)), default=0)
+                / 3.0,
+                "evidence_kinds": min(len({e.kind for e in f.evidence}), 4) / 4.0,
+                "covers": min(len(f.covers), 5) / 5.0,
+                "baseline": baseline,
+                "crowd": crowd,
+            }
+        )
     return rows
+
+
+def _modalities(ctx: PatternContext) -> dict[str, int]:
+    """Per service, how many modalities (metrics, spans, logs...) show it moving."""
+    a = ctx.anomalies
+    if a.empty or "modality" not in a.columns:
+        return {}
+    counts = a.groupby(a["service"].astype(str))["modality"].nunique()
+    return {str(k): int(v) for k, v in counts.items()}
 
 
 def rank(
@@ -98,9 +133,14 @@ def rank(
     findings: Sequence[Finding],
     calibration: Calibration | None = None,
     top_n: int = 5,
-    unknown_roots: int = 3,
+    unknown_roots: int | None = None,
 ) -> list[Finding]:
-    """Calibrate, merge and sort candidates; at most ``top_n`` come back."""
+    """Calibrate, merge and sort candidates; at most ``top_n`` come back.
+
+    ``unknown_roots``: how many of the likeliest root services stand as candidates
+    with cause ``unknown`` (by default ``top_n``, so that up to ``top_n`` root
+    services can be reported even when no pattern explains them)."""
+    unknown_roots = top_n if unknown_roots is None else unknown_roots
     cal = calibration or load_calibration()
     cands = [f for f in findings if f.score > 0.0] + _unknown_findings(ctx, unknown_roots)
     if not cands:

@@ -1,0 +1,88 @@
+"""Code fault: a service's own requests fail or throw, with no deploy, load or resource change.
+
+Signals: errors of the service as its own spans, logs and metrics show them
+(``span_errors``, ``log_errors``, ``log_template``, ``error_ratio``,
+``error_rate``). A bug reached by some requests (an exception in 2 % of them,
+a wrong value that only callers log) shows as errors that begin at the service,
+while its resources and traffic stay as they were. Errors seen in more than one
+modality (spans and logs, or metrics) count more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from correlator.model import Evidence
+from correlator.pattern import BasePattern, PatternContext, PatternResult
+from correlator.roles import CAUSE_ROLES
+
+__all__ = ["CodeFaultConfig", "CodeFaultPattern"]
+
+#: The service's calls to others failing or slow, as it sees them.
+_CALLS = ("client_errors", "client_error_ratio", "client_latency")
+
+_ERRORS = ("span_errors", "log_errors", "log_template", "error_ratio", "error_rate")
+
+
+@dataclass(frozen=True)
+class CodeFaultConfig:
+    """Thresholds of the code-fault pattern."""
+
+    resource_share: float = 1.0
+    """How much of the score a change of the service's own resources, pods or traffic
+    (begun no later than its errors) takes away: then something happened *to* it."""
+
+
+class CodeFaultPattern(BasePattern):
+    """Errors or exceptions that begin at a service whose resources did not move."""
+
+    name = "code_fault"
+    cause = "code_fault"
+    needs = ("error_rate",)
+    config_class = CodeFaultConfig
+    description = "exceptions or failing requests at a service, no deploy, load or resource change"
+
+    def evaluate(self, ctx: PatternContext, config: CodeFaultConfig) -> PatternResult:
+        """Score services whose own errors (any modality) are their first trouble."""
+        a = ctx.anomalies
+        err = a[a["role"].isin(_ERRORS) & (a["direction"] == "up")]
+        if err.empty:
+            if not (ctx.has("error_rate") or len(ctx.telemetry.spans) or len(ctx.telemetry.logs)):
+                return self.not_evaluated("no errors to read: no error_rate, spans or logs")
+            return self.no_match("no service's errors rose")
+        findings = []
+        for svc in sorted(set(err["service"].astype(str))):
+            mine = err[err["service"] == svc].sort_values("score", ascending=False)
+            at = float(mine["onset"].min())
+            s = float(mine["score"].max())
+            modalities = set(mine["modality"].astype(str))
+            breadth = min(len(modalities), 3) / 3.0
+            moved = ctx.anomalies_of(svc, CAUSE_ROLES)
+            moved = moved[moved["onset"].astype(float) <= at]
+            changed = float(moved["score"].max()) if len(moved) else 0.0
+            changed = changed / (changed + 8.0)
+            # Errors that are the service's calls failing (timeouts, refused connections to
+            # a dependency or across the network) are not its own code's.
+            calls = ctx.anomalies_of(svc, _CALLS)
+            calls = calls[calls["onset"].astype(float) <= at + float(ctx.step)]
+            failing = float(calls["score"].max()) if len(calls) else 0.0
+            failing = failing / (failing + 8.0)
+            score = (s / (s + 8.0)) * (0.6 + 0.4 * breadth)
+            score *= (1.0 - config.resource_share * changed) * (1.0 - failing)
+            ev: list[Evidence] = ctx.anomalies_evidence(mine, 3)
+            ev += ctx.trace_evidence(svc) + ctx.log_evidence(svc)
+            findings.append(
+                self.finding(
+                    svc,
+                    score,
+                    ev,
+                    features={
+                        "errors": s / (s + 8.0),
+                        "modalities": breadth,
+                        "changed": changed,
+                        "failing_calls": failing,
+                    },
+                    onset=at,
+                )
+            )
+        return self.found(findings)

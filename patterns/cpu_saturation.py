@@ -1,0 +1,118 @@
+"""CPU saturation: a service's own CPU use or throttling rose, and it slowed down.
+
+Signals: ``cpu`` (cores used), ``cpu_throttled`` (CFS throttling), with the
+latency or errors of the service (or of its callers). A stress process, a hot
+loop or a noisy neighbour shows as CPU (or throttling) rising *before or with*
+the service's symptoms, without more requests to explain it: CPU that rose with
+the request rate is load, not a cause (the traffic-spike pattern judges that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from correlator.model import Evidence
+from correlator.pattern import BasePattern, PatternContext, PatternResult
+from correlator.roles import SYMPTOM_ROLES
+from correlator.topology import demand_rises
+
+__all__ = ["CpuSaturationConfig", "CpuSaturationPattern"]
+
+
+@dataclass(frozen=True)
+class CpuSaturationConfig:
+    """Thresholds of the CPU-saturation pattern."""
+
+    lag: float = 60.0
+    """Seconds after the service's first symptom within which a CPU rise still counts as
+    a cause (onsets are known to a sampling step)."""
+    load_share: float = 0.5
+    """How much of the score a rise of demand on the same service (more requests that
+    are not retries) takes away: busy because busier is load, not saturation."""
+
+
+class CpuSaturationPattern(BasePattern):
+    """A service starved of CPU by something other than more requests."""
+
+    name = "cpu_saturation"
+    cause = "cpu_saturation"
+    needs = ("cpu", "cpu_throttled")
+    config_class = CpuSaturationConfig
+    description = "CPU use or throttling up on a service before its latency, without more demand"
+
+    def evaluate(self, ctx: PatternContext, config: CpuSaturationConfig) -> PatternResult:
+        """Score services whose CPU rose no later than their (or their callers') symptoms."""
+        if not (ctx.has("cpu") or ctx.has("cpu_throttled")):
+            return self.not_evaluated(
+                "no cpu or cpu_throttled signal (cAdvisor container_cpu_usage_seconds_total)"
+            )
+        a = ctx.anomalies
+        up = a[a["role"].isin(("cpu", "cpu_throttled")) & (a["direction"] == "up")]
+        if up.empty:
+            return self.no_match("no service's CPU use or throttling rose")
+        demand = demand_rises(a, float(ctx.step))
+        findings = []
+        for svc in sorted(set(up["service"].astype(str))):
+            cpu = ctx.anomalies_of(svc, ("cpu", "cpu_throttled"))
+            cpu = cpu[cpu["direction"] == "up"]
+            at = float(cpu["onset"].min())
+            hurt, hurt_at = _hurt(ctx, svc)
+            if hurt_at is not None and at > hurt_at + config.lag:
+                continue  # CPU that rose after the trouble is what the trouble did
+            strength = float(cpu["score"].max())
+            strength = strength / (strength + 8.0)
+            load = float(demand["strength"].get(svc, 0.0)) if len(demand) else 0.0
+            # CPU that follows something else happening to the service (memory climbing:
+            # the collector thrashes; pods lost: the survivors take their share) is an
+            # effect of that, judged by its own pattern.
+            # Memory that climbs (however slowly it crossed its bar) makes the collector burn
+            # CPU; pods lost or restarting make the survivors busier.
+            other = ctx.anomalies_of(svc, _OTHER_CAUSES)
+            other = other[(other["direction"] == "up") | (other["onset"].astype(float) <= at)]
+            before = float(other["score"].max()) if len(other) else 0.0
+            lost = _pods_lost_by(ctx, at + float(ctx.step))
+            effect = max(before / (before + 8.0), lost)
+            score = strength * max(hurt, 0.3) * (1.0 - config.load_share * load) * (1.0 - effect)
+            ev: list[Evidence] = ctx.anomalies_evidence(cpu, 2)
+            ev += ctx.log_evidence(svc)
+            findings.append(
+                self.finding(
+                    svc,
+                    score,
+                    ev,
+                    features={"cpu": strength, "hurt": hurt, "load": load},
+                    onset=at,
+                )
+            )
+        return self.found(findings, "" if findings else "CPU rose only after the symptoms")
+
+
+#: Causes of their own that make CPU rise as an effect.
+_OTHER_CAUSES = ("memory", "memory_ratio", "oom_kills", "restarts", "pod_ready", "up")
+
+
+def _pods_lost_by(ctx: PatternContext, at: float) -> float:
+    """How strongly any service or node lost pods or readiness by ``at`` (0..1): then
+    CPU rising elsewhere is survivors taking the load."""
+    a = ctx.anomalies
+    lost = a[a["role"].isin(("pod_ready", "up", "node_ready")) & (a["direction"] == "down")]
+    lost = lost[lost["onset"].astype(float) <= at]
+    if lost.empty:
+        return 0.0
+    s = float(lost["score"].max())
+    return s / (s + 8.0)
+
+
+def _hurt(ctx: PatternContext, svc: str) -> tuple[float, float | None]:
+    """How much the service, or a caller of it, hurts (0..1), and since when."""
+    names = [svc, *(ctx.graph.predecessors(svc) if svc in ctx.graph else ())]
+    best, first = 0.0, None
+    for name in names:
+        sym = ctx.anomalies_of(name, SYMPTOM_ROLES)
+        if len(sym):
+            s = float(sym["score"].max())
+            share = 1.0 if name == svc else 0.7  # a caller's pain is one step removed
+            best = max(best, share * s / (s + 8.0))
+            at = float(sym["onset"].min())
+            first = at if first is None else min(first, at)
+    return best, first

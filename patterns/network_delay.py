@@ -1,0 +1,109 @@
+"""Network delay: calls touching one service got slow (or timed out) where its own work did not.
+
+Signals: calls between services as the caller sees them (``client_latency``,
+``client_errors``, from spans, or from service-graph metrics that the engine
+moved to the caller's side because the callee's own server side did not see
+them), with the services' own server-side ``latency``. What a callee records
+of its calls is its own work, not the network's, and does not count. A delay on a service's network (a pod's interface, a sidecar, a
+congested link) slows every call that crosses it, in or out, and turns some into
+timeouts, while the time the service spends on its own work barely moves. So the
+suspect is the service most of the troubled calls have in common, whose own
+server latency moved less than the calls did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from correlator.model import Evidence
+from correlator.pattern import BasePattern, PatternContext, PatternResult
+
+__all__ = ["NetworkDelayConfig", "NetworkDelayPattern"]
+
+_CALLS = ("client_latency", "client_errors", "client_error_ratio")
+
+
+@dataclass(frozen=True)
+class NetworkDelayConfig:
+    """Thresholds of the network-delay pattern."""
+
+    lag: float = 60.0
+    """Seconds after the first troubled call within which others still count."""
+    own_share: float = 0.5
+    """A service whose own latency rose by more than this share of its slow calls' rise
+    is slow by itself (a slow server, not a slow network)."""
+
+
+class NetworkDelayPattern(BasePattern):
+    """A service whose calls (in or out) are slow while its own work is not."""
+
+    name = "network_delay"
+    cause = "network_delay"
+    needs = ("edge_latency",)
+    config_class = NetworkDelayConfig
+    description = "calls to or from one service slow, its own server-side latency flat"
+
+    def evaluate(self, ctx: PatternContext, config: NetworkDelayConfig) -> PatternResult:
+        """Score the service the slow calls share."""
+        a = ctx.anomalies
+        calls = a[a["role"].isin(_CALLS) & (a["direction"] == "up")]
+        calls = calls[calls["peer"].astype(str) != ""]
+        if calls.empty:
+            if not (ctx.has("edge_latency") or len(ctx.telemetry.spans)):
+                return self.not_evaluated("no call latency (service-graph metrics or traces)")
+            return self.no_match("no call between two services got slower")
+        # The trouble that began first (within ``lag``): calls that failed later are echoes.
+        calls = calls[calls["onset"].astype(float) <= float(calls["onset"].min()) + config.lag]
+        # Each troubled call as (caller, callee): client rows sit on the caller (the callee's
+        # server side did not see it), edge rows on the callee. Where the engine placed the
+        # trouble counts a little more.
+        placed: dict[tuple[str, str], str] = {}
+        for r in calls.itertuples(index=False):
+            svc, peer = str(r.service), str(r.peer)
+            pair = (svc, peer) if str(r.role).startswith("client_") else (peer, svc)
+            placed[pair] = svc
+        pairs = set(placed)
+        touched: dict[str, float] = {}
+        for pair, at in placed.items():
+            for node in pair:
+                touched[node] = touched.get(node, 0.0) + (1.0 if node == at else 0.9)
+        findings = []
+        for svc, n in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0])):
+            if n < 1.9 and len(pairs) > 1:
+                break
+            mine = calls[(calls["service"] == svc) | (calls["peer"] == svc)]
+            slow = mine[mine["role"] != "client_errors"]
+            slow = slow[slow["role"] != "client_error_ratio"]
+            own = ctx.anomalies_of(svc, ("latency", "span_latency"))
+            own = own[own["direction"] == "up"]
+            # Slow calls whose server was as slow by itself are a slow server, not a slow
+            # network; timeouts (client errors) carry no latency to compare and count as they are.
+            rise, own_rise = _rise(slow), _rise(own)
+            served_slow = rise > 0 and own_rise > config.own_share * rise
+            if served_slow or (rise <= 0 and slow.shape[0] == mine.shape[0]):
+                continue
+            share = min(1.0, n / len(pairs))
+            s = float(mine["score"].max())
+            score = share * s / (s + 8.0) * (1.0 - (own_rise / rise if rise > 0 else 0.0))
+            ev: list[Evidence] = ctx.anomalies_evidence(mine, 3)
+            findings.append(
+                self.finding(
+                    svc,
+                    score,
+                    ev,
+                    features={"share": share, "own_rise": own_rise / rise if rise > 0 else 0.0},
+                    onset=float(mine["onset"].min()),
+                )
+            )
+        return self.found(
+            findings, "" if findings else "the slow calls' servers were slow themselves"
+        )
+
+
+def _rise(rows: object) -> float:
+    """The largest rise (peak minus baseline) among anomaly rows, 0 when none."""
+    import pandas as pd
+
+    if not isinstance(rows, pd.DataFrame) or rows.empty:
+        return 0.0
+    return float((rows["peak"].astype(float) - rows["baseline"].astype(float)).max())
