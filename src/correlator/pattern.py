@@ -2,7 +2,8 @@
 
 A pattern is a class with a ``name``, the ``cause`` word it names, the
 catalog roles it ``needs``, a ``config_class`` (a frozen dataclass of
-thresholds, each field documented) and an ``evaluate`` method::
+thresholds, each field documented) and an ``evaluate`` method (a worked,
+tested example is in ``docs/plugins.md``)::
 
     class MyPattern(BasePattern):
         name = "disk_pressure"
@@ -14,7 +15,7 @@ thresholds, each field documented) and an ``evaluate`` method::
             if not ctx.has("disk_used"):
                 return self.not_evaluated("no disk_used signal")
             ...
-            return self.found([self.finding(ctx, "svc", score=0.8, evidence=[...])])
+            return self.found([self.finding("svc", score=0.8, evidence=[])])
 
 Register it in your package's ``pyproject.toml``::
 
