@@ -47,7 +47,13 @@ from correlator.model import (
 from correlator.pattern import PatternContext, config_for, load_patterns
 from correlator.rank import UNKNOWN, rank
 from correlator.sources import Sources
-from correlator.topology import attribute_edges, blast_radius, build_graph, root_scores
+from correlator.topology import (
+    attribute_edges,
+    blast_radius,
+    build_graph,
+    comovement,
+    root_scores,
+)
 
 __all__ = ["analyse", "auto_step", "collect", "investigate", "make_window"]
 
@@ -309,7 +315,8 @@ def analyse(
     t = lap("detect", t)
 
     graph: nx.DiGraph = build_graph(telemetry, telemetry.signals)
-    roots = root_scores(graph, anomalies, alert.service)
+    follows = comovement(anomalies, signals, alert.service, window.baseline_start)
+    roots = root_scores(graph, anomalies, alert.service, comove=follows)
     t = lap("topology", t)
 
     ctx = PatternContext(

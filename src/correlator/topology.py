@@ -32,7 +32,10 @@ import pandas as pd
 
 from correlator.model import Telemetry
 from correlator.pagerank import pagerank
-from correlator.roles import CAUSE_ROLES, CLIENT_ROLES, SYMPTOM_ROLES
+from correlator.roles import CAUSE_ROLES, CLIENT_ROLES, GENERIC, SYMPTOM_ROLES
+
+#: The edge role each caller-side role was moved from.
+CLIENT_OF = {v: k for k, v in CLIENT_ROLES.items()}
 
 __all__ = [
     "CAUSE_ROLES",
@@ -43,6 +46,7 @@ __all__ = [
     "attribute_edges",
     "blast_radius",
     "build_graph",
+    "comovement",
     "demand_rises",
     "root_scores",
     "service_summary",
@@ -385,6 +389,68 @@ def demand_rises(
     return pd.DataFrame({"strength": strength, "onset": up.groupby("service")["onset"].min()})
 
 
+def comovement(
+    anomalies: pd.DataFrame,
+    signals: pd.DataFrame,
+    alert_service: str | None,
+    since: float,
+) -> dict[str, float]:
+    """Per anomalous service, how closely its moved series follow the alert's symptom.
+
+    Effects move with their causes: the cause of the alert's symptom changes when
+    it changes, while a series that moved on its own schedule (an unrelated spike
+    before the fault, a slow drift) does not. The symptom is the alerted service's
+    strongest symptom series; each service gets the largest absolute Pearson
+    correlation of one of its anomalous series with it, on the samples both have
+    from ``since`` on. Empty when there is no symptom series to follow.
+    """
+    if not alert_service or anomalies.empty or signals.empty:
+        return {}
+    sym = anomalies[
+        (anomalies["service"].astype(str) == alert_service)
+        & anomalies["role"].isin(list(SYMPTOM_ROLES))
+        & (anomalies["modality"].astype(str) == "metrics")
+    ]
+    if sym.empty:
+        return {}
+    index = signals.groupby(["role", "service", "peer"], sort=False, observed=True).indices
+    vals = signals["value"].to_numpy(dtype=float)
+    ts = signals["ts"].to_numpy(dtype=float)
+
+    def series(row: pd.Series) -> pd.Series | None:
+        role = str(row["role"])
+        key_role = f"{role}:{row['signal']}" if role == GENERIC else role
+        # Rows moved to a caller's side (client_*) follow the edge series they came from.
+        if role in CLIENT_OF:
+            key = (CLIENT_OF[role], str(row["peer"]), str(row["service"]))
+        else:
+            key = (key_role, str(row["service"]), str(row["peer"]))
+        rows = index.get(key)
+        if rows is None or len(rows) < 3:
+            return None
+        out = pd.Series(vals[rows], index=ts[rows])
+        out = out[out.index >= since]
+        return out[~out.index.duplicated()].sort_index()
+
+    target = series(sym.sort_values("score", ascending=False).iloc[0])
+    if target is None or target.std() == 0 or len(target) < 3:
+        return {}
+    out: dict[str, float] = {}
+    metric_rows = anomalies[anomalies["modality"].astype(str) == "metrics"]
+    for _, row in metric_rows.iterrows():
+        svc = str(row["service"])
+        s = series(row)
+        if s is None:
+            continue
+        both = pd.concat([target, s], axis=1, join="inner").dropna()
+        if len(both) < 3 or both.iloc[:, 1].std() == 0:
+            continue
+        r = abs(float(np.corrcoef(both.iloc[:, 0], both.iloc[:, 1])[0, 1]))
+        if np.isfinite(r):
+            out[svc] = max(out.get(svc, 0.0), r)
+    return out
+
+
 @dataclass(frozen=True)
 class RootScore:
     """How likely a node is the root of the trouble, with the parts that made it."""
@@ -406,13 +472,16 @@ def root_scores(
     onset_tolerance: float = 60.0,
     tau: float = 300.0,
     lag: float = 30.0,
+    comove: dict[str, float] | None = None,
 ) -> list[RootScore]:
     """Every anomalous node scored as a root candidate, best first.
 
     ``onset_tolerance``: a dependency whose onset is at most this much later
     still counts as explaining a caller's trouble (sampling blurs order).
     ``lag``: how much later than a service's trouble more demand from above may
-    start and still explain it (see :func:`demand_rises`). ``tau``: seconds over which the earliness bonus decays.
+    start and still explain it (see :func:`demand_rises`). ``tau``: seconds over which the
+    earliness bonus decays. ``comove``: per service, how closely it follows the alert's
+    symptom (see :func:`comovement`); it weighs strength and earliness.
     """
     pushed = amplified(anomalies, lag)
     summ = service_summary(anomalies, lag, pushed)
@@ -479,6 +548,12 @@ def root_scores(
                 explained = max(explained, 0.9 * strength[u])
         early = float(np.exp(-(o - t_min) / tau))
         base = strength[svc] * (1.0 - explained)
+        if comove:
+            # A service that moves with the alert's symptom explains it better than one
+            # that moved on its own schedule (no series to compare: neither).
+            follows = 0.4 + 0.6 * comove.get(str(svc), 0.5)
+            base *= follows
+            early *= follows
         score = 0.55 * base + 0.2 * early + 0.15 * (pr.get(svc, 0.0) / pr_max)
         score += 0.1 * min(len(ups), 5) / 5.0
         out.append(
