@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
+from correlator.alerts import AlertFormatError, parse_alert
 from correlator.escape import label_name
 from correlator.http import HttpBackend, HttpSettings
 from correlator.model import Alert, parse_time
@@ -30,8 +32,6 @@ from correlator.sources import SourceError
 
 __all__ = ["ENDS_AT_ANNOTATION", "AlertmanagerAdapter", "AmbiguousFingerprintError"]
 
-# Alertmanager writes "0001-01-01T00:00:00Z" for unset times.
-_ZERO_TIME = "0001-01-01"
 #: The annotation that states a firing alert's known end (RFC 3339).
 ENDS_AT_ANNOTATION = "correlator_ends_at"
 
@@ -121,41 +121,29 @@ class AlertmanagerAdapter:
 
     def _to_alert(self, raw: Mapping[str, Any]) -> Alert:
         try:
-            labels = {str(k): str(v) for k, v in (raw.get("labels") or {}).items()}
-            annotations = {str(k): str(v) for k, v in (raw.get("annotations") or {}).items()}
-            status = raw.get("status") or {}
-            state = status.get("state", "active") if isinstance(status, dict) else str(status)
-            starts_at = parse_time(raw["startsAt"])
-            return Alert(
-                fingerprint=str(raw["fingerprint"]),
-                labels=labels,
-                annotations=annotations,
-                starts_at=starts_at,
-                ends_at=self._ends_at(raw.get("endsAt"), annotations, starts_at),
-                status="firing" if state == "active" else str(state),
-                generator_url=str(raw.get("generatorURL") or ""),
+            alert = parse_alert(
+                raw,
                 source=f"alertmanager:{self.settings.public_url}",
+                where="an alert",
+                require_fingerprint=True,
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except AlertFormatError as err:
             raise SourceError(
-                f"Alertmanager at {self.settings.public_url}: an alert lacks or garbles "
-                f"{err}; is this Alertmanager's API v2?"
+                f"Alertmanager at {self.settings.public_url}: {err.problem}; "
+                "is this Alertmanager's API v2?"
             ) from err
+        return replace(alert, ends_at=self._ends_at(alert))
 
-    def _ends_at(
-        self, raw: object, annotations: Mapping[str, str], starts_at: float
-    ) -> float | None:
+    def _ends_at(self, alert: Alert) -> float | None:
         """The alert's end when it is known (see the module docstring), else ``None``."""
-        stated = annotations.get(ENDS_AT_ANNOTATION)
+        stated = alert.annotations.get(ENDS_AT_ANNOTATION)
         if stated:
             known: float | None
             try:
                 known = parse_time(stated)
             except ValueError:
                 known = None  # a garbled annotation is no reason to lose the alert
-            if known is not None and known >= starts_at:
+            if known is not None and known >= alert.starts_at:
                 return known
-        if not raw or str(raw).startswith(_ZERO_TIME):
-            return None
-        ends: float = parse_time(str(raw))
-        return ends if ends <= self.clock() else None
+        ends = alert.ends_at
+        return ends if ends is not None and ends <= self.clock() else None
