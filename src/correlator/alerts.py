@@ -19,7 +19,17 @@ Times are RFC 3339 text or unix seconds; Go's zero time
 (``0001-01-01T00:00:00Z``), which Alertmanager writes for "not set", reads as
 unknown. A missing fingerprint is computed from the labels as Alertmanager
 would (:func:`~correlator.fingerprint.alert_fingerprint`) unless the caller
-requires one. Every problem is an :class:`AlertFormatError` whose message
+requires one.
+
+End times: Alertmanager's API lists firing alerts with an ``endsAt`` in the
+future (the last update plus ``resolve_timeout``): a renewal deadline, not the
+end of the incident. Given the current time (``now``), such an ``endsAt``
+reads as unknown (``Alert.ends_at = None``; the engine then takes the alert to
+end where it started and widens the window from there); one already past is a
+real end. An alert may state its known end in the ``correlator_ends_at``
+annotation (:data:`ENDS_AT_ANNOTATION`): ``correlator lab`` sets it when it
+replays a past incident, since Alertmanager cannot keep an alert active whose
+``endsAt`` has passed. Every problem is an :class:`AlertFormatError` whose message
 names the field and what is wrong with it.
 """
 
@@ -27,6 +37,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +47,7 @@ from correlator.fingerprint import alert_fingerprint
 from correlator.model import Alert, parse_time
 
 __all__ = [
+    "ENDS_AT_ANNOTATION",
     "WEBHOOK_VERSION",
     "AlertFormatError",
     "choose_alert",
@@ -44,6 +56,8 @@ __all__ = [
     "parse_alerts",
 ]
 
+#: The annotation that states a firing alert's known end (RFC 3339).
+ENDS_AT_ANNOTATION = "correlator_ends_at"
 #: The Alertmanager webhook payload version this parser understands.
 WEBHOOK_VERSION = "4"
 
@@ -100,6 +114,21 @@ def _end(value: object, where: str) -> float | None:
     return _time(value, where)
 
 
+def _known_end(
+    ends_at: float | None, annotations: Mapping[str, str], starts_at: float, now: float
+) -> float | None:
+    """The end of a listed alert when it is known (see the module docstring), else ``None``."""
+    stated = annotations.get(ENDS_AT_ANNOTATION)
+    if stated:
+        try:
+            known = parse_time(stated)
+        except (ValueError, OverflowError):
+            known = None  # a garbled annotation is no reason to lose the alert
+        if known is not None and known >= starts_at:
+            return known
+    return ends_at if ends_at is not None and ends_at <= now else None
+
+
 def _status(value: object, where: str) -> str:
     if value is None:
         return "firing"
@@ -134,12 +163,15 @@ def parse_alert(
     source: str = "",
     where: str = "alert",
     require_fingerprint: bool = False,
+    now: float | None = None,
 ) -> Alert:
     """One Alertmanager alert object (API v2, webhook v4 or stored) as an :class:`Alert`.
 
     ``where`` names the object in messages (``alerts[2]``); ``source`` is kept
     on the alert (where it came from). ``labels`` (at least one) and
     ``startsAt`` are required; ``fingerprint`` too when ``require_fingerprint``.
+    ``now`` (unix seconds) applies the end-time rules of alerts Alertmanager
+    lists (module docstring); without it ``endsAt`` is taken as written.
     Raises :class:`AlertFormatError`.
     """
     if not isinstance(obj, Mapping):
@@ -159,22 +191,27 @@ def parse_alert(
     url = obj.get("generatorURL")
     if url is not None and not isinstance(url, str):
         raise AlertFormatError(f"{where}.generatorURL must be text, got {url!r}")
+    annotations = _text_map(obj.get("annotations"), where, "annotations")
+    starts_at = _time(obj["startsAt"], f"{where}.startsAt")
+    ends_at = _end(obj.get("endsAt"), f"{where}.endsAt")
+    if now is not None:
+        ends_at = _known_end(ends_at, annotations, starts_at, now)
     return Alert(
         fingerprint=_fingerprint(obj, labels, where, require_fingerprint),
         labels=labels,
-        annotations=_text_map(obj.get("annotations"), where, "annotations"),
-        starts_at=_time(obj["startsAt"], f"{where}.startsAt"),
-        ends_at=_end(obj.get("endsAt"), f"{where}.endsAt"),
+        annotations=annotations,
+        starts_at=starts_at,
+        ends_at=ends_at,
         status=_status(obj.get("status"), where),
         generator_url=url or "",
         source=source,
     )
 
 
-def parse_alerts(doc: object, *, source: str = "") -> list[Alert]:
+def parse_alerts(doc: object, *, source: str = "", now: float | None = None) -> list[Alert]:
     """Every alert of a document: a webhook v4 body, a list of alert objects, or one alert.
 
-    Raises :class:`AlertFormatError` (naming the alert, e.g. ``alerts[1]``).
+    ``now`` as for :func:`parse_alert`. Raises :class:`AlertFormatError` (naming the alert, e.g. ``alerts[1]``).
     """
     if isinstance(doc, Mapping) and "alerts" in doc:
         version = doc.get("version", WEBHOOK_VERSION)
@@ -190,7 +227,7 @@ def parse_alerts(doc: object, *, source: str = "") -> list[Alert]:
     elif isinstance(doc, list):
         items, where = doc, "[{}]"
     elif isinstance(doc, Mapping):
-        return [parse_alert(doc, source=source, where="the alert")]
+        return [parse_alert(doc, source=source, where="the alert", now=now)]
     else:
         raise AlertFormatError(
             "expected an Alertmanager webhook body (an object with 'alerts'), an alert "
@@ -198,7 +235,9 @@ def parse_alerts(doc: object, *, source: str = "") -> list[Alert]:
         )
     if not items:
         raise AlertFormatError("the document holds no alerts")
-    return [parse_alert(a, source=source, where=where.format(i)) for i, a in enumerate(items)]
+    return [
+        parse_alert(a, source=source, where=where.format(i), now=now) for i, a in enumerate(items)
+    ]
 
 
 def choose_alert(alerts: Sequence[Alert], alert_id: str | None = None, where: str = "") -> Alert:
@@ -254,7 +293,8 @@ def load_alert_file(path: Path, alert_id: str | None = None) -> Alert:
             "an alert file is an Alertmanager webhook body or alert as JSON"
         ) from None
     try:
-        alerts = parse_alerts(doc, source=f"file:{path}")
+        # Saved from Alertmanager's API, a firing alert's endsAt is a renewal deadline.
+        alerts = parse_alerts(doc, source=f"file:{path}", now=time.time())
     except AlertFormatError as err:
         raise AlertFormatError(f"{path}: {err.problem}") from None
     return choose_alert(alerts, alert_id, str(path))
