@@ -11,6 +11,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from correlator.detector import anomaly_frame
 from correlator.model import (
     ANOMALY_COLUMNS,
     LOG_COLUMNS,
@@ -169,11 +170,11 @@ def _spans() -> pd.DataFrame:
 
 def _anomalies() -> pd.DataFrame:
     rows = [
-        ("checkout", "error_rate", FAULT, FAULT + 900, 42.0, "up", 0.05, 6.05, None),
-        ("checkout", "latency", FAULT + 30, FAULT + 900, 30.0, "up", 0.08, 0.98, None),
-        ("frontend", "error_rate", FAULT + 60, FAULT + 900, 25.0, "up", 0.05, 5.55, None),
+        ("checkout", "error_rate", FAULT, FAULT + 900, 42.0, "up", 0.05, 6.05, ""),
+        ("checkout", "latency", FAULT + 30, FAULT + 900, 30.0, "up", 0.08, 0.98, ""),
+        ("frontend", "error_rate", FAULT + 60, FAULT + 900, 25.0, "up", 0.05, 5.55, ""),
     ]
-    return pd.DataFrame(rows, columns=list(ANOMALY_COLUMNS))
+    return anomaly_frame([dict(zip(ANOMALY_COLUMNS, r, strict=False)) for r in rows])
 
 
 def build_investigation() -> Investigation:
