@@ -124,7 +124,11 @@ def investigate(
     fmt: str,
     output: Path | None,
 ) -> None:
-    """Investigate ALERT_ID (an alert fingerprint, or a unique prefix of one)."""
+    """Investigate ALERT_ID (an alert fingerprint, or a unique prefix of one).
+
+    With --alert-file, investigate an alert saved from Alertmanager instead
+    (ALERT_ID then picks among the file's alerts).
+    """
     from correlator.api import investigate as run
     from correlator.config import load_settings
     from correlator.model import Alert
