@@ -167,3 +167,23 @@ def test_plain_investigation_gains_methods_without_copying() -> None:
     assert rich.anomalies is plain.anomalies and rich.to_json() == plain.to_json()
     assert type(correlator.investigate).__module__ == "builtins"  # a function...
     assert correlator.investigate.__module__ == "correlator.notebook"  # ...of the notebook layer
+
+
+def test_ipython_shows_a_plain_investigation_richly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from correlator import notebook
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path))  # never the developer's ~/.ipython
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    try:
+        notebook._show_every_investigation_richly()  # what importing it inside IPython does
+        data, _ = shell.display_formatter.format(build_investigation())
+    finally:
+        InteractiveShell.clear_instance()
+    assert "correlator-investigation" in data["text/html"]
