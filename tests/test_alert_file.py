@@ -26,9 +26,9 @@ from correlator import lab
 from correlator.alerts import AlertFormatError, parse_alert, parse_alerts
 from correlator.cli import main
 from correlator.fingerprint import alert_fingerprint
-from servers import loopback
 from service_support import free_port, wait_for
 
+pytest_plugins = ["servers"]
 pytestmark = pytest.mark.alertmanager
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +55,8 @@ class _Receiver(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The webhook body and the API v2 listing of a real Alertmanager, saved as files."""
+    from servers import loopback  # here, not at the top: pytest_plugins imports it first
+
     if not Path(lab.ALERTMANAGER_BIN).exists():
         pytest.skip("prometheus-alertmanager is not installed")
     tmp = tmp_path_factory.mktemp("alert-file")
