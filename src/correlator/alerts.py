@@ -211,7 +211,8 @@ def parse_alert(
 def parse_alerts(doc: object, *, source: str = "", now: float | None = None) -> list[Alert]:
     """Every alert of a document: a webhook v4 body, a list of alert objects, or one alert.
 
-    ``now`` as for :func:`parse_alert`. Raises :class:`AlertFormatError` (naming the alert, e.g. ``alerts[1]``).
+    ``now`` as for :func:`parse_alert`. Raises :class:`AlertFormatError`, naming
+    the alert (``alerts[1]``).
     """
     if isinstance(doc, Mapping) and "alerts" in doc:
         version = doc.get("version", WEBHOOK_VERSION)
@@ -248,9 +249,9 @@ def choose_alert(alerts: Sequence[Alert], alert_id: str | None = None, where: st
     :class:`~correlator.errors.UserInputError` if several match). Without: the
     first firing alert, else (every alert resolved) the first one.
     """
+    where = where or "the document"
     if not alerts:
-        raise AlertFormatError(f"{where or 'the document'} holds no alerts")
-    ids = ", ".join(a.fingerprint for a in alerts[:10])
+        raise AlertFormatError(f"{where} holds no alerts")
     if alert_id is None:
         firing = [a for a in alerts if a.status == "firing"]
         return firing[0] if firing else alerts[0]
@@ -261,13 +262,12 @@ def choose_alert(alerts: Sequence[Alert], alert_id: str | None = None, where: st
         return exact[0]
     if len(hits) > 1:
         raise UserInputError(
-            f"alert id {alert_id!r} matches {len(hits)} alerts in {where or 'the document'} "
+            f"alert id {alert_id!r} matches {len(hits)} alerts in {where} "
             f"({', '.join(a.fingerprint for a in hits[:5])}); give more digits"
         )
     if not hits:
-        raise NotFoundError(
-            f"no alert with id {alert_id!r} in {where or 'the document'}; its alerts are {ids}"
-        )
+        ids = ", ".join(a.fingerprint for a in alerts[:10])
+        raise NotFoundError(f"no alert with id {alert_id!r} in {where}; its alerts are {ids}")
     return hits[0]
 
 
