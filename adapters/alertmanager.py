@@ -4,15 +4,11 @@ The v2 API has no get-by-fingerprint endpoint, so :meth:`AlertmanagerAdapter.ale
 lists ``/api/v2/alerts`` (optionally narrowed with ``filter`` matchers) and
 matches the fingerprint; a unique prefix is enough, as with git hashes.
 
-End times: the API lists firing alerts only, and gives each an ``endsAt`` in
-the future (the last update plus ``resolve_timeout``, or what the sender
-asked for): a renewal deadline, not the end of the incident. Such an
-``endsAt`` is read as unknown (``Alert.ends_at = None``; the engine then takes
-the alert to end where it started and widens the window from there). An
-``endsAt`` already past is a real end. An alert may state its known end in the
-``correlator_ends_at`` annotation (RFC 3339): ``correlator lab`` sets it when
-it replays a past incident, since Alertmanager cannot keep an alert active
-whose ``endsAt`` has passed.
+Alert objects become :class:`~correlator.model.Alert` through the one parser,
+:func:`correlator.alerts.parse_alert`, given the adapter's clock: a firing
+alert's ``endsAt`` in the future is a renewal deadline, read as unknown, and
+the ``correlator_ends_at`` annotation (:data:`ENDS_AT_ANNOTATION`, set by
+``correlator lab``) states a known end (see :mod:`correlator.alerts`).
 """
 
 from __future__ import annotations
@@ -23,17 +19,13 @@ from typing import Any
 
 import httpx
 
+from correlator.alerts import ENDS_AT_ANNOTATION, AlertFormatError, parse_alert
 from correlator.escape import label_name
 from correlator.http import HttpBackend, HttpSettings
-from correlator.model import Alert, parse_time
+from correlator.model import Alert
 from correlator.sources import SourceError
 
 __all__ = ["ENDS_AT_ANNOTATION", "AlertmanagerAdapter", "AmbiguousFingerprintError"]
-
-# Alertmanager writes "0001-01-01T00:00:00Z" for unset times.
-_ZERO_TIME = "0001-01-01"
-#: The annotation that states a firing alert's known end (RFC 3339).
-ENDS_AT_ANNOTATION = "correlator_ends_at"
 
 
 class AmbiguousFingerprintError(SourceError):
@@ -121,41 +113,16 @@ class AlertmanagerAdapter:
 
     def _to_alert(self, raw: Mapping[str, Any]) -> Alert:
         try:
-            labels = {str(k): str(v) for k, v in (raw.get("labels") or {}).items()}
-            annotations = {str(k): str(v) for k, v in (raw.get("annotations") or {}).items()}
-            status = raw.get("status") or {}
-            state = status.get("state", "active") if isinstance(status, dict) else str(status)
-            starts_at = parse_time(raw["startsAt"])
-            return Alert(
-                fingerprint=str(raw["fingerprint"]),
-                labels=labels,
-                annotations=annotations,
-                starts_at=starts_at,
-                ends_at=self._ends_at(raw.get("endsAt"), annotations, starts_at),
-                status="firing" if state == "active" else str(state),
-                generator_url=str(raw.get("generatorURL") or ""),
+            alert = parse_alert(
+                raw,
                 source=f"alertmanager:{self.settings.public_url}",
+                where="an alert",
+                require_fingerprint=True,
+                now=self.clock(),
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except AlertFormatError as err:
             raise SourceError(
-                f"Alertmanager at {self.settings.public_url}: an alert lacks or garbles "
-                f"{err}; is this Alertmanager's API v2?"
+                f"Alertmanager at {self.settings.public_url}: {err.problem}; "
+                "is this Alertmanager's API v2?"
             ) from err
-
-    def _ends_at(
-        self, raw: object, annotations: Mapping[str, str], starts_at: float
-    ) -> float | None:
-        """The alert's end when it is known (see the module docstring), else ``None``."""
-        stated = annotations.get(ENDS_AT_ANNOTATION)
-        if stated:
-            known: float | None
-            try:
-                known = parse_time(stated)
-            except ValueError:
-                known = None  # a garbled annotation is no reason to lose the alert
-            if known is not None and known >= starts_at:
-                return known
-        if not raw or str(raw).startswith(_ZERO_TIME):
-            return None
-        ends: float = parse_time(str(raw))
-        return ends if ends <= self.clock() else None
+        return alert

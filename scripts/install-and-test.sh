@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install everything correlator's test suite needs, then run the whole suite.
 # Debian packages: real Prometheus, Alertmanager, VictoriaMetrics, PostgreSQL and
-# Chromium that the tests start on 127.0.0.1 themselves.
+# Chromium that the tests start on 127.0.0.1 themselves. Python: the checkout's
+# virtual environment (.venv, made by scripts/setup-venv.sh), never the system's.
+# Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +26,6 @@ for svc in prometheus prometheus-alertmanager victoria-metrics postgresql; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
 
-python3 -m pip install -q --upgrade pip
-python3 -m pip install -q -e '.[dev]'
+./scripts/setup-venv.sh --dev
 
-python3 -m pytest "$@"
+"${CORRELATOR_VENV:-.venv}/bin/python" -m pytest "$@"

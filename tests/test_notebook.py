@@ -22,6 +22,7 @@ from nbclient import NotebookClient
 import correlator
 from correlator.bundle import find_bundles
 from correlator.model import Investigation
+from correlator.notebook import NotebookInvestigation
 from incident_factory import FAULT, build_investigation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,11 +108,12 @@ def test_notebook_shows_the_answer_tables_and_plots(executed: nbformat.NotebookN
 
 
 @pytest.fixture(scope="module")
-def inv() -> Investigation:
-    return build_investigation()
+def inv() -> NotebookInvestigation:
+    # The model is plain data; the notebook layer adds the methods.
+    return NotebookInvestigation.of(build_investigation())
 
 
-def test_findings_frame_ranks_and_times(inv: Investigation) -> None:
+def test_findings_frame_ranks_and_times(inv: NotebookInvestigation) -> None:
     df = inv.findings_frame()
     assert list(df["rank"]) == [1, 2]
     assert list(df["service"]) == ["checkout", "frontend"]
@@ -119,7 +121,7 @@ def test_findings_frame_ranks_and_times(inv: Investigation) -> None:
     assert df.loc[0, "evidence"] == 4
 
 
-def test_anomalies_frame_is_ordered_by_onset_with_lead(inv: Investigation) -> None:
+def test_anomalies_frame_is_ordered_by_onset_with_lead(inv: NotebookInvestigation) -> None:
     df = inv.anomalies_frame()
     assert list(df["onset"]) == sorted(df["onset"])
     assert df.loc[0, "lead_s"] == pytest.approx(inv.alert.starts_at - FAULT)
@@ -127,14 +129,14 @@ def test_anomalies_frame_is_ordered_by_onset_with_lead(inv: Investigation) -> No
     assert len(inv.anomalies) == 3  # the investigation's own frame is not changed
 
 
-def test_signals_frame_filters_and_limits_to_the_window(inv: Investigation) -> None:
+def test_signals_frame_filters_and_limits_to_the_window(inv: NotebookInvestigation) -> None:
     df = inv.signals_frame("checkout", "error_rate")
     assert set(df["role"]) == {"error_rate"} and set(df["service"]) == {"checkout"}
     assert df["ts"].min() >= inv.window.start - inv.window.duration
     assert len(inv.signals_frame("checkout", "error_rate", around=False)) > len(df)
 
 
-def test_log_lines_match_text_and_severity(inv: Investigation) -> None:
+def test_log_lines_match_text_and_severity(inv: NotebookInvestigation) -> None:
     errors = inv.log_lines("checkout", min_severity=17)
     assert len(errors) == 12 and set(errors["level"]) == {"ERROR"}
     assert list(errors["ts"]) == sorted(errors["ts"])
@@ -143,15 +145,45 @@ def test_log_lines_match_text_and_severity(inv: Investigation) -> None:
     assert len(inv.log_lines(contains="order placed", window_only=False)) == 1
 
 
-def test_span_frame_errors_and_one_trace(inv: Investigation) -> None:
+def test_span_frame_errors_and_one_trace(inv: NotebookInvestigation) -> None:
     assert set(inv.span_frame(errors_only=True)["status"]) == {2}
     trace = inv.span_frame(trace_id=f"{0:032x}")
     assert list(trace["service"]) == ["frontend", "checkout"]
 
 
-def test_evidence_frame_and_repr_html(inv: Investigation) -> None:
+def test_evidence_frame_and_repr_html(inv: NotebookInvestigation) -> None:
     ev = inv.evidence_frame()
     assert list(ev["kind"]) == ["deploy", "metric", "log", "trace"]
     assert inv.evidence_frame(5).empty
     html = inv._repr_html_()
     assert "checkout" in html and "86%" in html and "frontend" in html
+
+
+def test_plain_investigation_gains_methods_without_copying() -> None:
+    plain = build_investigation()
+    assert not hasattr(plain, "plot_signals")  # the model is data only
+    rich = NotebookInvestigation.of(plain)
+    assert isinstance(rich, Investigation) and NotebookInvestigation.of(rich) is rich
+    assert rich.anomalies is plain.anomalies and rich.to_json() == plain.to_json()
+    assert type(correlator.investigate).__module__ == "builtins"  # a function...
+    assert correlator.investigate.__module__ == "correlator.notebook"  # ...of the notebook layer
+
+
+def test_ipython_shows_a_plain_investigation_richly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from correlator import notebook
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path))  # never the developer's ~/.ipython
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    try:
+        notebook._show_every_investigation_richly()  # what importing it inside IPython does
+        data, _ = shell.display_formatter.format(build_investigation())
+    finally:
+        InteractiveShell.clear_instance()
+    assert "correlator-investigation" in data["text/html"]

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from correlator.alerts import parse_alerts
 from correlator.catalog import Catalog, default_catalog
 from correlator.config import Settings, load_settings
 from correlator.errors import NotFoundError, UserInputError
-from correlator.fingerprint import alert_fingerprint
-from correlator.model import Alert, Investigation, parse_time
+from correlator.model import Alert, Investigation
 from correlator.sources import Sources
 
 __all__ = [
@@ -103,27 +103,10 @@ def resolve_alert(alert_id: str, sources: Sources) -> Alert:
 
 def alert_from_payload(payload: Mapping[str, Any], index: int = 0) -> Alert:
     """The ``index``-th alert of an Alertmanager webhook (v4) payload, or one alert object."""
-    items = payload.get("alerts")
-    raw: Mapping[str, Any] = items[index] if isinstance(items, list) else payload
-    labels = {str(k): str(v) for k, v in dict(raw.get("labels") or {}).items()}
-    if not labels:
-        raise UserInputError(
-            "the alert has no labels; an Alertmanager alert needs at least alertname"
-        )
-    ends = raw.get("endsAt")
-    ends_at = parse_time(ends) if ends and not str(ends).startswith("0001-") else None
-    status = raw.get("status")
-    state = status.get("state", "firing") if isinstance(status, dict) else str(status or "firing")
-    return Alert(
-        fingerprint=str(raw.get("fingerprint") or alert_fingerprint(labels)),
-        labels=labels,
-        annotations={str(k): str(v) for k, v in dict(raw.get("annotations") or {}).items()},
-        starts_at=parse_time(raw["startsAt"]) if raw.get("startsAt") else 0.0,
-        ends_at=ends_at,
-        status="firing" if state == "active" else state,
-        generator_url=str(raw.get("generatorURL") or ""),
-        source="payload",
-    )
+    found = parse_alerts(payload, source="payload")
+    if not -len(found) <= index < len(found):
+        raise UserInputError(f"the payload holds {len(found)} alerts; there is no alert {index}")
+    return found[index]
 
 
 def investigate(

@@ -41,6 +41,8 @@ from typing import IO, Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from correlator.alerts import AlertFormatError
+from correlator.alerts import parse_alert as parse_json_alert
 from correlator.catalog import Catalog, default_catalog
 from correlator.errors import BundleError, ConfigError, CorrelatorError, UserInputError
 from correlator.fingerprint import alert_fingerprint
@@ -467,39 +469,15 @@ def _time(value: Any, path: Path, what: str) -> float:
 
 
 def parse_alert(obj: Any, source: str, where: str = "alert") -> Alert:
-    """An Alertmanager API v2 alert object as an :class:`Alert` (BundleError when malformed)."""
-    if not isinstance(obj, Mapping):
-        raise BundleError(source, f"{where} must be an object (an Alertmanager API v2 alert)")
-    labels = obj.get("labels")
-    if not isinstance(labels, Mapping) or not labels:
-        raise BundleError(source, f"{where} has no 'labels' object")
-    fp = obj.get("fingerprint")
-    if not isinstance(fp, str) or not fp:
-        raise BundleError(
-            source,
-            f"{where} ({labels.get('alertname', '?')}) has no 'fingerprint'; "
-            f"Alertmanager would give it {alert_fingerprint({str(k): str(v) for k, v in labels.items()})}",
-        )
-    path = Path(source) / SCENARIO_FILE
-    starts = _time(obj.get("startsAt"), path, f"{where}.startsAt") if "startsAt" in obj else 0.0
-    ends: float | None = None
-    raw_end = obj.get("endsAt")
-    if raw_end and not str(raw_end).startswith("0001-"):
-        ends = _time(raw_end, path, f"{where}.endsAt")
-    status = obj.get("status", "firing")
-    if isinstance(status, Mapping):
-        status = status.get("state", "firing")
-        status = "firing" if status == "active" else str(status)
-    return Alert(
-        fingerprint=fp.lower(),
-        labels={str(k): str(v) for k, v in labels.items()},
-        annotations={str(k): str(v) for k, v in (obj.get("annotations") or {}).items()},
-        starts_at=starts,
-        ends_at=ends,
-        status=str(status),
-        generator_url=str(obj.get("generatorURL", "")),
-        source=source,
-    )
+    """An Alertmanager API v2 alert object as an :class:`Alert` (BundleError when malformed).
+
+    The one parser (:func:`correlator.alerts.parse_alert`); a bundle's alerts
+    must carry their fingerprint, since it is the id users investigate.
+    """
+    try:
+        return parse_json_alert(obj, source=source, where=where, require_fingerprint=True)
+    except AlertFormatError as exc:
+        raise BundleError(source, exc.problem) from None
 
 
 @dataclass(frozen=True)

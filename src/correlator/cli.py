@@ -96,7 +96,16 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command()
-@click.argument("alert_id")
+@click.argument("alert_id", required=False)
+@click.option(
+    "--alert-file",
+    "alert_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Read the alert from this JSON file: an Alertmanager webhook body (version 4), "
+    "an API v2 alert or a list of them (for when Alertmanager is not reachable). "
+    "ALERT_ID, if given, picks one of its alerts; else the first firing one.",
+)
 @_source_option
 @_config_option
 @click.option(
@@ -108,15 +117,36 @@ def cli(ctx: click.Context, debug: bool) -> None:
 )
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Write here.")
 def investigate(
-    alert_id: str, source: Path | None, config: Path | None, fmt: str, output: Path | None
+    alert_id: str | None,
+    alert_file: Path | None,
+    source: Path | None,
+    config: Path | None,
+    fmt: str,
+    output: Path | None,
 ) -> None:
-    """Investigate ALERT_ID (an alert fingerprint, or a unique prefix of one)."""
+    """Investigate ALERT_ID (an alert fingerprint, or a unique prefix of one).
+
+    With --alert-file, investigate an alert saved from Alertmanager instead
+    (ALERT_ID then picks among the file's alerts).
+    """
     from correlator.api import investigate as run
     from correlator.config import load_settings
+    from correlator.model import Alert
     from correlator.report import render
 
+    target: str | Alert
+    if alert_file is not None:
+        from correlator.alerts import load_alert_file
+
+        target = load_alert_file(alert_file, alert_id)
+    elif alert_id is None:
+        raise UserInputError(
+            "give an alert id (run `correlator alerts` to list them) or --alert-file FILE"
+        )
+    else:
+        target = alert_id
     settings = load_settings(config)
-    inv = run(alert_id, source=source, config=settings)
+    inv = run(target, source=source, config=settings)
     _emit(render(inv, fmt, settings.top_n), output)
 
 

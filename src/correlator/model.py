@@ -1,6 +1,6 @@
 """The domain model shared by every stage of an investigation.
 
-Data flows forward (see DESIGN.md): an :class:`Alert` is resolved, a
+Data flows forward (see docs/design.md): an :class:`Alert` is resolved, a
 :class:`Window` is chosen, sources fill :class:`Telemetry`, detection yields
 anomalies, patterns yield :class:`Finding` objects, and the
 :class:`Investigation` carries all of it to the report.
@@ -404,7 +404,14 @@ class Telemetry:
 
 @dataclass
 class Investigation:
-    """The result of one investigation; every report renders this object."""
+    """The result of one investigation: plain data that every report renders.
+
+    Rendering depends on this class, never the reverse: :mod:`correlator.report`
+    (text, Markdown, JSON), :mod:`correlator.report_html`, :mod:`correlator.plots`
+    and :mod:`correlator.notebook`, whose
+    :class:`~correlator.notebook.NotebookInvestigation` (what
+    ``correlator.investigate`` returns) adds the notebook methods and rich display.
+    """
 
     alert: Alert
     window: Window
@@ -433,81 +440,3 @@ class Investigation:
             "not_evaluated": list(self.not_evaluated),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
-
-    # --- notebook conveniences (correlator.notebook, correlator.plots, correlator.report_html) ---
-
-    def _repr_html_(self) -> str:
-        """Rich display in Jupyter: the answer, the ranking, impact and gaps."""
-        from correlator.notebook import repr_html
-
-        return repr_html(self)
-
-    def findings_frame(self) -> pd.DataFrame:
-        """The findings as a table, best first (see :mod:`correlator.notebook`)."""
-        from correlator.notebook import findings_frame
-
-        return findings_frame(self)
-
-    def anomalies_frame(self, service: str | None = None) -> pd.DataFrame:
-        """Anomalies, earliest onset first, with onset times and lead before the alert."""
-        from correlator.notebook import anomalies_frame
-
-        return anomalies_frame(self, service)
-
-    def signals_frame(
-        self, service: str | None = None, role: str | None = None, around: bool = True
-    ) -> pd.DataFrame:
-        """Collected signals around the window, by service and role."""
-        from correlator.notebook import signals_frame
-
-        return signals_frame(self, service, role, around)
-
-    def log_lines(
-        self,
-        service: str | None = None,
-        contains: str | None = None,
-        min_severity: int | None = None,
-        window_only: bool = True,
-    ) -> pd.DataFrame:
-        """Matching log records in the window, oldest first."""
-        from correlator.notebook import log_lines
-
-        return log_lines(self, service, contains, min_severity, window_only)
-
-    def span_frame(
-        self, service: str | None = None, errors_only: bool = False, trace_id: str | None = None
-    ) -> pd.DataFrame:
-        """Spans, oldest first: by service, failed only, or one trace."""
-        from correlator.notebook import span_frame
-
-        return span_frame(self, service, errors_only, trace_id)
-
-    def evidence_frame(self, finding: int = 0) -> pd.DataFrame:
-        """The evidence of one finding (default: the top one) as a table."""
-        from correlator.notebook import evidence_frame
-
-        return evidence_frame(self, finding)
-
-    def plot_signals(self, service: str | None = None, roles: list[str] | None = None) -> Any:
-        """A matplotlib Figure: a suspect's signals, baseline band, onsets, alert time."""
-        from correlator.plots import plot_signals
-
-        return plot_signals(self, service, roles)
-
-    def plot_topology(self) -> Any:
-        """A matplotlib Figure: the service graph, root cause and blast radius highlighted."""
-        from correlator.plots import plot_topology
-
-        return plot_topology(self)
-
-    def plot_evidence(self, finding: int = 0) -> Any:
-        """A matplotlib Figure: the evidence of one finding as a table."""
-        from correlator.plots import plot_evidence
-
-        return plot_evidence(self, finding)
-
-    def to_html(self) -> str:
-        """The self-contained HTML report (see :mod:`correlator.report_html`)."""
-        from correlator.report_html import render_html
-
-        return render_html(self)

@@ -1,11 +1,17 @@
-"""Notebook helpers: an investigation's parts as DataFrames, and its rich display.
+"""The notebook layer: an investigation's parts as DataFrames, plots and rich display.
 
-Every function takes an :class:`~correlator.model.Investigation` and returns
-a new :class:`pandas.DataFrame` (never a view of the investigation's own
-frames), with a ``time`` column (UTC datetimes) beside the unix-seconds
-column so tables read well in Jupyter. The same functions back the
-``Investigation`` methods (``inv.findings_frame()``, ``inv.log_lines()``...)
-and ``Investigation._repr_html_``.
+:class:`~correlator.model.Investigation` is plain data and knows nothing of
+presentation. This module depends on it, never the reverse:
+
+- Functions (:func:`findings_frame`, :func:`anomalies_frame`, ...) take an
+  ``Investigation`` and return a new :class:`pandas.DataFrame` (never a view
+  of the investigation's own frames), with a ``time`` column (UTC datetimes)
+  beside the unix-seconds column so tables read well in Jupyter.
+- :class:`NotebookInvestigation` is the same data with those functions, the
+  plots and the HTML page as methods, and ``_repr_html_`` for Jupyter. It is
+  what :func:`investigate` (exported as ``correlator.investigate``) returns;
+  :meth:`NotebookInvestigation.of` wraps any other investigation (from
+  :func:`correlator.api.investigate`, the engine or the service store).
 
 >>> import correlator
 >>> inv = correlator.investigate("4f1c0e9a")
@@ -16,16 +22,26 @@ and ``Investigation._repr_html_``.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Mapping
+from dataclasses import fields
 from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from correlator.model import Investigation
+from correlator.model import Alert, Investigation
+
+if TYPE_CHECKING:
+    from correlator.config import Settings
 
 __all__ = [
+    "NotebookInvestigation",
     "anomalies_frame",
     "evidence_frame",
     "findings_frame",
+    "investigate",
     "log_lines",
     "repr_html",
     "signals_frame",
@@ -195,3 +211,110 @@ def repr_html(inv: Investigation, top: int = 5) -> str:
         "<code>inv.evidence_frame()</code>, <code>inv.to_html()</code></p>"
     )
     return "<div class='correlator-investigation'>" + "".join(parts) + "</div>"
+
+
+class NotebookInvestigation(Investigation):
+    """An :class:`~correlator.model.Investigation` with notebook conveniences.
+
+    The same fields (it *is* an ``Investigation``: reports, ``to_json()`` and
+    ``isinstance`` work unchanged); the methods below call this module's
+    functions, :mod:`correlator.plots` and :mod:`correlator.report_html`, so
+    the model itself imports none of them.
+    """
+
+    @classmethod
+    def of(cls, inv: Investigation) -> NotebookInvestigation:
+        """``inv`` with notebook methods (its data is shared, not copied)."""
+        if isinstance(inv, cls):
+            return inv
+        return cls(**{f.name: getattr(inv, f.name) for f in fields(inv)})
+
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter: the answer, the ranking, impact and gaps."""
+        return repr_html(self)
+
+    def findings_frame(self) -> pd.DataFrame:
+        """The findings as a table, best first (:func:`findings_frame`)."""
+        return findings_frame(self)
+
+    def anomalies_frame(self, service: str | None = None) -> pd.DataFrame:
+        """Anomalies, earliest onset first, with onset times and lead before the alert."""
+        return anomalies_frame(self, service)
+
+    def signals_frame(
+        self, service: str | None = None, role: str | None = None, around: bool = True
+    ) -> pd.DataFrame:
+        """Collected signals around the window, by service and role."""
+        return signals_frame(self, service, role, around)
+
+    def log_lines(
+        self,
+        service: str | None = None,
+        contains: str | None = None,
+        min_severity: int | None = None,
+        window_only: bool = True,
+    ) -> pd.DataFrame:
+        """Matching log records in the window, oldest first."""
+        return log_lines(self, service, contains, min_severity, window_only)
+
+    def span_frame(
+        self, service: str | None = None, errors_only: bool = False, trace_id: str | None = None
+    ) -> pd.DataFrame:
+        """Spans, oldest first: by service, failed only, or one trace."""
+        return span_frame(self, service, errors_only, trace_id)
+
+    def evidence_frame(self, finding: int = 0) -> pd.DataFrame:
+        """The evidence of one finding (default: the top one) as a table."""
+        return evidence_frame(self, finding)
+
+    # matplotlib is the heavy part: plots (and the page, which embeds them) load on use.
+    def plot_signals(self, service: str | None = None, roles: list[str] | None = None) -> Any:
+        """A matplotlib Figure: a suspect's signals, baseline band, onsets, alert time."""
+        from correlator.plots import plot_signals
+
+        return plot_signals(self, service, roles)
+
+    def plot_topology(self) -> Any:
+        """A matplotlib Figure: the service graph, root cause and blast radius highlighted."""
+        from correlator.plots import plot_topology
+
+        return plot_topology(self)
+
+    def plot_evidence(self, finding: int = 0) -> Any:
+        """A matplotlib Figure: the evidence of one finding as a table."""
+        from correlator.plots import plot_evidence
+
+        return plot_evidence(self, finding)
+
+    def to_html(self) -> str:
+        """The self-contained HTML report (see :mod:`correlator.report_html`)."""
+        from correlator.report_html import render_html
+
+        return render_html(self)
+
+
+def investigate(
+    target: str | Alert | Mapping[str, Any],
+    source: str | Path | None = None,
+    config: str | Path | Settings | None = None,
+) -> NotebookInvestigation:
+    """:func:`correlator.api.investigate`, with notebook methods and rich display."""
+    from correlator.api import investigate as run
+
+    return NotebookInvestigation.of(run(target, source, config))
+
+
+def _show_every_investigation_richly() -> None:
+    """In IPython, display plain :class:`Investigation` objects as :func:`repr_html` does.
+
+    Only when IPython is already running (never imported here): then an
+    investigation from :func:`correlator.api.investigate`, the engine or the
+    service store shows as richly as a :class:`NotebookInvestigation`.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None:
+        shell.display_formatter.formatters["text/html"].for_type(Investigation, repr_html)
+
+
+_show_every_investigation_richly()

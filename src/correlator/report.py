@@ -1,7 +1,9 @@
-"""Render an :class:`~correlator.model.Investigation` as text, Markdown or JSON.
+"""Render an :class:`~correlator.model.Investigation`: text, Markdown, JSON, and HTML.
 
-The HTML page lives in :mod:`correlator.report_html`; all formats render the
-same object, so they cannot disagree.
+:func:`render` is the one entry for every format. The HTML page lives in
+:mod:`correlator.report_html` (imported here, never the reverse; it also owns
+:func:`percent`, which every format uses); all formats render the same
+object, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -10,19 +12,11 @@ import json
 from typing import Any
 
 from correlator.model import Finding, Investigation, format_time
+from correlator.report_html import percent, render_html
 
 __all__ = ["FORMATS", "percent", "render", "render_json", "render_markdown", "render_text"]
 
 FORMATS = ("text", "markdown", "json", "html")
-
-
-def percent(x: float) -> str:
-    """A confidence as a percentage; never certainty: 0.998 reads ">99%", 0.001 "<1%"."""
-    if x > 0.99:
-        return ">99%"
-    if 0.0 < x < 0.01:
-        return "<1%"
-    return f"{100 * x:.0f}%"
 
 
 def _cause(f: Finding) -> str:
@@ -103,7 +97,5 @@ def render(inv: Investigation, fmt: str, top: int = 5) -> str:
     if fmt == "json":
         return render_json(inv)
     if fmt == "html":
-        from correlator.report_html import render_html
-
         return render_html(inv)
     raise ValueError(f"unknown format {fmt!r}")

@@ -21,7 +21,7 @@ from typing import Any
 
 from correlator.model import Evidence, Finding, Investigation, format_time
 
-__all__ = ["CAUSE_WORDS", "confidence_word", "render_html"]
+__all__ = ["CAUSE_WORDS", "confidence_word", "percent", "render_html"]
 
 #: Plain words for the built-in causes (other causes are shown as written).
 CAUSE_WORDS = {
@@ -88,6 +88,18 @@ footer { color:var(--muted); font-size:13px; }
 """
 
 
+def percent(x: float) -> str:
+    """A confidence as a percentage; never certainty: 0.998 reads ">99%", 0.001 "<1%".
+
+    Every format shows confidences this way (:mod:`correlator.report` re-exports it).
+    """
+    if x > 0.99:
+        return ">99%"
+    if 0.0 < x < 0.01:
+        return "<1%"
+    return f"{100 * x:.0f}%"
+
+
 def confidence_word(confidence: float) -> str:
     """``high`` (>= 0.7), ``medium`` (>= 0.4) or ``low``."""
     if confidence >= 0.7:
@@ -108,8 +120,6 @@ def _count(services: Sequence[str]) -> str:
 
 
 def _pct(x: float) -> str:
-    from correlator.report import percent
-
     return escape(percent(x))
 
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from correlator.fingerprint import alert_fingerprint
+from correlator.alerts import WEBHOOK_VERSION, parse_alert
 from correlator.model import Alert, parse_time
 
 __all__ = [
@@ -34,7 +34,7 @@ __all__ = [
     "to_alerts",
 ]
 
-SUPPORTED_VERSION = "4"
+SUPPORTED_VERSION = WEBHOOK_VERSION
 _FINGERPRINT = re.compile(r"^[0-9a-fA-F]{1,64}$")
 # Go's zero time.Time, which Alertmanager sends as endsAt of a firing alert.
 _GO_ZERO_YEAR = "0001-"
@@ -219,41 +219,15 @@ def parse_payload(body: bytes, limits: Limits | None = None) -> WebhookPayload:
     return payload
 
 
-def _ends_at(alert: WebhookAlert) -> float | None:
-    if alert.endsAt is None or alert.endsAt.startswith(_GO_ZERO_YEAR):
-        return None
-    return parse_time(alert.endsAt)
-
-
 def to_alerts(payload: WebhookPayload) -> list[Alert]:
     """The payload's alerts as :class:`~correlator.model.Alert` objects."""
-    out = []
-    for a in payload.alerts:
-        out.append(
-            Alert(
-                fingerprint=(a.fingerprint or alert_fingerprint(a.labels)).lower(),
-                labels=dict(a.labels),
-                annotations=dict(a.annotations),
-                starts_at=parse_time(a.startsAt),
-                ends_at=_ends_at(a),
-                status=a.status,
-                generator_url=a.generatorURL,
-                source=f"webhook:{payload.receiver}" if payload.receiver else "webhook",
-            )
-        )
-    return out
+    source = f"webhook:{payload.receiver}" if payload.receiver else "webhook"
+    return [
+        parse_alert(a.model_dump(), source=source, where=f"alerts[{i}]")
+        for i, a in enumerate(payload.alerts)
+    ]
 
 
 def alert_from_json(data: dict[str, Any]) -> Alert:
     """Rebuild an :class:`Alert` from :meth:`Alert.to_json` output (as stored)."""
-    ends = data.get("endsAt")
-    return Alert(
-        fingerprint=str(data["fingerprint"]),
-        labels={str(k): str(v) for k, v in data.get("labels", {}).items()},
-        annotations={str(k): str(v) for k, v in data.get("annotations", {}).items()},
-        starts_at=parse_time(data["startsAt"]),
-        ends_at=parse_time(ends) if ends else None,
-        status=str(data.get("status", "firing")),
-        generator_url=str(data.get("generatorURL", "")),
-        source=str(data.get("source", "webhook")),
-    )
+    return parse_alert(data, source=str(data.get("source", "webhook")), where="stored alert")
