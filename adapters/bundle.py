@@ -602,6 +602,9 @@ class BundleBackend:
         view._bound = bundle
         return view
 
+    def close(self) -> None:
+        """Nothing to release (parsed bundles stay cached for other investigations)."""
+
     def _bundle(self, window: Window | None = None) -> Bundle:
         if self._bound is not None:
             return self._bound

@@ -267,6 +267,9 @@ class MemorySource:
     def bind(self, alert: Alert) -> MemorySource:
         return self
 
+    def close(self) -> None:
+        pass
+
     def signals(
         self, catalog: Catalog, window: Window, step: float, *, deadline: float | None = None
     ) -> MetricResult:

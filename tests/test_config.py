@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from correlator.adapters.loki import LokiSettings
 
 from correlator.config import load_settings
@@ -47,7 +46,10 @@ def test_backend_from_env_masks_secret_in_repr() -> None:
         ("windw: {before: 5}", "windw: unknown setting"),
         ("deadline: soon", "deadline"),
         ("backends: {grafana: {url: 'http://g'}}", "backends.grafana: no adapter named 'grafana'"),
-        ("backends: {loki: {url: 'loki:3100'}}", "backends.loki.url: 'loki:3100' is not an http(s)"),
+        (
+            "backends: {loki: {url: 'loki:3100'}}",
+            "backends.loki.url: 'loki:3100' is not an http(s)",
+        ),
         ("window: [1, 2", "not valid YAML"),
         ("- just\n- a list\n", "must be a mapping"),
     ],

@@ -242,9 +242,9 @@ def test_validated_resolves_secret_env_and_file(tmp_path: Path) -> None:
             "password_file": str(pw)}  # fmt: skip
     assert HttpSettings.validated(cfg2, env={}).password == "filepw"
     bad = {"name": "alertmanager", "url": "http://am:9093", "token_file": str(tmp_path / "no")}
-    with pytest.raises(ConfigError, match="backends.alertmanager.token_file: cannot read"):
+    with pytest.raises(ConfigError, match=r"backends\.alertmanager\.token_file: cannot read"):
         HttpSettings.validated(bad, env={})
-    with pytest.raises(ConfigError, match="backends.alertmanager.timeout: Input should be"):
+    with pytest.raises(ConfigError, match=r"backends\.alertmanager\.timeout: Input should be"):
         HttpSettings.validated({**cfg, "timeout": "soon"}, env={})
 
 
@@ -255,7 +255,7 @@ def test_adapters_adopt_plain_settings_and_name_themselves() -> None:
     assert adapter.settings.display_name == "Prometheus (prom-eu)"
     assert adapter.settings.token == "t" and adapter.settings.env_prefix == "CORRELATOR_PROM_EU_"
     assert LokiAdapter("http://loki:3100").settings.display_name == "Loki"
-    with pytest.raises(ConfigError, match="backends.loki.page_size"):
+    with pytest.raises(ConfigError, match=r"backends\.loki\.page_size"):
         LokiAdapter(HttpSettings.validated({"name": "loki", "url": "http://l"})).settings.with_(
             page_size=0
         )

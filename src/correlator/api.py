@@ -72,10 +72,10 @@ def alerts(
 ) -> list[Alert]:
     """Every alert the configured sources can investigate."""
     sources = build_sources(_settings(config), source)
-    out: list[Alert] = []
-    for s in sources.alerts:
-        out.extend(s.alerts())
-    return out
+    try:
+        return [a for s in sources.alerts for a in s.alerts()]
+    finally:
+        sources.close()
 
 
 def resolve_alert(alert_id: str, sources: Sources) -> Alert:
@@ -139,4 +139,7 @@ def investigate(
         alert = alert_from_payload(target)
     else:
         alert = resolve_alert(str(target), sources)
-    return run(alert, sources.bind(alert), settings, catalog_for(settings))
+    try:
+        return run(alert, sources.bind(alert), settings, catalog_for(settings))
+    finally:
+        sources.close()  # built here, so closed here (HTTP connections)

@@ -97,6 +97,10 @@ class Source(Protocol):
         """This source as one investigation of ``alert`` reads it (often ``self``)."""
         ...
 
+    def close(self) -> None:
+        """Release what the source holds (HTTP connections); may do nothing."""
+        ...
+
 
 @runtime_checkable
 class MetricSource(Source, Protocol):
@@ -192,13 +196,17 @@ class AlertSource(Protocol):
         """The alert with this fingerprint (a unique prefix is fine), or ``None``."""
         ...
 
+    def close(self) -> None:
+        """Release what the source holds (HTTP connections); may do nothing."""
+        ...
+
 
 _KINDS: tuple[tuple[str, type, tuple[str, ...]], ...] = (
-    ("metrics", MetricSource, ("name", "local", "bind", "signals")),
-    ("logs", LogSource, ("name", "local", "bind", "logs")),
-    ("traces", TraceSource, ("name", "local", "bind", "spans")),
-    ("topology", TopologySource, ("name", "local", "bind", "edges")),
-    ("alerts", AlertSource, ("name", "alerts", "alert")),
+    ("metrics", MetricSource, ("name", "local", "bind", "close", "signals")),
+    ("logs", LogSource, ("name", "local", "bind", "close", "logs")),
+    ("traces", TraceSource, ("name", "local", "bind", "close", "spans")),
+    ("topology", TopologySource, ("name", "local", "bind", "close", "edges")),
+    ("alerts", AlertSource, ("name", "close", "alerts", "alert")),
 )
 
 
@@ -255,6 +263,16 @@ class Sources:
         topology = [view(s) for s in self.topology]
         alerts = [bound.get(id(s), s) for s in self.alerts]
         return Sources(metrics, logs, traces, topology, alerts)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Close every backend once (whoever built the sources closes them)."""
+        every: dict[int, MetricSource | LogSource | TraceSource | TopologySource | AlertSource]
+        every = {}
+        for group in (self.metrics, self.logs, self.traces, self.topology, self.alerts):
+            for source in group:
+                every.setdefault(id(source), source)
+        for source in every.values():
+            source.close()
 
 
 def describe_non_source(backend: object) -> str:
