@@ -276,12 +276,16 @@ class Sources:
 
 
 def describe_non_source(backend: object) -> str:
-    """Why ``backend`` is no source: what each protocol needs and what it lacks."""
+    """Why ``backend`` is no source: what the protocols it seems to aim at need and it lacks."""
     name = getattr(backend, "name", None) or type(backend).__name__
+    # The protocols whose data method it has (else every one) are the ones it meant.
+    aimed = [k for k in _KINDS if hasattr(backend, k[2][-1])] or list(_KINDS)
     needs = "; ".join(
-        f"{proto.__name__} needs "
-        + ", ".join(m for m in members)
-        + f" (missing: {', '.join(m for m in members if not hasattr(backend, m))})"
-        for _, proto, members in _KINDS
+        f"{proto.__name__} needs {', '.join(members)} "
+        f"(missing: {', '.join(m for m in members if not hasattr(backend, m))})"
+        for _, proto, members in aimed
     )
-    return f"backend {name!r} implements no source protocol of correlator.sources: {needs}"
+    return (
+        f"backend {name!r} implements no source protocol of correlator.sources: {needs}; "
+        "see correlator.sources for the contract"
+    )
