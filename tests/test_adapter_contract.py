@@ -292,6 +292,15 @@ def test_bad_backends_name_the_entry_and_the_fix(
     assert str(err.value).startswith(f"{cfg}: ")
 
 
+def test_a_bad_secret_is_named_but_never_shown(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "backends: {loki: {url: 'http://l', token: 987654321, timeout: x}}")
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, env={})
+    assert "backends.loki.token: Input should be a valid string" in str(err.value)
+    assert "backends.loki.timeout: Input should be a valid number" in str(err.value)
+    assert "987654321" not in str(err.value)
+
+
 def test_a_bad_backend_is_one_message_and_exit_2_on_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -120,7 +120,10 @@ def _errors(err: ValidationError, where: str) -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown setting; check the spelling (see the config reference in the README)"
         value = e.get("input")
+        # A bad secret's value stays out of the message, as everywhere.
+        secret = any(str(p).startswith(("token", "password", "headers")) for p in e["loc"])
         shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+        shown = "" if secret else shown
         at = f"{where}.{loc}" if where and loc else where or loc or "(top level)"
         lines.append(f"{at}: {msg}{shown}")
     return "\n".join(lines)
@@ -156,9 +159,7 @@ def backend_entry(key: str, raw: Any, env: Mapping[str, str] | None = None) -> B
             )
         data["name"] = key
     try:
-        settings = model.model_validate(
-            data, context={"env": os.environ if env is None else env, "name": key}
-        )
+        settings = model.model_validate(data, context={"env": os.environ if env is None else env})
     except ValidationError as err:
         raise ConfigError(_errors(err, where)) from None
     return Backend(adapter=adapter, settings=settings)
