@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -372,10 +373,13 @@ def test_two_threads_investigate_two_bundles_through_one_shared_adapter() -> Non
     alone = {fp: run(a) for fp, a in alerts.items()}
     barrier = threading.Barrier(len(alerts))
     together: dict[str, Any] = {}
+    spans: list[tuple[float, float]] = []
 
     def investigate(fp: str) -> None:
         barrier.wait()
+        t0 = time.monotonic()
         together[fp] = run(alerts[fp])
+        spans.append((t0, time.monotonic()))
 
     threads = [threading.Thread(target=investigate, args=(fp,)) for fp in alerts]
     for t in threads:
@@ -383,6 +387,7 @@ def test_two_threads_investigate_two_bundles_through_one_shared_adapter() -> Non
     for t in threads:
         t.join(timeout=120)
     assert set(together) == set(wanted)
+    assert max(a for a, _ in spans) < min(b for _, b in spans), "the two ran at the same time"
     for fp, truth in wanted.items():
         inv = together[fp]
         assert (inv.findings[0].service, inv.findings[0].cause) == truth
