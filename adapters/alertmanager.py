@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
+from pydantic import Field
 
 from correlator.alerts import ENDS_AT_ANNOTATION, AlertFormatError, parse_alert
 from correlator.escape import label_name
@@ -25,7 +26,12 @@ from correlator.http import HttpBackend, HttpSettings
 from correlator.model import Alert
 from correlator.sources import SourceError
 
-__all__ = ["ENDS_AT_ANNOTATION", "AlertmanagerAdapter", "AmbiguousFingerprintError"]
+__all__ = [
+    "ENDS_AT_ANNOTATION",
+    "AlertmanagerAdapter",
+    "AlertmanagerSettings",
+    "AmbiguousFingerprintError",
+]
 
 
 class AmbiguousFingerprintError(SourceError):
@@ -38,15 +44,28 @@ def _matcher(label: str, value: str) -> str:
     return f'{label_name(label)}="{escaped}"'
 
 
+class AlertmanagerSettings(HttpSettings):
+    """Settings of an Alertmanager (``backends: {alertmanager: {url: ...}}``)."""
+
+    active: bool = Field(True, description="list active alerts")
+    silenced: bool = Field(True, description="list silenced alerts")
+    inhibited: bool = Field(True, description="list inhibited alerts")
+
+
 class AlertmanagerAdapter:
     """An :class:`~correlator.sources.AlertSource` over Alertmanager ``/api/v2``.
 
-    ``active``/``silenced``/``inhibited`` are passed to the list endpoint
-    (defaults include everything, so an alert being investigated is found even
-    when silenced). ``clock`` gives the current time (tests inject it): an
-    ``endsAt`` after it is a firing alert's renewal deadline, read as unknown.
+    ``settings``: an :class:`AlertmanagerSettings`, any
+    :class:`~correlator.http.HttpSettings`, or a URL; the keyword options
+    override its fields. ``active``/``silenced``/``inhibited`` are passed to
+    the list endpoint (defaults include everything, so an alert being
+    investigated is found even when silenced). ``clock`` gives the current
+    time (tests inject it): an ``endsAt`` after it is a firing alert's renewal
+    deadline, read as unknown.
     """
 
+    Settings = AlertmanagerSettings
+    display_name = "Alertmanager"
     name = "alertmanager"
 
     def __init__(
@@ -54,17 +73,24 @@ class AlertmanagerAdapter:
         settings: HttpSettings | str,
         client: httpx.Client | None = None,
         *,
-        active: bool = True,
-        silenced: bool = True,
-        inhibited: bool = True,
+        active: bool | None = None,
+        silenced: bool | None = None,
+        inhibited: bool | None = None,
         backend: HttpBackend | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if isinstance(settings, str):
-            settings = HttpSettings(name="alertmanager", url=settings)
-        self.settings = settings
-        self.http = backend or HttpBackend(settings, client)
-        self.flags = {"active": active, "silenced": silenced, "inhibited": inhibited}
+        own = AlertmanagerSettings.adopt(
+            settings,
+            self.name,
+            self.display_name,
+            active=active,
+            silenced=silenced,
+            inhibited=inhibited,
+        )
+        self.settings = own
+        self.name = own.name
+        self.http = backend or HttpBackend(own, client)
+        self.flags = {"active": own.active, "silenced": own.silenced, "inhibited": own.inhibited}
         self.clock = clock
 
     def close(self) -> None:

@@ -24,14 +24,16 @@ from __future__ import annotations
 import copy
 import importlib.resources
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from correlator.bundle import Bundle, find_bundles, read_bundle
 from correlator.catalog import Catalog, SignalSpec, service_from_pod
@@ -47,8 +49,16 @@ from correlator.model import (
 )
 from correlator.openmetrics import Metrics, NameFilter
 from correlator.promql import range_seconds, render
+from correlator.sources import MetricResult
 
-__all__ = ["LOOKBACK", "BundleBackend", "default_library", "evaluate_spec", "name_filter"]
+__all__ = [
+    "LOOKBACK",
+    "BundleBackend",
+    "BundleSettings",
+    "default_library",
+    "evaluate_spec",
+    "name_filter",
+]
 
 #: Prometheus' instant-vector lookback (``--query.lookback-delta``), seconds.
 LOOKBACK = 300.0
@@ -487,34 +497,62 @@ def evaluate_spec(
 # --------------------------------------------------------------------------- backend
 
 
+class BundleSettings(BaseModel):
+    """Settings of a ``backends:`` entry served by the bundle adapter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("bundle", description="the backends: key (set from it)")
+    path: str | None = Field(
+        None, description="a bundle folder or a folder of bundles (default: the shipped library)"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).exists():
+            raise ValueError(
+                f"{v} does not exist; give a bundle folder or a folder of bundles "
+                "(or leave path out for the bundled library)"
+            )
+        return v
+
+
 class BundleBackend:
     """Alerts, metrics, logs, traces and topology from scenario bundles on disk.
 
     Implements ``AlertSource``, ``MetricSource``, ``LogSource``, ``TraceSource``
-    and ``TopologySource``. The data methods read the bundle of the alert last
-    resolved with :meth:`alert` (or set with :meth:`use`); with one bundle,
-    that one.
+    and ``TopologySource``. One backend serves every bundle under its root
+    and is shared across threads; :meth:`bind` gives the view one
+    investigation reads (its alert's bundle). An unbound backend reads the
+    bundle whose time range holds the window (with one bundle, that one).
+    Resolving an alert changes nothing.
     """
 
+    Settings = BundleSettings
+    display_name = "Scenario bundles"
     name = "bundle"
     local = True
     """Reads files on this machine: the engine bounds it by the deadline, not the
     per-source timeout (a first parse of a big bundle takes a while)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | BundleSettings | None = None) -> None:
+        if isinstance(path, BundleSettings):
+            self.name = path.name
+            path = path.path
         self.root = Path(path) if path is not None else default_library()
         self._paths = find_bundles(self.root)
         self._bundles: dict[Path, Bundle] = {}
-        self._current: Bundle | None = None
+        self._lock = threading.Lock()  # one parse per bundle, whichever thread asks first
+        self._bound: Bundle | None = None
 
     def bundles(self) -> list[Bundle]:
         """Every bundle under the root (read on first use)."""
-        out = []
-        for p in self._paths:
-            if p not in self._bundles:
-                self._bundles[p] = read_bundle(p)
-            out.append(self._bundles[p])
-        return out
+        with self._lock:
+            for p in self._paths:
+                if p not in self._bundles:
+                    self._bundles[p] = read_bundle(p)
+            return [self._bundles[p] for p in self._paths]
 
     # ---- AlertSource
     def alerts(self) -> list[Alert]:
@@ -538,7 +576,6 @@ class BundleBackend:
             raise UserInputError(
                 f"alert id {fingerprint!r} is ambiguous; it matches {listed}. Give more characters."
             )
-        self._current = self.bundle_for(matches[0])
         return matches[0]
 
     def bundle_for(self, alert: Alert) -> Bundle:
@@ -551,25 +588,26 @@ class BundleBackend:
                 return b
         raise UserInputError(f"alert {alert.fingerprint} is not from a bundle under {self.root}")
 
-    def use(self, alert_or_bundle: Alert | Bundle) -> None:
-        """Point the data methods at this alert's bundle."""
-        if isinstance(alert_or_bundle, Bundle):
-            self._current = alert_or_bundle
-        else:
-            self._current = self.bundle_for(alert_or_bundle)
+    def bind(self, alert: Alert) -> Self:
+        """A view whose data methods read this alert's bundle (sharing the parse cache).
 
-    def bound(self, alert: Alert) -> BundleBackend:
-        """A backend whose data methods read this alert's bundle (shares the cache).
-
-        Use this rather than :meth:`use` when investigations run concurrently.
+        ``self`` is left as it was. An alert from no bundle here (a webhook
+        from a live Alertmanager) gets ``self``, which reads by window.
         """
-        clone = copy.copy(self)
-        clone._current = self.bundle_for(alert)
-        return clone
+        try:
+            bundle = self.bundle_for(alert)
+        except UserInputError:
+            return self
+        view = copy.copy(self)
+        view._bound = bundle
+        return view
+
+    def close(self) -> None:
+        """Nothing to release (parsed bundles stay cached for other investigations)."""
 
     def _bundle(self, window: Window | None = None) -> Bundle:
-        if self._current is not None:
-            return self._current
+        if self._bound is not None:
+            return self._bound
         bundles = self.bundles()
         if window is not None:
             for b in bundles:
@@ -580,8 +618,13 @@ class BundleBackend:
         return bundles[0]
 
     # ---- MetricSource
-    def signals(self, catalog: Catalog, window: Window, step: float) -> pd.DataFrame:
-        """Every catalog role for the bundle (the first alternative with data wins per service)."""
+    def signals(
+        self, catalog: Catalog, window: Window, step: float, *, deadline: float | None = None
+    ) -> MetricResult:
+        """Every catalog role for the bundle (the first alternative with data wins per service).
+
+        Files are read whatever ``deadline`` says (the engine stops waiting).
+        """
         bundle = self._bundle(window)
         cat = bundle.merged_catalog(catalog)
         metrics = bundle.metrics_for(name_filter(cat))
@@ -600,13 +643,12 @@ class BundleBackend:
         frame = _frame(parts)
         # Every spec is evaluated: stop holding the parse cache's mapped file in memory.
         metrics.release_pages()
-        return frame
+        queries = {role: q for role in cat.roles if (q := self.query_for(cat, role))}
+        return MetricResult(frame=frame, step=step, queries=queries)
 
     def query_for(self, catalog: Catalog, role: str) -> str | None:
-        """The PromQL of the role's first alternative (step 60s)."""
-        bundle = self._current
-        cat = bundle.merged_catalog(catalog) if bundle is not None else catalog
-        specs = cat.specs(role)
+        """The PromQL of the role's first alternative in ``catalog`` (step 60s)."""
+        specs = catalog.specs(role)
         return render(specs[0], 60.0) if specs else None
 
     # ---- LogSource
@@ -616,6 +658,8 @@ class BundleBackend:
         services: Sequence[str] | None = None,
         min_severity: int = 13,
         limit: int = 5000,
+        *,
+        deadline: float | None = None,
     ) -> pd.DataFrame:
         """Records at or above ``min_severity`` in the window (most severe kept when over limit)."""
         df = self._bundle(window).logs
@@ -630,7 +674,12 @@ class BundleBackend:
 
     # ---- TraceSource
     def spans(
-        self, window: Window, services: Sequence[str] | None = None, limit: int = 200
+        self,
+        window: Window,
+        services: Sequence[str] | None = None,
+        limit: int = 200,
+        *,
+        deadline: float | None = None,
     ) -> pd.DataFrame:
         """Spans of failing traces first, then the slowest, bounded to ``limit`` traces."""
         df = self._bundle(window).spans
@@ -659,7 +708,9 @@ class BundleBackend:
         return out.sort_values(["trace_id", "start"], kind="stable").reset_index(drop=True)
 
     # ---- TopologySource
-    def edges(self, window: Window) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    def edges(
+        self, window: Window, *, deadline: float | None = None
+    ) -> tuple[list[tuple[str, str]], dict[str, str]]:
         """Declared edges, client->server pairs in spans, and edge-rate series pairs."""
         bundle = self._bundle(window)
         pairs: list[tuple[str, str]] = []

@@ -24,18 +24,19 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import httpx
 import pandas as pd
 from correlator.adapters.tempo import normalize_trace_id
+from pydantic import Field
 
 from correlator.http import HttpBackend, HttpSettings
-from correlator.model import SPAN_COLUMNS, Window, empty_frame, format_time
+from correlator.model import SPAN_COLUMNS, Alert, Window, empty_frame, format_time
 from correlator.otlp import OtlpError, spans_from_otlp
 from correlator.sources import SourceError
 
-__all__ = ["JaegerAdapter", "spans_from_jaeger"]
+__all__ = ["JaegerAdapter", "JaegerSettings", "spans_from_jaeger"]
 
 Api = Literal["auto", "v3", "legacy"]
 _KINDS = {"internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
@@ -128,34 +129,53 @@ def spans_from_jaeger(traces: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+class JaegerSettings(HttpSettings):
+    """Settings of a Jaeger query service (``backends: {jaeger: {url: ...}}``)."""
+
+    api: Api = Field("auto", description="auto (detect), v3 or legacy")
+    slow_threshold: float = Field(1.0, gt=0, description="seconds above which a trace is slow")
+
+
 class JaegerAdapter:
     """A trace and topology source over Jaeger's query API (v3 or legacy).
 
-    ``slow_threshold`` (seconds) selects slow traces; ``per_service`` bounds
-    the traces asked per service and search (Jaeger searches need a service).
+    ``settings``: a :class:`JaegerSettings`, any
+    :class:`~correlator.http.HttpSettings`, or a URL; the keyword options
+    override its fields. ``slow_threshold`` (seconds) selects slow traces.
     """
 
+    Settings = JaegerSettings
+    display_name = "Jaeger"
     name = "jaeger"
+    local = False
+    """Talks to a server: ``source_timeout`` bounds each call."""
 
     def __init__(
         self,
         settings: HttpSettings | str,
         client: httpx.Client | None = None,
         *,
-        api: Api = "auto",
-        slow_threshold: float = 1.0,
+        api: Api | None = None,
+        slow_threshold: float | None = None,
         backend: HttpBackend | None = None,
     ) -> None:
-        if isinstance(settings, str):
-            settings = HttpSettings(name="jaeger", url=settings)
-        self.settings = settings
-        self.http = backend or HttpBackend(settings, client)
-        self.api: Api = api
-        self.slow_threshold = slow_threshold
+        own = JaegerSettings.adopt(
+            settings, self.name, self.display_name, api=api, slow_threshold=slow_threshold
+        )
+        self.settings = own
+        self.name = own.name
+        self.http = backend or HttpBackend(own, client)
+        # "auto" becomes the API the server has on first use (the same for every call).
+        self.api: Api = own.api
+        self.slow_threshold = own.slow_threshold
 
     def close(self) -> None:
         """Close the HTTP client if the adapter built it."""
         self.http.close()
+
+    def bind(self, alert: Alert) -> Self:
+        """Itself: every call says what it reads."""
+        return self
 
     def _where(self) -> str:
         return f"Jaeger at {self.settings.public_url}"
@@ -258,7 +278,12 @@ class JaegerAdapter:
             raise SourceError(f"{self._where()}{path}: malformed OTLP trace: {err}") from err
 
     def spans(
-        self, window: Window, services: Sequence[str] | None = None, limit: int = 200
+        self,
+        window: Window,
+        services: Sequence[str] | None = None,
+        limit: int = 200,
+        *,
+        deadline: float | None = None,
     ) -> pd.DataFrame:
         """Failing and slow traces of each service in the window (at most ``limit`` traces)."""
         names = list(services) if services else self.services()
@@ -294,7 +319,9 @@ class JaegerAdapter:
             for d in body.get("data") or ()
         ]
 
-    def edges(self, window: Window) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    def edges(
+        self, window: Window, *, deadline: float | None = None
+    ) -> tuple[list[tuple[str, str]], dict[str, str]]:
         """Caller -> callee edges; from ``/api/dependencies``, else derived from spans."""
         try:
             deps = self.dependencies(window)

@@ -23,18 +23,19 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from correlator.escape import label_name, logql_string, promql_regex
 from correlator.http import HttpBackend, HttpSettings
-from correlator.model import LOG_COLUMNS, SIGNAL_COLUMNS, Window, empty_frame
+from correlator.model import LOG_COLUMNS, SIGNAL_COLUMNS, Alert, Window, empty_frame
 from correlator.sources import SourceError
 
-__all__ = ["LEVELS", "LogEntry", "LokiAdapter", "severity_of"]
+__all__ = ["LEVELS", "LogEntry", "LokiAdapter", "LokiSettings", "severity_of"]
 
 #: Level words and their OTLP severity numbers.
 LEVELS: dict[str, int] = {
@@ -80,37 +81,59 @@ def _ns(seconds: float) -> str:
     return str(whole * 1_000_000_000 + round((seconds - whole) * 1e9))
 
 
+class LokiSettings(HttpSettings):
+    """Settings of a Loki backend (``backends: {loki: {url: ...}}``)."""
+
+    service_label: str = Field("service_name", description="the stream label naming the service")
+    page_size: int = Field(1000, ge=1, le=5000, description="lines per request")
+
+
 class LokiAdapter:
     """A :class:`~correlator.sources.LogSource` over Loki's HTTP API.
 
-    ``service_label`` is the stream label naming the service (``service_name``
-    for OTLP and most agents). ``page_size`` bounds one request (Loki refuses
-    more than ``max_entries_limit_per_query``, 5000 by default).
+    ``settings``: a :class:`LokiSettings`, any
+    :class:`~correlator.http.HttpSettings`, or a URL; the keyword options
+    override its fields. ``service_label`` is the stream label naming the
+    service (``service_name`` for OTLP and most agents). ``page_size`` bounds
+    one request (Loki refuses more than ``max_entries_limit_per_query``, 5000
+    by default).
     """
 
+    Settings = LokiSettings
+    display_name = "Loki"
     name = "loki"
+    local = False
+    """Talks to a server: ``source_timeout`` bounds each call."""
 
     def __init__(
         self,
         settings: HttpSettings | str,
         client: httpx.Client | None = None,
         *,
-        service_label: str = "service_name",
-        page_size: int = 1000,
+        service_label: str | None = None,
+        page_size: int | None = None,
         backend: HttpBackend | None = None,
     ) -> None:
-        if isinstance(settings, str):
-            settings = HttpSettings(name="loki", url=settings)
-        self.settings = settings
-        self.http = backend or HttpBackend(settings, client)
-        self.service_label = label_name(service_label)
-        self.page_size = max(1, min(page_size, 5000))
-        self.queries: dict[str, str] = {}
-        """What each of the last calls asked (``logs``, ``log_errors``...)."""
+        own = LokiSettings.adopt(
+            settings,
+            self.name,
+            self.display_name,
+            service_label=service_label,
+            page_size=None if page_size is None else max(1, min(page_size, 5000)),
+        )
+        self.settings = own
+        self.name = own.name
+        self.http = backend or HttpBackend(own, client)
+        self.service_label = label_name(own.service_label)
+        self.page_size = own.page_size
 
     def close(self) -> None:
         """Close the HTTP client if the adapter built it."""
         self.http.close()
+
+    def bind(self, alert: Alert) -> Self:
+        """Itself: every call says what it reads."""
+        return self
 
     # -- queries ---------------------------------------------------------------------
 
@@ -243,13 +266,14 @@ class LokiAdapter:
         services: Sequence[str] | None = None,
         min_severity: int = 13,
         limit: int = 5000,
+        *,
+        deadline: float | None = None,
     ) -> pd.DataFrame:
         """Lines at or above ``min_severity`` in ``[window.start, window.end]``, newest first.
 
         Pages backwards until ``limit`` lines or the window's start.
         """
         query = self.error_query(services, min_severity)
-        self.queries["logs"] = query
         rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         end_ns = int(_ns(window.end))
         fetched = 0
@@ -297,7 +321,6 @@ class LokiAdapter:
         role = "log_error_rate" if min_severity is not None else "log_rate"
         rng = f"{max(int(step), 1)}s"
         query = f"sum by ({self.service_label}) (rate({sel} [{rng}]))"
-        self.queries[role] = query
         series = self.metric_range(query, window.baseline_start, window.end, step)
         frames = []
         for labels, ts, values in series:

@@ -42,20 +42,21 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlencode
 
 import httpx
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from pydantic import Field
 
 from correlator.catalog import Catalog, SignalSpec
 from correlator.escape import label_name, promql_string
 from correlator.http import HttpBackend, HttpSettings
-from correlator.model import SIGNAL_COLUMNS, Window, empty_frame
+from correlator.model import SIGNAL_COLUMNS, Alert, Window, empty_frame
 from correlator.promql import range_seconds
-from correlator.sources import SourceError
+from correlator.sources import MetricResult, SourceError
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -63,6 +64,7 @@ __all__ = [
     "POD_REGEX",
     "SERVICE_LABEL",
     "PrometheusAdapter",
+    "PrometheusSettings",
     "choose_step",
     "render_chain",
     "render_promql",
@@ -239,21 +241,41 @@ class _Job:
         return f"{self.role} ({self.spec.source or self.spec.metric or 'selector'})"
 
 
+class PrometheusSettings(HttpSettings):
+    """Settings of a Prometheus-API backend (``backends: {prometheus: {url: ...}}``)."""
+
+    ui_url: str | None = Field(None, description="base of the graph links (default: url)")
+    min_step: float = Field(15.0, gt=0, description="smallest query step in seconds")
+    rate_window: float | None = Field(
+        None, gt=0, description="rate() range in seconds (default: from the step)"
+    )
+    concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, description="queries in flight at once")
+    budget: float | None = Field(
+        None, gt=0, description="seconds one signals() call may take (default: 0.9 x timeout)"
+    )
+
+
 class PrometheusAdapter:
     """A :class:`~correlator.sources.MetricSource` over the Prometheus HTTP API.
 
-    ``settings`` say where and how to connect; ``client`` may be injected
-    (default: built from ``settings``). ``ui_url`` is the base of the graph
-    links (default: the API URL). ``min_step`` bounds the step from below.
-    ``concurrency`` queries are in flight at once (default
-    :data:`DEFAULT_CONCURRENCY`). ``budget`` is the seconds one
-    :meth:`signals` call may take (default: the backend's timeout less 10%,
-    so partial results come back before the engine's ``source_timeout``,
-    10 s like the timeout by default); queries unanswered by then are
-    abandoned and named in :attr:`warnings`.
+    ``settings`` say where and how to connect (a :class:`PrometheusSettings`,
+    any :class:`~correlator.http.HttpSettings`, or a URL); the keyword options
+    override its fields. ``client`` may be injected (default: built from
+    ``settings``). ``ui_url`` is the base of the graph links (default: the
+    API URL). ``min_step`` bounds the step from below. ``concurrency``
+    queries are in flight at once (default :data:`DEFAULT_CONCURRENCY`).
+    ``budget`` is the seconds one :meth:`signals` call may take (default:
+    the backend's timeout less 10%, so partial results come back before the
+    engine's ``source_timeout``, 10 s like the timeout by default); queries
+    unanswered by then are abandoned and named in the result's ``warnings``.
+    The adapter keeps no per-call state: one instance serves concurrent calls.
     """
 
+    Settings = PrometheusSettings
+    display_name = "Prometheus"
     name = "prometheus"
+    local = False
+    """Talks to a server: ``source_timeout`` bounds each call."""
 
     def __init__(
         self,
@@ -261,36 +283,46 @@ class PrometheusAdapter:
         client: httpx.Client | None = None,
         *,
         ui_url: str | None = None,
-        min_step: float = 15.0,
+        min_step: float | None = None,
         rate_window: float | None = None,
         name: str | None = None,
         backend: HttpBackend | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency: int | None = None,
         budget: float | None = None,
     ) -> None:
-        if isinstance(settings, str):
-            settings = HttpSettings(name="prometheus", url=settings)
-        if concurrency < 1:
+        if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
-        self.settings = settings
-        self.http = backend or HttpBackend(settings, client)
-        self.ui_url = (ui_url or settings.public_url).rstrip("/")
-        self.min_step = min_step
-        self.rate_window = rate_window
-        self.concurrency = concurrency
-        self.budget = budget if budget is not None else 0.9 * settings.timeout
-        if name:
-            self.name = name
-        self.queries: dict[str, str] = {}
-        """Role -> the query whose data was used in the last :meth:`signals` call."""
-        self.links: dict[str, str] = {}
-        """Role -> a graph URL for that query."""
-        self.warnings: list[str] = []
-        """Alternatives rejected (400/422) or abandoned at the budget in the last call."""
-        self.fallbacks = 0
-        """Specs asked again with :func:`render_chain` in the last call (services in two
-        partitions whose values cannot be combined here)."""
-        self._window: Window | None = None
+        own = PrometheusSettings.adopt(
+            settings,
+            self.name,
+            self.display_name,
+            name=name,
+            ui_url=ui_url,
+            min_step=min_step,
+            rate_window=rate_window,
+            concurrency=concurrency,
+            budget=budget,
+        )
+        self.settings = own
+        self.name = own.name
+        self.http = backend or HttpBackend(own, client)
+        self.ui_url = (own.ui_url or own.public_url).rstrip("/")
+        self.min_step = own.min_step
+        self.rate_window = own.rate_window
+        self.concurrency = own.concurrency
+        self.budget = own.budget if own.budget is not None else 0.9 * own.timeout
+        self._fallbacks = 0
+        self._count = threading.Lock()
+
+    @property
+    def fallbacks(self) -> int:
+        """Specs asked again with :func:`render_chain` since the adapter was built (services
+        in two partitions whose values cannot be combined here)."""
+        return self._fallbacks
+
+    def bind(self, alert: Alert) -> Self:
+        """Itself: every call says what it reads."""
+        return self
 
     def close(self) -> None:
         """Close the HTTP client if the adapter built it."""
@@ -366,31 +398,29 @@ class PrometheusAdapter:
 
     # -- MetricSource ---------------------------------------------------------------
 
-    def query_for(self, catalog: Catalog, role: str) -> str | None:
-        """The query that showed ``role`` in the last call, else the first alternative's."""
-        if role in self.queries:
-            return self.queries[role]
+    def query_for(self, catalog: Catalog, role: str, step: float = 60.0) -> str | None:
+        """The query of the role's first alternative at ``step``."""
         specs = catalog.specs(role)
         if not specs:
             return None
-        step = choose_step(self._window, self.min_step) if self._window else 60.0
         return render_promql(specs[0], step, self.rate_window)
 
     def signals(
         self, catalog: Catalog, window: Window, step: float, *, deadline: float | None = None
-    ) -> pd.DataFrame:
+    ) -> MetricResult:
         """Every catalog role over ``[window.baseline_start, window.end]``: one query per spec.
 
         For each role and service the first alternative with data wins. The
         queries run ``concurrency`` at a time; the call returns by ``deadline``
         (a :func:`time.monotonic` time) or after ``budget`` seconds, whichever
         comes first, with what has arrived: the queries abandoned (and those
-        the backend rejected as invalid) are listed in :attr:`warnings` and in
-        the frame's ``attrs["warnings"]``. Any other failure of the backend
-        (down, 5xx after retries, 401) stops the remaining queries and raises
-        :class:`~correlator.sources.SourceError`.
+        the backend rejected as invalid) are listed in the result's
+        ``warnings``. Any other failure of the backend (down, 5xx after
+        retries, 401) stops the remaining queries and raises
+        :class:`~correlator.sources.SourceError`. ``queries`` holds, per role,
+        the query whose data was used (else the first alternative's) and
+        ``links`` a graph URL for each query used.
         """
-        self._window = window
         step = max(float(step), choose_step(window, self.min_step))
         # The grid starts at the baseline start itself, not at a step multiple:
         # the bundle backend samples the same instants, so both backends agree.
@@ -423,19 +453,19 @@ class PrometheusAdapter:
                 kept.append(frame)
                 queries.setdefault(role, query)
                 links.setdefault(role, self.graph_url(query, start, end, step))
-        self.queries, self.links, self.warnings, self.fallbacks = (
-            queries,
-            links,
-            warnings,
-            fallbacks,
-        )
+        with self._count:
+            self._fallbacks += fallbacks
+        for role in catalog.roles:
+            if role not in queries and (first := self.query_for(catalog, role, step)):
+                queries[role] = first
         out = (
             pd.concat(kept, ignore_index=True).loc[:, list(SIGNAL_COLUMNS)]
             if kept
             else empty_frame(SIGNAL_COLUMNS)
         )
-        out.attrs["warnings"] = list(warnings)
-        return out
+        return MetricResult(
+            frame=out, step=step, queries=queries, links=links, warnings=tuple(warnings)
+        )
 
     def _run(
         self, jobs: list[_Job], start: float, end: float, step: float, stop_at: float, limit: str

@@ -20,19 +20,20 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from correlator.escape import traceql_attribute, traceql_regex, traceql_string
 from correlator.http import HttpBackend, HttpSettings
-from correlator.model import SPAN_COLUMNS, Window, empty_frame
+from correlator.model import SPAN_COLUMNS, Alert, Window, empty_frame
 from correlator.otlp import OtlpError, spans_from_otlp
 from correlator.sources import SourceError
 
-__all__ = ["TempoAdapter", "TraceHit", "normalize_trace_id"]
+__all__ = ["TempoAdapter", "TempoSettings", "TraceHit", "normalize_trace_id"]
 
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 
@@ -66,36 +67,56 @@ class TraceHit:
     """Service -> (span count, error count), when Tempo reports it."""
 
 
+class TempoSettings(HttpSettings):
+    """Settings of a Tempo backend (``backends: {tempo: {url: ...}}``)."""
+
+    slow_threshold: float = Field(1.0, gt=0, description="seconds above which a trace is slow")
+    sample: int = Field(5, ge=0, description="ordinary traces fetched for contrast")
+
+
 class TempoAdapter:
     """A :class:`~correlator.sources.TraceSource` over Tempo's HTTP API.
 
-    ``slow_threshold`` (seconds) is the duration above which a trace counts as
-    slow; ``sample`` is how many ordinary traces are fetched for contrast.
+    ``settings``: a :class:`TempoSettings`, any
+    :class:`~correlator.http.HttpSettings`, or a URL; the keyword options
+    override its fields. ``slow_threshold`` (seconds) is the duration above
+    which a trace counts as slow; ``sample`` is how many ordinary traces are
+    fetched for contrast.
     """
 
+    Settings = TempoSettings
+    display_name = "Tempo"
     name = "tempo"
+    local = False
+    """Talks to a server: ``source_timeout`` bounds each call."""
 
     def __init__(
         self,
         settings: HttpSettings | str,
         client: httpx.Client | None = None,
         *,
-        slow_threshold: float = 1.0,
-        sample: int = 5,
+        slow_threshold: float | None = None,
+        sample: int | None = None,
         backend: HttpBackend | None = None,
     ) -> None:
-        if isinstance(settings, str):
-            settings = HttpSettings(name="tempo", url=settings)
-        self.settings = settings
-        self.http = backend or HttpBackend(settings, client)
-        self.slow_threshold = slow_threshold
-        self.sample = sample
-        self.queries: dict[str, str] = {}
+        own = TempoSettings.adopt(
+            settings, self.name, self.display_name, slow_threshold=slow_threshold, sample=sample
+        )
+        self.settings = own
+        self.name = own.name
+        self.http = backend or HttpBackend(own, client)
+        self.slow_threshold = own.slow_threshold
+        self.sample = own.sample
+        # Which trace-by-id API the server has, learned once (the same for every call).
         self._v2: bool | None = None
 
     def close(self) -> None:
         """Close the HTTP client if the adapter built it."""
         self.http.close()
+
+    def bind(self, alert: Alert) -> Self:
+        """Itself: every call says what it reads."""
+        return self
 
     # -- queries ----------------------------------------------------------------------
 
@@ -224,17 +245,21 @@ class TempoAdapter:
             "sample_traces": (self._spanset(services), self.sample),
         }
         ids: list[str] = []
-        for key, (query, n) in wanted.items():
+        for query, n in wanted.values():
             if len(ids) >= limit or n <= 0:
                 break
-            self.queries[key] = query
             for hit in self.search(query, window.start, window.end, limit=n):
                 if hit.trace_id not in ids:
                     ids.append(hit.trace_id)
         return ids[:limit]
 
     def spans(
-        self, window: Window, services: Sequence[str] | None = None, limit: int = 200
+        self,
+        window: Window,
+        services: Sequence[str] | None = None,
+        limit: int = 200,
+        *,
+        deadline: float | None = None,
     ) -> pd.DataFrame:
         """Spans of failing, slow and sample traces of ``services`` in the window."""
         traces = []

@@ -81,7 +81,7 @@ def _collect(path: Path) -> dict[str, Any]:
     backend = BundleBackend(path)
     bundle = backend.bundles()[0]
     alert = bundle.alerts[0]
-    backend.use(bundle)
+    backend = backend.bind(alert)
     settings = Settings(source_timeout=600, deadline=1200)
     catalog = bundle.merged_catalog(default_catalog())
     window = make_window(alert, settings)

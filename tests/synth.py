@@ -16,6 +16,7 @@ import pandas as pd
 
 from correlator.catalog import Catalog
 from correlator.model import LOG_COLUMNS, SIGNAL_COLUMNS, SPAN_COLUMNS, Alert, Telemetry, Window
+from correlator.sources import MetricResult
 
 T0 = 1_700_000_000.0
 STEP = 15.0
@@ -250,6 +251,7 @@ class MemorySource:
     delay: float = 0.0
     fail: str | None = None
     calls: list[str] = field(default_factory=list)
+    local: bool = False
 
     def _maybe(self, what: str) -> None:
         import time
@@ -262,12 +264,18 @@ class MemorySource:
 
             raise SourceError(f"{self.name}: {what} backend is down")
 
-    def signals(self, catalog: Catalog, window: Window, step: float) -> pd.DataFrame:
-        self._maybe("metrics")
-        return self.telemetry.signals
+    def bind(self, alert: Alert) -> MemorySource:
+        return self
 
-    def query_for(self, catalog: Catalog, role: str) -> str | None:
-        return self.telemetry.queries.get(role)
+    def close(self) -> None:
+        pass
+
+    def signals(
+        self, catalog: Catalog, window: Window, step: float, *, deadline: float | None = None
+    ) -> MetricResult:
+        self._maybe("metrics")
+        tel = self.telemetry
+        return MetricResult(tel.signals, step, queries=dict(tel.queries), links=dict(tel.links))
 
     def logs(
         self,
@@ -275,16 +283,25 @@ class MemorySource:
         services: Sequence[str] | None = None,
         min_severity: int = 13,
         limit: int = 5000,
+        *,
+        deadline: float | None = None,
     ) -> pd.DataFrame:
         self._maybe("logs")
         return self.telemetry.logs
 
     def spans(
-        self, window: Window, services: Sequence[str] | None = None, limit: int = 200
+        self,
+        window: Window,
+        services: Sequence[str] | None = None,
+        limit: int = 200,
+        *,
+        deadline: float | None = None,
     ) -> pd.DataFrame:
         self._maybe("traces")
         return self.telemetry.spans
 
-    def edges(self, window: Window) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    def edges(
+        self, window: Window, *, deadline: float | None = None
+    ) -> tuple[list[tuple[str, str]], dict[str, str]]:
         self._maybe("topology")
         return [(a, b) for a, b, _ in self.telemetry.edges], dict(self.telemetry.node_kinds)

@@ -230,7 +230,7 @@ def test_protocols(backend: BundleBackend) -> None:
 
 
 def test_counter_rate_survives_reset(backend: BundleBackend) -> None:
-    df = backend.signals(default_catalog(), WINDOW, 60)
+    df = backend.signals(default_catalog(), WINDOW, 60).frame
     assert tuple(df.columns) == SIGNAL_COLUMNS
     rate = _series(df, "request_rate", "checkout")
     full = rate[rate["ts"] >= T0 + 240]
@@ -241,7 +241,7 @@ def test_counter_rate_survives_reset(backend: BundleBackend) -> None:
 
 
 def test_histogram_quantile_matches_hand_computation(backend: BundleBackend) -> None:
-    df = backend.signals(default_catalog(), WINDOW, 60)
+    df = backend.signals(default_catalog(), WINDOW, 60).frame
     lat = _series(df, "latency", "api")
     # Summed bucket rates per 15 s: le 0.1 -> 1, 0.5 -> 4, 1 -> 8, +Inf -> 8.
     # p95 rank 7.6 falls in (0.5, 1]: 0.5 + 0.5 * (7.6 - 4) / (8 - 4) = 0.95.
@@ -249,7 +249,7 @@ def test_histogram_quantile_matches_hand_computation(backend: BundleBackend) -> 
 
 
 def test_regex_matchers(backend: BundleBackend) -> None:
-    df = backend.signals(default_catalog(), WINDOW, 60)
+    df = backend.signals(default_catalog(), WINDOW, 60).frame
     errors = _series(df, "error_rate", "shop")
     assert errors["value"].iloc[-1] == pytest.approx(3 / 15)  # status =~ "5..": 500 + 503
     assert _series(df, "request_rate", "shop")["value"].iloc[-1] == pytest.approx(13 / 15)
@@ -261,23 +261,24 @@ def test_regex_matchers(backend: BundleBackend) -> None:
 
 
 def test_pod_name_attribution(backend: BundleBackend) -> None:
-    df = backend.signals(default_catalog(), WINDOW, 60)
+    df = backend.signals(default_catalog(), WINDOW, 60).frame
     mem = _series(df, "memory", "payment")
     assert set(mem["pod"]) == {"payment-7d9f8b6c5d-x2k4q", "payment-7d9f8b6c5d-abcde"}
     by_pod = mem.groupby("pod")["value"].max()
     assert by_pod["payment-7d9f8b6c5d-x2k4q"] == 100.0  # the POD container is excluded
 
 
-def test_grid_and_query_for(backend: BundleBackend) -> None:
-    df = backend.signals(default_catalog(), WINDOW, 60)
-    ts = sorted(set(df["ts"]))
+def test_grid_and_queries(backend: BundleBackend) -> None:
+    result = backend.signals(default_catalog(), WINDOW, 60)
+    ts = sorted(set(result.frame["ts"]))
     assert ts[0] == T0 and ts[-1] == T0 + 7200 and ts[1] - ts[0] == 60
-    backend.alert(alert_fingerprint(LABELS))
-    assert backend.query_for(default_catalog(), "latency") == (
+    assert result.step == 60 and not result.warnings
+    # The bundle's own catalog (catalog.json) names the series of its roles.
+    assert result.queries["latency"] == (
         "histogram_quantile(0.95, sum by (le, service) (rate(req_seconds_bucket[240s])))"
     )
-    q = backend.query_for(default_catalog(), "error_rate")
-    assert q is not None and 'status_code="STATUS_CODE_ERROR"' in q
+    q = result.queries["error_rate"]
+    assert 'status_code="STATUS_CODE_ERROR"' in q
 
 
 def test_alert_prefix_and_ambiguity(tmp_path: Path) -> None:
@@ -340,7 +341,7 @@ def test_pod_gone_before_the_window_is_left_out(tmp_path: Path) -> None:
     )
     write_bundle(tmp_path / "gone", scenario(), render([gone]))
     window = Window(start=T0 + 3600, end=T0 + 7200, baseline_start=T0 + 1800)
-    df = BundleBackend(tmp_path / "gone").signals(default_catalog(), window, 60)
+    df = BundleBackend(tmp_path / "gone").signals(default_catalog(), window, 60).frame
     mem = _series(df, "memory", "payment")
     assert set(mem["pod"]) == {"payment-7d9f8b6c5d-x2k4q"}
     assert mem["value"].max() == 100.0 and mem["ts"].min() >= T0 + 1800

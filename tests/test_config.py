@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from correlator.adapters.loki import LokiSettings
 
 from correlator.config import load_settings
 from correlator.errors import ConfigError
@@ -30,7 +31,9 @@ def test_backend_from_env_masks_secret_in_repr() -> None:
     s = load_settings(
         env={"CORRELATOR_LOKI_URL": "http://loki:3100/", "CORRELATOR_LOKI_TOKEN": "s3cr3t"}
     )
-    loki = s.backends["loki"]
+    assert s.backends["loki"].adapter == "loki"
+    loki = s.backends["loki"].settings
+    assert isinstance(loki, LokiSettings)
     assert loki.url == "http://loki:3100"
     assert loki.token == "s3cr3t"
     assert "s3cr3t" not in repr(s)
@@ -42,8 +45,11 @@ def test_backend_from_env_masks_secret_in_repr() -> None:
         ("window: {before: -5}", "window.before"),
         ("windw: {before: 5}", "windw: unknown setting"),
         ("deadline: soon", "deadline"),
-        ("backends: {grafana: {url: 'http://g'}}", "unknown backend 'grafana'"),
-        ("backends: {loki: {url: 'loki:3100'}}", "not an http(s) URL"),
+        ("backends: {grafana: {url: 'http://g'}}", "backends.grafana: no adapter named 'grafana'"),
+        (
+            "backends: {loki: {url: 'loki:3100'}}",
+            "backends.loki.url: 'loki:3100' is not an http(s)",
+        ),
         ("window: [1, 2", "not valid YAML"),
         ("- just\n- a list\n", "must be a mapping"),
     ],

@@ -64,7 +64,7 @@ def test_a_far_deadline_does_not_overflow_the_wait() -> None:
     # The evaluation scripts collect local bundles with deadline=1e12 (no limit).
     sc = build("deployment")
     source = MemorySource(sc.telemetry)
-    source.local = True  # type: ignore[attr-defined]
+    source.local = True
     window = make_window(sc.alert, Settings(), now=FAULT + 3600)
     tel, gaps = collect(Sources.from_backends(source), default_catalog(), window, 60.0, 600, 1e12)
     assert gaps == []

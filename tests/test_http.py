@@ -15,7 +15,6 @@ from correlator.adapters.loki import LokiAdapter
 from correlator.adapters.prometheus import PrometheusAdapter
 from correlator.adapters.tempo import TempoAdapter
 
-from correlator.config import BackendSettings
 from correlator.errors import ConfigError
 from correlator.http import HttpBackend, HttpSettings, redact_url
 from correlator.sources import SourceAuthError, SourceError
@@ -233,17 +232,33 @@ def test_from_env_and_files(tmp_path: Path) -> None:
         )
 
 
-def test_from_config_resolves_secret_env_and_file(tmp_path: Path) -> None:
+def test_validated_resolves_secret_env_and_file(tmp_path: Path) -> None:
+    # The config validates a backends: entry with the adapter's settings model (one type).
     pw = tmp_path / "pw"
     pw.write_text("filepw")
-    cfg = BackendSettings(url="http://am:9093", token_env="MY_TOKEN")
-    s = HttpSettings.from_config("alertmanager", cfg, env={"MY_TOKEN": "envtok"})
-    assert s.token == "envtok"
-    cfg2 = BackendSettings(url="http://am:9093", username="u", password_file=str(pw))
-    assert HttpSettings.from_config("alertmanager", cfg2, env={}).password == "filepw"
-    bad = BackendSettings(url="http://am:9093", token_file=str(tmp_path / "missing"))
-    with pytest.raises(ConfigError, match="token_file: cannot read"):
-        HttpSettings.from_config("alertmanager", bad, env={})
+    cfg = {"name": "alertmanager", "url": "http://am:9093", "token_env": "MY_TOKEN"}
+    assert HttpSettings.validated(cfg, env={"MY_TOKEN": "envtok"}).token == "envtok"
+    cfg2 = {"name": "alertmanager", "url": "http://am:9093", "username": "u",
+            "password_file": str(pw)}  # fmt: skip
+    assert HttpSettings.validated(cfg2, env={}).password == "filepw"
+    bad = {"name": "alertmanager", "url": "http://am:9093", "token_file": str(tmp_path / "no")}
+    with pytest.raises(ConfigError, match=r"backends\.alertmanager\.token_file: cannot read"):
+        HttpSettings.validated(bad, env={})
+    with pytest.raises(ConfigError, match=r"backends\.alertmanager\.timeout: Input should be"):
+        HttpSettings.validated({**cfg, "timeout": "soon"}, env={})
+
+
+def test_adapters_adopt_plain_settings_and_name_themselves() -> None:
+    plain = HttpSettings(name="prom-eu", url="http://p:9090", token="t")
+    adapter = PrometheusAdapter(plain, concurrency=2)
+    assert adapter.name == "prom-eu" and adapter.concurrency == 2
+    assert adapter.settings.display_name == "Prometheus (prom-eu)"
+    assert adapter.settings.token == "t" and adapter.settings.env_prefix == "CORRELATOR_PROM_EU_"
+    assert LokiAdapter("http://loki:3100").settings.display_name == "Loki"
+    with pytest.raises(ConfigError, match=r"backends\.loki\.page_size"):
+        LokiAdapter(HttpSettings.validated({"name": "loki", "url": "http://l"})).settings.with_(
+            page_size=0
+        )
 
 
 def test_bad_settings() -> None:

@@ -36,7 +36,7 @@ def test_shipped_bundle_investigates_to_its_truth(bundle) -> None:  # type: igno
     truth = bundle.truth or {}
     assert truth.get("service") and truth.get("cause"), f"{bundle.path} has no truth"
     alert = bundle.alerts[0]
-    backend = LIBRARY.bound(alert)
+    backend = LIBRARY.bind(alert)
     inv = investigate(
         alert,
         Sources.from_backends(backend),

@@ -115,7 +115,7 @@ def test_top_finding_is_the_same_through_prometheus(
     prom = PrometheusAdapter(prometheus_for.url)
     try:
         for alert in alerts:
-            bound = backend.bound(alert)
+            bound = backend.bind(alert)
             by_bundle = investigate(alert, Sources.from_backends(bound), settings, catalog)
             through_prom = investigate(
                 alert,

@@ -80,7 +80,8 @@ WINDOW = Window(start=T0 + 1800, end=T0 + 3000, baseline_start=T0 + 600)
 
 
 def test_signals_gives_per_service_rates(prom: str, adapter: PrometheusAdapter) -> None:
-    frame = adapter.signals(default_catalog(), WINDOW, 60)
+    result = adapter.signals(default_catalog(), WINDOW, 60)
+    frame = result.frame
     assert list(frame.columns) == list(SIGNAL_COLUMNS)
     req = frame[frame.role == "request_rate"].groupby("service")["value"].median()
     assert req["checkout"] == pytest.approx(10.0, rel=1e-6)
@@ -97,8 +98,9 @@ def test_signals_gives_per_service_rates(prom: str, adapter: PrometheusAdapter) 
     assert set(mem.pod) == {"checkout-7d9f8b6c5d-x2k4q", "orders-db-0"}
     ts = sorted(frame[frame.role == "request_rate"].ts.unique())
     assert ts[0] >= WINDOW.baseline_start - 60 and ts[-1] <= WINDOW.end
-    assert "request_rate" in adapter.queries
-    assert adapter.links["request_rate"].startswith(prom + "/graph?g0.expr=")
+    assert "request_rate" in result.queries
+    assert result.links["request_rate"].startswith(prom + "/graph?g0.expr=")
+    assert result.step == 60 and result.warnings == ()
 
 
 def test_one_request_per_spec_regardless_of_service_count(prom: str) -> None:
@@ -106,7 +108,7 @@ def test_one_request_per_spec_regardless_of_service_count(prom: str) -> None:
     catalog = default_catalog()
     with httpx.Client(event_hooks={"request": [sent.append]}) as client:
         adapter = PrometheusAdapter(HttpSettings(name="prometheus", url=prom), client)
-        frame = adapter.signals(catalog, WINDOW, 60)
+        frame = adapter.signals(catalog, WINDOW, 60).frame
     assert frame[frame.role == "request_rate"].service.nunique() == len(SERVICES) + len(FILLER)
     assert len(sent) == len(list(catalog.all_specs()))
     assert all(r.url.path == "/api/v1/query_range" for r in sent)
@@ -129,7 +131,7 @@ def test_hostile_label_values_select_only_their_series(
             Matcher("status_code", "=", "STATUS_CODE_UNSET"),
         ),
     )
-    frame = adapter.signals(_only(spec), WINDOW, 60)
+    frame = adapter.signals(_only(spec), WINDOW, 60).frame
     assert set(frame.service) == {value}
     assert frame.value.median() == pytest.approx(SERVICES[value] * 0.9, rel=1e-6)
 
@@ -142,7 +144,7 @@ def test_regex_matcher_escapes_metacharacters(prom: str, adapter: PrometheusAdap
         "counter",
         matchers=(Matcher("service_name", "=~", regex),),
     )
-    frame = adapter.signals(_only(spec), WINDOW, 60)
+    frame = adapter.signals(_only(spec), WINDOW, 60).frame
     # "aXb" would match an unescaped "a.b"; ".*" in the hostile value would match all.
     assert set(frame.service) == {"a.b", HOSTILE}
 

@@ -151,7 +151,8 @@ def test_partitioned_query_gives_what_the_chain_gives(
     adapter: PrometheusAdapter, name: str
 ) -> None:
     spec = SPECS[name]
-    frame = adapter.signals(Catalog({"x": (spec,)}), WINDOW, 60)
+    result = adapter.signals(Catalog({"x": (spec,)}), WINDOW, 60)
+    frame = result.frame
     expected = _chain_frame(adapter, spec)
     assert len(expected), f"{name}: the chain finds data"
     assert "mixed" in set(frame.service)
@@ -159,20 +160,20 @@ def test_partitioned_query_gives_what_the_chain_gives(
     pd.testing.assert_frame_equal(got[KEYS], want[KEYS], check_dtype=False)
     assert got["value"].to_numpy() == pytest.approx(want["value"].to_numpy(), rel=1e-9)
     assert adapter.fallbacks == (1 if name in FALLBACK else 0)
-    used = adapter.queries["x"]
+    used = result.queries["x"]
     assert used == (render_chain if name in FALLBACK else render_promql)(spec, 60.0)
 
 
 @pytest.mark.prometheus
 def test_services_spread_over_partitions_add_up(adapter: PrometheusAdapter) -> None:
-    frame = adapter.signals(Catalog({"x": (SPECS["counter"],)}), WINDOW, 60)
+    frame = adapter.signals(Catalog({"x": (SPECS["counter"],)}), WINDOW, 60).frame
     rates = frame.groupby("service")["value"].median()
     assert rates["mixed"] == pytest.approx(1.0 + 2.0 + 4.0)
     assert rates["plain"] == pytest.approx(3.0 + 0.25), "service_name=plain and pod plain"
     assert rates["only-job"] == pytest.approx(0.5)
     assert rates["orders-db"] == pytest.approx(0.25)
     assert rates["-abcde-fghij"] == pytest.approx(0.25), "a pod name with no prefix is kept"
-    mx = adapter.signals(Catalog({"x": (SPECS["gauge-max"],)}), WINDOW, 60)
+    mx = adapter.signals(Catalog({"x": (SPECS["gauge-max"],)}), WINDOW, 60).frame
     assert mx.groupby("service")["value"].median()["mixed"] == 250.0
 
 
@@ -216,7 +217,7 @@ def test_pod_regex_agrees_with_service_from_pod_on_kubernetes_names() -> None:
 
 
 def test_frames_have_the_signal_columns(adapter: PrometheusAdapter) -> None:
-    frame = adapter.signals(Catalog({"x": (SPECS["gauge-sum-per-pod"],)}), WINDOW, 60)
+    frame = adapter.signals(Catalog({"x": (SPECS["gauge-sum-per-pod"],)}), WINDOW, 60).frame
     assert list(frame.columns) == list(SIGNAL_COLUMNS)
     assert set(frame[frame.service == "mixed"].pod) == {
         "mixed-7d9f8b6c5d-aaaaa",

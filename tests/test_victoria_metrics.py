@@ -36,7 +36,7 @@ def test_signals_match_prometheus_semantics(
     vm: PrometheusAdapter, sent: list[httpx.Request]
 ) -> None:
     catalog = default_catalog()
-    frame = vm.signals(catalog, WINDOW, 60)
+    frame = vm.signals(catalog, WINDOW, 60).frame
     assert len(sent) == len(list(catalog.all_specs()))
     req = frame[frame.role == "request_rate"].groupby("service")["value"].median()
     assert set(req.index) == set(SERVICES) | set(FILLER)
@@ -51,5 +51,5 @@ def test_hostile_value_selects_only_its_series(vm: PrometheusAdapter) -> None:
         "request_rate", "traces_span_metrics_calls_total", "counter",
         matchers=(Matcher("service_name", "=", HOSTILE),),
     )  # fmt: skip
-    frame = vm.signals(Catalog({"request_rate": (spec,)}), WINDOW, 60)
+    frame = vm.signals(Catalog({"request_rate": (spec,)}), WINDOW, 60).frame
     assert set(frame.service) == {HOSTILE}

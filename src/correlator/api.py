@@ -21,7 +21,6 @@ from correlator.sources import Sources
 __all__ = [
     "alert_from_payload",
     "alerts",
-    "bind_sources",
     "build_sources",
     "investigate",
     "resolve_alert",
@@ -37,36 +36,29 @@ def _settings(config: str | Path | Settings | None) -> Settings:
 def build_sources(settings: Settings, source: str | Path | None = None) -> Sources:
     """The backends named by the settings (or ``source``, a bundle path).
 
+    ``source`` (or ``settings.bundle``) is read by the ``bundle`` adapter.
     With no bundle and no backend configured, the bundled scenario library is
-    the source: the embedded default.
+    the source: the embedded default. Every backend is built through the
+    adapter plugins, as a third-party one would be.
     """
-    from correlator.adapters.bundle import BundleBackend
+    from correlator.config import backend_entry
+    from correlator.plugins import build_backend
 
-    backends: list[object] = []
+    entries = dict(settings.backends) if source is None else {}
     bundle_path = source if source is not None else settings.bundle
-    real = _real_backends(settings) if source is None else []
-    if bundle_path is not None or not real:
-        path = Path(bundle_path) if bundle_path is not None else None
-        if path is not None and not path.exists():
+    if bundle_path is not None:
+        path = Path(bundle_path)
+        if not path.exists():
             raise UserInputError(
                 f"source {path} does not exist; pass a bundle folder or a folder of bundles "
                 "(or omit --source to use the bundled library)"
             )
-        backends.append(BundleBackend(path))
-    backends.extend(real)
-    return Sources.from_backends(*backends)
-
-
-def _real_backends(settings: Settings) -> list[object]:
-    """Adapters for configured HTTP backends (imported lazily: optional weight)."""
-    out: list[object] = []
-    if not settings.backends:
-        return out
-    from correlator.plugins import build_backend
-
-    for name, backend in settings.backends.items():
-        out.append(build_backend(name, backend))
-    return out
+        entries["bundle"] = backend_entry("bundle", {"path": str(path)})
+    elif not entries:
+        entries["bundle"] = backend_entry("bundle", {})
+    return Sources.from_backends(
+        *(build_backend(key, entry.adapter, entry.settings) for key, entry in entries.items())
+    )
 
 
 def catalog_for(settings: Settings) -> Catalog:
@@ -80,10 +72,10 @@ def alerts(
 ) -> list[Alert]:
     """Every alert the configured sources can investigate."""
     sources = build_sources(_settings(config), source)
-    out: list[Alert] = []
-    for s in sources.alerts:
-        out.extend(s.alerts())
-    return out
+    try:
+        return [a for s in sources.alerts for a in s.alerts()]
+    finally:
+        sources.close()
 
 
 def resolve_alert(alert_id: str, sources: Sources) -> Alert:
@@ -130,29 +122,7 @@ def investigate(
         alert = alert_from_payload(target)
     else:
         alert = resolve_alert(str(target), sources)
-    return run(alert, bind_sources(sources, alert), settings, catalog_for(settings))
-
-
-def bind_sources(sources: Sources, alert: Alert) -> Sources:
-    """Sources whose bundle backends read the bundle ``alert`` came from.
-
-    Bundle backends serve many bundles; binding gives each investigation its
-    own view, so concurrent investigations (the service) cannot mix bundles.
-    Alerts from elsewhere (a webhook, Alertmanager) leave the sources as they are.
-    """
-    from correlator.adapters.bundle import BundleBackend
-
-    replaced: dict[int, object] = {}
-    for backend in {id(b): b for b in sources.metrics + sources.logs + sources.traces}.values():
-        if isinstance(backend, BundleBackend):
-            try:
-                replaced[id(backend)] = backend.bound(alert)
-            except UserInputError:
-                continue
-    if not replaced:
-        return sources
-    every: dict[int, object] = {}
-    for group in (sources.metrics, sources.logs, sources.traces, sources.topology, sources.alerts):
-        for b in group:
-            every.setdefault(id(b), replaced.get(id(b), b))
-    return Sources.from_backends(*every.values())
+    try:
+        return run(alert, sources.bind(alert), settings, catalog_for(settings))
+    finally:
+        sources.close()  # built here, so closed here (HTTP connections)

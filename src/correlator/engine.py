@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import inspect
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -46,7 +46,7 @@ from correlator.model import (
 )
 from correlator.pattern import PatternContext, config_for, load_patterns
 from correlator.rank import UNKNOWN, rank
-from correlator.sources import Sources
+from correlator.sources import MetricResult, Source, Sources
 from correlator.topology import (
     attribute_edges,
     blast_radius,
@@ -79,37 +79,45 @@ def auto_step(window: Window) -> float:
     return float(max(15.0, round(span / 400.0 / 15.0) * 15.0))
 
 
-def _call(
-    pool: cf.ThreadPoolExecutor,
-    jobs: list[tuple[str, str, Callable[[], Any]]],
-    timeout: float,
-    deadline: float,
-    local: frozenset[str] = frozenset(),
-) -> tuple[dict[tuple[str, str], Any], list[Gap]]:
-    """Run ``(kind, source name, call)`` jobs concurrently; failures and timeouts are gaps.
+@dataclass(frozen=True)
+class _Job:
+    """One source call of the collect stage."""
 
-    Sources named in ``local`` read files on this machine (a first parse of a big
-    bundle takes longer than a network answer should): only the deadline bounds them.
+    kind: str
+    source: str
+    call: Callable[[], Any]
+    until: float
+    """The :func:`time.monotonic` time after which the call is abandoned."""
+    limit: str
+    """How the gap names that limit."""
+
+
+def _call(pool: cf.ThreadPoolExecutor, jobs: list[_Job]) -> tuple[list[Any], list[Gap]]:
+    """Run jobs concurrently; a job that fails or outlives its ``until`` is a gap.
+
+    Returns each job's result (``None`` for a gap), in job order.
     """
-    futures = {pool.submit(fn): (kind, name) for kind, name, fn in jobs}
-    results: dict[tuple[str, str], Any] = {}
+    futures = [pool.submit(job.call) for job in jobs]
+    results: list[Any] = [None] * len(jobs)
     gaps: list[Gap] = []
-    started = time.monotonic()
-    for fut, (kind, name) in futures.items():
-        limit = deadline - started if name in local else timeout
-        budget = min(limit - (time.monotonic() - started), deadline - time.monotonic())
+    for i, (fut, job) in enumerate(zip(futures, jobs, strict=True)):
         # A far deadline (the evaluation scripts pass 1e12) must not overflow the lock wait.
-        budget = min(budget, threading.TIMEOUT_MAX)
+        budget = min(job.until - time.monotonic(), threading.TIMEOUT_MAX)
         try:
-            results[(kind, name)] = fut.result(timeout=max(budget, 0.0))
+            results[i] = fut.result(timeout=max(budget, 0.0))
         except cf.TimeoutError:
             fut.cancel()
-            gaps.append(Gap(name, f"{kind}: no answer within {timeout:g}s (source_timeout)"))
+            gaps.append(Gap(job.source, f"{job.kind}: no answer within {job.limit}"))
         except CorrelatorError as exc:
-            gaps.append(Gap(name, f"{kind}: {exc}"))
+            gaps.append(Gap(job.source, f"{job.kind}: {exc}"))
         except Exception as exc:  # a third-party source can fail in any way
-            gaps.append(Gap(name, f"{kind}: {type(exc).__name__}: {exc}"))
+            gaps.append(Gap(job.source, f"{job.kind}: {type(exc).__name__}: {exc}"))
     return results, gaps
+
+
+#: Seconds between the deadline a source is given and the engine's own: its
+#: partial answer must arrive before the engine stops waiting.
+_MARGIN = 0.2
 
 
 def collect(
@@ -120,75 +128,59 @@ def collect(
     timeout: float,
     deadline: float,
 ) -> tuple[Telemetry, list[Gap]]:
-    """Read every source concurrently into one :class:`Telemetry` (and the gaps)."""
-    jobs: list[tuple[str, str, Callable[[], Any]]] = []
-    budget_end = min(time.monotonic() + timeout, deadline)
-    for m in sources.metrics:
-        call = partial(m.signals, catalog, window, step)
-        if _accepts(m.signals, "deadline"):
-            # Sources that can stop early return what arrived in time (and say what not).
-            signals_fn: Any = m.signals
-            call = partial(signals_fn, catalog, window, step, deadline=budget_end - 0.2)
-        jobs.append(("metrics", m.name, call))
-    for lg in sources.logs:
-        jobs.append(("logs", lg.name, partial(lg.logs, window)))
-    for t in sources.traces:
-        jobs.append(("traces", t.name, partial(t.spans, window)))
-    for tp in sources.topology:
-        jobs.append(("topology", tp.name, partial(tp.edges, window)))
+    """Read every source concurrently into one :class:`Telemetry` (and the gaps).
+
+    Each call is bounded by ``timeout`` seconds (``source_timeout``), except
+    for ``local`` sources, which read files here and are bounded by
+    ``deadline`` (a :func:`time.monotonic` time) only. Each source is told its
+    own limit as ``deadline=``, so one that can stop early answers in time.
+    """
+    now = time.monotonic()
+    remote = min(now + timeout, deadline)
+
+    def job(kind: str, source: Source, call: Callable[..., Any], *args: Any) -> _Job:
+        until = deadline if source.local else remote
+        limit = "the deadline" if source.local else f"{timeout:g}s (source_timeout)"
+        return _Job(kind, source.name, partial(call, *args, deadline=until - _MARGIN), until, limit)
+
+    jobs = [job("metrics", m, m.signals, catalog, window, step) for m in sources.metrics]
+    jobs += [job("logs", lg, lg.logs, window) for lg in sources.logs]
+    jobs += [job("traces", t, t.spans, window) for t in sources.traces]
+    jobs += [job("topology", tp, tp.edges, window) for tp in sources.topology]
     pool = cf.ThreadPoolExecutor(max_workers=max(len(jobs), 1), thread_name_prefix="collect")
     try:
-        local = frozenset(
-            str(getattr(src, "name", ""))
-            for src in (*sources.metrics, *sources.logs, *sources.traces, *sources.topology)
-            if getattr(src, "local", False)
-        )
-        results, gaps = _call(pool, jobs, timeout, deadline, local)
+        results, gaps = _call(pool, jobs)
     finally:
         # Do not wait for a hung source: its thread finishes (or not) on its own.
         pool.shutdown(wait=False, cancel_futures=True)
-    for (kind, name), value in results.items():
-        notes = getattr(value, "attrs", {}).get("warnings") if kind == "metrics" else None
-        for note in notes or ():
-            gaps.append(Gap(name, f"{kind}: {note}"))
     tel = Telemetry()
-    tel.signals = compact_signals(
-        _concat([v for (k, _), v in results.items() if k == "metrics"], SIGNAL_COLUMNS)
-    )
-    tel.logs = _concat([v for (k, _), v in results.items() if k == "logs"], LOG_COLUMNS)
-    tel.spans = _concat([v for (k, _), v in results.items() if k == "traces"], SPAN_COLUMNS)
-    for (k, _), v in results.items():
-        if k == "topology":
-            edges, kinds = v
+    frames: dict[str, list[pd.DataFrame]] = {"metrics": [], "logs": [], "traces": []}
+    for j, value in zip(jobs, results, strict=True):
+        if value is None:
+            continue  # a gap
+        if j.kind == "topology":
+            edges, kinds = value
             tel.node_kinds.update(kinds)
             tel.edges.extend((a, b, kinds.get(b, "service")) for a, b in edges)
-    for m in sources.metrics:
-        if any(g.source == m.name for g in gaps):
-            continue
-        for role in catalog.roles:
-            try:
-                q = m.query_for(catalog, role)
-            except Exception:  # evidence text is optional; never fail on it
-                q = None
-            if q and role not in tel.queries:
-                tel.queries[role] = q
-            link_for = getattr(m, "link_for", None)
-            if callable(link_for) and role not in tel.links:
-                try:
-                    url = link_for(catalog, role)
-                except Exception:
-                    url = None
-                if isinstance(url, str) and url:
-                    tel.links[role] = url
+        elif j.kind == "metrics":
+            if not isinstance(value, MetricResult):
+                gaps.append(
+                    Gap(j.source, f"metrics: returned {type(value).__name__}, not a MetricResult")
+                )
+                continue
+            frames["metrics"].append(value.frame)
+            gaps.extend(Gap(j.source, f"metrics: {note}") for note in value.warnings)
+            # The first metric source to name a role's query (and link) shows it.
+            for role, query in value.queries.items():
+                tel.queries.setdefault(role, query)
+            for role, url in value.links.items():
+                tel.links.setdefault(role, url)
+        else:
+            frames[j.kind].append(value)
+    tel.signals = compact_signals(_concat(frames["metrics"], SIGNAL_COLUMNS))
+    tel.logs = _concat(frames["logs"], LOG_COLUMNS)
+    tel.spans = _concat(frames["traces"], SPAN_COLUMNS)
     return tel, gaps
-
-
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    """Whether ``fn`` takes a keyword argument ``name``."""
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _concat(frames: list[Any], columns: tuple[str, ...]) -> pd.DataFrame:

@@ -1,7 +1,9 @@
 """HTTP plumbing shared by every backend adapter.
 
 :class:`HttpSettings` holds what it takes to reach one backend (base URL,
-timeout, retries, credentials, tenant, TLS); :func:`build_client` turns it into
+timeout, retries, credentials, tenant, TLS); it is also the settings model
+that a ``backends:`` entry of the config is validated with (each HTTP adapter
+extends it with its own options). :func:`build_client` turns it into
 an :class:`httpx.Client`; :class:`HttpBackend` sends requests with retries and
 translates every failure into :class:`~correlator.sources.SourceError` (or
 :class:`~correlator.sources.SourceAuthError` for 401/403) whose message names
@@ -23,41 +25,42 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from correlator.config import env_prefix
 from correlator.errors import ConfigError
 from correlator.sources import SourceAuthError, SourceError
 
 __all__ = [
-    "DISPLAY_NAMES",
     "HttpBackend",
     "HttpSettings",
     "build_client",
     "redact_url",
+    "title",
 ]
-
-#: How each backend is named in messages.
-DISPLAY_NAMES = {
-    "prometheus": "Prometheus",
-    "victoriametrics": "VictoriaMetrics",
-    "loki": "Loki",
-    "tempo": "Tempo",
-    "jaeger": "Jaeger",
-    "alertmanager": "Alertmanager",
-}
 
 _MASK = "***"
 #: Query parameters: a mapping, or pairs when a key repeats.
 Params = Any
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+_S = TypeVar("_S", bound="HttpSettings")
 
 
 def redact_url(url: str) -> str:
@@ -69,6 +72,11 @@ def redact_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def title(name: str) -> str:
+    """A backend key as people write it in prose (``alertmanager`` -> ``Alertmanager``)."""
+    return " ".join(w[:1].upper() + w[1:] for w in re.split(r"[-_\s]+", name) if w) or name
 
 
 def _read_secret(
@@ -91,46 +99,114 @@ def _read_secret(
             return Path(file).read_text(encoding="utf-8").strip() or None
         except OSError as err:
             raise ConfigError(
-                f"backends.{name}.{what}_file: cannot read {file} ({err.strerror}); "
+                f"{_where(name)}.{what}_file: cannot read {file} ({err.strerror}); "
                 "fix the path or its permissions"
             ) from None
     return None
 
 
-@dataclass(frozen=True)
-class HttpSettings:
-    """How to reach one backend. ``repr``/``str`` mask every secret."""
+def _where(name: str) -> str:
+    return f"backends.{name}" if name else "backend settings"
 
-    name: str
-    """Backend key (``prometheus``, ``loki``...); names env vars and messages."""
-    url: str
-    timeout: float = 10.0
-    retries: int = 2
-    """Extra attempts after the first, on 429/5xx/connection errors only."""
-    backoff: float = 0.5
-    """First retry delay in seconds; doubles each retry."""
-    backoff_max: float = 10.0
-    token: str | None = field(default=None, repr=False)
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tenant: str | None = None
-    """Sent as ``X-Scope-OrgID`` (Loki, Tempo, Mimir, Cortex)."""
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    verify: bool = True
-    ca_file: str | None = None
 
-    def __post_init__(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"{self.display_name} URL {redact_url(self.url)!r} is not an http(s) URL; "
-                f"set CORRELATOR_{self.name.upper()}_URL, e.g. http://localhost:9090"
+def _describe(err: ValidationError, name: str) -> str:
+    """A pydantic error as one line per problem, each naming the setting."""
+    where = _where(name)
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown setting; check the spelling"
+        lines.append(f"{where}{'.' + loc if loc else ''}: {msg}")
+    return "\n".join(lines)
+
+
+class HttpSettings(BaseModel):
+    """How to reach one HTTP backend: the settings model of the built-in HTTP adapters.
+
+    This is what a ``backends:`` entry of the config holds (adapters extend it
+    with their own options) and what the adapters are built from: one type,
+    validated once. ``repr``/``str`` mask every secret. Secrets come from the
+    value itself, else the variable named by ``*_env``, else the file named by
+    ``*_file`` (resolved when the settings are validated; a config file's
+    validation reads the environment it was loaded with).
+
+    :meth:`validated` (what the config and the adapters use) raises
+    :class:`~correlator.errors.ConfigError` naming the setting for any bad
+    value; built directly (``HttpSettings(name="loki", url=...)``), a bad URL
+    or conflicting credentials raise it too, and a value of the wrong type
+    raises pydantic's ``ValidationError``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("", description="the backends: key; names variables and messages")
+    display: str | None = Field(
+        None, description="how messages name the backend (default: the adapter's name and key)"
+    )
+    url: str = Field(description="base URL, e.g. http://prometheus:9090 (may have a path prefix)")
+    timeout: float = Field(10.0, gt=0, description="seconds per request")
+    retries: int = Field(
+        2, ge=0, le=10, description="extra attempts on 429/5xx/connection errors only"
+    )
+    backoff: float = Field(0.5, ge=0, description="first retry delay in seconds; doubles")
+    backoff_max: float = Field(10.0, ge=0, description="longest retry delay in seconds")
+    token: str | None = Field(None, repr=False, description="bearer token")
+    token_env: str | None = Field(None, description="variable holding the token")
+    token_file: str | None = Field(None, description="file holding the token")
+    username: str | None = Field(None, description="basic-auth user")
+    password: str | None = Field(None, repr=False, description="basic-auth password")
+    password_env: str | None = Field(None, description="variable holding the password")
+    password_file: str | None = Field(None, description="file holding the password")
+    tenant: str | None = Field(
+        None, description="sent as X-Scope-OrgID (Loki, Tempo, Mimir, Cortex)"
+    )
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    verify: bool = Field(True, description="verify TLS certificates")
+    ca_file: str | None = Field(None, description="CA bundle for TLS")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_secrets(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        context = info.context if isinstance(info.context, Mapping) else {}
+        env: Mapping[str, str] = context.get("env") or os.environ
+        out = dict(data)
+        for what in ("token", "password"):
+            secret = _read_secret(
+                str(out.get("name") or ""),
+                what,
+                out.get(what),
+                out.get(f"{what}_env"),
+                out.get(f"{what}_file"),
+                env,
             )
-        object.__setattr__(self, "url", self.url.rstrip("/"))
+            if secret is not None:
+                out[what] = secret
+        return out
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str, info: ValidationInfo) -> str:
+        if not v.startswith(("http://", "https://")):
+            name = str(info.data.get("name") or "")
+            where = f" (or set {env_prefix(name)}URL)" if name else ""
+            raise ConfigError(
+                f"{_where(name)}.url: {redact_url(v)!r} is not an http(s) URL; "
+                f"write e.g. http://localhost:9090{where}"
+            )
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> HttpSettings:
         if self.token and (self.username or self.password):
             raise ConfigError(
-                f"{self.display_name}: both a token and basic-auth credentials are set; "
+                f"{_where(self.name)}: both a token and basic-auth credentials are set; "
                 "keep one of them"
             )
+        return self
 
     def __repr__(self) -> str:
         shown = {
@@ -146,37 +222,84 @@ class HttpSettings:
             "verify": self.verify,
             "ca_file": self.ca_file,
         }
-        return "HttpSettings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+        for key in type(self).model_fields:  # an adapter's own options
+            if key not in shown and key not in _BASE_FIELDS:
+                shown[key] = getattr(self, key)
+        return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     __str__ = __repr__
 
     @property
     def display_name(self) -> str:
-        """``Loki``, ``Prometheus``... for messages."""
-        return DISPLAY_NAMES.get(self.name, self.name)
+        """``Loki``, ``Prometheus (prom-eu)``... for messages."""
+        return self.display or title(self.name)
 
     @property
     def env_prefix(self) -> str:
         """``CORRELATOR_LOKI_`` etc."""
-        return f"CORRELATOR_{self.name.upper()}_"
+        return env_prefix(self.name)
 
     @property
     def public_url(self) -> str:
         """The base URL without credentials."""
         return redact_url(self.url)
 
-    def with_(self, **changes: Any) -> HttpSettings:
-        """A copy with some fields changed."""
-        return replace(self, **changes)
+    def with_(self: _S, **changes: Any) -> _S:
+        """A copy with some fields changed (validated)."""
+        return type(self).validated({**self._fields(), **changes})
+
+    def _fields(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in type(self).model_fields}
+
+    @classmethod
+    def validated(
+        cls: type[_S], data: Mapping[str, Any], env: Mapping[str, str] | None = None
+    ) -> _S:
+        """Settings from a mapping; secrets resolved from ``env`` (default: the process's).
+
+        Bad values raise :class:`~correlator.errors.ConfigError` naming the setting.
+        """
+        try:
+            return cls.model_validate(dict(data), context={"env": env} if env is not None else None)
+        except ValidationError as err:
+            raise ConfigError(_describe(err, str(data.get("name") or ""))) from None
+
+    @classmethod
+    def adopt(
+        cls: type[_S],
+        settings: HttpSettings | str,
+        default_name: str,
+        display: str,
+        **options: Any,
+    ) -> _S:
+        """``settings`` as an adapter's own settings type ``cls``.
+
+        A string is a URL. ``default_name`` is the adapter's own name, used
+        when the settings have none; ``display`` names it in messages (with the
+        key when it is configured under another: ``Prometheus (prom-eu)``).
+        ``options`` that are not ``None`` override the settings' values.
+        """
+        if isinstance(settings, str):
+            settings = HttpSettings.validated({"name": default_name, "url": settings})
+        changes = {k: v for k, v in options.items() if v is not None}
+        key = changes.setdefault("name", settings.name or default_name)
+        if key == settings.name:
+            del changes["name"]
+        if not settings.display:
+            changes["display"] = display if key == default_name else f"{display} ({key})"
+        if isinstance(settings, cls) and not changes:
+            return settings
+        known = {k: v for k, v in settings._fields().items() if k in cls.model_fields}
+        return cls.validated({**known, **changes})
 
     @classmethod
     def from_env(
-        cls,
+        cls: type[_S],
         name: str,
         env: Mapping[str, str] | None = None,
         url: str | None = None,
         **overrides: Any,
-    ) -> HttpSettings:
+    ) -> _S:
         """Settings from ``CORRELATOR_<NAME>_*`` variables.
 
         ``_URL``, ``_TOKEN`` / ``_TOKEN_FILE``, ``_USERNAME``, ``_PASSWORD`` /
@@ -184,16 +307,18 @@ class HttpSettings:
         ``_CA_FILE``, ``_INSECURE`` (``1`` turns TLS verification off).
         """
         env = os.environ if env is None else env
-        p = f"CORRELATOR_{name.upper()}_"
+        p = env_prefix(name)
         base = url or env.get(p + "URL")
         if not base:
-            raise ConfigError(f"no URL for {DISPLAY_NAMES.get(name, name)}; set {p}URL")
+            raise ConfigError(f"no URL for {title(name)}; set {p}URL")
         kwargs: dict[str, Any] = {
-            "token": _read_secret(name, "token", None, p + "TOKEN", env.get(p + "TOKEN_FILE"), env),
+            "name": name,
+            "url": base,
+            "token_env": p + "TOKEN",
+            "token_file": env.get(p + "TOKEN_FILE") or None,
             "username": env.get(p + "USERNAME") or None,
-            "password": _read_secret(
-                name, "password", None, p + "PASSWORD", env.get(p + "PASSWORD_FILE"), env
-            ),
+            "password_env": p + "PASSWORD",
+            "password_file": env.get(p + "PASSWORD_FILE") or None,
             "tenant": env.get(p + "TENANT") or None,
             "ca_file": env.get(p + "CA_FILE") or None,
             "verify": env.get(p + "INSECURE", "") not in ("1", "true", "yes"),
@@ -206,34 +331,7 @@ class HttpSettings:
                 except ValueError:
                     raise ConfigError(f"{p}{key.upper()}={raw!r} is not a number") from None
         kwargs.update(overrides)
-        return cls(name=name, url=base, **kwargs)
-
-    @classmethod
-    def from_config(
-        cls, name: str, backend: Any, env: Mapping[str, str] | None = None, **overrides: Any
-    ) -> HttpSettings:
-        """Settings from a :class:`correlator.config.BackendSettings` (secrets resolved)."""
-        env = os.environ if env is None else env
-        token = _read_secret(
-            name, "token", backend.token, backend.token_env, backend.token_file, env
-        )
-        password = _read_secret(
-            name, "password", backend.password, backend.password_env, backend.password_file, env
-        )
-        kwargs: dict[str, Any] = {
-            "url": backend.url,
-            "timeout": backend.timeout,
-            "retries": backend.retries,
-            "token": token,
-            "username": backend.username,
-            "password": password,
-            "tenant": backend.tenant,
-            "headers": dict(backend.headers),
-            "verify": backend.verify,
-            "ca_file": backend.ca_file,
-        }
-        kwargs.update(overrides)
-        return cls(name=name, **kwargs)
+        return cls.validated(kwargs, env)
 
     def request_headers(self) -> dict[str, str]:
         """Headers every request carries (auth, tenant, extras)."""
@@ -264,6 +362,9 @@ class HttpSettings:
                     f"fix {self.env_prefix}CA_FILE"
                 ) from None
         return True
+
+
+_BASE_FIELDS = frozenset(HttpSettings.model_fields)
 
 
 def build_client(settings: HttpSettings) -> httpx.Client:

@@ -1,9 +1,17 @@
-"""The source interfaces every backend implements.
+"""The source interfaces every backend implements: the whole adapter contract.
 
 A backend (the scenario-bundle files, Prometheus, Loki, Tempo, Jaeger,
-Alertmanager) implements one or more of these small protocols. Methods raise
-:class:`SourceError` (or a subclass) when the backend fails; the collect
-stage turns that into a :class:`~correlator.model.Gap`, never a crash.
+Alertmanager, or a third-party adapter) implements one or more of these small
+protocols, each in full: every capability the engine uses is declared here
+(``local``, :meth:`Source.bind`, the ``deadline`` keyword, and for metrics the
+:class:`MetricResult` value with its queries, links and warnings), and the
+engine uses nothing else. Methods raise :class:`SourceError` (or a subclass)
+when the backend fails; the collect stage turns that into a
+:class:`~correlator.model.Gap`, never a crash.
+
+Sources keep no per-call state: one instance serves concurrent
+investigations (the service's worker threads), each through
+:meth:`Sources.bind`.
 
 Exception tree::
 
@@ -16,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import pandas as pd
 
@@ -29,11 +37,13 @@ __all__ = [
     "LogSource",
     "MetricResult",
     "MetricSource",
+    "Source",
     "SourceAuthError",
     "SourceError",
     "Sources",
     "TopologySource",
     "TraceSource",
+    "describe_non_source",
 ]
 
 
@@ -66,32 +76,60 @@ class MetricResult:
 
 
 @runtime_checkable
-class MetricSource(Protocol):
-    """Reads metric signals for catalog roles."""
+class Source(Protocol):
+    """What every data source declares, whatever it reads.
+
+    ``name`` names it in gaps and messages (the ``backends:`` key it was
+    configured under). ``local`` says it reads files on this machine: the
+    engine then bounds its calls by the investigation's deadline only, not by
+    ``source_timeout`` (a first parse of a big bundle takes longer than a
+    network answer should). :meth:`bind` gives the source one investigation
+    reads: a backend serving many incidents (the bundle backend) returns a
+    view of the alert's incident, any other returns itself. Sources keep no
+    state between calls and are shared across threads; binding never changes
+    the source it is called on.
+    """
 
     name: str
+    local: bool
 
-    def signals(self, catalog: Catalog, window: Window, step: float) -> pd.DataFrame:
-        """All catalog roles over ``[window.baseline_start, window.end]``.
-
-        Returns a frame with ``correlator.model.SIGNAL_COLUMNS``, aggregated by
-        service (and the role's dimensions), sampled every ``step`` seconds.
-        Counters come back as per-second rates, histograms as the role's
-        quantile in seconds. Implementations issue a bounded number of
-        requests (one per role alternative), never one per service.
-        """
+    def bind(self, alert: Alert) -> Self:
+        """This source as one investigation of ``alert`` reads it (often ``self``)."""
         ...
 
-    def query_for(self, catalog: Catalog, role: str) -> str | None:
-        """The query text that shows ``role`` (for evidence), if any."""
+    def close(self) -> None:
+        """Release what the source holds (HTTP connections); may do nothing."""
         ...
 
 
 @runtime_checkable
-class LogSource(Protocol):
-    """Reads log records."""
+class MetricSource(Source, Protocol):
+    """Reads metric signals for catalog roles."""
 
-    name: str
+    def signals(
+        self, catalog: Catalog, window: Window, step: float, *, deadline: float | None = None
+    ) -> MetricResult:
+        """All catalog roles over ``[window.baseline_start, window.end]``.
+
+        ``MetricResult.frame`` has ``correlator.model.SIGNAL_COLUMNS``,
+        aggregated by service (and the role's dimensions), sampled every
+        ``MetricResult.step`` seconds (``step`` or coarser). Counters come back
+        as per-second rates, histograms as the role's quantile in seconds.
+        Implementations issue a bounded number of requests (one per role
+        alternative), never one per service, and fill ``queries`` (and
+        ``links`` when the backend has a UI) for evidence.
+
+        ``deadline`` is a :func:`time.monotonic` time: a source that can stop
+        early returns what arrived by then and names what did not in
+        ``warnings``; one that cannot may ignore it (the engine stops waiting
+        at the deadline anyway).
+        """
+        ...
+
+
+@runtime_checkable
+class LogSource(Source, Protocol):
+    """Reads log records."""
 
     def logs(
         self,
@@ -99,47 +137,54 @@ class LogSource(Protocol):
         services: Sequence[str] | None = None,
         min_severity: int = 13,
         limit: int = 5000,
+        *,
+        deadline: float | None = None,
     ) -> pd.DataFrame:
         """Records at or above ``min_severity`` (OTLP number) in the window.
 
         Returns ``correlator.model.LOG_COLUMNS``. ``services=None`` means all.
+        ``deadline`` as for :meth:`MetricSource.signals`.
         """
         ...
 
 
 @runtime_checkable
-class TraceSource(Protocol):
+class TraceSource(Source, Protocol):
     """Reads spans."""
-
-    name: str
 
     def spans(
         self,
         window: Window,
         services: Sequence[str] | None = None,
         limit: int = 200,
+        *,
+        deadline: float | None = None,
     ) -> pd.DataFrame:
         """Spans of failing or slow traces (and a sample of normal ones) in the window.
 
-        Returns ``correlator.model.SPAN_COLUMNS``. ``limit`` bounds the number of traces.
+        Returns ``correlator.model.SPAN_COLUMNS``. ``limit`` bounds the number of
+        traces. ``deadline`` as for :meth:`MetricSource.signals`.
         """
         ...
 
 
 @runtime_checkable
-class TopologySource(Protocol):
+class TopologySource(Source, Protocol):
     """Reads the service graph."""
 
-    name: str
+    def edges(
+        self, window: Window, *, deadline: float | None = None
+    ) -> tuple[list[tuple[str, str]], dict[str, str]]:
+        """``([(caller, callee), ...], {node: kind})`` for the window.
 
-    def edges(self, window: Window) -> tuple[list[tuple[str, str]], dict[str, str]]:
-        """``([(caller, callee), ...], {node: kind})`` for the window."""
+        ``deadline`` as for :meth:`MetricSource.signals`.
+        """
         ...
 
 
 @runtime_checkable
 class AlertSource(Protocol):
-    """Lists and resolves alerts."""
+    """Lists and resolves alerts (no side effects: resolving binds nothing)."""
 
     name: str
 
@@ -151,30 +196,96 @@ class AlertSource(Protocol):
         """The alert with this fingerprint (a unique prefix is fine), or ``None``."""
         ...
 
+    def close(self) -> None:
+        """Release what the source holds (HTTP connections); may do nothing."""
+        ...
 
-@dataclass
+
+_KINDS: tuple[tuple[str, type, tuple[str, ...]], ...] = (
+    ("metrics", MetricSource, ("name", "local", "bind", "close", "signals")),
+    ("logs", LogSource, ("name", "local", "bind", "close", "logs")),
+    ("traces", TraceSource, ("name", "local", "bind", "close", "spans")),
+    ("topology", TopologySource, ("name", "local", "bind", "close", "edges")),
+    ("alerts", AlertSource, ("name", "close", "alerts", "alert")),
+)
+
+
+@dataclass(frozen=True)
 class Sources:
-    """The backends one investigation reads, by kind (a backend may appear in several lists)."""
+    """The backends one investigation reads, by kind (a backend may appear in several).
 
-    metrics: list[MetricSource] = field(default_factory=list)
-    logs: list[LogSource] = field(default_factory=list)
-    traces: list[TraceSource] = field(default_factory=list)
-    topology: list[TopologySource] = field(default_factory=list)
-    alerts: list[AlertSource] = field(default_factory=list)
+    Immutable: the service shares one ``Sources`` between worker threads and
+    each investigation reads ``sources.bind(alert)``.
+    """
+
+    metrics: Sequence[MetricSource] = ()
+    logs: Sequence[LogSource] = ()
+    traces: Sequence[TraceSource] = ()
+    topology: Sequence[TopologySource] = ()
+    alerts: Sequence[AlertSource] = ()
+
+    def __post_init__(self) -> None:
+        for kind in ("metrics", "logs", "traces", "topology", "alerts"):
+            object.__setattr__(self, kind, tuple(getattr(self, kind)))
 
     @classmethod
     def from_backends(cls, *backends: object) -> Sources:
-        """Sort backends into lists by the protocols they implement."""
-        out = cls()
+        """Sort backends into kinds by the protocols they implement.
+
+        A backend that implements none is a mistake in the adapter, named here
+        rather than silently left out.
+        """
+        sorted_: dict[str, list[object]] = {kind: [] for kind, _, _ in _KINDS}
         for b in backends:
-            if isinstance(b, MetricSource):
-                out.metrics.append(b)
-            if isinstance(b, LogSource):
-                out.logs.append(b)
-            if isinstance(b, TraceSource):
-                out.traces.append(b)
-            if isinstance(b, TopologySource):
-                out.topology.append(b)
-            if isinstance(b, AlertSource):
-                out.alerts.append(b)
-        return out
+            kinds = [kind for kind, proto, _ in _KINDS if isinstance(b, proto)]
+            if not kinds:
+                raise TypeError(describe_non_source(b))
+            for kind in kinds:
+                sorted_[kind].append(b)
+        return cls(**sorted_)  # type: ignore[arg-type]
+
+    def bind(self, alert: Alert) -> Sources:
+        """The sources one investigation of ``alert`` reads (see :meth:`Source.bind`).
+
+        Each backend is bound once, and its bound view takes its place in
+        every kind it serves; ``self`` is left as it was.
+        """
+        bound: dict[int, object] = {}
+
+        def view(source: Source) -> Any:
+            if id(source) not in bound:
+                bound[id(source)] = source.bind(alert)
+            return bound[id(source)]
+
+        metrics = [view(s) for s in self.metrics]
+        logs = [view(s) for s in self.logs]
+        traces = [view(s) for s in self.traces]
+        topology = [view(s) for s in self.topology]
+        alerts = [bound.get(id(s), s) for s in self.alerts]
+        return Sources(metrics, logs, traces, topology, alerts)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Close every backend once (whoever built the sources closes them)."""
+        every: dict[int, MetricSource | LogSource | TraceSource | TopologySource | AlertSource]
+        every = {}
+        for group in (self.metrics, self.logs, self.traces, self.topology, self.alerts):
+            for source in group:
+                every.setdefault(id(source), source)
+        for source in every.values():
+            source.close()
+
+
+def describe_non_source(backend: object) -> str:
+    """Why ``backend`` is no source: what the protocols it seems to aim at need and it lacks."""
+    name = getattr(backend, "name", None) or type(backend).__name__
+    # The protocols whose data method it has (else every one) are the ones it meant.
+    aimed = [k for k in _KINDS if hasattr(backend, k[2][-1])] or list(_KINDS)
+    needs = "; ".join(
+        f"{proto.__name__} needs {', '.join(members)} "
+        f"(missing: {', '.join(m for m in members if not hasattr(backend, m))})"
+        for _, proto, members in aimed
+    )
+    return (
+        f"backend {name!r} implements no source protocol of correlator.sources: {needs}; "
+        "see correlator.sources for the contract"
+    )

@@ -32,17 +32,20 @@ log = logging.getLogger("correlator.service")
 def engine_investigator(settings: Settings) -> InvestigateFn:
     """The real investigation: the engine over the configured sources.
 
-    Sources are built once and shared by the worker threads.
+    Sources are built once and shared by the worker threads: they are
+    immutable and keep no per-call state, and each investigation reads its own
+    view of them, bound to its alert.
     """
-    from correlator.api import bind_sources, build_sources, catalog_for
+    from correlator.api import build_sources, catalog_for
     from correlator.engine import investigate
 
     sources = build_sources(settings)
     catalog = catalog_for(settings)
 
     def run(alert: Alert) -> Any:
-        # Binding gives each investigation its own view of bundle backends.
-        return investigate(alert, bind_sources(sources, alert), settings, catalog)
+        # Binding never changes the shared sources (a bundle backend gives a view
+        # of the alert's bundle), so concurrent investigations cannot mix.
+        return investigate(alert, sources.bind(alert), settings, catalog)
 
     return run
 
