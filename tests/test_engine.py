@@ -38,10 +38,11 @@ def test_top_finding_is_the_truth(cause: str, root: str) -> None:
     json.dumps(inv.to_json())
 
 
-def test_out_of_pattern_fault_names_the_service_with_unknown() -> None:
+def test_cpu_contention_is_named_by_the_cpu_saturation_pattern() -> None:
+    # CPU saturation joined the built-in causes: the service and the cause are named.
     sc = build("cpu_contention")
     inv = investigate(sc.alert, Sources.from_backends(MemorySource(sc.telemetry)))
-    assert (inv.findings[0].service, inv.findings[0].cause) == ("payments", "unknown")
+    assert (inv.findings[0].service, inv.findings[0].cause) == ("payments", "cpu_saturation")
     assert inv.findings[0].evidence
     assert "frontend" in inv.blast_radius
 
