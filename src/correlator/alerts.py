@@ -50,6 +50,7 @@ __all__ = [
     "ENDS_AT_ANNOTATION",
     "WEBHOOK_VERSION",
     "AlertFormatError",
+    "alert_metrics",
     "choose_alert",
     "load_alert_file",
     "parse_alert",
@@ -298,3 +299,107 @@ def load_alert_file(path: Path, alert_id: str | None = None) -> Alert:
     except AlertFormatError as err:
         raise AlertFormatError(f"{path}: {err.problem}") from None
     return choose_alert(alerts, alert_id, str(path))
+
+
+#: PromQL words that are not metric names (functions, aggregations, keywords).
+_PROMQL_WORDS = frozenset(
+    [
+        "sum",
+        "avg",
+        "min",
+        "max",
+        "count",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "group",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "and",
+        "or",
+        "unless",
+        "offset",
+        "rate",
+        "irate",
+        "increase",
+        "delta",
+        "idelta",
+        "deriv",
+        "histogram_quantile",
+        "abs",
+        "ceil",
+        "floor",
+        "round",
+        "clamp",
+        "clamp_min",
+        "clamp_max",
+        "label_replace",
+        "label_join",
+        "avg_over_time",
+        "max_over_time",
+        "min_over_time",
+        "sum_over_time",
+        "count_over_time",
+        "quantile_over_time",
+        "last_over_time",
+        "absent",
+        "absent_over_time",
+        "vector",
+        "scalar",
+        "time",
+        "timestamp",
+        "sort",
+        "sort_desc",
+        "exp",
+        "ln",
+        "log2",
+        "log10",
+        "sqrt",
+        "predict_linear",
+        "holt_winters",
+        "resets",
+        "changes",
+        "inf",
+        "nan",
+    ]
+)
+_IDENT = re.compile(r"(?<![\w:\"'])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:])")
+
+
+def alert_metrics(alert: Alert) -> tuple[str, ...]:
+    """The metric names in the expression of the rule that fired (from its ``generatorURL``,
+    a Prometheus graph link with ``g0.expr``), first mention first; ``()`` when unknown.
+
+    Label names and values, durations and PromQL's own words are left out.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        query = parse_qs(urlsplit(alert.generator_url).query)
+    except ValueError:
+        return ()
+    expr = next(iter(query.get("g0.expr", [])), "")
+    if not expr:
+        return ()
+    # Drop label matchers ({...}), grouping lists (by/without (...)) and durations ([5m]).
+    bare = re.sub(r"\{[^}]*\}", " ", expr)
+    bare = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", bare)
+    bare = re.sub(r"\[[^\]]*\]", " ", bare)
+    bare = re.sub(r'"[^"]*"', " ", bare)
+    out: list[str] = []
+    for m in _IDENT.finditer(bare):
+        word = m.group(1)
+        if word.lower() in _PROMQL_WORDS or word in out:
+            continue
+        if bare[m.end() :].lstrip().startswith("("):
+            continue  # a function call
+        out.append(word)
+    return tuple(out)

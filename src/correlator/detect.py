@@ -528,7 +528,7 @@ def detect(
     search_cols = (grid >= window.start - cfg.search_before) & (grid <= window.end)
     roles = keys["role"].to_numpy().astype(str)
     plain = np.array([r.split(":", 1)[0] for r in roles], dtype=object)
-    units = np.array([role_of(str(r)).unit for r in plain], dtype=object)
+    units = np.array([_unit(str(r)) for r in roles], dtype=object)
     dirs = np.array([DIRECTIONS.get(str(r), 0) for r in plain])
     noise = _Noise(units, _request_medians(keys, mat, base_cols), cfg.rate_range or 4.0 * st)
     found: dict[int, list[dict[str, np.ndarray]]] = {1: [], -1: []}
@@ -692,6 +692,28 @@ class _Noise:
         return out
 
 
+def _unit(role: str) -> str:
+    """The unit of a (possibly ``series:<family>``) role. A family no role knows is a
+    ratio when it says so the Prometheus way (a ``_ratio`` suffix: a share in 0..1)."""
+    plain, _, family = role.partition(":")
+    if plain == GENERIC and family.endswith("_ratio"):
+        return "ratio"
+    return role_of(plain).unit
+
+
+def _magnitude(med: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """What a relative change is relative to: the baseline's size, and for shares in 0..1
+    its distance to the nearer bound (availability at 100 % dropping to 91 % is a large
+    change), at least one percentage point."""
+    m = np.abs(np.nan_to_num(med))
+    ratio = units == "ratio"
+    if ratio.any():
+        near = np.maximum(np.minimum(m, np.abs(1.0 - np.nan_to_num(med))), 0.01)
+        m = np.where(ratio, near, m)
+    out: np.ndarray = m
+    return out
+
+
 def _quantum(base: np.ndarray) -> np.ndarray:
     """Per row, the smallest positive step between baseline values (0 when flat)."""
     if base.shape[1] < 2:
@@ -770,7 +792,7 @@ def _judge(
     floors = noise.floors(base, med, step, cfg)
     del base
     scale = np.maximum.reduce(
-        [1.4826 * np.nan_to_num(mad), cfg.rel_floor * np.abs(np.nan_to_num(med)), floors]
+        [1.4826 * np.nan_to_num(mad), cfg.rel_floor * _magnitude(med, noise.units), floors]
     )
     # A series flat at zero that no floor resolves (an unknown gauge that never moved):
     # any sustained move away from zero is the change.

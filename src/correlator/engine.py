@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
+from correlator.alerts import alert_metrics
 from correlator.calibration import Calibration
 from correlator.catalog import Catalog, default_catalog
 from correlator.config import Settings
@@ -46,6 +48,7 @@ from correlator.model import (
 )
 from correlator.pattern import PatternContext, config_for, load_patterns
 from correlator.rank import UNKNOWN, rank
+from correlator.roles import GENERIC
 from correlator.sources import MetricResult, Source, Sources
 from correlator.topology import (
     attribute_edges,
@@ -307,7 +310,9 @@ def analyse(
     t = lap("detect", t)
 
     graph: nx.DiGraph = build_graph(telemetry, telemetry.signals)
-    follows = comovement(anomalies, signals, alert.service, window.baseline_start)
+    follows = comovement(
+        anomalies, signals, alert.service, window.baseline_start, _alert_keys(alert, catalog)
+    )
     roots = root_scores(graph, anomalies, alert.service, comove=follows)
     t = lap("topology", t)
 
@@ -360,6 +365,21 @@ def analyse(
         topology=graph,
         not_evaluated=not_evaluated,
     )
+
+
+def _alert_keys(alert: Alert, catalog: Catalog) -> tuple[str, ...]:
+    """The aggregated series keys (roles, or ``series:<family>``) of the metrics the
+    alert's rule reads, in the order it names them."""
+    out: list[str] = []
+    for name in alert_metrics(alert):
+        base = re.sub(r"_(bucket|count|sum)$", "", name)
+        out += [f"{GENERIC}:{n}" for n in dict.fromkeys((name, base))]
+        out += [
+            role
+            for role in catalog.roles
+            if any(spec.metric in (name, base) for spec in catalog.specs(role))
+        ]
+    return tuple(dict.fromkeys(out))
 
 
 def run_detectors(

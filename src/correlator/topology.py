@@ -394,13 +394,16 @@ def comovement(
     signals: pd.DataFrame,
     alert_service: str | None,
     since: float,
+    prefer: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """Per anomalous service, how closely its moved series follow the alert's symptom.
 
     Effects move with their causes: the cause of the alert's symptom changes when
     it changes, while a series that moved on its own schedule (an unrelated spike
     before the fault, a slow drift) does not. The symptom is the alerted service's
-    strongest symptom series; each service gets the largest absolute Pearson
+    series the alert's own rule reads (``prefer``: aggregated role keys, e.g.
+    ``series:availability_ratio``), else its strongest symptom; each service gets the
+    largest absolute Pearson
     correlation of one of its anomalous series with it, on the samples both have
     from ``since`` on. Empty when there is no symptom series to follow.
     """
@@ -411,8 +414,6 @@ def comovement(
         & anomalies["role"].isin(list(SYMPTOM_ROLES))
         & (anomalies["modality"].astype(str) == "metrics")
     ]
-    if sym.empty:
-        return {}
     index = signals.groupby(["role", "service", "peer"], sort=False, observed=True).indices
     vals = signals["value"].to_numpy(dtype=float)
     ts = signals["ts"].to_numpy(dtype=float)
@@ -432,7 +433,17 @@ def comovement(
         out = out[out.index >= since]
         return out[~out.index.duplicated()].sort_index()
 
-    target = series(sym.sort_values("score", ascending=False).iloc[0])
+    target = None
+    for key in prefer:
+        if (key, alert_service, "") in index:
+            role, _, family = key.partition(":")
+            target = series(
+                pd.Series({"role": role, "signal": family, "service": alert_service, "peer": ""})
+            )
+            if target is not None:
+                break
+    if target is None and not sym.empty:
+        target = series(sym.sort_values("score", ascending=False).iloc[0])
     if target is None or target.std() == 0 or len(target) < 3:
         return {}
     out: dict[str, float] = {}
