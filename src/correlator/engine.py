@@ -313,7 +313,10 @@ def analyse(
     follows = comovement(
         anomalies, signals, alert.service, window.baseline_start, _alert_keys(alert, catalog)
     )
-    roots = root_scores(graph, anomalies, alert.service, comove=follows)
+    # Onsets are known to a sampling step: within one, order says nothing.
+    roots = root_scores(
+        graph, anomalies, alert.service, onset_tolerance=max(60.0, step), comove=follows
+    )
     t = lap("topology", t)
 
     ctx = PatternContext(

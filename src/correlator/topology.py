@@ -543,6 +543,10 @@ def root_scores(
             if d in strength and onset[d] <= o + onset_tolerance:
                 # A dependency that clearly started first explains fully; a tie, partly.
                 w = 1.0 if onset[d] < o - onset_tolerance / 2 else 0.6
+                if comove:
+                    # ... as far as it moves with the symptom as closely as this service does.
+                    mine = comove.get(str(svc), 0.5)
+                    w *= min(1.0, (comove.get(str(d), 0.5) + 0.05) / (mine + 0.05))
                 explained = max(explained, w * strength[d])
         # Something happening to the service itself (resources, traffic) is less of an echo.
         explained *= 1.0 - 0.5 * cause[svc]
@@ -562,7 +566,7 @@ def root_scores(
         if comove:
             # A service that moves with the alert's symptom explains it better than one
             # that moved on its own schedule (no series to compare: neither).
-            follows = 0.4 + 0.6 * comove.get(str(svc), 0.5)
+            follows = 0.2 + 0.8 * comove.get(str(svc), 0.5) ** 2
             base *= follows
             early *= follows
         score = 0.55 * base + 0.2 * early + 0.15 * (pr.get(svc, 0.0) / pr_max)
