@@ -86,8 +86,12 @@ class DetectConfig:
     like ready pods, is a deviation of ``1 / quantum_share``)."""
     search_before: float = 900.0
     """Seconds before the window start in which an onset may still be found."""
-    min_baseline_points: int = 5
-    """Baseline samples a series needs to be judged at all."""
+    min_baseline_points: int = 2
+    """Baseline samples a series needs to be judged at all (few samples widen the scale:
+    see ``small_sample``)."""
+    small_sample: float = 2.0
+    """The scale learned on ``n`` baseline samples is widened by ``1 + small_sample / n``:
+    a spread seen on a handful of points says little about the noise."""
     full_baseline: float = 1800.0
     """A baseline shorter than this (seconds) is short: it is extended up to each series'
     own onset, and reported."""
@@ -796,6 +800,7 @@ def _judge(
     )
     # A series flat at zero that no floor resolves (an unknown gauge that never moved):
     # any sustained move away from zero is the change.
+    scale = scale * (1.0 + cfg.small_sample / np.maximum(n_base, 1))
     scale = np.where(scale > 0, scale, np.inf)
     flat = ~np.isfinite(scale)
     if flat.any():
