@@ -104,8 +104,8 @@ class DetectConfig:
     """Seconds back to normal (below ``low``) that end an episode: the onset is that of
     the episode holding the peak, not of an earlier one that resolved."""
     stale_after: float = 120.0
-    """An anomaly whose deviation ended this long before the alert started is dropped
-    (an unrelated blip), when the alert time is known."""
+    """An anomaly whose deviation ended this long (at least two samples) before the alert
+    started is dropped (an unrelated blip), when the alert time is known."""
     rate_range: float | None = None
     """Seconds over which counters were turned into rates (``None``: four grid steps)."""
 
@@ -575,7 +575,9 @@ def detect(
         return empty_frame(ANOMALY_COLUMNS)
     res = pd.concat(out, ignore_index=True)
     if alert_at is not None:
-        res = res[res["end"] >= alert_at - cfg.stale_after]
+        # The alert's moment is known to a sample of the data: what held up to a couple of
+        # samples before it is not over yet.
+        res = res[res["end"] >= alert_at - max(cfg.stale_after, 2.0 * st)]
         if res.empty:
             return empty_frame(ANOMALY_COLUMNS)
     return res.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)[
