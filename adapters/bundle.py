@@ -672,9 +672,10 @@ class BundleBackend:
             mask &= df["service"].isin(list(services))
         part = df[mask]
         step = max(float(step), 1.0)
-        bucket = window.baseline_start + (
-            (part["ts"].to_numpy(dtype=np.float64) - window.baseline_start) // step
-        ) * step
+        bucket = (
+            window.baseline_start
+            + ((part["ts"].to_numpy(dtype=np.float64) - window.baseline_start) // step) * step
+        )
         counts = (
             pd.DataFrame(
                 {

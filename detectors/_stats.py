@@ -48,9 +48,7 @@ MIN_EVENTS = 3
 _PRIOR = 0.5
 
 
-def count_score(
-    k: Any, n: Any, k0: Any, n0: Any, direction: str = "up"
-) -> Floats:
+def count_score(k: Any, n: Any, k0: Any, n0: Any, direction: str = "up") -> Floats:
     """Strength of ``k`` events in exposure ``n`` against ``k0`` in ``n0`` (arrays, >= 0).
 
     ``direction="up"`` scores excess, ``"down"`` a shortfall. Returns z-like
@@ -73,7 +71,9 @@ def count_score(
     return np.asarray(z, dtype=np.float64)
 
 
-def cusum_onset(k: Floats, n: Floats, p0: Floats) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def cusum_onset(
+    k: Floats, n: Floats, p0: Floats
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """First and last bucket of each row's change (``k``/``n``: groups x buckets).
 
     The cumulative excess ``sum(k - n * p0)`` falls (or stays flat) before a
@@ -110,7 +110,10 @@ def bucket_width(n_events: int, span: float, floor: float = 1.0, most: int = 240
 
 
 def bucket_matrix(
-    codes: npt.NDArray[np.int64], bucket: npt.NDArray[np.int64], weight: Floats, shape: tuple[int, int]
+    codes: npt.NDArray[np.int64],
+    bucket: npt.NDArray[np.int64],
+    weight: Floats,
+    shape: tuple[int, int],
 ) -> Floats:
     """Sum of ``weight`` per (group code, bucket) as a dense groups x buckets matrix."""
     out = np.zeros(shape[0] * shape[1], dtype=np.float64)

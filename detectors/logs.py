@@ -85,7 +85,9 @@ def mine(bodies: pd.Series) -> tuple[pd.Series, pd.Series]:
     codes, uniques = pd.factorize(bodies.fillna("").astype(str))
     # Every digit as 0 first: no mask (nor the exception words) tells digits apart, and
     # lines that differ only in numbers (most do) then become one before any regex runs.
-    firsts = [u.split("\n", 1)[0][:_LINE].translate(_DIGITS) for u in np.asarray(uniques, dtype=object)]
+    firsts = [
+        u.split("\n", 1)[0][:_LINE].translate(_DIGITS) for u in np.asarray(uniques, dtype=object)
+    ]
     again, distinct = pd.factorize(pd.Series(firsts, dtype=object))
     codes = np.asarray(again, dtype=np.intp)[codes] if len(codes) else np.zeros(0, dtype=np.intp)
     texts = [str(t) for t in np.asarray(distinct, dtype=object)]
@@ -120,10 +122,10 @@ class LogDetector:
         window = data.window
         split = float(data.baseline_end)
         lines = _prepare(data.telemetry.logs, window.baseline_start, window.end)
-        counts = _counts(getattr(data.telemetry, "log_counts", None), window.baseline_start, window.end)
-        first = min(
-            (float(f["ts"].min()) for f in (lines, counts) if not f.empty), default=None
+        counts = _counts(
+            getattr(data.telemetry, "log_counts", None), window.baseline_start, window.end
         )
+        first = min((float(f["ts"].min()) for f in (lines, counts) if not f.empty), default=None)
         if first is None:
             return DetectOutput(empty_frame(ANOMALY_COLUMNS))
         gaps: list[Gap] = []
@@ -173,9 +175,7 @@ class _Context:
 
 def _prepare(raw: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
     if raw is None or raw.empty or not {"ts", "service"} <= set(raw.columns):
-        return pd.DataFrame(
-            columns=["ts", "service", "severity", "body", "template", "error_like"]
-        )
+        return pd.DataFrame(columns=["ts", "service", "severity", "body", "template", "error_like"])
     frame = pd.DataFrame(
         {
             "ts": pd.to_numeric(raw["ts"], errors="coerce"),
@@ -257,8 +257,12 @@ def _errors(ctx: _Context, lines: pd.DataFrame, counts: pd.DataFrame) -> pd.Data
     else:
         return pd.DataFrame()
     after = t >= ctx.split
-    frame = pd.DataFrame({"service": service.to_numpy(), "after": after, "bad": bad, "total": total})
-    per = frame.groupby(["service", "after"])[["bad", "total"]].sum().unstack("after", fill_value=0.0)
+    frame = pd.DataFrame(
+        {"service": service.to_numpy(), "after": after, "bad": bad, "total": total}
+    )
+    per = (
+        frame.groupby(["service", "after"])[["bad", "total"]].sum().unstack("after", fill_value=0.0)
+    )
     per.columns = [f"{a}_{'w' if b else 'b'}" for a, b in per.columns]
     for col in ("bad_w", "bad_b", "total_w", "total_b"):
         if col not in per:

@@ -185,7 +185,8 @@ def _callee(spans: pd.DataFrame) -> pd.Series:
     kids = spans[spans["parent"].notna()]
     kids = kids.drop_duplicates(["trace_id", "parent"])
     child_service = pd.Series(
-        kids["service"].to_numpy(), index=pd.MultiIndex.from_arrays([kids["trace_id"], kids["parent"]])
+        kids["service"].to_numpy(),
+        index=pd.MultiIndex.from_arrays([kids["trace_id"], kids["parent"]]),
     )
     keys = pd.MultiIndex.from_arrays([spans.loc[client, "trace_id"], spans.loc[client, "span_id"]])
     found = pd.Series(child_service.reindex(keys).to_numpy(), index=spans.index[client])
@@ -299,7 +300,9 @@ def _errors(ctx: _Context, edges: bool) -> list[pd.DataFrame]:
         per.itertuples(), err.tolist(), own.reindex(per.index).tolist(), strict=True
     ):
         what = (
-            f"{row.service} calls to {row.callee}" if edges else f"{row.name} spans of {row.service}"
+            f"{row.service} calls to {row.callee}"
+            if edges
+            else f"{row.name} spans of {row.service}"
         )
         before = (
             f"{format_share(row.k0, row.n0)} before"
@@ -364,7 +367,9 @@ def _latency(ctx: _Context, edges: bool) -> list[pd.DataFrame]:
     values = np.where(
         part["code"].map(per["measure"]).eq("exclusive"), part["exclusive"], part["duration"]
     )
-    bad = pd.Series(values > part["code"].map(threshold).to_numpy(dtype=np.float64), index=part.index)
+    bad = pd.Series(
+        values > part["code"].map(threshold).to_numpy(dtype=np.float64), index=part.index
+    )
     p0 = ((per["k0"] + 0.5) / (per["n0"] + 1.0)).to_numpy()
     onset, end = _onsets(ctx, part, codes, bad, p0)
     texts = []

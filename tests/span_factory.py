@@ -9,7 +9,15 @@ import pandas as pd
 
 from correlator.catalog import default_catalog
 from correlator.detector import DetectInput
-from correlator.model import LOG_COLUMNS, SIGNAL_COLUMNS, SPAN_COLUMNS, Alert, Telemetry, Window, empty_frame
+from correlator.model import (
+    LOG_COLUMNS,
+    SIGNAL_COLUMNS,
+    SPAN_COLUMNS,
+    Alert,
+    Telemetry,
+    Window,
+    empty_frame,
+)
 
 T0 = 1_800_000_000.0
 
@@ -40,9 +48,19 @@ def traces(
     front = checkout + rng.lognormal(np.log(0.010), 0.3, n)
     rows = []
 
-    def add(suffix: str, parent: str | None, service: str, name: str, kind: int,
-            dur: np.ndarray, offset: float, status: np.ndarray, peer: str | None = None,
-            db_system: str | None = None, err: str | None = None) -> None:
+    def add(
+        suffix: str,
+        parent: str | None,
+        service: str,
+        name: str,
+        kind: int,
+        dur: np.ndarray,
+        offset: float,
+        status: np.ndarray,
+        peer: str | None = None,
+        db_system: str | None = None,
+        err: str | None = None,
+    ) -> None:
         for i in range(n):
             rows.append(
                 {
@@ -67,11 +85,31 @@ def traces(
     st = np.where(failed, 2, 0)
     ok = np.zeros(n, dtype=int)
     add("00000001", None, "frontend", "GET /buy", 2, front, 0.0, st, err="upstream failed")
-    add("00000002", "00000001", "frontend", "POST", 3, checkout + 0.001, 0.001, st, "checkout",
-        err="502")
+    add(
+        "00000002",
+        "00000001",
+        "frontend",
+        "POST",
+        3,
+        checkout + 0.001,
+        0.001,
+        st,
+        "checkout",
+        err="502",
+    )
     add("00000003", "00000002", "checkout", op, 2, checkout, 0.002, st, err=error)
-    add("00000004", "00000003", "checkout", "INSERT orders", 3, db, 0.003, ok, "orders-db",
-        "postgresql")
+    add(
+        "00000004",
+        "00000003",
+        "checkout",
+        "INSERT orders",
+        3,
+        db,
+        0.003,
+        ok,
+        "orders-db",
+        "postgresql",
+    )
     return pd.DataFrame(rows, columns=list(SPAN_COLUMNS))
 
 
@@ -121,8 +159,11 @@ def detect_input(
         tel.spans = spans
     if log_frame is not None:
         tel.logs = log_frame
-    alert = Alert("f" * 16, {"alertname": "HighErrorRate", "service": "frontend"},
-                  starts_at=window.start + 300)
+    alert = Alert(
+        "f" * 16,
+        {"alertname": "HighErrorRate", "service": "frontend"},
+        starts_at=window.start + 300,
+    )
     return DetectInput(
         alert=alert,
         window=window,
