@@ -180,10 +180,13 @@ def _prepare(raw: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
         {
             "ts": pd.to_numeric(raw["ts"], errors="coerce"),
             "service": raw["service"].astype(object),
-            "severity": pd.to_numeric(raw.get("severity", 0), errors="coerce")
+            "severity": pd.to_numeric(
+                raw["severity"] if "severity" in raw else pd.Series(0, index=raw.index),
+                errors="coerce",
+            )
             .fillna(0)
             .astype(np.int64),
-            "body": raw["body"].fillna("").astype(str) if "body" in raw else "",
+            "body": raw["body"].astype(object).fillna("").astype(str) if "body" in raw else "",
         }
     )
     keep = frame["ts"].notna() & frame["service"].notna() & (frame["service"] != "")

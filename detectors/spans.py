@@ -117,7 +117,7 @@ def _prepare(raw: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
             "span_id": col("span_id").astype(object),
             "parent": col("parent_span_id").astype(object),
             "service": col("service").astype(object),
-            "name": col("name", "").fillna("").astype(str),
+            "name": col("name", "").astype(object).fillna("").astype(str),
             "kind": pd.to_numeric(col("kind", 0), errors="coerce").fillna(0).astype(np.int64),
             "t": pd.to_numeric(col("start"), errors="coerce"),
             "duration": pd.to_numeric(col("duration"), errors="coerce"),

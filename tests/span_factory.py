@@ -152,9 +152,13 @@ def detect_input(
     baseline_end: float,
     spans: pd.DataFrame | None = None,
     log_frame: pd.DataFrame | None = None,
+    log_counts: pd.DataFrame | None = None,
 ) -> DetectInput:
-    """A DetectInput over these frames (no metrics)."""
+    """A DetectInput over these frames (no metrics); ``log_counts`` as the engine would
+    attach what a ``LogCountSource`` returned."""
     tel = Telemetry()
+    if log_counts is not None:
+        tel.log_counts = log_counts  # type: ignore[attr-defined]
     if spans is not None:
         tel.spans = spans
     if log_frame is not None:
