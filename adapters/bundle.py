@@ -493,7 +493,8 @@ def _evenly(total: int, keep: int) -> Int64s:
         return np.arange(total, dtype=np.int64)
     if keep <= 0:
         return np.zeros(0, dtype=np.int64)
-    return np.floor(np.arange(keep) * (total / keep)).astype(np.int64)
+    picked: Int64s = np.floor(np.arange(keep) * (total / keep)).astype(np.int64)
+    return picked
 
 
 class BundleBackend:

@@ -385,7 +385,9 @@ class LokiAdapter:
             )
         frame = pd.concat(parts, ignore_index=True)
         frame = frame[frame["count"] > 0]
-        frame = frame.groupby(["ts", "service", "severity"], as_index=False)["count"].sum()
+        frame = frame.groupby(["ts", "service", "severity"], as_index=False).agg(
+            count=("count", "sum")
+        )
         frame["severity"] = frame["severity"].astype("int64")
         return frame[columns]
 

@@ -33,8 +33,8 @@ __all__ = [
     "MIN_EVENTS",
     "bucket_matrix",
     "bucket_width",
-    "cusum_onset",
     "count_score",
+    "cusum_onset",
     "format_share",
 ]
 
@@ -124,4 +124,4 @@ def bucket_matrix(
 
 def format_share(k: float, n: float) -> str:
     """``12 of 140`` with counts as integers."""
-    return f"{int(round(k))} of {int(round(n))}"
+    return f"{round(k)} of {round(n)}"

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-
-from correlator.detector import DetectInput, DetectOutput, anomaly_frame
 from correlator.detectors._stats import (
     MIN_EVENTS,
     bucket_matrix,
@@ -37,6 +36,8 @@ from correlator.detectors._stats import (
     cusum_onset,
     format_share,
 )
+
+from correlator.detector import DetectInput, DetectOutput, anomaly_frame
 from correlator.model import ANOMALY_COLUMNS, Gap, empty_frame, format_time
 
 __all__ = ["LogConfig", "LogDetector", "mine", "template_of"]
@@ -232,7 +233,7 @@ def _onsets(
     after = t >= ctx.split
     width = bucket_width(int(after.sum()), ctx.span, floor=1.0)
     n_buckets = int(np.ceil(ctx.span / width)) + 1
-    codes = services.get_indexer(service.to_numpy()[after]).astype(np.int64)
+    codes = services.get_indexer(pd.Index(service.to_numpy()[after])).astype(np.int64)
     bucket = ((t[after] - ctx.split) // width).astype(np.int64)
     shape = (len(services), n_buckets)
     k = bucket_matrix(codes, bucket, k_weight[after], shape)
@@ -263,10 +264,11 @@ def _errors(ctx: _Context, lines: pd.DataFrame, counts: pd.DataFrame) -> pd.Data
     frame = pd.DataFrame(
         {"service": service.to_numpy(), "after": after, "bad": bad, "total": total}
     )
-    per = (
+    per = pd.DataFrame(
         frame.groupby(["service", "after"])[["bad", "total"]].sum().unstack("after", fill_value=0.0)
     )
-    per.columns = [f"{a}_{'w' if b else 'b'}" for a, b in per.columns]
+    pairs = cast(list[tuple[str, bool]], per.columns.to_list())
+    per.columns = pd.Index([f"{a}_{'w' if b else 'b'}" for a, b in pairs])
     for col in ("bad_w", "bad_b", "total_w", "total_b"):
         if col not in per:
             per[col] = 0.0
@@ -285,7 +287,7 @@ def _errors(ctx: _Context, lines: pd.DataFrame, counts: pd.DataFrame) -> pd.Data
     example = _example(lines, ctx, services)
     texts = []
     for svc, row in per.iterrows():
-        said = example.get(svc)
+        said = example.get(str(svc))
         quote = f': "{said}"' if said else ""
         if shares:
             texts.append(
@@ -354,7 +356,7 @@ def _templates(ctx: _Context, lines: pd.DataFrame) -> pd.DataFrame:
     if per.empty:
         return pd.DataFrame()
     texts = [
-        f'new log template on {r.service}: "{r.template}" x{int(r.k)} after '
+        f'new log template on {r.service}: "{r.template}" x{r.k:.0f} after '
         f"{format_time(ctx.split)}, never in the {ctx.base_span / 60:.0f} min before "
         f'(e.g. "{str(r.body)[:160]}")'
         for r in per.itertuples()

@@ -31,8 +31,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-
-from correlator.detector import DetectInput, DetectOutput, anomaly_frame
 from correlator.detectors._stats import (
     MIN_EVENTS,
     bucket_matrix,
@@ -41,6 +39,8 @@ from correlator.detectors._stats import (
     cusum_onset,
     format_share,
 )
+
+from correlator.detector import DetectInput, DetectOutput, anomaly_frame
 from correlator.model import ANOMALY_COLUMNS, Gap, empty_frame, format_time
 
 __all__ = ["SpanConfig", "SpanDetector"]
@@ -433,11 +433,11 @@ def _exceedance(ctx: _Context, part: pd.DataFrame, measure: str, q: float) -> pd
         k0 = pd.Series(above & ~part["after"].to_numpy()).groupby(part["code"].to_numpy()).sum()
         n = part["after"].groupby(part["code"]).sum()
         n0 = (~part["after"]).groupby(part["code"]).sum()
-        k, k0, n, n0 = (x.reindex(codes).astype(np.float64) for x in (k, k0, n, n0))
-        enough = n0 >= ctx.config.min_events
-        score = np.where(enough, count_score(k, n, k0, n0), 0.0)
+        kf, k0f, nf, n0f = (x.reindex(codes).astype(np.float64) for x in (k, k0, n, n0))
+        enough = n0f >= ctx.config.min_events
+        score = np.where(enough, count_score(kf, nf, k0f, n0f), 0.0)
         better = score > out["score"].to_numpy()
-        for name, value in (("k", k), ("n", n), ("k0", k0), ("n0", n0), ("threshold", thr)):
+        for name, value in (("k", kf), ("n", nf), ("k0", k0f), ("n0", n0f), ("threshold", thr)):
             if name not in out:
                 out[name] = value.to_numpy()
             else:
@@ -484,8 +484,8 @@ def _rates(ctx: _Context) -> list[pd.DataFrame]:
         else:
             news = ""
         texts.append(
-            f"{news}{row.name} on {row.service}: {int(row.k)} of {int(total)} sampled spans "
-            f"after {format_time(ctx.split)} ({r1:.3g}/s), {int(row.k0)} of {int(total0)} "
+            f"{news}{row.name} on {row.service}: {format_share(row.k, total)} sampled spans "
+            f"after {format_time(ctx.split)} ({r1:.3g}/s), {format_share(row.k0, total0)} "
             f"before ({r0:.3g}/s)"
         )
     del codes

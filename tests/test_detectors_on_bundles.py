@@ -7,12 +7,12 @@ import json
 
 import pandas as pd
 import pytest
-
 from correlator.adapters.bundle import BundleBackend
-from correlator.catalog import default_catalog
-from correlator.detector import DetectInput
 from correlator.detectors.logs import LogDetector
 from correlator.detectors.spans import SpanDetector
+
+from correlator.catalog import default_catalog
+from correlator.detector import DetectInput
 from correlator.model import SIGNAL_COLUMNS, Telemetry, Window, empty_frame
 
 

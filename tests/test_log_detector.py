@@ -6,9 +6,9 @@ from importlib.metadata import entry_points
 
 import pandas as pd
 import pytest
+from correlator.detectors.logs import LogDetector, mine, template_of
 
 from correlator.detector import DETECTOR_GROUP, Detector
-from correlator.detectors.logs import LogDetector, mine, template_of
 from correlator.model import ANOMALY_COLUMNS, LOG_COLUMNS, Window, empty_frame
 from span_factory import T0, detect_input, logs
 

@@ -306,6 +306,7 @@ def test_log_counts_by_service_and_level_from_recorded_matrices() -> None:
 
 def test_log_counts_is_the_declared_optional_protocol(loki: LokiAdapter) -> None:
     from correlator.adapters.bundle import BundleBackend
+
     from correlator.sources import LogCountSource
 
     assert isinstance(loki, LogCountSource) and isinstance(BundleBackend(), LogCountSource)

@@ -7,9 +7,9 @@ from importlib.metadata import entry_points
 import numpy as np
 import pandas as pd
 import pytest
+from correlator.detectors.spans import SpanDetector
 
 from correlator.detector import DETECTOR_GROUP, Detector
-from correlator.detectors.spans import SpanDetector
 from correlator.model import ANOMALY_COLUMNS, SPAN_COLUMNS, Window, empty_frame
 from span_factory import T0, detect_input, traces
 
@@ -41,7 +41,7 @@ def test_exceptions_in_two_percent_of_requests_with_none_before() -> None:
     assert row.score >= 4 and row.modality == "spans" and row.signal == "POST /charge"
     assert row.baseline == 0 and 0.005 < row.peak < 0.05 and row.direction == "up"
     assert "spans of checkout failed (0 of 1500 before): NullPointerException at" in row.evidence
-    assert row.evidence.startswith(f"{int(round(row.peak * 500))} of 500 POST /charge")
+    assert row.evidence.startswith(f"{round(row.peak * 500)} of 500 POST /charge")
     # Onset: where the failures began (the first failing span after 2000 s), not the split.
     first_failure = fault.loc[fault.status == 2, "start"].min()
     assert first_failure - 60 <= row.onset <= first_failure + 1 and row.end >= row.onset
