@@ -25,7 +25,7 @@ period is sampled without regard to the outcome (or both alike).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -82,6 +82,7 @@ class SpanDetector:
         gaps = _baseline_gaps(spans, split, self.config.short_baseline)
         if not spans["after"].any():
             return DetectOutput(empty_frame(ANOMALY_COLUMNS), gaps)
+        spans["key"], spans["parent_key"] = _span_keys(spans)
         spans["exclusive"] = _exclusive(spans)
         spans["callee"] = _callee(spans)
         ctx = _Context(spans, split, float(data.window.end), float(data.step), self.config)
@@ -159,41 +160,49 @@ def _baseline_gaps(spans: pd.DataFrame, split: float, short: float) -> list[Gap]
     return []
 
 
+def _span_keys(spans: pd.DataFrame) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Integer keys of each span and of its parent (``-1``: none), unique within the frame.
+
+    Span ids are unique only within a trace, so a key is the (trace, span id) pair.
+    """
+    trace, _ = pd.factorize(spans["trace_id"])
+    ids, _ = pd.factorize(pd.concat([spans["span_id"], spans["parent"]], ignore_index=True))
+    n = len(spans)
+    width = int(ids.max()) + 2 if len(ids) else 1
+    own = np.where(ids[:n] >= 0, trace.astype(np.int64) * width + ids[:n], -1)
+    parent = np.where(ids[n:] >= 0, trace.astype(np.int64) * width + ids[n:], -1)
+    return own.astype(np.int64), parent.astype(np.int64)
+
+
 def _exclusive(spans: pd.DataFrame) -> npt.NDArray[np.float64]:
     """Each span's duration minus its children's (at least 0: children may overlap)."""
     dur = spans["duration"].to_numpy(dtype=np.float64)
-    has_parent = spans["parent"].notna()
-    if not has_parent.any() or spans["span_id"].isna().all():
+    own, parent = spans["key"].to_numpy(), spans["parent_key"].to_numpy()
+    has_parent = parent >= 0
+    if not has_parent.any():
         return dur
-    child_sum = (
-        spans[has_parent]
-        .groupby(["trace_id", "parent"], sort=False)["duration"]
-        .sum()
-        .rename("children")
-    )
-    keys = pd.MultiIndex.from_arrays([spans["trace_id"], spans["span_id"]])
-    children = child_sum.reindex(keys).to_numpy(dtype=np.float64)
-    return np.asarray(np.maximum(dur - np.nan_to_num(children), 0.0), dtype=np.float64)
+    children = pd.Series(dur[has_parent]).groupby(parent[has_parent]).sum()
+    found = children.reindex(own).to_numpy(dtype=np.float64)
+    return np.asarray(np.maximum(dur - np.nan_to_num(found), 0.0), dtype=np.float64)
 
 
 def _callee(spans: pd.DataFrame) -> pd.Series:
     """For client/producer spans: the service of the child span, else ``peer``; else None."""
-    client = spans["kind"].isin(_CLIENT_KINDS)
+    client = spans["kind"].isin(_CLIENT_KINDS).to_numpy()
     out = pd.Series(None, index=spans.index, dtype=object)
     if not client.any():
         return out
-    kids = spans[spans["parent"].notna()]
-    kids = kids.drop_duplicates(["trace_id", "parent"])
-    child_service = pd.Series(
-        kids["service"].to_numpy(),
-        index=pd.MultiIndex.from_arrays([kids["trace_id"], kids["parent"]]),
-    )
-    keys = pd.MultiIndex.from_arrays([spans.loc[client, "trace_id"], spans.loc[client, "span_id"]])
-    found = pd.Series(child_service.reindex(keys).to_numpy(), index=spans.index[client])
-    own = spans.loc[client, "service"]
-    found = found.where(found.notna() & (found != own))
-    out[client] = found.fillna(spans.loc[client, "peer"])
-    out[client & out.eq(spans["service"])] = None
+    parent = spans["parent_key"].to_numpy()
+    kids = parent >= 0
+    child_service = pd.Series(spans["service"].to_numpy()[kids], index=parent[kids])
+    child_service = child_service[~child_service.index.duplicated()]
+    found = child_service.reindex(spans["key"].to_numpy()[client]).to_numpy(dtype=object)
+    own = spans["service"].to_numpy(dtype=object)[client]
+    peer = spans["peer"].to_numpy(dtype=object)[client]
+    usable = pd.notna(found) & (found != own)
+    callee = np.where(usable, found, peer)
+    callee = np.where(pd.notna(callee) & (callee != own), callee, None)
+    out[client] = callee
     return out
 
 
@@ -207,6 +216,8 @@ class _Context:
     end: float
     step: float
     config: SpanConfig
+    parts: dict[str, tuple[pd.DataFrame, list[str]]] = field(default_factory=dict)
+    """Spans of operations and of edges with their group codes, made once."""
 
     @property
     def span(self) -> float:
@@ -220,6 +231,10 @@ class _Context:
 
 def _groups(ctx: _Context, edges: bool) -> tuple[pd.DataFrame, list[str]]:
     """The spans of operations (``edges=False``) or of calls to a callee, with a group code."""
+    key = "edges" if edges else "ops"
+    cached = ctx.parts.get(key)
+    if cached is not None:
+        return cached
     s = ctx.spans
     if edges:
         part = s[s["kind"].isin(_CLIENT_KINDS) & s["callee"].notna()]
@@ -229,6 +244,7 @@ def _groups(ctx: _Context, edges: bool) -> tuple[pd.DataFrame, list[str]]:
         keys = ["service", "name"]
     part = part.copy()
     part["code"] = part.groupby(keys, sort=False).ngroup().to_numpy(dtype=np.int64)
+    ctx.parts[key] = (part, keys)
     return part, keys
 
 
