@@ -155,7 +155,42 @@ class LogDetector:
             return DetectOutput(empty_frame(ANOMALY_COLUMNS), gaps)
         out = pd.concat(parts, ignore_index=True)
         out["modality"] = self.modality
+        out["peer"] = _named_peers(out, _known_services(data))
         return DetectOutput(anomaly_frame(out), gaps)
+
+
+def _known_services(data: DetectInput) -> set[str]:
+    """Every service and node name the investigation knows of."""
+    tel = data.telemetry
+    names: set[str] = set(tel.node_kinds)
+    for frame, col in ((tel.spans, "service"), (tel.spans, "peer"), (tel.logs, "service")):
+        if frame is not None and col in frame.columns:
+            names.update(str(v) for v in frame[col].dropna().unique().tolist())
+    names.update(str(n) for edge in tel.edges for n in edge[:2])
+    return {n for n in names if len(n) > 2}
+
+
+def _named_peers(rows: pd.DataFrame, known: set[str]) -> list[str]:
+    """For each row, another service its message names ("call to reviews failed: ..."), else "".
+
+    A wrong answer that only callers log is a caller's error line naming the
+    callee: ``peer`` carries that name so topology can follow it. Runs over the
+    anomaly rows (a few), never over log lines.
+    """
+    if not known:
+        return [""] * len(rows)
+    pattern = re.compile(
+        r"(?<![\w./-])("
+        + "|".join(re.escape(n) for n in sorted(known, key=len, reverse=True))
+        + r")(?![\w/-])"
+    )
+    out = []
+    for service, text in zip(rows["service"].tolist(), rows["evidence"].tolist(), strict=True):
+        # Look only at the quoted message, not at the service the sentence is about.
+        quoted = str(text).split('"', 1)[1] if '"' in str(text) else ""
+        named = [m for m in pattern.findall(quoted) if m != service]
+        out.append(named[0] if named else "")
+    return out
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,20 @@ def test_missing_data_never_raises(frame: pd.DataFrame) -> None:
         detect_input(WINDOW, WINDOW.start, log_frame=frame, log_counts=frame)
     )
     assert out.anomalies.empty
+
+
+def test_a_caller_logging_a_callee_names_it_as_peer() -> None:
+    """A wrong answer only the callers log: the caller's new error line names the callee."""
+    base = logs(T0, T0 + 1800, 600, 1, [*OLD, ("reviews", "GET /api/v1/reviews 200 {n}ms", 9)])
+    after = logs(T0 + 1800, T0 + 2400, 200, 2, OLD)
+    blame = logs(
+        T0 + 2000,
+        T0 + 2400,
+        10,
+        3,
+        [("checkout", "call to reviews failed: bad rating {n} in /api/v1/checkout", 17)],
+    )
+    rows, _ = run(base, after, blame)
+    row = rows[rows.role == "log_template"].iloc[0]
+    assert (row.service, row.peer) == ("checkout", "reviews")
+    assert rows[rows.role != "log_template"].peer.isin(["", "reviews"]).all()
