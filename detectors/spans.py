@@ -201,8 +201,8 @@ def _callee(spans: pd.DataFrame) -> pd.Series:
     peer = spans["peer"].to_numpy(dtype=object)[client]
     usable = pd.notna(found) & (found != own)
     callee = np.where(usable, found, peer)
-    callee = np.where(pd.notna(callee) & (callee != own), callee, None)
-    out[client] = callee
+    keep = np.asarray(pd.notna(callee) & (callee != own), dtype=bool)
+    out[client] = np.where(keep, callee, np.full(len(callee), None, dtype=object))
     return out
 
 
