@@ -362,7 +362,10 @@ def _example(lines: pd.DataFrame, ctx: _Context, services: pd.Index) -> dict[str
         return {}
     top = bad.groupby(["service", "body"]).size().reset_index(name="n")
     top = top.sort_values(["service", "n"], ascending=[True, False]).drop_duplicates("service")
-    return {str(s): str(b)[:200] for s, b in zip(top["service"], top["body"], strict=True)}
+    return {
+        str(s): str(b).split("\n", 1)[0][:200]
+        for s, b in zip(top["service"], top["body"], strict=True)
+    }
 
 
 def _templates(ctx: _Context, lines: pd.DataFrame) -> pd.DataFrame:
@@ -393,7 +396,7 @@ def _templates(ctx: _Context, lines: pd.DataFrame) -> pd.DataFrame:
     texts = [
         f'new log template on {r.service}: "{r.template}" x{r.k:.0f} after '
         f"{format_time(ctx.split)}, never in the {ctx.base_span / 60:.0f} min before "
-        f'(e.g. "{str(r.body)[:160]}")'
+        f'(e.g. "{str(r.body).split(chr(10), 1)[0][:160]}")'
         for r in per.itertuples()
     ]
     return pd.DataFrame(

@@ -277,7 +277,8 @@ def _top_error(part: pd.DataFrame, mask: pd.Series) -> pd.Series:
         return pd.Series(dtype=object)
     counts = failed.groupby(["code", "error"], sort=False).size().reset_index(name="n")
     counts = counts.sort_values(["code", "n"], ascending=[True, False], kind="stable")
-    return counts.drop_duplicates("code").set_index("code")["error"].astype(str)
+    top = counts.drop_duplicates("code").set_index("code")["error"].astype(str)
+    return top.str.split("\n", n=1).str[0]  # evidence is one line
 
 
 def _errors(ctx: _Context, edges: bool) -> list[pd.DataFrame]:

@@ -32,7 +32,8 @@ def test_registered_as_a_detector_plugin() -> None:
 def test_exceptions_in_two_percent_of_requests_with_none_before() -> None:
     base = traces(T0, T0 + 1800, 1500, 1)
     quiet = traces(T0 + 1800, T0 + 2000, 170, 2)
-    fault = traces(T0 + 2000, T0 + 2400, 330, 3, fail=0.03)
+    stack = "NullPointerException at ChargeService.java:42\n\tat Handler.java:7"
+    fault = traces(T0 + 2000, T0 + 2400, 330, 3, fail=0.03, error=stack)
     rows, gaps = run(base, quiet, fault)
     assert gaps == []
     errs = rows[rows.role == "span_errors"].set_index("service")
@@ -40,7 +41,9 @@ def test_exceptions_in_two_percent_of_requests_with_none_before() -> None:
     row = errs.loc["checkout"]
     assert row.score >= 4 and row.modality == "spans" and row.signal == "POST /charge"
     assert row.baseline == 0 and 0.005 < row.peak < 0.05 and row.direction == "up"
-    assert "spans of checkout failed (0 of 1500 before): NullPointerException at" in row.evidence
+    assert row.evidence.endswith(
+        "spans of checkout failed (0 of 1500 before): NullPointerException at ChargeService.java:42"
+    )  # one line: the stack's first
     assert row.evidence.startswith(f"{round(row.peak * 500)} of 500 POST /charge")
     # Onset: where the failures began (the first failing span after 2000 s), not the split.
     first_failure = fault.loc[fault.status == 2, "start"].min()
