@@ -349,8 +349,16 @@ class LokiAdapter:
         event twice (L4); both shapes double alike, so shares are unaffected.
         """
         lbl = self.service_label
-        step = max(float(step), 1.0)
-        rng = f"{max(int(step), 1)}s"
+        # Whole seconds, and coarse enough for Loki's 11,000-point cap (L7): the range
+        # equals the step, so every record falls in exactly one bucket.
+        step = float(
+            max(
+                math.ceil(step),
+                math.ceil((window.end - window.baseline_start) / (_MAX_POINTS - 1)),
+                1,
+            )
+        )
+        rng = f"{int(step)}s"
         query = (
             f"sum by ({lbl}, level, severity_text, detected_level) "
             f"(count_over_time({self.selector(services)} [{rng}]))"

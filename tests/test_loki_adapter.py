@@ -336,3 +336,19 @@ def test_every_recorded_loki_file_is_exercised() -> None:
     }
     used = {n for n in records("loki") if n not in covered}
     assert len(used) == 27
+
+
+def test_log_counts_step_respects_the_point_cap() -> None:
+    """Over a long look-back the step grows past Loki's 11,000 points (L7), and the range
+    with it, so buckets neither overlap nor leave gaps."""
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return response_for(load("loki", "query_range_metric_errors_by_service"))
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        frame = LokiAdapter(URL, client).log_counts(Window(END - 60, END, END - 30 * 86400), 15)
+    step = int(sent[0].url.params["step"].removesuffix("s"))
+    assert (30 * 86400) / step < 11_000 and sent[0].url.params["query"].endswith(f"[{step}s]))")
+    assert not frame.empty
