@@ -149,7 +149,18 @@ class LogDetector:
                 )
             )
         ctx = _Context(split, max(first, window.baseline_start), float(window.end), self.config)
-        parts = [_errors(ctx, lines, counts), _templates(ctx, lines)]
+        parts = [_errors(ctx, lines, counts)]
+        if not lines.empty and (lines["ts"] < split).any():
+            parts.append(_templates(ctx, lines))
+        elif not lines.empty:
+            # Counts reach back, lines do not: every template would look new.
+            gaps.append(
+                Gap(
+                    "logs",
+                    f"no log lines before {format_time(split)} (only counts): new message "
+                    "templates were not judged",
+                )
+            )
         parts = [p for p in parts if not p.empty]
         if not parts:
             return DetectOutput(empty_frame(ANOMALY_COLUMNS), gaps)
@@ -283,7 +294,8 @@ def _onsets(
 def _errors(ctx: _Context, lines: pd.DataFrame, counts: pd.DataFrame) -> pd.DataFrame:
     """Per service: error records, as a share of all records (counts) or a rate (lines)."""
     shares = not counts.empty and bool((counts["severity"] < _ERROR).any())
-    if shares:
+    if shares or (lines.empty and not counts.empty):
+        # Counts of errors only (no other level counted) are judged as a rate, like lines.
         t = counts["ts"].to_numpy(dtype=np.float64)
         service = counts["service"]
         total = counts["count"].to_numpy(dtype=np.float64)

@@ -151,3 +151,14 @@ def test_a_caller_logging_a_callee_names_it_as_peer() -> None:
     row = rows[rows.role == "log_template"].iloc[0]
     assert (row.service, row.peer) == ("checkout", "reviews")
     assert rows[rows.role != "log_template"].peer.isin(["", "reviews"]).all()
+
+
+def test_counts_without_baseline_lines_do_not_make_every_template_new() -> None:
+    after = logs(T0 + 1800, T0 + 2400, 300, 2, OLD)
+    counts = pd.DataFrame(
+        [(float(t), "checkout", 9, 10.0) for t in range(int(T0), int(T0 + 2400), 60)],
+        columns=["ts", "service", "severity", "count"],
+    )
+    rows, gaps = run(after, counts=counts)
+    assert not (rows.role == "log_template").any()
+    assert any("new message templates were not judged" in g.why for g in gaps)
