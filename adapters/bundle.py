@@ -518,6 +518,16 @@ class BundleSettings(BaseModel):
         return v
 
 
+def _evenly(total: int, keep: int) -> Int64s:
+    """Positions of ``keep`` of ``total`` items, evenly spaced (all when ``keep >= total``)."""
+    if keep >= total:
+        return np.arange(total, dtype=np.int64)
+    if keep <= 0:
+        return np.zeros(0, dtype=np.int64)
+    picked: Int64s = np.floor(np.arange(keep) * (total / keep)).astype(np.int64)
+    return picked
+
+
 class BundleBackend:
     """Alerts, metrics, logs, traces and topology from scenario bundles on disk.
 
@@ -661,16 +671,71 @@ class BundleBackend:
         *,
         deadline: float | None = None,
     ) -> pd.DataFrame:
-        """Records at or above ``min_severity`` in the window (most severe kept when over limit)."""
+        """Records at or above ``min_severity`` over the baseline and the window, oldest first.
+
+        Over ``limit``, each period (baseline, window) keeps an evenly spaced
+        share of its records (half the limit each; what one leaves unused the
+        other may take), chosen without regard to content so detectors compare
+        like with like; ``attrs["warnings"]`` says what was left out.
+        """
         df = self._bundle(window).logs
         mask = (df["ts"] >= window.baseline_start) & (df["ts"] <= window.end)
         mask &= df["severity"] >= min_severity
         if services is not None:
             mask &= df["service"].isin(list(services))
-        out = df[mask]
-        if len(out) > limit:
-            out = out.sort_values(["severity", "ts"], ascending=[False, False]).head(limit)
-        return out.sort_values("ts", kind="stable").reset_index(drop=True)
+        out = df[mask].sort_values("ts", kind="stable")
+        before = out["ts"].to_numpy() < window.start
+        n_base, n_win = int(before.sum()), int((~before).sum())
+        keep_win = min(n_win, max(limit - n_base, (limit + 1) // 2))
+        keep_base = min(n_base, limit - keep_win)
+        picked = np.concatenate(
+            [
+                np.flatnonzero(before)[_evenly(n_base, keep_base)],
+                np.flatnonzero(~before)[_evenly(n_win, keep_win)],
+            ]
+        )
+        result = out.iloc[np.sort(picked)].reset_index(drop=True)
+        warnings = [
+            f"logs: {kept} of {total} records {where} kept (limit {limit}), evenly spaced in time"
+            for kept, total, where in (
+                (keep_base, n_base, "before the window"),
+                (keep_win, n_win, "in the window"),
+            )
+            if kept < total
+        ]
+        if warnings:
+            result.attrs["warnings"] = warnings
+        return result
+
+    def log_counts(
+        self, window: Window, step: float, services: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Records of every severity per ``step``-second bucket, service and severity."""
+        df = self._bundle(window).logs
+        mask = (df["ts"] >= window.baseline_start) & (df["ts"] <= window.end)
+        if services is not None:
+            mask &= df["service"].isin(list(services))
+        part = df[mask]
+        step = max(float(step), 1.0)
+        bucket = (
+            window.baseline_start
+            + ((part["ts"].to_numpy(dtype=np.float64) - window.baseline_start) // step) * step
+        )
+        counts = (
+            pd.DataFrame(
+                {
+                    "ts": bucket,
+                    "service": part["service"].to_numpy(),
+                    "severity": part["severity"].to_numpy(dtype=np.int64),
+                }
+            )
+            .groupby(["ts", "service", "severity"], sort=True)
+            .size()
+            .rename("count")
+            .reset_index()
+        )
+        counts["count"] = counts["count"].astype(np.float64)
+        return counts[["ts", "service", "severity", "count"]]
 
     # ---- TraceSource
     def spans(
@@ -681,31 +746,37 @@ class BundleBackend:
         *,
         deadline: float | None = None,
     ) -> pd.DataFrame:
-        """Spans of failing traces first, then the slowest, bounded to ``limit`` traces."""
+        """Spans of traces over the baseline and the window, at most ``limit`` traces per period.
+
+        A trace belongs to the period its first span starts in. Over ``limit``,
+        a period keeps evenly spaced traces (in start order), never the failing
+        or slow ones first: both periods are sampled alike, so error shares
+        and latency quantiles compare like with like.
+        """
         df = self._bundle(window).spans
         if df.empty:
             return empty_frame(SPAN_COLUMNS)
-        inside = df[(df["start"] >= window.start) & (df["start"] <= window.end)]
+        inside = df[(df["start"] >= window.baseline_start) & (df["start"] <= window.end)]
         if services is not None:
             inside = inside[inside["service"].isin(list(services))]
         if inside.empty:
             return empty_frame(SPAN_COLUMNS)
         chosen = df[df["trace_id"].isin(inside["trace_id"].unique())]
-        per = (
-            pd.DataFrame(
-                {
-                    "trace_id": chosen["trace_id"],
-                    "failed": chosen["status"] == 2,
-                    "duration": chosen["duration"],
-                }
-            )
-            .groupby("trace_id")
-            .agg(failed=("failed", "any"), longest=("duration", "max"))
-        )
-        per = per.sort_values(["failed", "longest"], ascending=[False, False])
-        keep = per.index[:limit]
+        first = chosen.groupby("trace_id", sort=False)["start"].min().sort_values(kind="stable")
+        before = first.to_numpy() < window.start
+        keep: list[Any] = []
+        for part in (before, ~before):
+            ids = first.index[part]
+            keep.extend(ids[_evenly(len(ids), limit)].tolist())
         out = df[df["trace_id"].isin(keep)]
-        return out.sort_values(["trace_id", "start"], kind="stable").reset_index(drop=True)
+        result = out.sort_values(["trace_id", "start"], kind="stable").reset_index(drop=True)
+        dropped = len(first) - len(keep)
+        if dropped:
+            result.attrs["warnings"] = [
+                f"traces: {len(keep)} of {len(first)} traces kept (limit {limit} per period), "
+                "evenly spaced in time"
+            ]
+        return result
 
     # ---- TopologySource
     def edges(

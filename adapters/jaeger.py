@@ -285,26 +285,38 @@ class JaegerAdapter:
         *,
         deadline: float | None = None,
     ) -> pd.DataFrame:
-        """Failing and slow traces of each service in the window (at most ``limit`` traces)."""
+        """Failing, slow and sample traces of each service, in the window and before it.
+
+        The baseline ``[baseline_start, start)`` gets the same three searches per
+        service with the same bounds as the window (at most ``limit`` traces per
+        period), so both periods are selected alike for the span detector.
+        """
         names = list(services) if services else self.services()
         if not names:
             return empty_frame(SPAN_COLUMNS)
-        per = max(1, limit // (2 * len(names)))
+        per = max(1, limit // (3 * len(names)))
+        periods = [(window.start, window.end)]
+        if window.baseline_start < window.start:
+            periods.append((window.baseline_start, window.start - 1e-6))
         frames = []
-        for svc in names:
-            frames.append(
-                self.find_traces(svc, window.start, window.end, limit=per, tags={"error": "true"})
-            )
-            frames.append(
-                self.find_traces(
-                    svc, window.start, window.end, limit=per, min_duration=self.slow_threshold
+        keep: list[str] = []
+        for start, end in periods:
+            found = []
+            for svc in names:
+                found.append(self.find_traces(svc, start, end, limit=per, tags={"error": "true"}))
+                found.append(
+                    self.find_traces(svc, start, end, limit=per, min_duration=self.slow_threshold)
                 )
-            )
-        frames = [f for f in frames if not f.empty]
+                found.append(self.find_traces(svc, start, end, limit=per))
+            found = [f for f in found if not f.empty]
+            if not found:
+                continue
+            part = pd.concat(found, ignore_index=True)
+            keep.extend(t for t in list(dict.fromkeys(part.trace_id))[:limit] if t not in keep)
+            frames.append(part)
         if not frames:
             return empty_frame(SPAN_COLUMNS)
         out = pd.concat(frames, ignore_index=True).drop_duplicates(["trace_id", "span_id"])
-        keep = list(dict.fromkeys(out.trace_id))[:limit]
         return out[out.trace_id.isin(keep)].reset_index(drop=True)
 
     # -- topology ---------------------------------------------------------------------

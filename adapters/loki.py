@@ -12,7 +12,12 @@ handles what real Loki does (see ``shared/recorded/README.md``, quirks L1-L10):
 * with ``X-Loki-Response-Encoding-Flags: categorize-labels`` entries carry a
   third element with ``structuredMetadata``/``parsed`` (L4);
 * a response holding exactly ``limit`` lines is truncated without a flag, so
-  :meth:`LokiAdapter.logs` pages backwards, ``end`` being exclusive (L5);
+  :meth:`LokiAdapter.logs` pages backwards, ``end`` being exclusive (L5), reads
+  the baseline and the window separately (each with its share of the limit)
+  and says in ``attrs["warnings"]`` what a limit left unread;
+* :meth:`LokiAdapter.log_counts` counts records of every level with one
+  metric query (``count_over_time`` by service and level), so detectors get
+  error shares without pulling every line;
 * metric matrices omit zero steps; they are filled with zeros (L6);
 * errors are text one-liners, kept in the message (L7).
 """
@@ -32,7 +37,7 @@ from pydantic import Field
 
 from correlator.escape import label_name, logql_string, promql_regex
 from correlator.http import HttpBackend, HttpSettings
-from correlator.model import LOG_COLUMNS, SIGNAL_COLUMNS, Alert, Window, empty_frame
+from correlator.model import LOG_COLUMNS, SIGNAL_COLUMNS, Alert, Window, empty_frame, format_time
 from correlator.sources import SourceError
 
 __all__ = ["LEVELS", "LogEntry", "LokiAdapter", "LokiSettings", "severity_of"]
@@ -204,9 +209,12 @@ class LokiAdapter:
         return entries
 
     def metric_range(
-        self, query: str, start: float, end: float, step: float
+        self, query: str, start: float, end: float, step: float, *, fill: bool = True
     ) -> list[tuple[dict[str, str], np.ndarray, np.ndarray]]:
-        """A metric query as ``(labels, ts, values)`` per series, missing steps filled with 0."""
+        """A metric query as ``(labels, ts, values)`` per series, missing steps filled with 0.
+
+        ``fill=False`` keeps only the steps Loki returned (all non-zero, L6).
+        """
         step = max(step, math.ceil((end - start) / (_MAX_POINTS - 1)), 1)
         params = {"query": query, "start": _ns(start), "end": _ns(end), "step": f"{step:g}s"}
         data = self._data("/loki/api/v1/query_range", params)
@@ -219,6 +227,16 @@ class LokiAdapter:
         grid = np.arange(first, end + step / 2, step, dtype=np.float64)
         out = []
         for series in data.get("result") or ():
+            if not fill:
+                pairs = series.get("values") or ()
+                out.append(
+                    (
+                        dict(series.get("metric") or {}),
+                        np.array([float(t) for t, _ in pairs], dtype=np.float64),
+                        np.array([float(v) for _, v in pairs], dtype=np.float64),
+                    )
+                )
+                continue
             values = dict.fromkeys(grid.tolist(), 0.0)
             for ts, value in series.get("values") or ():
                 values[float(ts)] = float(value)
@@ -269,17 +287,60 @@ class LokiAdapter:
         *,
         deadline: float | None = None,
     ) -> pd.DataFrame:
-        """Lines at or above ``min_severity`` in ``[window.start, window.end]``, newest first.
+        """Lines at or above ``min_severity`` over the baseline and the window, newest first.
 
-        Pages backwards until ``limit`` lines or the window's start.
+        The window ``[start, end]`` and the baseline ``[baseline_start, start)``
+        are read separately, each paging backwards from its end, so a busy
+        window cannot crowd out the baseline: the window gets half of
+        ``limit``, the baseline the rest. When a period's share runs out
+        before its lines do, ``attrs["warnings"]`` says which span of time was
+        not read (Loki itself never says a result was cut, L5).
         """
         query = self.error_query(services, min_severity)
         rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-        end_ns = int(_ns(window.end))
+        warnings: list[str] = []
+        budget = max(1, (limit + 1) // 2)
+        got, note = self._page(query, window.start, window.end, budget, min_severity, rows)
+        warnings += [f"{note} in the window"] if note else []
+        if window.baseline_start < window.start:
+            rest = max(limit - got, limit // 2, 1)
+            # ``end`` is exclusive: the baseline stops where the window starts.
+            _, note = self._page(
+                query, window.baseline_start, window.start, rest, min_severity, rows
+            )
+            warnings += [f"{note} before the window"] if note else []
+        frame = (
+            pd.DataFrame(list(rows.values()), columns=list(LOG_COLUMNS))
+            if rows
+            else empty_frame(LOG_COLUMNS)
+        )
+        if rows:
+            frame["ts"] = frame["ts"].astype("float64")
+            frame["severity"] = frame["severity"].astype("int64")
+            frame = frame.sort_values("ts", ascending=False, kind="stable").reset_index(drop=True)
+        if warnings:
+            frame.attrs["warnings"] = warnings
+        return frame
+
+    def _page(
+        self,
+        query: str,
+        start: float,
+        end: float,
+        budget: int,
+        min_severity: int,
+        rows: dict[tuple[Any, ...], dict[str, Any]],
+    ) -> tuple[int, str | None]:
+        """Read up to ``budget`` lines of ``[start, end)`` newest first into ``rows``.
+
+        Returns the lines fetched and, when the budget ran out first, what was
+        left unread (Loki's ``end`` is exclusive, so periods do not overlap).
+        """
+        end_ns = int(_ns(end))
         fetched = 0
-        while fetched < limit:
-            want = min(self.page_size, limit - fetched)
-            page = self.query_range(query, window.start, window.end, limit=want, end_ns=end_ns)
+        while fetched < budget:
+            want = min(self.page_size, budget - fetched)
+            page = self.query_range(query, start, end, limit=want, end_ns=end_ns)
             fetched += len(page)
             for entry in page:
                 row = self._row(entry)
@@ -288,20 +349,81 @@ class LokiAdapter:
                 key = (entry.ts_ns, row["service"], row["body"], row["trace_id"])
                 rows.setdefault(key, row)
             if len(page) < want:
-                break
+                return fetched, None
             # ``end`` is exclusive: the next page starts just before the oldest line seen.
             oldest = min(e.ts_ns for e in page)
             if oldest >= end_ns:
-                break
+                return fetched, None
             end_ns = oldest
-        if not rows:
-            return empty_frame(LOG_COLUMNS)
-        frame = pd.DataFrame(list(rows.values()), columns=list(LOG_COLUMNS))
-        frame["ts"] = frame["ts"].astype("float64")
-        frame["severity"] = frame["severity"].astype("int64")
-        return frame.sort_values("ts", ascending=False, kind="stable").reset_index(drop=True)
+        if end_ns <= int(_ns(start)):
+            return fetched, None
+        return fetched, (
+            f"Loki: log lines from {format_time(start)} to {format_time(end_ns / 1e9)} were not "
+            f"read ({budget} lines, the limit, were newer)"
+        )
 
     def log_counts(
+        self, window: Window, step: float, services: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Records of every level per ``step`` bucket, service and severity (one metric query).
+
+        ``count_over_time`` grouped by service and by every place a level may
+        live (the push stream's ``level``, OTLP's ``severity_text``, Loki's
+        ``detected_level``). A Loki fed both by push and by OTLP holds each
+        event twice (L4); both shapes double alike, so shares are unaffected.
+        """
+        lbl = self.service_label
+        # Whole seconds, and coarse enough for Loki's 11,000-point cap (L7): the range
+        # equals the step, so every record falls in exactly one bucket.
+        step = float(
+            max(
+                math.ceil(step),
+                math.ceil((window.end - window.baseline_start) / (_MAX_POINTS - 1)),
+                1,
+            )
+        )
+        rng = f"{int(step)}s"
+        query = (
+            f"sum by ({lbl}, level, severity_text, detected_level) "
+            f"(count_over_time({self.selector(services)} [{rng}]))"
+        )
+        self.queries["log_counts"] = query
+        series = self.metric_range(query, window.baseline_start, window.end, step, fill=False)
+        pinned = services[0] if services and len(services) == 1 else None
+        parts = []
+        for labels, ts, values in series:
+            service = labels.get(lbl) or pinned
+            if not service or not len(ts):
+                continue
+            level = next(
+                (labels[k] for k in ("severity_text", "level", "detected_level") if labels.get(k)),
+                None,
+            )
+            parts.append(
+                pd.DataFrame(
+                    {
+                        # count_over_time at t counts (t - range, t]: the bucket starts a step earlier.
+                        "ts": ts - step,
+                        "service": service,
+                        "severity": severity_of(level),
+                        "count": values,
+                    }
+                )
+            )
+        columns = ["ts", "service", "severity", "count"]
+        if not parts:
+            return pd.DataFrame(
+                {c: pd.Series(dtype="float64" if c != "service" else object) for c in columns}
+            )
+        frame = pd.concat(parts, ignore_index=True)
+        frame = frame[frame["count"] > 0]
+        frame = frame.groupby(["ts", "service", "severity"], as_index=False).agg(
+            count=("count", "sum")
+        )
+        frame["severity"] = frame["severity"].astype("int64")
+        return frame[columns]
+
+    def log_rates(
         self,
         window: Window,
         step: float = 60.0,

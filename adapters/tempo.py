@@ -2,7 +2,8 @@
 
 :class:`TempoAdapter` implements :class:`~correlator.sources.TraceSource`:
 TraceQL searches find failing, slow and (a few) normal traces of the services
-in the window; each trace is then fetched by id (``/api/v2/traces/{id}``,
+in the window, and the same searches with the same bounds in the baseline
+before it (so both periods are selected alike); each trace is then fetched by id (``/api/v2/traces/{id}``,
 falling back to ``/api/traces/{id}`` on servers without v2) and mapped to
 span rows with :func:`correlator.otlp.spans_from_otlp`.
 
@@ -234,8 +235,17 @@ class TempoAdapter:
 
     # -- TraceSource ------------------------------------------------------------------
 
-    def find(self, window: Window, services: Sequence[str] | None, limit: int) -> list[str]:
-        """Trace ids to fetch: failing first, then slow, then a sample of the rest."""
+    def find(
+        self,
+        window: Window,
+        services: Sequence[str] | None,
+        limit: int,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> list[str]:
+        """Trace ids to fetch in ``[start, end]`` (default: the window): failing, slow, a sample."""
+        start = window.start if start is None else start
+        end = window.end if end is None else end
         wanted = {
             "error_traces": (self._spanset(services, "status = error"), limit),
             "slow_traces": (
@@ -248,7 +258,7 @@ class TempoAdapter:
         for query, n in wanted.values():
             if len(ids) >= limit or n <= 0:
                 break
-            for hit in self.search(query, window.start, window.end, limit=n):
+            for hit in self.search(query, start, end, limit=n):
                 if hit.trace_id not in ids:
                     ids.append(hit.trace_id)
         return ids[:limit]
@@ -261,9 +271,23 @@ class TempoAdapter:
         *,
         deadline: float | None = None,
     ) -> pd.DataFrame:
-        """Spans of failing, slow and sample traces of ``services`` in the window."""
+        """Spans of failing, slow and sample traces of ``services``, in the window and before it.
+
+        The baseline ``[baseline_start, start)`` gets the same searches with the
+        same bounds as the window, so both periods are selected alike and the
+        span detector compares like with like (at most ``limit`` traces each).
+        """
+        ids: list[str] = []
+        periods = [(window.start, window.end)]
+        if window.baseline_start < window.start:
+            # Tempo's search end is inclusive to the second: stop a second before the window.
+            periods.append((window.baseline_start, max(window.baseline_start, window.start - 1)))
+        for start, end in periods:
+            for tid in self.find(window, services, limit, start, end):
+                if tid not in ids:
+                    ids.append(tid)
         traces = []
-        for tid in self.find(window, services, limit):
+        for tid in ids:
             trace = self.trace(tid)
             if trace is not None:
                 traces.append(trace)

@@ -173,3 +173,32 @@ def test_operations_and_lookback_recordings_parse() -> None:
 
 def test_all_recordings_present() -> None:
     assert len(records("jaeger")) == 16
+
+
+def test_spans_search_the_baseline_alike() -> None:
+    """Failing, slow and sample searches per service, in the window and, alike, before it."""
+    found = load("jaeger", "traces_search_payment_error")
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return response_for(found)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        jaeger = JaegerAdapter(URL, client, api="legacy", slow_threshold=2.0)
+        frame = jaeger.spans(Window(START + 3600, END, START), ["payment"], limit=30)
+    params = [r.url.params for r in sent]
+    assert [(p["start"], p["end"]) for p in params] == [
+        (str((START + 3600) * 10**6), str(END * 10**6))
+    ] * 3 + [(str(START * 10**6), str((START + 3600) * 10**6 - 1))] * 3
+    kinds = [(p.get("tags"), p.get("minDuration"), p["limit"]) for p in params]
+    assert (
+        kinds[:3]
+        == kinds[3:]
+        == [
+            ('{"error": "true"}', None, "10"),
+            (None, "2s", "10"),
+            (None, None, "10"),
+        ]
+    )
+    assert not frame.duplicated(["trace_id", "span_id"]).any()

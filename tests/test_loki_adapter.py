@@ -63,24 +63,30 @@ def test_page_two_repeats_nothing(loki: LokiAdapter) -> None:
     assert not {e.ts_ns for e in page1} & {e.ts_ns for e in page2}
 
 
-def test_logs_pages_until_limit_and_dedupes_push_and_otlp() -> None:
-    """logs() pages backwards with end = oldest line seen; served by the recorded pages."""
+def test_logs_read_baseline_and_window_apart_and_warn_when_cut() -> None:
+    """logs() reads the window and the look-back before it separately (each with half
+    the limit), pages backwards with end = oldest line seen, and says what a limit cut.
+    Served by the recorded pages (page 2 stands in for the baseline's answer)."""
     page1 = load("loki", "query_range_json_level_error_backward_limit20")
     page2 = load("loki", "query_range_json_level_error_backward_limit20_page2")
     sent: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         sent.append(request)
-        end = request.url.params["end"]
         assert request.url.params["limit"] == "20"
-        return response_for(page1 if end == str(END * 10**9) else page2)
+        return response_for(page1 if request.url.params["end"] == str(END * 10**9) else page2)
 
+    # The window starts at page 1's oldest line, so page 2's lines lie before it.
+    split = int(page2["params"]["end"]) / 1e9
     with httpx.Client(transport=httpx.MockTransport(handler)) as client:
         loki = LokiAdapter(URL, client, page_size=20)
-        window = Window(start=START, end=END, baseline_start=START - 3600)
+        window = Window(start=split, end=END, baseline_start=START)
         frame = loki.logs(window, ["payment"], min_severity=17, limit=40)
-    assert len(sent) == 2
-    assert sent[1].url.params["end"] == page2["params"]["end"]
+    assert [(r.url.params["start"], r.url.params["end"]) for r in sent] == [
+        (sent[0].url.params["start"], str(END * 10**9)),
+        (str(START * 10**9), sent[0].url.params["start"]),
+    ]
+    assert abs(int(sent[0].url.params["start"]) - int(page2["params"]["end"])) < 1000
     assert list(frame.columns) == list(LOG_COLUMNS)
     assert len(frame) == 40
     assert (frame.severity == 17).all() and (frame.level == "error").all()
@@ -90,6 +96,36 @@ def test_logs_pages_until_limit_and_dedupes_push_and_otlp() -> None:
     q = sent[0].url.params["query"]
     assert q.startswith('{service_name="payment"} | level=~"(?i)')
     assert "severity_text=~" in q and "detected_level=~" in q
+    warnings = frame.attrs["warnings"]
+    assert len(warnings) == 2 and all("were not read (20 lines, the limit" in w for w in warnings)
+    assert warnings[0].endswith("in the window") and warnings[1].endswith("before the window")
+
+
+def test_logs_page_on_and_stop_without_warning_when_all_arrived() -> None:
+    page1 = load("loki", "query_range_json_level_error_backward_limit20")
+    page2 = load("loki", "query_range_json_level_error_backward_limit20_page2")
+    empty = load("loki", "query_range_empty_result")
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        end = request.url.params["end"]
+        if end == str(END * 10**9):
+            return response_for(page1)
+        return response_for(page2 if end == page2["params"]["end"] else empty)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        loki = LokiAdapter(URL, client, page_size=20)
+        frame = loki.logs(Window(START, END, START - 600), ["payment"], min_severity=17)
+    # Page 2 starts where page 1 ended (end is exclusive, L5); its 20 lines fill a page,
+    # so a third is asked (empty); then the baseline (empty). Nothing was cut.
+    assert [r.url.params["end"] for r in sent] == [
+        str(END * 10**9),
+        page2["params"]["end"],
+        min((v[0] for st in page2["body"]["data"]["result"] for v in st["values"]), key=int),
+        str(START * 10**9),
+    ]
+    assert len(frame) == 40 and "warnings" not in frame.attrs
 
 
 def test_mixed_push_and_otlp_map_to_one_row_per_event(loki: LokiAdapter) -> None:
@@ -203,7 +239,8 @@ def test_too_many_points_and_404(loki: LokiAdapter) -> None:
         loki._data("/loki/api/v1/nonexistent", {})
 
 
-def test_log_counts_frame() -> None:
+def test_log_rates_frame() -> None:
+    """log_rates (was log_counts: that name now means counts by severity, below)."""
     rec = load("loki", "query_range_metric_errors_by_service")
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -212,13 +249,77 @@ def test_log_counts_frame() -> None:
 
     with httpx.Client(transport=httpx.MockTransport(handler)) as client:
         loki = LokiAdapter(URL, client)
-        frame = loki.log_counts(Window(INCIDENT, END, START), 60, min_severity=17)
+        frame = loki.log_rates(Window(INCIDENT, END, START), 60, min_severity=17)
     assert list(frame.columns) == list(SIGNAL_COLUMNS)
     assert set(frame.role) == {"log_error_rate"} and set(frame.service) == {
         "checkout",
         "frontend",
         "payment",
     }
+
+
+def test_log_counts_by_service_and_level_from_recorded_matrices() -> None:
+    """log_counts: one count_over_time query over baseline and window, grouped by service
+    and every place a level lives; only non-zero steps come back (L6), values are strings."""
+    by_service = load("loki", "query_range_metric_errors_by_service")
+    by_level = load("loki", "query_range_metric_rate_by_level")
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return response_for(by_service if len(sent) == 1 else by_level)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        loki = LokiAdapter(URL, client)
+        window = Window(INCIDENT, END, START)
+        frame = loki.log_counts(window, 60)
+        q = sent[0].url.params
+        assert q["query"] == (
+            "sum by (service_name, level, severity_text, detected_level) "
+            '(count_over_time({service_name=~".+"} [60s]))'
+        )
+        assert (q["start"], q["end"], q["step"]) == (str(START * 10**9), str(END * 10**9), "60s")
+        assert loki.queries["log_counts"] == q["query"]
+        # Recorded without a level label: the service's records, severity unknown (0).
+        assert list(frame.columns) == ["ts", "service", "severity", "count"]
+        assert set(frame.service) == {"checkout", "frontend", "payment"}
+        assert (frame.severity == 0).all() and (frame["count"] > 0).all()
+        rows = by_service["body"]["data"]["result"][0]["values"]
+        checkout = frame[frame.service == "checkout"]
+        assert checkout["ts"].tolist() == [float(t) - 60 for t, _ in rows]  # bucket starts
+        assert checkout["count"].sum() == sum(float(v) for _, v in rows)
+        # One service pinned by the selector: series without a service label are its own.
+        levels = loki.log_counts(window, 300, ["payment"])
+    assert (
+        sent[1].url.params["query"].endswith('(count_over_time({service_name="payment"} [300s]))')
+    )
+    assert set(levels.service) == {"payment"}
+    assert set(levels.severity) == {9, 13, 17}
+    per_level = {
+        row.severity: row.count
+        for row in levels.groupby("severity", as_index=False)["count"].sum().itertuples()
+    }
+    assert per_level[17] == pytest.approx(
+        sum(float(v) for _, v in by_level["body"]["data"]["result"][0]["values"])
+    )
+
+
+def test_log_counts_is_the_declared_optional_protocol(loki: LokiAdapter) -> None:
+    from correlator.adapters.bundle import BundleBackend
+
+    from correlator.sources import LogCountSource
+
+    assert isinstance(loki, LogCountSource) and isinstance(BundleBackend(), LogCountSource)
+
+    class LinesOnly:
+        name = "x"
+
+        def logs(
+            self, window: Window, services: object = None, min_severity: int = 13, limit: int = 5000
+        ) -> object:
+            return None
+
+    assert isinstance(LinesOnly(), LogSource) and not isinstance(LinesOnly(), LogCountSource)
 
 
 def test_every_recorded_loki_file_is_exercised() -> None:
@@ -235,3 +336,19 @@ def test_every_recorded_loki_file_is_exercised() -> None:
     }
     used = {n for n in records("loki") if n not in covered}
     assert len(used) == 27
+
+
+def test_log_counts_step_respects_the_point_cap() -> None:
+    """Over a long look-back the step grows past Loki's 11,000 points (L7), and the range
+    with it, so buckets neither overlap nor leave gaps."""
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return response_for(load("loki", "query_range_metric_errors_by_service"))
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        frame = LokiAdapter(URL, client).log_counts(Window(END - 60, END, END - 30 * 86400), 15)
+    step = int(sent[0].url.params["step"].removesuffix("s"))
+    assert (30 * 86400) / step < 11_000 and sent[0].url.params["query"].endswith(f"[{step}s]))")
+    assert not frame.empty

@@ -216,3 +216,38 @@ def test_malformed_id_is_a_400_error(tempo: TempoAdapter) -> None:
     rec = load("tempo", "error_trace_id_invalid")
     with pytest.raises(SourceError, match=r"Tempo at .*/api/traces/not-a-trace-id: 400"):
         tempo.http.get_json(rec["path"])
+
+
+def test_spans_search_the_baseline_alike() -> None:
+    """The look-back before the window gets the same searches with the same bounds, so the
+    span detector compares periods selected alike (recorded answers for every search)."""
+    search = load("tempo", "search_traceql_payment_errors")
+    healthy = load("tempo", "search_all_recent")
+    trace = load("tempo", "trace_v2_failing")
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        if request.url.path == "/api/search":
+            errors = "status = error" in request.url.params["q"]
+            return response_for(search if errors else healthy)
+        return response_for(trace)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        tempo = TempoAdapter(URL, client, slow_threshold=2.0, sample=4)
+        window = Window(START + 3600, END, START)
+        tempo.spans(window, ["payment"], limit=50)
+    searches = [r.url.params for r in sent if r.url.path == "/api/search"]
+    by_period: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for p in searches:
+        by_period.setdefault((p["start"], p["end"]), []).append((p["q"], p["limit"]))
+    assert list(by_period) == [(str(START + 3600), str(END)), (str(START), str(START + 3599))]
+    window_searches, baseline_searches = by_period.values()
+    assert window_searches == baseline_searches
+    assert [q for q, _ in window_searches] == [
+        '{ resource.service.name = "payment" && status = error }',
+        '{ resource.service.name = "payment" && duration > 2s }',
+        '{ resource.service.name = "payment" }',
+    ]
+    fetched = [r.url.path for r in sent if r.url.path != "/api/search"]
+    assert len(fetched) == len(set(fetched))  # a trace found in both periods is fetched once

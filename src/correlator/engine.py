@@ -49,7 +49,7 @@ from correlator.model import (
 from correlator.pattern import PatternContext, config_for, load_patterns
 from correlator.rank import UNKNOWN, rank
 from correlator.roles import GENERIC
-from correlator.sources import MetricResult, Source, Sources
+from correlator.sources import LOG_COUNT_COLUMNS, LogCountSource, MetricResult, Source, Sources
 from correlator.topology import (
     attribute_edges,
     blast_radius,
@@ -148,6 +148,18 @@ def collect(
 
     jobs = [job("metrics", m, m.signals, catalog, window, step) for m in sources.metrics]
     jobs += [job("logs", lg, lg.logs, window) for lg in sources.logs]
+    # Record counts by severity (info included), where a log source can give them cheaply.
+    jobs += [
+        _Job(
+            "log_counts",
+            lg.name,
+            partial(lg.log_counts, window, step),
+            remote,
+            f"{timeout:g}s (source_timeout)",
+        )
+        for lg in sources.logs
+        if isinstance(lg, LogCountSource)
+    ]
     jobs += [job("traces", t, t.spans, window) for t in sources.traces]
     jobs += [job("topology", tp, tp.edges, window) for tp in sources.topology]
     pool = cf.ThreadPoolExecutor(max_workers=max(len(jobs), 1), thread_name_prefix="collect")
@@ -157,7 +169,12 @@ def collect(
         # Do not wait for a hung source: its thread finishes (or not) on its own.
         pool.shutdown(wait=False, cancel_futures=True)
     tel = Telemetry()
-    frames: dict[str, list[pd.DataFrame]] = {"metrics": [], "logs": [], "traces": []}
+    frames: dict[str, list[pd.DataFrame]] = {
+        "metrics": [],
+        "logs": [],
+        "traces": [],
+        "log_counts": [],
+    }
     for j, value in zip(jobs, results, strict=True):
         if value is None:
             continue  # a gap
@@ -180,7 +197,11 @@ def collect(
                 tel.links.setdefault(role, url)
         else:
             frames[j.kind].append(value)
+            # What a limit cut (lines, traces) is a gap too: the evidence is a sample.
+            notes = value.attrs.get("warnings", ()) if isinstance(value, pd.DataFrame) else ()
+            gaps.extend(Gap(j.source, f"{j.kind}: {note}") for note in notes)
     tel.signals = compact_signals(_concat(frames["metrics"], SIGNAL_COLUMNS))
+    tel.log_counts = _concat(frames["log_counts"], LOG_COUNT_COLUMNS)
     tel.logs = _concat(frames["logs"], LOG_COLUMNS)
     tel.spans = _concat(frames["traces"], SPAN_COLUMNS)
     return tel, gaps

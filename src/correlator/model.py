@@ -392,6 +392,11 @@ class Telemetry:
     signals: pd.DataFrame = field(default_factory=lambda: empty_frame(SIGNAL_COLUMNS))
     logs: pd.DataFrame = field(default_factory=lambda: empty_frame(LOG_COLUMNS))
     spans: pd.DataFrame = field(default_factory=lambda: empty_frame(SPAN_COLUMNS))
+    log_counts: pd.DataFrame = field(
+        default_factory=lambda: empty_frame(("ts", "service", "severity", "count"))
+    )
+    """Log records per time bucket, service and severity (info included), where a log
+    source can count them (``correlator.sources.LogCountSource``)."""
     edges: list[tuple[str, str, str]] = field(default_factory=list)
     """Declared/discovered topology edges: ``(caller, callee, kind_of_callee)``."""
     node_kinds: dict[str, str] = field(default_factory=dict)

@@ -33,7 +33,9 @@ from correlator.errors import CorrelatorError
 from correlator.model import Alert, Window
 
 __all__ = [
+    "LOG_COUNT_COLUMNS",
     "AlertSource",
+    "LogCountSource",
     "LogSource",
     "MetricResult",
     "MetricSource",
@@ -140,10 +142,39 @@ class LogSource(Source, Protocol):
         *,
         deadline: float | None = None,
     ) -> pd.DataFrame:
-        """Records at or above ``min_severity`` (OTLP number) in the window.
+        """Records at or above ``min_severity`` (OTLP number) over the baseline and the window.
 
         Returns ``correlator.model.LOG_COLUMNS``. ``services=None`` means all.
         ``deadline`` as for :meth:`MetricSource.signals`.
+        Records come from ``[window.baseline_start, window.end]``, so detectors
+        compare like with like; when ``limit`` cuts, each period (baseline
+        ``[baseline_start, start)``, window ``[start, end]``) keeps a share
+        chosen without regard to content, and the frame's
+        ``attrs["warnings"]`` says what was cut.
+        """
+        ...
+
+
+#: Columns of :meth:`LogCountSource.log_counts`: bucket start (unix seconds), service,
+#: OTLP severity number (0 when unknown) and the number of records.
+LOG_COUNT_COLUMNS = ("ts", "service", "severity", "count")
+
+
+@runtime_checkable
+class LogCountSource(Source, Protocol):
+    """Optional for a log source: record counts by service and severity, info included.
+
+    Detectors judge error *shares* from these (a traffic surge alone is not an
+    error surge) without pulling every line. Implement it next to ``logs``.
+    """
+
+    def log_counts(
+        self, window: Window, step: float, services: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Records per ``step``-second bucket over ``[window.baseline_start, window.end]``.
+
+        Returns :data:`LOG_COUNT_COLUMNS`, one row per (bucket, service,
+        severity) with a non-zero count.
         """
         ...
 
@@ -160,10 +191,14 @@ class TraceSource(Source, Protocol):
         *,
         deadline: float | None = None,
     ) -> pd.DataFrame:
-        """Spans of failing or slow traces (and a sample of normal ones) in the window.
+        """Spans of traces over the baseline and the window, each period sampled alike.
 
-        Returns ``correlator.model.SPAN_COLUMNS``. ``limit`` bounds the number of
-        traces. ``deadline`` as for :meth:`MetricSource.signals`.
+        Returns ``correlator.model.SPAN_COLUMNS``. ``limit`` bounds the traces
+        of each period (baseline ``[baseline_start, start)``, window ``[start,
+        end]``). What a period keeps must not depend on outcome unless the
+        other period is selected the same way (the same searches with the same
+        bounds), so that error shares and latency quantiles compare like with
+        like. ``deadline`` as for :meth:`MetricSource.signals`.
         """
         ...
 

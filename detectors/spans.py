@@ -1,0 +1,551 @@
+"""The span detector: per operation and per call edge, what changed after the baseline.
+
+:class:`SpanDetector` (entry point ``spans``) compares the spans after
+``DetectInput.baseline_end`` with those before it, per service and operation
+(server, internal and consumer spans) and per call edge (client and producer
+spans, keyed by the callee: the child span's service, else ``peer``):
+
+* ``span_errors`` / ``client_errors``: the share of spans with status ERROR;
+  an operation too new to have a baseline of its own is held against its
+  service's;
+* ``span_latency`` / ``client_latency``: how many spans are slower than the
+  baseline's own p95 (and p50), for the span's duration and, for operations,
+  its *exclusive* duration (minus its children: the time spent in the service
+  itself, which separates a slow service from a slow dependency);
+* ``span_rate``: the operation's share of all spans (a share, so that trace
+  sampling, which thins both periods alike, cancels); operations that appear
+  or vanish are the extreme case.
+
+Every test is a count against the baseline's rate (:mod:`._stats`), so the
+scores share one scale with each other and with metric z-scores, and nothing
+is measured in absolute units: a rank against the baseline's own quantile is
+the same test at 2 ms as at 2 s. Sampled traces are fine as long as each
+period is sampled without regard to the outcome (or both alike).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from correlator.detectors._stats import (
+    MIN_EVENTS,
+    bucket_matrix,
+    bucket_width,
+    count_score,
+    cusum_onset,
+    format_share,
+)
+
+from correlator.detector import DetectInput, DetectOutput, anomaly_frame
+from correlator.model import ANOMALY_COLUMNS, Gap, empty_frame, format_time
+
+__all__ = ["SpanConfig", "SpanDetector"]
+
+_CLIENT_KINDS = (3, 4)
+_ERROR = 2
+
+
+@dataclass(frozen=True)
+class SpanConfig:
+    """Settings of the span detector."""
+
+    min_score: float = 2.0
+    """Rows weaker than this are left out (the engine applies its own threshold)."""
+    min_events: int = MIN_EVENTS
+    """Fewest events of interest (errors, slow spans, spans) a row may rest on."""
+    quantile: float = 0.95
+    """The latency quantile reported (and the upper of the two exceedance tests)."""
+    short_baseline: float = 300.0
+    """A baseline of spans covering less than this many seconds is reported as a gap."""
+
+
+class SpanDetector:
+    """Anomalies of operations and call edges from spans (see the module docstring)."""
+
+    name = "spans"
+    modality = "spans"
+
+    def __init__(self, config: SpanConfig | None = None) -> None:
+        self.config = config or SpanConfig()
+
+    def detect(self, data: DetectInput) -> DetectOutput:
+        """Rows of the anomaly table for the spans in ``data.telemetry.spans``."""
+        spans = _prepare(data.telemetry.spans, data.window.baseline_start, data.window.end)
+        if spans.empty:
+            return DetectOutput(empty_frame(ANOMALY_COLUMNS))
+        split = float(data.baseline_end)
+        spans["after"] = spans["t"].to_numpy() >= split
+        gaps = _baseline_gaps(spans, split, self.config.short_baseline)
+        if not spans["after"].any():
+            return DetectOutput(empty_frame(ANOMALY_COLUMNS), gaps)
+        spans["key"], spans["parent_key"] = _span_keys(spans)
+        spans["exclusive"] = _exclusive(spans)
+        spans["callee"] = _callee(spans)
+        ctx = _Context(spans, split, float(data.window.end), float(data.step), self.config)
+        rows = [
+            *_errors(ctx, edges=False),
+            *_errors(ctx, edges=True),
+            *_latency(ctx, edges=False),
+            *_latency(ctx, edges=True),
+            *_rates(ctx),
+        ]
+        rows = [r for r in rows if not r.empty]
+        if not rows:
+            return DetectOutput(empty_frame(ANOMALY_COLUMNS), gaps)
+        out = pd.concat(rows, ignore_index=True)
+        out["modality"] = self.modality
+        return DetectOutput(anomaly_frame(out), gaps)
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+def _prepare(raw: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
+    """The columns the tests need, typed; rows without a time or service dropped."""
+    if raw is None or raw.empty or not {"service", "start", "duration"} <= set(raw.columns):
+        return pd.DataFrame()
+
+    def col(name: str, default: Any = None) -> pd.Series:
+        return raw[name] if name in raw.columns else pd.Series(default, index=raw.index)
+
+    frame = pd.DataFrame(
+        {
+            "trace_id": col("trace_id").astype(object),
+            "span_id": col("span_id").astype(object),
+            "parent": col("parent_span_id").astype(object),
+            "service": col("service").astype(object),
+            "name": col("name", "").astype(object).fillna("").astype(str),
+            "kind": pd.to_numeric(col("kind", 0), errors="coerce").fillna(0).astype(np.int64),
+            "t": pd.to_numeric(col("start"), errors="coerce"),
+            "duration": pd.to_numeric(col("duration"), errors="coerce"),
+            "failed": pd.to_numeric(col("status", 0), errors="coerce").fillna(0).eq(_ERROR),
+            "peer": col("peer").astype(object),
+            "error": col("error").astype(object),
+        }
+    )
+    keep = frame["t"].notna() & frame["duration"].notna() & frame["service"].notna()
+    # Slack of a second at the end: span starts are rounded differently by each backend.
+    keep &= (frame["t"] >= start) & (frame["t"] <= end + 1.0)
+    frame = frame[keep]
+    # A span delivered twice (two sources, two searches) counts once.
+    if frame["span_id"].notna().any():
+        dup = frame.duplicated(["trace_id", "span_id"]) & frame["span_id"].notna()
+        frame = frame[~dup]
+    return frame.reset_index(drop=True)
+
+
+def _baseline_gaps(spans: pd.DataFrame, split: float, short: float) -> list[Gap]:
+    before = spans.loc[~spans["after"], "t"]
+    if before.empty:
+        return [
+            Gap(
+                "spans",
+                f"no spans before {format_time(split)}: span timings and error shares "
+                "had no baseline to be judged against",
+            )
+        ]
+    covered = split - float(before.min())
+    if covered < short:
+        return [
+            Gap(
+                "spans",
+                f"short baseline of spans: {covered / 60:.1f} min ({len(before)} spans) "
+                f"before {format_time(split)}; span anomalies rest on it",
+            )
+        ]
+    return []
+
+
+def _span_keys(spans: pd.DataFrame) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Integer keys of each span and of its parent (``-1``: none), unique within the frame.
+
+    Span ids are unique only within a trace, so a key is the (trace, span id) pair.
+    """
+    trace, _ = pd.factorize(spans["trace_id"])
+    ids, _ = pd.factorize(pd.concat([spans["span_id"], spans["parent"]], ignore_index=True))
+    n = len(spans)
+    width = int(ids.max()) + 2 if len(ids) else 1
+    own = np.where(ids[:n] >= 0, trace.astype(np.int64) * width + ids[:n], -1)
+    parent = np.where(ids[n:] >= 0, trace.astype(np.int64) * width + ids[n:], -1)
+    return own.astype(np.int64), parent.astype(np.int64)
+
+
+def _exclusive(spans: pd.DataFrame) -> npt.NDArray[np.float64]:
+    """Each span's duration minus its children's (at least 0: children may overlap)."""
+    dur = spans["duration"].to_numpy(dtype=np.float64)
+    own, parent = spans["key"].to_numpy(), spans["parent_key"].to_numpy()
+    has_parent = parent >= 0
+    if not has_parent.any():
+        return dur
+    children = pd.Series(dur[has_parent]).groupby(parent[has_parent]).sum()
+    found = children.reindex(own).to_numpy(dtype=np.float64)
+    return np.asarray(np.maximum(dur - np.nan_to_num(found), 0.0), dtype=np.float64)
+
+
+def _callee(spans: pd.DataFrame) -> pd.Series:
+    """For client/producer spans: the service of the child span, else ``peer``; else None."""
+    client = spans["kind"].isin(_CLIENT_KINDS).to_numpy()
+    out = pd.Series(None, index=spans.index, dtype=object)
+    if not client.any():
+        return out
+    parent = spans["parent_key"].to_numpy()
+    kids = parent >= 0
+    child_service = pd.Series(spans["service"].to_numpy()[kids], index=parent[kids])
+    child_service = child_service[~child_service.index.duplicated()]
+    found = child_service.reindex(spans["key"].to_numpy()[client]).to_numpy(dtype=object)
+    own = spans["service"].to_numpy(dtype=object)[client]
+    peer = spans["peer"].to_numpy(dtype=object)[client]
+    usable = pd.notna(found) & (found != own)
+    callee = np.where(usable, found, peer)
+    keep = np.asarray(pd.notna(callee) & (callee != own), dtype=bool)
+    out[client] = np.where(keep, callee, np.full(len(callee), None, dtype=object))
+    return out
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@dataclass(frozen=True)
+class _Context:
+    spans: pd.DataFrame
+    split: float
+    end: float
+    step: float
+    config: SpanConfig
+    parts: dict[str, tuple[pd.DataFrame, list[str]]] = field(default_factory=dict)
+    """Spans of operations and of edges with their group codes, made once."""
+
+    @property
+    def span(self) -> float:
+        return max(self.end - self.split, 1.0)
+
+    @property
+    def base_span(self) -> float:
+        before = self.spans.loc[~self.spans["after"], "t"]
+        return max(self.split - float(before.min()), 1.0) if len(before) else 1.0
+
+
+def _groups(ctx: _Context, edges: bool) -> tuple[pd.DataFrame, list[str]]:
+    """The spans of operations (``edges=False``) or of calls to a callee, with a group code."""
+    key = "edges" if edges else "ops"
+    cached = ctx.parts.get(key)
+    if cached is not None:
+        return cached
+    s = ctx.spans
+    if edges:
+        part = s[s["kind"].isin(_CLIENT_KINDS) & s["callee"].notna()]
+        keys = ["service", "callee"]
+    else:
+        part = s[~s["kind"].isin(_CLIENT_KINDS)]
+        keys = ["service", "name"]
+    part = part.copy()
+    part["code"] = part.groupby(keys, sort=False).ngroup().to_numpy(dtype=np.int64)
+    ctx.parts[key] = (part, keys)
+    return part, keys
+
+
+def _onsets(
+    ctx: _Context,
+    part: pd.DataFrame,
+    chosen: npt.NDArray[np.int64],
+    bad: pd.Series,
+    p0: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Onset and end (seconds) of groups ``chosen`` (codes), from their events after the split."""
+    after = part[part["after"]]
+    width = bucket_width(len(after), ctx.span, floor=1.0)
+    n_buckets = int(np.ceil(ctx.span / width)) + 1
+    pos = np.full(int(part["code"].max()) + 1, -1, dtype=np.int64)
+    pos[chosen] = np.arange(len(chosen))
+    codes = pos[after["code"].to_numpy(dtype=np.int64)]
+    bucket = ((after["t"].to_numpy() - ctx.split) // width).astype(np.int64)
+    shape = (len(chosen), n_buckets)
+    n = bucket_matrix(codes, bucket, np.ones(len(after)), shape)
+    k = bucket_matrix(codes, bucket, bad[after.index].to_numpy(dtype=np.float64), shape)
+    first, last = cusum_onset(k, n, p0)
+    return ctx.split + first * width, np.minimum(ctx.split + (last + 1) * width, ctx.end)
+
+
+def _top_error(part: pd.DataFrame, mask: pd.Series) -> pd.Series:
+    """The most frequent error text of each group's failed spans after the split."""
+    failed = part[mask & part["error"].notna()]
+    if failed.empty:
+        return pd.Series(dtype=object)
+    counts = failed.groupby(["code", "error"], sort=False).size().reset_index(name="n")
+    counts = counts.sort_values(["code", "n"], ascending=[True, False], kind="stable")
+    top = counts.drop_duplicates("code").set_index("code")["error"].astype(str)
+    return top.str.split("\n", n=1).str[0]  # evidence is one line
+
+
+def _errors(ctx: _Context, edges: bool) -> list[pd.DataFrame]:
+    part, keys = _groups(ctx, edges)
+    if part.empty:
+        return []
+    after = part["after"]
+    by = part.groupby("code", sort=True)
+    per = pd.DataFrame(
+        {
+            "n": by["after"].sum(),
+            "k": (part["failed"] & after).groupby(part["code"]).sum(),
+            "n0": (~after).groupby(part["code"]).sum(),
+            "k0": (part["failed"] & ~after).groupby(part["code"]).sum(),
+        }
+    ).astype(np.float64)
+    first = by[keys].first()
+    per = per.join(first)
+    # Too new for a baseline of its own: held against its service's (a new failing operation).
+    svc = per.groupby("service")[["k0", "n0"]].transform("sum")
+    own = per["n0"] >= ctx.config.min_events
+    per["ref_k0"] = np.where(own, per["k0"], svc["k0"])
+    per["ref_n0"] = np.where(own, per["n0"], svc["n0"])
+    per["score"] = count_score(per["k"], per["n"], per["ref_k0"], per["ref_n0"])
+    per = per[(per["score"] >= ctx.config.min_score) & (per["k"] >= ctx.config.min_events)]
+    if per.empty:
+        return []
+    p0 = ((per["ref_k0"] + 0.5) / (per["ref_n0"] + 1.0)).to_numpy()
+    codes = per.index.to_numpy(dtype=np.int64)
+    onset, end = _onsets(ctx, part, codes, part["failed"], p0)
+    err = _top_error(part, part["failed"] & after).reindex(per.index)
+    share0 = per["ref_k0"] / per["ref_n0"].where(per["ref_n0"] > 0)
+    share = per["k"] / per["n"]
+    texts = []
+    for row, e, own_base in zip(
+        per.itertuples(), err.tolist(), own.reindex(per.index).tolist(), strict=True
+    ):
+        what = (
+            f"{row.service} calls to {row.callee}"
+            if edges
+            else f"{row.name} spans of {row.service}"
+        )
+        before = (
+            f"{format_share(row.k0, row.n0)} before"
+            if own_base
+            else f"a new operation; {format_share(row.ref_k0, row.ref_n0)} of the service's before"
+        )
+        why = f": {str(e)[:160]}" if isinstance(e, str) and e else ""
+        texts.append(f"{format_share(row.k, row.n)} {what} failed ({before}){why}")
+    return [
+        pd.DataFrame(
+            {
+                "service": per["service"].to_numpy(),
+                "role": "client_errors" if edges else "span_errors",
+                "onset": onset,
+                "end": end,
+                "score": per["score"].to_numpy(),
+                "direction": "up",
+                "baseline": (
+                    (per["ref_k0"] / ctx.base_span).to_numpy() if edges else share0.to_numpy()
+                ),
+                "peak": (per["k"] / ctx.span).to_numpy() if edges else share.to_numpy(),
+                "peer": per["callee"].to_numpy() if edges else "",
+                "signal": (
+                    ("calls to " + per["callee"].astype(str)).to_numpy()
+                    if edges
+                    else per["name"].to_numpy()
+                ),
+                "evidence": texts,
+            }
+        )
+    ]
+
+
+def _latency(ctx: _Context, edges: bool) -> list[pd.DataFrame]:
+    part, keys = _groups(ctx, edges)
+    if part.empty:
+        return []
+    q = ctx.config.quantile
+    measures = ["duration"] if edges else ["duration", "exclusive"]
+    best: pd.DataFrame | None = None
+    own_work = pd.Series(np.nan, index=np.sort(part["code"].unique()))
+    for measure in measures:
+        scored = _exceedance(ctx, part, measure, q)
+        if measure == "exclusive":
+            own_work = scored["score"]
+        if best is None:
+            best = scored
+        else:
+            better = (scored["score"] > best["score"]).to_numpy()
+            best = pd.DataFrame(
+                {c: np.where(better, scored[c], best[c]) for c in best.columns}, index=best.index
+            )
+    assert best is not None
+    first = part.groupby("code", sort=True)[keys].first()
+    per = best.join(first)
+    per = per[(per["score"] >= ctx.config.min_score) & (per["k"] >= ctx.config.min_events)]
+    if per.empty:
+        return []
+    codes = per.index.to_numpy(dtype=np.int64)
+    # The onset of a slowdown: spans above the baseline's threshold, group by group.
+    threshold = pd.Series(per["threshold"].to_numpy(), index=codes)
+    values = np.where(
+        part["code"].map(per["measure"]).eq("exclusive"), part["exclusive"], part["duration"]
+    )
+    bad = pd.Series(
+        values > part["code"].map(threshold).to_numpy(dtype=np.float64), index=part.index
+    )
+    p0 = ((per["k0"] + 0.5) / (per["n0"] + 1.0)).to_numpy()
+    onset, end = _onsets(ctx, part, codes, bad, p0)
+    texts = []
+    for row in per.itertuples():
+        what = f"{row.service} calls to {row.callee}" if edges else f"{row.name} on {row.service}"
+        if row.measure == "exclusive":
+            measure = f"p{round(q * 100)} exclusive time (own work, children excluded)"
+        else:
+            measure = f"p{round(q * 100)}"
+        texts.append(
+            f"{measure} of {what} rose {row.base_q:.3g} s -> {row.win_q:.3g} s "
+            f"({format_share(row.k, row.n)} spans slower than the baseline's "
+            f"{row.label}, {format_share(row.k0, row.n0)} before)"
+            + (
+                "; its exclusive time did not move: the time is spent in what it calls"
+                if own_work.get(row.Index, np.nan) < ctx.config.min_score
+                else ""
+            )
+        )
+    return [
+        pd.DataFrame(
+            {
+                "service": per["service"].to_numpy(),
+                "role": "client_latency" if edges else "span_latency",
+                "onset": onset,
+                "end": end,
+                "score": per["score"].to_numpy(),
+                "direction": "up",
+                "baseline": per["base_q"].to_numpy(),
+                "peak": per["win_q"].to_numpy(),
+                "peer": per["callee"].to_numpy() if edges else "",
+                "signal": (
+                    ("calls to " + per["callee"].astype(str)).to_numpy()
+                    if edges
+                    else per["name"].to_numpy()
+                ),
+                "evidence": texts,
+            }
+        )
+    ]
+
+
+def _exceedance(ctx: _Context, part: pd.DataFrame, measure: str, q: float) -> pd.DataFrame:
+    """Per group: spans after the split above the baseline's p50 and p``q``, scored.
+
+    A rank test against the baseline's own quantiles: scale-free, and robust
+    to the long tails durations have. The stronger of the two tests is kept.
+    """
+    values = part[measure].astype(np.float64)
+    before = values[~part["after"]].groupby(part.loc[~part["after"], "code"])
+    codes = np.sort(part["code"].unique())
+    out = pd.DataFrame(index=pd.Index(codes, name="code"))
+    out["base_q"] = before.quantile(q).reindex(codes)
+    win_values = values[part["after"]].groupby(part.loc[part["after"], "code"])
+    out["win_q"] = win_values.quantile(q).reindex(codes)
+    out["score"] = 0.0
+    for label, level in (("p50", 0.5), (f"p{round(q * 100)}", q)):
+        thr = before.quantile(level).reindex(codes)
+        above = values.to_numpy() > part["code"].map(thr).to_numpy(dtype=np.float64)
+        k = pd.Series(above & part["after"].to_numpy()).groupby(part["code"].to_numpy()).sum()
+        k0 = pd.Series(above & ~part["after"].to_numpy()).groupby(part["code"].to_numpy()).sum()
+        n = part["after"].groupby(part["code"]).sum()
+        n0 = (~part["after"]).groupby(part["code"]).sum()
+        kf, k0f, nf, n0f = (x.reindex(codes).astype(np.float64) for x in (k, k0, n, n0))
+        enough = n0f >= ctx.config.min_events
+        score = np.where(enough, count_score(kf, nf, k0f, n0f), 0.0)
+        better = score > out["score"].to_numpy()
+        for name, value in (("k", kf), ("n", nf), ("k0", k0f), ("n0", n0f), ("threshold", thr)):
+            if name not in out:
+                out[name] = value.to_numpy()
+            else:
+                out[name] = np.where(better, value.to_numpy(), out[name].to_numpy())
+        out["label"] = np.where(better, label, out["label"]) if "label" in out else label
+        out["score"] = np.maximum(score, out["score"].to_numpy())
+    out["measure"] = measure
+    return out
+
+
+def _rates(ctx: _Context) -> list[pd.DataFrame]:
+    """Each operation's share of all spans, before and after (sampling cancels in a share)."""
+    part, keys = _groups(ctx, edges=False)
+    if part.empty:
+        return []
+    total = float(ctx.spans["after"].sum())
+    total0 = float((~ctx.spans["after"]).sum())
+    if total0 == 0:
+        return []
+    by = part.groupby("code", sort=True)
+    per = pd.DataFrame(
+        {"k": by["after"].sum(), "k0": (~part["after"]).groupby(part["code"]).sum()}
+    ).astype(np.float64)
+    per = per.join(by[keys].first())
+    up = count_score(per["k"], total, per["k0"], total0, "up")
+    down = count_score(per["k"], total, per["k0"], total0, "down")
+    per["direction"] = np.where(up >= down, "up", "down")
+    per["score"] = np.maximum(up, down)
+    enough = np.where(per["direction"] == "up", per["k"], per["k0"]) >= ctx.config.min_events
+    per = per[(per["score"] >= ctx.config.min_score) & enough]
+    if per.empty:
+        return []
+    codes = per.index.to_numpy(dtype=np.int64)
+    p0 = ((per["k0"] + 0.5) / (total0 + 1.0)).to_numpy()
+    onset, end = _rate_onsets(ctx, part, per, p0)
+    rate0 = per["k0"] / ctx.base_span
+    rate = per["k"] / ctx.span
+    texts = []
+    for row, r0, r1 in zip(per.itertuples(), rate0.tolist(), rate.tolist(), strict=True):
+        if row.k0 == 0:
+            news = "a new operation: "
+        elif row.k == 0:
+            news = "the operation vanished: "
+        else:
+            news = ""
+        texts.append(
+            f"{news}{row.name} on {row.service}: {format_share(row.k, total)} sampled spans "
+            f"after {format_time(ctx.split)} ({r1:.3g}/s), {format_share(row.k0, total0)} "
+            f"before ({r0:.3g}/s)"
+        )
+    del codes
+    return [
+        pd.DataFrame(
+            {
+                "service": per["service"].to_numpy(),
+                "role": "span_rate",
+                "onset": onset,
+                "end": end,
+                "score": per["score"].to_numpy(),
+                "direction": per["direction"].to_numpy(),
+                "baseline": rate0.to_numpy(),
+                "peak": rate.to_numpy(),
+                "peer": "",
+                "signal": per["name"].to_numpy(),
+                "evidence": texts,
+            }
+        )
+    ]
+
+
+def _rate_onsets(
+    ctx: _Context, part: pd.DataFrame, per: pd.DataFrame, p0: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Onsets of share changes: buckets of the group's spans against all spans."""
+    all_after = ctx.spans[ctx.spans["after"]]
+    width = bucket_width(len(all_after), ctx.span, floor=1.0)
+    n_buckets = int(np.ceil(ctx.span / width)) + 1
+    codes = per.index.to_numpy(dtype=np.int64)
+    pos = np.full(int(part["code"].max()) + 1, -1, dtype=np.int64)
+    pos[codes] = np.arange(len(codes))
+    after = part[part["after"]]
+    bucket = ((after["t"].to_numpy() - ctx.split) // width).astype(np.int64)
+    shape = (len(codes), n_buckets)
+    k = bucket_matrix(pos[after["code"].to_numpy()], bucket, np.ones(len(after)), shape)
+    totals = np.bincount(
+        ((all_after["t"].to_numpy() - ctx.split) // width).astype(np.int64).clip(0, n_buckets - 1),
+        minlength=n_buckets,
+    ).astype(np.float64)
+    n = np.broadcast_to(totals, shape)
+    down = (per["direction"] == "down").to_numpy()
+    # A drop is a rise of the spans the operation no longer has: flip it.
+    k = np.where(down[:, None], n * p0[:, None] * 2 - k, k)
+    first, last = cusum_onset(k, n, p0)
+    return ctx.split + first * width, np.minimum(ctx.split + (last + 1) * width, ctx.end)

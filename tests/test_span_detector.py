@@ -1,0 +1,114 @@
+"""The span detector on small generated traces and on shipped bundles."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+import numpy as np
+import pandas as pd
+import pytest
+from correlator.detectors.spans import SpanDetector
+
+from correlator.detector import DETECTOR_GROUP, Detector
+from correlator.model import ANOMALY_COLUMNS, SPAN_COLUMNS, Window, empty_frame
+from span_factory import T0, detect_input, traces
+
+WINDOW = Window(start=T0 + 1800, end=T0 + 2400, baseline_start=T0)
+
+
+def run(*parts: pd.DataFrame, baseline_end: float = WINDOW.start) -> tuple[pd.DataFrame, list]:  # type: ignore[type-arg]
+    out = SpanDetector().detect(detect_input(WINDOW, baseline_end, pd.concat(parts)))
+    assert list(out.anomalies.columns) == list(ANOMALY_COLUMNS)
+    return out.anomalies, list(out.gaps)
+
+
+def test_registered_as_a_detector_plugin() -> None:
+    found = {ep.name: ep for ep in entry_points(group=DETECTOR_GROUP)}
+    assert {"spans", "logs"} <= set(found)
+    det = found["spans"].load()()
+    assert isinstance(det, Detector) and (det.name, det.modality) == ("spans", "spans")
+
+
+def test_exceptions_in_two_percent_of_requests_with_none_before() -> None:
+    base = traces(T0, T0 + 1800, 1500, 1)
+    quiet = traces(T0 + 1800, T0 + 2000, 170, 2)
+    stack = "NullPointerException at ChargeService.java:42\n\tat Handler.java:7"
+    fault = traces(T0 + 2000, T0 + 2400, 330, 3, fail=0.03, error=stack)
+    rows, gaps = run(base, quiet, fault)
+    assert gaps == []
+    errs = rows[rows.role == "span_errors"].set_index("service")
+    assert {"checkout", "frontend"} <= set(errs.index)
+    row = errs.loc["checkout"]
+    assert row.score >= 4 and row.modality == "spans" and row.signal == "POST /charge"
+    assert row.baseline == 0 and 0.005 < row.peak < 0.05 and row.direction == "up"
+    assert row.evidence.endswith(
+        "spans of checkout failed (0 of 1500 before): NullPointerException at ChargeService.java:42"
+    )  # one line: the stack's first
+    assert row.evidence.startswith(f"{round(row.peak * 500)} of 500 POST /charge")
+    # Onset: where the failures began (the first failing span after 2000 s), not the split.
+    first_failure = fault.loc[fault.status == 2, "start"].min()
+    assert first_failure - 60 <= row.onset <= first_failure + 1 and row.end >= row.onset
+    edge = rows[(rows.role == "client_errors")].iloc[0]
+    assert (edge.service, edge.peer, edge.signal) == ("frontend", "checkout", "calls to checkout")
+    assert not (rows.role.isin(["span_latency", "client_latency"]) & (rows.score >= 4)).any()
+
+
+def test_noisy_baseline_with_the_same_error_rate_after_is_nothing() -> None:
+    base = traces(T0, T0 + 1800, 1500, 1, fail=0.03)
+    after = traces(T0 + 1800, T0 + 2400, 500, 2, fail=0.03)
+    rows, _ = run(base, after)
+    assert rows.empty or rows.score.max() < 3
+
+
+def test_latency_doubling_on_one_operation() -> None:
+    base = traces(T0, T0 + 1800, 900, 1)
+    after = traces(T0 + 1800, T0 + 2400, 300, 2, charge_latency=0.100)
+    rows, _ = run(base, after)
+    lat = rows[rows.role == "span_latency"].set_index("signal")
+    charge = lat.loc["POST /charge"]
+    assert charge.service == "checkout" and charge.score >= 4
+    assert 1.6 < charge.peak / charge.baseline < 2.6
+    assert "exclusive time (own work, children excluded) of POST /charge" in charge.evidence
+    # The caller is slower too, but its own work is not: the evidence says where the time went.
+    buy = lat.loc["GET /buy"]
+    assert "its exclusive time did not move" in buy.evidence
+    assert not (rows.service.eq("checkout") & rows.role.eq("client_latency")).any()  # the db
+    assert not rows.role.isin(["span_errors", "client_errors"]).any()
+
+
+def test_a_new_failing_operation_and_a_vanished_one() -> None:
+    base = traces(T0, T0 + 1800, 900, 1)
+    after = traces(T0 + 1800, T0 + 2400, 300, 2, op="POST /charge/v2", fail=0.1)
+    rows, _ = run(base, after)
+    new = rows[(rows.signal == "POST /charge/v2")].set_index("role")
+    assert new.loc["span_errors"].score >= 4
+    assert "a new operation; 0 of 900 of the service's before" in new.loc["span_errors"].evidence
+    assert new.loc["span_rate"].evidence.startswith("a new operation: POST /charge/v2 on checkout")
+    gone = rows[(rows.signal == "POST /charge") & (rows.role == "span_rate")].iloc[0]
+    assert gone.direction == "down" and gone.score >= 4 and gone.peak == 0
+    assert gone.evidence.startswith("the operation vanished")
+
+
+def test_short_baseline_is_a_gap_and_still_judged() -> None:
+    base = traces(T0 + 1680, T0 + 1800, 200, 1)
+    after = traces(T0 + 1800, T0 + 2400, 600, 2, fail=0.05)
+    rows, gaps = run(base, after)
+    assert len(gaps) == 1 and "short baseline of spans: 2.0 min (" in gaps[0].why
+    assert gaps[0].source == "spans"
+    assert (rows.role == "span_errors").any()
+
+
+@pytest.mark.parametrize("which", ["empty", "no baseline", "only baseline", "garbage"])
+def test_missing_data_never_raises(which: str) -> None:
+    spans = {
+        "empty": empty_frame(SPAN_COLUMNS),
+        "no baseline": traces(T0 + 1800, T0 + 2400, 50, 2, fail=0.5),
+        "only baseline": traces(T0, T0 + 1800, 50, 2),
+        "garbage": pd.DataFrame(
+            {"service": ["a", None], "start": [np.nan, T0 + 1900], "duration": ["x", 0.1]}
+        ),
+    }[which]
+    out = SpanDetector().detect(detect_input(WINDOW, WINDOW.start, spans))
+    assert out.anomalies.empty and list(out.anomalies.columns) == list(ANOMALY_COLUMNS)
+    if which == "no baseline":
+        assert out.gaps and "no spans before" in out.gaps[0].why
