@@ -462,6 +462,35 @@ def comovement(
     return out
 
 
+def _between(
+    anomalies: pd.DataFrame, sym_at: dict[str, float], lag: float
+) -> dict[str, set[str]]:
+    """Per caller, the callees whose calls went wrong *between* the two: the callee's own
+    side did not show it (by then).
+
+    Metric edge rows are moved to the caller (``client_*``) only in that case (see
+    :func:`attribute_edges`). Span-derived ``client_*`` rows are the caller's view of
+    every call; they count as between only when the callee had no symptom of its own
+    within ``lag`` of them.
+    """
+    client = anomalies[anomalies["role"].isin(list(CLIENT_ROLES.values()))]
+    out: dict[str, set[str]] = {}
+    modality = (
+        client["modality"].astype(str)
+        if "modality" in client.columns
+        else pd.Series("metrics", index=client.index)
+    )
+    for svc, peer, at, how in zip(
+        client["service"], client["peer"], client["onset"], modality, strict=True
+    ):
+        if not str(peer):
+            continue
+        if how != "metrics" and sym_at.get(str(peer), np.inf) <= float(at) + lag:
+            continue  # the callee hurt by itself: its trouble, seen from the caller
+        out.setdefault(str(svc), set()).add(str(peer))
+    return out
+
+
 @dataclass(frozen=True)
 class RootScore:
     """How likely a node is the root of the trouble, with the parts that made it."""
@@ -499,11 +528,7 @@ def root_scores(
     calls = _calls_in(anomalies)
     pushers = {svc: calls[svc] for svc in pushed}
     sym_at = summ["symptom_onset"].astype(float).fillna(np.inf).to_dict()
-    client = anomalies[anomalies["role"].isin(list(CLIENT_ROLES.values()))]
-    client_peers: dict[str, set[str]] = {}
-    for svc, peer in zip(client["service"], client["peer"], strict=True):
-        if str(peer):
-            client_peers.setdefault(str(svc), set()).add(str(peer))
+    client_peers = _between(anomalies, {str(k): float(v) for k, v in sym_at.items()}, lag)
     if summ.empty:
         return []
     for n in summ.index:
