@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special, stats
 
 __all__ = [
     "MAX_SCORE",
@@ -55,6 +54,9 @@ def count_score(k: Any, n: Any, k0: Any, n0: Any, direction: str = "up") -> Floa
     scores (0 when the window is within what the baseline predicts, and where
     either exposure is zero).
     """
+    # Imported here: scipy.special costs ~0.3 s at start-up, only worth it with counts to judge.
+    from scipy.special import betainc, ndtri
+
     k_, n_, k0_, n0_ = (np.asarray(x, dtype=np.float64) for x in (k, n, k0, n0))
     ok = (n_ > 0) & (n0_ > 0)
     r = k0_ + _PRIOR
@@ -62,11 +64,11 @@ def count_score(k: Any, n: Any, k0: Any, n0: Any, direction: str = "up") -> Floa
         p = np.where(ok, n0_ / (n0_ + n_), 0.5)
     if direction == "up":
         # P(K >= k) for K ~ NegBin(r, p): the regularized incomplete beta I_{1-p}(k, r).
-        tail = np.where(k_ > 0, special.betainc(np.maximum(k_, 1e-12), r, 1.0 - p), 1.0)
+        tail = np.where(k_ > 0, betainc(np.maximum(k_, 1e-12), r, 1.0 - p), 1.0)
     else:
         # P(K <= k) = I_p(r, k + 1).
-        tail = special.betainc(r, k_ + 1.0, p)
-    z = stats.norm.isf(np.clip(tail, 1e-300, 1.0))
+        tail = betainc(r, k_ + 1.0, p)
+    z = -ndtri(np.clip(tail, 1e-300, 1.0))  # the normal's inverse survival function
     z = np.where(ok & np.isfinite(z), np.clip(z, 0.0, MAX_SCORE), 0.0)
     return np.asarray(z, dtype=np.float64)
 

@@ -23,13 +23,13 @@ def library() -> BundleBackend:
 
 def _input(backend: BundleBackend, name: str) -> tuple[DetectInput, dict]:  # type: ignore[type-arg]
     bundle = next(b for b in backend.bundles() if b.path.name == name)
-    backend.use(bundle)
     alert = bundle.alerts[0]
+    backend = backend.bind(alert)
     window = Window(alert.starts_at - 300, bundle.window[1], bundle.window[0])
     tel = Telemetry()
     tel.spans = backend.spans(window)
     tel.logs = backend.logs(window)
-    tel.log_counts = backend.log_counts(window, 60)  # type: ignore[attr-defined]
+    tel.log_counts = backend.log_counts(window, 60)
     data = DetectInput(
         alert, window, tel, default_catalog(), empty_frame(SIGNAL_COLUMNS), 15.0, window.start
     )
