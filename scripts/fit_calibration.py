@@ -8,6 +8,11 @@ right or wrong, fits the logistic model and writes
     python scripts/fit_calibration.py            # 180 scenarios, plus 48 large ones
     python scripts/fit_calibration.py --per-cause 8 --extra 4   # quicker
     python scripts/fit_calibration.py --cache /tmp/cal-cache     # collect once, refit fast
+    python scripts/fit_calibration.py --bundles fixtures/petshop  # plus labeled bundles (real data)
+
+Labeled bundles (``--bundles``, repeatable) join the fit with every investigation
+as its own group; ``scripts/calibration_cv.py`` measures the fit on folds of them
+it did not see.
 """
 
 from __future__ import annotations
@@ -50,6 +55,16 @@ def main() -> int:
         help="plus this many large systems (120 to 300 services) per built-in cause",
     )
     ap.add_argument("--big-extra", type=int, default=4)
+    ap.add_argument(
+        "--bundles",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder of labeled bundles to fit on too (repeatable; e.g. fixtures/petshop)",
+    )
+    ap.add_argument(
+        "--rows", type=Path, help="also write every candidate row (features, label, group) here"
+    )
     args = ap.parse_args()
     from correlator.calibration import fit
 
@@ -70,11 +85,33 @@ def main() -> int:
             labels += case.labels  # type: ignore[attr-defined]
             keys += case.keys  # type: ignore[attr-defined]
             groups += [case.seed] * len(case.labels)  # type: ignore[attr-defined]
-    cal = fit(rows, labels, c=0.5, groups=groups, keys=keys)
+    from labeled import cases as labeled_cases
+
+    named: list[object] = [f"gen-{g}" for g in groups]
+    datasets = ["generated"] * len(labels)
+    for folder in args.bundles:
+        for lc in labeled_cases(folder, jobs=args.jobs):
+            rows += lc.features
+            labels += lc.labels
+            keys += lc.keys
+            named += [lc.name] * len(lc.labels)
+            datasets += [f"{folder.name}:{lc.group}"] * len(lc.labels)
+    if args.rows:
+        args.rows.write_text(
+            json.dumps(
+                [
+                    {"features": r, "label": y, "group": str(g), "key": list(k), "dataset": d}
+                    for r, y, g, k, d in zip(rows, labels, named, keys, datasets, strict=True)
+                ]
+            ),
+            encoding="utf-8",
+        )
+    cal = fit(rows, labels, c=0.5, groups=named, keys=keys)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(cal.to_json(), indent=2) + "\n", encoding="utf-8")
     print(
-        f"fitted on {len(labels)} candidates from {len(todo)} scenarios "
+        f"fitted on {len(labels)} candidates from {len(todo)} scenarios and "
+        f"{len(set(named)) - len(todo)} bundles "
         f"({sum(labels)} right) in {time.time() - t0:.0f}s -> {args.out}"
     )
     return 0

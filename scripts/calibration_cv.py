@@ -1,0 +1,87 @@
+"""Calibration on data it was not fitted on: leave one group of labeled bundles out.
+
+Reads the candidate rows ``fit_calibration.py --rows FILE`` wrote (generated
+scenarios plus labeled bundles such as PetShop). For each dataset of bundles
+and each of its groups (PetShop: a traffic scenario), the model is fitted on
+every row *except* that group's and scores the group's investigations; the top
+finding of each investigation is then judged. Prints, per dataset, the top
+finding's accuracy, the ECE over 10 bins and a reliability table: the figures
+``BENCHMARKS.md`` reports as "confidence on data it was not tuned on".
+
+    python scripts/calibration_cv.py /tmp/cal-rows.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def ece(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> tuple[float, list[str]]:
+    """Expected calibration error and the reliability table rows."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total, rows = 0.0, []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (conf >= lo) & ((conf < hi) if hi < 1.0 else (conf <= hi))
+        if not m.any():
+            continue
+        gap = abs(conf[m].mean() - right[m].mean())
+        total += gap * m.sum() / len(conf)
+        rows.append(
+            f"| {lo:.1f}-{hi:.1f} | {m.sum()} | {conf[m].mean():.2f} | {right[m].mean():.2f} |"
+        )
+    return total, rows
+
+
+def main() -> int:
+    """Fit without each group, score it, report per dataset."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("rows", type=Path)
+    args = ap.parse_args()
+    from correlator.calibration import fit
+
+    data = json.loads(args.rows.read_text(encoding="utf-8"))
+    folds: dict[str, set[str]] = defaultdict(set)
+    for r in data:
+        if r["dataset"] != "generated":
+            folds[r["dataset"].split(":", 1)[0]].add(r["dataset"])
+    for name, groups in sorted(folds.items()):
+        top_conf, top_right = [], []
+        for g in sorted(groups):
+            train = [r for r in data if r["dataset"] != g]
+            test = [r for r in data if r["dataset"] == g]
+            cal = fit(
+                [r["features"] for r in train],
+                [r["label"] for r in train],
+                c=0.5,
+                groups=[r["group"] for r in train],
+                keys=[tuple(r["key"]) for r in train],
+            )
+            by_case: dict[str, list[dict[str, object]]] = defaultdict(list)
+            for r in test:
+                by_case[r["group"]].append(r)
+            for rows in by_case.values():
+                p = cal.predict([r["features"] for r in rows], [tuple(r["key"]) for r in rows])
+                best = int(np.argmax(p))
+                top_conf.append(float(p[best]))
+                top_right.append(float(rows[best]["label"]))
+        conf, right = np.array(top_conf), np.array(top_right)
+        e, table = ece(conf, right)
+        print(f"## {name}: {len(conf)} investigations in {len(groups)} held-out groups")
+        print(
+            f"top finding right {right.mean():.3f}, mean confidence {conf.mean():.3f}, ECE {e:.3f}"
+        )
+        print("| confidence | n | mean confidence | right |\n|---|---|---|---|")
+        print("\n".join(table))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
