@@ -14,6 +14,7 @@ finding's accuracy, the ECE over 10 bins and a reliability table: the figures
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections import defaultdict
@@ -28,7 +29,7 @@ def ece(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> tuple[float, lis
     """Expected calibration error and the reliability table rows."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     total, rows = 0.0, []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         m = (conf >= lo) & ((conf < hi) if hi < 1.0 else (conf <= hi))
         if not m.any():
             continue
