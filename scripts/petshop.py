@@ -12,9 +12,9 @@ issue's own data (two points before the fault), preceded, when the dataset
 holds it, by ``--baseline-hours`` of the same traffic scenario's normal-operation
 data shifted in time (by about a whole number of days, so the time of day is
 kept) to end one step before the issue's data. The dataset's own ``noissue``
-files are exactly what its authors train on; only the two ``temporal_traffic``
-scenarios lack them in the public snapshot, so their bundles carry the
-10-minute baseline alone (a short baseline, which readers must accept).
+files are exactly what its authors train on. Where a scenario's ``noissue``
+file is absent (large blobs may be missing from a mirror), its bundles carry
+the 10-minute baseline alone (a short baseline, which readers must accept).
 
     python scripts/petshop.py SOURCE [--dest fixtures/petshop] [--baseline-hours 4]
 
@@ -218,7 +218,7 @@ def normal_prefix(
     """
     if normal is None or seconds <= 0 or normal.empty:
         return pd.DataFrame(), 0.0
-    points = max(1, int(round(seconds / STEP)))
+    points = max(1, round(seconds / STEP))
     ts = normal.index.to_numpy(dtype=float)
     want = first - STEP
     usable = np.arange(min(points - 1, len(ts) - 1), len(ts))
@@ -413,7 +413,97 @@ def convert(source: Path, dest: Path, baseline_hours: float, only: str = "") -> 
     for line in missing:
         print(f"absent from the source (skipped or no normal data): {line}", file=sys.stderr)
     _write_notices(src, dest)
+    _write_readme(dest, baseline_hours)
     return written
+
+
+README = """# PetShop, as scenario bundles
+
+The 68 labeled performance issues of the public PetShop dataset, converted by
+`scripts/petshop.py` into scenario bundles (`scenario-bundle.md`) for
+`scripts/bench_real.py`. Not part of the embedded default library
+(`fixtures/scenarios/`), and not installed with the package.
+
+Source: M. Hardt, W. Orchard, P. Bloebaum, S. Kasiviswanathan, E. Kirschbaum,
+*The PetShop Dataset: Finding Causes of Performance Issues across
+Microservices*; Copyright Amazon.com, Inc. or its affiliates; data licensed
+CC-BY-4.0 (see `LICENSE`, `NOTICE`); {repo}.
+The repository snapshot these were converted from (commit 1c5992d) lacked
+the `noissue` (normal operation) files of the two `temporal_traffic`
+scenarios (large blobs absent from the mirror); converting a full clone gives
+those 16 bundles a normal baseline too.
+
+Regenerate: `git clone {repo}` then
+`python scripts/petshop.py <clone> --clean` (a bare git directory works too).
+
+## What was converted, and how
+
+- **Window.** Each issue's own 25 minutes (five 5-minute points, two before
+  the fault). Before them, {hours:g} hours of the same traffic scenario's
+  normal-operation data (`noissue`), shifted in time (by about a whole number
+  of days, keeping the time of day) to end one step before the issue's first
+  point. Without a scenario's `noissue` file (here `temporal_traffic1/2`)
+  the bundles hold only the 10 minutes before the fault.
+- **Nodes -> services.** Every node keeps its dataset name with each run of
+  characters other than letters and digits replaced by `-`
+  (`PetSearch_AWS::ECS::Fargate` -> `PetSearch-AWS-ECS-Fargate`); case is kept
+  because two nodes differ only by case. `scenario.json` `source.root_cause_node`
+  keeps the original name.
+- **Metrics** (all with a `service` label; no `catalog.json`: the engine must
+  read uncatalogued series):
+
+  | dataset (metric, statistic) | series | type |
+  |---|---|---|
+  | latency Average (s) | `request_duration_average_seconds` | gauge |
+  | latency p50/p90/p95/p99 (s) | `request_duration_seconds{{quantile="0.5"...}}` | summary (quantiles only) |
+  | requests Sum (per 5 min) | `requests_total` (running sum) | counter |
+  | availability Average (%) | `availability_ratio` (divided by 100) | gauge |
+
+  Missing values stay missing (no sample). Timestamps are the dataset's
+  (the start of each 5-minute period).
+- **Topology.** `graph.csv` (row calls column) as `topology.json` edges, kinds
+  from the AWS resource type (DynamoDB, RDS, PGSQL: database; SQS: queue;
+  ECS, Lambda, API Gateway, Step Functions: service; other AWS APIs and
+  `_remote` nodes: external).
+- **Alert.** `HighLatency` (target metric latency) or `LowAvailability` on
+  `PetSite`, the dataset's target (entry) node, never the faulty one; fires one
+  step after the first point at or after the fault (when that 5-minute
+  period is complete). The label `issue` names the bundle, so fingerprints are
+  unique across the folder. `truth.start` is the dataset's target timestamp.
+- **Cause words**, from the reproduction command:
+
+  | injection | cause |
+  |---|---|
+  | `issue_dynamo_db_requests` (floods the petInfo DynamoDB table) | `db_overload` |
+  | Lambda code edited (sleep, or raise errors) and shipped with `cdk deploy` | `deployment` (no deploy marker is in the data) |
+  | SSM `searchdelay` / `delaymode1` (the service sleeps) | `injected_delay` |
+  | SSM `searcherrorpercent` / `petlisterrorpercent` / `errormode1` (the service fails) | `code_fault` |
+
+## Bundles
+
+| bundle | root service | cause | alert | fingerprint |
+|---|---|---|---|---|
+"""
+
+
+def _write_readme(dest: Path, hours: float) -> None:
+    """README.md: the mapping and an index of the bundles in ``dest``."""
+    rows = []
+    for folder in sorted(dest.glob("petshop-*"), key=lambda p: _natural(p.name)):
+        doc = json.loads((folder / "scenario.json").read_text(encoding="utf-8"))
+        alert = doc["alerts"][0]
+        rows.append(
+            f"| {folder.name} | {doc['truth']['service']} | {doc['truth']['cause']} | "
+            f"{alert['labels']['alertname']} on {alert['labels']['service']} | "
+            f"`{alert['fingerprint']}` |"
+        )
+    text = README.format(repo=REPO, hours=hours) + "\n".join(rows) + "\n"
+    (dest / "README.md").write_text(text, encoding="utf-8")
+
+
+def _natural(name: str) -> tuple[str, int]:
+    head, _, num = name.rpartition("-")
+    return (head, int(num) if num.isdigit() else -1)
 
 
 def _write_notices(src: Source, dest: Path) -> None:
