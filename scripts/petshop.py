@@ -180,12 +180,10 @@ def read_metrics(text: str) -> pd.DataFrame:
 def read_graph(text: str) -> list[tuple[str, str]]:
     """Caller -> callee edges of the dataset's adjacency matrix."""
     adj = pd.read_csv(io.StringIO(text), index_col=0)
-    return [
-        (str(a), str(b))
-        for a in adj.index
-        for b in adj.columns
-        if float(adj.at[a, b]) != 0.0 and a != b
-    ]
+    rows, cols = np.nonzero(adj.to_numpy(dtype=float))
+    callers, callees = [str(x) for x in adj.index], [str(x) for x in adj.columns]
+    pairs = ((callers[i], callees[j]) for i, j in zip(rows, cols, strict=True))
+    return [(a, b) for a, b in pairs if a != b]
 
 
 # --------------------------------------------------------------------------- conversion
@@ -236,12 +234,13 @@ def _families(frame: pd.DataFrame) -> Iterator[str]:
 
     by_family: dict[str, list[tuple[str, dict[str, str], float, float]]] = {}
     types: dict[str, str] = {}
-    for node, metric, stat in frame.columns:
-        spec = SERIES.get((str(metric), str(stat)))
+    for column in frame.columns:
+        node, metric, stat = (str(part) for part in column)
+        spec = SERIES.get((metric, stat))
         if spec is None:
             continue
         family, kind, extra, scale = spec
-        col = frame[(node, metric, stat)].to_numpy(dtype=float)
+        col = frame[column].to_numpy(dtype=float)
         idx = frame.index.to_numpy(dtype=float)
         keep = ~np.isnan(col)
         if not keep.any():
@@ -249,7 +248,7 @@ def _families(frame: pd.DataFrame) -> Iterator[str]:
         values = col[keep] * scale
         if kind == "counter":
             values = np.cumsum(values)
-        labels = {"service": slug(str(node)), **extra}
+        labels = {"service": slug(node), **extra}
         sample = family + ("_total" if kind == "counter" else "")
         types[family] = kind
         by_family.setdefault(family, []).extend(
@@ -325,7 +324,9 @@ def convert_issue(
     start, end = float(frame.index[0]), float(frame.index[-1])
     truth_start = float(target["target"]["timestamp"])
     col = (tnode, metric, "Average")
-    before = frame.loc[frame.index < truth_start, col] if col in frame.columns else pd.Series()
+    before = pd.Series(
+        frame.loc[frame.index < truth_start, col] if col in frame.columns else [], dtype=float
+    )
     alert = _alert(issue, tsvc, end, before)
     command = str(target.get("metadata", {}).get("reproducibility", {}).get("command", ""))
     cause = cause_of(command)
