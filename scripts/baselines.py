@@ -10,7 +10,11 @@ returns services ranked best-first as ``(service, score)``:
   correlation"): among the nodes whose KPI series is anomalous at the first
   anomalous point of the target (a median-deviation score above 5, trained
   on the data before the split), rank by the p-value of the Pearson
-  correlation with the target over the incident's rows.
+  correlation with the target over the incident's rows. The target (KPI) is
+  the alert service's series that the alert's query (``generatorURL``)
+  reads, else the one ``scenario.json`` names in ``source.target.series``,
+  else that service's most moved series; each other node contributes its
+  series of the same name and labels (else its most moved one).
 - :func:`random_expectation`: what a uniform random ranking scores on average.
 
 The split is where the engine's own window starts: the alert's ``startsAt``
@@ -23,6 +27,7 @@ typed ``counter``) are read as per-second rates between samples.
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -146,15 +151,33 @@ def random_expectation(bundle_dir: Path, k: int) -> float:
 # --------------------------------------------------------------------------- ranked correlation
 
 
+def _alert_names(bundle: Bundle) -> list[str]:
+    """Series names in the alert's PromQL (its ``generatorURL``), in order of appearance."""
+    from urllib.parse import parse_qs, urlsplit
+
+    url = bundle.alerts[0].generator_url
+    exprs = [
+        v for k, vs in parse_qs(urlsplit(url).query).items() if k.endswith(".expr") for v in vs
+    ]
+    words = re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", " ".join(exprs))
+    return list(dict.fromkeys(words))
+
+
 def _kpi(bundle: Bundle, scored: list[tuple[_Series, float]]) -> _Series | None:
-    """The target series: the one the bundle declares, else the alert service's most moved."""
+    """The target series: the alert service's series that the alert's query reads (else the
+    one ``scenario.json`` ``source.target.series`` names), the most moved of them; with
+    neither, the alert service's most moved series."""
     svc = bundle.alerts[0].labels.get("service", "")
+    mine = [(s, z) for s, z in scored if s.service == svc]
     source = bundle.scenario.get("source")
     target = source.get("target", {}) if isinstance(source, dict) else {}
-    want = target.get("series") if isinstance(target, dict) else None
-    mine = [(s, z) for s, z in scored if s.service == svc]
-    named = [(s, z) for s, z in mine if s.name == want]
-    pool = named or mine
+    declared = target.get("series") if isinstance(target, dict) else None
+    pool: list[tuple[_Series, float]] = []
+    for name in [*_alert_names(bundle), declared]:
+        pool = [(s, z) for s, z in mine if s.name == name]
+        if pool:
+            break
+    pool = pool or mine
     if not pool:
         return None
     return max(pool, key=lambda sz: (sz[1], sz[0].name))[0]

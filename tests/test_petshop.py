@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -238,7 +239,9 @@ def _bundle(tmp_path: Path, moved: str, counter: bool = False) -> Path:
         "endsAt": "2023-11-15T01:28:20Z",
         "updatedAt": "2023-11-15T01:23:20Z",
         "fingerprint": alert_fingerprint(labels),
-        "generatorURL": "",
+        "generatorURL": "http://prom:9090/graph?g0.expr="
+        + quote('latency_seconds{service="front"} > 0.12', safe="")
+        + "&g0.tab=1",
         "receivers": [{"name": "x"}],
         "status": {"state": "active", "silencedBy": [], "inhibitedBy": []},
     }
@@ -273,6 +276,13 @@ def test_zscore_reads_counters_as_rates(tmp_path: Path) -> None:
 def test_correlation_ranks_anomalous_nodes_correlated_with_the_target(tmp_path: Path) -> None:
     ranking = baselines.correlation_ranking(_bundle(tmp_path, "b"))
     assert [s for s, _ in ranking] == ["b"]  # c is not anomalous; front is the target
+
+
+def test_correlation_target_is_the_series_the_alert_reads(tmp_path: Path) -> None:
+    bundle = read_bundle(_bundle(tmp_path, "b"))
+    assert baselines._alert_names(bundle)[:2] == ["latency_seconds", "service"]
+    kpi = baselines._kpi(bundle, baselines._zscores(bundle))
+    assert kpi is not None and (kpi.service, kpi.name) == ("front", "latency_seconds")
 
 
 def test_correlation_on_a_shipped_case_finds_the_root() -> None:
