@@ -130,16 +130,20 @@ def _zscores(bundle: Bundle) -> list[tuple[_Series, float]]:
     return out
 
 
-def _ranked(scores: Mapping[str, float]) -> list[tuple[str, float]]:
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-
-
 def zscore_ranking(bundle_dir: Path) -> list[tuple[str, float]]:
-    """Services ranked by their most moved series (robust z after the split vs before)."""
+    """Services ranked by their most moved series (robust z after the split vs before).
+
+    A series whose baseline was constant and then moved scores infinity; services
+    tied there are ordered by their most moved series with a finite score.
+    """
     best: dict[str, float] = {}
+    finite: dict[str, float] = {}
     for s, z in _zscores(read_bundle(bundle_dir)):
         best[s.service] = max(best.get(s.service, 0.0), z)
-    return _ranked(best)
+        if math.isfinite(z):
+            finite[s.service] = max(finite.get(s.service, 0.0), z)
+    order = sorted(best, key=lambda svc: (-best[svc], -finite.get(svc, 0.0), svc))
+    return [(svc, best[svc]) for svc in order]
 
 
 def random_expectation(bundle_dir: Path, k: int) -> float:

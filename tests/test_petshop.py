@@ -313,3 +313,35 @@ def test_bench_case_on_a_shipped_bundle() -> None:
     assert case.rank("correlation") == 1
     assert case.rank("zscore") == 1
     assert case.chance[1] == pytest.approx(1 / 44)  # 44 node names over the four scenarios
+
+
+def test_zscore_orders_constant_baseline_moves_first_then_by_finite_moves(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    t0, step = 1_700_000_000.0, 300.0
+    errors, latency = [], []
+    for i in range(40):
+        ts, after = t0 + i * step, i >= 35
+        for svc, errs, slower in (("a", True, 1.0), ("b", True, 3.0), ("c", False, 5.0)):
+            errors.append(("errors_ratio", {"service": svc}, ts, 0.02 if errs and after else 0.0))
+            level = 0.1 * (1 + rng.normal(0, 0.03)) * (slower if after else 1.0)
+            latency.append(("latency_seconds", {"service": svc}, ts, level))
+    labels = {"alertname": "X", "service": "a"}
+    scenario = {
+        "name": "ties",
+        "window": {"start": "2023-11-14T22:13:20Z", "end": "2023-11-15T01:28:20Z"},
+        "alerts": [
+            {
+                "labels": labels,
+                "annotations": {},
+                "startsAt": "2023-11-15T01:13:20Z",
+                "fingerprint": alert_fingerprint(labels),
+            }
+        ],
+    }
+    fams = [
+        Family("errors_ratio", "gauge", tuple(errors)),
+        Family("latency_seconds", "gauge", tuple(latency)),
+    ]
+    ranking = baselines.zscore_ranking(write_bundle(tmp_path / "ties", scenario, render(fams)))
+    assert [s for s, _ in ranking] == ["b", "a", "c"]
+    assert ranking[0][1] == ranking[1][1] == float("inf") > ranking[2][1] > 10
