@@ -460,8 +460,8 @@ Regenerate: `git clone {repo}` then
   | requests Sum (per 5 min) | `requests_total` (running sum) | counter |
   | availability Average (%) | `availability_ratio` (divided by 100) | gauge |
 
-  Missing values stay missing (no sample). Timestamps are the dataset's
-  (the start of each 5-minute period).
+  Missing values stay missing (no sample). Timestamps are the dataset's own
+  (one point per 5-minute period).
 - **Topology.** `graph.csv` (row calls column) as `topology.json` edges, kinds
   from the AWS resource type (DynamoDB, RDS, PGSQL: database; SQS: queue;
   ECS, Lambda, API Gateway, Step Functions: service; other AWS APIs and
