@@ -150,7 +150,7 @@ def draw_conventions(seed: int, services: int) -> Conventions:
         cfs=cfs,
         # at 1 s only the application and cAdvisor are scraped that often
         service_graph=bool(rng.random() < 0.5) and interval > 1,
-        client_metrics=bool(rng.random() < 0.7),
+        client_metrics=bool(rng.random() < 0.7) and (interval > 1 or rng.random() < 0.3),
         ksm=bool(rng.random() < 0.6) and interval > 1,
         postgres=bool(rng.random() < 0.7) and interval > 1,
         runtime=bool(rng.random() < 0.75),
