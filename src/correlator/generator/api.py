@@ -28,6 +28,7 @@ from correlator.generator.wild import (
     add_wild_noise,
     apply_wild_fault,
     draw_conventions,
+    settle,
     style_of,
     tweak_topology,
     visible_in,
@@ -178,6 +179,8 @@ def generate(
     rng = np.random.default_rng(seed)
     cause = cause or str(rng.choice(BUILTIN))
     if cause not in CAUSES:
+        if any(cause == c for c, _ in WILD_FAULTS):
+            raise ValueError(f"cause {cause} is drawn only in wild scenarios; add --wild")
         raise ValueError(f"unknown cause {cause!r}; use one of {', '.join(CAUSES)}")
     severity = severity or str(rng.choice(list(SEVERITIES)))
     topo = build_topology(rng, services)
@@ -426,6 +429,7 @@ def _generate_wild(
     add_noise(sim, fstep, avoid)
     add_wild_noise(sim, fstep, avoid)
     res = simulate(sim)
+    settle(sim)
     ns = _namespaces(topo)
     alerts = fire_alerts(sim, res, fault, ns, _wild_alert(conv, topo))
     n_traces = traces if traces is not None else int(np.clip(150 + 12 * services, 300, 2000))

@@ -566,8 +566,8 @@ class _Tracer:
         slow = self.wild.get("pod_delay", {})
         if self.last_pod is not None and self.last_pod.name in slow:
             extra = int(float(slow[self.last_pod.name][k]) * 1e9)
-        bad = self.wild.get("wrong_value")
-        hit = bad and not failed and bad["node"] == dst and k >= bad["step"]
+        bad: dict[str, Any] = self.wild.get("wrong_value") or {}
+        hit = bool(bad) and not failed and bad["node"] == dst and k >= bad["step"]
         if hit and self.rng.random() < bad["share"]:
             self.logs.append(
                 _invalid_response(self.topo, i, dst, pod, end + extra, bad["field"], trace, span_id)

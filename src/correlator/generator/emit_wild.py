@@ -39,8 +39,9 @@ from correlator.generator.wild import Conventions, style_of
 __all__ = ["wild_metric_lines"]
 
 B = npt.NDArray[np.bool_]
-OTEL_MS_BUCKETS = (0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0)
-OTEL_MS_BUCKETS += (5000.0, 7500.0, 10000.0)
+#: OpenTelemetry's default explicit buckets before semantic conventions 1.20 (milliseconds).
+OTEL_MS_BUCKETS: tuple[float, ...] = (0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0)
+OTEL_MS_BUCKETS += (750.0, 1000.0, 2500.0, 5000.0, 7500.0, 10000.0)
 OTEL_S_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 PROM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MICROMETER_SLO = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -372,7 +373,8 @@ def _client_median(em: _WildEmitter, ei: int) -> F64:
     """Client-side median of an edge: the callee's time plus the network (and any delay)."""
     e = em.topo.edges[ei]
     sig = float(em.res.sigma[e.dst])
-    mean = em.res.edge_server_mean[ei] + e.net + em.sim.edge_lat_add[ei]
+    pod_share = em.sim.wild.get("pod_delay_edges", {}).get(ei, 0.0)
+    mean = em.res.edge_server_mean[ei] + e.net + em.sim.edge_lat_add[ei] + pod_share
     out: F64 = np.minimum(mean, e.timeout) / math.exp(sig**2 / 2)
     return out
 
@@ -542,11 +544,14 @@ def _cadvisor(em: _WildEmitter) -> Iterator[str]:
         if fam != "container_cpu_usage_seconds" and f"{fam}_total" not in conv.cfs:
             continue
         yield f"# TYPE {fam} counter\n# HELP {fam} {help_text}\n"
-        for lab, per_s, mask in rows(
-            lambda p, c=col, f=fam: (
-                cpu[p.name][c] * (0.05 if f.endswith("seconds") and c == 1 else 1.0)
-            )
-        ):
+        # throttled seconds: ~50 ms lost per throttled 100 ms period
+        factor = 0.05 if fam.endswith("throttled_seconds") else 1.0
+
+        def cpu_of(p: Pod, c: int = col, f: float = factor) -> F64:
+            out: F64 = cpu[p.name][c] * f
+            return out
+
+        for lab, per_s, mask in rows(cpu_of):
             cum = np.cumsum(per_s * em.step) + float(per_s[0]) * float(em.rng.uniform(3600, 86400))
             vals = np.round(cum, digits) if digits else np.floor(cum).astype(np.int64)
             yield em.series(f"{fam}_total", lab, list(map(str, vals.tolist())), mask)
@@ -558,7 +563,12 @@ def _cadvisor(em: _WildEmitter) -> Iterator[str]:
     }
     for fam in conv.memory:
         yield f"# TYPE {fam} gauge\n# HELP {fam} Memory ({fam.removeprefix('container_memory_')}) in bytes.\n"
-        for lab, val, mask in rows(lambda p, f=factors[fam]: mem[p.name] * f):
+
+        def memory(p: Pod, f: float = factors[fam]) -> F64:
+            out: F64 = mem[p.name] * f
+            return out
+
+        for lab, val, mask in rows(memory):
             ok = mask & ~np.isnan(val)
             yield em.series(
                 fam, lab, list(map(str, np.nan_to_num(np.round(val)).astype(np.int64).tolist())), ok
@@ -643,7 +653,7 @@ def _go_gc(em: _WildEmitter, ident: str, gc_rate: F64) -> str:
     out.append(
         em.series("go_gc_duration_seconds_count", ident, list(map(str, cnt.tolist())), em.allmask)
     )
-    out.append(em.counter("go_gc_duration_seconds_sum", ident, n * 8e-5, em.allmask, 6))
+    out.append(em.counter("go_gc_duration_seconds_sum", ident, n * np.float64(8e-5), em.allmask, 6))
     return "".join(out)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "add_wild_noise",
     "apply_wild_fault",
     "draw_conventions",
+    "settle",
     "style_of",
     "tweak_topology",
     "visible_in",
@@ -186,7 +187,8 @@ def tweak_topology(topo: Topology, conv: Conventions, rng: np.random.Generator) 
     n, e = len(topo.nodes), len(topo.edges)
     rate = base_rates(topo, np.ones((n, 1)), np.ones((e, 1)))[:, 0]
     deep = [x for x in topo.services() if x.layer >= 2 and topo.in_edges[x.index]]
-    for node in rng.permutation(deep)[: int(rng.integers(1, 4))].tolist() if deep else []:
+    picked = [deep[j] for j in rng.permutation(len(deep)).tolist()] if deep else []
+    for node in picked[: int(rng.integers(1, 4))] if deep else []:
         want = float(rng.uniform(0.05, 1.0))
         scale = want / max(float(rate[node.index]), 1e-9)
         if scale < 1:
@@ -275,9 +277,12 @@ def _pod_delay(sim: Sim, s: float, sev: str, step: int, target: str | None) -> F
     delay = (0.15 + 0.6 * s) * float(rng.uniform(0.8, 1.2))
     r = ramp(sim.steps, step, sim.steps_for(1))
     sim.wild.setdefault("pod_delay", {})[pod.name] = delay * r
-    # on average over the pods the callers see only a share of it
+    # on average over the pods the callers see only a share of it; the traces replay it
+    # per pod instead (see ``settle``)
+    shares = sim.wild.setdefault("pod_delay_edges", {})
     for ei in topo.in_edges[svc.index]:
-        sim.edge_lat_add[ei] += delay * r / max(len(pods), 1)
+        shares[ei] = delay * r / max(len(pods), 1)
+        sim.edge_lat_add[ei] += shares[ei]
     return Fault(
         "network_delay",
         svc.id,
@@ -338,6 +343,12 @@ def _wrong_value(sim: Sim, s: float, sev: str, step: int, target: str | None) ->
         f"answers with status 200; its callers ({', '.join(callers)}) log invalid responses",
         details={"mode": "wrong_value", "share": round(share, 3), "field": field_name},
     )
+
+
+def settle(sim: Sim) -> None:
+    """After the simulation: per-edge averages that traces replay per pod leave the edges."""
+    for ei, share in sim.wild.get("pod_delay_edges", {}).items():
+        sim.edge_lat_add[ei] -= share
 
 
 def add_wild_noise(sim: Sim, fault_step: int, avoid: set[int]) -> None:
