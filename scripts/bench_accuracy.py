@@ -295,8 +295,17 @@ def wild_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         ap.error(f"--n: the held-out block has {hi - lo + 1} seeds")
     todo = list(wild_plan(first, args.n))
     t0 = time.time()
+    cases: list[WildCase] = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        cases = list(pool.map(_wild_run, todo))
+        for case in pool.map(_wild_run, todo):
+            cases.append(case)
+            print(
+                f"[{len(cases)}/{len(todo)} {time.time() - t0:.0f}s] {case.seed} "
+                f"{case.cause}/{case.mode or '-'} rank {case.service_rank()} "
+                f"z-score {case.rank_in(case.zscore)}",
+                file=sys.stderr,
+                flush=True,
+            )
     body = wild_report(cases, time.time() - t0, args.jobs)
     print(body)
     if held_out and not args.no_write:

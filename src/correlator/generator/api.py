@@ -370,6 +370,21 @@ def _wild_alert(conv: Conventions, topo: Topology) -> WildAlert:
     return WildAlert(label, latency, errors)
 
 
+def _seen_by(sim: Sim, fault: Fault, cause: str, mode: str) -> list[str]:
+    """The modalities that can see this fault; a leak that never nears its limit within
+    the window (short incidents) shows only in memory metrics."""
+    seen = visible_in(cause, mode)
+    if cause == "memory_leak":
+        node = sim.topo.by_id(fault.service)
+        peak = max(
+            (float(np.nanmax(p.mem)) for p in sim.service_pods(node.index) if p.mem is not None),
+            default=0.0,
+        )
+        if peak < 0.8 * node.mem_limit:  # no GC pressure yet: no slow spans, no GC logs
+            seen = ["metrics"]
+    return seen
+
+
 def _generate_wild(
     seed: int,
     services: int,
@@ -439,7 +454,7 @@ def _generate_wild(
         "cause": cause,
         "start": format_time(t0 + fstep * step),
         "severity": severity,
-        "visible_in": visible_in(cause, mode),
+        "visible_in": _seen_by(sim, fault, cause, mode),
     }
     if mode:
         truth["mode"] = mode
