@@ -4,7 +4,8 @@ At least 15 scenarios per built-in cause plus out-of-pattern faults
 (cpu_contention, network_delay, code_exception), 10 to 300 services. Reports
 root-service accuracy (top 1, top 3), cause accuracy at top 1 on the six,
 expected calibration error with a reliability table, and a per-cause table,
-into the ``## Accuracy`` section of BENCHMARKS.md.
+into the ``## Accuracy`` section of BENCHMARKS.md, with the naive z-score
+ranker's top 1 and top 3 beside the engine's (``evallib.zscore_ranking``).
 
     python scripts/bench_accuracy.py [--per-cause 17] [--extra 10] [--jobs 2]
     python scripts/bench_accuracy.py --cache /tmp/acc-cache   # collect once, rerun fast
@@ -52,7 +53,7 @@ WILD_TUNE_SEED = 9500
 
 def _run(args: tuple[int, int, str, Path | None]) -> Case:
     seed, services, cause, cache = args
-    return run_case(seed, services, cause, top_n=5, cache=cache)
+    return run_case(seed, services, cause, top_n=5, cache=cache, zscore=True)
 
 
 def ece(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> tuple[float, list[str]]:
@@ -100,6 +101,15 @@ def report(cases: list[Case], seconds: float, misses: int = 25) -> tuple[str, di
         f"| cause, top 1 (six built-in causes) | {figs['cause_top1_six']:.3f} | >= 0.90 |",
         f"| service and cause both right, top 1 | {figs['right_top1']:.3f} | |",
         f"| expected calibration error (top 1, 10 bins) | {figs['ece']:.3f} | <= 0.08 |",
+    ]
+    scored = [c for c in cases if c.zscore is not None]
+    if scored:
+        zr = [_rank(c.zscore or [], c.truth_service) for c in scored]
+        lines += [
+            f"| z-score baseline (beside it): root service, top 1 | {_at(zr, 1):.3f} | |",
+            f"| z-score baseline (beside it): root service, top 3 | {_at(zr, 3):.3f} | |",
+        ]
+    lines += [
         "",
         "Per cause (out-of-pattern faults count as right with cause `unknown` or their own word):",
         "",
@@ -187,6 +197,10 @@ def main() -> int:
 
 def _wild_run(args: tuple[int, int, str, str]) -> WildCase:
     return run_wild_case(*args)
+
+
+def _rank(services: list[str], truth: str) -> int | None:
+    return services.index(truth) + 1 if truth in services else None
 
 
 def _at(ranks: list[int | None], k: int) -> float:

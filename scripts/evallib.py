@@ -38,6 +38,8 @@ class Case:
     labels: list[int] = field(default_factory=list)
     keys: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    zscore: list[str] | None = None
+    """Services as the naive z-score ranker orders them (None: not run)."""
 
     def right(self, service: str, cause: str) -> bool:
         """Whether a (service, cause) answer is right for this case."""
@@ -107,8 +109,14 @@ def cache_path(cache: Path, seed: int, services: int, cause: str) -> Path:
     return cache / f"{seed}-{services}-{cause}.pkl"
 
 
-def collected(seed: int, services: int, cause: str, cache: Path | None) -> dict[str, Any]:
-    """The collected telemetry of a scenario: from ``cache`` when there, else generated."""
+def collected(
+    seed: int, services: int, cause: str, cache: Path | None, zscore: bool = False
+) -> dict[str, Any]:
+    """The collected telemetry of a scenario: from ``cache`` when there, else generated.
+
+    With ``zscore``, the naive z-score ranking of the bundle comes along (key ``zscore``;
+    a cache written without it has none).
+    """
     import pickle
 
     if cache is not None:
@@ -117,7 +125,10 @@ def collected(seed: int, services: int, cause: str, cache: Path | None) -> dict[
             with p.open("rb") as fh:
                 return dict(pickle.load(fh))
     with tempfile.TemporaryDirectory(prefix="corr-eval-") as tmp:
-        data = _collect(generate(seed, services, cause, Path(tmp) / f"s{seed}"))
+        path = generate(seed, services, cause, Path(tmp) / f"s{seed}")
+        data = _collect(path)
+        if zscore:
+            data["zscore"] = [s for s, _ in zscore_ranking(path)]
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         part = p.with_suffix(".part")
@@ -128,7 +139,12 @@ def collected(seed: int, services: int, cause: str, cache: Path | None) -> dict[
 
 
 def run_case(
-    seed: int, services: int, cause: str, top_n: int = 20, cache: Path | None = None
+    seed: int,
+    services: int,
+    cause: str,
+    top_n: int = 20,
+    cache: Path | None = None,
+    zscore: bool = False,
 ) -> Case:
     """Generate (or load from ``cache``), investigate and judge one scenario.
 
@@ -142,7 +158,7 @@ def run_case(
     from correlator.config import Settings
     from correlator.engine import analyse
 
-    data = collected(seed, services, cause, cache)
+    data = collected(seed, services, cause, cache, zscore)
     truth = data["truth"]
     # EVAL_CALIBRATION: score with a calibration file other than the shipped one.
     cal_file = os.environ.get("EVAL_CALIBRATION")
@@ -162,6 +178,7 @@ def run_case(
         str(truth.get("service", "")),
         [(f.service, f.cause, f.confidence) for f in inv.findings],
         seconds=sum(v for k, v in inv.timings.items() if k != "total"),
+        zscore=data.get("zscore"),
     )
     for f in inv.findings:
         case.features.append({k: float(f.features.get(k, 0.0)) for k in FEATURES})
