@@ -301,7 +301,7 @@ def wild_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.tune:
         first = WILD_TUNE_SEED
     if args.first_seed is not None:
-        if lo <= args.first_seed <= hi or lo <= args.first_seed + args.n - 1 <= hi:
+        if args.first_seed <= hi and args.first_seed + args.n - 1 >= lo:
             ap.error(f"--first-seed: {lo}-{hi} is the wild held-out block; use 9500 or above")
         first = args.first_seed
     held_out = first == lo
