@@ -9,6 +9,8 @@ ready, a crash-looping pod).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -16,12 +18,22 @@ import numpy as np
 
 from correlator.fingerprint import alert_fingerprint
 from correlator.generator.faults import Fault
-from correlator.generator.traffic import F64, STEP, Result, Sim
+from correlator.generator.traffic import F64, Result, Sim
 from correlator.model import format_time
 
-__all__ = ["fire_alerts"]
+__all__ = ["WildAlert", "fire_alerts"]
 
 PROM = "http://prometheus.monitoring.svc:9090"
+
+
+@dataclass(frozen=True)
+class WildAlert:
+    """How a wild scenario's paging rule reads: the label naming the service, and the
+    PromQL of its latency and error rules for a service (the scenario's own metric names)."""
+
+    label: str
+    latency_expr: Callable[[str], str]
+    error_expr: Callable[[str], str]
 
 
 def _rolling(x: F64, n: int) -> F64:
@@ -63,8 +75,19 @@ def _alert(
     }
 
 
-def fire_alerts(sim: Sim, res: Result, fault: Fault, ns: dict[int, str]) -> list[dict[str, Any]]:
-    """The alerts active at the end of the window, the paging symptom alert first."""
+def fire_alerts(
+    sim: Sim,
+    res: Result,
+    fault: Fault,
+    ns: dict[int, str],
+    wild: WildAlert | None = None,
+) -> list[dict[str, Any]]:
+    """The alerts active at the end of the window, the paging symptom alert first.
+
+    With ``wild``, only entry services page (latency first, an SLO burn otherwise), and
+    the rule's expression and labels follow the scenario's metric conventions.
+    """
+    w5, w2 = sim.steps_for(20), sim.steps_for(8)
     topo, rng = sim.topo, np.random.default_rng(int(sim.ts[0]) + fault.step)
     end = float(sim.ts[-1])
     step = fault.step
@@ -75,20 +98,22 @@ def fire_alerts(sim: Sim, res: Result, fault: Fault, ns: dict[int, str]) -> list
             i = node.index
             base_p95 = float(np.median(p95[i, :step]))
             base_err = float(np.mean(res.total_err[i, :step]))
-            err5 = _rolling(res.total_err[i], 20)
-            lat5 = _rolling(p95[i], 20)
+            if wild is not None and node.layer != 0:
+                continue
+            err5 = _rolling(res.total_err[i], w5)
+            lat5 = _rolling(p95[i], w5)
             if strict:
                 err_cond = err5 > max(0.02, 5 * base_err)
                 lat_cond = lat5 > max(1.8 * base_p95, base_p95 + 0.25)
             else:
                 err_cond = err5 > max(0.004, 3 * base_err)
                 lat_cond = lat5 > 1.3 * base_p95
-            e = _first_sustained(err_cond, step, 8)
-            lt = _first_sustained(lat_cond, step, 20)
+            e = _first_sustained(err_cond, step, w2)
+            lt = _first_sustained(lat_cond, step, w5)
             if e is not None:
-                candidates.append((node.layer, e + 8, "error", i))
+                candidates.append((node.layer, e + w2, "error", i))
             if lt is not None:
-                candidates.append((node.layer, lt + 20, "latency", i))
+                candidates.append((node.layer, lt + w5, "latency", i))
         if candidates:
             break
     alerts: list[dict[str, Any]] = []
@@ -98,6 +123,17 @@ def fire_alerts(sim: Sim, res: Result, fault: Fault, ns: dict[int, str]) -> list
         top = min(c[0] for c in candidates)
         layer0 = sorted((c for c in candidates if c[0] == top), key=lambda c: (c[1], c[2]))
         _, fire, kind, i = layer0[0]
+    elif wild is not None:
+        # nothing crossed a rule: the entry whose p95 moved most pages (a slow burn)
+        moved = [
+            (float(np.median(p95[n.index, step:]) / max(np.median(p95[n.index, :step]), 1e-9)), n)
+            for n in topo.entries()
+        ]
+        fire, kind, i = (
+            min(step + w5, sim.steps - 1),
+            "latency",
+            max(moved, key=lambda m: m[0])[1].index,
+        )
     else:
         fire, kind, i = (
             min(step + 20, sim.steps - 1),
@@ -107,7 +143,7 @@ def fire_alerts(sim: Sim, res: Result, fault: Fault, ns: dict[int, str]) -> list
             else topo.entries()[0].index,
         )
     node = topo.nodes[i]
-    starts = float(int(sim.ts[min(fire, sim.steps - 1)] + rng.uniform(0, STEP)))
+    starts = float(int(sim.ts[min(fire, sim.steps - 1)] + rng.uniform(0, sim.step)))
     if kind == "error":
         if rng.random() < 0.6:
             labels = {
@@ -150,6 +186,15 @@ def fire_alerts(sim: Sim, res: Result, fault: Fault, ns: dict[int, str]) -> list
             f'{{service_name="{node.id}",span_kind="SPAN_KIND_SERVER"}}[5m]))) > 0.5'
         )
         summary = f"{node.id}: p95 latency above its SLO"
+    if wild is not None:
+        labels = {(wild.label if k == "service" else k): v for k, v in labels.items()}
+        if kind == "error":
+            labels["alertname"] = "SLOBurnRate"
+            labels.setdefault("slo", "availability-99.9")
+            expr = wild.error_expr(node.id)
+            summary = f"{node.id} is burning its 99.9% availability error budget"
+        else:
+            expr = wild.latency_expr(node.id)
     labels["cluster"] = cluster
     alerts.append(
         _alert(
@@ -161,7 +206,7 @@ def fire_alerts(sim: Sim, res: Result, fault: Fault, ns: dict[int, str]) -> list
             end,
         )
     )
-    for extra in _cause_alerts(sim, res, fault, ns, rng, end):
+    for extra in [] if wild is not None else _cause_alerts(sim, res, fault, ns, rng, end):
         extra["labels"]["cluster"] = cluster
         extra["fingerprint"] = alert_fingerprint(extra["labels"])
         alerts.append(extra)

@@ -16,17 +16,30 @@ from typing import Any
 
 import numpy as np
 
-from correlator.generator.alerts import fire_alerts
+from correlator.generator.alerts import WildAlert, fire_alerts
 from correlator.generator.emit_metrics import metric_lines
 from correlator.generator.emit_otlp import Otlp, build_otlp
 from correlator.generator.faults import BUILTIN, CAUSES, SEVERITIES, Fault, add_noise, apply_fault
 from correlator.generator.topology import Topology, build_topology
 from correlator.generator.traffic import STEP, Result, Sim, simulate
+from correlator.generator.wild import (
+    WILD_FAULTS,
+    Conventions,
+    add_wild_noise,
+    apply_wild_fault,
+    draw_conventions,
+    settle,
+    style_of,
+    tweak_topology,
+    visible_in,
+)
 from correlator.model import format_time
 
-__all__ = ["SEED_RANGES", "Scenario", "generate", "onsets", "write"]
+__all__ = ["SEED_RANGES", "WILD_SEEDS", "Scenario", "generate", "onsets", "write"]
 
 SEED_RANGES = {"library": (1000, 1999), "calibration": (2000, 4999), "evaluation": (5000, None)}
+#: Wild suite: 6000-6199 held out for reporting, 9500 and up for tuning.
+WILD_SEEDS = {"held_out": (6000, 6199), "tuning": (9500, None)}
 NAME_WORDS = {
     "deployment": "bad-deploy",
     "db_overload": "db-overload",
@@ -37,6 +50,8 @@ NAME_WORDS = {
     "cpu_contention": "cpu-contention",
     "network_delay": "network-delay",
     "code_exception": "exception",
+    "cpu_saturation": "cpu-saturation",
+    "code_fault": "code-fault",
 }
 
 
@@ -58,6 +73,8 @@ class Scenario:
     otlp: Otlp
     namespaces: dict[int, str]
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    conventions: Conventions | None = None
+    """Set for wild scenarios: how their telemetry is exported."""
 
     def to_json(self) -> dict[str, Any]:
         """``scenario.json``."""
@@ -75,12 +92,23 @@ class Scenario:
                 "severity": self.fault.severity,
                 "traces": self.otlp.n_traces,
                 "spans": self.otlp.n_spans,
+                **(
+                    {"wild": self.conventions.to_json(), "mode": self.truth.get("mode", "")}
+                    if self.conventions is not None
+                    else {}
+                ),
             },
             "timeline": self.timeline,
         }
 
     def metric_lines(self) -> Iterator[str]:
         """``metrics.om`` as chunks of text."""
+        if self.conventions is not None:
+            from correlator.generator.emit_wild import wild_metric_lines
+
+            return wild_metric_lines(
+                self.sim, self.result, self.seed, self.namespaces, self.conventions
+            )
         return metric_lines(self.sim, self.result, self.seed, self.namespaces)
 
 
@@ -114,7 +142,7 @@ def onsets(sim: Sim, res: Result, step: int) -> dict[str, float]:
 def generate(
     seed: int,
     services: int = 20,
-    duration: int = 7200,
+    duration: int | None = None,
     cause: str | None = None,
     severity: str | None = None,
     target: str | None = None,
@@ -122,6 +150,8 @@ def generate(
     traces: int | None = None,
     name: str | None = None,
     start: datetime | None = None,
+    wild: bool = False,
+    mode: str | None = None,
 ) -> Scenario:
     """A labeled incident, deterministic by ``seed``.
 
@@ -131,12 +161,26 @@ def generate(
     window in seconds (at least 50 minutes: 30 of baseline, 20 of incident);
     ``fault_at`` seconds after the window start (default 60-90 minutes in);
     ``target`` names the faulty node when you want a particular one.
+
+    ``wild=True`` draws the scenario's conventions and fault from the seed as well
+    (see :mod:`correlator.generator.wild`): scrape interval, metric names and labels,
+    5 to 60 minutes of baseline, noise, and faults that only some modalities show
+    (``cause`` may then also be ``cpu_saturation`` or ``code_fault``; ``mode`` picks a
+    variant: ``service``/``pod`` for ``network_delay``, ``exceptions``/``wrong_value``
+    for ``code_fault``). Without it the output is what it always was for a seed.
     """
+    if wild:
+        return _generate_wild(
+            seed, services, duration, cause, mode, severity, target, traces, name, start
+        )
+    duration = 7200 if duration is None else duration
     if duration < 3000:
         raise ValueError(f"duration {duration}s is too short; use at least 3000 s (50 minutes)")
     rng = np.random.default_rng(seed)
     cause = cause or str(rng.choice(BUILTIN))
     if cause not in CAUSES:
+        if any(cause == c for c, _ in WILD_FAULTS):
+            raise ValueError(f"cause {cause} is drawn only in wild scenarios; add --wild")
         raise ValueError(f"unknown cause {cause!r}; use one of {', '.join(CAUSES)}")
     severity = severity or str(rng.choice(list(SEVERITIES)))
     topo = build_topology(rng, services)
@@ -266,3 +310,183 @@ def write(scenario: Scenario, dest: str | Path, compress: bool = False) -> Path:
         None,
         compress,
     )
+
+
+_WILD_WORDS = {
+    ("network_delay", "pod"): "pod-delay",
+    ("code_fault", "exceptions"): "exceptions",
+    ("code_fault", "wrong_value"): "bad-responses",
+}
+
+
+def _wild_alert(conv: Conventions, topo: Topology) -> WildAlert:
+    """The paging rules of a wild scenario, written against its own metric names."""
+
+    def ident(svc: str) -> str:
+        node = topo.by_id(svc)
+        if conv.identity == "pod":
+            return f'pod=~"{svc}-.*"'
+        if conv.identity == "service_name" and style_of(conv, node) == "micrometer":
+            return f'application="{svc}"'
+        return f'{conv.identity}="{svc}"'
+
+    def latency(svc: str) -> str:
+        style = style_of(conv, topo.by_id(svc))
+        if style == "micrometer" and conv.summary:
+            return f'max(http_server_requests_seconds{{{ident(svc)},quantile="0.95"}}) > 0.5'
+        metric, limit = {
+            "spanmetrics": ("traces_span_metrics_duration_seconds", "0.5"),
+            "otel_http_old": ("http_server_duration_milliseconds", "500"),
+            "otel_http_new": ("http_server_request_duration_seconds", "0.5"),
+            "otel_rpc": ("rpc_server_duration_milliseconds", "500"),
+            "grpc": ("grpc_server_handling_seconds", "0.5"),
+            "micrometer": ("http_server_requests_seconds", "0.5"),
+        }[style]
+        return (
+            f"histogram_quantile(0.95, sum by (le) (rate({metric}_bucket{{{ident(svc)}}}[5m])))"
+            f" > {limit}"
+        )
+
+    def errors(svc: str) -> str:
+        style = style_of(conv, topo.by_id(svc))
+        metric, bad = {
+            "spanmetrics": ("traces_span_metrics_calls_total", 'status_code="STATUS_CODE_ERROR"'),
+            "otel_http_old": ("http_server_duration_milliseconds_count", 'http_status_code=~"5.."'),
+            "otel_http_new": (
+                "http_server_request_duration_seconds_count",
+                'http_response_status_code=~"5.."',
+            ),
+            "otel_rpc": ("rpc_server_duration_milliseconds_count", 'rpc_grpc_status_code!="0"'),
+            "grpc": ("grpc_server_handled_total", 'grpc_code!="OK"'),
+            "micrometer": ("http_server_requests_seconds_count", 'outcome="SERVER_ERROR"'),
+        }[style]
+        sel = ident(svc)
+        return (
+            f"(sum(rate({metric}{{{sel},{bad}}}[1h])) / sum(rate({metric}{{{sel}}}[1h])))"
+            " > 14.4 * 0.001"
+        )
+
+    label = "service" if conv.identity == "pod" else conv.identity
+    return WildAlert(label, latency, errors)
+
+
+def _seen_by(sim: Sim, fault: Fault, cause: str, mode: str) -> list[str]:
+    """The modalities that can see this fault; a leak that never nears its limit within
+    the window (short incidents) shows only in memory metrics."""
+    seen = visible_in(cause, mode)
+    if cause == "memory_leak":
+        node = sim.topo.by_id(fault.service)
+        peak = max(
+            (float(np.nanmax(p.mem)) for p in sim.service_pods(node.index) if p.mem is not None),
+            default=0.0,
+        )
+        if peak < 0.8 * node.mem_limit:  # no GC pressure yet: no slow spans, no GC logs
+            seen = ["metrics"]
+    return seen
+
+
+def _generate_wild(
+    seed: int,
+    services: int,
+    duration: int | None,
+    cause: str | None,
+    mode: str | None,
+    severity: str | None,
+    target: str | None,
+    traces: int | None,
+    name: str | None,
+    start: datetime | None,
+) -> Scenario:
+    """A wild scenario (see :func:`generate`)."""
+    conv = draw_conventions(seed, services)
+    rng = np.random.default_rng([seed, 0x46415554])
+    causes = sorted({c for c, _ in WILD_FAULTS})
+    if cause is None:
+        cause, mode = WILD_FAULTS[int(rng.integers(len(WILD_FAULTS)))]
+    if cause not in causes:
+        raise ValueError(
+            f"unknown cause {cause!r} for a wild scenario; use one of {', '.join(causes)}"
+        )
+    modes = [m for c, m in WILD_FAULTS if c == cause]
+    if not mode:
+        mode = modes[int(rng.integers(len(modes)))]
+    if mode not in modes:
+        raise ValueError(
+            f"cause {cause} has no mode {mode!r}; use one of {', '.join(m for m in modes if m)}"
+        )
+    severity = severity or str(rng.choice(list(SEVERITIES)))
+    base_s, inc_s = conv.baseline_s, conv.incident_s
+    if duration is not None:
+        if duration < base_s + 600:
+            raise ValueError(
+                f"duration {duration}s is too short for this seed's {base_s}s of baseline; "
+                f"use at least {base_s + 600} s"
+            )
+        inc_s = duration - base_s
+    topo = build_topology(rng, services)
+    tweak_topology(topo, conv, rng)
+    if start is None:
+        day = datetime(2026, 3, 2, tzinfo=UTC) + timedelta(days=int(seed % 21))
+        start = day + timedelta(hours=int(rng.integers(7, 19)), minutes=int(rng.integers(0, 60)))
+    t0 = float(int(start.timestamp()) // conv.interval * conv.interval)
+    step = conv.interval
+    steps = (base_s + inc_s) // step + 1
+    ts = t0 + step * np.arange(steps, dtype=np.float64)
+    fstep = base_s // step
+    sim = Sim(topo, ts, rng, step=step)
+    if cause in BUILTIN:
+        fault = apply_fault(sim, cause, severity, fstep, target)
+    else:
+        s = SEVERITIES[severity] * float(rng.uniform(0.85, 1.1))
+        fault = apply_wild_fault(sim, cause, mode, s, severity, fstep, target)
+    root = topo.by_id(fault.service).index
+    avoid = {root} | topo.upstream(root) if cause != "az_failure" else {root}
+    add_noise(sim, fstep, avoid)
+    add_wild_noise(sim, fstep, avoid)
+    res = simulate(sim)
+    settle(sim)
+    ns = _namespaces(topo)
+    alerts = fire_alerts(sim, res, fault, ns, _wild_alert(conv, topo))
+    n_traces = traces if traces is not None else int(np.clip(150 + 12 * services, 300, 2000))
+    otlp = build_otlp(sim, res, fault, seed, n_traces, ns)
+    truth: dict[str, Any] = {
+        "service": fault.service,
+        "cause": cause,
+        "start": format_time(t0 + fstep * step),
+        "severity": severity,
+        "visible_in": _seen_by(sim, fault, cause, mode),
+    }
+    if mode:
+        truth["mode"] = mode
+    if fault.zone:
+        truth["zone"] = fault.zone
+    if fault.peer:
+        truth["peer"] = fault.peer
+    if "pod" in fault.details:
+        truth["pod"] = fault.details["pod"]
+    on = onsets(sim, res, fstep)
+    timeline = _timeline(sim, fault, t0 + fstep * step, on, alerts)
+    word = _WILD_WORDS.get((cause, mode)) or NAME_WORDS[cause]
+    if cause == "db_overload" and fault.service.endswith("-db"):
+        word = "overload"
+    scen = Scenario(
+        seed,
+        name or f"{fault.service}-{word}",
+        "",
+        t0,
+        float(ts[-1]),
+        fault,
+        truth,
+        alerts,
+        topo,
+        sim,
+        res,
+        otlp,
+        ns,
+        timeline,
+        conv,
+    )
+    from correlator.generator.describe import describe
+
+    scen.description = describe(scen, on)
+    return scen

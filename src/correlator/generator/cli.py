@@ -3,6 +3,7 @@
 The main ``correlator`` CLI mounts this group; it also runs on its own::
 
     python -m correlator.generator.cli generate --seed 5001 --services 40 --cause db_overload
+    python -m correlator.generator.cli generate --seed 6001 --services 30 --wild
     python -m correlator.generator.cli show fixtures/scenarios/checkout-bad-deploy
 """
 
@@ -14,6 +15,9 @@ from pathlib import Path
 import click
 
 from correlator.generator.faults import CAUSES, SEVERITIES
+from correlator.generator.wild import WILD_CAUSES
+
+ALL_CAUSES = tuple(dict.fromkeys(CAUSES + WILD_CAUSES))
 
 __all__ = ["scenarios"]
 
@@ -31,13 +35,32 @@ def scenarios() -> None:
     help="Random seed (library 1000-1999, calibration 2000-4999, evaluation 5000+).",
 )
 @click.option("--services", type=click.IntRange(5, 5000), default=20, show_default=True)
-@click.option("--hours", type=float, default=None, help="Window length in hours (default 2).")
+@click.option(
+    "--hours",
+    type=float,
+    default=None,
+    help="Window length in hours (default 2; with --wild, drawn from the seed).",
+)
 @click.option("--minutes", type=float, default=None, help="Window length in minutes.")
 @click.option(
     "--cause",
-    type=click.Choice(CAUSES),
+    type=click.Choice(ALL_CAUSES),
     default=None,
-    help="Fault to inject (default: a built-in cause drawn from the seed).",
+    help="Fault to inject (default: a built-in cause drawn from the seed; with --wild, any "
+    "wild fault). cpu_saturation and code_fault need --wild.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["service", "pod", "exceptions", "wrong_value", "stress"]),
+    default=None,
+    help="With --wild: the fault's variant (network_delay: service or pod; code_fault: "
+    "exceptions or wrong_value). Default: drawn from the seed.",
+)
+@click.option(
+    "--wild",
+    is_flag=True,
+    help="Draw the conventions too (scrape interval 1/15/60 s, metric names and labels, "
+    "baseline length, noise) and faults only some modalities show; truth.visible_in names them.",
 )
 @click.option("--severity", type=click.Choice(list(SEVERITIES)), default=None)
 @click.option("--target", default=None, help="Name of the node the fault hits.")
@@ -63,6 +86,8 @@ def generate(
     name: str | None,
     out: Path,
     compress: bool,
+    mode: str | None = None,
+    wild: bool = False,
 ) -> None:
     """Generate one scenario bundle into OUT/<name>."""
     from correlator.generator.api import generate as gen
@@ -75,8 +100,10 @@ def generate(
         if hours is not None
         else int(minutes * 60)
         if minutes is not None
-        else 7200
+        else (None if wild else 7200)
     )
+    if mode is not None and not wild:
+        raise click.UsageError("--mode needs --wild")
     try:
         scen = gen(
             seed,
@@ -87,6 +114,8 @@ def generate(
             target=target,
             traces=traces,
             name=name,
+            wild=wild,
+            mode=mode,
         )
     except (ValueError, KeyError) as exc:
         raise click.UsageError(str(exc)) from exc
@@ -96,8 +125,15 @@ def generate(
     for a in scen.alerts:
         click.echo(
             f"alert {a['fingerprint']} {a['labels']['alertname']} "
-            f"{a['labels'].get('service', '')} since {a['startsAt']}"
+            f"{_where(a['labels'])} since {a['startsAt']}"
         )
+
+
+def _where(labels: dict[str, str]) -> str:
+    for key in ("service", "service_name", "job", "application"):
+        if labels.get(key):
+            return labels[key]
+    return ""
 
 
 @scenarios.command()

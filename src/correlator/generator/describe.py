@@ -40,7 +40,7 @@ def describe(scen: Scenario, onsets: Mapping[str, float]) -> str:
     noise = [
         str(e["text"])
         for e in scen.sim.events
-        if e["kind"] in ("deploy", "blip") and e["service"] != fault.service
+        if e["kind"] in ("deploy", "blip", "gc", "cron") and e["service"] != fault.service
     ]
     noise_txt = f" Unrelated noise: {'; '.join(noise[:3])}." if noise else ""
     return (

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from correlator.generator.topology import Node, Topology
-from correlator.generator.traffic import F64, STEP, Pod, Result, Sim, ncdf
+from correlator.generator.traffic import F64, Pod, Result, Sim, ncdf
 
 __all__ = ["SERVICEGRAPH_BUCKETS", "SPANMETRICS_BUCKETS", "metric_lines"]
 
@@ -51,6 +51,7 @@ class _Emitter:
         self.sim, self.res, self.topo = sim, res, sim.topo
         self.rng = np.random.default_rng([seed, 7])
         self.t = sim.steps
+        self.step = sim.step
         self.ts = [str(int(x)) for x in sim.ts]
         self.ok = ~sim.gaps
         self.ns = namespace_of
@@ -97,7 +98,7 @@ class _Emitter:
 
     # --- helpers -----------------------------------------------------------------
     def counts(self, rate: F64) -> I64:
-        out: I64 = self.rng.poisson(np.maximum(rate, 0) * STEP).astype(np.int64)
+        out: I64 = self.rng.poisson(np.maximum(rate, 0) * self.step).astype(np.int64)
         return out
 
     def start_offset(self, rate: float) -> int:
@@ -305,7 +306,7 @@ def _cadvisor(em: _Emitter) -> Iterator[str]:
         off = (
             float(cpu[p.name][0]) * float(em.rng.uniform(3600, 3 * 86400)) if p.start == 0 else 0.0
         )
-        cum = _segments_cumsum(cpu[p.name] * STEP, p.restarts, off)
+        cum = _segments_cumsum(cpu[p.name] * em.step, p.restarts, off)
         yield em.series(
             "container_cpu_usage_seconds_total",
             _pod_labels(em, p, node),
@@ -317,7 +318,7 @@ def _cadvisor(em: _Emitter) -> Iterator[str]:
     for p in sim.pods:
         node = topo.nodes[p.service]
         off = float(thr[p.name][0]) * float(em.rng.uniform(3600, 86400)) if p.start == 0 else 0.0
-        cum = _segments_cumsum(thr[p.name] * STEP, p.restarts, off)
+        cum = _segments_cumsum(thr[p.name] * em.step, p.restarts, off)
         yield em.series(
             "container_cpu_cfs_throttled_periods_total",
             _pod_labels(em, p, node),

@@ -21,7 +21,7 @@ import numpy as np
 
 from correlator.generator.faults import Fault
 from correlator.generator.topology import Node, Topology
-from correlator.generator.traffic import STEP, Pod, Reason, Result, Sim
+from correlator.generator.traffic import Pod, Reason, Result, Sim
 
 __all__ = ["LogRecord", "Otlp", "build_otlp"]
 
@@ -275,6 +275,8 @@ class _Tracer:
         self.spans: list[Span] = []
         self.logs: list[LogRecord] = []
         self.budget = 0
+        self.wild = sim.wild
+        self.last_pod: Pod | None = None
 
     def reason(self, node: int, k: int, pod: Pod | None) -> Reason | None:
         for r in self.reasons.get(node, []):
@@ -377,7 +379,52 @@ class _Tracer:
         attrs["http.response.status_code"] = status_code
         self.spans.append(span)
         self.log_for(span, node, k, reason, failed, own)
+        if self.wild and not failed:
+            self.handled_exception(span, node, k)
+        self.last_pod = pod
         return end, failed, kind
+
+    def handled_exception(self, span: Span, node: Node, k: int) -> None:
+        """Wild ``code_fault``/exceptions: an internal span fails, the request still succeeds."""
+        exc = self.wild.get("exceptions")
+        if not exc or exc["node"] != node.index or k < exc["step"]:
+            return
+        if self.rng.random() >= exc["share"]:
+            return
+        etype, msg = exc["exc"]
+        op = f"{''.join(w.capitalize() for w in node.id.split('-'))}Service.enrich"
+        mid = span.start + (span.end - span.start) // 3
+        child = Span(
+            span.trace,
+            self.ids(8),
+            span.span,
+            node.index,
+            span.pod,
+            op,
+            1,
+            mid,
+            mid + 200_000,
+            {"code.function": "enrich"},
+        )
+        child.status, child.message = 2, f"{etype}: {msg}"
+        child.exc = (etype, msg, _stack(node.lang, node, etype, msg, self.rng))
+        self.spans.append(child)
+        self.logs.append(
+            LogRecord(
+                child.end,
+                node.index,
+                span.pod,
+                17,
+                f"error enriching response, using fallback: {etype}: {msg}",
+                span.trace,
+                child.span,
+                {
+                    "exception.type": etype,
+                    "exception.message": msg,
+                    "exception.stacktrace": child.exc[2],
+                },
+            )
+        )
 
     def call(
         self, i: int, ei: int, k: int, t: int, trace: str, parent: str, pod: Pod | None
@@ -402,6 +449,8 @@ class _Tracer:
                 "peer.service": callee.id,
             }
             end_inner, failed, kind = self.serve(e.dst, k, inner_start, trace, span_id)
+            if self.wild:
+                end_inner += self.wild_call(i, e.dst, k, end_inner, trace, span_id, pod, failed)
             dur = (end_inner - start) / 1e9 + net * 0.5
             err_kind = (
                 "dep"
@@ -501,6 +550,30 @@ class _Tracer:
         self.spans.append(span)
         return end, not failed, err_kind
 
+    def wild_call(
+        self,
+        i: int,
+        dst: int,
+        k: int,
+        end: int,
+        trace: str,
+        span_id: str,
+        pod: Pod | None,
+        failed: bool,
+    ) -> int:
+        """Wild effects seen from the caller: a slow pod's delay (ns), a wrong answer logged."""
+        extra = 0
+        slow = self.wild.get("pod_delay", {})
+        if self.last_pod is not None and self.last_pod.name in slow:
+            extra = int(float(slow[self.last_pod.name][k]) * 1e9)
+        bad: dict[str, Any] = self.wild.get("wrong_value") or {}
+        hit = bool(bad) and not failed and bad["node"] == dst and k >= bad["step"]
+        if hit and self.rng.random() < bad["share"]:
+            self.logs.append(
+                _invalid_response(self.topo, i, dst, pod, end + extra, bad["field"], trace, span_id)
+            )
+        return extra
+
     def log_for(
         self, span: Span, node: Node, k: int, reason: Reason | None, failed: bool, own: float
     ) -> None:
@@ -559,7 +632,7 @@ def _event_logs(tr: _Tracer) -> None:
     ns = 1_000_000_000
     t0 = sim.ts
 
-    def at(k: int, jitter: float = STEP) -> int:
+    def at(k: int, jitter: float = sim.step) -> int:
         return int((float(t0[min(k, len(t0) - 1)]) + rng.uniform(0, jitter)) * ns)
 
     for p in sim.pods:
@@ -808,9 +881,12 @@ def build_otlp(
         trace = tr.ids(16)
         tr.spans, logs_before = [], len(tr.logs)
         tr.budget = 36
-        start = int((float(sim.ts[k]) + float(rng.uniform(0, STEP))) * 1e9)
+        start = int((float(sim.ts[k]) + float(rng.uniform(0, sim.step))) * 1e9)
         end, failed, _ = tr.serve(entry, k, start, trace, "")
         dur = (end - start) / 1e9
+        if sim.wild and not failed:
+            # tail sampling keeps a trace with any failed span
+            failed = any(s.status == 2 for s in tr.spans)
         keep = failed or (dur > slow_ref[entry] and rng.random() < 0.7) or rng.random() < 0.1
         if not keep:
             del tr.logs[logs_before:]
@@ -819,6 +895,8 @@ def build_otlp(
         n_spans += len(tr.spans)
         lines.append(_group(tr.spans, topo, ns, _encode_span, "spans"))
     _event_logs(tr)
+    if sim.wild:
+        _wild_logs(tr)
     tr.logs.sort(key=lambda r: r.ts)
     log_lines = [
         _group(tr.logs[j : j + 200], topo, ns, _encode_log, "logRecords")
@@ -830,3 +908,99 @@ def build_otlp(
 def iter_json(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """The requests, one per line."""
     yield from items
+
+
+def _invalid_response(
+    topo: Topology,
+    caller: int,
+    callee: int,
+    pod: Pod | None,
+    ts: int,
+    field_name: str,
+    trace: str = "",
+    span: str = "",
+) -> LogRecord:
+    dst = topo.nodes[callee].id
+    return LogRecord(
+        ts,
+        caller,
+        pod,
+        17,
+        f'invalid response from {dst}: field "{field_name}" is missing or null; '
+        "request answered with defaults",
+        trace,
+        span,
+        {"peer.service": dst, "exception.type": "ResponseValidationError"},
+    )
+
+
+def _wild_logs(tr: _Tracer) -> None:
+    """Logs of every request, not only sampled ones: wrong answers, handled exceptions, noise."""
+    sim, topo, rng, res = tr.sim, tr.topo, tr.rng, tr.res
+    step = sim.step
+    nps = np.random.default_rng(int(sim.ts[0]) + 17)
+
+    def stamps(counts: np.ndarray, cap: int) -> list[tuple[int, int]]:
+        ks = np.repeat(np.arange(len(counts)), counts)
+        if len(ks) > cap:
+            ks = np.sort(nps.choice(ks, size=cap, replace=False))
+        return [(int(k), int((float(sim.ts[k]) + rng.uniform(0, step)) * 1e9)) for k in ks]
+
+    bad = sim.wild.get("wrong_value")
+    if bad:
+        for ei in topo.in_edges[bad["node"]]:
+            e = topo.edges[ei]
+            lam = res.edge_rate[ei] * step * bad["share"] * (np.arange(sim.steps) >= bad["step"])
+            for k, ts in stamps(nps.poisson(lam), 400):
+                tr.logs.append(
+                    _invalid_response(topo, e.src, e.dst, tr.pick_pod(e.src, k), ts, bad["field"])
+                )
+    exc = sim.wild.get("exceptions")
+    if exc:
+        i = exc["node"]
+        node = topo.nodes[i]
+        etype, msg = exc["exc"]
+        lam = res.rate[i] * step * exc["share"] * (np.arange(sim.steps) >= exc["step"])
+        for k, ts in stamps(nps.poisson(lam), 400):
+            stack = _stack(node.lang, node, etype, msg, rng)
+            tr.logs.append(
+                LogRecord(
+                    ts,
+                    i,
+                    tr.pick_pod(i, k),
+                    17,
+                    f"error enriching response, using fallback: {etype}: {msg}",
+                    attrs={
+                        "exception.type": etype,
+                        "exception.message": msg,
+                        "exception.stacktrace": stack,
+                    },
+                )
+            )
+    for svc, k, secs in sim.wild.get("gc", []):
+        tr.logs.append(
+            LogRecord(
+                int((float(sim.ts[k]) + secs) * 1e9),
+                svc,
+                tr.pick_pod(svc, k),
+                13,
+                f"[gc] Pause Full (G1 Compaction Pause) 812M->455M(1024M) {secs * 1000:.3f}ms",
+            )
+        )
+    for svc, k, length, _cores in sim.wild.get("cron", []):
+        name = f"{topo.nodes[svc].id}-reconcile"
+        tr.logs.append(
+            LogRecord(
+                int(float(sim.ts[k]) * 1e9), svc, tr.pick_pod(svc, k), 9, f"job {name} started"
+            )
+        )
+        end = min(k + length, sim.steps - 1)
+        tr.logs.append(
+            LogRecord(
+                int(float(sim.ts[end]) * 1e9),
+                svc,
+                tr.pick_pod(svc, end),
+                13,
+                f"job {name} finished in {length * step}s (expected under {length * step // 3}s)",
+            )
+        )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from correlator.generator.topology import Node, PodSpec, pod_suffix, rs_hash
-from correlator.generator.traffic import F64, STEP, Pod, Reason, Sim
+from correlator.generator.traffic import F64, Pod, Reason, Sim
 from correlator.model import BUILTIN_CAUSES
 
 __all__ = ["BUILTIN", "CAUSES", "EXTRA", "SEVERITIES", "Fault", "add_noise", "apply_fault"]
@@ -93,7 +93,7 @@ def deploy(sim: Sim, svc: Node, step: int, err: float = 0.0, lat: float = 1.0) -
         zone_nodes.setdefault(zone, []).append(name)
     new_pods: list[Pod] = []
     for j, pod in enumerate(old):
-        start = step + 2 * j
+        start = step + sim.steps_for(2) * j
         node = zone_nodes[pod.zone][int(rng.integers(len(zone_nodes[pod.zone])))]
         spec = PodSpec(
             svc.index, f"{svc.id}-{new_hash}-{pod_suffix(rng)}", new_hash, node, pod.zone
@@ -103,7 +103,7 @@ def deploy(sim: Sim, svc: Node, step: int, err: float = 0.0, lat: float = 1.0) -
         new.lat_mult[start:] = lat
         new_pods.append(new)
         # the old pod terminates once its replacement is ready
-        end = min(sim.steps, start + 3)
+        end = min(sim.steps, start + sim.steps_for(3))
         pod.end = end
         pod.ready[end - 1 :] = False
         pod.scraped[end:] = False
@@ -194,10 +194,10 @@ def _db_overload(sim: Sim, s: float, sev: str, step: int, target: str | None) ->
     f = 0.3 + 2.7 * s**1.5
     mult = max(8.0, f * avail / max(base_demand, 1e-6))
     length = int(rng.integers(8, 20))
-    r = ramp(sim.steps, step, length) ** 1.5
+    r = ramp(sim.steps, step, sim.steps_for(length)) ** 1.5
     sim.lat_mult[i] *= 1 + (mult - 1) * r
     k = np.arange(sim.steps)
-    sim.db_tx[i] = np.where(k >= step, (k - step) * STEP + float(rng.uniform(5, 40)), 0.0)
+    sim.db_tx[i] = np.where(k >= step, (k - step) * sim.step + float(rng.uniform(5, 40)), 0.0)
     query = str(
         rng.choice(
             [
@@ -243,8 +243,8 @@ def _az_failure(sim: Sim, s: float, sev: str, step: int, target: str | None) -> 
         for p in pods:
             if spec.name == p.name:
                 spec.zone, spec.node = p.zone, p.node
-    grace = 3  # node-monitor-grace-period ~40s: endpoints still route to dead pods
-    evict = step + 20  # pod eviction after ~5 minutes
+    grace = sim.steps_for(3)  # node-monitor-grace-period ~40s: endpoints still route to dead pods
+    evict = step + sim.steps_for(20)  # pod eviction after ~5 minutes
     other = [n for n, z in topo.k8s_nodes.items() if z != zone]
     lost: dict[int, int] = {}
     for p in list(sim.pods):
@@ -322,7 +322,7 @@ def _memory_leak(sim: Sim, s: float, sev: str, step: int, target: str | None) ->
             if kk < down_until:
                 mem[kk] = np.nan
                 continue
-            cur += rate * STEP
+            cur += rate * sim.step
             if cur >= limit * 0.995:
                 mem[kk] = limit * 0.995
                 p.ooms.append(kk)
@@ -370,7 +370,7 @@ def _dependency_failure(sim: Sim, s: float, sev: str, step: int, target: str | N
     dep = _target(sim, target, pool)
     i = dep.index
     mode = str(rng.choice(["errors", "timeouts"]))
-    r = ramp(sim.steps, step, int(rng.integers(1, 4)))
+    r = ramp(sim.steps, step, sim.steps_for(int(rng.integers(1, 4))))
     if mode == "errors":
         sim.err_add[i] += (0.15 + 0.8 * s) * r
         what = f"returns errors for {0.15 + 0.8 * s:.0%} of calls"
@@ -394,7 +394,7 @@ def _traffic_spike(sim: Sim, s: float, sev: str, step: int, target: str | None) 
     rng = sim.rng
     entry = _target(sim, target, sim.topo.entries())
     mult = 2.5 + 7.0 * s * float(rng.uniform(0.8, 1.1))
-    r = ramp(sim.steps, step, int(rng.integers(2, 5)))
+    r = ramp(sim.steps, step, sim.steps_for(int(rng.integers(2, 5))))
     sim.rate_mult[entry.index] *= 1 + (mult - 1) * r
     source = str(
         rng.choice(
@@ -422,7 +422,7 @@ def _cpu_contention(sim: Sim, s: float, sev: str, step: int, target: str | None)
     rng = sim.rng
     svc = _target(sim, target, _service_candidates(sim))
     left = max(0.18, 0.65 - 0.45 * s)
-    r = ramp(sim.steps, step, int(rng.integers(2, 6)))
+    r = ramp(sim.steps, step, sim.steps_for(int(rng.integers(2, 6))))
     sim.cap_mult[svc.index] *= 1 - (1 - left) * r
     sim.reasons.append(Reason(svc.index, step, sim.steps, "slow", detail="cpu"))
     return Fault(
@@ -452,7 +452,7 @@ def _network_delay(sim: Sim, s: float, sev: str, step: int, target: str | None) 
         cands = [e for e in cands if topo.nodes[e.src].id == target] or cands
     edge = cands[int(rng.integers(len(cands)))]
     delay = (0.08 + 0.7 * s) * float(rng.uniform(0.8, 1.2))
-    r = ramp(sim.steps, step, 2)
+    r = ramp(sim.steps, step, sim.steps_for(2))
     sim.edge_lat_add[edge.index] += delay * r * (1 + 0.1 * rng.standard_normal(sim.steps))
     src, dst = topo.nodes[edge.src], topo.nodes[edge.dst]
     sim.reasons.append(Reason(src.index, step, sim.steps, "slow", detail=f"net:{dst.id}"))
@@ -472,7 +472,7 @@ def _code_exception(sim: Sim, s: float, sev: str, step: int, target: str | None)
     rng = sim.rng
     svc = _target(sim, target, _service_candidates(sim))
     err = 0.04 + 0.45 * s * float(rng.uniform(0.8, 1.2))
-    sim.err_add[svc.index] += err * ramp(sim.steps, step, 2)
+    sim.err_add[svc.index] += err * ramp(sim.steps, step, sim.steps_for(2))
     trigger = str(
         rng.choice(
             [
@@ -512,7 +512,7 @@ def add_noise(sim: Sim, fault_step: int, avoid: set[int]) -> None:
     for _ in range(int(rng.integers(1, 4))):
         svc = _pick(rng, services)
         start = int(rng.integers(5, max(6, fault_step - 10)))
-        length = int(rng.integers(2, 7))
+        length = sim.steps_for(int(rng.integers(2, 7)))
         if rng.random() < 0.5:
             sim.lat_mult[svc.index, start : start + length] *= float(rng.uniform(1.4, 2.2))
         else:
@@ -522,7 +522,7 @@ def add_noise(sim: Sim, fault_step: int, avoid: set[int]) -> None:
                 "step": start,
                 "kind": "blip",
                 "service": svc.id,
-                "text": f"short blip in {svc.id} ({length * STEP}s), unrelated",
+                "text": f"short blip in {svc.id} ({length * sim.step}s), unrelated",
             }
         )
     if rng.random() < 0.5:

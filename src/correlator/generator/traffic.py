@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -124,6 +125,11 @@ class Sim:
     base_rate: F64 = field(init=False)
     node_down: dict[str, int] = field(default_factory=dict)
     """Kubernetes node -> step it went NotReady."""
+    step: int = STEP
+    """Seconds between two points (the scrape interval)."""
+    wild: dict[str, Any] = field(default_factory=dict)
+    """Effects only wild scenarios draw (CPU hogs, a slow pod, handled exceptions, bad
+    responses, GC pauses, cron jobs); empty otherwise, so classic output is unchanged."""
 
     def __post_init__(self) -> None:
         n, t, e = len(self.topo.nodes), len(self.ts), len(self.topo.edges)
@@ -158,7 +164,7 @@ class Sim:
         t = self.steps
         node = self.topo.nodes[spec.service]
         k = np.arange(t)
-        ready = (k >= (start + (0 if start == 0 else 2))) & (k < end)
+        ready = (k >= (start + (0 if start == 0 else self.steps_for(2)))) & (k < end)
         return Pod(
             spec.name,
             spec.service,
@@ -179,6 +185,12 @@ class Sim:
     def service_pods(self, index: int) -> list[Pod]:
         """Every pod (old and new) of a service."""
         return [p for p in self.pods if p.service == index]
+
+    def steps_for(self, n: int) -> int:
+        """How many steps last as long as ``n`` steps of 15 s (faults are written in those)."""
+        if self.step == STEP:
+            return n
+        return max(1, round(n * STEP / self.step))
 
     def daily(self) -> F64:
         """Daily traffic shape (peak mid-afternoon local time), plus slow noise."""
