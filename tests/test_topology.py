@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import networkx as nx
 import pandas as pd
 
 from correlator.model import SPAN_COLUMNS, Telemetry
@@ -362,3 +363,34 @@ def test_a_faint_early_wobble_does_not_date_a_service_trouble() -> None:
     # Two anomalies of like weight: the first dates it.
     a.loc[a["role"] == "client_latency", "score"] = 400.0
     assert service_summary(a).loc["api", "onset"] == -480.0
+
+
+def test_a_service_its_callers_log_errors_about_becomes_the_suspect() -> None:
+    # Wrong return values: pricing's own requests succeed; its callers log that its
+    # answers are invalid. Their words point at it.
+    from correlator.detector import anomaly_frame
+    from correlator.topology import named_by_callers
+
+    rows = [
+        {
+            "service": caller,
+            "role": "log_template",
+            "onset": 100.0,
+            "end": 400.0,
+            "score": 9.0,
+            "direction": "up",
+            "baseline": 0.0,
+            "peak": 3.0,
+            "peer": "pricing",
+            "modality": "logs",
+            "signal": "invalid response from <svc>",
+            "evidence": "new template",
+        }
+        for caller in ("checkout", "cart")
+    ]
+    out = named_by_callers(anomaly_frame(rows))
+    named = out[out["role"] == "named_by_callers"]
+    assert sorted(named["service"]) == ["pricing", "pricing"]
+    assert sorted(named["peer"]) == ["cart", "checkout"]
+    g = nx.DiGraph([("checkout", "pricing"), ("cart", "pricing")])
+    assert root_scores(g, out, "checkout")[0].service == "pricing"

@@ -55,6 +55,7 @@ from correlator.topology import (
     blast_radius,
     build_graph,
     comovement,
+    named_by_callers,
     root_scores,
 )
 
@@ -325,7 +326,7 @@ def analyse(
         anomalies, detector_gaps = run_detectors(inp, load_detectors(), deadline)
         gaps += detector_gaps
         step = data_step
-        anomalies = attribute_edges(anomalies, signals)
+        anomalies = named_by_callers(attribute_edges(anomalies, signals))
     else:
         gaps.append(Gap("engine", "deadline reached before detection"))
     t = lap("detect", t)

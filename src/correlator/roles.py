@@ -312,6 +312,15 @@ _TABLE: tuple[Role, ...] = (
         catalog=False,
     ),
     Role(
+        "named_by_callers",
+        "errors that other services log naming this one (a wrong or failed answer)",
+        "symptom",
+        1,
+        "sum",
+        "count",
+        catalog=False,
+    ),
+    Role(
         GENERIC,
         "a series no catalog role knows, judged on its own",
         "other",

@@ -48,6 +48,7 @@ __all__ = [
     "build_graph",
     "comovement",
     "demand_rises",
+    "named_by_callers",
     "root_scores",
     "service_summary",
 ]
@@ -462,9 +463,37 @@ def comovement(
     return out
 
 
-def _between(
-    anomalies: pd.DataFrame, sym_at: dict[str, float], lag: float
-) -> dict[str, set[str]]:
+def named_by_callers(anomalies: pd.DataFrame) -> pd.DataFrame:
+    """``anomalies`` plus, for each log anomaly that names another service (``peer``),
+    the same trouble on that service as ``named_by_callers``.
+
+    A service that returns wrong values fails nobody's request by its own
+    measure: only its callers notice, and say so in their logs ("invalid
+    response from pricing"). Their words point at it, so it becomes a suspect
+    with their strength, and the callers' trouble can be explained by it.
+    """
+    if anomalies.empty or "modality" not in anomalies.columns:
+        return anomalies
+    a = anomalies
+    m = (a["modality"].astype(str) == "logs") & (a["peer"].astype(str) != "")
+    m &= a["peer"].astype(str) != a["service"].astype(str)
+    if not m.any():
+        return anomalies
+    named = a[m].copy()
+    named["service"] = a.loc[m, "peer"].astype(str).to_numpy()
+    named["peer"] = a.loc[m, "service"].astype(str).to_numpy()
+    named["role"] = "named_by_callers"
+    named["evidence"] = [
+        f"{caller} logs errors naming {svc}: {text}"
+        for caller, svc, text in zip(
+            named["peer"], named["service"], a.loc[m, "evidence"], strict=True
+        )
+    ]
+    out = pd.concat([a, named], ignore_index=True)
+    return out.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)
+
+
+def _between(anomalies: pd.DataFrame, sym_at: dict[str, float], lag: float) -> dict[str, set[str]]:
     """Per caller, the callees whose calls went wrong *between* the two: the callee's own
     side did not show it (by then).
 
