@@ -50,11 +50,22 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from correlator import generic
 from correlator.catalog import Catalog, SignalSpec
-from correlator.escape import label_name, promql_string
+from correlator.escape import promql_string, regex_alternation
 from correlator.http import HttpBackend, HttpSettings
 from correlator.model import SIGNAL_COLUMNS, Window, empty_frame
-from correlator.promql import range_seconds
+from correlator.promql import (
+    POD_REGEX,
+    SERVICE_LABEL,
+    duration,
+    service_labels,
+    service_of,
+    snap_interval,
+)
+from correlator.promql import render as render_promql
+from correlator.promql import render_chain as render_chain
+from correlator.roles import GENERIC
 from correlator.sources import SourceError
 
 __all__ = [
@@ -73,18 +84,6 @@ __all__ = [
 MAX_POINTS = 11_000
 #: Queries in flight at once against one backend.
 DEFAULT_CONCURRENCY = 4
-#: The label the attribution writes (a name no exporter uses).
-SERVICE_LABEL = "correlator_service"
-#: A pod name without its Deployment (``-<hash>-<5 chars>``) or StatefulSet
-#: (``-<ordinal>``) suffix, in one anchored RE2 regex: the lazy prefix takes
-#: the first suffix that fits, and a Deployment suffix (two segments) starts
-#: before a StatefulSet one (one segment), so the precedence is that of
-#: :func:`correlator.catalog.service_from_pod`.
-POD_REGEX = "(?s)(.+?)(?:-[0-9a-z]{5,10}-[0-9a-z]{5}|-[0-9]+)?"
-_DEPLOYMENT_POD = "(?s)(.+)-[0-9a-z]{5,10}-[0-9a-z]{5}"
-# (?s): a label value may hold a newline, and "." must match it too.
-_ANY = "(?s)(.+)"
-_STATEFUL_POD = "(?s)(.+)-[0-9]+"
 Series = tuple[dict[str, str], npt.NDArray[np.float64], npt.NDArray[np.float64]]
 _DIM_COLUMNS = ("peer", "pod", "node", "zone", "version", "detail")
 
@@ -96,134 +95,8 @@ def choose_step(window: Window, minimum: float = 15.0, max_points: int = MAX_POI
 
 
 def _duration(seconds: float) -> str:
-    """Seconds as a PromQL duration (``90s``)."""
+    """Seconds rounded up to whole seconds, as a duration (``90s``): timeouts, graph ranges."""
     return f"{max(math.ceil(seconds), 1)}s"
-
-
-def _selector(spec: SignalSpec, extra: Sequence[str] = ()) -> str:
-    parts = [f"{label_name(m.label)}{m.op}{promql_string(m.value)}" for m in spec.matchers]
-    parts += extra
-    name: str = spec.metric + ("_bucket" if spec.kind == "histogram" and spec.metric else "")
-    if not name and not parts:
-        raise ValueError(f"role {spec.role!r}: a spec needs a metric or a matcher")
-    return f"{name}{{{','.join(parts)}}}" if parts else name
-
-
-def _service_labels(spec: SignalSpec) -> list[str]:
-    """The spec's service labels, validated, in precedence order, each once."""
-    return list(dict.fromkeys(label_name(lbl) for lbl in spec.service_labels))
-
-
-def _dims(spec: SignalSpec) -> list[str]:
-    return sorted({label_name(v) for v in spec.dims.values()})
-
-
-def _by(*groups: Sequence[str]) -> str:
-    return ", ".join(dict.fromkeys(lbl for g in groups for lbl in g))
-
-
-def service_of(labels: Mapping[str, str], spec: SignalSpec) -> str:
-    """The service of a series :func:`render_promql` returned ("" when none)."""
-    for lbl in (*_service_labels(spec), SERVICE_LABEL):
-        value = labels.get(lbl)
-        if value:
-            return value
-    return ""
-
-
-def _rng(step: float, rate_window: float | None) -> str:
-    return _duration(rate_window if rate_window is not None else range_seconds(step))
-
-
-def _scaled(expr: str, spec: SignalSpec) -> str:
-    return f"({expr}) * {spec.scale!r}" if spec.scale != 1.0 else expr
-
-
-def _partition(spec: SignalSpec, rng: str, label: str | None, extra: Sequence[str]) -> str:
-    """One partition: the series whose service ``label`` decides (``None``: the pod name)."""
-    selector = _selector(spec, extra)
-    dims = _dims(spec)
-    le = ["le"] if spec.kind == "histogram" else []
-    if spec.kind in ("counter", "histogram"):
-        inner, agg = f"rate({selector}[{rng}])", "sum"
-    else:
-        inner, agg = selector, spec.agg
-    if label is not None:
-        expr = f"{agg} by ({_by(le, [label], dims)}) ({inner})"
-    else:
-        # Pod is a dimension: aggregate by pod (and the dimensions), then name the
-        # service of each pod. Otherwise name the service of every series, then
-        # aggregate once, so that sums add up in the same order as render_chain's.
-        per_pod = "pod" in dims and spec.kind != "histogram"
-        grouped = f"{agg} by ({_by(le, ['pod'], dims)}) ({inner})" if per_pod else inner
-        expr = (
-            f"label_replace({grouped}, {promql_string(SERVICE_LABEL)}, {promql_string('$1')}, "
-            f"{promql_string('pod')}, {promql_string(POD_REGEX)})"
-        )
-        if not per_pod:
-            expr = f"{agg} by ({_by(le, [SERVICE_LABEL], dims)}) ({expr})"
-    if spec.kind == "histogram":
-        expr = f"histogram_quantile({spec.quantile:g}, {expr})"
-    return expr
-
-
-def render_promql(spec: SignalSpec, step: float, rate_window: float | None = None) -> str:
-    """The PromQL that computes ``spec`` per service (and dimension), sampled at ``step``.
-
-    ``rate_window`` defaults to :func:`correlator.promql.range_seconds` (the
-    bundle backend's range), so both backends compute the same rates. The
-    series are partitioned by the label that names their service (see the
-    module docstring); :func:`service_of` reads the service back from each
-    returned series.
-    """
-    rng = _rng(step, rate_window)
-    labels = _service_labels(spec)
-    parts = [
-        _partition(spec, rng, lbl, [f'{p}=""' for p in labels[:i]] + [f'{lbl}!=""'])
-        for i, lbl in enumerate(labels)
-    ]
-    if "pod" not in labels:
-        parts.append(_partition(spec, rng, None, [f'{p}=""' for p in labels] + ['pod!=""']))
-    return _scaled(" or ".join(parts), spec)
-
-
-def _attribute(expr: str, spec: SignalSpec) -> str:
-    """Wrap ``expr`` so that SERVICE_LABEL holds the series' service."""
-    # Later label_replace calls overwrite earlier ones, so the most preferred
-    # source comes last: pod name, then service_labels from last to first.
-    steps: list[tuple[str, str]] = [
-        ("pod", _ANY),
-        ("pod", _STATEFUL_POD),
-        ("pod", _DEPLOYMENT_POD),
-    ]
-    steps += [(lbl, _ANY) for lbl in reversed(_service_labels(spec))]
-    for label, regex in steps:
-        expr = (
-            f"label_replace({expr}, {promql_string(SERVICE_LABEL)}, {promql_string('$1')}, "
-            f"{promql_string(label)}, {promql_string(regex)})"
-        )
-    return expr
-
-
-def render_chain(spec: SignalSpec, step: float, rate_window: float | None = None) -> str:
-    """``spec`` as one aggregation over every series, attributed by a ``label_replace`` chain.
-
-    The same values as :func:`render_promql`, whatever the labels; slower,
-    since the chain runs on every raw series at every step. The adapter falls
-    back to it when a service spans partitions and its values cannot be
-    combined client-side (histogram quantiles, averages).
-    """
-    rng = _rng(step, rate_window)
-    by = [SERVICE_LABEL, *_dims(spec)]
-    selector = _selector(spec)
-    if spec.kind == "counter":
-        expr = f"sum by ({_by(by)}) ({_attribute(f'rate({selector}[{rng}])', spec)})"
-    elif spec.kind == "histogram":
-        inner = _attribute(f"rate({selector}[{rng}])", spec)
-        expr = f"histogram_quantile({spec.quantile:g}, sum by ({_by(['le'], by)}) ({inner}))"
-    else:  # gauge, info
-        expr = f"{spec.agg} by ({_by(by)}) ({_attribute(selector, spec)})"
-    return _scaled(expr, spec)
 
 
 @dataclass(frozen=True)
@@ -244,7 +117,13 @@ class PrometheusAdapter:
 
     ``settings`` say where and how to connect; ``client`` may be injected
     (default: built from ``settings``). ``ui_url`` is the base of the graph
-    links (default: the API URL). ``min_step`` bounds the step from below.
+    links (default: the API URL). ``min_step`` bounds the step from below
+    (default: none; the step the engine asks for, within the point limit).
+    ``rate_window`` (seconds) overrides the ``rate()`` range, which is
+    otherwise :func:`correlator.promql.rate_range` of the step and the data's
+    sample interval: ``interval`` (seconds) when given, else learned by
+    :meth:`interval`. ``generic=False`` leaves out the series no catalog role
+    knows (role ``series``; see :mod:`correlator.generic`).
     ``concurrency`` queries are in flight at once (default
     :data:`DEFAULT_CONCURRENCY`). ``budget`` is the seconds one
     :meth:`signals` call may take (default: the backend's timeout less 10%,
@@ -261,12 +140,14 @@ class PrometheusAdapter:
         client: httpx.Client | None = None,
         *,
         ui_url: str | None = None,
-        min_step: float = 15.0,
+        min_step: float = 0.0,
         rate_window: float | None = None,
         name: str | None = None,
         backend: HttpBackend | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         budget: float | None = None,
+        interval: float | None = None,
+        generic: bool = True,
     ) -> None:
         if isinstance(settings, str):
             settings = HttpSettings(name="prometheus", url=settings)
@@ -277,6 +158,8 @@ class PrometheusAdapter:
         self.ui_url = (ui_url or settings.public_url).rstrip("/")
         self.min_step = min_step
         self.rate_window = rate_window
+        self.known_interval = interval
+        self.generic = generic
         self.concurrency = concurrency
         self.budget = budget if budget is not None else 0.9 * settings.timeout
         if name:
@@ -287,6 +170,8 @@ class PrometheusAdapter:
         """Role -> a graph URL for that query."""
         self.warnings: list[str] = []
         """Alternatives rejected (400/422) or abandoned at the budget in the last call."""
+        self.interval_seconds: float | None = None
+        """The sample interval the last :meth:`signals` call used (``None``: unknown)."""
         self.fallbacks = 0
         """Specs asked again with :func:`render_chain` in the last call (services in two
         partitions whose values cannot be combined here)."""
@@ -374,7 +259,7 @@ class PrometheusAdapter:
         if not specs:
             return None
         step = choose_step(self._window, self.min_step) if self._window else 60.0
-        return render_promql(specs[0], step, self.rate_window)
+        return render_promql(specs[0], step, self.interval_seconds, self.rate_window)
 
     def signals(
         self, catalog: Catalog, window: Window, step: float, *, deadline: float | None = None
@@ -392,6 +277,7 @@ class PrometheusAdapter:
         """
         self._window = window
         step = max(float(step), choose_step(window, self.min_step))
+        interval = self.known_interval or self.interval(window, catalog)
         # The grid starts at the baseline start itself, not at a step multiple:
         # the bundle backend samples the same instants, so both backends agree.
         start = window.baseline_start
@@ -405,10 +291,11 @@ class PrometheusAdapter:
             for role, specs in catalog.roles.items()
             for i, spec in enumerate(specs)
         ]
-        frames, warnings, fallbacks = self._run(jobs, start, end, step, stop_at, limit)
+        frames, warnings, fallbacks = self._run(jobs, start, end, step, stop_at, limit, interval)
         queries: dict[str, str] = {}
         links: dict[str, str] = {}
         kept: list[pd.DataFrame] = []
+        winners: list[tuple[SignalSpec, list[str]]] = []
         for role, specs in catalog.roles.items():
             seen: set[str] = set()
             for i in range(len(specs)):
@@ -420,25 +307,188 @@ class PrometheusAdapter:
                 if frame.empty:
                     continue
                 seen.update(frame["service"].unique())
+                winners.append((specs[i], [str(x) for x in frame["service"].unique()]))
                 kept.append(frame)
                 queries.setdefault(role, query)
                 links.setdefault(role, self.graph_url(query, start, end, step))
+        extra, notes, generic_query = (
+            self._generic(start, end, step, interval, winners, stop_at)
+            if self.generic
+            else (None, [], "")
+        )
+        if extra is not None:
+            kept.append(extra)
+            queries.setdefault(GENERIC, generic_query)
+            links.setdefault(GENERIC, self.graph_url(generic_query, start, end, step))
+        warnings += notes
         self.queries, self.links, self.warnings, self.fallbacks = (
             queries,
             links,
             warnings,
             fallbacks,
         )
+        self.interval_seconds = interval
         out = (
             pd.concat(kept, ignore_index=True).loc[:, list(SIGNAL_COLUMNS)]
             if kept
             else empty_frame(SIGNAL_COLUMNS)
         )
-        out.attrs["warnings"] = list(warnings)
+        out.attrs.update(warnings=list(warnings), step=step, interval=interval)
         return out
 
+    def interval(self, window: Window, catalog: Catalog | None = None) -> float | None:
+        """The data's sample interval (seconds) before the window, ``None`` when unknown.
+
+        Learned from the data first: the median over series of ``R /
+        count_over_time(x[R])`` over the ``R`` (at most 10 minutes) before
+        ``window.start``, for ``up`` (one sample per scrape), else for the
+        series the catalog names. Failing both (no data there), the median
+        ``scrapeInterval`` of the active targets (``/api/v1/targets``), which
+        says how Prometheus scrapes now, not necessarily how it did then.
+        A backend that cannot answer these gives ``None``, never an error.
+        """
+        reach = min(600.0, window.start - window.baseline_start)
+        if reach < 1:
+            reach = 600.0
+        rng = duration(reach)
+        selectors = ["up"]
+        if catalog is not None:
+            names = sorted(
+                {
+                    s.metric + ("_bucket" if s.kind == "histogram" else "")
+                    for s in catalog.all_specs()
+                    if s.metric
+                }
+            )
+            if names:
+                selectors.append(f"{{__name__=~{promql_string(regex_alternation(names))}}}")
+        for sel in selectors:
+            query = f"quantile(0.5, {reach:g} / count_over_time({sel}[{rng}]))"
+            try:
+                rows = self.instant(query, at=window.start)
+            except SourceError:
+                return None  # down or refusing: the signals call says so, not this probe
+            values = [v for _, v in rows if math.isfinite(v) and v > 0]
+            if values:
+                return snap_interval(values[0])
+        return self._target_interval()
+
+    def _target_interval(self) -> float | None:
+        """The median scrape interval of the active targets (``None``: no targets API)."""
+        try:
+            response = self.http.request("GET", "/api/v1/targets", params={"state": "active"})
+            body = self.http.parse_json(response, "/api/v1/targets")
+        except SourceError:
+            return None
+        targets = ((body or {}).get("data") or {}).get("activeTargets") or []
+        seconds = [
+            _parse_duration(str(t.get("scrapeInterval", "")))
+            for t in targets
+            if isinstance(t, dict)
+        ]
+        known = sorted(x for x in seconds if x)
+        return snap_interval(known[len(known) // 2]) if known else None
+
+    def _generic(
+        self,
+        start: float,
+        end: float,
+        step: float,
+        interval: float | None,
+        winners: list[tuple[SignalSpec, list[str]]],
+        stop_at: float,
+    ) -> tuple[pd.DataFrame | None, list[str], str]:
+        """Every series that names a service and no winning alternative used (role ``series``).
+
+        One ``sum by (__name__, <label>, le, quantile)`` range query per
+        service label (see :mod:`correlator.generic`), at most
+        :data:`correlator.generic.MAX_SERIES` series in all (a warning says
+        when more were there). A query the backend refuses or does not
+        answer in time is a warning: the catalog's data stands without it.
+        """
+        labels = service_labels(SignalSpec(GENERIC, "", "gauge"))
+        queries = []
+        for i, label in enumerate(labels):
+            sel = ",".join(['__name__=~".+"', *(f'{p}=""' for p in labels[:i]), f'{label}!=""'])
+            if label == "pod":
+                inner = (
+                    f"label_replace({{{sel}}}, {promql_string(SERVICE_LABEL)}, "
+                    f"{promql_string('$1')}, {promql_string('pod')}, {promql_string(POD_REGEX)})"
+                )
+                queries.append(
+                    (SERVICE_LABEL, f"sum by (__name__, {SERVICE_LABEL}, le, quantile) ({inner})")
+                )
+            else:
+                queries.append((label, f"sum by (__name__, {label}, le, quantile) ({{{sel}}})"))
+        warnings: list[str] = []
+        results: list[tuple[str, list[Series]]] = []
+        pool = cf.ThreadPoolExecutor(
+            max_workers=max(1, min(self.concurrency, len(queries))),
+            thread_name_prefix=f"{self.name}-generic",
+        )
+        try:
+            futures = [
+                pool.submit(
+                    self.query_range, q, start, end, step, max(stop_at - time.monotonic(), 1.0)
+                )
+                for _, q in queries
+            ]
+            for (label, _query), fut in zip(queries, futures, strict=True):
+                try:
+                    results.append(
+                        (label, fut.result(timeout=max(stop_at - time.monotonic(), 0.0)))
+                    )
+                except cf.TimeoutError:
+                    warnings.append(f"uncatalogued series by {label}: unanswered in time")
+                except SourceError as err:
+                    warnings.append(f"uncatalogued series by {label}: {err}")
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        grid = np.arange(start, end + step / 2, step, dtype=np.float64)
+        names = {labels_.get("__name__", "") for _, got in results for labels_, _, _ in got}
+        taken = generic.taken_pairs(winners, names)
+        index: dict[tuple[str, str, str, str, generic.Part], int] = {}
+        cells: list[tuple[int, npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
+        dropped = 0
+        for label, got in results:
+            for lbls, ts, values in got:
+                name, service = lbls.get("__name__", ""), lbls.get(label, "")
+                le, q = lbls.get("le", ""), lbls.get("quantile", "")
+                part = generic.classify(name, bool(le), bool(q))
+                if not name or not service or part == "skip":
+                    continue
+                if (generic.base_family(name), service) in taken:
+                    continue
+                key = (name, service, le, q, part)
+                if key not in index and len(index) >= generic.MAX_SERIES:
+                    dropped += 1
+                    continue
+                cells.append((index.setdefault(key, len(index)), ts, values))
+        if dropped:
+            warnings.append(
+                f"{len(index) + dropped} uncatalogued series named a service; only the first "
+                f"{generic.MAX_SERIES} were read (add the rest to a catalog to judge them)"
+            )
+        if not index:
+            return None, warnings, queries[0][1]
+        sums = np.full((len(index), len(grid)), np.nan)
+        for row, ts, values in cells:
+            at = np.rint((ts - start) / step).astype(np.int64)
+            ok = (at >= 0) & (at < len(grid)) & ~np.isnan(values)
+            at, v = at[ok], values[ok]
+            sums[row, at] = np.where(np.isnan(sums[row, at]), 0.0, sums[row, at]) + v
+        keys, matrix = generic.derive(list(index), sums, step, interval)
+        return _generic_frame(keys, grid, matrix), warnings, queries[0][1]
+
     def _run(
-        self, jobs: list[_Job], start: float, end: float, step: float, stop_at: float, limit: str
+        self,
+        jobs: list[_Job],
+        start: float,
+        end: float,
+        step: float,
+        stop_at: float,
+        limit: str,
+        interval: float | None = None,
     ) -> tuple[dict[tuple[str, int], tuple[pd.DataFrame, str]], list[str], int]:
         """Fetch every job, ``concurrency`` at a time, until ``stop_at`` (``limit`` names it)."""
         failed = threading.Event()
@@ -451,7 +501,7 @@ class PrometheusAdapter:
             if failed.is_set() or time.monotonic() >= stop_at:
                 return None  # the call has given up: send nothing more
             try:
-                return self._fetch(job.spec, start, end, step, stop_at)
+                return self._fetch(job.spec, start, end, step, stop_at, interval)
             except SourceError as err:
                 if getattr(err, "status", None) not in (400, 422):
                     failed.set()
@@ -498,21 +548,63 @@ class PrometheusAdapter:
         return results, warnings, fallbacks
 
     def _fetch(
-        self, spec: SignalSpec, start: float, end: float, step: float, stop_at: float
+        self,
+        spec: SignalSpec,
+        start: float,
+        end: float,
+        step: float,
+        stop_at: float,
+        interval: float | None = None,
     ) -> tuple[pd.DataFrame, str, bool]:
         """One spec as a frame, with the query that produced it and whether it fell back."""
-        query = render_promql(spec, step, self.rate_window)
+        query = render_promql(spec, step, interval, self.rate_window)
         remaining = stop_at - time.monotonic()
         series = self.query_range(query, start, end, step, timeout=remaining)
         frame = _to_frame(spec, series)
         if frame is not None:
             return frame, query, False
         # A service spans partitions and its values cannot be combined here.
-        query = render_chain(spec, step, self.rate_window)
+        query = render_chain(spec, step, interval, self.rate_window)
         remaining = stop_at - time.monotonic()
         series = self.query_range(query, start, end, step, timeout=max(remaining, 1.0))
         frame = _to_frame(spec, series)
         return (frame if frame is not None else empty_frame(SIGNAL_COLUMNS)), query, True
+
+
+def _parse_duration(text: str) -> float | None:
+    """A Prometheus duration (``15s``, ``1m30s``, ``500ms``) in seconds (``None``: not one)."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    total, number, i = 0.0, "", 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit():
+            number += ch
+            i += 1
+            continue
+        unit = "ms" if text.startswith("ms", i) else ch
+        if not number or unit not in units:
+            return None
+        total += int(number) * units[unit]
+        number, i = "", i + len(unit)
+    return total if total > 0 and not number else None
+
+
+def _generic_frame(
+    keys: list[tuple[str, str]], grid: npt.NDArray[np.float64], matrix: npt.NDArray[np.float64]
+) -> pd.DataFrame | None:
+    """Generic rows (``series``, service, detail = metric name) as a ``SIGNAL_COLUMNS`` frame."""
+    g, t = np.nonzero(~np.isnan(matrix))
+    if not len(g):
+        return None
+    services = np.array([k[0] for k in keys], dtype=object)
+    details = np.array([k[1] for k in keys], dtype=object)
+    data: dict[str, Any] = {c: pd.Series([None] * len(g), dtype="object") for c in _DIM_COLUMNS}
+    data["role"] = pd.Series(np.full(len(g), GENERIC, dtype=object), dtype="object")
+    data["service"] = pd.Series(services[g], dtype="object")
+    data["detail"] = pd.Series(details[g], dtype="object")
+    data["ts"] = grid[t]
+    data["value"] = matrix[g, t]
+    return pd.DataFrame(data, columns=list(SIGNAL_COLUMNS))
 
 
 def _combine(

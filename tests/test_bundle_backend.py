@@ -273,8 +273,11 @@ def test_grid_and_query_for(backend: BundleBackend) -> None:
     ts = sorted(set(df["ts"]))
     assert ts[0] == T0 and ts[-1] == T0 + 7200 and ts[1] - ts[0] == 60
     backend.alert(alert_fingerprint(LABELS))
-    assert backend.query_for(default_catalog(), "latency") == (
-        "histogram_quantile(0.95, sum by (le, service) (rate(req_seconds_bucket[240s])))"
+    # The rate range follows the data's 15 s interval: max(step + 15 s, 4 * 15 s) at step 60 s.
+    latency = backend.query_for(default_catalog(), "latency")
+    assert latency is not None and latency.startswith(
+        "histogram_quantile(0.95, sum by (le, service) (rate(req_seconds_bucket"
+        '{service!=""}[75s]))) or '
     )
     q = backend.query_for(default_catalog(), "error_rate")
     assert q is not None and 'status_code="STATUS_CODE_ERROR"' in q

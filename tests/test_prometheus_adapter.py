@@ -15,7 +15,7 @@ from correlator.adapters.prometheus import (
     render_promql,
 )
 
-from correlator.catalog import Catalog, Matcher, SignalSpec, default_catalog
+from correlator.catalog import SERVICE_LABELS, Catalog, Matcher, SignalSpec, default_catalog
 from correlator.escape import regex_alternation
 from correlator.http import HttpSettings
 from correlator.model import SIGNAL_COLUMNS, Window
@@ -71,7 +71,8 @@ def prom(prometheus_server, tmp_path_factory) -> str:  # type: ignore[no-untyped
 
 @pytest.fixture
 def adapter(prom: str) -> Iterator[PrometheusAdapter]:
-    a = PrometheusAdapter(HttpSettings(name="prometheus", url=prom))
+    # The catalog's roles only (the uncatalogued-series path has tests of its own).
+    a = PrometheusAdapter(HttpSettings(name="prometheus", url=prom), generic=False)
     yield a
     a.close()
 
@@ -108,8 +109,13 @@ def test_one_request_per_spec_regardless_of_service_count(prom: str) -> None:
         adapter = PrometheusAdapter(HttpSettings(name="prometheus", url=prom), client)
         frame = adapter.signals(catalog, WINDOW, 60)
     assert frame[frame.role == "request_rate"].service.nunique() == len(SERVICES) + len(FILLER)
-    assert len(sent) == len(list(catalog.all_specs()))
-    assert all(r.url.path == "/api/v1/query_range" for r in sent)
+    # One range query per spec, one per service label for the uncatalogued series, and
+    # at most three probes of the sample interval (data, then the targets API).
+    ranges = [r for r in sent if r.url.path == "/api/v1/query_range"]
+    assert len(ranges) == len(list(catalog.all_specs())) + len(SERVICE_LABELS)
+    probes = [r for r in sent if r.url.path != "/api/v1/query_range"]
+    assert len(probes) <= 3
+    assert {r.url.path for r in probes} <= {"/api/v1/query", "/api/v1/targets"}
 
 
 def _only(spec: SignalSpec) -> Catalog:
@@ -172,12 +178,14 @@ def test_render_promql_shapes() -> None:
         "sum by (service_name) (rate(traces_span_metrics_calls_total"
         '{span_kind="SPAN_KIND_SERVER",service_name!=""}[240s])) or sum by (service) ('
     )
-    assert 'service_name="",service="",job="",pod!=""' in counter
+    assert 'service_name="",service="",k8s_deployment_name="",' in counter
+    assert 'app="",pod!=""' in counter  # the pod name before container and job
     assert counter.count("label_replace(") == 1  # only the pod partition needs a regex
     assert "[240s]" in counter  # promql.range_seconds: max(4 * step, 60s)
-    hist = render_promql(default_catalog().specs("latency")[4], 30)
+    istio = next(s for s in default_catalog().specs("latency") if s.source == "istio")
+    hist = render_promql(istio, 30)
     assert hist.startswith("(histogram_quantile(0.95, sum by (le, destination_workload) (")
     assert hist.endswith(") * 0.001")
-    chain = render_chain(default_catalog().specs("latency")[4], 30)
+    chain = render_chain(istio, 30)
     assert chain.startswith("(histogram_quantile(0.95, sum by (le, correlator_service) (")
     assert chain.count("label_replace(") == 5

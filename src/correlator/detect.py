@@ -81,6 +81,7 @@ _FLOORS: dict[str, float] = {
     "db_locks": 2.0,
 }
 
+
 @dataclass(frozen=True)
 class DetectConfig:
     """Thresholds of the detector."""
