@@ -340,16 +340,18 @@ class PrometheusAdapter:
         """The data's sample interval (seconds) before the window, ``None`` when unknown.
 
         Learned from the data first: the median over series of ``R /
-        count_over_time(x[R])`` over the ``R`` (at most 10 minutes) before
+        count_over_time(x[R])`` over the ``R`` (at most an hour) before
         ``window.start``, for ``up`` (one sample per scrape), else for the
         series the catalog names. Failing both (no data there), the median
         ``scrapeInterval`` of the active targets (``/api/v1/targets``), which
         says how Prometheus scrapes now, not necessarily how it did then.
         A backend that cannot answer these gives ``None``, never an error.
         """
-        reach = min(600.0, window.start - window.baseline_start)
+        # A long reach keeps the estimate within a few percent (a count is off by one
+        # sample at either edge), which snap_interval then rounds off.
+        reach = min(3600.0, window.start - window.baseline_start)
         if reach < 1:
-            reach = 600.0
+            reach = 3600.0
         rng = duration(reach)
         selectors = ["up"]
         if catalog is not None:

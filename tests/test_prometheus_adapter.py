@@ -27,7 +27,10 @@ T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 SPAN = 3600
 STEP = 15
 HOSTILE = '"} or vector(1) # \\ \n.*'
-SERVICES = {"checkout": 10.0, "payment": 2.0, "a.b": 1.0, "aXb": 3.0, HOSTILE: 5.0}
+#: Label values PromQL must quote exactly: a tab (escaped as \t) and a backslash followed
+#: by "t" (two characters, not a tab), unicode, a closing brace and a quote.
+AWKWARD = {"tab\there": 1.5, "back\\tslash": 2.5, "zürich ✓ 東京": 3.5, "brace}": 4.5, 'quo"te': 5.5}
+SERVICES = {"checkout": 10.0, "payment": 2.0, "a.b": 1.0, "aXb": 3.0, HOSTILE: 5.0, **AWKWARD}
 FILLER = [f"svc-{i:03d}" for i in range(60)]
 
 
@@ -122,7 +125,7 @@ def _only(spec: SignalSpec) -> Catalog:
     return Catalog({spec.role: (spec,)})
 
 
-@pytest.mark.parametrize("value", [HOSTILE, "a.b", "checkout"])
+@pytest.mark.parametrize("value", [HOSTILE, "a.b", "checkout", *AWKWARD])
 def test_hostile_label_values_select_only_their_series(
     adapter: PrometheusAdapter, value: str
 ) -> None:
@@ -138,6 +141,30 @@ def test_hostile_label_values_select_only_their_series(
     frame = adapter.signals(_only(spec), WINDOW, 60)
     assert set(frame.service) == {value}
     assert frame.value.median() == pytest.approx(SERVICES[value] * 0.9, rel=1e-6)
+
+
+def test_the_adapter_sends_exactly_what_promql_renders(prom: str) -> None:
+    """One renderer: the text on the wire is promql.render's, tab escaped as in PromQL."""
+    from correlator import promql
+
+    sent: list[httpx.Request] = []
+    spec = SignalSpec(
+        "request_rate",
+        "traces_span_metrics_calls_total",
+        "counter",
+        matchers=(Matcher("service_name", "=", "tab\there"),),
+    )
+    with httpx.Client(event_hooks={"request": [sent.append]}) as client:
+        adapter = PrometheusAdapter(
+            HttpSettings(name="prometheus", url=prom), client, interval=15.0, generic=False
+        )
+        frame = adapter.signals(_only(spec), WINDOW, 60)
+    assert set(frame.service) == {"tab\there"}
+    rendered = promql.render(spec, 60, 15.0)
+    assert 'service_name="tab\\there"' in rendered and "\t" not in rendered  # no raw tab
+    forms = [dict(httpx.QueryParams(r.content.decode())) for r in sent]
+    assert [f["query"] for f in forms] == [rendered]
+    assert spec.selector() == promql.selector(spec)
 
 
 def test_regex_matcher_escapes_metacharacters(prom: str, adapter: PrometheusAdapter) -> None:

@@ -80,6 +80,7 @@ SERVICE_LABELS: tuple[str, ...] = (
     "application",
     "app",
     "pod",
+    "container_label_com_docker_compose_service",
     "container",
     "container_name",
     "job",
@@ -291,7 +292,16 @@ _SERVER = _m("span_kind", "=", "SPAN_KIND_SERVER")
 _CONTAINER = (_m("container", "!=", ""), _m("container", "!=", "POD"))
 #: cAdvisor and kube-state-metrics series: a workload label, else the pod name, else
 #: the container (series aggregated per container carry no pod).
-_POD_ONLY: tuple[str, ...] = ("service", "app", "application", "pod", "container", "container_name")
+_COMPOSE = "container_label_com_docker_compose_service"
+_POD_ONLY: tuple[str, ...] = (
+    "service",
+    "app",
+    "application",
+    "pod",
+    _COMPOSE,
+    "container",
+    "container_name",
+)
 #: Summary quantiles from p90 up: the highest one a service exports wins (``max``).
 _HIGH_QUANTILE = _m("quantile", "=~", "0\\.9[0-9]*|1")
 _HTTP_5XX_OLD = _m("http_status_code", "=~", "5..")
@@ -458,6 +468,23 @@ def _containers() -> list[SignalSpec]:
     ]
     for family in ("working_set_bytes", "usage_bytes", "rss", "cache"):
         s.append(cadvisor("memory", f"container_memory_{family}", "gauge", dims={"pod": "pod"}))
+    # cAdvisor beside Docker Compose: no container label, the Compose service names it.
+    compose = (_m(_COMPOSE, "!=", ""),)
+    for role, metric, kind in (
+        ("cpu", "container_cpu_usage_seconds_total", "counter"),
+        ("memory", "container_memory_working_set_bytes", "gauge"),
+        ("memory", "container_memory_usage_bytes", "gauge"),
+    ):
+        s.append(
+            SignalSpec(
+                role,
+                metric,
+                kind,  # type: ignore[arg-type]
+                service_labels=(_COMPOSE,),
+                matchers=compose,
+                source="cadvisor (docker compose)",
+            )
+        )
     # Network counters live on the pod's sandbox (container "POD" or ""), not the containers.
     s += [
         cadvisor(

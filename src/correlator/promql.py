@@ -76,6 +76,8 @@ _DEPLOYMENT_POD = "(?s)(.+)-[0-9a-z]{5,10}-[0-9a-z]{5}"
 # (?s): a label value may hold a newline, and "." must match it too.
 _ANY = "(?s)(.+)"
 _STATEFUL_POD = "(?s)(.+)-[0-9]+"
+#: Scrape intervals people configure; an estimate near one is taken as it.
+COMMON_INTERVALS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 #: Assumed sample interval when neither the data nor the backend tells (Grafana's default).
 DEFAULT_INTERVAL = 15.0
 
@@ -107,9 +109,14 @@ def snap_interval(seconds: float) -> float:
     """An interval estimate rounded to what scrapers are configured with.
 
     Scrape jitter and window edges move an estimate by a few percent; a value
-    within 5 % of whole seconds is taken as whole seconds (so both backends,
-    estimating differently, agree on the ``rate()`` range), else milliseconds.
+    within 5 % of a common scrape interval (:data:`COMMON_INTERVALS`) is taken
+    as that interval, else within 5 % of whole seconds as whole seconds (so both
+    backends, estimating differently, agree on the ``rate()`` range), else it
+    is kept to the millisecond.
     """
+    for common in COMMON_INTERVALS:
+        if abs(seconds - common) <= 0.05 * common:
+            return common
     whole = round(seconds)
     if whole >= 1 and abs(seconds - whole) <= 0.05 * seconds:
         return float(whole)
