@@ -538,12 +538,8 @@ def _generic(
     every = _generic_rows(metrics)
     if not every.rows:
         return None, []
-    taken = generic.taken_pairs(winners, metrics.index)
-    pick = [
-        k
-        for k, (key, family) in enumerate(zip(every.keys, every.families, strict=True))
-        if (family, key[1]) not in taken
-    ]
+    taken = generic.taken_families(winners, metrics.index)
+    pick = [k for k, family in enumerate(every.families) if family not in taken]
     if not pick:
         return None, []
     index: dict[tuple[str, str, str, str, generic.Part], int] = {}

@@ -40,9 +40,9 @@ import concurrent.futures as cf
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import httpx
@@ -84,6 +84,8 @@ __all__ = [
 MAX_POINTS = 11_000
 #: Queries in flight at once against one backend.
 DEFAULT_CONCURRENCY = 4
+_T = TypeVar("_T")
+_NO_TIME = "uncatalogued series: no time left to read them"
 Series = tuple[dict[str, str], npt.NDArray[np.float64], npt.NDArray[np.float64]]
 _DIM_COLUMNS = ("peer", "pod", "node", "zone", "version", "detail")
 
@@ -277,7 +279,6 @@ class PrometheusAdapter:
         """
         self._window = window
         step = max(float(step), choose_step(window, self.min_step))
-        interval = self.known_interval or self.interval(window, catalog)
         # The grid starts at the baseline start itself, not at a step multiple:
         # the bundle backend samples the same instants, so both backends agree.
         start = window.baseline_start
@@ -286,6 +287,7 @@ class PrometheusAdapter:
         limit = f"the {self.budget:g}s budget"
         if deadline is not None and deadline < stop_at:
             stop_at, limit = deadline, "the deadline"
+        interval = self.known_interval or self._probe(window, catalog, stop_at)
         jobs = [
             _Job(role, i, spec)
             for role, specs in catalog.roles.items()
@@ -320,6 +322,10 @@ class PrometheusAdapter:
             kept.append(extra)
             queries.setdefault(GENERIC, generic_query)
             links.setdefault(GENERIC, self.graph_url(generic_query, start, end, step))
+        if notes == [_NO_TIME] and any("abandoned" in w for w in warnings):
+            # One gap says it: what was abandoned, the uncatalogued series with it.
+            notes = []
+            warnings[-1] += "; and the uncatalogued series"
         warnings += notes
         self.queries, self.links, self.warnings, self.fallbacks = (
             queries,
@@ -375,6 +381,13 @@ class PrometheusAdapter:
                 return snap_interval(values[0])
         return self._target_interval()
 
+    def _probe(self, window: Window, catalog: Catalog, stop_at: float) -> float | None:
+        """:meth:`interval`, given up on (``None``) at ``stop_at`` rather than waited for."""
+        try:
+            return _bounded(stop_at, self.interval, window, catalog)
+        except cf.TimeoutError:
+            return None
+
     def _target_interval(self) -> float | None:
         """The median scrape interval of the active targets (``None``: no targets API)."""
         try:
@@ -409,9 +422,11 @@ class PrometheusAdapter:
         answer in time is a warning: the catalog's data stands without it.
         """
         labels = service_labels(SignalSpec(GENERIC, "", "gauge"))
+        taken = generic.taken_regex(winners)
+        names = ['__name__=~".+"'] + ([f"__name__!~{promql_string(taken)}"] if taken else [])
         queries = []
         for i, label in enumerate(labels):
-            sel = ",".join(['__name__=~".+"', *(f'{p}=""' for p in labels[:i]), f'{label}!=""'])
+            sel = ",".join([*names, *(f'{p}=""' for p in labels[:i]), f'{label}!=""'])
             if label == "pod":
                 inner = (
                     f"label_replace({{{sel}}}, {promql_string(SERVICE_LABEL)}, "
@@ -423,6 +438,9 @@ class PrometheusAdapter:
             else:
                 queries.append((label, f"sum by (__name__, {label}, le, quantile) ({{{sel}}})"))
         warnings: list[str] = []
+        if time.monotonic() >= stop_at:
+            return None, [_NO_TIME], ""
+        queries = self._within_cap(queries, end, warnings, stop_at)
         results: list[tuple[str, list[Series]]] = []
         pool = cf.ThreadPoolExecutor(
             max_workers=max(1, min(self.concurrency, len(queries))),
@@ -447,8 +465,8 @@ class PrometheusAdapter:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         grid = np.arange(start, end + step / 2, step, dtype=np.float64)
-        names = {labels_.get("__name__", "") for _, got in results for labels_, _, _ in got}
-        taken = generic.taken_pairs(winners, names)
+        names_seen = {labels_.get("__name__", "") for _, got in results for labels_, _, _ in got}
+        families = generic.taken_families(winners, names_seen)
         index: dict[tuple[str, str, str, str, generic.Part], int] = {}
         cells: list[tuple[int, npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
         dropped = 0
@@ -459,8 +477,8 @@ class PrometheusAdapter:
                 part = generic.classify(name, bool(le), bool(q))
                 if not name or not service or part == "skip":
                     continue
-                if (generic.base_family(name), service) in taken:
-                    continue
+                if generic.base_family(name) in families:
+                    continue  # the server left these out already; a regex spec's names
                 key = (name, service, le, q, part)
                 if key not in index and len(index) >= generic.MAX_SERIES:
                     dropped += 1
@@ -472,7 +490,7 @@ class PrometheusAdapter:
                 f"{generic.MAX_SERIES} were read (add the rest to a catalog to judge them)"
             )
         if not index:
-            return None, warnings, queries[0][1]
+            return None, warnings, queries[0][1] if queries else ""
         sums = np.full((len(index), len(grid)), np.nan)
         for row, ts, values in cells:
             at = np.rint((ts - start) / step).astype(np.int64)
@@ -480,7 +498,47 @@ class PrometheusAdapter:
             at, v = at[ok], values[ok]
             sums[row, at] = np.where(np.isnan(sums[row, at]), 0.0, sums[row, at]) + v
         keys, matrix = generic.derive(list(index), sums, step, interval)
-        return _generic_frame(keys, grid, matrix), warnings, queries[0][1]
+        return _generic_frame(keys, grid, matrix), warnings, queries[0][1] if queries else ""
+
+    def _within_cap(
+        self, queries: list[tuple[str, str]], at: float, warnings: list[str], stop_at: float
+    ) -> list[tuple[str, str]]:
+        """The generic queries whose series fit :data:`correlator.generic.MAX_SERIES`.
+
+        One instant query counts each query's series at ``at``; queries are
+        kept in precedence order while they fit, the rest are named in a
+        warning. When the count cannot be had, every query goes (each answer
+        is still capped as it is read).
+        """
+        if not queries:
+            return queries
+        parts = [
+            f"label_replace(count({q}) or vector(0), {promql_string('correlator_part')}, "
+            f"{promql_string(str(i))}, {promql_string('')}, {promql_string('')})"
+            for i, (_, q) in enumerate(queries)
+        ]
+        try:
+            rows = _bounded(stop_at, self.instant, " or ".join(parts), at)
+        except cf.TimeoutError:
+            warnings.append("uncatalogued series: not counted in time; left out")
+            return []
+        except SourceError:
+            return queries
+        counts = {int(lbl.get("correlator_part", "-1")): v for lbl, v in rows}
+        kept: list[tuple[str, str]] = []
+        total = 0.0
+        for i, (label, query) in enumerate(queries):
+            n = counts.get(i, 0.0)
+            if total + n > generic.MAX_SERIES:
+                warnings.append(
+                    f"uncatalogued series by {label}: {n:g} series would pass the cap of "
+                    f"{generic.MAX_SERIES}; left out (name them in a catalog to judge them)"
+                )
+                continue
+            # A query with no series now is still sent: its series may be in the baseline only.
+            total += n
+            kept.append((label, query))
+        return kept
 
     def _run(
         self,
@@ -571,6 +629,19 @@ class PrometheusAdapter:
         series = self.query_range(query, start, end, step, timeout=max(remaining, 1.0))
         frame = _to_frame(spec, series)
         return (frame if frame is not None else empty_frame(SIGNAL_COLUMNS)), query, True
+
+
+def _bounded(stop_at: float, fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` in a thread of its own, waited for until ``stop_at`` at most.
+
+    Raises :class:`concurrent.futures.TimeoutError` when time runs out; the
+    thread then ends with its HTTP timeout, unwaited.
+    """
+    pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prometheus-probe")
+    try:
+        return pool.submit(fn, *args).result(timeout=max(stop_at - time.monotonic(), 0.0))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _parse_duration(text: str) -> float | None:

@@ -91,7 +91,9 @@ def families(interval: float, span: float) -> list[Family]:
     waits: list[Sample] = []
     for le, share in (("0.1", 0.5), ("1", 0.98), ("+Inf", 1.0)):
         for t in ts:
-            waits.append(("shop_wait_seconds_bucket", {"app": "cart", "le": le}, t, share * (t - T0)))
+            waits.append(
+                ("shop_wait_seconds_bucket", {"app": "cart", "le": le}, t, share * (t - T0))
+            )
     for t in ts:
         waits.append(("shop_wait_seconds_count", {"app": "cart"}, t, t - T0))
         waits.append(("shop_wait_seconds_sum", {"app": "cart"}, t, 0.2 * (t - T0)))

@@ -29,7 +29,13 @@ STEP = 15
 HOSTILE = '"} or vector(1) # \\ \n.*'
 #: Label values PromQL must quote exactly: a tab (escaped as \t) and a backslash followed
 #: by "t" (two characters, not a tab), unicode, a closing brace and a quote.
-AWKWARD = {"tab\there": 1.5, "back\\tslash": 2.5, "zürich ✓ 東京": 3.5, "brace}": 4.5, 'quo"te': 5.5}
+AWKWARD = {
+    "tab\there": 1.5,
+    "back\\tslash": 2.5,
+    "zürich ✓ 東京": 3.5,
+    "brace}": 4.5,
+    'quo"te': 5.5,
+}
 SERVICES = {"checkout": 10.0, "payment": 2.0, "a.b": 1.0, "aXb": 3.0, HOSTILE: 5.0, **AWKWARD}
 FILLER = [f"svc-{i:03d}" for i in range(60)]
 
@@ -113,11 +119,12 @@ def test_one_request_per_spec_regardless_of_service_count(prom: str) -> None:
         frame = adapter.signals(catalog, WINDOW, 60)
     assert frame[frame.role == "request_rate"].service.nunique() == len(SERVICES) + len(FILLER)
     # One range query per spec, one per service label for the uncatalogued series, and
-    # at most three probes of the sample interval (data, then the targets API).
+    # instant probes: at most three of the sample interval (data, then the targets API)
+    # and one count of the uncatalogued series.
     ranges = [r for r in sent if r.url.path == "/api/v1/query_range"]
     assert len(ranges) == len(list(catalog.all_specs())) + len(SERVICE_LABELS)
     probes = [r for r in sent if r.url.path != "/api/v1/query_range"]
-    assert len(probes) <= 3
+    assert len(probes) <= 4
     assert {r.url.path for r in probes} <= {"/api/v1/query", "/api/v1/targets"}
 
 
@@ -208,7 +215,7 @@ def test_render_promql_shapes() -> None:
     assert 'service_name="",service="",k8s_deployment_name="",' in counter
     assert 'app="",pod!=""' in counter  # the pod name before container and job
     assert counter.count("label_replace(") == 1  # only the pod partition needs a regex
-    assert "[240s]" in counter  # promql.range_seconds: max(4 * step, 60s)
+    assert "[240s]" in counter  # promql.rate_range with the interval unknown: 4 * step
     istio = next(s for s in default_catalog().specs("latency") if s.source == "istio")
     hist = render_promql(istio, 30)
     assert hist.startswith("(histogram_quantile(0.95, sum by (le, destination_workload) (")

@@ -2,8 +2,9 @@
 
 The catalog adds meaning, never visibility: every numeric series that names
 a service reaches the engine, as the role :data:`correlator.roles.GENERIC`
-(``series``) with its metric name in the ``detail`` column, when no role's
-winning alternative already used its family for that service.
+(``series``) with its metric name in the ``detail`` column, unless a role's
+alternative already used its family (:func:`taken_families`: a family is
+sent once, as its role, never also as ``series``).
 
 Both metric backends compute it the same way, so that they agree point by
 point: per sample name, service (the first non-empty of
@@ -36,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from correlator.catalog import SERVICE_LABELS, SignalSpec, service_from_pod
+from correlator.escape import regex_literal
 from correlator.promql import rate_range
 
 __all__ = [
@@ -46,7 +48,8 @@ __all__ = [
     "derive",
     "quantile_of_buckets",
     "service_of_labels",
-    "taken_pairs",
+    "taken_families",
+    "taken_regex",
 ]
 
 #: At most this many aggregated generic series are read from one backend.
@@ -92,25 +95,50 @@ def service_of_labels(labels: Mapping[str, str]) -> str | None:
     return None
 
 
-def taken_pairs(
+def taken_families(
     winners: Iterable[tuple[SignalSpec, Iterable[str]]], names: Iterable[str]
-) -> set[tuple[str, str]]:
-    """``(family, service)`` pairs a catalog role already used (not to be sent again).
+) -> set[str]:
+    """Families a catalog role already used for some service (not to be sent again).
 
-    ``winners``: each alternative that gave data, with the services it gave
-    it for; ``names``: the sample names the generic path sees (alternatives
-    selecting by a ``__name__`` regex take the families whose names match).
+    ``winners``: each alternative with the services it gave data for (those
+    with none take nothing); ``names``: the sample names the generic path
+    sees (an alternative selecting by a ``__name__`` regex takes the families
+    whose names match). A family is left out for every service, not only for
+    the ones its role covered, so that a backend can leave it out server-side.
     """
-    out: set[tuple[str, str]] = set()
+    out: set[str] = set()
     every = list(dict.fromkeys(names))
     for spec, services in winners:
+        if not list(services):
+            continue
         if spec.metric:
-            families = {base_family(spec.metric)}
-        else:
-            by_name = [m for m in spec.matchers if m.label == "__name__"]
-            families = {base_family(n) for n in every if all(m.matches(n) for m in by_name)}
-        out.update((f, s) for s in services for f in families)
+            out.add(base_family(spec.metric))
+            continue
+        by_name = [m for m in spec.matchers if m.label == "__name__"]
+        out.update(base_family(n) for n in every if all(m.matches(n) for m in by_name))
     return out
+
+
+def taken_regex(winners: Iterable[tuple[SignalSpec, Iterable[str]]]) -> str | None:
+    """An RE2 regex matching every sample name of :func:`taken_families` (``None``: none).
+
+    For a backend to leave those families out of its query (``__name__!~...``).
+    """
+    parts: list[str] = []
+    for spec, services in winners:
+        if not list(services):
+            continue
+        if spec.metric:
+            parts.append(regex_literal(base_family(spec.metric)))
+            continue
+        parts += [m.value for m in spec.matchers if m.label == "__name__" and m.op == "=~"]
+        parts += [
+            regex_literal(m.value) for m in spec.matchers if m.label == "__name__" and m.op == "="
+        ]
+    if not parts:
+        return None
+    alternatives = "|".join(f"(?:{p})" for p in dict.fromkeys(parts))
+    return f"(?:{alternatives})(?:_bucket|_count|_sum)?"
 
 
 def quantile_of_buckets(q: float, les: Float64s, counts: Float64s) -> Float64s:
