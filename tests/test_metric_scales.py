@@ -316,3 +316,70 @@ def test_prometheus_and_bundle_send_the_same_series(prom60: str, tmp_path: Path)
     assert len(want) > 0
     pd.testing.assert_frame_equal(got[keys], want[keys])
     assert got["value"].to_numpy() == pytest.approx(want["value"].to_numpy(), rel=1e-9)
+
+
+@pytest.fixture
+def scraping(tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus scraping itself every second (no backfill): a live setup."""
+    import socket
+    import subprocess
+    import time
+
+    import httpx
+
+    from correlator import lab
+
+    if not Path(lab.PROMETHEUS_BIN).exists():
+        pytest.skip("prometheus is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+    )
+    proc = subprocess.Popen(
+        [
+            lab.PROMETHEUS_BIN,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=error",
+        ]
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.prometheus
+def test_prometheus_interval_from_live_scrapes_and_the_targets_api(scraping: str) -> None:
+    import time
+
+    adapter = PrometheusAdapter(HttpSettings(name="prometheus", url=scraping))
+    try:
+        started = time.monotonic()
+        while not adapter.instant("up") and time.monotonic() - started < 30:
+            time.sleep(0.5)  # service discovery takes a few seconds to hand over the target
+        # Long before any data: only the targets API can tell (scrapeInterval "1s").
+        assert adapter.interval(Window(start=T0, end=T0 + 60, baseline_start=T0 - 600)) == 1.0
+        time.sleep(11)
+        now = time.time()
+        w = Window(start=now, end=now, baseline_start=now - 10)
+        # From the data: `up` is written once per scrape.
+        rows = adapter.instant("count_over_time(up[10s])", at=now)
+        assert rows and 9 <= rows[0][1] <= 11
+        assert adapter.interval(w) == 1.0
+    finally:
+        adapter.close()
