@@ -81,7 +81,6 @@ _FLOORS: dict[str, float] = {
     "db_locks": 2.0,
 }
 
-
 @dataclass(frozen=True)
 class DetectConfig:
     """Thresholds of the detector."""

@@ -312,7 +312,9 @@ def _calls_in(anomalies: pd.DataFrame) -> dict[str, dict[str, float]]:
     a = anomalies
     edge_up = a[(a["role"] == "edge_rate") & (a["direction"] == "up")]
     out: dict[str, dict[str, float]] = {}
-    for svc, caller, at in zip(edge_up["service"], edge_up["peer"], edge_up["onset"], strict=True):
+    for svc, caller, at in zip(
+        edge_up["service"], edge_up["peer"], edge_up["onset"], strict=True
+    ):
         if str(caller):
             calls = out.setdefault(str(svc), {})
             calls[str(caller)] = min(float(at), calls.get(str(caller), np.inf))
