@@ -561,8 +561,8 @@ def _generic(
     sums = np.full((len(index), len(grid)), np.nan)
     # Rows a few thousand at a time, so the raw matrix stays small whatever the bundle.
     order = np.argsort(codes, kind="stable")
-    for b in range(0, len(order), 8 * _BATCH):
-        part = np.sort(order[b : b + 8 * _BATCH])
+    for b in range(0, len(order), _BATCH):
+        part = np.sort(order[b : b + _BATCH])
         sub = _Plan(
             tuple(rows[p] for p in part.tolist()),
             codes[part],

@@ -52,14 +52,15 @@ import pandas as pd
 
 from correlator import generic
 from correlator.catalog import Catalog, SignalSpec
-from correlator.escape import promql_string, regex_alternation
 from correlator.http import HttpBackend, HttpSettings
 from correlator.model import SIGNAL_COLUMNS, Window, empty_frame
 from correlator.promql import (
+    PART_LABEL,
     POD_REGEX,
     SERVICE_LABEL,
-    duration,
-    service_labels,
+    render_counts,
+    render_generic,
+    render_interval,
     service_of,
     snap_interval,
 )
@@ -358,20 +359,7 @@ class PrometheusAdapter:
         reach = min(3600.0, window.start - window.baseline_start)
         if reach < 1:
             reach = 3600.0
-        rng = duration(reach)
-        selectors = ["up"]
-        if catalog is not None:
-            names = sorted(
-                {
-                    s.metric + ("_bucket" if s.kind == "histogram" else "")
-                    for s in catalog.all_specs()
-                    if s.metric
-                }
-            )
-            if names:
-                selectors.append(f"{{__name__=~{promql_string(regex_alternation(names))}}}")
-        for sel in selectors:
-            query = f"quantile(0.5, {reach:g} / count_over_time({sel}[{rng}]))"
+        for query in render_interval(reach, catalog):
             try:
                 rows = self.instant(query, at=window.start)
             except SourceError:
@@ -421,22 +409,7 @@ class PrometheusAdapter:
         when more were there). A query the backend refuses or does not
         answer in time is a warning: the catalog's data stands without it.
         """
-        labels = service_labels(SignalSpec(GENERIC, "", "gauge"))
-        taken = generic.taken_regex(winners)
-        names = ['__name__=~".+"'] + ([f"__name__!~{promql_string(taken)}"] if taken else [])
-        queries = []
-        for i, label in enumerate(labels):
-            sel = ",".join([*names, *(f'{p}=""' for p in labels[:i]), f'{label}!=""'])
-            if label == "pod":
-                inner = (
-                    f"label_replace({{{sel}}}, {promql_string(SERVICE_LABEL)}, "
-                    f"{promql_string('$1')}, {promql_string('pod')}, {promql_string(POD_REGEX)})"
-                )
-                queries.append(
-                    (SERVICE_LABEL, f"sum by (__name__, {SERVICE_LABEL}, le, quantile) ({inner})")
-                )
-            else:
-                queries.append((label, f"sum by (__name__, {label}, le, quantile) ({{{sel}}})"))
+        queries = render_generic(generic.taken_regex(winners))
         warnings: list[str] = []
         if time.monotonic() >= stop_at:
             return None, [_NO_TIME], ""
@@ -512,19 +485,14 @@ class PrometheusAdapter:
         """
         if not queries:
             return queries
-        parts = [
-            f"label_replace(count({q}) or vector(0), {promql_string('correlator_part')}, "
-            f"{promql_string(str(i))}, {promql_string('')}, {promql_string('')})"
-            for i, (_, q) in enumerate(queries)
-        ]
         try:
-            rows = _bounded(stop_at, self.instant, " or ".join(parts), at)
+            rows = _bounded(stop_at, self.instant, render_counts([q for _, q in queries]), at)
         except cf.TimeoutError:
             warnings.append("uncatalogued series: not counted in time; left out")
             return []
         except SourceError:
             return queries
-        counts = {int(lbl.get("correlator_part", "-1")): v for lbl, v in rows}
+        counts = {int(lbl.get(PART_LABEL, "-1")): v for lbl, v in rows}
         kept: list[tuple[str, str]] = []
         total = 0.0
         for i, (label, query) in enumerate(queries):

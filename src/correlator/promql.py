@@ -41,11 +41,12 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from correlator.catalog import Matcher, SignalSpec
-from correlator.escape import label_name, promql_string
+from correlator.catalog import SERVICE_LABELS, Catalog, Matcher, SignalSpec
+from correlator.escape import label_name, promql_string, regex_alternation
 
 __all__ = [
     "MAX_POINTS",
+    "PART_LABEL",
     "POD_REGEX",
     "SERVICE_LABEL",
     "choose_step",
@@ -55,6 +56,9 @@ __all__ = [
     "rate_range",
     "render",
     "render_chain",
+    "render_counts",
+    "render_generic",
+    "render_interval",
     "sample_interval",
     "selector",
     "service_labels",
@@ -66,6 +70,8 @@ __all__ = [
 MAX_POINTS = 1500
 #: The label the attribution writes (a name no exporter uses).
 SERVICE_LABEL = "correlator_service"
+#: The label :func:`render_counts` numbers its parts with.
+PART_LABEL = "correlator_part"
 #: A pod name without its Deployment (``-<hash>-<5 chars>``) or StatefulSet
 #: (``-<ordinal>``) suffix, in one anchored RE2 regex: the lazy prefix takes
 #: the first suffix that fits, and a Deployment suffix (two segments) starts
@@ -299,3 +305,63 @@ def render_chain(
     else:  # gauge, info
         expr = f"{spec.agg} by ({_by(by)}) ({_attribute(sel, spec)})"
     return _scaled(expr, spec)
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def render_interval(reach: float, catalog: Catalog | None = None) -> list[str]:
+    """Queries estimating the sample interval over the ``reach`` seconds before their time.
+
+    The median over series of ``reach / count_over_time(x[reach])``: first for
+    ``up`` (one sample per scrape), then for the series ``catalog`` names.
+    """
+    rng = duration(reach)
+    selectors = ["up"]
+    if catalog is not None:
+        names = sorted(
+            {
+                s.metric + ("_bucket" if s.kind == "histogram" else "")
+                for s in catalog.all_specs()
+                if s.metric
+            }
+        )
+        if names:
+            selectors.append(f"{{__name__=~{promql_string(regex_alternation(names))}}}")
+    return [f"quantile(0.5, {reach:g} / count_over_time({sel}[{rng}]))" for sel in selectors]
+
+
+def render_generic(exclude: str | None = None) -> list[tuple[str, str]]:
+    """The uncatalogued-series queries: ``(label the service is read from, query)`` each.
+
+    One per identity of :data:`correlator.catalog.SERVICE_LABELS`, partitioned
+    like :func:`render`: ``sum by (__name__, <label>, le, quantile)`` of every
+    series whose first non-empty identity is that label (``pod``: the pod name,
+    into :data:`SERVICE_LABEL`). ``exclude`` is a regex of sample names left out
+    (the families a catalog role used; :func:`correlator.generic.taken_regex`).
+    """
+    labels = list(dict.fromkeys(label_name(lbl) for lbl in SERVICE_LABELS))
+    names = ['__name__=~".+"'] + ([f"__name__!~{promql_string(exclude)}"] if exclude else [])
+    out: list[tuple[str, str]] = []
+    for i, label in enumerate(labels):
+        sel = "{" + ",".join([*names, *(f'{p}=""' for p in labels[:i]), f'{label}!=""']) + "}"
+        if label == "pod":
+            inner = (
+                f"label_replace({sel}, {promql_string(SERVICE_LABEL)}, {promql_string('$1')}, "
+                f"{promql_string('pod')}, {promql_string(POD_REGEX)})"
+            )
+            out.append(
+                (SERVICE_LABEL, f"sum by (__name__, {SERVICE_LABEL}, le, quantile) ({inner})")
+            )
+        else:
+            out.append((label, f"sum by (__name__, {label}, le, quantile) ({sel})"))
+    return out
+
+
+def render_counts(queries: Sequence[str]) -> str:
+    """One instant query counting each query's series, numbered by :data:`PART_LABEL`."""
+    return " or ".join(
+        f"label_replace(count({q}) or vector(0), {promql_string(PART_LABEL)}, "
+        f"{promql_string(str(i))}, {promql_string('')}, {promql_string('')})"
+        for i, q in enumerate(queries)
+    )
