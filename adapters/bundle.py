@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import importlib.resources
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -490,12 +491,11 @@ GENERIC_SPEC = SignalSpec(GENERIC, "", "gauge", dims={"detail": "__name__"}, sou
 
 @dataclass(frozen=True)
 class _GenericRows:
-    """Every series the generic path can read: its key and family (window-independent)."""
+    """Every series the generic path can read, with its key (window-independent)."""
 
     rows: tuple[int, ...]
     keys: tuple[tuple[str, str, str, str, generic.Part], ...]
     """``(sample name, service, le, quantile, part)`` per row."""
-    families: tuple[str, ...]
 
 
 def _generic_rows(metrics: Metrics) -> _GenericRows:
@@ -504,12 +504,10 @@ def _generic_rows(metrics: Metrics) -> _GenericRows:
         return have
     rows: list[int] = []
     keys: list[tuple[str, str, str, str, generic.Part]] = []
-    families: list[str] = []
     labelsets = metrics.labels
     for name, ids in metrics.index.items():
         if generic.classify(name, False, False, metrics.types) == "skip":
             continue
-        family = generic.base_family(name)
         for i in ids:
             labels = labelsets[i]
             service = generic.service_of_labels(labels)
@@ -521,8 +519,7 @@ def _generic_rows(metrics: Metrics) -> _GenericRows:
                 continue
             rows.append(i)
             keys.append((name, service, le, q, part))
-            families.append(family)
-    out = _GenericRows(tuple(rows), tuple(keys), tuple(families))
+    out = _GenericRows(tuple(rows), tuple(keys))
     metrics.memo["generic_rows"] = out
     return out
 
@@ -538,8 +535,15 @@ def _generic(
     every = _generic_rows(metrics)
     if not every.rows:
         return None, []
-    taken = generic.taken_families(winners, metrics.index)
-    pick = [k for k, family in enumerate(every.families) if family not in taken]
+    # Leave out the sample names a role used exactly as the Prometheus adapter does
+    # (a __name__!~ matcher with the same regex), so both backends send the same series.
+    taken = generic.taken_regex(winners)
+    if taken is None:
+        pick = list(range(len(every.rows)))
+    else:
+        rx = re.compile(taken)
+        used = {name for name in metrics.index if rx.fullmatch(name)}
+        pick = [k for k, key in enumerate(every.keys) if key[0] not in used]
     if not pick:
         return None, []
     index: dict[tuple[str, str, str, str, generic.Part], int] = {}

@@ -438,8 +438,6 @@ class PrometheusAdapter:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         grid = np.arange(start, end + step / 2, step, dtype=np.float64)
-        names_seen = {labels_.get("__name__", "") for _, got in results for labels_, _, _ in got}
-        families = generic.taken_families(winners, names_seen)
         index: dict[tuple[str, str, str, str, generic.Part], int] = {}
         cells: list[tuple[int, npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
         dropped = 0
@@ -450,8 +448,6 @@ class PrometheusAdapter:
                 part = generic.classify(name, bool(le), bool(q))
                 if not name or not service or part == "skip":
                     continue
-                if generic.base_family(name) in families:
-                    continue  # the server left these out already; a regex spec's names
                 key = (name, service, le, q, part)
                 if key not in index and len(index) >= generic.MAX_SERIES:
                     dropped += 1

@@ -3,8 +3,9 @@
 The catalog adds meaning, never visibility: every numeric series that names
 a service reaches the engine, as the role :data:`correlator.roles.GENERIC`
 (``series``) with its metric name in the ``detail`` column, unless a role's
-alternative already used its family (:func:`taken_families`: a family is
-sent once, as its role, never also as ``series``).
+alternative already used its family (:func:`taken_regex`: a family is sent
+once, as its role, never also as ``series``; left out for every service, so
+that a backend can leave it out server-side).
 
 Both metric backends compute it the same way, so that they agree point by
 point: per sample name, service (the first non-empty of
@@ -48,7 +49,6 @@ __all__ = [
     "derive",
     "quantile_of_buckets",
     "service_of_labels",
-    "taken_families",
     "taken_regex",
 ]
 
@@ -95,34 +95,14 @@ def service_of_labels(labels: Mapping[str, str]) -> str | None:
     return None
 
 
-def taken_families(
-    winners: Iterable[tuple[SignalSpec, Iterable[str]]], names: Iterable[str]
-) -> set[str]:
-    """Families a catalog role already used for some service (not to be sent again).
+def taken_regex(winners: Iterable[tuple[SignalSpec, Iterable[str]]]) -> str | None:
+    """An RE2 regex matching the sample names of the families roles used (``None``: none).
 
     ``winners``: each alternative with the services it gave data for (those
-    with none take nothing); ``names``: the sample names the generic path
-    sees (an alternative selecting by a ``__name__`` regex takes the families
-    whose names match). A family is left out for every service, not only for
-    the ones its role covered, so that a backend can leave it out server-side.
-    """
-    out: set[str] = set()
-    every = list(dict.fromkeys(names))
-    for spec, services in winners:
-        if not list(services):
-            continue
-        if spec.metric:
-            out.add(base_family(spec.metric))
-            continue
-        by_name = [m for m in spec.matchers if m.label == "__name__"]
-        out.update(base_family(n) for n in every if all(m.matches(n) for m in by_name))
-    return out
-
-
-def taken_regex(winners: Iterable[tuple[SignalSpec, Iterable[str]]]) -> str | None:
-    """An RE2 regex matching every sample name of :func:`taken_families` (``None``: none).
-
-    For a backend to leave those families out of its query (``__name__!~...``).
+    with none take nothing). An alternative naming its metric takes that
+    family (``x``, ``x_bucket``, ``x_count``, ``x_sum``); one selecting by a
+    ``__name__`` regex takes what the regex matches, with those suffixes. A
+    backend leaves them out of its query (``__name__!~...``).
     """
     parts: list[str] = []
     for spec, services in winners:
