@@ -61,6 +61,8 @@ from correlator.promql import (
     render_counts,
     render_generic,
     render_interval,
+    render_samples,
+    sample_interval,
     service_of,
     snap_interval,
 )
@@ -83,6 +85,8 @@ __all__ = [
 
 #: Prometheus refuses a range query with more than 11,000 points per series.
 MAX_POINTS = 11_000
+#: How far back (seconds) the raw samples that give the sample interval are read.
+INTERVAL_REACH = 1800.0
 #: Queries in flight at once against one backend.
 DEFAULT_CONCURRENCY = 4
 _T = TypeVar("_T")
@@ -346,28 +350,38 @@ class PrometheusAdapter:
     def interval(self, window: Window, catalog: Catalog | None = None) -> float | None:
         """The data's sample interval (seconds) before the window, ``None`` when unknown.
 
-        Learned from the data first: the median over series of ``R /
-        count_over_time(x[R])`` over the ``R`` (at most an hour) before
-        ``window.start``, for ``up`` (one sample per scrape), else for the
-        series the catalog names. Failing both (no data there), the median
-        ``scrapeInterval`` of the active targets (``/api/v1/targets``), which
-        says how Prometheus scrapes now, not necessarily how it did then.
-        A backend that cannot answer these gives ``None``, never an error.
+        Learned from the data first, as the bundle backend learns it: the
+        median spacing of the raw samples of a few series (three ``up``
+        series, written once per scrape, else three the catalog names) over
+        the half hour before ``window.start``. Failing that (no data there),
+        the median ``scrapeInterval`` of the active targets
+        (``/api/v1/targets``), which says how Prometheus scrapes now, not
+        necessarily how it did then. A backend that cannot answer gives
+        ``None``, never an error.
         """
-        # A long reach keeps the estimate within a few percent (a count is off by one
-        # sample at either edge), which snap_interval then rounds off.
-        reach = min(3600.0, window.start - window.baseline_start)
-        if reach < 1:
-            reach = 3600.0
-        for query in render_interval(reach, catalog):
-            try:
-                rows = self.instant(query, at=window.start)
-            except SourceError:
-                return None  # down or refusing: the signals call says so, not this probe
-            values = [v for _, v in rows if math.isfinite(v) and v > 0]
-            if values:
-                return snap_interval(values[0])
+        try:
+            for query in render_interval(catalog):
+                picked = self.instant(query, at=window.start)
+                if not picked:
+                    continue
+                times = [
+                    self._sample_times(render_samples(labels, INTERVAL_REACH), window.start)
+                    for labels, _ in picked
+                ]
+                learned = sample_interval(times)
+                if learned is not None:
+                    return learned
+        except SourceError:
+            return None  # down or refusing: the signals call says so, not this probe
         return self._target_interval()
+
+    def _sample_times(self, query: str, at: float) -> npt.NDArray[np.float64]:
+        """The raw sample times of the one series an instant range-selector query returns."""
+        data = self._api("/api/v1/query", {"query": query, "time": f"{at:.3f}"})
+        result = data.get("result") or []
+        if data.get("resultType") != "matrix" or not result:
+            return np.empty(0, dtype=np.float64)
+        return np.array([float(t) for t, _ in result[0].get("values") or ()], dtype=np.float64)
 
     def _probe(self, window: Window, catalog: Catalog, stop_at: float) -> float | None:
         """:meth:`interval`, given up on (``None``) at ``stop_at`` rather than waited for."""

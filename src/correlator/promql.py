@@ -59,6 +59,7 @@ __all__ = [
     "render_counts",
     "render_generic",
     "render_interval",
+    "render_samples",
     "sample_interval",
     "selector",
     "service_labels",
@@ -310,13 +311,12 @@ def render_chain(
 # --------------------------------------------------------------------------- probes
 
 
-def render_interval(reach: float, catalog: Catalog | None = None) -> list[str]:
-    """Queries estimating the sample interval over the ``reach`` seconds before their time.
+def render_interval(catalog: Catalog | None = None) -> list[str]:
+    """Queries naming a few series to learn the sample interval from, tried in order.
 
-    The median over series of ``reach / count_over_time(x[reach])``: first for
-    ``up`` (one sample per scrape), then for the series ``catalog`` names.
+    ``topk(3, ...)`` of ``up`` (written once per scrape), then of the series
+    ``catalog`` names; :func:`render_samples` then reads their raw samples.
     """
-    rng = duration(reach)
     selectors = ["up"]
     if catalog is not None:
         names = sorted(
@@ -328,7 +328,13 @@ def render_interval(reach: float, catalog: Catalog | None = None) -> list[str]:
         )
         if names:
             selectors.append(f"{{__name__=~{promql_string(regex_alternation(names))}}}")
-    return [f"quantile(0.5, {reach:g} / count_over_time({sel}[{rng}]))" for sel in selectors]
+    return [f"topk(3, {sel})" for sel in selectors]
+
+
+def render_samples(labels: Mapping[str, str], reach: float) -> str:
+    """The raw samples of the one series with exactly these ``labels`` over ``reach`` seconds."""
+    matchers = [f"{label_name(k)}={promql_string(v)}" for k, v in sorted(labels.items())]
+    return "{" + ",".join(matchers) + "}[" + duration(reach) + "]"
 
 
 def render_generic(exclude: str | None = None) -> list[tuple[str, str]]:
