@@ -32,6 +32,14 @@ When one service turns up
 in two partitions (some of its series carry ``service_name``, others only
 ``service``), sums, maxima and minima are combined here; a histogram quantile
 or an average cannot be, and that spec is asked again with :func:`render_chain`.
+
+Every query text comes from :mod:`correlator.promql`, the one PromQL renderer
+(``render_promql`` and ``render_chain`` here are its ``render`` and
+``render_chain``): what evidence shows is what was sent. The ``rate()`` range
+follows the data's sample interval (:meth:`PrometheusAdapter.interval`).
+Besides the catalog's roles, every other series that names a service comes as
+the role ``series`` (see :mod:`correlator.generic`): one query per service
+label, capped at :data:`correlator.generic.MAX_SERIES` series.
 """
 
 from __future__ import annotations
