@@ -593,6 +593,15 @@ def _interval(metrics: Metrics) -> float | None:
     return float(have) if have is not None else None
 
 
+def _label_names(metrics: Metrics) -> frozenset[str]:
+    """Every label name any series carries (cached with the parse)."""
+    have = metrics.memo.get("label_names")
+    if not isinstance(have, frozenset):
+        have = frozenset(k for labels in metrics.labels for k in labels)
+        metrics.memo["label_names"] = have
+    return have
+
+
 def _blocks(metrics: Metrics, rows: Sequence[int]) -> tuple[tuple[Float64s, Int64s], ...]:
     """Positions of ``rows`` grouped by their shared timestamp array."""
     by_times: dict[int, tuple[Float64s, list[int]]] = {}
@@ -769,7 +778,8 @@ class BundleBackend:
         if bundle is not None:
             have = bundle.metrics_for(None).memo.get("interval")
             interval = float(have) if have is not None else None
-        return render(specs[0], 60.0, interval)
+        present = _label_names(bundle.metrics_for(None)) if bundle is not None else None
+        return render(specs[0], 60.0, interval, present=present)
 
     # ---- LogSource
     def logs(

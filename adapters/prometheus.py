@@ -138,7 +138,9 @@ class PrometheusAdapter:
     otherwise :func:`correlator.promql.rate_range` of the step and the data's
     sample interval: ``interval`` (seconds) when given, else learned by
     :meth:`interval`. ``generic=False`` leaves out the series no catalog role
-    knows (role ``series``; see :mod:`correlator.generic`).
+    knows (role ``series``; see :mod:`correlator.generic`). ``probe=False`` asks
+    the backend nothing but the queries (no interval or label-name probes:
+    for an API that answers only ``query_range``).
     ``concurrency`` queries are in flight at once (default
     :data:`DEFAULT_CONCURRENCY`). ``budget`` is the seconds one
     :meth:`signals` call may take (default: the backend's timeout less 10%,
@@ -163,6 +165,7 @@ class PrometheusAdapter:
         budget: float | None = None,
         interval: float | None = None,
         generic: bool = True,
+        probe: bool = True,
     ) -> None:
         if isinstance(settings, str):
             settings = HttpSettings(name="prometheus", url=settings)
@@ -175,6 +178,7 @@ class PrometheusAdapter:
         self.rate_window = rate_window
         self.known_interval = interval
         self.generic = generic
+        self.probe = probe
         self.concurrency = concurrency
         self.budget = budget if budget is not None else 0.9 * settings.timeout
         if name:
@@ -185,6 +189,9 @@ class PrometheusAdapter:
         """Role -> a graph URL for that query."""
         self.warnings: list[str] = []
         """Alternatives rejected (400/422) or abandoned at the budget in the last call."""
+        self.label_names: frozenset[str] | None = None
+        """The label names the data had in the last :meth:`signals` call's window (``None``:
+        unknown); service labels outside it are left out of the queries."""
         self.interval_seconds: float | None = None
         """The sample interval the last :meth:`signals` call used (``None``: unknown)."""
         self.fallbacks = 0
@@ -274,7 +281,9 @@ class PrometheusAdapter:
         if not specs:
             return None
         step = choose_step(self._window, self.min_step) if self._window else 60.0
-        return render_promql(specs[0], step, self.interval_seconds, self.rate_window)
+        return render_promql(
+            specs[0], step, self.interval_seconds, self.rate_window, self.label_names
+        )
 
     def signals(
         self, catalog: Catalog, window: Window, step: float, *, deadline: float | None = None
@@ -300,7 +309,10 @@ class PrometheusAdapter:
         limit = f"the {self.budget:g}s budget"
         if deadline is not None and deadline < stop_at:
             stop_at, limit = deadline, "the deadline"
-        interval = self.known_interval or self._probe(window, catalog, stop_at)
+        interval = self.known_interval
+        if self.probe:
+            interval = interval or self._probe(window, catalog, stop_at)
+            self.label_names = self._labels(start, end, stop_at)
         jobs = [
             _Job(role, i, spec)
             for role, specs in catalog.roles.items()
@@ -391,6 +403,18 @@ class PrometheusAdapter:
             return np.empty(0, dtype=np.float64)
         return np.array([float(t) for t, _ in result[0].get("values") or ()], dtype=np.float64)
 
+    def _labels(self, start: float, end: float, stop_at: float) -> frozenset[str] | None:
+        """Every label name of the series in ``[start, end]`` (``/api/v1/labels``; ``None``:
+        not known in time or not supported, and then every service label is queried)."""
+        form = {"start": f"{start:.3f}", "end": f"{end:.3f}"}
+        try:
+            names = _bounded(stop_at, self._api, "/api/v1/labels", form)
+        except (cf.TimeoutError, SourceError):
+            return None
+        if not isinstance(names, list):
+            return None
+        return frozenset(str(n) for n in names)
+
     def _probe(self, window: Window, catalog: Catalog, stop_at: float) -> float | None:
         """:meth:`interval`, given up on (``None``) at ``stop_at`` rather than waited for."""
         try:
@@ -431,7 +455,7 @@ class PrometheusAdapter:
         when more were there). A query the backend refuses or does not
         answer in time is a warning: the catalog's data stands without it.
         """
-        queries = render_generic(generic.taken_regex(winners))
+        queries = render_generic(generic.taken_regex(winners), self.label_names)
         warnings: list[str] = []
         if time.monotonic() >= stop_at:
             return None, [_NO_TIME], ""
@@ -603,14 +627,14 @@ class PrometheusAdapter:
         interval: float | None = None,
     ) -> tuple[pd.DataFrame, str, bool]:
         """One spec as a frame, with the query that produced it and whether it fell back."""
-        query = render_promql(spec, step, interval, self.rate_window)
+        query = render_promql(spec, step, interval, self.rate_window, self.label_names)
         remaining = stop_at - time.monotonic()
         series = self.query_range(query, start, end, step, timeout=remaining)
         frame = _to_frame(spec, series)
         if frame is not None:
             return frame, query, False
         # A service spans partitions and its values cannot be combined here.
-        query = render_chain(spec, step, interval, self.rate_window)
+        query = render_chain(spec, step, interval, self.rate_window, self.label_names)
         remaining = stop_at - time.monotonic()
         series = self.query_range(query, start, end, step, timeout=max(remaining, 1.0))
         frame = _to_frame(spec, series)

@@ -19,6 +19,7 @@ from correlator.catalog import SERVICE_LABELS, Catalog, Matcher, SignalSpec, def
 from correlator.escape import regex_alternation
 from correlator.http import HttpSettings
 from correlator.model import SIGNAL_COLUMNS, Window
+from correlator.promql import render_generic
 
 pytest_plugins = ["servers"]
 pytestmark = pytest.mark.prometheus
@@ -120,13 +121,16 @@ def test_one_request_per_spec_regardless_of_service_count(prom: str) -> None:
     assert frame[frame.role == "request_rate"].service.nunique() == len(SERVICES) + len(FILLER)
     # One range query per spec, one per service label for the uncatalogued series, and
     # instant probes: for the sample interval, two picks (up, then catalog series) and
-    # the raw samples of three series (or the targets API), and one count of the
-    # uncatalogued series. None of it grows with the number of services.
+    # the raw samples of three series (or the targets API), the label names, and one
+    # count of the uncatalogued series. None of it grows with the number of services.
     ranges = [r for r in sent if r.url.path == "/api/v1/query_range"]
-    assert len(ranges) == len(list(catalog.all_specs())) + len(SERVICE_LABELS)
+    # (one per service label the data has, not per service label the catalog knows)
+    partitions = render_generic(present=adapter.label_names)
+    assert len(partitions) < len(SERVICE_LABELS)
+    assert len(ranges) == len(list(catalog.all_specs())) + len(partitions)
     probes = [r for r in sent if r.url.path != "/api/v1/query_range"]
-    assert len(probes) <= 7
-    assert {r.url.path for r in probes} <= {"/api/v1/query", "/api/v1/targets"}
+    assert len(probes) <= 8
+    assert {r.url.path for r in probes} <= {"/api/v1/query", "/api/v1/targets", "/api/v1/labels"}
 
 
 def _only(spec: SignalSpec) -> Catalog:
@@ -168,9 +172,14 @@ def test_the_adapter_sends_exactly_what_promql_renders(prom: str) -> None:
         )
         frame = adapter.signals(_only(spec), WINDOW, 60)
     assert set(frame.service) == {"tab\there"}
-    rendered = promql.render(spec, 60, 15.0)
+    rendered = promql.render(spec, 60, 15.0, present=adapter.label_names)
+    assert adapter.label_names and "service_name" in adapter.label_names
     assert 'service_name="tab\\there"' in rendered and "\t" not in rendered  # no raw tab
-    forms = [dict(httpx.QueryParams(r.content.decode())) for r in sent]
+    forms = [
+        dict(httpx.QueryParams(r.content.decode()))
+        for r in sent
+        if r.url.path == "/api/v1/query_range"
+    ]
     assert [f["query"] for f in forms] == [rendered]
     assert spec.selector() == promql.selector(spec)
 

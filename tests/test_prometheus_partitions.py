@@ -162,7 +162,7 @@ def test_partitioned_query_gives_what_the_chain_gives(
     assert adapter.fallbacks == (1 if name in FALLBACK else 0)
     used = adapter.queries["x"]
     render = render_chain if name in FALLBACK else render_promql
-    assert used == render(spec, 60.0, adapter.interval_seconds)
+    assert used == render(spec, 60.0, adapter.interval_seconds, present=adapter.label_names)
 
 
 @pytest.mark.prometheus
@@ -186,10 +186,13 @@ def test_one_request_per_spec_unless_a_fallback_is_needed(prom: str) -> None:
             HttpSettings(name="prometheus", url=prom), client, interval=60.0, generic=False
         )
         adapter.signals(Catalog({"x": (SPECS["counter"], SPECS["gauge-max"])}), WINDOW, 60)
-        assert len(sent) == 2
+        ranges = [r for r in sent if r.url.path == "/api/v1/query_range"]
+        assert len(ranges) == 2
         sent.clear()
         adapter.signals(Catalog({"x": (SPECS["histogram"],)}), WINDOW, 60)
-        assert len(sent) == 2, "the partitioned query, then the chain"
+        ranges = [r for r in sent if r.url.path == "/api/v1/query_range"]
+        assert len(ranges) == 2, "the partitioned query, then the chain"
+        assert len(sent) == 3, "and the label names, asked once per call"
 
 
 def _chain_service(pod: str) -> str:

@@ -29,9 +29,13 @@ def sent() -> list[httpx.Request]:
 @pytest.fixture
 def vm(vm_url: str, sent: list[httpx.Request]) -> Iterator[PrometheusAdapter]:
     with httpx.Client(event_hooks={"request": [sent.append]}) as client:
-        # A known interval and no uncatalogued series: one request per spec, as asserted below.
+        # No probes and no uncatalogued series: one request per spec, as asserted below.
         yield PrometheusAdapter(
-            HttpSettings(name="victoriametrics", url=vm_url), client, interval=60.0, generic=False
+            HttpSettings(name="victoriametrics", url=vm_url),
+            client,
+            interval=60.0,
+            generic=False,
+            probe=False,
         )
 
 

@@ -36,7 +36,7 @@ least, and one step plus one sample so that consecutive windows overlap.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -183,10 +183,19 @@ def selector(spec: SignalSpec, extra: Sequence[str] = ()) -> str:
     return f"{name}{{{','.join(parts)}}}" if parts else name
 
 
-def service_labels(spec: SignalSpec) -> list[str]:
-    """The labels that name a series' service, in precedence order, ``pod`` included."""
+def service_labels(spec: SignalSpec, present: Collection[str] | None = None) -> list[str]:
+    """The labels that name a series' service, in precedence order, ``pod`` included.
+
+    ``present``: the label names the data has at all (``None``: unknown). A label
+    no series carries is empty everywhere, so its partition is empty and its
+    ``label=""`` matcher always true: leaving it out changes no value, only
+    shortens the query (the first label stays, so the query stays valid).
+    """
     labels = list(dict.fromkeys(label_name(lbl) for lbl in spec.service_labels))
-    return labels if "pod" in labels else [*labels, "pod"]
+    labels = labels if "pod" in labels else [*labels, "pod"]
+    if present is None:
+        return labels
+    return [lbl for lbl in labels if lbl in present] or labels[:1]
 
 
 def _dims(spec: SignalSpec) -> list[str]:
@@ -247,16 +256,18 @@ def render(
     step: float = 60.0,
     interval: float | None = None,
     rate_window: float | None = None,
+    present: Collection[str] | None = None,
 ) -> str:
     """The PromQL that computes ``spec`` per service (and dimension), sampled at ``step``.
 
     ``interval`` is the data's sample interval (it sets the ``rate()`` range,
     :func:`rate_range`); ``rate_window`` overrides that range. The series are
     partitioned by the label that names their service (see the module
-    docstring); :func:`service_of` reads the service back from each series.
+    docstring; ``present`` leaves out labels the data does not have, see
+    :func:`service_labels`); :func:`service_of` reads the service back.
     """
     rng = _range(step, interval, rate_window)
-    labels = service_labels(spec)
+    labels = service_labels(spec, present)
     parts = [
         _partition(spec, rng, lbl, [f'{p}=""' for p in labels[:i]] + [f'{lbl}!=""'])
         for i, lbl in enumerate(labels)
@@ -264,12 +275,12 @@ def render(
     return _scaled(" or ".join(parts), spec)
 
 
-def _attribute(expr: str, spec: SignalSpec) -> str:
+def _attribute(expr: str, spec: SignalSpec, present: Collection[str] | None = None) -> str:
     """Wrap ``expr`` so that SERVICE_LABEL holds the series' service."""
     # Later label_replace calls overwrite earlier ones, so the most preferred
     # source comes last: service labels from last to first, the pod name in its place.
     steps: list[tuple[str, str]] = []
-    for lbl in reversed(service_labels(spec)):
+    for lbl in reversed(service_labels(spec, present)):
         if lbl == "pod":
             steps += [("pod", _ANY), ("pod", _STATEFUL_POD), ("pod", _DEPLOYMENT_POD)]
         else:
@@ -287,6 +298,7 @@ def render_chain(
     step: float = 60.0,
     interval: float | None = None,
     rate_window: float | None = None,
+    present: Collection[str] | None = None,
 ) -> str:
     """``spec`` as one aggregation over every series, attributed by a ``label_replace`` chain.
 
@@ -299,12 +311,12 @@ def render_chain(
     by = [SERVICE_LABEL, *_dims(spec)]
     sel = selector(spec)
     if spec.kind == "counter":
-        expr = f"sum by ({_by(by)}) ({_attribute(f'rate({sel}[{rng}])', spec)})"
+        expr = f"sum by ({_by(by)}) ({_attribute(f'rate({sel}[{rng}])', spec, present)})"
     elif spec.kind == "histogram":
-        inner = _attribute(f"rate({sel}[{rng}])", spec)
+        inner = _attribute(f"rate({sel}[{rng}])", spec, present)
         expr = f"histogram_quantile({spec.quantile:g}, sum by ({_by(['le'], by)}) ({inner}))"
     else:  # gauge, info
-        expr = f"{spec.agg} by ({_by(by)}) ({_attribute(sel, spec)})"
+        expr = f"{spec.agg} by ({_by(by)}) ({_attribute(sel, spec, present)})"
     return _scaled(expr, spec)
 
 
@@ -337,7 +349,9 @@ def render_samples(labels: Mapping[str, str], reach: float) -> str:
     return "{" + ",".join(matchers) + "}[" + duration(reach) + "]"
 
 
-def render_generic(exclude: str | None = None) -> list[tuple[str, str]]:
+def render_generic(
+    exclude: str | None = None, present: Collection[str] | None = None
+) -> list[tuple[str, str]]:
     """The uncatalogued-series queries: ``(label the service is read from, query)`` each.
 
     One per identity of :data:`correlator.catalog.SERVICE_LABELS`, partitioned
@@ -346,7 +360,7 @@ def render_generic(exclude: str | None = None) -> list[tuple[str, str]]:
     into :data:`SERVICE_LABEL`). ``exclude`` is a regex of sample names left out
     (the families a catalog role used; :func:`correlator.generic.taken_regex`).
     """
-    labels = list(dict.fromkeys(label_name(lbl) for lbl in SERVICE_LABELS))
+    labels = service_labels(SignalSpec("series", "", "gauge", SERVICE_LABELS), present)
     names = ['__name__=~".+"'] + ([f"__name__!~{promql_string(exclude)}"] if exclude else [])
     out: list[tuple[str, str]] = []
     for i, label in enumerate(labels):
