@@ -6,15 +6,17 @@ Metric roles are computed in numpy exactly as the PromQL that
 :func:`correlator.promql.render` prints would compute them on a Prometheus
 2.42 holding the same samples:
 
-* counter: ``rate()`` over ``max(4*step, 60s)`` with counter-reset handling
-  and Prometheus' extrapolation to the range boundaries;
+* counter: ``rate()`` over :func:`correlator.promql.rate_range` of the step
+  and the spec's own sample interval (learned from its series' timestamps),
+  with counter-reset handling and Prometheus' extrapolation to the range
+  boundaries;
 * gauge/info: the last sample within the 5-minute lookback (a sample exactly
   5 minutes old still counts, as in Prometheus 2.x), then ``agg``;
 * histogram: ``histogram_quantile`` over the per-``le`` summed bucket rates.
 
-Only the metric families the catalog names are read (see
-:func:`name_filter`); each bundle's files are parsed once and cached for the
-backend's lifetime. Evaluation is vectorised over all series of a spec:
+Every family is read: those no role's winning alternative used for a
+service come as the generic role ``series`` (see :mod:`correlator.generic`).
+Each bundle's files are parsed once and cached for the backend's lifetime. Evaluation is vectorised over all series of a spec:
 series scraped at the same instants share one timestamp array, so the
 range/lookback boundaries are searched once per distinct scrape sequence.
 """
@@ -24,8 +26,9 @@ from __future__ import annotations
 import copy
 import importlib.resources
 import json
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -35,6 +38,7 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from correlator import generic
 from correlator.bundle import Bundle, find_bundles, read_bundle
 from correlator.catalog import Catalog, SignalSpec, service_from_pod
 from correlator.errors import UserInputError
@@ -48,7 +52,8 @@ from correlator.model import (
     empty_frame,
 )
 from correlator.openmetrics import Metrics, NameFilter
-from correlator.promql import range_seconds, render
+from correlator.promql import rate_range, render, sample_interval
+from correlator.roles import GENERIC
 from correlator.sources import MetricResult
 
 __all__ = [
@@ -108,6 +113,8 @@ class _Plan:
     """The ``le`` label of each row (histograms)."""
     blocks: tuple[tuple[Float64s, Int64s], ...]
     """Rows sharing one timestamp array: ``(times, row positions)``."""
+    interval: float | None = None
+    """The selected series' sample interval, seconds (``None``: too few samples)."""
 
 
 def _plan(metrics: Metrics, spec: SignalSpec) -> _Plan:
@@ -136,10 +143,7 @@ def _plan(metrics: Metrics, spec: SignalSpec) -> _Plan:
             for m in spec.matchers
         ):
             continue
-        service = next((labels[x] for x in spec.service_labels if labels.get(x)), None)
-        if service is None:
-            pod = labels.get("pod")
-            service = service_from_pod(pod) if pod else None
+        service = _service(labels, spec.service_labels)
         if not service:
             continue
         rows.append(i)
@@ -147,12 +151,26 @@ def _plan(metrics: Metrics, spec: SignalSpec) -> _Plan:
         les.append(labels.get("le", "") if spec.kind == "histogram" else "")
     index: dict[tuple[str, tuple[str | None, ...]], int] = {}
     codes = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.int64, len(keys))
-    by_times: dict[int, tuple[Float64s, list[int]]] = {}
-    for pos, i in enumerate(rows):
-        ts = metrics.times[i]
-        by_times.setdefault(id(ts), (ts, []))[1].append(pos)
-    blocks = tuple((ts, np.asarray(p, dtype=np.int64)) for ts, p in by_times.values())
-    return _Plan(tuple(rows), codes, tuple(index), tuple(les), blocks)
+    blocks = _blocks(metrics, rows)
+    interval = sample_interval(ts for ts, _ in blocks)
+    return _Plan(tuple(rows), codes, tuple(index), tuple(les), blocks, interval)
+
+
+def _service(labels: Mapping[str, str], service_labels: Sequence[str]) -> str | None:
+    """The first non-empty service label; ``pod`` (listed or, if not, last) by its pod name."""
+    for label in service_labels:
+        value = labels.get(label)
+        if value:
+            return service_from_pod(value) if label == "pod" else value
+    if "pod" not in service_labels:
+        pod = labels.get("pod")
+        return service_from_pod(pod) if pod else None
+    return None
+
+
+def _grid(window: Window, step: float) -> Float64s:
+    """The evaluation instants: from the baseline start, every ``step``, up to the end."""
+    return np.arange(window.baseline_start, window.end + step / 2, step, dtype=np.float64)
 
 
 def _stack(metrics: Metrics, rows: Sequence[int]) -> Float64s:
@@ -399,8 +417,8 @@ def _evaluate(
             plans[key] = plan
     if not plan.rows:
         return None
-    grid = np.arange(window.baseline_start, window.end + step / 2, step, dtype=np.float64)
-    rng = float(range_seconds(step))
+    grid = _grid(window, step)
+    rng = rate_range(step, plan.interval)
     if spec.kind in ("counter", "histogram"):
         matrix = _rates(metrics, plan, grid, rng)
     else:
@@ -475,6 +493,132 @@ def _frame(parts: list[tuple[_Result, npt.NDArray[np.bool_]]]) -> pd.DataFrame:
     data["ts"] = ts
     data["value"] = value
     return pd.DataFrame(data, columns=list(SIGNAL_COLUMNS), copy=False)
+
+
+#: The generic role's rows: one per (service, metric name) in the ``detail`` column.
+GENERIC_SPEC = SignalSpec(GENERIC, "", "gauge", dims={"detail": "__name__"}, source="generic")
+
+
+@dataclass(frozen=True)
+class _GenericRows:
+    """Every series the generic path can read, with its key (window-independent)."""
+
+    rows: tuple[int, ...]
+    keys: tuple[tuple[str, str, str, str, generic.Part], ...]
+    """``(sample name, service, le, quantile, part)`` per row."""
+
+
+def _generic_rows(metrics: Metrics) -> _GenericRows:
+    have = metrics.memo.get("generic_rows")
+    if isinstance(have, _GenericRows):
+        return have
+    rows: list[int] = []
+    keys: list[tuple[str, str, str, str, generic.Part]] = []
+    labelsets = metrics.labels
+    for name, ids in metrics.index.items():
+        if generic.classify(name, False, False, metrics.types) == "skip":
+            continue
+        for i in ids:
+            labels = labelsets[i]
+            service = generic.service_of_labels(labels)
+            if not service:
+                continue
+            le, q = labels.get("le", ""), labels.get("quantile", "")
+            part = generic.classify(name, bool(le), bool(q), metrics.types)
+            if part == "skip":
+                continue
+            rows.append(i)
+            keys.append((name, service, le, q, part))
+    out = _GenericRows(tuple(rows), tuple(keys))
+    metrics.memo["generic_rows"] = out
+    return out
+
+
+def _generic(
+    metrics: Metrics,
+    window: Window,
+    step: float,
+    interval: float | None,
+    winners: Iterable[tuple[SignalSpec, Iterable[str]]],
+) -> tuple[_Result | None, list[str]]:
+    """The generic role for every series no winning alternative used (see :mod:`generic`)."""
+    every = _generic_rows(metrics)
+    if not every.rows:
+        return None, []
+    # Leave out the sample names a role used exactly as the Prometheus adapter does
+    # (a __name__!~ matcher with the same regex), so both backends send the same series.
+    taken = generic.taken_regex(winners)
+    if taken is None:
+        pick = list(range(len(every.rows)))
+    else:
+        rx = re.compile(taken)
+        used = {name for name in metrics.index if rx.fullmatch(name)}
+        pick = [k for k, key in enumerate(every.keys) if key[0] not in used]
+    if not pick:
+        return None, []
+    index: dict[tuple[str, str, str, str, generic.Part], int] = {}
+    codes = np.fromiter(
+        (index.setdefault(every.keys[k], len(index)) for k in pick), np.int64, len(pick)
+    )
+    warnings: list[str] = []
+    if len(index) > generic.MAX_SERIES:
+        warnings.append(
+            f"{len(index)} uncatalogued series named a service; only the first "
+            f"{generic.MAX_SERIES} were read (add the rest to a catalog.json to judge them)"
+        )
+        keep = codes < generic.MAX_SERIES
+        pick = [k for k, ok in zip(pick, keep.tolist(), strict=True) if ok]
+        codes = codes[keep]
+        index = {key: c for key, c in index.items() if c < generic.MAX_SERIES}
+    rows = [every.rows[k] for k in pick]
+    grid = _grid(window, step)
+    sums = np.full((len(index), len(grid)), np.nan)
+    # Rows a few thousand at a time, so the raw matrix stays small whatever the bundle.
+    order = np.argsort(codes, kind="stable")
+    for b in range(0, len(order), _BATCH):
+        part = np.sort(order[b : b + _BATCH])
+        sub = _Plan(
+            tuple(rows[p] for p in part.tolist()),
+            codes[part],
+            (),
+            (),
+            _blocks(metrics, [rows[p] for p in part.tolist()]),
+        )
+        matrix = _instant(metrics, sub, grid)
+        partial = _aggregate(matrix, sub.codes, len(index), "sum")
+        got = ~np.isnan(partial)
+        sums[got] = np.where(np.isnan(sums[got]), 0.0, sums[got]) + partial[got]
+    out_keys, values = generic.derive(list(index), sums, step, interval)
+    if not out_keys:
+        return None, warnings
+    groups = tuple((service, (detail,)) for service, detail in out_keys)
+    return _Result(GENERIC_SPEC, groups, grid, values), warnings
+
+
+def _interval(metrics: Metrics) -> float | None:
+    """The median sample spacing over every series (cached with the parse)."""
+    if "interval" not in metrics.memo:
+        metrics.memo["interval"] = sample_interval({id(t): t for t in metrics.times}.values())
+    have = metrics.memo["interval"]
+    return float(have) if have is not None else None
+
+
+def _label_names(metrics: Metrics) -> frozenset[str]:
+    """Every label name any series carries (cached with the parse)."""
+    have = metrics.memo.get("label_names")
+    if not isinstance(have, frozenset):
+        have = frozenset(k for labels in metrics.labels for k in labels)
+        metrics.memo["label_names"] = have
+    return have
+
+
+def _blocks(metrics: Metrics, rows: Sequence[int]) -> tuple[tuple[Float64s, Int64s], ...]:
+    """Positions of ``rows`` grouped by their shared timestamp array."""
+    by_times: dict[int, tuple[Float64s, list[int]]] = {}
+    for pos, i in enumerate(rows):
+        ts = metrics.times[i]
+        by_times.setdefault(id(ts), (ts, []))[1].append(pos)
+    return tuple((ts, np.asarray(p, dtype=np.int64)) for ts, p in by_times.values())
 
 
 def evaluate_spec(
@@ -631,15 +775,19 @@ class BundleBackend:
     def signals(
         self, catalog: Catalog, window: Window, step: float, *, deadline: float | None = None
     ) -> MetricResult:
-        """Every catalog role for the bundle (the first alternative with data wins per service).
+        """Every catalog role for the bundle (the first alternative with data wins per service),
+        then every other series that names a service as the generic role (``series``).
 
-        Files are read whatever ``deadline`` says (the engine stops waiting).
+        The result holds ``step``, ``interval`` (the data's sample interval,
+        :meth:`interval`) and ``warnings``. Files are read whatever ``deadline`` says
+        (the engine stops waiting).
         """
         bundle = self._bundle(window)
         cat = bundle.merged_catalog(catalog)
-        metrics = bundle.metrics_for(name_filter(cat))
+        metrics = bundle.metrics_for(None)
         plans = metrics.memo.setdefault("plans", {})
         parts: list[tuple[_Result, npt.NDArray[np.bool_]]] = []
+        winners: list[tuple[SignalSpec, list[str]]] = []
         for specs in cat.roles.values():
             covered: set[str] = set()
             for spec in specs:
@@ -648,13 +796,40 @@ class BundleBackend:
                     continue
                 has_value = ~np.isnan(result.values).all(axis=1)
                 keep = has_value & np.array([g[0] not in covered for g in result.groups])
-                covered.update(g[0] for g, k in zip(result.groups, keep.tolist(), strict=True) if k)
+                won = {g[0] for g, k in zip(result.groups, keep.tolist(), strict=True) if k}
+                covered.update(won)
+                winners.append((spec, sorted(won)))
                 parts.append((result, keep))
+        interval = _interval(metrics)
+        extra, warnings = _generic(metrics, window, step, interval, winners)
+        if extra is not None:
+            parts.append((extra, np.ones(len(extra.groups), dtype=bool)))
         frame = _frame(parts)
         # Every spec is evaluated: stop holding the parse cache's mapped file in memory.
         metrics.release_pages()
-        queries = {role: q for role in cat.roles if (q := self.query_for(cat, role))}
-        return MetricResult(frame=frame, step=step, queries=queries)
+        present = _label_names(metrics)
+        queries = {
+            role: render(specs[0], step, interval, present=present)
+            for role, specs in cat.roles.items()
+            if specs
+        }
+        return MetricResult(
+            frame=frame,
+            step=float(step),
+            interval=interval,
+            queries=queries,
+            warnings=tuple(warnings),
+        )
+
+    def interval(
+        self, window: Window | None = None, catalog: Catalog | None = None
+    ) -> float | None:
+        """The bundle's sample interval in seconds (median spacing over its series).
+
+        What :func:`correlator.promql.choose_step` takes to pick a step before
+        :meth:`signals`; ``None`` when no series has two samples.
+        """
+        return _interval(self._bundle(window).metrics_for(None))
 
     def query_for(self, catalog: Catalog, role: str) -> str | None:
         """The PromQL of the role's first alternative in ``catalog`` (step 60s)."""
@@ -815,8 +990,8 @@ class BundleBackend:
             for svc in spans["service"].unique().tolist():
                 kinds.setdefault(svc, "service")
         try:
-            # The whole catalog's filter: the same parse as signals() (which runs meanwhile).
-            metrics = bundle.metrics_for(name_filter(bundle.catalog))
+            # Every family: the same parse as signals() (which runs meanwhile).
+            metrics = bundle.metrics_for(None)
             plans = metrics.memo.setdefault("plans", {})
             for spec in bundle.catalog.specs("edge_rate"):
                 result = _evaluate(metrics, spec, window, 60.0, plans)

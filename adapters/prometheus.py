@@ -32,6 +32,14 @@ When one service turns up
 in two partitions (some of its series carry ``service_name``, others only
 ``service``), sums, maxima and minima are combined here; a histogram quantile
 or an average cannot be, and that spec is asked again with :func:`render_chain`.
+
+Every query text comes from :mod:`correlator.promql`, the one PromQL renderer
+(``render_promql`` and ``render_chain`` here are its ``render`` and
+``render_chain``): what evidence shows is what was sent. The ``rate()`` range
+follows the data's sample interval (:meth:`PrometheusAdapter.interval`).
+Besides the catalog's roles, every other series that names a service comes as
+the role ``series`` (see :mod:`correlator.generic`): one query per service
+label, capped at :data:`correlator.generic.MAX_SERIES` series.
 """
 
 from __future__ import annotations
@@ -40,9 +48,9 @@ import concurrent.futures as cf
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import urlencode
 
 import httpx
@@ -51,11 +59,25 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import Field
 
+from correlator import generic
 from correlator.catalog import Catalog, SignalSpec
-from correlator.escape import label_name, promql_string
 from correlator.http import HttpBackend, HttpSettings
 from correlator.model import SIGNAL_COLUMNS, Alert, Window, empty_frame
-from correlator.promql import range_seconds
+from correlator.promql import (
+    PART_LABEL,
+    POD_REGEX,
+    SERVICE_LABEL,
+    render_counts,
+    render_generic,
+    render_interval,
+    render_samples,
+    sample_interval,
+    service_of,
+    snap_interval,
+)
+from correlator.promql import render as render_promql
+from correlator.promql import render_chain as render_chain
+from correlator.roles import GENERIC
 from correlator.sources import MetricResult, SourceError
 
 __all__ = [
@@ -73,20 +95,12 @@ __all__ = [
 
 #: Prometheus refuses a range query with more than 11,000 points per series.
 MAX_POINTS = 11_000
+#: How far back (seconds) the raw samples that give the sample interval are read.
+INTERVAL_REACH = 1800.0
 #: Queries in flight at once against one backend.
 DEFAULT_CONCURRENCY = 4
-#: The label the attribution writes (a name no exporter uses).
-SERVICE_LABEL = "correlator_service"
-#: A pod name without its Deployment (``-<hash>-<5 chars>``) or StatefulSet
-#: (``-<ordinal>``) suffix, in one anchored RE2 regex: the lazy prefix takes
-#: the first suffix that fits, and a Deployment suffix (two segments) starts
-#: before a StatefulSet one (one segment), so the precedence is that of
-#: :func:`correlator.catalog.service_from_pod`.
-POD_REGEX = "(?s)(.+?)(?:-[0-9a-z]{5,10}-[0-9a-z]{5}|-[0-9]+)?"
-_DEPLOYMENT_POD = "(?s)(.+)-[0-9a-z]{5,10}-[0-9a-z]{5}"
-# (?s): a label value may hold a newline, and "." must match it too.
-_ANY = "(?s)(.+)"
-_STATEFUL_POD = "(?s)(.+)-[0-9]+"
+_T = TypeVar("_T")
+_NO_TIME = "uncatalogued series: no time left to read them"
 Series = tuple[dict[str, str], npt.NDArray[np.float64], npt.NDArray[np.float64]]
 _DIM_COLUMNS = ("peer", "pod", "node", "zone", "version", "detail")
 
@@ -98,134 +112,8 @@ def choose_step(window: Window, minimum: float = 15.0, max_points: int = MAX_POI
 
 
 def _duration(seconds: float) -> str:
-    """Seconds as a PromQL duration (``90s``)."""
+    """Seconds rounded up to whole seconds, as a duration (``90s``): timeouts, graph ranges."""
     return f"{max(math.ceil(seconds), 1)}s"
-
-
-def _selector(spec: SignalSpec, extra: Sequence[str] = ()) -> str:
-    parts = [f"{label_name(m.label)}{m.op}{promql_string(m.value)}" for m in spec.matchers]
-    parts += extra
-    name: str = spec.metric + ("_bucket" if spec.kind == "histogram" and spec.metric else "")
-    if not name and not parts:
-        raise ValueError(f"role {spec.role!r}: a spec needs a metric or a matcher")
-    return f"{name}{{{','.join(parts)}}}" if parts else name
-
-
-def _service_labels(spec: SignalSpec) -> list[str]:
-    """The spec's service labels, validated, in precedence order, each once."""
-    return list(dict.fromkeys(label_name(lbl) for lbl in spec.service_labels))
-
-
-def _dims(spec: SignalSpec) -> list[str]:
-    return sorted({label_name(v) for v in spec.dims.values()})
-
-
-def _by(*groups: Sequence[str]) -> str:
-    return ", ".join(dict.fromkeys(lbl for g in groups for lbl in g))
-
-
-def service_of(labels: Mapping[str, str], spec: SignalSpec) -> str:
-    """The service of a series :func:`render_promql` returned ("" when none)."""
-    for lbl in (*_service_labels(spec), SERVICE_LABEL):
-        value = labels.get(lbl)
-        if value:
-            return value
-    return ""
-
-
-def _rng(step: float, rate_window: float | None) -> str:
-    return _duration(rate_window if rate_window is not None else range_seconds(step))
-
-
-def _scaled(expr: str, spec: SignalSpec) -> str:
-    return f"({expr}) * {spec.scale!r}" if spec.scale != 1.0 else expr
-
-
-def _partition(spec: SignalSpec, rng: str, label: str | None, extra: Sequence[str]) -> str:
-    """One partition: the series whose service ``label`` decides (``None``: the pod name)."""
-    selector = _selector(spec, extra)
-    dims = _dims(spec)
-    le = ["le"] if spec.kind == "histogram" else []
-    if spec.kind in ("counter", "histogram"):
-        inner, agg = f"rate({selector}[{rng}])", "sum"
-    else:
-        inner, agg = selector, spec.agg
-    if label is not None:
-        expr = f"{agg} by ({_by(le, [label], dims)}) ({inner})"
-    else:
-        # Pod is a dimension: aggregate by pod (and the dimensions), then name the
-        # service of each pod. Otherwise name the service of every series, then
-        # aggregate once, so that sums add up in the same order as render_chain's.
-        per_pod = "pod" in dims and spec.kind != "histogram"
-        grouped = f"{agg} by ({_by(le, ['pod'], dims)}) ({inner})" if per_pod else inner
-        expr = (
-            f"label_replace({grouped}, {promql_string(SERVICE_LABEL)}, {promql_string('$1')}, "
-            f"{promql_string('pod')}, {promql_string(POD_REGEX)})"
-        )
-        if not per_pod:
-            expr = f"{agg} by ({_by(le, [SERVICE_LABEL], dims)}) ({expr})"
-    if spec.kind == "histogram":
-        expr = f"histogram_quantile({spec.quantile:g}, {expr})"
-    return expr
-
-
-def render_promql(spec: SignalSpec, step: float, rate_window: float | None = None) -> str:
-    """The PromQL that computes ``spec`` per service (and dimension), sampled at ``step``.
-
-    ``rate_window`` defaults to :func:`correlator.promql.range_seconds` (the
-    bundle backend's range), so both backends compute the same rates. The
-    series are partitioned by the label that names their service (see the
-    module docstring); :func:`service_of` reads the service back from each
-    returned series.
-    """
-    rng = _rng(step, rate_window)
-    labels = _service_labels(spec)
-    parts = [
-        _partition(spec, rng, lbl, [f'{p}=""' for p in labels[:i]] + [f'{lbl}!=""'])
-        for i, lbl in enumerate(labels)
-    ]
-    if "pod" not in labels:
-        parts.append(_partition(spec, rng, None, [f'{p}=""' for p in labels] + ['pod!=""']))
-    return _scaled(" or ".join(parts), spec)
-
-
-def _attribute(expr: str, spec: SignalSpec) -> str:
-    """Wrap ``expr`` so that SERVICE_LABEL holds the series' service."""
-    # Later label_replace calls overwrite earlier ones, so the most preferred
-    # source comes last: pod name, then service_labels from last to first.
-    steps: list[tuple[str, str]] = [
-        ("pod", _ANY),
-        ("pod", _STATEFUL_POD),
-        ("pod", _DEPLOYMENT_POD),
-    ]
-    steps += [(lbl, _ANY) for lbl in reversed(_service_labels(spec))]
-    for label, regex in steps:
-        expr = (
-            f"label_replace({expr}, {promql_string(SERVICE_LABEL)}, {promql_string('$1')}, "
-            f"{promql_string(label)}, {promql_string(regex)})"
-        )
-    return expr
-
-
-def render_chain(spec: SignalSpec, step: float, rate_window: float | None = None) -> str:
-    """``spec`` as one aggregation over every series, attributed by a ``label_replace`` chain.
-
-    The same values as :func:`render_promql`, whatever the labels; slower,
-    since the chain runs on every raw series at every step. The adapter falls
-    back to it when a service spans partitions and its values cannot be
-    combined client-side (histogram quantiles, averages).
-    """
-    rng = _rng(step, rate_window)
-    by = [SERVICE_LABEL, *_dims(spec)]
-    selector = _selector(spec)
-    if spec.kind == "counter":
-        expr = f"sum by ({_by(by)}) ({_attribute(f'rate({selector}[{rng}])', spec)})"
-    elif spec.kind == "histogram":
-        inner = _attribute(f"rate({selector}[{rng}])", spec)
-        expr = f"histogram_quantile({spec.quantile:g}, sum by ({_by(['le'], by)}) ({inner}))"
-    else:  # gauge, info
-        expr = f"{spec.agg} by ({_by(by)}) ({_attribute(selector, spec)})"
-    return _scaled(expr, spec)
 
 
 @dataclass(frozen=True)
@@ -245,13 +133,22 @@ class PrometheusSettings(HttpSettings):
     """Settings of a Prometheus-API backend (``backends: {prometheus: {url: ...}}``)."""
 
     ui_url: str | None = Field(None, description="base of the graph links (default: url)")
-    min_step: float = Field(15.0, gt=0, description="smallest query step in seconds")
+    min_step: float = Field(
+        0.0, ge=0, description="smallest query step in seconds (default: none, the data's own)"
+    )
     rate_window: float | None = Field(
         None, gt=0, description="rate() range in seconds (default: from the step)"
     )
     concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, description="queries in flight at once")
     budget: float | None = Field(
         None, gt=0, description="seconds one signals() call may take (default: 0.9 x timeout)"
+    )
+    interval: float | None = Field(
+        None, gt=0, description="the data's sample interval in seconds (default: learned)"
+    )
+    generic: bool = Field(True, description="also read series no catalog role knows")
+    probe: bool = Field(
+        True, description="ask for the sample interval and label names before querying"
     )
 
 
@@ -269,6 +166,13 @@ class PrometheusAdapter:
     engine's ``source_timeout``, 10 s like the timeout by default); queries
     unanswered by then are abandoned and named in the result's ``warnings``.
     The adapter keeps no per-call state: one instance serves concurrent calls.
+    ``rate_window`` (seconds) overrides the ``rate()`` range, which is
+    otherwise :func:`correlator.promql.rate_range` of the step and the data's
+    sample interval: ``interval`` (seconds) when given, else learned by
+    :meth:`interval`. ``generic=False`` leaves out the series no catalog role
+    knows (role ``series``; see :mod:`correlator.generic`). ``probe=False`` asks
+    the backend nothing but the queries (no interval or label-name probes: for
+    an API that answers only ``query_range``).
     """
 
     Settings = PrometheusSettings
@@ -289,6 +193,9 @@ class PrometheusAdapter:
         backend: HttpBackend | None = None,
         concurrency: int | None = None,
         budget: float | None = None,
+        interval: float | None = None,
+        generic: bool | None = None,
+        probe: bool | None = None,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
@@ -302,6 +209,9 @@ class PrometheusAdapter:
             rate_window=rate_window,
             concurrency=concurrency,
             budget=budget,
+            interval=interval,
+            generic=generic,
+            probe=probe,
         )
         self.settings = own
         self.name = own.name
@@ -311,6 +221,9 @@ class PrometheusAdapter:
         self.rate_window = own.rate_window
         self.concurrency = own.concurrency
         self.budget = own.budget if own.budget is not None else 0.9 * own.timeout
+        self.known_interval = own.interval
+        self.generic = own.generic
+        self.probe = own.probe
         self._fallbacks = 0
         self._count = threading.Lock()
 
@@ -403,7 +316,7 @@ class PrometheusAdapter:
         specs = catalog.specs(role)
         if not specs:
             return None
-        return render_promql(specs[0], step, self.rate_window)
+        return render_promql(specs[0], step, self.known_interval, self.rate_window)
 
     def signals(
         self, catalog: Catalog, window: Window, step: float, *, deadline: float | None = None
@@ -430,15 +343,23 @@ class PrometheusAdapter:
         limit = f"the {self.budget:g}s budget"
         if deadline is not None and deadline < stop_at:
             stop_at, limit = deadline, "the deadline"
+        interval = self.known_interval
+        present: frozenset[str] | None = None
+        if self.probe:
+            interval = interval or self._probe(window, catalog, stop_at)
+            present = self._labels(start, end, stop_at)
         jobs = [
             _Job(role, i, spec)
             for role, specs in catalog.roles.items()
             for i, spec in enumerate(specs)
         ]
-        frames, warnings, fallbacks = self._run(jobs, start, end, step, stop_at, limit)
+        frames, warnings, fallbacks = self._run(
+            jobs, start, end, step, stop_at, limit, interval, present
+        )
         queries: dict[str, str] = {}
         links: dict[str, str] = {}
         kept: list[pd.DataFrame] = []
+        winners: list[tuple[SignalSpec, list[str]]] = []
         for role, specs in catalog.roles.items():
             seen: set[str] = set()
             for i in range(len(specs)):
@@ -450,25 +371,237 @@ class PrometheusAdapter:
                 if frame.empty:
                     continue
                 seen.update(frame["service"].unique())
+                winners.append((specs[i], [str(x) for x in frame["service"].unique()]))
                 kept.append(frame)
                 queries.setdefault(role, query)
                 links.setdefault(role, self.graph_url(query, start, end, step))
         with self._count:
             self._fallbacks += fallbacks
-        for role in catalog.roles:
-            if role not in queries and (first := self.query_for(catalog, role, step)):
-                queries[role] = first
+        extra, notes, generic_query = (
+            self._generic(start, end, step, interval, winners, stop_at, present)
+            if self.generic
+            else (None, [], "")
+        )
+        if extra is not None:
+            kept.append(extra)
+            queries.setdefault(GENERIC, generic_query)
+            links.setdefault(GENERIC, self.graph_url(generic_query, start, end, step))
+        if notes == [_NO_TIME] and any("abandoned" in w for w in warnings):
+            # One gap says it: what was abandoned, the uncatalogued series with it.
+            notes = []
+            warnings[-1] += "; and the uncatalogued series"
+        warnings += notes
+        for role, specs in catalog.roles.items():
+            if role not in queries and specs:
+                queries[role] = render_promql(specs[0], step, interval, self.rate_window, present)
         out = (
             pd.concat(kept, ignore_index=True).loc[:, list(SIGNAL_COLUMNS)]
             if kept
             else empty_frame(SIGNAL_COLUMNS)
         )
         return MetricResult(
-            frame=out, step=step, queries=queries, links=links, warnings=tuple(warnings)
+            frame=out,
+            step=step,
+            interval=interval,
+            queries=queries,
+            links=links,
+            warnings=tuple(warnings),
         )
 
+    def interval(self, window: Window, catalog: Catalog | None = None) -> float | None:
+        """The data's sample interval (seconds) before the window, ``None`` when unknown.
+
+        Learned from the data first, as the bundle backend learns it: the
+        median spacing of the raw samples of a few series (three ``up``
+        series, written once per scrape, else three the catalog names) over
+        the half hour before ``window.start``. Failing that (no data there),
+        the median ``scrapeInterval`` of the active targets
+        (``/api/v1/targets``), which says how Prometheus scrapes now, not
+        necessarily how it did then. A backend that cannot answer gives
+        ``None``, never an error.
+        """
+        try:
+            for query in render_interval(catalog):
+                picked = self.instant(query, at=window.start)
+                if not picked:
+                    continue
+                times = [
+                    self._sample_times(render_samples(labels, INTERVAL_REACH), window.start)
+                    for labels, _ in picked
+                ]
+                learned = sample_interval(times)
+                if learned is not None:
+                    return learned
+        except SourceError:
+            return None  # down or refusing: the signals call says so, not this probe
+        return self._target_interval()
+
+    def _sample_times(self, query: str, at: float) -> npt.NDArray[np.float64]:
+        """The raw sample times of the one series an instant range-selector query returns."""
+        data = self._api("/api/v1/query", {"query": query, "time": f"{at:.3f}"})
+        result = data.get("result") or []
+        if data.get("resultType") != "matrix" or not result:
+            return np.empty(0, dtype=np.float64)
+        return np.array([float(t) for t, _ in result[0].get("values") or ()], dtype=np.float64)
+
+    def _labels(self, start: float, end: float, stop_at: float) -> frozenset[str] | None:
+        """Every label name of the series in ``[start, end]`` (``/api/v1/labels``; ``None``:
+        not known in time or not supported, and then every service label is queried)."""
+        form = {"start": f"{start:.3f}", "end": f"{end:.3f}"}
+        try:
+            names = _bounded(stop_at, self._api, "/api/v1/labels", form)
+        except (cf.TimeoutError, SourceError):
+            return None
+        if not isinstance(names, list):
+            return None
+        return frozenset(str(n) for n in names)
+
+    def _probe(self, window: Window, catalog: Catalog, stop_at: float) -> float | None:
+        """:meth:`interval`, given up on (``None``) at ``stop_at`` rather than waited for."""
+        try:
+            return _bounded(stop_at, self.interval, window, catalog)
+        except cf.TimeoutError:
+            return None
+
+    def _target_interval(self) -> float | None:
+        """The median scrape interval of the active targets (``None``: no targets API)."""
+        try:
+            response = self.http.request("GET", "/api/v1/targets", params={"state": "active"})
+            body = self.http.parse_json(response, "/api/v1/targets")
+        except SourceError:
+            return None
+        targets = ((body or {}).get("data") or {}).get("activeTargets") or []
+        seconds = [
+            _parse_duration(str(t.get("scrapeInterval", "")))
+            for t in targets
+            if isinstance(t, dict)
+        ]
+        known = sorted(x for x in seconds if x)
+        return snap_interval(known[len(known) // 2]) if known else None
+
+    def _generic(
+        self,
+        start: float,
+        end: float,
+        step: float,
+        interval: float | None,
+        winners: list[tuple[SignalSpec, list[str]]],
+        stop_at: float,
+        present: frozenset[str] | None = None,
+    ) -> tuple[pd.DataFrame | None, list[str], str]:
+        """Every series that names a service and no winning alternative used (role ``series``).
+
+        One ``sum by (__name__, <label>, le, quantile)`` range query per
+        service label (see :mod:`correlator.generic`), at most
+        :data:`correlator.generic.MAX_SERIES` series in all (a warning says
+        when more were there). A query the backend refuses or does not
+        answer in time is a warning: the catalog's data stands without it.
+        """
+        queries = render_generic(generic.taken_regex(winners), present)
+        warnings: list[str] = []
+        if time.monotonic() >= stop_at:
+            return None, [_NO_TIME], ""
+        queries = self._within_cap(queries, end, warnings, stop_at)
+        results: list[tuple[str, list[Series]]] = []
+        pool = cf.ThreadPoolExecutor(
+            max_workers=max(1, min(self.concurrency, len(queries))),
+            thread_name_prefix=f"{self.name}-generic",
+        )
+        try:
+            futures = [
+                pool.submit(
+                    self.query_range, q, start, end, step, max(stop_at - time.monotonic(), 1.0)
+                )
+                for _, q in queries
+            ]
+            for (label, _query), fut in zip(queries, futures, strict=True):
+                try:
+                    results.append(
+                        (label, fut.result(timeout=max(stop_at - time.monotonic(), 0.0)))
+                    )
+                except cf.TimeoutError:
+                    warnings.append(f"uncatalogued series by {label}: unanswered in time")
+                except SourceError as err:
+                    warnings.append(f"uncatalogued series by {label}: {err}")
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        grid = np.arange(start, end + step / 2, step, dtype=np.float64)
+        index: dict[tuple[str, str, str, str, generic.Part], int] = {}
+        cells: list[tuple[int, npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
+        dropped = 0
+        for label, got in results:
+            for lbls, ts, values in got:
+                name, service = lbls.get("__name__", ""), lbls.get(label, "")
+                le, q = lbls.get("le", ""), lbls.get("quantile", "")
+                part = generic.classify(name, bool(le), bool(q))
+                if not name or not service or part == "skip":
+                    continue
+                key = (name, service, le, q, part)
+                if key not in index and len(index) >= generic.MAX_SERIES:
+                    dropped += 1
+                    continue
+                cells.append((index.setdefault(key, len(index)), ts, values))
+        if dropped:
+            warnings.append(
+                f"{len(index) + dropped} uncatalogued series named a service; only the first "
+                f"{generic.MAX_SERIES} were read (add the rest to a catalog to judge them)"
+            )
+        if not index:
+            return None, warnings, queries[0][1] if queries else ""
+        sums = np.full((len(index), len(grid)), np.nan)
+        for row, ts, values in cells:
+            at = np.rint((ts - start) / step).astype(np.int64)
+            ok = (at >= 0) & (at < len(grid)) & ~np.isnan(values)
+            at, v = at[ok], values[ok]
+            sums[row, at] = np.where(np.isnan(sums[row, at]), 0.0, sums[row, at]) + v
+        keys, matrix = generic.derive(list(index), sums, step, interval)
+        return _generic_frame(keys, grid, matrix), warnings, queries[0][1] if queries else ""
+
+    def _within_cap(
+        self, queries: list[tuple[str, str]], at: float, warnings: list[str], stop_at: float
+    ) -> list[tuple[str, str]]:
+        """The generic queries whose series fit :data:`correlator.generic.MAX_SERIES`.
+
+        One instant query counts each query's series at ``at``; queries are
+        kept in precedence order while they fit, the rest are named in a
+        warning. When the count cannot be had, every query goes (each answer
+        is still capped as it is read).
+        """
+        if not queries:
+            return queries
+        try:
+            rows = _bounded(stop_at, self.instant, render_counts([q for _, q in queries]), at)
+        except cf.TimeoutError:
+            warnings.append("uncatalogued series: not counted in time; left out")
+            return []
+        except SourceError:
+            return queries
+        counts = {int(lbl.get(PART_LABEL, "-1")): v for lbl, v in rows}
+        kept: list[tuple[str, str]] = []
+        total = 0.0
+        for i, (label, query) in enumerate(queries):
+            n = counts.get(i, 0.0)
+            if total + n > generic.MAX_SERIES:
+                warnings.append(
+                    f"uncatalogued series by {label}: {n:g} series would pass the cap of "
+                    f"{generic.MAX_SERIES}; left out (name them in a catalog to judge them)"
+                )
+                continue
+            # A query with no series now is still sent: its series may be in the baseline only.
+            total += n
+            kept.append((label, query))
+        return kept
+
     def _run(
-        self, jobs: list[_Job], start: float, end: float, step: float, stop_at: float, limit: str
+        self,
+        jobs: list[_Job],
+        start: float,
+        end: float,
+        step: float,
+        stop_at: float,
+        limit: str,
+        interval: float | None = None,
+        present: frozenset[str] | None = None,
     ) -> tuple[dict[tuple[str, int], tuple[pd.DataFrame, str]], list[str], int]:
         """Fetch every job, ``concurrency`` at a time, until ``stop_at`` (``limit`` names it)."""
         failed = threading.Event()
@@ -481,7 +614,7 @@ class PrometheusAdapter:
             if failed.is_set() or time.monotonic() >= stop_at:
                 return None  # the call has given up: send nothing more
             try:
-                return self._fetch(job.spec, start, end, step, stop_at)
+                return self._fetch(job.spec, start, end, step, stop_at, interval, present)
             except SourceError as err:
                 if getattr(err, "status", None) not in (400, 422):
                     failed.set()
@@ -528,21 +661,77 @@ class PrometheusAdapter:
         return results, warnings, fallbacks
 
     def _fetch(
-        self, spec: SignalSpec, start: float, end: float, step: float, stop_at: float
+        self,
+        spec: SignalSpec,
+        start: float,
+        end: float,
+        step: float,
+        stop_at: float,
+        interval: float | None = None,
+        present: frozenset[str] | None = None,
     ) -> tuple[pd.DataFrame, str, bool]:
         """One spec as a frame, with the query that produced it and whether it fell back."""
-        query = render_promql(spec, step, self.rate_window)
+        query = render_promql(spec, step, interval, self.rate_window, present)
         remaining = stop_at - time.monotonic()
         series = self.query_range(query, start, end, step, timeout=remaining)
         frame = _to_frame(spec, series)
         if frame is not None:
             return frame, query, False
         # A service spans partitions and its values cannot be combined here.
-        query = render_chain(spec, step, self.rate_window)
+        query = render_chain(spec, step, interval, self.rate_window, present)
         remaining = stop_at - time.monotonic()
         series = self.query_range(query, start, end, step, timeout=max(remaining, 1.0))
         frame = _to_frame(spec, series)
         return (frame if frame is not None else empty_frame(SIGNAL_COLUMNS)), query, True
+
+
+def _bounded(stop_at: float, fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` in a thread of its own, waited for until ``stop_at`` at most.
+
+    Raises :class:`concurrent.futures.TimeoutError` when time runs out; the
+    thread then ends with its HTTP timeout, unwaited.
+    """
+    pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prometheus-probe")
+    try:
+        return pool.submit(fn, *args).result(timeout=max(stop_at - time.monotonic(), 0.0))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _parse_duration(text: str) -> float | None:
+    """A Prometheus duration (``15s``, ``1m30s``, ``500ms``) in seconds (``None``: not one)."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    total, number, i = 0.0, "", 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit():
+            number += ch
+            i += 1
+            continue
+        unit = "ms" if text.startswith("ms", i) else ch
+        if not number or unit not in units:
+            return None
+        total += int(number) * units[unit]
+        number, i = "", i + len(unit)
+    return total if total > 0 and not number else None
+
+
+def _generic_frame(
+    keys: list[tuple[str, str]], grid: npt.NDArray[np.float64], matrix: npt.NDArray[np.float64]
+) -> pd.DataFrame | None:
+    """Generic rows (``series``, service, detail = metric name) as a ``SIGNAL_COLUMNS`` frame."""
+    g, t = np.nonzero(~np.isnan(matrix))
+    if not len(g):
+        return None
+    services = np.array([k[0] for k in keys], dtype=object)
+    details = np.array([k[1] for k in keys], dtype=object)
+    data: dict[str, Any] = {c: pd.Series([None] * len(g), dtype="object") for c in _DIM_COLUMNS}
+    data["role"] = pd.Series(np.full(len(g), GENERIC, dtype=object), dtype="object")
+    data["service"] = pd.Series(services[g], dtype="object")
+    data["detail"] = pd.Series(details[g], dtype="object")
+    data["ts"] = grid[t]
+    data["value"] = matrix[g, t]
+    return pd.DataFrame(data, columns=list(SIGNAL_COLUMNS))
 
 
 def _combine(

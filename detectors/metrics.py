@@ -8,8 +8,11 @@ alerted service's own symptoms confirmed at a lower bar
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from correlator.detect import DetectConfig, confirm_alert, detect
 from correlator.detector import DetectInput, DetectOutput
+from correlator.promql import rate_range
 
 __all__ = ["MetricDetector"]
 
@@ -29,10 +32,16 @@ class MetricDetector:
         if agg.empty:
             return DetectOutput(detect(agg, data.window, self.config, aggregated=agg))
         alert_at = data.alert.starts_at
+        config = self.config
+        if config.rate_range is None:
+            # Counters were rated over this range (the Poisson noise of their counts).
+            config = replace(
+                config, rate_range=rate_range(data.step, data.telemetry.sample_interval)
+            )
         found = detect(
             agg,
             data.window,
-            self.config,
+            config,
             step=data.step,
             aggregated=agg,
             alert_at=alert_at,

@@ -77,7 +77,7 @@ def _collect(path: Path) -> dict[str, Any]:
 
     from correlator.catalog import default_catalog
     from correlator.config import Settings
-    from correlator.engine import auto_step, collect, make_window
+    from correlator.engine import collect, make_window, query_step
     from correlator.sources import Sources
 
     backend = BundleBackend(path)
@@ -87,7 +87,7 @@ def _collect(path: Path) -> dict[str, Any]:
     settings = Settings(source_timeout=600, deadline=1200)
     catalog = bundle.merged_catalog(default_catalog())
     window = make_window(alert, settings)
-    step = settings.step or auto_step(window)
+    step = query_step(Sources.from_backends(backend), window, catalog, settings)
     deadline = time.monotonic() + 3600.0
     telemetry, gaps = collect(Sources.from_backends(backend), catalog, window, step, 600, deadline)
     # A sample cut by a limit is a note, not a failure; anything else means a broken bundle.

@@ -219,9 +219,11 @@ def test_prometheus_answering_500_is_a_gap_after_retries(
     why = _gap(inv, "prometheus")
     assert why.startswith("metrics: ")
     assert "500" in why and "storage is on fire" in why and "after 3 attempts" in why
-    # The first `concurrency` queries go out at once; each is retried twice and
-    # fails; no further query is sent once one has failed.
-    assert handler.requests == 3 * prom.concurrency
+    # The sample-interval and label-name probes are tried (three attempts each; their
+    # failure only leaves the interval and labels unknown), then the first `concurrency`
+    # queries go out at once; each is retried twice and fails; no further query is sent
+    # once one has failed.
+    assert handler.requests == 6 + 3 * prom.concurrency
     assert inv.telemetry.signals.empty
     assert len(inv.telemetry.logs) and len(inv.telemetry.spans), "logs and traces were read"
     assert inv.findings, "traces and logs still point somewhere"

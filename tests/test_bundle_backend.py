@@ -272,10 +272,12 @@ def test_grid_and_queries(backend: BundleBackend) -> None:
     result = backend.signals(default_catalog(), WINDOW, 60)
     ts = sorted(set(result.frame["ts"]))
     assert ts[0] == T0 and ts[-1] == T0 + 7200 and ts[1] - ts[0] == 60
-    assert result.step == 60 and not result.warnings
-    # The bundle's own catalog (catalog.json) names the series of its roles.
-    assert result.queries["latency"] == (
-        "histogram_quantile(0.95, sum by (le, service) (rate(req_seconds_bucket[240s])))"
+    assert result.step == 60 and result.interval == 15 and not result.warnings
+    # The bundle's own catalog (catalog.json) names the series of its roles; the rate range
+    # follows the data's 15 s interval: max(step + 15 s, 4 * 15 s) at step 60 s.
+    assert result.queries["latency"].startswith(
+        "histogram_quantile(0.95, sum by (le, service) (rate(req_seconds_bucket"
+        '{service!=""}[75s]))) or '
     )
     q = result.queries["error_rate"]
     assert 'status_code="STATUS_CODE_ERROR"' in q

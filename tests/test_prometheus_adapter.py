@@ -15,10 +15,11 @@ from correlator.adapters.prometheus import (
     render_promql,
 )
 
-from correlator.catalog import Catalog, Matcher, SignalSpec, default_catalog
+from correlator.catalog import SERVICE_LABELS, Catalog, Matcher, SignalSpec, default_catalog
 from correlator.escape import regex_alternation
 from correlator.http import HttpSettings
 from correlator.model import SIGNAL_COLUMNS, Window
+from correlator.promql import render_generic
 
 pytest_plugins = ["servers"]
 pytestmark = pytest.mark.prometheus
@@ -27,7 +28,16 @@ T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 SPAN = 3600
 STEP = 15
 HOSTILE = '"} or vector(1) # \\ \n.*'
-SERVICES = {"checkout": 10.0, "payment": 2.0, "a.b": 1.0, "aXb": 3.0, HOSTILE: 5.0}
+#: Label values PromQL must quote exactly: a tab (escaped as \t) and a backslash followed
+#: by "t" (two characters, not a tab), unicode, a closing brace and a quote.
+AWKWARD = {
+    "tab\there": 1.5,
+    "back\\tslash": 2.5,
+    "zürich ✓ 東京": 3.5,
+    "brace}": 4.5,
+    'quo"te': 5.5,
+}
+SERVICES = {"checkout": 10.0, "payment": 2.0, "a.b": 1.0, "aXb": 3.0, HOSTILE: 5.0, **AWKWARD}
 FILLER = [f"svc-{i:03d}" for i in range(60)]
 
 
@@ -71,7 +81,8 @@ def prom(prometheus_server, tmp_path_factory) -> str:  # type: ignore[no-untyped
 
 @pytest.fixture
 def adapter(prom: str) -> Iterator[PrometheusAdapter]:
-    a = PrometheusAdapter(HttpSettings(name="prometheus", url=prom))
+    # The catalog's roles only (the uncatalogued-series path has tests of its own).
+    a = PrometheusAdapter(HttpSettings(name="prometheus", url=prom), generic=False)
     yield a
     a.close()
 
@@ -110,15 +121,25 @@ def test_one_request_per_spec_regardless_of_service_count(prom: str) -> None:
         adapter = PrometheusAdapter(HttpSettings(name="prometheus", url=prom), client)
         frame = adapter.signals(catalog, WINDOW, 60).frame
     assert frame[frame.role == "request_rate"].service.nunique() == len(SERVICES) + len(FILLER)
-    assert len(sent) == len(list(catalog.all_specs()))
-    assert all(r.url.path == "/api/v1/query_range" for r in sent)
+    # One range query per spec, one per service label for the uncatalogued series, and
+    # instant probes: for the sample interval, two picks (up, then catalog series) and
+    # the raw samples of three series (or the targets API), the label names, and one
+    # count of the uncatalogued series. None of it grows with the number of services.
+    ranges = [r for r in sent if r.url.path == "/api/v1/query_range"]
+    # (one per service label the data has, not per service label the catalog knows)
+    partitions = render_generic(present=adapter.label_names)
+    assert len(partitions) < len(SERVICE_LABELS)
+    assert len(ranges) == len(list(catalog.all_specs())) + len(partitions)
+    probes = [r for r in sent if r.url.path != "/api/v1/query_range"]
+    assert len(probes) <= 8
+    assert {r.url.path for r in probes} <= {"/api/v1/query", "/api/v1/targets", "/api/v1/labels"}
 
 
 def _only(spec: SignalSpec) -> Catalog:
     return Catalog({spec.role: (spec,)})
 
 
-@pytest.mark.parametrize("value", [HOSTILE, "a.b", "checkout"])
+@pytest.mark.parametrize("value", [HOSTILE, "a.b", "checkout", *AWKWARD])
 def test_hostile_label_values_select_only_their_series(
     adapter: PrometheusAdapter, value: str
 ) -> None:
@@ -134,6 +155,35 @@ def test_hostile_label_values_select_only_their_series(
     frame = adapter.signals(_only(spec), WINDOW, 60).frame
     assert set(frame.service) == {value}
     assert frame.value.median() == pytest.approx(SERVICES[value] * 0.9, rel=1e-6)
+
+
+def test_the_adapter_sends_exactly_what_promql_renders(prom: str) -> None:
+    """One renderer: the text on the wire is promql.render's, tab escaped as in PromQL."""
+    from correlator import promql
+
+    sent: list[httpx.Request] = []
+    spec = SignalSpec(
+        "request_rate",
+        "traces_span_metrics_calls_total",
+        "counter",
+        matchers=(Matcher("service_name", "=", "tab\there"),),
+    )
+    with httpx.Client(event_hooks={"request": [sent.append]}) as client:
+        adapter = PrometheusAdapter(
+            HttpSettings(name="prometheus", url=prom), client, interval=15.0, generic=False
+        )
+        frame = adapter.signals(_only(spec), WINDOW, 60)
+    assert set(frame.service) == {"tab\there"}
+    rendered = promql.render(spec, 60, 15.0, present=adapter.label_names)
+    assert adapter.label_names and "service_name" in adapter.label_names
+    assert 'service_name="tab\\there"' in rendered and "\t" not in rendered  # no raw tab
+    forms = [
+        dict(httpx.QueryParams(r.content.decode()))
+        for r in sent
+        if r.url.path == "/api/v1/query_range"
+    ]
+    assert [f["query"] for f in forms] == [rendered]
+    assert spec.selector() == promql.selector(spec)
 
 
 def test_regex_matcher_escapes_metacharacters(prom: str, adapter: PrometheusAdapter) -> None:
@@ -174,12 +224,14 @@ def test_render_promql_shapes() -> None:
         "sum by (service_name) (rate(traces_span_metrics_calls_total"
         '{span_kind="SPAN_KIND_SERVER",service_name!=""}[240s])) or sum by (service) ('
     )
-    assert 'service_name="",service="",job="",pod!=""' in counter
+    assert 'service_name="",service="",k8s_deployment_name="",' in counter
+    assert 'app="",pod!=""' in counter  # the pod name before container and job
     assert counter.count("label_replace(") == 1  # only the pod partition needs a regex
-    assert "[240s]" in counter  # promql.range_seconds: max(4 * step, 60s)
-    hist = render_promql(default_catalog().specs("latency")[4], 30)
+    assert "[240s]" in counter  # promql.rate_range with the interval unknown: 4 * step
+    istio = next(s for s in default_catalog().specs("latency") if s.source == "istio")
+    hist = render_promql(istio, 30)
     assert hist.startswith("(histogram_quantile(0.95, sum by (le, destination_workload) (")
     assert hist.endswith(") * 0.001")
-    chain = render_chain(default_catalog().specs("latency")[4], 30)
+    chain = render_chain(istio, 30)
     assert chain.startswith("(histogram_quantile(0.95, sum by (le, correlator_service) (")
     assert chain.count("label_replace(") == 5

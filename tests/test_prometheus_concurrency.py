@@ -89,6 +89,8 @@ def _catalog(*metrics: str) -> Catalog:
 
 
 def _adapter(fake: FakeProm, **kw: float) -> PrometheusAdapter:
+    # No probes and no uncatalogued-series queries: only the catalog's queries are sent.
+    kw = {"interval": 60.0, "generic": False, "probe": False, **kw}
     return PrometheusAdapter(HttpSettings(name="prometheus", url=fake.url, timeout=30.0), **kw)  # type: ignore[arg-type]
 
 

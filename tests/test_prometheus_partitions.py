@@ -13,6 +13,7 @@ with the chain, once.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def prom(prometheus_server, tmp_path_factory) -> str:  # type: ignore[no-untyped
 
 @pytest.fixture
 def adapter(prom: str) -> Iterator[PrometheusAdapter]:
-    a = PrometheusAdapter(HttpSettings(name="prometheus", url=prom))
+    a = PrometheusAdapter(HttpSettings(name="prometheus", url=prom), generic=False)
     yield a
     a.close()
 
@@ -134,7 +135,8 @@ def _chain_frame(adapter: PrometheusAdapter, spec: SignalSpec) -> pd.DataFrame:
     from correlator.adapters.prometheus import _to_frame
 
     step = 60.0
-    series = adapter.query_range(render_chain(spec, step), WINDOW.baseline_start, WINDOW.end, step)
+    query = render_chain(spec, step, adapter.interval_seconds)
+    series = adapter.query_range(query, WINDOW.baseline_start, WINDOW.end, step)
     frame = _to_frame(spec, series)
     assert frame is not None, "one aggregation never needs combining"
     return frame
@@ -161,7 +163,9 @@ def test_partitioned_query_gives_what_the_chain_gives(
     assert got["value"].to_numpy() == pytest.approx(want["value"].to_numpy(), rel=1e-9)
     assert adapter.fallbacks == (1 if name in FALLBACK else 0)
     used = result.queries["x"]
-    assert used == (render_chain if name in FALLBACK else render_promql)(spec, 60.0)
+    render = render_chain if name in FALLBACK else render_promql
+    present = adapter._labels(WINDOW.baseline_start, WINDOW.end, time.monotonic() + 30)
+    assert used == render(spec, 60.0, result.interval, present=present)
 
 
 @pytest.mark.prometheus
@@ -181,12 +185,17 @@ def test_services_spread_over_partitions_add_up(adapter: PrometheusAdapter) -> N
 def test_one_request_per_spec_unless_a_fallback_is_needed(prom: str) -> None:
     sent: list[httpx.Request] = []
     with httpx.Client(event_hooks={"request": [sent.append]}) as client:
-        adapter = PrometheusAdapter(HttpSettings(name="prometheus", url=prom), client)
+        adapter = PrometheusAdapter(
+            HttpSettings(name="prometheus", url=prom), client, interval=60.0, generic=False
+        )
         adapter.signals(Catalog({"x": (SPECS["counter"], SPECS["gauge-max"])}), WINDOW, 60)
-        assert len(sent) == 2
+        ranges = [r for r in sent if r.url.path == "/api/v1/query_range"]
+        assert len(ranges) == 2
         sent.clear()
         adapter.signals(Catalog({"x": (SPECS["histogram"],)}), WINDOW, 60)
-        assert len(sent) == 2, "the partitioned query, then the chain"
+        ranges = [r for r in sent if r.url.path == "/api/v1/query_range"]
+        assert len(ranges) == 2, "the partitioned query, then the chain"
+        assert len(sent) == 3, "and the label names, asked once per call"
 
 
 def _chain_service(pod: str) -> str:

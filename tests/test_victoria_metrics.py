@@ -29,7 +29,14 @@ def sent() -> list[httpx.Request]:
 @pytest.fixture
 def vm(vm_url: str, sent: list[httpx.Request]) -> Iterator[PrometheusAdapter]:
     with httpx.Client(event_hooks={"request": [sent.append]}) as client:
-        yield PrometheusAdapter(HttpSettings(name="victoriametrics", url=vm_url), client)
+        # No probes and no uncatalogued series: one request per spec, as asserted below.
+        yield PrometheusAdapter(
+            HttpSettings(name="victoriametrics", url=vm_url),
+            client,
+            interval=60.0,
+            generic=False,
+            probe=False,
+        )
 
 
 def test_signals_match_prometheus_semantics(

@@ -17,8 +17,17 @@ the Prometheus adapter (PromQL) compute the same thing:
 * ``kind="info"``: like gauge, value ignored; dimensions (``version``) matter
 
 The service a series belongs to is the first non-empty label of
-``service_labels``; failing that, the ``pod`` label with the Deployment suffix
-(``-<hash>-<hash>``) removed.
+``service_labels``, where the name ``pod`` stands for the pod name with its
+Deployment suffix (``-<hash>-<hash>``) or StatefulSet ordinal removed; a list
+without ``pod`` tries the pod name last. The default identities
+(:data:`SERVICE_LABELS`) are OpenTelemetry's ``service_name``, ``service``,
+the ``k8s_*`` resource labels, ``application``/``app``, the pod name, the
+``container``/``container_name`` of series aggregated per container, and
+``job`` last (a scrape job often names a whole fleet).
+
+Series no alternative takes still reach the engine as the generic role
+``series`` (see :mod:`correlator.generic`): the catalog adds meaning, never
+visibility.
 
 The catalog is data: JSON (``catalog.json`` in a bundle, or a file named in
 the config) in the shape of :meth:`Catalog.to_json`. A user catalog *extends*
@@ -41,6 +50,7 @@ from correlator.roles import ROLES as _ROLE_TABLE
 __all__ = [
     "DIMENSIONS",
     "ROLES",
+    "SERVICE_LABELS",
     "Catalog",
     "Matcher",
     "SignalSpec",
@@ -57,6 +67,24 @@ DIMENSIONS = ("peer", "pod", "node", "zone", "version", "detail")
 #: Roles the engine and the built-in patterns understand, with what they mean
 #: (the descriptions of :data:`correlator.roles.ROLES`).
 ROLES: dict[str, str] = {name: r.description for name, r in _ROLE_TABLE.items() if r.catalog}
+
+#: Labels that name a series' service, in precedence order (``pod``: the pod name
+#: without its Deployment/StatefulSet suffix).
+SERVICE_LABELS: tuple[str, ...] = (
+    "service_name",
+    "service",
+    "k8s_deployment_name",
+    "k8s_statefulset_name",
+    "k8s_daemonset_name",
+    "k8s_container_name",
+    "application",
+    "app",
+    "pod",
+    "container_label_com_docker_compose_service",
+    "container",
+    "container_name",
+    "job",
+)
 
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _POD_SUFFIX = re.compile(r"-[0-9a-z]{5,10}-[0-9a-z]{5}$")
@@ -103,7 +131,7 @@ class SignalSpec:
     """Metric family name; for histograms the base name (without ``_bucket``).
     ``""`` with an ``__name__`` matcher selects by regex."""
     kind: Kind
-    service_labels: tuple[str, ...] = ("service_name", "service", "job")
+    service_labels: tuple[str, ...] = SERVICE_LABELS
     matchers: tuple[Matcher, ...] = ()
     dims: Mapping[str, str] = field(default_factory=dict)
     """Canonical dimension -> source label, e.g. ``{"peer": "client"}``."""
@@ -114,10 +142,13 @@ class SignalSpec:
     """Which exporter this alternative reads (documentation only)."""
 
     def selector(self) -> str:
-        """The PromQL series selector, e.g. ``calls_total{span_kind="SERVER"}``."""
-        parts = [f'{m.label}{m.op}"{_escape(m.value)}"' for m in self.matchers]
-        name = self.metric + ("_bucket" if self.kind == "histogram" else "")
-        return name + "{" + ",".join(parts) + "}" if parts else name
+        """The PromQL series selector, e.g. ``calls_total{span_kind="SERVER"}``.
+
+        Rendered by :func:`correlator.promql.selector`, the one PromQL renderer.
+        """
+        from correlator import promql  # promql imports this module
+
+        return promql.selector(self)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -190,7 +221,7 @@ class SignalSpec:
             role=role,
             metric=metric,
             kind=kind,
-            service_labels=tuple(data.get("service_labels", ("service_name", "service", "job"))),
+            service_labels=tuple(data.get("service_labels", SERVICE_LABELS)),
             matchers=tuple(matchers),
             dims=dims,
             agg=agg,
@@ -198,11 +229,6 @@ class SignalSpec:
             scale=scale,
             source=str(data.get("source", "")),
         )
-
-
-def _escape(value: str) -> str:
-    """Escape a string for a PromQL double-quoted literal."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 @dataclass(frozen=True)
@@ -264,7 +290,254 @@ def _m(label: str, op: str, value: str) -> Matcher:
 
 _SERVER = _m("span_kind", "=", "SPAN_KIND_SERVER")
 _CONTAINER = (_m("container", "!=", ""), _m("container", "!=", "POD"))
-_POD_ONLY: tuple[str, ...] = ("service", "app", "application")
+#: cAdvisor and kube-state-metrics series: a workload label, else the pod name, else
+#: the container (series aggregated per container carry no pod).
+_COMPOSE = "container_label_com_docker_compose_service"
+_POD_ONLY: tuple[str, ...] = (
+    "service",
+    "app",
+    "application",
+    "pod",
+    _COMPOSE,
+    "container",
+    "container_name",
+)
+#: Summary quantiles from p90 up: the highest one a service exports wins (``max``).
+_HIGH_QUANTILE = _m("quantile", "=~", "0\\.9[0-9]*|1")
+_HTTP_5XX_OLD = _m("http_status_code", "=~", "5..")
+_HTTP_5XX = _m("http_response_status_code", "=~", "5..")
+_GRPC_FAILED = _m("rpc_grpc_status_code", "!~", "0|")
+
+
+def _server_protocols() -> list[SignalSpec]:
+    """Request rate, errors and latency from HTTP and RPC server instrumentation."""
+    s: list[SignalSpec] = []
+    # Old OpenTelemetry names (milliseconds; with or without the unit suffix) and new ones.
+    otel = (
+        ("http_server_request_duration_seconds", _HTTP_5XX, 1.0, "otel http semconv"),
+        ("http_server_duration_milliseconds", _HTTP_5XX_OLD, 0.001, "otel http semconv (old)"),
+        ("http_server_duration", _HTTP_5XX_OLD, 0.001, "otel http semconv (old, no unit)"),
+        ("rpc_server_call_duration_seconds", _GRPC_FAILED, 1.0, "otel rpc semconv"),
+        ("rpc_server_duration_milliseconds", _GRPC_FAILED, 0.001, "otel rpc semconv (old)"),
+        ("rpc_server_duration", _GRPC_FAILED, 0.001, "otel rpc semconv (old, no unit)"),
+    )
+    for base, failed, scale, source in otel:
+        s.append(SignalSpec("request_rate", f"{base}_count", "counter", source=source))
+        s.append(
+            SignalSpec("error_rate", f"{base}_count", "counter", matchers=(failed,), source=source)
+        )
+        s.append(SignalSpec("latency", base, "histogram", scale=scale, source=source))
+    micrometer = ("application", *SERVICE_LABELS)
+    s += [
+        SignalSpec(
+            "request_rate",
+            "http_server_requests_seconds_count",
+            "counter",
+            service_labels=micrometer,
+            source="micrometer",
+        ),
+        SignalSpec(
+            "error_rate",
+            "http_server_requests_seconds_count",
+            "counter",
+            service_labels=micrometer,
+            matchers=(_m("outcome", "=", "SERVER_ERROR"),),
+            source="micrometer (outcome)",
+        ),
+        SignalSpec(
+            "error_rate",
+            "http_server_requests_seconds_count",
+            "counter",
+            service_labels=micrometer,
+            matchers=(_m("status", "=~", "5.."),),
+            source="micrometer",
+        ),
+        SignalSpec(
+            "latency",
+            "http_server_requests_seconds",
+            "histogram",
+            service_labels=micrometer,
+            source="micrometer",
+        ),
+        SignalSpec(
+            "latency",
+            "http_server_requests_seconds",
+            "gauge",
+            service_labels=micrometer,
+            matchers=(_HIGH_QUANTILE,),
+            agg="max",
+            source="micrometer summary (quantile label)",
+        ),
+        # go-grpc-prometheus / grpc-java prometheus interceptors.
+        SignalSpec(
+            "request_rate", "grpc_server_handled_total", "counter", source="grpc prometheus"
+        ),
+        SignalSpec(
+            "error_rate",
+            "grpc_server_handled_total",
+            "counter",
+            matchers=(_m("grpc_code", "!~", "OK|"),),
+            source="grpc prometheus",
+        ),
+        SignalSpec(
+            "latency", "grpc_server_handling_seconds", "histogram", source="grpc prometheus"
+        ),
+        # Any other summary of request durations in seconds (Prometheus client summaries).
+        SignalSpec(
+            "latency",
+            "",
+            "gauge",
+            matchers=(
+                _m("__name__", "=~", ".*(http|rpc|grpc|request).*_seconds"),
+                _HIGH_QUANTILE,
+            ),
+            agg="max",
+            source="request-duration summaries (quantile label)",
+        ),
+    ]
+    return s
+
+
+def _client_protocols() -> list[SignalSpec]:
+    """Client-side latency and errors: a caller's view of its calls to ``peer``."""
+    s: list[SignalSpec] = []
+    clients = (
+        ("http_client_request_duration_seconds", "server_address", _HTTP_5XX, 1.0, "otel http"),
+        ("http_client_duration_milliseconds", "net_peer_name", _HTTP_5XX_OLD, 0.001, "otel http"),
+        ("http_client_duration", "net_peer_name", _HTTP_5XX_OLD, 0.001, "otel http"),
+        ("rpc_client_call_duration_seconds", "server_address", _GRPC_FAILED, 1.0, "otel rpc"),
+        ("rpc_client_duration_milliseconds", "net_peer_name", _GRPC_FAILED, 0.001, "otel rpc"),
+        ("rpc_client_duration", "net_peer_name", _GRPC_FAILED, 0.001, "otel rpc"),
+        (
+            "http_client_requests_seconds",
+            "client_name",
+            _m("status", "=~", "5.."),
+            1.0,
+            "micrometer",
+        ),
+    )
+    for base, peer, failed, scale, source in clients:
+        s.append(
+            SignalSpec(
+                "client_latency", base, "histogram", dims={"peer": peer}, scale=scale, source=source
+            )
+        )
+        s.append(
+            SignalSpec(
+                "client_errors",
+                f"{base}_count",
+                "counter",
+                matchers=(failed,),
+                dims={"peer": peer},
+                source=source,
+            )
+        )
+    s.append(
+        SignalSpec(
+            "client_latency",
+            "grpc_client_handling_seconds",
+            "histogram",
+            dims={"peer": "grpc_service"},
+            source="grpc prometheus",
+        )
+    )
+    s.append(
+        SignalSpec(
+            "client_errors",
+            "grpc_client_handled_total",
+            "counter",
+            matchers=(_m("grpc_code", "!~", "OK|"),),
+            dims={"peer": "grpc_service"},
+            source="grpc prometheus",
+        )
+    )
+    return s
+
+
+def _containers() -> list[SignalSpec]:
+    """cAdvisor: CPU, every memory family, network and disk, per service."""
+
+    def cadvisor(role: str, metric: str, kind: Kind, **kw: Any) -> SignalSpec:
+        kw.setdefault("matchers", _CONTAINER)
+        return SignalSpec(role, metric, kind, service_labels=_POD_ONLY, source="cadvisor", **kw)
+
+    s = [
+        cadvisor("cpu", "container_cpu_usage_seconds_total", "counter"),
+        cadvisor("cpu_throttled", "container_cpu_cfs_throttled_periods_total", "counter"),
+        cadvisor("cpu_throttled", "container_cpu_cfs_throttled_seconds_total", "counter"),
+    ]
+    for family in ("working_set_bytes", "usage_bytes", "rss", "cache"):
+        s.append(cadvisor("memory", f"container_memory_{family}", "gauge", dims={"pod": "pod"}))
+    # cAdvisor beside Docker Compose: no container label, the Compose service names it.
+    compose = (_m(_COMPOSE, "!=", ""),)
+    for role, metric, kind in (
+        ("cpu", "container_cpu_usage_seconds_total", "counter"),
+        ("memory", "container_memory_working_set_bytes", "gauge"),
+        ("memory", "container_memory_usage_bytes", "gauge"),
+    ):
+        s.append(
+            SignalSpec(
+                role,
+                metric,
+                kind,  # type: ignore[arg-type]
+                service_labels=(_COMPOSE,),
+                matchers=compose,
+                source="cadvisor (docker compose)",
+            )
+        )
+    # Network counters live on the pod's sandbox (container "POD" or ""), not the containers.
+    s += [
+        cadvisor(
+            "network_receive", "container_network_receive_bytes_total", "counter", matchers=()
+        ),
+        cadvisor(
+            "network_transmit", "container_network_transmit_bytes_total", "counter", matchers=()
+        ),
+        cadvisor(
+            "network_drops",
+            "",
+            "counter",
+            matchers=(
+                _m(
+                    "__name__",
+                    "=~",
+                    "container_network_(receive|transmit)_(packets_dropped|errors)_total",
+                ),
+            ),
+        ),
+        cadvisor(
+            "disk_io",
+            "",
+            "counter",
+            matchers=(
+                _m("__name__", "=~", "container_fs_(reads|writes)_bytes_total"),
+                *_CONTAINER,
+            ),
+        ),
+    ]
+    return s
+
+
+def _runtimes() -> list[SignalSpec]:
+    """Process, JVM and Go runtime metrics (after the container view of each role)."""
+    return [
+        SignalSpec("cpu", "process_cpu_seconds_total", "counter", source="process"),
+        SignalSpec("memory", "process_resident_memory_bytes", "gauge", agg="max", source="process"),
+        SignalSpec("memory", "jvm_memory_used_bytes", "gauge", source="micrometer / otel jvm"),
+        SignalSpec("memory", "jvm_memory_bytes_used", "gauge", source="jvm simpleclient"),
+        SignalSpec("memory", "go_memstats_heap_inuse_bytes", "gauge", agg="max", source="go"),
+        SignalSpec("open_fds", "process_open_fds", "gauge", agg="max", source="process"),
+        SignalSpec("threads", "jvm_threads_live_threads", "gauge", agg="max", source="micrometer"),
+        SignalSpec("threads", "jvm_threads_current", "gauge", agg="max", source="jvm simpleclient"),
+        SignalSpec("threads", "jvm_thread_count", "gauge", agg="max", source="otel jvm"),
+        SignalSpec("threads", "go_goroutines", "gauge", agg="max", source="go"),
+        SignalSpec("gc_time", "jvm_gc_pause_seconds_sum", "counter", source="micrometer"),
+        SignalSpec(
+            "gc_time", "jvm_gc_collection_seconds_sum", "counter", source="jvm simpleclient"
+        ),
+        SignalSpec("gc_time", "jvm_gc_duration_seconds_sum", "counter", source="otel jvm"),
+        SignalSpec("gc_time", "go_gc_duration_seconds_sum", "counter", source="go"),
+    ]
 
 
 def default_catalog() -> Catalog:
@@ -284,19 +557,6 @@ def default_catalog() -> Catalog:
             "counter",
             matchers=(_SERVER,),
             source="otel spanmetrics (legacy names)",
-        ),
-        SignalSpec(
-            "request_rate",
-            "http_server_request_duration_seconds_count",
-            "counter",
-            source="otel http semconv",
-        ),
-        SignalSpec(
-            "request_rate",
-            "http_server_requests_seconds_count",
-            "counter",
-            service_labels=("application", "service", "job"),
-            source="micrometer",
         ),
         SignalSpec(
             "request_rate",
@@ -323,21 +583,6 @@ def default_catalog() -> Catalog:
         ),
         SignalSpec(
             "error_rate",
-            "http_server_request_duration_seconds_count",
-            "counter",
-            matchers=(_m("http_response_status_code", "=~", "5.."),),
-            source="otel http semconv",
-        ),
-        SignalSpec(
-            "error_rate",
-            "http_server_requests_seconds_count",
-            "counter",
-            service_labels=("application", "service", "job"),
-            matchers=(_m("status", "=~", "5.."),),
-            source="micrometer",
-        ),
-        SignalSpec(
-            "error_rate",
             "istio_requests_total",
             "counter",
             service_labels=("destination_workload", "destination_service_name"),
@@ -361,19 +606,6 @@ def default_catalog() -> Catalog:
         ),
         SignalSpec(
             "latency",
-            "http_server_request_duration_seconds",
-            "histogram",
-            source="otel http semconv",
-        ),
-        SignalSpec(
-            "latency",
-            "http_server_requests_seconds",
-            "histogram",
-            service_labels=("application", "service", "job"),
-            source="micrometer",
-        ),
-        SignalSpec(
-            "latency",
             "istio_request_duration_milliseconds",
             "histogram",
             service_labels=("destination_workload", "destination_service_name"),
@@ -382,31 +614,6 @@ def default_catalog() -> Catalog:
             source="istio",
         ),
         # --- containers (cAdvisor), attributed by pod name ------------------------
-        SignalSpec(
-            "cpu",
-            "container_cpu_usage_seconds_total",
-            "counter",
-            service_labels=_POD_ONLY,
-            matchers=_CONTAINER,
-            source="cadvisor",
-        ),
-        SignalSpec(
-            "cpu_throttled",
-            "container_cpu_cfs_throttled_periods_total",
-            "counter",
-            service_labels=_POD_ONLY,
-            matchers=_CONTAINER,
-            source="cadvisor",
-        ),
-        SignalSpec(
-            "memory",
-            "container_memory_working_set_bytes",
-            "gauge",
-            service_labels=_POD_ONLY,
-            matchers=_CONTAINER,
-            dims={"pod": "pod"},
-            source="cadvisor",
-        ),
         SignalSpec(
             "memory_limit",
             "kube_pod_container_resource_limits",
@@ -579,7 +786,12 @@ def default_catalog() -> Catalog:
             source="istio",
         ),
     ]
+    # Within a role the first alternative with data wins per service: trace-derived
+    # series first, then server instrumentation, the mesh, containers, runtimes.
+    s += _server_protocols() + _client_protocols() + _containers() + _runtimes()
+    order = {role: i for i, role in enumerate(dict.fromkeys(spec.role for spec in s))}
+    istio_last = sorted(s, key=lambda spec: (order[spec.role], spec.source == "istio"))
     roles: dict[str, list[SignalSpec]] = {}
-    for spec in s:
+    for spec in istio_last:
         roles.setdefault(spec.role, []).append(spec)
     return Catalog({k: tuple(v) for k, v in roles.items()})

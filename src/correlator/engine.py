@@ -47,9 +47,17 @@ from correlator.model import (
     empty_frame,
 )
 from correlator.pattern import PatternContext, config_for, load_patterns
+from correlator.promql import choose_step
 from correlator.rank import UNKNOWN, rank
 from correlator.roles import GENERIC
-from correlator.sources import LOG_COUNT_COLUMNS, LogCountSource, MetricResult, Source, Sources
+from correlator.sources import (
+    LOG_COUNT_COLUMNS,
+    LogCountSource,
+    MetricResult,
+    SampleIntervalSource,
+    Source,
+    Sources,
+)
 from correlator.topology import (
     attribute_edges,
     blast_radius,
@@ -59,7 +67,7 @@ from correlator.topology import (
     root_scores,
 )
 
-__all__ = ["analyse", "auto_step", "collect", "investigate", "make_window"]
+__all__ = ["analyse", "auto_step", "collect", "investigate", "make_window", "query_step"]
 
 
 def make_window(alert: Alert, settings: Settings, now: float | None = None) -> Window:
@@ -75,6 +83,29 @@ def make_window(alert: Alert, settings: Settings, now: float | None = None) -> W
     end = min(end, now if now is not None else time.time())
     end = max(end, alert.starts_at)
     return Window(start=start, end=end, baseline_start=start - w.baseline)
+
+
+def query_step(sources: Sources, window: Window, catalog: Catalog, settings: Settings) -> float:
+    """The step to collect at: the configured one, else one that follows the data's sample
+    interval (never finer; coarse enough to bound the points; see
+    :func:`correlator.promql.choose_step`)."""
+    if settings.step:
+        return float(settings.step)
+    return choose_step(window.end - window.baseline_start, _interval(sources, window, catalog))
+
+
+def _interval(sources: Sources, window: Window, catalog: Catalog) -> float | None:
+    """The sample interval of the first metric source that knows its data's (a source
+    that cannot tell, or fails to, is skipped: collect reports what fails)."""
+    for m in sources.metrics:
+        if isinstance(m, SampleIntervalSource):
+            try:
+                found = m.interval(window, catalog)
+            except Exception:  # a third-party source can fail in any way
+                continue
+            if found:
+                return float(found)
+    return None
 
 
 def auto_step(window: Window) -> float:
@@ -190,6 +221,8 @@ def collect(
                 )
                 continue
             frames["metrics"].append(value.frame)
+            if tel.sample_interval is None and value.interval:
+                tel.sample_interval = float(value.interval)
             gaps.extend(Gap(j.source, f"metrics: {note}") for note in value.warnings)
             # The first metric source to name a role's query (and link) shows it.
             for role, query in value.queries.items():
@@ -247,7 +280,7 @@ def investigate(
 
     t = time.monotonic()
     window = make_window(alert, settings)
-    step = settings.step or auto_step(window)
+    step = query_step(sources, window, catalog, settings)
     t = lap("window", t)
 
     telemetry, source_gaps = collect(

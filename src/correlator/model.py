@@ -397,6 +397,8 @@ class Telemetry:
     )
     """Log records per time bucket, service and severity (info included), where a log
     source can count them (``correlator.sources.LogCountSource``)."""
+    sample_interval: float | None = None
+    """The metrics' own sample (scrape) interval in seconds, when a source learned it."""
     edges: list[tuple[str, str, str]] = field(default_factory=list)
     """Declared/discovered topology edges: ``(caller, callee, kind_of_callee)``."""
     node_kinds: dict[str, str] = field(default_factory=dict)

@@ -191,7 +191,6 @@ _TABLE: tuple[Role, ...] = (
         1,
         "sum",
         "count",
-        catalog=False,
     ),
     Role(
         "client_error_ratio",
@@ -209,7 +208,6 @@ _TABLE: tuple[Role, ...] = (
         1,
         "max",
         "seconds",
-        catalog=False,
     ),
     Role(
         "network_receive",
@@ -218,7 +216,6 @@ _TABLE: tuple[Role, ...] = (
         0,
         "sum",
         "bytes",
-        catalog=False,
     ),
     Role(
         "network_transmit",
@@ -227,7 +224,6 @@ _TABLE: tuple[Role, ...] = (
         0,
         "sum",
         "bytes",
-        catalog=False,
     ),
     Role(
         "network_drops",
@@ -236,7 +232,6 @@ _TABLE: tuple[Role, ...] = (
         1,
         "sum",
         "count",
-        catalog=False,
     ),
     Role(
         "disk_io",
@@ -245,7 +240,6 @@ _TABLE: tuple[Role, ...] = (
         0,
         "sum",
         "bytes",
-        catalog=False,
     ),
     Role(
         "open_fds",
@@ -254,9 +248,8 @@ _TABLE: tuple[Role, ...] = (
         1,
         "max",
         "value",
-        catalog=False,
     ),
-    Role("threads", "threads of a service's processes", "cause", 0, "max", "value", catalog=False),
+    Role("threads", "threads of a service's processes", "cause", 0, "max", "value"),
     Role(
         "gc_time",
         "seconds per second a service's runtime spends in garbage collection",
@@ -264,7 +257,6 @@ _TABLE: tuple[Role, ...] = (
         1,
         "sum",
         "seconds",
-        catalog=False,
     ),
     Role(
         "span_latency",

@@ -39,6 +39,7 @@ __all__ = [
     "LogSource",
     "MetricResult",
     "MetricSource",
+    "SampleIntervalSource",
     "Source",
     "SourceAuthError",
     "SourceError",
@@ -126,6 +127,19 @@ class MetricSource(Source, Protocol):
         ``warnings``; one that cannot may ignore it (the engine stops waiting
         at the deadline anyway).
         """
+        ...
+
+
+@runtime_checkable
+class SampleIntervalSource(Source, Protocol):
+    """Optional for a metric source: the data's own sample (scrape) interval.
+
+    The engine asks before collecting, to choose a query step that follows the
+    data (1 s to 5 min samples) rather than a fixed one.
+    """
+
+    def interval(self, window: Window, catalog: Catalog | None = None) -> float | None:
+        """The sample interval in seconds of the data around ``window``, ``None`` if unknown."""
         ...
 
 
