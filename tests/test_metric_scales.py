@@ -172,8 +172,9 @@ def test_bundle_learns_the_interval_and_rates_are_never_empty(
     backend = BundleBackend(bundle(tmp_path / "b", interval, span))
     w = window(span, before=300.0 if interval == 1 else 600.0)
     assert backend.interval(w) == interval
-    frame = backend.signals(default_catalog(), w, step)
-    assert frame.attrs["interval"] == interval and frame.attrs["step"] == step
+    result = backend.signals(default_catalog(), w, step)
+    frame = result.frame
+    assert result.interval == interval and result.step == step
     rate = by(frame, "request_rate", "frontend")
     grid = np.arange(w.baseline_start, w.end + step / 2, step)
     # Every grid point past the first rate range has a rate (the gap included) ...
@@ -189,7 +190,7 @@ def test_the_old_fixed_range_left_60s_rates_empty(tmp_path: Path) -> None:
 
     backend = BundleBackend(bundle(tmp_path / "b", 60.0, 7200.0))
     w = window(7200.0)
-    learned = backend.signals(default_catalog(), w, 15.0)
+    learned = backend.signals(default_catalog(), w, 15.0).frame
     metrics = backend.bundles()[0].metrics_for(None)
     spec = default_catalog().specs("request_rate")[1]  # calls_total
     plan = bundle_module._plan(metrics, spec)
@@ -204,7 +205,7 @@ def test_the_old_fixed_range_left_60s_rates_empty(tmp_path: Path) -> None:
 
 def test_summary_quantiles_are_latency(tmp_path: Path) -> None:
     backend = BundleBackend(bundle(tmp_path / "b", 15.0, 7200.0))
-    frame = backend.signals(default_catalog(), window(7200.0), 15.0)
+    frame = backend.signals(default_catalog(), window(7200.0), 15.0).frame
     latency = by(frame, "latency", "orders")
     assert len(latency) and latency["value"].median() == pytest.approx(0.080)  # the p99
     assert by(frame, "request_rate", "orders")["value"].median() == pytest.approx(1.0, rel=0.02)
@@ -212,7 +213,7 @@ def test_summary_quantiles_are_latency(tmp_path: Path) -> None:
 
 def test_container_label_names_the_service_without_pods(tmp_path: Path) -> None:
     backend = BundleBackend(bundle(tmp_path / "b", 15.0, 7200.0))
-    frame = backend.signals(default_catalog(), window(7200.0), 15.0)
+    frame = backend.signals(default_catalog(), window(7200.0), 15.0).frame
     memory = frame[frame["role"] == "memory"]
     assert set(memory["service"]) == {"cart", "orders"}
     assert by(frame, "memory", "orders")["value"].median() == 5e8
@@ -250,7 +251,7 @@ def test_default_catalog_knows_the_common_runtimes_and_protocols() -> None:
 
 def test_uncatalogued_series_reach_the_frame_as_series(tmp_path: Path) -> None:
     backend = BundleBackend(bundle(tmp_path / "b", 15.0, 7200.0))
-    frame = backend.signals(default_catalog(), window(7200.0), 15.0)
+    frame = backend.signals(default_catalog(), window(7200.0), 15.0).frame
     generic = frame[frame["role"] == "series"]
     details = set(zip(generic["service"], generic["detail"], strict=True))
     # A counter as a per-second rate summed over instances, a gauge as its value, a
@@ -287,11 +288,12 @@ def test_prometheus_learns_the_interval_from_the_data(prom60: str) -> None:
     try:
         w = window(7200.0)
         assert adapter.interval(w, default_catalog()) == 60.0
-        frame = adapter.signals(default_catalog(), w, 15.0)
+        result = adapter.signals(default_catalog(), w, 15.0)
     finally:
         adapter.close()
-    assert frame.attrs["interval"] == 60.0
-    assert "[240s]" in adapter.queries["request_rate"]  # max(15 + 60, 4 * 60)
+    frame = result.frame
+    assert result.interval == 60.0
+    assert "[240s]" in result.queries["request_rate"]  # max(15 + 60, 4 * 60)
     rate = by(frame, "request_rate", "frontend")
     assert len(rate) >= 0.95 * len(np.arange(w.baseline_start, w.end + 7.5, 15.0))
     assert rate["value"].median() == pytest.approx(10.0, rel=0.05)
@@ -302,10 +304,14 @@ def test_prometheus_and_bundle_send_the_same_series(prom60: str, tmp_path: Path)
     w = window(7200.0)
     adapter = PrometheusAdapter(HttpSettings(name="prometheus", url=prom60))
     try:
-        remote = adapter.signals(default_catalog(), w, 60.0)
+        remote = adapter.signals(default_catalog(), w, 60.0).frame
     finally:
         adapter.close()
-    local = BundleBackend(bundle(tmp_path / "b", 60.0, 7200.0)).signals(default_catalog(), w, 60.0)
+    local = (
+        BundleBackend(bundle(tmp_path / "b", 60.0, 7200.0))
+        .signals(default_catalog(), w, 60.0)
+        .frame
+    )
     keys = ["role", "service", "detail", "ts"]
 
     def table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -127,7 +127,7 @@ def test_one_request_per_spec_regardless_of_service_count(prom: str) -> None:
     # count of the uncatalogued series. None of it grows with the number of services.
     ranges = [r for r in sent if r.url.path == "/api/v1/query_range"]
     # (one per service label the data has, not per service label the catalog knows)
-    partitions = render_generic(present=adapter.label_names)
+    partitions = render_generic(present=_label_names(prom))
     assert len(partitions) < len(SERVICE_LABELS)
     assert len(ranges) == len(list(catalog.all_specs())) + len(partitions)
     probes = [r for r in sent if r.url.path != "/api/v1/query_range"]
@@ -172,10 +172,11 @@ def test_the_adapter_sends_exactly_what_promql_renders(prom: str) -> None:
         adapter = PrometheusAdapter(
             HttpSettings(name="prometheus", url=prom), client, interval=15.0, generic=False
         )
-        frame = adapter.signals(_only(spec), WINDOW, 60)
+        frame = adapter.signals(_only(spec), WINDOW, 60).frame
     assert set(frame.service) == {"tab\there"}
-    rendered = promql.render(spec, 60, 15.0, present=adapter.label_names)
-    assert adapter.label_names and "service_name" in adapter.label_names
+    present = _label_names(prom)
+    rendered = promql.render(spec, 60, 15.0, present=present)
+    assert present and "service_name" in present
     assert 'service_name="tab\\there"' in rendered and "\t" not in rendered  # no raw tab
     forms = [
         dict(httpx.QueryParams(r.content.decode()))
@@ -235,3 +236,14 @@ def test_render_promql_shapes() -> None:
     chain = render_chain(istio, 30)
     assert chain.startswith("(histogram_quantile(0.95, sum by (le, correlator_service) (")
     assert chain.count("label_replace(") == 5
+
+
+def _label_names(prom: str) -> frozenset[str] | None:
+    """The label names the server has over ``WINDOW`` (as the adapter asks for them)."""
+    import time
+
+    probe = PrometheusAdapter(HttpSettings(name="prometheus", url=prom))
+    try:
+        return probe._labels(WINDOW.baseline_start, WINDOW.end, time.monotonic() + 30)
+    finally:
+        probe.close()

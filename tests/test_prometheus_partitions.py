@@ -135,7 +135,7 @@ def _chain_frame(adapter: PrometheusAdapter, spec: SignalSpec) -> pd.DataFrame:
     from correlator.adapters.prometheus import _to_frame
 
     step = 60.0
-    query = render_chain(spec, step, adapter.interval_seconds)
+    query = render_chain(spec, step, adapter.interval(WINDOW))
     series = adapter.query_range(query, WINDOW.baseline_start, WINDOW.end, step)
     frame = _to_frame(spec, series)
     assert frame is not None, "one aggregation never needs combining"
