@@ -111,6 +111,11 @@ def taken_regex(winners: Iterable[tuple[SignalSpec, Iterable[str]]]) -> str | No
         if spec.metric:
             parts.append(regex_literal(base_family(spec.metric)))
             continue
+        if any(m.label != "__name__" for m in spec.matchers):
+            # A regex over names that also asks for a label (quantile=~"0.9.*") takes only
+            # some series of the families it matches: the rest (an average gauge whose
+            # name fits the regex) are nobody's, and come as generic series.
+            continue
         parts += [m.value for m in spec.matchers if m.label == "__name__" and m.op == "=~"]
         parts += [
             regex_literal(m.value) for m in spec.matchers if m.label == "__name__" and m.op == "="
