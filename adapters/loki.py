@@ -387,7 +387,6 @@ class LokiAdapter:
             f"sum by ({lbl}, level, severity_text, detected_level) "
             f"(count_over_time({self.selector(services)} [{rng}]))"
         )
-        self.queries["log_counts"] = query
         series = self.metric_range(query, window.baseline_start, window.end, step, fill=False)
         pinned = services[0] if services and len(services) == 1 else None
         parts = []

@@ -148,7 +148,17 @@ class LogDetector:
             )
         ctx = _Context(split, max(first, window.baseline_start), float(window.end), self.config)
         parts = [_errors(ctx, lines, counts)]
-        if not lines.empty and (lines["ts"] < split).any():
+        # Lines are warnings and worse: counts that reach back with none of those before the
+        # split say the baseline had none (every template after it is new), not that its
+        # lines are missing.
+        quiet_before = False
+        if not counts.empty and (counts["ts"] < split).any():
+            warn = counts["severity"] >= 13
+            before = counts["ts"] < split
+            # ... when the counts tell severities apart (they see the warnings after it).
+            quiet_before = float(counts.loc[warn & ~before, "count"].sum()) > 0.0
+            quiet_before &= float(counts.loc[warn & before, "count"].sum()) == 0.0
+        if not lines.empty and ((lines["ts"] < split).any() or quiet_before):
             parts.append(_templates(ctx, lines))
         elif not lines.empty:
             # Counts reach back, lines do not: every template would look new.

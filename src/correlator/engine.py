@@ -95,10 +95,15 @@ def query_step(sources: Sources, window: Window, catalog: Catalog, settings: Set
 
 
 def _interval(sources: Sources, window: Window, catalog: Catalog) -> float | None:
-    """The sample interval of the first metric source that knows its data's (a source
-    that cannot tell, or fails to, is skipped: collect reports what fails)."""
+    """The sample interval of the first local metric source that knows its data's (a
+    source that cannot tell, or fails to, is skipped: collect reports what fails).
+
+    Only local sources (files) are asked before collecting: asking a server costs a
+    round trip outside the collect stage's time bounds. A server-backed source learns
+    the interval within its own call and sets its ``rate()`` ranges from it.
+    """
     for m in sources.metrics:
-        if isinstance(m, SampleIntervalSource):
+        if m.local and isinstance(m, SampleIntervalSource):
             try:
                 found = m.interval(window, catalog)
             except Exception:  # a third-party source can fail in any way
@@ -234,6 +239,9 @@ def collect(
             # What a limit cut (lines, traces) is a gap too: the evidence is a sample.
             notes = value.attrs.get("warnings", ()) if isinstance(value, pd.DataFrame) else ()
             gaps.extend(Gap(j.source, f"{j.kind}: {note}") for note in notes)
+    # Counts come from the same backend as the lines: when both failed, one gap says it.
+    failed_logs = {g.source for g in gaps if g.why.startswith("logs: ")}
+    gaps = [g for g in gaps if not (g.why.startswith("log_counts: ") and g.source in failed_logs)]
     tel.signals = compact_signals(_concat(frames["metrics"], SIGNAL_COLUMNS))
     tel.log_counts = _concat(frames["log_counts"], LOG_COUNT_COLUMNS)
     tel.logs = _concat(frames["logs"], LOG_COLUMNS)
