@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -222,7 +223,8 @@ def wild_report(cases: list[WildCase], seconds: float, jobs: int) -> str:
         f"{max(c.seed for c in cases)}, never tuned on; {min(sizes)} to {max(sizes)} services), "
         f"generated, investigated whole and per modality, and ranked by the z-score baseline "
         f"in {seconds / 60:.1f} min wall with {jobs} jobs (median {np.median(per_case):.1f} s "
-        "of work per scenario). Each scenario draws its conventions: scrape interval, latency "
+        f"of work per scenario; 1-minute load average at the end {os.getloadavg()[0]:.1f}, the "
+        "machine is shared). Each scenario draws its conventions: scrape interval, latency "
         "as histogram or summary under OpenTelemetry (old and new), gRPC or Micrometer names, "
         "the label naming the service, cAdvisor labels and families, low traffic, 5-60 min of "
         "baseline, runtime metrics and unrelated noise.",

@@ -644,7 +644,7 @@ def _runtime(em: _WildEmitter) -> Iterator[str]:
 def _go_gc(em: _WildEmitter, ident: str, gc_rate: F64) -> str:
     n = em.rng.poisson(gc_rate * em.step)
     out = []
-    for q, base in ((0.0, 2e-5), (0.25, 4e-5), (0.5, 6e-5), (0.75, 9e-5), (1.0, 4e-4)):
+    for q, base in (("0", 2e-5), ("0.25", 4e-5), ("0.5", 6e-5), ("0.75", 9e-5), ("1", 4e-4)):
         val = base * em.rng.lognormal(0, 0.15, em.t)
         out.append(
             em.gauge("go_gc_duration_seconds", f'{ident},quantile="{q}"', val, em.allmask, 7)
