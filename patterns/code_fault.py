@@ -61,6 +61,8 @@ class CodeFaultPattern(BasePattern):
             moved = moved[moved["onset"].astype(float) <= at]
             changed = float(moved["score"].max()) if len(moved) else 0.0
             changed = changed / (changed + 8.0)
+            # Pods or nodes lost anywhere by then (a zone going down) fail requests too.
+            changed = max(changed, ctx.pods_lost_by(at + float(ctx.step)))
             # Errors that are the service's calls failing (timeouts, refused connections to
             # a dependency or across the network) are not its own code's.
             calls = ctx.anomalies_of(svc, _CALLS)

@@ -70,7 +70,7 @@ class CpuSaturationPattern(BasePattern):
             other = ctx.anomalies_of(svc, _OTHER_CAUSES)
             other = other[(other["direction"] == "up") | (other["onset"].astype(float) <= at)]
             before = float(other["score"].max()) if len(other) else 0.0
-            lost = _pods_lost_by(ctx, at + float(ctx.step))
+            lost = ctx.pods_lost_by(at + float(ctx.step))
             effect = max(before / (before + 8.0), lost)
             score = strength * max(hurt, 0.3) * (1.0 - config.load_share * load) * (1.0 - effect)
             ev: list[Evidence] = ctx.anomalies_evidence(cpu, 2)
@@ -89,18 +89,6 @@ class CpuSaturationPattern(BasePattern):
 
 #: Causes of their own that make CPU rise as an effect.
 _OTHER_CAUSES = ("memory", "memory_ratio", "oom_kills", "restarts", "pod_ready", "up")
-
-
-def _pods_lost_by(ctx: PatternContext, at: float) -> float:
-    """How strongly any service or node lost pods or readiness by ``at`` (0..1): then
-    CPU rising elsewhere is survivors taking the load."""
-    a = ctx.anomalies
-    lost = a[a["role"].isin(("pod_ready", "up", "node_ready")) & (a["direction"] == "down")]
-    lost = lost[lost["onset"].astype(float) <= at]
-    if lost.empty:
-        return 0.0
-    s = float(lost["score"].max())
-    return s / (s + 8.0)
 
 
 def _hurt(ctx: PatternContext, svc: str) -> tuple[float, float | None]:

@@ -46,10 +46,15 @@ def run(name: str, ctx: PatternContext, **options: Any):  # type: ignore[no-unty
     return cls().evaluate(ctx, config_for(cls, options))
 
 
-@pytest.mark.parametrize("cause", BUILTIN)
+#: The synthetic fault each pattern names (network delay has no synthetic scenario; the
+#: shipped mobile-bff-network-delay bundle covers it in test_library_truth).
+SYNTH = {"cpu_saturation": "cpu_contention", "code_fault": "code_exception"}
+
+
+@pytest.mark.parametrize("cause", [c for c in BUILTIN if c != "network_delay"])
 def test_each_pattern_finds_its_own_fault_with_evidence(cause: str) -> None:
     root = ROOTS.get(cause, "payments")
-    ctx = context(build(cause, root=root))
+    ctx = context(build(SYNTH.get(cause, cause), root=root))
     res = run(cause, ctx)
     assert res.outcome is Outcome.OK
     assert res.findings, res.reason

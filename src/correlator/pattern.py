@@ -163,6 +163,17 @@ class PatternContext:
         """A link to the query of ``role`` in the backend's UI, when configured."""
         return self.links.get(role) or self.telemetry.links.get(role)
 
+    def pods_lost_by(self, at: float) -> float:
+        """How strongly any service or node lost pods, targets or readiness by ``at`` (0..1):
+        then errors, load and CPU elsewhere are what losing them did."""
+        a = self.anomalies
+        lost = a[a["role"].isin(("pod_ready", "up", "node_ready")) & (a["direction"] == "down")]
+        lost = lost[lost["onset"].astype(float) <= at]
+        if lost.empty:
+            return 0.0
+        s = float(lost["score"].max())
+        return s / (s + 8.0)
+
     def anomalies_evidence(self, rows: pd.DataFrame, limit: int = 3) -> list[Evidence]:
         """Evidence for the first ``limit`` anomaly rows of a frame (see :meth:`metric_evidence`)."""
         return [self.metric_evidence(r) for r in rows.head(limit).to_dict("records")]

@@ -301,6 +301,8 @@ def service_summary(
         {
             "strength": g["strength"].max(),
             "full_strength": g["full"].max(),
+            # What the service's own telemetry shows (not what its callers say of it).
+            "own_strength": a[a["role"] != "named_by_callers"].groupby("service")["strength"].max(),
             "onset": a[strong].groupby("service")["onset"].min(),
             "symptom": a[a["is_symptom"]].groupby("service")["strength"].max(),
             "cause": a[a["is_cause"]].groupby("service")["strength"].max(),
@@ -434,17 +436,29 @@ def comovement(
         out = out[out.index >= since]
         return out[~out.index.duplicated()].sort_index()
 
+    # The rule's series that moved most on the alerted service; else its strongest symptom;
+    # else the rule's first series (one rule often reads several: errors over requests).
+    mine = anomalies[anomalies["service"].astype(str) == alert_service]
+    keyed = mine.assign(
+        key=[
+            f"{r}:{g}" if r == GENERIC else r
+            for r, g in zip(mine["role"].astype(str), mine["signal"].astype(str), strict=True)
+        ]
+    )
+    wanted = set(prefer) | ({"error_ratio"} if "error_rate" in prefer else set())
+    hits = keyed[keyed["key"].isin(list(wanted))].sort_values("score", ascending=False)
     target = None
-    for key in prefer:
-        if (key, alert_service, "") in index:
-            role, _, family = key.partition(":")
-            target = series(
-                pd.Series({"role": role, "signal": family, "service": alert_service, "peer": ""})
-            )
-            if target is not None:
-                break
-    if target is None and not sym.empty:
-        target = series(sym.sort_values("score", ascending=False).iloc[0])
+    for _, row in pd.concat([hits, sym.sort_values("score", ascending=False)]).iterrows():
+        target = series(row)
+        if target is not None:
+            break
+    for key in prefer if target is None else ():
+        role, _, family = key.partition(":")
+        target = series(
+            pd.Series({"role": role, "signal": family, "service": alert_service, "peer": ""})
+        )
+        if target is not None:
+            break
     if target is None or target.std() == 0 or len(target) < 3:
         return {}
     out: dict[str, float] = {}
@@ -565,6 +579,7 @@ def root_scores(
             graph.add_node(n, kind="service")
     strength = {str(k): float(v) for k, v in summ["strength"].items()}
     full = {str(k): float(v) for k, v in summ["full_strength"].items()}
+    own = {str(k): float(v) for k, v in summ["own_strength"].fillna(0.0).items()}
     onset = summ["onset"].astype(float).to_dict()
     cause = summ["cause"].to_dict()
     demand = demand_rises(anomalies, lag, pushed)
@@ -601,7 +616,9 @@ def root_scores(
                     # ... as far as it moves with the symptom as closely as this service does.
                     mine = comove.get(str(svc), 0.5)
                     w *= min(1.0, (comove.get(str(d), 0.5) + 0.05) / (mine + 0.05))
-                explained = max(explained, w * strength[d])
+                # Only what d's own telemetry shows explains its caller: its callers' words
+                # about it (named_by_callers) come from the caller's own trouble.
+                explained = max(explained, w * min(strength[d], own.get(str(d), 0.0)))
         # Something happening to the service itself (resources, traffic) is less of an echo.
         explained *= 1.0 - 0.5 * cause[svc]
         ups = [u for u in nx.ancestors(graph, svc) if u in strength]
