@@ -471,7 +471,10 @@ def comovement(
         both = pd.concat([target, s], axis=1, join="inner").dropna()
         if len(both) < 3 or both.iloc[:, 1].std() == 0:
             continue
-        r = abs(float(np.corrcoef(both.iloc[:, 0], both.iloc[:, 1])[0, 1]))
+        if both.iloc[:, 0].std() == 0:
+            continue  # the symptom is flat where this series has data: nothing to follow
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = abs(float(np.corrcoef(both.iloc[:, 0], both.iloc[:, 1])[0, 1]))
         if np.isfinite(r):
             out[svc] = max(out.get(svc, 0.0), r)
     return out
