@@ -119,13 +119,10 @@ def spans_from_jaeger(traces: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     if not rows:
         return empty_frame(SPAN_COLUMNS)
     frame = pd.DataFrame(rows, columns=list(SPAN_COLUMNS))
-    for col, dtype in (
-        ("kind", "int64"),
-        ("status", "int64"),
-        ("start", "float64"),
-        ("duration", "float64"),
-    ):
-        frame[col] = frame[col].astype(dtype)
+    for col in ("kind", "status"):
+        frame[col] = frame[col].astype("int64")
+    for col in ("start", "duration"):
+        frame[col] = frame[col].astype("float64")
     return frame
 
 
