@@ -28,13 +28,14 @@ from typing import Any, Literal, Self
 
 import httpx
 import pandas as pd
-from correlator.adapters.tempo import normalize_trace_id
 from pydantic import Field
 
 from correlator.http import HttpBackend, HttpSettings
 from correlator.model import SPAN_COLUMNS, Alert, Window, empty_frame, format_time
 from correlator.otlp import OtlpError, spans_from_otlp
 from correlator.sources import SourceError
+
+from .tempo import normalize_trace_id
 
 __all__ = ["JaegerAdapter", "JaegerSettings", "spans_from_jaeger"]
 
@@ -99,7 +100,9 @@ def spans_from_jaeger(traces: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 error = _text(tags.get("otel.status_description")) or "error"
             rows.append(
                 {
-                    "trace_id": normalize_trace_id(span.get("traceID") or trace.get("traceID")),
+                    "trace_id": normalize_trace_id(
+                        str(span.get("traceID") or trace.get("traceID"))
+                    ),
                     "span_id": str(span.get("spanID", "")).lower().zfill(16),
                     "parent_span_id": str(parent).lower().zfill(16) if parent else None,
                     "service": str(proc.get("serviceName") or "unknown_service"),
@@ -119,13 +122,10 @@ def spans_from_jaeger(traces: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     if not rows:
         return empty_frame(SPAN_COLUMNS)
     frame = pd.DataFrame(rows, columns=list(SPAN_COLUMNS))
-    for col, dtype in (
-        ("kind", "int64"),
-        ("status", "int64"),
-        ("start", "float64"),
-        ("duration", "float64"),
-    ):
-        frame[col] = frame[col].astype(dtype)
+    for col in ("kind", "status"):
+        frame[col] = frame[col].astype("int64")
+    for col in ("start", "duration"):
+        frame[col] = frame[col].astype("float64")
     return frame
 
 

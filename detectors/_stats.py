@@ -124,6 +124,17 @@ def bucket_matrix(
     return out.reshape(shape)
 
 
-def format_share(k: float, n: float) -> str:
-    """``12 of 140`` with counts as integers."""
-    return f"{round(k)} of {round(n)}"
+def format_share(k: object, n: object) -> str:
+    """``12 of 140`` with counts as integers.
+
+    Takes ``object`` because the counts often come from a pandas row, whose fields
+    the stubs cannot type; anything but a real number is refused.
+    """
+    return f"{_whole(k)} of {_whole(n)}"
+
+
+def _whole(x: object) -> int:
+    """A real number rounded to an integer; ``TypeError`` for anything else."""
+    if isinstance(x, int | float | np.integer | np.floating):
+        return round(x)
+    raise TypeError(f"not a count: {x!r}")

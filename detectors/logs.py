@@ -28,7 +28,11 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from correlator.detectors._stats import (
+
+from correlator.detector import DetectInput, DetectOutput, anomaly_frame
+from correlator.model import ANOMALY_COLUMNS, Gap, empty_frame, format_time
+
+from ._stats import (
     MIN_EVENTS,
     bucket_matrix,
     bucket_width,
@@ -36,9 +40,6 @@ from correlator.detectors._stats import (
     cusum_onset,
     format_share,
 )
-
-from correlator.detector import DetectInput, DetectOutput, anomaly_frame
-from correlator.model import ANOMALY_COLUMNS, Gap, empty_frame, format_time
 
 __all__ = ["LogConfig", "LogDetector", "mine", "template_of"]
 
@@ -296,7 +297,9 @@ def _onsets(
     else:
         n = bucket_matrix(codes, bucket, n_weight[after], shape)
     first, last = cusum_onset(k, n, p0)
-    return ctx.split + first * width, np.minimum(ctx.split + (last + 1) * width, ctx.end)
+    onset = np.asarray(ctx.split + first * width, dtype=np.float64)
+    end = np.asarray(np.minimum(ctx.split + (last + 1) * width, ctx.end), dtype=np.float64)
+    return onset, end
 
 
 def _errors(ctx: _Context, lines: pd.DataFrame, counts: pd.DataFrame) -> pd.DataFrame:

@@ -31,7 +31,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from correlator.detectors._stats import (
+
+from correlator.detector import DetectInput, DetectOutput, anomaly_frame
+from correlator.model import ANOMALY_COLUMNS, Gap, empty_frame, format_time
+
+from ._stats import (
     MIN_EVENTS,
     bucket_matrix,
     bucket_width,
@@ -39,9 +43,6 @@ from correlator.detectors._stats import (
     cusum_onset,
     format_share,
 )
-
-from correlator.detector import DetectInput, DetectOutput, anomaly_frame
-from correlator.model import ANOMALY_COLUMNS, Gap, empty_frame, format_time
 
 __all__ = ["SpanConfig", "SpanDetector"]
 
@@ -267,7 +268,9 @@ def _onsets(
     n = bucket_matrix(codes, bucket, np.ones(len(after)), shape)
     k = bucket_matrix(codes, bucket, bad[after.index].to_numpy(dtype=np.float64), shape)
     first, last = cusum_onset(k, n, p0)
-    return ctx.split + first * width, np.minimum(ctx.split + (last + 1) * width, ctx.end)
+    onset = np.asarray(ctx.split + first * width, dtype=np.float64)
+    end = np.asarray(np.minimum(ctx.split + (last + 1) * width, ctx.end), dtype=np.float64)
+    return onset, end
 
 
 def _top_error(part: pd.DataFrame, mask: pd.Series) -> pd.Series:
@@ -548,4 +551,6 @@ def _rate_onsets(
     # A drop is a rise of the spans the operation no longer has: flip it.
     k = np.where(down[:, None], n * p0[:, None] * 2 - k, k)
     first, last = cusum_onset(k, n, p0)
-    return ctx.split + first * width, np.minimum(ctx.split + (last + 1) * width, ctx.end)
+    onset = np.asarray(ctx.split + first * width, dtype=np.float64)
+    end = np.asarray(np.minimum(ctx.split + (last + 1) * width, ctx.end), dtype=np.float64)
+    return onset, end

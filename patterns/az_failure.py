@@ -60,13 +60,16 @@ class AzFailurePattern(BasePattern):
         best: tuple[float, str, dict[str, float]] | None = None
         for part in parts:
             by_zone = part.groupby("zone").agg(n=("bad", "size"), bad=("bad", "sum"))
-            if by_zone["bad"].sum() <= 0 or len(by_zone) < 2:
+            bad = by_zone["bad"].astype(float)
+            n = by_zone["n"].astype(float)
+            if bad.sum() <= 0 or len(by_zone) < 2:
                 continue
-            z = str(by_zone["bad"].idxmax())
-            conc = float(by_zone.loc[z, "bad"] / by_zone["bad"].sum())
-            frac = float(by_zone.loc[z, "bad"] / max(by_zone.loc[z, "n"], 1))
-            others = by_zone.drop(index=z)
-            other_frac = float(others["bad"].sum() / max(others["n"].sum(), 1))
+            worst = bad.idxmax()
+            z = str(worst)
+            worst_bad = bad.to_dict()[worst]
+            conc = float(worst_bad / bad.sum())
+            frac = float(worst_bad / max(n.to_dict()[worst], 1.0))
+            other_frac = float(bad.drop(index=worst).sum() / max(n.drop(index=worst).sum(), 1.0))
             s = min(1.0, conc / config.min_concentration) * min(1.0, frac / config.min_zone_bad)
             s *= max(0.0, 1.0 - other_frac / max(frac, 1e-9))
             if best is None or s > best[0]:
@@ -236,7 +239,7 @@ def _zone_share(part: pd.DataFrame, zone: str, prior: float) -> dict[str, float]
     if part.empty:
         return {}
     p = part[part["service"].notna()]
-    total = p.groupby("service")["bad"].size()
+    total = p.groupby("service")["bad"].size().to_dict()
     bad = p[p["zone"] == zone].groupby("service")["bad"].sum()
     return {str(svc): float(n) / (float(total[svc]) + prior) for svc, n in bad.items() if n > 0}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from correlator.model import Evidence, format_time
@@ -157,6 +158,8 @@ def _saturation(ctx: PatternContext, db: str) -> tuple[float, float, float, floa
     limit = float(pd.Series(mx).max())
     if limit <= 0:
         return None
-    when = float(used.idxmax())
+    # The index is timestamps (float seconds); the position of the peak, skipping NaN as
+    # idxmax does, names the time without leaving float.
+    when = float(used.index.to_numpy(dtype=float)[np.nanargmax(used.to_numpy(dtype=float))])
     peak = float(used.max())
     return peak / limit, peak, limit, when
