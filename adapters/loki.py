@@ -131,7 +131,6 @@ class LokiAdapter:
         self.http = backend or HttpBackend(own, client)
         self.service_label = label_name(own.service_label)
         self.page_size = own.page_size
-        self.queries: dict[str, str] = {}
         """The last query text of each kind sent (``log_counts``), for display."""
 
     def close(self) -> None:
