@@ -131,7 +131,6 @@ class LokiAdapter:
         self.http = backend or HttpBackend(own, client)
         self.service_label = label_name(own.service_label)
         self.page_size = own.page_size
-        """The last query text of each kind sent (``log_counts``), for display."""
 
     def close(self) -> None:
         """Close the HTTP client if the adapter built it."""
