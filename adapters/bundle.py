@@ -168,9 +168,29 @@ def _service(labels: Mapping[str, str], service_labels: Sequence[str]) -> str | 
     return None
 
 
-def _grid(window: Window, step: float) -> Float64s:
-    """The evaluation instants: from the baseline start, every ``step``, up to the end."""
-    return np.arange(window.baseline_start, window.end + step / 2, step, dtype=np.float64)
+def _grid(window: Window, step: float, metrics: Metrics | None = None) -> Float64s:
+    """The evaluation instants: from the baseline start, every ``step``, up to the end of
+    the window or of the recording, whichever comes first.
+
+    A recording has no data after its last sample: evaluating past it would make every
+    counter's rate fall to zero as its samples leave the range (as Prometheus would for
+    a target that vanished), a change of the recording, not of the system.
+    """
+    end = window.end
+    if metrics is not None:
+        last = _data_end(metrics)
+        if last is not None:
+            end = min(end, last)
+    return np.arange(window.baseline_start, end + step / 2, step, dtype=np.float64)
+
+
+def _data_end(metrics: Metrics) -> float | None:
+    """The time of the recording's last sample (cached with the parse)."""
+    if "data_end" not in metrics.memo:
+        ends = [float(t[-1]) for t in {id(t): t for t in metrics.times}.values() if len(t)]
+        metrics.memo["data_end"] = max(ends) if ends else None
+    out = metrics.memo["data_end"]
+    return None if out is None else float(out)
 
 
 def _stack(metrics: Metrics, rows: Sequence[int]) -> Float64s:
@@ -417,7 +437,7 @@ def _evaluate(
             plans[key] = plan
     if not plan.rows:
         return None
-    grid = _grid(window, step)
+    grid = _grid(window, step, metrics)
     rng = rate_range(step, plan.interval)
     if spec.kind in ("counter", "histogram"):
         matrix = _rates(metrics, plan, grid, rng)
@@ -571,7 +591,7 @@ def _generic(
         codes = codes[keep]
         index = {key: c for key, c in index.items() if c < generic.MAX_SERIES}
     rows = [every.rows[k] for k in pick]
-    grid = _grid(window, step)
+    grid = _grid(window, step, metrics)
     sums = np.full((len(index), len(grid)), np.nan)
     # Rows a few thousand at a time, so the raw matrix stays small whatever the bundle.
     order = np.argsort(codes, kind="stable")

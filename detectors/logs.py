@@ -71,6 +71,9 @@ class LogConfig:
     """A baseline of logs covering less than this many seconds is reported as a gap."""
     max_template: int = 200
     """Templates are cut to this many characters."""
+    template_rise: float = 4.0
+    """How many times more often than in the baseline a known template must come to count
+    (a template never seen before counts from ``min_events`` lines)."""
 
 
 def template_of(bodies: pd.Series) -> pd.Series:
@@ -298,6 +301,15 @@ def _onsets(
         n = bucket_matrix(codes, bucket, n_weight[after], shape)
     first, last = cusum_onset(k, n, p0)
     onset = np.asarray(ctx.split + first * width, dtype=np.float64)
+    # The bucket the change began in starts up to a width before its first event: the
+    # onset is that event's time (onsets of logs are compared with those of spans and
+    # metrics, and a bucket edge would put the logs first by construction).
+    hit = k_weight[after] > 0
+    ts, cs = t[after][hit], codes[hit]
+    keep = (cs >= 0) & (ts >= onset[np.clip(cs, 0, None)])
+    if keep.any():
+        firsts = pd.Series(ts[keep]).groupby(cs[keep]).min()
+        onset[firsts.index.to_numpy()] = np.maximum(onset[firsts.index.to_numpy()], firsts.to_numpy())
     end = np.asarray(np.minimum(ctx.split + (last + 1) * width, ctx.end), dtype=np.float64)
     return onset, end
 
@@ -332,22 +344,37 @@ def _errors(ctx: _Context, lines: pd.DataFrame, counts: pd.DataFrame) -> pd.Data
             per[col] = 0.0
     if shares:
         n, n0 = per["total_w"], per["total_b"]
+        # A service with too few records of its own before the split (a quiet one that
+        # only logs when in trouble) has no share to compare: its errors are judged as
+        # a rate, against the time the source covered.
+        by_time = per["total_b"] < ctx.config.min_events
+        n = n.where(~by_time, ctx.span)
+        n0 = n0.where(~by_time, ctx.base_span)
     else:
         n = pd.Series(ctx.span, index=per.index)
         n0 = pd.Series(ctx.base_span, index=per.index)
+        by_time = pd.Series(True, index=per.index)
     per["score"] = count_score(per["bad_w"], n, per["bad_b"], n0)
+    per["by_time"] = by_time
     per = per[(per["score"] >= ctx.config.min_score) & (per["bad_w"] >= ctx.config.min_events)]
     if per.empty:
         return pd.DataFrame()
     services = pd.Index(per.index)
-    p0 = ((per["bad_b"] + 0.5) / (n0[per.index] + (1.0 if shares else 0.0))).to_numpy()
-    onset, end = _onsets(ctx, services, t, service, bad, total if shares else None, p0)
+    timed = per["by_time"].to_numpy(dtype=bool)
+    p0 = ((per["bad_b"] + 0.5) / (n0[per.index] + np.where(timed, 0.0, 1.0))).to_numpy()
+    onset = np.zeros(len(per))
+    end = np.zeros(len(per))
+    for mask, weight in ((timed, None), (~timed, total)):
+        if mask.any():
+            onset[mask], end[mask] = _onsets(
+                ctx, services[mask], t, service, bad, weight, p0[mask]
+            )
     example = _example(lines, ctx, services)
     texts = []
     for svc, row in per.iterrows():
         said = example.get(str(svc))
         quote = f': "{said}"' if said else ""
-        if shares:
+        if not row.by_time:
             texts.append(
                 f"{format_share(row.bad_w, row.total_w)} log records of {svc} were errors after "
                 f"{format_time(ctx.split)} ({format_share(row.bad_b, row.total_b)} before){quote}"
@@ -392,36 +419,67 @@ def _example(lines: pd.DataFrame, ctx: _Context, services: pd.Index) -> dict[str
 
 
 def _templates(ctx: _Context, lines: pd.DataFrame) -> pd.DataFrame:
-    """Templates of a service never seen in its baseline, scored by their count since."""
+    """Templates of a service that became more frequent after the split: never seen in
+    its baseline, or seen there at a far lower rate.
+
+    A count test, not "never seen": the split is where the baseline is taken to end,
+    not where the fault began, so the first lines of a fault that began a little
+    earlier fall before it; a template seen once before and forty times after is
+    still the news.
+    """
     if lines.empty:
         return pd.DataFrame()
     lines = lines.assign(
         template=lines["template"].str.slice(0, ctx.config.max_template),
         after=lines["ts"] >= ctx.split,
     )
-    seen = lines.loc[~lines["after"], ["service", "template"]].drop_duplicates()
     later = lines[lines["after"]]
-    later = later.merge(seen.assign(old=True), on=["service", "template"], how="left")
-    new = later[later["old"].isna()]
-    if new.empty:
+    if later.empty:
         return pd.DataFrame()
-    per = new.groupby(["service", "template"], sort=False).agg(
+    per = later.groupby(["service", "template"], sort=False).agg(
         k=("ts", "size"), first=("ts", "min"), last=("ts", "max"), body=("body", "first"),
         severity=("severity", "max"),
     )  # fmt: skip
     per = per[per["k"] >= ctx.config.min_events]
     if per.empty:
         return pd.DataFrame()
-    per["score"] = count_score(per["k"], ctx.span, 0.0, ctx.base_span)
-    per = per[per["score"] >= ctx.config.min_score].reset_index()
+    before = lines[~lines["after"]].groupby(["service", "template"], sort=False).size()
+    per["k0"] = before.reindex(per.index).fillna(0.0).to_numpy(dtype=np.float64)
+    # Against the service's own lines when it had enough before (a share: more traffic
+    # brings more of every template), else against the time covered.
+    services = per.index.get_level_values("service")
+    n = later.groupby("service").size().reindex(services).to_numpy(dtype=np.float64)
+    n0 = (
+        lines[~lines["after"]]
+        .groupby("service")
+        .size()
+        .reindex(services)
+        .fillna(0.0)
+        .to_numpy(dtype=np.float64)
+    )
+    own = n0 >= ctx.config.min_events
+    n = np.where(own, n, ctx.span)
+    n0 = np.where(own, n0, ctx.base_span)
+    per["score"] = count_score(per["k"], n, per["k0"], n0)
+    # Materiality is relative: a template that was there all along must now come several
+    # times as often (as a share of the service's lines, or per second).
+    ratio = (per["k"] / n) / ((per["k0"] + 0.5) / n0)
+    per = per[(per["score"] >= ctx.config.min_score) & (ratio >= ctx.config.template_rise)]
+    per = per.reset_index()
     if per.empty:
         return pd.DataFrame()
-    texts = [
-        f'new log template on {r.service}: "{r.template}" x{r.k:.0f} after '
-        f"{format_time(ctx.split)}, never in the {ctx.base_span / 60:.0f} min before "
-        f'(e.g. "{str(r.body).split(chr(10), 1)[0][:160]}")'
-        for r in per.itertuples()
-    ]
+    texts = []
+    for r in per.itertuples():
+        seen = (
+            f"never in the {ctx.base_span / 60:.0f} min before"
+            if r.k0 == 0
+            else f"x{r.k0:.0f} in the {ctx.base_span / 60:.0f} min before"
+        )
+        texts.append(
+            f'{"new" if r.k0 == 0 else "more frequent"} log template on {r.service}: '
+            f'"{r.template}" x{r.k:.0f} after {format_time(ctx.split)}, {seen} '
+            f'(e.g. "{str(r.body).split(chr(10), 1)[0][:160]}")'
+        )
     return pd.DataFrame(
         {
             "service": per["service"].to_numpy(),
@@ -430,7 +488,7 @@ def _templates(ctx: _Context, lines: pd.DataFrame) -> pd.DataFrame:
             "end": per["last"].to_numpy(dtype=np.float64),
             "score": per["score"].to_numpy(),
             "direction": "up",
-            "baseline": 0.0,
+            "baseline": (per["k0"] / ctx.base_span).to_numpy(),
             "peak": (per["k"] / ctx.span).to_numpy(),
             "peer": "",
             "signal": per["template"].to_numpy(),

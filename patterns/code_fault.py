@@ -58,7 +58,8 @@ class CodeFaultPattern(BasePattern):
             modalities = set(mine["modality"].astype(str))
             breadth = min(len(modalities), 3) / 3.0
             moved = ctx.anomalies_of(svc, CAUSE_ROLES)
-            moved = moved[moved["onset"].astype(float) <= at]
+            # Metric onsets read late by up to the slack; a change that close is concurrent.
+            moved = moved[moved["onset"].astype(float) <= at + ctx.onset_slack]
             changed = float(moved["score"].max()) if len(moved) else 0.0
             changed = changed / (changed + 8.0)
             # Pods or nodes lost anywhere by then (a zone going down) fail requests too.
@@ -66,7 +67,7 @@ class CodeFaultPattern(BasePattern):
             # Errors that are the service's calls failing (timeouts, refused connections to
             # a dependency or across the network) are not its own code's.
             calls = ctx.anomalies_of(svc, _CALLS)
-            calls = calls[calls["onset"].astype(float) <= at + float(ctx.step)]
+            calls = calls[calls["onset"].astype(float) <= at + ctx.onset_slack]
             failing = float(calls["score"].max()) if len(calls) else 0.0
             failing = failing / (failing + 8.0)
             score = (s / (s + 8.0)) * (0.6 + 0.4 * breadth)

@@ -50,7 +50,7 @@ class CpuSaturationPattern(BasePattern):
         up = a[a["role"].isin(("cpu", "cpu_throttled")) & (a["direction"] == "up")]
         if up.empty:
             return self.no_match("no service's CPU use or throttling rose")
-        demand = demand_rises(a, float(ctx.step))
+        demand = demand_rises(a, ctx.onset_slack)
         findings = []
         for svc in sorted(set(up["service"].astype(str))):
             cpu = ctx.anomalies_of(svc, ("cpu", "cpu_throttled"))

@@ -56,7 +56,7 @@ class TrafficSpikePattern(BasePattern):
         # Retries: a rate that rose after the service's own errors or latency is callers
         # asking again, not more demand. Onsets are known to a sampling step: rising in the
         # same step as the errors is not after them.
-        demand = demand_rises(a, float(ctx.step))
+        demand = demand_rises(a, ctx.onset_slack)
         up = up[up["service"].isin(list(demand.index))]
         if up.empty:
             return self.no_match("request rates rose only with errors or from callers retrying")

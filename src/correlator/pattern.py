@@ -83,6 +83,16 @@ class PatternContext:
     """Seconds of normal data before the alert's window (short baselines are less sure)."""
 
     @property
+    def onset_slack(self) -> float:
+        """Seconds within which two onsets count as one time.
+
+        A metric's onset sits on the query grid and its rates average over a window
+        of about two steps, so it can read up to two steps after the change; logs and
+        spans time a change to the record. Two onsets closer than this are concurrent.
+        """
+        return 2.0 * float(self.step)
+
+    @property
     def raw(self) -> pd.DataFrame:
         """The collected signal frame (``SIGNAL_COLUMNS``)."""
         return self.telemetry.signals
