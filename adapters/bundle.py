@@ -168,20 +168,12 @@ def _service(labels: Mapping[str, str], service_labels: Sequence[str]) -> str | 
     return None
 
 
-def _grid(window: Window, step: float, metrics: Metrics | None = None) -> Float64s:
-    """The evaluation instants: from the baseline start, every ``step``, up to the end of
-    the window or of the recording, whichever comes first.
-
-    A recording has no data after its last sample: evaluating past it would make every
-    counter's rate fall to zero as its samples leave the range (as Prometheus would for
-    a target that vanished), a change of the recording, not of the system.
-    """
-    end = window.end
-    if metrics is not None:
-        last = _data_end(metrics)
-        if last is not None:
-            end = min(end, last)
-    return np.arange(window.baseline_start, end + step / 2, step, dtype=np.float64)
+def _grid(window: Window, step: float) -> Float64s:
+    """The evaluation instants: from the baseline start, every ``step``, up to the end
+    (never past it, as Prometheus' range queries; an end off the grid, the last sample
+    of a recording, is not rounded up)."""
+    n = int(np.floor((window.end - window.baseline_start) / step + 1e-9)) + 1
+    return window.baseline_start + step * np.arange(max(n, 0), dtype=np.float64)
 
 
 def _data_end(metrics: Metrics) -> float | None:
@@ -437,7 +429,7 @@ def _evaluate(
             plans[key] = plan
     if not plan.rows:
         return None
-    grid = _grid(window, step, metrics)
+    grid = _grid(window, step)
     rng = rate_range(step, plan.interval)
     if spec.kind in ("counter", "histogram"):
         matrix = _rates(metrics, plan, grid, rng)
@@ -591,7 +583,7 @@ def _generic(
         codes = codes[keep]
         index = {key: c for key, c in index.items() if c < generic.MAX_SERIES}
     rows = [every.rows[k] for k in pick]
-    grid = _grid(window, step, metrics)
+    grid = _grid(window, step)
     sums = np.full((len(index), len(grid)), np.nan)
     # Rows a few thousand at a time, so the raw matrix stays small whatever the bundle.
     order = np.argsort(codes, kind="stable")
@@ -850,6 +842,14 @@ class BundleBackend:
         :meth:`signals`; ``None`` when no series has two samples.
         """
         return _interval(self._bundle(window).metrics_for(None))
+
+    def data_end(self, window: Window | None = None) -> float | None:
+        """The time of the recording's last metric sample, ``None`` without one.
+
+        A recording has no data after it: the engine ends its window there (see
+        :class:`correlator.sources.RecordingSource`).
+        """
+        return _data_end(self._bundle(window).metrics_for(None))
 
     def query_for(self, catalog: Catalog, role: str) -> str | None:
         """The PromQL of the role's first alternative in ``catalog`` (step 60s)."""

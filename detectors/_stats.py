@@ -34,6 +34,7 @@ __all__ = [
     "bucket_width",
     "count_score",
     "cusum_onset",
+    "first_event",
     "format_share",
 ]
 
@@ -122,6 +123,29 @@ def bucket_matrix(
     ok = (codes >= 0) & (bucket >= 0) & (bucket < shape[1])
     np.add.at(out, codes[ok] * shape[1] + bucket[ok], weight[ok])
     return out.reshape(shape)
+
+
+def first_event(
+    onset: Floats, codes: npt.NDArray[np.int64], t: Floats, hit: npt.NDArray[np.bool_]
+) -> Floats:
+    """Each group's onset moved from its bucket's start to its first event of interest.
+
+    :func:`cusum_onset` dates a change to a bucket, whose start can lie a whole
+    width before anything happened; onsets of spans and logs are compared with
+    each other's and with metrics', so each is the time of the first event of
+    interest (``hit``) of its group (``codes``, index into ``onset``; ``-1`` is
+    no group) at or after the bucket's start.
+    """
+    out = np.array(onset, dtype=np.float64, copy=True)
+    keep = hit & (codes >= 0)
+    cs, ts = codes[keep], t[keep]
+    keep = ts >= out[cs]
+    if keep.any():
+        firsts = np.full(len(out), np.inf)
+        np.minimum.at(firsts, cs[keep], ts[keep])
+        found = np.isfinite(firsts)
+        out[found] = firsts[found]
+    return out
 
 
 def format_share(k: object, n: object) -> str:

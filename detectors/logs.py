@@ -38,6 +38,7 @@ from ._stats import (
     bucket_width,
     count_score,
     cusum_onset,
+    first_event,
     format_share,
 )
 
@@ -301,15 +302,7 @@ def _onsets(
         n = bucket_matrix(codes, bucket, n_weight[after], shape)
     first, last = cusum_onset(k, n, p0)
     onset = np.asarray(ctx.split + first * width, dtype=np.float64)
-    # The bucket the change began in starts up to a width before its first event: the
-    # onset is that event's time (onsets of logs are compared with those of spans and
-    # metrics, and a bucket edge would put the logs first by construction).
-    hit = k_weight[after] > 0
-    ts, cs = t[after][hit], codes[hit]
-    keep = (cs >= 0) & (ts >= onset[np.clip(cs, 0, None)])
-    if keep.any():
-        firsts = pd.Series(ts[keep]).groupby(cs[keep]).min()
-        onset[firsts.index.to_numpy()] = np.maximum(onset[firsts.index.to_numpy()], firsts.to_numpy())
+    onset = first_event(onset, codes, t[after], k_weight[after] > 0)
     end = np.asarray(np.minimum(ctx.split + (last + 1) * width, ctx.end), dtype=np.float64)
     return onset, end
 
@@ -366,9 +359,7 @@ def _errors(ctx: _Context, lines: pd.DataFrame, counts: pd.DataFrame) -> pd.Data
     end = np.zeros(len(per))
     for mask, weight in ((timed, None), (~timed, total)):
         if mask.any():
-            onset[mask], end[mask] = _onsets(
-                ctx, services[mask], t, service, bad, weight, p0[mask]
-            )
+            onset[mask], end[mask] = _onsets(ctx, services[mask], t, service, bad, weight, p0[mask])
     example = _example(lines, ctx, services)
     texts = []
     for svc, row in per.iterrows():
@@ -476,7 +467,7 @@ def _templates(ctx: _Context, lines: pd.DataFrame) -> pd.DataFrame:
             else f"x{r.k0:.0f} in the {ctx.base_span / 60:.0f} min before"
         )
         texts.append(
-            f'{"new" if r.k0 == 0 else "more frequent"} log template on {r.service}: '
+            f"{'new' if r.k0 == 0 else 'more frequent'} log template on {r.service}: "
             f'"{r.template}" x{r.k:.0f} after {format_time(ctx.split)}, {seen} '
             f'(e.g. "{str(r.body).split(chr(10), 1)[0][:160]}")'
         )

@@ -41,6 +41,7 @@ from ._stats import (
     bucket_width,
     count_score,
     cusum_onset,
+    first_event,
     format_share,
 )
 
@@ -269,6 +270,8 @@ def _onsets(
     k = bucket_matrix(codes, bucket, bad[after.index].to_numpy(dtype=np.float64), shape)
     first, last = cusum_onset(k, n, p0)
     onset = np.asarray(ctx.split + first * width, dtype=np.float64)
+    hit = bad[after.index].to_numpy(dtype=np.float64) > 0
+    onset = first_event(onset, codes, after["t"].to_numpy(dtype=np.float64), hit)
     end = np.asarray(np.minimum(ctx.split + (last + 1) * width, ctx.end), dtype=np.float64)
     return onset, end
 

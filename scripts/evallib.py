@@ -86,7 +86,7 @@ def _collect(path: Path) -> dict[str, Any]:
     backend = backend.bind(alert)
     settings = Settings(source_timeout=600, deadline=1200)
     catalog = bundle.merged_catalog(default_catalog())
-    window = make_window(alert, settings)
+    window = make_window(alert, settings, sources=Sources.from_backends(backend))
     step = query_step(Sources.from_backends(backend), window, catalog, settings)
     deadline = time.monotonic() + 3600.0
     telemetry, gaps = collect(Sources.from_backends(backend), catalog, window, step, 600, deadline)

@@ -104,6 +104,31 @@ def test_window_rules() -> None:
     assert auto_step(w) == 15.0
 
 
+def test_the_window_ends_where_a_recording_ends() -> None:
+    """Past a recording's last sample every counter's rate falls to zero as its samples
+    leave the range: the window stops there, whatever the alert's ``after`` asks."""
+    import dataclasses
+
+    from correlator.adapters.bundle import BundleBackend
+
+    library = BundleBackend()
+    bundle = library.bundles()[0]
+    backend = library.bind(bundle.alerts[0])
+    sources = Sources.from_backends(backend)
+    first = make_window(bundle.alerts[0], Settings(), now=1e12, sources=sources)
+    last = backend.data_end(first)
+    assert last is not None and first.start < last
+    late = dataclasses.replace(bundle.alerts[0], starts_at=last - 60.0, ends_at=None)
+    assert make_window(late, Settings(), now=1e12).end == last + 240.0  # 'after' is 300 s
+    capped = make_window(late, Settings(), now=1e12, sources=sources)
+    assert capped.end == last and capped.start == late.starts_at - 300.0
+    # Never before the alert's own start.
+    gone = dataclasses.replace(late, starts_at=last + 600.0)
+    assert make_window(gone, Settings(), now=1e12, sources=sources).end == last + 600.0
+    # A live source (not a recording) leaves the window alone.
+    assert make_window(late, Settings(), now=1e12, sources=Sources()).end == last + 240.0
+
+
 def test_the_alerted_service_small_latency_step_makes_it_the_suspect() -> None:
     import dataclasses
 

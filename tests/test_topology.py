@@ -394,3 +394,23 @@ def test_a_service_its_callers_log_errors_about_becomes_the_suspect() -> None:
     assert sorted(named["peer"]) == ["cart", "checkout"]
     g = nx.DiGraph([("checkout", "pricing"), ("cart", "pricing")])
     assert root_scores(g, out, "checkout")[0].service == "pricing"
+
+
+def test_a_dependency_slower_by_milliseconds_does_not_explain_a_caller_slower_by_seconds() -> None:
+    g = build_graph(chain())
+    g.add_edge("payments", "payments-db")
+    # payments got a second slower; its database moved too, at the same time, less surely.
+    rows = [
+        ("frontend", "latency", 100.0, 0.2, 1.2, ""),
+        ("checkout", "latency", 100.0, 0.15, 1.15, ""),
+        ("payments", "latency", 100.0, 0.05, 1.05, ""),
+    ]
+
+    def scores(db_peak: float) -> dict[str, float]:
+        a = _rows([*rows, ("payments-db", "latency", 100.0, 0.013, db_peak, "")])
+        a.loc[a["service"] == "payments-db", "score"] = 12.0
+        return {r.service: r.score for r in root_scores(g, a, "frontend")}
+
+    tiny, big = scores(0.020), scores(1.013)  # slower by 7 ms, or by as much as payments
+    assert max(tiny, key=tiny.__getitem__) == "payments"
+    assert tiny["payments"] > big["payments"]

@@ -54,6 +54,7 @@ from correlator.sources import (
     LOG_COUNT_COLUMNS,
     LogCountSource,
     MetricResult,
+    RecordingSource,
     SampleIntervalSource,
     Source,
     Sources,
@@ -70,11 +71,14 @@ from correlator.topology import (
 __all__ = ["analyse", "auto_step", "collect", "investigate", "make_window", "query_step"]
 
 
-def make_window(alert: Alert, settings: Settings, now: float | None = None) -> Window:
+def make_window(
+    alert: Alert, settings: Settings, now: float | None = None, sources: Sources | None = None
+) -> Window:
     """The alert's range widened by ``window.before``/``after``, plus the baseline look-back.
 
     An alert without an end is taken to end where it started; the end never
-    lies in the future.
+    lies in the future, nor after the last sample of a recording among
+    ``sources`` (:class:`~correlator.sources.RecordingSource`).
     """
     w = settings.window
     end_of_alert = alert.ends_at if alert.ends_at and alert.ends_at > alert.starts_at else None
@@ -82,7 +86,11 @@ def make_window(alert: Alert, settings: Settings, now: float | None = None) -> W
     end = (end_of_alert or alert.starts_at) + w.after
     end = min(end, now if now is not None else time.time())
     end = max(end, alert.starts_at)
-    return Window(start=start, end=end, baseline_start=start - w.baseline)
+    window = Window(start=start, end=end, baseline_start=start - w.baseline)
+    last = _end_of_recording(sources, window) if sources is not None else None
+    if last is None or last >= end:
+        return window
+    return Window(start=start, end=max(last, alert.starts_at), baseline_start=start - w.baseline)
 
 
 def query_step(sources: Sources, window: Window, catalog: Catalog, settings: Settings) -> float:
@@ -111,6 +119,21 @@ def _interval(sources: Sources, window: Window, catalog: Catalog) -> float | Non
             if found:
                 return float(found)
     return None
+
+
+def _end_of_recording(sources: Sources, window: Window) -> float | None:
+    """The last sample's time of the local recordings among ``sources`` around ``window``
+    (``None`` if none tells): past it, every rate of a recording falls to zero."""
+    ends = []
+    for s in (*sources.metrics, *sources.logs, *sources.traces):
+        if getattr(s, "local", False) and isinstance(s, RecordingSource):
+            try:
+                found = s.data_end(window)
+            except Exception:  # a third-party source can fail in any way
+                continue
+            if found:
+                ends.append(float(found))
+    return max(ends) if ends else None
 
 
 def auto_step(window: Window) -> float:
@@ -287,7 +310,7 @@ def investigate(
         return now
 
     t = time.monotonic()
-    window = make_window(alert, settings)
+    window = make_window(alert, settings, sources=sources)
     step = query_step(sources, window, catalog, settings)
     t = lap("window", t)
 
@@ -376,9 +399,15 @@ def analyse(
     follows = comovement(
         anomalies, signals, alert.service, window.baseline_start, _alert_keys(alert, catalog)
     )
-    # Onsets are known to a sampling step: within one, order says nothing.
+    # Onsets are known to about two sampling steps (a rate's window): within that, order
+    # says nothing; earliness counts over minutes, or over a few steps when they are long.
     roots = root_scores(
-        graph, anomalies, alert.service, onset_tolerance=max(60.0, step), comove=follows
+        graph,
+        anomalies,
+        alert.service,
+        onset_tolerance=max(60.0, 2.0 * step),
+        tau=max(300.0, 4.0 * step),
+        comove=follows,
     )
     t = lap("topology", t)
 

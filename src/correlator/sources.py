@@ -39,6 +39,7 @@ __all__ = [
     "LogSource",
     "MetricResult",
     "MetricSource",
+    "RecordingSource",
     "SampleIntervalSource",
     "Source",
     "SourceAuthError",
@@ -140,6 +141,21 @@ class SampleIntervalSource(Source, Protocol):
 
     def interval(self, window: Window, catalog: Catalog | None = None) -> float | None:
         """The sample interval in seconds of the data around ``window``, ``None`` if unknown."""
+        ...
+
+
+@runtime_checkable
+class RecordingSource(Source, Protocol):
+    """Optional for a local source holding a recording: where its data ends.
+
+    A recording has nothing after its last sample. Read past it, every
+    counter's rate falls to zero as its samples leave the range (as Prometheus
+    shows for a target that vanished): a change of the recording, not of the
+    system. The engine ends the window there.
+    """
+
+    def data_end(self, window: Window | None = None) -> float | None:
+        """The time of the last metric sample of the data around ``window``, or ``None``."""
         ...
 
 

@@ -371,6 +371,16 @@ def amplified(anomalies: pd.DataFrame, lag: float = 30.0) -> set[str]:
     return out
 
 
+def _latency_rises(anomalies: pd.DataFrame) -> dict[str, float]:
+    """Per service, the largest rise of its own latency (seconds, peak over baseline)."""
+    lat = anomalies[(anomalies["role"] == "latency") & (anomalies["direction"] == "up")]
+    if lat.empty:
+        return {}
+    rise = lat["peak"].astype(float) - lat["baseline"].astype(float)
+    per = rise[rise > 0].groupby(lat["service"].astype(str)).max()
+    return {str(k): float(v) for k, v in per.items()}
+
+
 def demand_rises(
     anomalies: pd.DataFrame, lag: float = 30.0, pushed: set[str] | None = None
 ) -> pd.DataFrame:
@@ -599,6 +609,14 @@ def root_scores(
         ):
             strength[svc] = full[svc]
     t_min = min(onset.values())
+    lat_rise = _latency_rises(anomalies)
+    erring = set(
+        anomalies.loc[
+            anomalies["role"].isin(("error_ratio", "error_rate", "span_errors", "log_errors"))
+            & (anomalies["direction"] == "up"),
+            "service",
+        ].astype(str)
+    )
 
     pr = _pagerank(graph, strength, alert_service)
     pr_max = max(pr.values()) if pr else 1.0
@@ -621,6 +639,10 @@ def root_scores(
                     w *= min(1.0, (comove.get(str(d), 0.5) + 0.05) / (mine + 0.05))
                 # Only what d's own telemetry shows explains its caller: its callers' words
                 # about it (named_by_callers) come from the caller's own trouble.
+                if svc in lat_rise and d in lat_rise and svc not in erring:
+                    # Latency adds up along calls: a dependency slower by 7 ms accounts
+                    # for little of a caller slower by a second.
+                    w *= min(1.0, 2.0 * lat_rise[d] / lat_rise[svc])
                 explained = max(explained, w * min(strength[d], own.get(str(d), 0.0)))
         # Something happening to the service itself (resources, traffic) is less of an echo.
         explained *= 1.0 - 0.5 * cause[svc]
