@@ -78,8 +78,20 @@ def families(interval: float, span: float) -> list[Family]:
         for c, v in (("cart", 3e8), ("orders", 5e8))
         for t in ts
     ]
+    # cAdvisor before Kubernetes 1.16: ``container_name``/``pod_name``, and the pause
+    # container "POD" beside it (no service of its own).
+    memory += [
+        ("container_memory_working_set_bytes", {"container_name": c, "pod_name": "wishlist-7f-x"},
+         t, v)
+        for c, v in (("wishlist", 2e8), ("POD", 1e6))
+        for t in ts
+    ]  # fmt: skip
     cpu: list[Sample] = [
         ("container_cpu_usage_seconds_total", {"container": "cart"}, t, 0.25 * (t - T0)) for t in ts
+    ]
+    cpu += [
+        ("container_cpu_usage_seconds_total", {"container_name": "wishlist"}, t, 0.5 * (t - T0))
+        for t in ts
     ]
     # Known to no role: a counter, a gauge, a histogram (and info series to skip).
     queue: list[Sample] = [
@@ -101,7 +113,14 @@ def families(interval: float, span: float) -> list[Family]:
     return [
         Family("calls", "counter", tuple(calls)),
         Family("http_server_requests_seconds", "summary", tuple(summary)),
-        Family("container_memory_usage_bytes", "gauge", tuple(memory)),
+        Family(
+            "container_memory_usage_bytes", "gauge", tuple(m for m in memory if "usage" in m[0])
+        ),
+        Family(
+            "container_memory_working_set_bytes",
+            "gauge",
+            tuple(m for m in memory if "usage" not in m[0]),
+        ),
         Family("container_cpu_usage_seconds", "counter", tuple(cpu)),
         Family("shop_queue_jobs", "counter", tuple(queue)),
         Family("shop_pool_active", "gauge", tuple(pool)),
@@ -215,9 +234,12 @@ def test_container_label_names_the_service_without_pods(tmp_path: Path) -> None:
     backend = BundleBackend(bundle(tmp_path / "b", 15.0, 7200.0))
     frame = backend.signals(default_catalog(), window(7200.0), 15.0).frame
     memory = frame[frame["role"] == "memory"]
-    assert set(memory["service"]) == {"cart", "orders"}
+    assert set(memory["service"]) == {"cart", "orders", "wishlist"}
     assert by(frame, "memory", "orders")["value"].median() == 5e8
     assert by(frame, "cpu", "cart")["value"].median() == pytest.approx(0.25, rel=0.02)
+    # The old cAdvisor labels: the container is the service, its pause container is not.
+    assert by(frame, "memory", "wishlist")["value"].median() == 2e8
+    assert by(frame, "cpu", "wishlist")["value"].median() == pytest.approx(0.5, rel=0.02)
 
 
 def test_default_catalog_knows_the_common_runtimes_and_protocols() -> None:

@@ -468,6 +468,23 @@ def _containers() -> list[SignalSpec]:
     ]
     for family in ("working_set_bytes", "usage_bytes", "rss", "cache"):
         s.append(cadvisor("memory", f"container_memory_{family}", "gauge", dims={"pod": "pod"}))
+    # cAdvisor before Kubernetes 1.16 names the container ``container_name`` (and the pod
+    # ``pod_name``); its pause container is "POD".
+    old = (_m("container_name", "!=", ""), _m("container_name", "!=", "POD"))
+    s += [
+        cadvisor("cpu", "container_cpu_usage_seconds_total", "counter", matchers=old),
+        cadvisor("cpu_throttled", "container_cpu_cfs_throttled_periods_total", "counter",
+                 matchers=old),
+        cadvisor("cpu_throttled", "container_cpu_cfs_throttled_seconds_total", "counter",
+                 matchers=old),
+    ]  # fmt: skip
+    for family in ("working_set_bytes", "usage_bytes", "rss", "cache"):
+        s.append(
+            cadvisor(
+                "memory", f"container_memory_{family}", "gauge", matchers=old,
+                dims={"pod": "pod_name"},
+            )
+        )  # fmt: skip
     # cAdvisor beside Docker Compose: no container label, the Compose service names it.
     compose = (_m(_COMPOSE, "!=", ""),)
     for role, metric, kind in (
