@@ -26,10 +26,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 __all__ = [
+    "EARLIER_SPLITS",
     "MAX_SCORE",
     "MIN_EVENTS",
+    "best_of_splits",
     "bucket_matrix",
     "bucket_width",
     "count_score",
@@ -123,6 +126,39 @@ def bucket_matrix(
     ok = (codes >= 0) & (bucket >= 0) & (bucket < shape[1])
     np.add.at(out, codes[ok] * shape[1] + bucket[ok], weight[ok])
     return out.reshape(shape)
+
+
+#: Seconds before the baseline's end at which the span and log detectors also split.
+#: The baseline's end is where the alert says trouble began, minus a margin; a fault
+#: that began earlier (a slow leak, a delay that took minutes to page) puts its first
+#: minutes in the "before" side, and a count test against it sees little.
+EARLIER_SPLITS = (300.0, 900.0)
+#: What choosing the best of the splits costs a row's strength (the largest of three
+#: correlated tests overstates each by about this much on the standard-normal scale).
+SPLIT_PENALTY = 0.5
+
+
+def best_of_splits(
+    rows: list[pd.DataFrame], min_score: float, keys: tuple[str, ...]
+) -> pd.DataFrame:
+    """Per anomaly (``keys``), its strongest reading over the splits tried.
+
+    ``rows[0]`` is at the baseline's end; the rest, at earlier splits, lose
+    :data:`SPLIT_PENALTY` and must still reach ``min_score``.
+    """
+    frames = [r for r in rows[:1] if not r.empty]
+    for r in rows[1:]:
+        if r.empty:
+            continue
+        r = r.assign(score=r["score"].astype(float) - SPLIT_PENALTY)
+        frames.append(r[r["score"] >= min_score])
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    out = out.sort_values("score", ascending=False, kind="stable")
+    present = [k for k in keys if k in out.columns]
+    return out.drop_duplicates(present).sort_index().reset_index(drop=True)
 
 
 def first_event(

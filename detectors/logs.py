@@ -33,7 +33,9 @@ from correlator.detector import DetectInput, DetectOutput, anomaly_frame
 from correlator.model import ANOMALY_COLUMNS, Gap, empty_frame, format_time
 
 from ._stats import (
+    EARLIER_SPLITS,
     MIN_EVENTS,
+    best_of_splits,
     bucket_matrix,
     bucket_width,
     count_score,
@@ -43,6 +45,9 @@ from ._stats import (
 )
 
 __all__ = ["LogConfig", "LogDetector", "mine", "template_of"]
+
+#: What makes two rows the same anomaly, whatever split found it.
+_KEYS = ("service", "role", "signal", "direction")
 
 _ERROR = 17
 #: What varies between lines of one template, masked in this order. They run over the
@@ -151,7 +156,35 @@ class LogDetector:
                     f"{format_time(split)}; log anomalies rest on it",
                 )
             )
-        ctx = _Context(split, max(first, window.baseline_start), float(window.end), self.config)
+        start = max(first, window.baseline_start)
+        splits = [split] + [
+            split - back
+            for back in EARLIER_SPLITS
+            if split - back - start >= self.config.short_baseline
+        ]
+        found = [
+            self._at(at, start, float(window.end), lines, counts, gaps if at == split else [])
+            for at in splits
+        ]
+        out = best_of_splits(found, self.config.min_score, _KEYS)
+        if out.empty:
+            return DetectOutput(empty_frame(ANOMALY_COLUMNS), gaps)
+        out["modality"] = self.modality
+        out["peer"] = _named_peers(out, _known_services(data))
+        return DetectOutput(anomaly_frame(out), gaps)
+
+    def _at(
+        self,
+        split: float,
+        start: float,
+        end: float,
+        lines: pd.DataFrame,
+        counts: pd.DataFrame,
+        gaps: list[Gap],
+    ) -> pd.DataFrame:
+        """Every row with the baseline ending at ``split``; what it could not judge goes
+        to ``gaps``."""
+        ctx = _Context(split, start, end, self.config)
         parts = [_errors(ctx, lines, counts)]
         # Lines are warnings and worse: counts that reach back with none of those before the
         # split say the baseline had none (every template after it is new), not that its
@@ -175,12 +208,7 @@ class LogDetector:
                 )
             )
         parts = [p for p in parts if not p.empty]
-        if not parts:
-            return DetectOutput(empty_frame(ANOMALY_COLUMNS), gaps)
-        out = pd.concat(parts, ignore_index=True)
-        out["modality"] = self.modality
-        out["peer"] = _named_peers(out, _known_services(data))
-        return DetectOutput(anomaly_frame(out), gaps)
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def _known_services(data: DetectInput) -> set[str]:

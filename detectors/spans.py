@@ -36,7 +36,9 @@ from correlator.detector import DetectInput, DetectOutput, anomaly_frame
 from correlator.model import ANOMALY_COLUMNS, Gap, empty_frame, format_time
 
 from ._stats import (
+    EARLIER_SPLITS,
     MIN_EVENTS,
+    best_of_splits,
     bucket_matrix,
     bucket_width,
     count_score,
@@ -46,6 +48,9 @@ from ._stats import (
 )
 
 __all__ = ["SpanConfig", "SpanDetector"]
+
+#: What makes two rows the same anomaly, whatever split found it.
+_KEYS = ("service", "role", "signal", "peer", "direction")
 
 _CLIENT_KINDS = (3, 4)
 _ERROR = 2
@@ -80,13 +85,28 @@ class SpanDetector:
         if spans.empty:
             return DetectOutput(empty_frame(ANOMALY_COLUMNS))
         split = float(data.baseline_end)
-        spans["after"] = spans["t"].to_numpy() >= split
         gaps = _baseline_gaps(spans, split, self.config.short_baseline)
-        if not spans["after"].any():
+        if not (spans["t"].to_numpy() >= split).any():
             return DetectOutput(empty_frame(ANOMALY_COLUMNS), gaps)
         spans["key"], spans["parent_key"] = _span_keys(spans)
         spans["exclusive"] = _exclusive(spans)
         spans["callee"] = _callee(spans)
+        first = float(spans["t"].min())
+        splits = [split] + [
+            split - back
+            for back in EARLIER_SPLITS
+            if split - back - first >= self.config.short_baseline
+        ]
+        found = [self._at(spans, at, data) for at in splits]
+        out = best_of_splits(found, self.config.min_score, _KEYS)
+        if out.empty:
+            return DetectOutput(empty_frame(ANOMALY_COLUMNS), gaps)
+        out["modality"] = self.modality
+        return DetectOutput(anomaly_frame(out), gaps)
+
+    def _at(self, spans: pd.DataFrame, split: float, data: DetectInput) -> pd.DataFrame:
+        """Every row with the baseline ending at ``split``."""
+        spans = spans.assign(after=spans["t"].to_numpy() >= split)
         ctx = _Context(spans, split, float(data.window.end), float(data.step), self.config)
         rows = [
             *_errors(ctx, edges=False),
@@ -96,11 +116,7 @@ class SpanDetector:
             *_rates(ctx),
         ]
         rows = [r for r in rows if not r.empty]
-        if not rows:
-            return DetectOutput(empty_frame(ANOMALY_COLUMNS), gaps)
-        out = pd.concat(rows, ignore_index=True)
-        out["modality"] = self.modality
-        return DetectOutput(anomaly_frame(out), gaps)
+        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
 # --------------------------------------------------------------------------- preparation
@@ -141,7 +157,7 @@ def _prepare(raw: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
 
 
 def _baseline_gaps(spans: pd.DataFrame, split: float, short: float) -> list[Gap]:
-    before = spans.loc[~spans["after"], "t"]
+    before = spans.loc[spans["t"] < split, "t"]
     if before.empty:
         return [
             Gap(
