@@ -112,3 +112,25 @@ def test_missing_data_never_raises(which: str) -> None:
     assert out.anomalies.empty and list(out.anomalies.columns) == list(ANOMALY_COLUMNS)
     if which == "no baseline":
         assert out.gaps and "no spans before" in out.gaps[0].why
+
+
+def test_a_fault_that_began_before_the_baseline_end_is_still_seen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The split is where the alert says trouble began; a fault begun ten minutes earlier
+    puts most of its spans before it. The detector also splits earlier and keeps the
+    strongest reading, dated where the failures began."""
+    import correlator.detectors.spans as spans_module
+
+    base = traces(T0, T0 + 1200, 1000, 1)
+    stack = "TimeoutException at ChargeService.java:90"
+    fault = traces(T0 + 1200, T0 + 2400, 1000, 2, fail=0.04, error=stack)
+    rows, _ = run(base, fault)
+    row = rows[(rows.role == "span_errors") & (rows.service == "checkout")].iloc[0]
+    first_failure = fault.loc[fault.status == 2, "start"].min()
+    assert row.onset <= first_failure + 60 and row.score >= 4
+    # Split only at the baseline's end, the same spans show far less.
+    monkeypatch.setattr(spans_module, "EARLIER_SPLITS", ())
+    at_end, _ = run(base, fault)
+    late = at_end[(at_end.role == "span_errors") & (at_end.service == "checkout")]
+    assert late.empty or float(late.score.max()) < row.score - 1.0
