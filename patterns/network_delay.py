@@ -27,8 +27,6 @@ _CALLS = ("client_latency", "client_errors", "client_error_ratio")
 class NetworkDelayConfig:
     """Thresholds of the network-delay pattern."""
 
-    lag: float = 60.0
-    """Seconds after the first troubled call within which others still count."""
     own_share: float = 0.5
     """A service whose own latency rose by more than this share of its slow calls' rise
     is slow by itself (a slow server, not a slow network)."""
@@ -52,25 +50,46 @@ class NetworkDelayPattern(BasePattern):
             if not (ctx.has("edge_latency") or len(ctx.telemetry.spans)):
                 return self.not_evaluated("no call latency (service-graph metrics or traces)")
             return self.no_match("no call between two services got slower")
-        # The trouble that began first (within ``lag``): calls that failed later are echoes.
-        calls = calls[calls["onset"].astype(float) <= float(calls["onset"].min()) + config.lag]
         # Each troubled call as (caller, callee): client rows sit on the caller (the callee's
-        # server side did not see it), edge rows on the callee. Where the engine placed the
-        # trouble counts a little more.
+        # server side did not see it), edge rows on the callee. A call weighs what its
+        # strongest row says (a faint wobble of one call is not the story), and where the
+        # engine placed the trouble counts a little more.
+        # A slow call to a server that was as much slower by itself is the server's
+        # (it passes trouble up the call chain); what the network adds is the rest.
+        own_up = a[a["role"].isin(("latency", "span_latency")) & (a["direction"] == "up")]
+        own_rise = (
+            (own_up["peak"].astype(float) - own_up["baseline"].astype(float))
+            .groupby(own_up["service"].astype(str))
+            .max()
+            .to_dict()
+        )
+        weight: dict[tuple[str, str], float] = {}
         placed: dict[tuple[str, str], str] = {}
         for r in calls.itertuples(index=False):
             svc, peer = str(r.service), str(r.peer)
             pair = (svc, peer) if str(r.role).startswith("client_") else (peer, svc)
-            placed[pair] = svc
+            w = float(r.score) / (float(r.score) + 8.0)
+            rise = float(r.peak) - float(r.baseline)
+            callee_rise = float(own_rise.get(pair[1], 0.0))
+            if str(r.role).endswith("latency") and rise > 0:
+                w *= min(1.0, max(0.0, 1.0 - callee_rise / rise))
+            elif callee_rise > 0:
+                # Failed calls to a server that got slower itself: timeouts on it.
+                w *= 0.3
+            if w > weight.get(pair, -1.0):
+                weight[pair], placed[pair] = w, svc
         pairs = set(placed)
+        total = sum(weight.values())
         touched: dict[str, float] = {}
+        count: dict[str, int] = {}
         for pair, at in placed.items():
             for node in pair:
-                touched[node] = touched.get(node, 0.0) + (1.0 if node == at else 0.9)
+                touched[node] = touched.get(node, 0.0) + weight[pair] * (1.0 if node == at else 0.9)
+                count[node] = count.get(node, 0) + 1
         findings = []
         for svc, n in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0])):
-            if n < 1.9 and len(pairs) > 1:
-                break
+            if count[svc] < 2 and len(pairs) > 1:
+                continue
             mine = calls[(calls["service"] == svc) | (calls["peer"] == svc)]
             slow = mine[mine["role"] != "client_errors"]
             slow = slow[slow["role"] != "client_error_ratio"]
@@ -82,7 +101,7 @@ class NetworkDelayPattern(BasePattern):
             served_slow = rise > 0 and own_rise > config.own_share * rise
             if served_slow or (rise <= 0 and slow.shape[0] == mine.shape[0]):
                 continue
-            share = min(1.0, n / len(pairs))
+            share = min(1.0, n / total) if total > 0 else 0.0
             s = float(mine["score"].max())
             score = share * s / (s + 8.0) * (1.0 - (own_rise / rise if rise > 0 else 0.0))
             ev: list[Evidence] = ctx.anomalies_evidence(mine, 3)

@@ -432,6 +432,18 @@ def _client_protocols() -> list[SignalSpec]:
                 source=source,
             )
         )
+    # The service graph times each call on both sides: the client's is the caller's view
+    # (a slow network or sidecar shows there, not in the server's).
+    s.append(
+        SignalSpec(
+            "client_latency",
+            "traces_service_graph_request_client_seconds",
+            "histogram",
+            service_labels=("client",),
+            dims={"peer": "server"},
+            source="otel servicegraph connector",
+        )
+    )
     s.append(
         SignalSpec(
             "client_latency",

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from correlator.model import ANOMALY_COLUMNS, Window, empty_frame
-from correlator.roles import EDGE_ROLES, GENERIC, INVENTORY_ROLES, ROLES
+from correlator.roles import GENERIC, INVENTORY_ROLES, PER_PEER_ROLES, ROLES
 from correlator.roles import role as role_of
 
 __all__ = [
@@ -124,7 +124,8 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
     """One value per (role, service, peer, ts), plus derived ratio roles.
 
     Returns columns ``role, service, peer, ts, value`` (the first three
-    categorical). ``peer`` is ``""`` for non-edge roles. Derived:
+    categorical). ``peer`` is ``""`` except for the roles kept per peer
+    (:data:`~correlator.roles.PER_PEER_ROLES`). Derived:
     ``error_ratio`` (error_rate / request_rate), ``edge_error_ratio`` and
     ``memory_ratio`` (memory / memory_limit). Grouping runs on integer codes
     (the category codes of a compact frame, see
@@ -138,7 +139,7 @@ def aggregate(signals: pd.DataFrame) -> pd.DataFrame:
     role_codes, roles = _factorize(signals["role"])
     role_codes, roles = _name_generic(role_codes, roles, signals["detail"])
     svc_codes, svcs = _factorize(signals["service"])
-    is_edge = np.isin(roles.to_numpy(dtype=object), list(EDGE_ROLES))[role_codes]
+    is_edge = np.isin(roles.to_numpy(dtype=object), list(PER_PEER_ROLES))[role_codes]
     peer_codes, peers = _edge_peers(signals["peer"], is_edge)
     del is_edge
     ts_codes, tss = pd.factorize(ts)

@@ -34,6 +34,7 @@ __all__ = [
     "EDGE_ROLES",
     "GENERIC",
     "INVENTORY_ROLES",
+    "PER_PEER_ROLES",
     "ROLES",
     "SYMPTOM_ROLES",
     "Role",
@@ -337,6 +338,9 @@ CAUSE_ROLES = frozenset(r.name for r in _TABLE if r.kind == "cause")
 INVENTORY_ROLES = frozenset(r.name for r in _TABLE if r.kind == "inventory")
 #: Roles kept per caller (``peer``) instead of summed over callers.
 EDGE_ROLES = frozenset({"edge_rate", "edge_errors", "edge_latency"})
+#: Roles kept per ``peer``: the edges, and a caller's own view of its calls to each peer
+#: (client-side metrics), where which callee the calls went to is the point.
+PER_PEER_ROLES = EDGE_ROLES | frozenset({"client_latency", "client_errors"})
 #: Edge roles as the caller sees them, when the trouble is on the caller's side.
 CLIENT_ROLES = {
     "edge_errors": "client_errors",
