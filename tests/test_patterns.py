@@ -327,3 +327,31 @@ def test_zone_most_affected_service_is_the_one_that_lost_most_pods() -> None:
     assert got["a"][0] == pytest.approx(2 / 3) and got["b"][0] == pytest.approx(1 / 2)
     assert got["b"][1] < 0.1
     assert max(got, key=lambda s: got[s]) == "a"
+
+
+def test_network_delay_names_the_callee_whose_callers_all_see_slow_calls() -> None:
+    """Three callers' own view of their calls to ``db-proxy`` got ~0.9 s slower while its
+    server side did not move; their callers see them slower too, but by no more than
+    they got slower by themselves (that is passed up the chain, not network)."""
+    from correlator.detector import anomaly_frame
+
+    def row(svc: str, role: str, peer: str, score: float, base: float, peak: float) -> dict:  # type: ignore[type-arg]
+        return {
+            "service": svc, "role": role, "peer": peer, "onset": 1000.0, "end": 1600.0,
+            "score": score, "direction": "up", "baseline": base, "peak": peak,
+        }  # fmt: skip
+
+    callers = ("auth", "search", "cart")
+    rows = [row(c, "client_latency", "db-proxy", 150.0, 0.1, 1.0) for c in callers]
+    rows += [row(c, "latency", "", 100.0, 0.1, 1.0) for c in callers]
+    rows += [row("frontend", "client_latency", c, 130.0, 0.1, 0.7) for c in callers]
+    rows += [row("loyalty", "client_errors", "media", 15.0, 0.0, 0.1)]  # unrelated wobble
+    ctx = dataclasses.replace(context(build("deployment")), anomalies=anomaly_frame(rows))
+    res = run("network_delay", ctx)
+    best = max(res.findings, key=lambda f: f.score)
+    assert best.service == "db-proxy" and best.score >= 0.6
+    assert best.features["share"] >= 0.7
+    # The same callee slower by itself on the server side is a slow server, not a network.
+    slow = rows + [row("db-proxy", "latency", "", 150.0, 0.1, 1.0)]
+    ctx = dataclasses.replace(ctx, anomalies=anomaly_frame(slow))
+    assert not [f for f in run("network_delay", ctx).findings if f.service == "db-proxy"]
