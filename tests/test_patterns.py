@@ -352,6 +352,6 @@ def test_network_delay_names_the_callee_whose_callers_all_see_slow_calls() -> No
     assert best.service == "db-proxy" and best.score >= 0.6
     assert best.features["share"] >= 0.7
     # The same callee slower by itself on the server side is a slow server, not a network.
-    slow = rows + [row("db-proxy", "latency", "", 150.0, 0.1, 1.0)]
+    slow = [*rows, row("db-proxy", "latency", "", 150.0, 0.1, 1.0)]
     ctx = dataclasses.replace(ctx, anomalies=anomaly_frame(slow))
     assert not [f for f in run("network_delay", ctx).findings if f.service == "db-proxy"]
