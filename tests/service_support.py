@@ -7,6 +7,7 @@ service_support:<factory>`` in subprocess tests (``tests/`` on PYTHONPATH).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -30,7 +31,9 @@ def _log_line(kind: str, alert: Alert) -> None:
     path = os.environ.get("SERVICE_TEST_LOG")
     if not path:
         return
-    line = f"{kind} {os.getpid()} {alert.fingerprint} {alert.starts_at}\n".encode()
+    # The serving process's pid, also from its worker processes (--isolation process).
+    pid = os.getpid() if multiprocessing.parent_process() is None else os.getppid()
+    line = f"{kind} {pid} {alert.fingerprint} {alert.starts_at}\n".encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
