@@ -51,6 +51,8 @@ def slow_investigator(settings: Settings) -> Callable[[Alert], dict[str, Any]]:
             time.sleep(delay)
         if alert.labels.get("explode") == "yes":
             raise RuntimeError("the investigation blew up on purpose")
+        if alert.labels.get("crash") == "yes":
+            os._exit(3)  # the worker process dies mid-investigation
         _log_line("end", alert)
         return {
             "alert": alert.to_json(),
@@ -202,14 +204,10 @@ def serve_in_thread(app: Any) -> Iterator[str]:
     """Serve an ASGI app with real uvicorn on a free loopback port; yield its base URL."""
     import threading
 
-    import uvicorn
+    from correlator.service.server import make_server
 
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-        )
-    )
+    server = make_server(app, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

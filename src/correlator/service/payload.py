@@ -110,6 +110,7 @@ def _check_mapping(value: dict[str, str], what: str, limits: Limits) -> dict[str
 
 
 def _check_time(value: str, field: str) -> str:
+    _check_text(value, field)
     try:
         ts = parse_time(value)
     except (ValueError, OverflowError):
@@ -181,7 +182,7 @@ class WebhookPayload(_Model):
     alerts: list[WebhookAlert]
     receiver: str = ""
     groupKey: str = ""
-    truncatedAlerts: int = 0
+    truncatedAlerts: int = Field(default=0, ge=0, le=2**31)
     groupLabels: dict[str, str] = Field(default_factory=dict)
     commonLabels: dict[str, str] = Field(default_factory=dict)
     commonAnnotations: dict[str, str] = Field(default_factory=dict)
