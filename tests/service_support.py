@@ -72,6 +72,21 @@ def slow_investigator(settings: Settings) -> Callable[[Alert], dict[str, Any]]:
     return run
 
 
+def logged_engine_investigator(settings: Settings) -> Callable[[Alert], Any]:
+    """The real engine (``engine_investigator``), logging start/end lines like the slow one."""
+    from correlator.service.cli import engine_investigator
+
+    engine = engine_investigator(settings)
+
+    def run(alert: Alert) -> Any:
+        _log_line("start", alert)
+        result = engine(alert)
+        _log_line("end", alert)
+        return result
+
+    return run
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -192,6 +207,17 @@ def read_log(path: Path) -> list[tuple[str, int, str]]:
     for line in path.read_text().splitlines():
         kind, pid, fp, _starts = line.split()
         out.append((kind, int(pid), fp))
+    return out
+
+
+def read_runs(path: Path) -> list[tuple[str, int, str, float]]:
+    """Like :func:`read_log`, with each run's ``startsAt`` (one alert may recur)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        kind, pid, fp, starts = line.split()
+        out.append((kind, int(pid), fp, float(starts)))
     return out
 
 

@@ -170,7 +170,7 @@ def test_poison_rows_are_quarantined_and_never_stop_the_workers(store_target: st
         page = httpx.get(f"{url}/investigations/poison02", headers=AUTH)
         metrics = httpx.get(f"{url}/metrics").text
         ready = httpx.get(f"{url}/readyz")
-    for inv_id, record in records.items():
+    for record in records.values():
         assert record["status"] == "failed", record
         assert record["error"].startswith("quarantined:"), record
         assert record["attempts"] == 1, record
