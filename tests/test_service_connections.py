@@ -93,6 +93,13 @@ def test_half_open_flood_is_cut_and_healthz_stays_fast(tmp_path: Path) -> None:
         good = httpx.post(
             f"{server.url}/webhook", content=dumps(payload(webhook_alert())), headers=AUTH
         )
+        assert server.proc is not None
+        limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
+    # The soft limit on open files was raised to the hard one at start.
+    soft, hard = next(
+        line.split()[3:5] for line in limits.splitlines() if line.startswith("Max open files")
+    )
+    assert soft == hard, limits
     assert max(latencies) < 0.5, latencies
     assert sum(a.startswith(b"HTTP/1.1 408") for a in answers) == n
     assert f'correlator_connections_dropped_total{{reason="header_timeout"}} {n}.0' in metrics
@@ -316,3 +323,33 @@ def test_store_passwords_never_appear_in_any_output(
     leaked = [o for o in outputs if password in o]
     assert not leaked, leaked[0][:2000]
     assert any("svc:***@" in o for o in outputs) or any("password=***" in o for o in outputs)
+
+
+def test_clients_that_hang_up_mid_body_cost_one_line_each_at_most(tmp_path: Path) -> None:
+    server = _server(tmp_path, "--log-level", "info")
+    body = dumps(payload(webhook_alert()))
+    head = (
+        f"POST /webhook HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    n = 40
+    with running(server):
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", server.port))
+            s.sendall(head + body[: len(body) // 2])
+            time.sleep(0.02)
+            s.close()
+
+        def counted() -> bool:
+            text = httpx.get(f"{server.url}/metrics").text
+            return (
+                f'correlator_connections_dropped_total{{reason="client_disconnect"}} {n}.0' in text
+            )
+
+        wait_for(counted, 10, "every hang-up to be counted")
+        ok = httpx.post(f"{server.url}/webhook", content=body, headers=AUTH)
+    text = server.log.read_text()
+    lines = [line for line in text.splitlines() if "client went away" in line]
+    assert ok.status_code == 200
+    assert 1 <= len(lines) <= 5, lines
+    assert "Traceback" not in text

@@ -360,3 +360,16 @@ def test_event_loop_errors_are_one_line_each(caplog: pytest.LogCaptureFixture) -
     assert 1 <= len(lines) <= 5
     assert all(r.exc_info is None for r in lines)
     assert "Too many open files" in str(lines[0].__dict__["problem"])
+
+
+def test_every_serve_option_is_documented() -> None:
+    from correlator.service.cli import serve
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "service.md").read_text()
+    missing = [
+        opt
+        for param in serve.params
+        for opt in param.opts
+        if opt.startswith("--") and f"`{opt}" not in doc
+    ]
+    assert not missing, f"document these in docs/service.md: {missing}"
