@@ -7,6 +7,7 @@ service_support:<factory>`` in subprocess tests (``tests/`` on PYTHONPATH).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -30,7 +31,9 @@ def _log_line(kind: str, alert: Alert) -> None:
     path = os.environ.get("SERVICE_TEST_LOG")
     if not path:
         return
-    line = f"{kind} {os.getpid()} {alert.fingerprint} {alert.starts_at}\n".encode()
+    # The serving process's pid, also from its worker processes (--isolation process).
+    pid = os.getpid() if multiprocessing.parent_process() is None else os.getppid()
+    line = f"{kind} {pid} {alert.fingerprint} {alert.starts_at}\n".encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -48,6 +51,8 @@ def slow_investigator(settings: Settings) -> Callable[[Alert], dict[str, Any]]:
             time.sleep(delay)
         if alert.labels.get("explode") == "yes":
             raise RuntimeError("the investigation blew up on purpose")
+        if alert.labels.get("crash") == "yes":
+            os._exit(3)  # the worker process dies mid-investigation
         _log_line("end", alert)
         return {
             "alert": alert.to_json(),
@@ -63,6 +68,21 @@ def slow_investigator(settings: Settings) -> Callable[[Alert], dict[str, Any]]:
             "gaps": [],
             "timings": {"collect": 0.001, "rank": 0.001},
         }
+
+    return run
+
+
+def logged_engine_investigator(settings: Settings) -> Callable[[Alert], Any]:
+    """The real engine (``engine_investigator``), logging start/end lines like the slow one."""
+    from correlator.service.cli import engine_investigator
+
+    engine = engine_investigator(settings)
+
+    def run(alert: Alert) -> Any:
+        _log_line("start", alert)
+        result = engine(alert)
+        _log_line("end", alert)
+        return result
 
     return run
 
@@ -190,6 +210,17 @@ def read_log(path: Path) -> list[tuple[str, int, str]]:
     return out
 
 
+def read_runs(path: Path) -> list[tuple[str, int, str, float]]:
+    """Like :func:`read_log`, with each run's ``startsAt`` (one alert may recur)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        kind, pid, fp, starts = line.split()
+        out.append((kind, int(pid), fp, float(starts)))
+    return out
+
+
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
@@ -199,14 +230,10 @@ def serve_in_thread(app: Any) -> Iterator[str]:
     """Serve an ASGI app with real uvicorn on a free loopback port; yield its base URL."""
     import threading
 
-    import uvicorn
+    from correlator.service.server import make_server
 
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-        )
-    )
+    server = make_server(app, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -98,6 +98,27 @@ def _check_exactly_once(log: Path, killed_pid: int, records: list[dict[str, str]
         assert int(r["attempts"]) == expected, r
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _records(url: str) -> list[dict[str, str]]:
     r = httpx.get(f"{url}/api/v1/investigations?limit=1000", headers=AUTH)
     return list(r.json()["investigations"])
@@ -113,7 +134,12 @@ def test_sigkill_with_queued_alerts_then_restart_sqlite(tmp_path: Path) -> None:
         wait_for(lambda: sum(k == "start" for k, _, _ in read_log(log)) >= 3, 20, "work to start")
         assert first.proc is not None
         killed_pid = first.proc.pid
+        workers = _children(killed_pid)
+        spawned = [p for p in workers if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(spawned) == WORKERS, "investigations run in worker processes"
         first.kill()
+        # Worker processes die with their server: none goes on with a row another takes over.
+        wait_for(lambda: not any(_alive(p) for p in workers), 5, "worker processes to end")
     finally:
         first.stop()
     with sqlite3.connect(store) as db:

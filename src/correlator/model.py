@@ -240,7 +240,9 @@ def format_time(ts: float) -> str:
     dt = datetime.fromtimestamp(ts, tz=UTC)
     if dt.microsecond:
         return dt.isoformat().replace("+00:00", "Z")
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Not strftime("%Y"): glibc does not zero-pad years below 1000, and
+    # "1-01-01T..." cannot be parsed back.
+    return f"{dt.year:04d}" + dt.strftime("-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

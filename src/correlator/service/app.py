@@ -19,6 +19,7 @@ three probes requires the configured credentials.
 from __future__ import annotations
 
 import asyncio
+import gc
 import html
 import logging
 import time
@@ -30,14 +31,15 @@ from typing import Any
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from correlator.model import Alert, Evidence, Finding, Gap, Investigation, Window, parse_time
 from correlator.service.auth import Authenticator
+from correlator.service.isolate import ProcessSpec
 from correlator.service.notify import Notifier, NotifySettings
-from correlator.service.obs import Metrics
+from correlator.service.obs import Metrics, RateLimitedLog
 from correlator.service.payload import (
     Limits,
     PayloadError,
@@ -62,6 +64,9 @@ log = logging.getLogger("correlator.service")
 
 # Bodies above this size are validated in a thread, off the event loop.
 _THREAD_PARSE_BYTES = 64 * 1024
+#: The largest ``offset`` the results API takes (deeper pages: filter with since/until).
+MAX_OFFSET = 1_000_000
+_JSON_TYPES = ("application/json", "application/x-json")
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,12 @@ class ServiceConfig:
     public_url: str = ""
     """The URL people reach the service at (for links in notifications)."""
     shutdown_grace: float = 10.0
+    body_timeout: float = 30.0
+    """Seconds a webhook body may take to arrive in full (then 408)."""
+    max_pending: int = 256
+    """Webhook requests being handled at once; more are answered 503 with Retry-After."""
+    retry_after: int = 2
+    """Seconds a refused sender is told to wait (the Retry-After header)."""
 
 
 class _AcceptBatcher:
@@ -145,15 +156,22 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _client(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "unknown"
+
+
 def create_app(
     config: ServiceConfig,
-    investigate: InvestigateFn,
+    investigate: InvestigateFn | ProcessSpec,
     *,
     store: Store | None = None,
     tracer_provider: trace.TracerProvider | None = None,
     metrics: Metrics | None = None,
 ) -> Starlette:
     """The ASGI app. ``investigate`` is called (in a worker thread) for each new alert.
+
+    Given a :class:`~correlator.service.isolate.ProcessSpec` instead, each worker
+    runs its investigations in a child process built from it.
 
     ``store`` defaults to :func:`~correlator.service.store.open_store` of
     ``config.store``; ``tracer_provider`` defaults to a no-op one.
@@ -163,9 +181,14 @@ def create_app(
     tracer = provider.get_tracer("correlator.service")
     state = _State()
     auth = config.auth
+    drops = RateLimitedLog(log)
+    pending = 0
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from correlator.service.server import quiet_loop_errors
+
+        quiet_loop_errors(asyncio.get_running_loop())
         state.store = (
             store if store is not None else await asyncio.to_thread(open_store, config.store)
         )
@@ -179,6 +202,10 @@ def create_app(
         state.pool.start()
         state.batcher = _AcceptBatcher(state.store)
         state.batcher.start()
+        # What startup built lives as long as the process: keep it out of the
+        # collector's full passes, which would otherwise stall accepts under a burst.
+        gc.collect()
+        gc.freeze()
         log.info(
             "service started",
             extra={"replica": state.pool.owner, "workers": config.workers.concurrency},
@@ -207,6 +234,20 @@ def create_app(
         )
 
     async def read_body(request: Request) -> bytes:
+        """The whole body, within ``max_body`` bytes and ``body_timeout`` seconds."""
+        try:
+            async with asyncio.timeout(config.body_timeout):
+                return await _read_body(request)
+        except TimeoutError:
+            metrics.connections_dropped.labels("body_timeout").inc()
+            drops.warning("body_timeout", "webhook body too slow", client=_client(request))
+            raise PayloadError(
+                408,
+                f"the body did not arrive within {config.body_timeout:g}s; send it at once "
+                "(or raise the receiver's --body-timeout)",
+            ) from None
+
+    async def _read_body(request: Request) -> bytes:
         limit = config.max_body
         declared = request.headers.get("content-length")
         too_big = PayloadError(
@@ -230,8 +271,31 @@ def create_app(
         return b"".join(chunks)
 
     async def webhook(request: Request) -> Response:
+        nonlocal pending
         started = time.perf_counter()
-        response = await _webhook(request)
+        if pending >= config.max_pending:
+            metrics.connections_dropped.labels("max_pending").inc()
+            drops.warning(
+                "max_pending", "webhook refused: too many pending", limit=config.max_pending
+            )
+            response: Response = _error(
+                503,
+                f"{pending} webhook requests are pending (at most {config.max_pending}); "
+                f"retry in {config.retry_after}s",
+                headers={"Retry-After": str(config.retry_after), "Connection": "close"},
+            )
+        else:
+            pending += 1
+            try:
+                response = await _webhook(request)
+            except ClientDisconnect:
+                metrics.connections_dropped.labels("client_disconnect").inc()
+                drops.info(
+                    "client_disconnect", "client went away mid-request", client=_client(request)
+                )
+                response = _error(400, "the client closed the connection before the body ended")
+            finally:
+                pending -= 1
         metrics.requests.labels(str(response.status_code)).inc()
         metrics.stages.labels("accept").observe(time.perf_counter() - started)
         return response
@@ -240,6 +304,13 @@ def create_app(
         denied = unauthorized(request)
         if denied is not None:
             return denied
+        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind and kind not in _JSON_TYPES and not kind.endswith("+json"):
+            return _error(
+                415,
+                f"Content-Type {kind[:60]!r} is not accepted; send application/json "
+                "(Alertmanager's webhook_config does)",
+            )
         with tracer.start_as_current_span("webhook") as span:
             try:
                 body = await read_body(request)
@@ -249,7 +320,8 @@ def create_app(
                     payload = parse_payload(body, config.limits)
             except PayloadError as err:
                 log.info("webhook rejected", extra={"status": err.status, "problem": err.message})
-                return _error(err.status, err.message)
+                headers = {"Connection": "close"} if err.status in (408, 413) else None
+                return _error(err.status, err.message, headers=headers)
             alerts = to_alerts(payload)
             span.set_attribute("correlator.alerts", len(alerts))
             try:
@@ -258,7 +330,11 @@ def create_app(
             except StoreError as err:
                 metrics.store_errors.labels("accept").inc()
                 log.error("cannot store alerts", extra={"problem": str(err)})
-                return _error(503, f"the investigation store is unavailable; retry later ({err})")
+                return _error(
+                    503,
+                    f"the investigation store is unavailable; retry later ({err})",
+                    headers={"Retry-After": str(config.retry_after)},
+                )
         counts = {"new": 0, "duplicate": 0, "resolved": 0}
         for a in accepted:
             counts[a.outcome] += 1
@@ -295,13 +371,22 @@ def create_app(
         resolved = p.get("resolved")
         if resolved not in (None, "", "true", "false"):
             raise PayloadError(400, f"resolved={resolved!r}; use true or false")
+        raw_limit, raw_offset = p.get("limit", "100"), p.get("offset", "0")
+        if len(raw_limit) > 8 or len(raw_offset) > 8:
+            raise PayloadError(
+                400, f"limit must be 1..1000 and offset 0..{MAX_OFFSET}; narrow with since/until"
+            )
         try:
-            limit = int(p.get("limit", "100"))
-            offset = int(p.get("offset", "0"))
+            limit = int(raw_limit)
+            offset = int(raw_offset)
         except ValueError:
             raise PayloadError(400, "limit and offset must be whole numbers") from None
-        if not 1 <= limit <= 1000 or offset < 0:
-            raise PayloadError(400, "limit must be 1..1000 and offset 0 or more")
+        if not 1 <= limit <= 1000 or not 0 <= offset <= MAX_OFFSET:
+            raise PayloadError(
+                400,
+                f"limit must be 1..1000 and offset 0..{MAX_OFFSET} (got limit={limit}, "
+                f"offset={offset}); narrow deeper lists with since/until",
+            )
         return Query(
             status=status,
             service=p.get("service") or None,
@@ -379,8 +464,10 @@ def create_app(
         problems = []
         try:
             await asyncio.wait_for(asyncio.to_thread(state.store.ping), timeout=5.0)
-        except (StoreError, TimeoutError) as err:
-            problems.append(f"store: {err or 'no answer in 5s'}")
+        except TimeoutError:
+            problems.append("store: no answer within 5s")
+        except StoreError as err:
+            problems.append(f"store: {str(err) or type(err).__name__}")
         except AttributeError:
             problems.append("store: not open yet")
         if not getattr(state, "pool", None) or not state.pool.running:

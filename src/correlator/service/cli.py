@@ -52,6 +52,11 @@ def engine_investigator(settings: Settings) -> InvestigateFn:
 
 def load_investigator(spec: str, settings: Settings) -> InvestigateFn:
     """Import ``module:factory`` and call ``factory(settings)`` for the investigate callable."""
+    return find_factory(spec)(settings)
+
+
+def find_factory(spec: str) -> Callable[[Settings], InvestigateFn]:
+    """Import ``module:factory`` and return the factory (not called yet)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"--investigator {spec!r}: write module:factory")
@@ -62,7 +67,7 @@ def load_investigator(spec: str, settings: Settings) -> InvestigateFn:
     factory: Callable[[Settings], InvestigateFn] | None = getattr(module, attr, None)
     if not callable(factory):
         raise ConfigError(f"--investigator {spec!r}: {module_name} has no callable {attr}")
-    return factory(settings)
+    return factory
 
 
 def _authenticator(
@@ -137,6 +142,50 @@ def _authenticator(
     help="Seconds between looks for work from other replicas.",
 )
 @click.option("--max-attempts", default=3, show_default=True, type=click.IntRange(1, 100))
+@click.option(
+    "--isolation",
+    type=click.Choice(["process", "thread"]),
+    default="process",
+    show_default=True,
+    help="Run investigations in worker processes (the webhook stays fast while the engine "
+    "works) or in threads of the serving process.",
+)
+@click.option(
+    "--retention-days",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Delete finished investigations received longer ago than this (0 keeps all).",
+)
+@click.option(
+    "--max-connections",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Open connections at once; more are answered 503 with Retry-After "
+    "(capped below the open-files limit).",
+)
+@click.option(
+    "--max-pending",
+    default=256,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Webhook requests handled at once; more are answered 503 with Retry-After.",
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a request's headers may take to arrive (then 408 and close).",
+)
+@click.option(
+    "--body-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a webhook body may take to arrive in full (then 408).",
+)
 @click.option("--replica-id", default=None, help="This replica's name in leases and logs.")
 @click.option(
     "--token-env",
@@ -211,6 +260,12 @@ def serve(
     lease: float,
     poll: float,
     max_attempts: int,
+    isolation: str,
+    retention_days: float,
+    max_connections: int,
+    max_pending: int,
+    header_timeout: float,
+    body_timeout: float,
     replica_id: str | None,
     token_env: str,
     token_file: str | None,
@@ -228,12 +283,22 @@ def serve(
     log_level: str,
 ) -> None:
     """Receive Alertmanager webhooks and investigate every alert in the background."""
-    import uvicorn
-
     from correlator.service.app import ServiceConfig, create_app
-    from correlator.service.obs import configure_logging, make_tracer_provider
+    from correlator.service.isolate import ProcessSpec
+    from correlator.service.obs import SECRETS, configure_logging, make_tracer_provider
+    from correlator.service.server import ConnectionLimits, make_server, raise_fd_limit
+    from correlator.service.store import open_store, url_secrets
 
+    SECRETS.secrets.update(url_secrets(store_target))
     configure_logging(log_level)
+    open_files = raise_fd_limit()
+    # Room for the store, the worker pipes and the backends' own connections.
+    connections = max(1, min(max_connections, open_files - 64 - 8 * workers))
+    if connections < max_connections:
+        log.warning(
+            "--max-connections lowered to fit the open-files limit",
+            extra={"asked": max_connections, "used": connections, "open_files": open_files},
+        )
     settings = load_settings(config_path)
     auth = _authenticator(no_auth, token_env, token_file, basic_user, password_env, password_file)
     replica = replica_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -251,25 +316,35 @@ def serve(
             poll=poll,
             max_attempts=max_attempts,
             owner=replica,
+            retention_days=retention_days,
         ),
         limits=Limits(max_alerts=max_alerts),
         max_body=max_body,
         notify=notify,
         public_url=public_url,
+        body_timeout=body_timeout,
+        max_pending=max_pending,
     )
-    investigate = load_investigator(investigator, settings)
+    investigate: InvestigateFn | ProcessSpec
+    if isolation == "process":
+        find_factory(investigator)  # a wrong name fails here, not in every child
+        investigate = ProcessSpec(investigator, settings)
+    else:
+        investigate = load_investigator(investigator, settings)
+    # Opened here, so an unreachable store is one clear error, not a traceback.
+    store = open_store(store_target)
     provider = make_tracer_provider(otlp_endpoint, replica=replica)
-    app = create_app(config, investigate, tracer_provider=provider)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=int(config.shutdown_grace),
-        )
+    app = create_app(config, investigate, store=store, tracer_provider=provider)
+    server = make_server(
+        app,
+        host,
+        port,
+        ConnectionLimits(
+            max_connections=connections,
+            header_timeout=header_timeout,
+            retry_after=config.retry_after,
+        ),
+        graceful=config.shutdown_grace,
     )
     log.info(
         "listening",
@@ -278,6 +353,8 @@ def serve(
             "port": port,
             "replica": replica,
             "auth": "none" if auth.open else "required",
+            "isolation": isolation,
+            "max_connections": connections,
         },
     )
     server.run()

@@ -20,7 +20,15 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["JsonFormatter", "Metrics", "configure_logging", "make_tracer_provider"]
+__all__ = [
+    "JsonFormatter",
+    "Metrics",
+    "RateLimitFilter",
+    "RateLimitedLog",
+    "SecretFilter",
+    "configure_logging",
+    "make_tracer_provider",
+]
 
 _STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -45,8 +53,15 @@ class _StoreCollector(Collector):
             "correlator_investigations", "Stored investigations by status.", labels=["status"]
         )
         for status, n in sorted(counts.items()):
-            by_status.add_metric([status], n)
+            if status != "quarantined":
+                by_status.add_metric([status], n)
         yield by_status
+        quarantined = GaugeMetricFamily(
+            "correlator_investigations_quarantined",
+            "Failed investigations whose stored alert could not be read back (set aside).",
+        )
+        quarantined.add_metric([], counts.get("quarantined", 0))
+        yield quarantined
 
 
 class Metrics:
@@ -91,6 +106,18 @@ class Metrics:
         )
         self.store_errors = Counter(
             "correlator_store_errors", "Failed store operations.", ["operation"], registry=r
+        )
+        self.worker_restarts = Counter(
+            "correlator_worker_restarts",
+            "Worker loops (or worker processes) that died and were replaced.",
+            registry=r,
+        )
+        self.connections_dropped = Counter(
+            "correlator_connections_dropped",
+            "Connections closed by the server, by reason (header_timeout, body_timeout, "
+            "max_connections, max_pending, client_disconnect).",
+            ["reason"],
+            registry=r,
         )
 
     def watch_store(self, counts: Callable[[], dict[str, int]]) -> None:
@@ -141,15 +168,126 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc"] = record.exc_text
         return json.dumps(out, default=str)
 
 
+class _Budget:
+    """At most ``burst`` events per ``per`` seconds for each key; counts what it refuses."""
+
+    def __init__(self, burst: int, per: float) -> None:
+        self.burst = burst
+        self.per = per
+        self._windows: dict[str, tuple[float, int, int]] = {}
+
+    def take(self, key: str) -> tuple[bool, int]:
+        """Whether an event of ``key`` may be logged, and how many were refused before it."""
+        now = time.monotonic()
+        start, used, refused = self._windows.get(key, (now, 0, 0))
+        if now - start >= self.per:
+            start, used = now, 0
+        if used >= self.burst:
+            self._windows[key] = (start, used, refused + 1)
+            return False, 0
+        self._windows[key] = (start, used + 1, 0)
+        if len(self._windows) > 1000:  # keys are few; never let them grow without bound
+            self._windows.clear()
+        return True, refused
+
+
+class RateLimitedLog:
+    """One log line per event, at most ``burst`` per ``per`` seconds per kind of event.
+
+    A line after a quiet spell says how many were left out (``suppressed``),
+    so a flood of dropped connections costs a few lines, not megabytes.
+    """
+
+    def __init__(self, logger: logging.Logger, burst: int = 5, per: float = 10.0) -> None:
+        self.logger = logger
+        self._budget = _Budget(burst, per)
+
+    def _log(self, level: int, key: str, msg: str, extra: dict[str, Any]) -> None:
+        ok, suppressed = self._budget.take(key)
+        if not ok:
+            return
+        if suppressed:
+            extra = {**extra, "suppressed": suppressed}
+        self.logger.log(level, msg, extra={"event": key, **extra})
+
+    def warning(self, key: str, msg: str, **extra: Any) -> None:
+        """Log ``msg`` at warning level unless ``key`` is over its budget."""
+        self._log(logging.WARNING, key, msg, extra)
+
+    def info(self, key: str, msg: str, **extra: Any) -> None:
+        """Log ``msg`` at info level unless ``key`` is over its budget."""
+        self._log(logging.INFO, key, msg, extra)
+
+
+class RateLimitFilter(logging.Filter):
+    """Drops repeats of the same message beyond ``burst`` per ``per`` seconds.
+
+    For lines we do not write ourselves (uvicorn's "Invalid HTTP request
+    received.", asyncio's and psycopg's); correlator's own lines pass (the
+    noisy ones go through :class:`RateLimitedLog`).
+    """
+
+    def __init__(self, burst: int = 10, per: float = 10.0) -> None:
+        super().__init__()
+        self._budget = _Budget(burst, per)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.CRITICAL or record.name.startswith("correlator"):
+            return True
+        ok, suppressed = self._budget.take(f"{record.name}|{record.msg}")
+        if ok and suppressed:
+            record.suppressed = suppressed
+        return ok
+
+
+class SecretFilter(logging.Filter):
+    """Replaces every registered secret in a line's message and fields by ``***``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        text = record.getMessage()
+        clean = self._scrub(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        for key, value in list(record.__dict__.items()):
+            if key not in _RESERVED and isinstance(value, str):
+                setattr(record, key, self._scrub(value))
+        if record.exc_info:
+            record.exc_text = self._scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+    def _scrub(self, text: str) -> str:
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+
+#: Secrets to keep out of every log line (the CLI adds the store's passwords).
+SECRETS = SecretFilter()
+
+
 def configure_logging(level: str = "info") -> None:
-    """Send correlator's and uvicorn's logs to stderr as JSON lines."""
+    """Send correlator's, uvicorn's, asyncio's and psycopg's logs to stderr as JSON lines.
+
+    Lines are scrubbed of :data:`SECRETS` and repeats are rate-limited.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    for name in ("correlator", "uvicorn", "uvicorn.error"):
+    handler.addFilter(SECRETS)
+    handler.addFilter(RateLimitFilter())
+    for name in ("correlator", "uvicorn", "uvicorn.error", "asyncio", "psycopg"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
-        logger.setLevel(level.upper())
+        logger.setLevel(level.upper() if name.startswith(("correlator", "uvicorn")) else "WARNING")
         logger.propagate = False

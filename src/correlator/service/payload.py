@@ -38,6 +38,10 @@ SUPPORTED_VERSION = WEBHOOK_VERSION
 _FINGERPRINT = re.compile(r"^[0-9a-fA-F]{1,64}$")
 # Go's zero time.Time, which Alertmanager sends as endsAt of a firing alert.
 _GO_ZERO_YEAR = "0001-"
+#: Years an alert time may fall in. Anything else is a clock or a sender gone
+#: wrong, and far years do not survive every store and report round trip.
+YEARS = (1970, 2999)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -75,12 +79,27 @@ def _limits(info: ValidationInfo) -> Limits:
     return limits if isinstance(limits, Limits) else Limits()
 
 
+def _check_text(text: str, what: str) -> str:
+    """Refuse text no store can hold: NUL characters and unpaired surrogates."""
+    if "\x00" in text:
+        raise ValueError(f"{what} contains a NUL character (\\u0000); remove it")
+    bad = _SURROGATE.search(text)
+    if bad is not None:
+        raise ValueError(
+            f"{what} contains an unpaired UTF-16 surrogate (\\u{ord(bad.group()):04x}); "
+            "send valid Unicode"
+        )
+    return text
+
+
 def _check_mapping(value: dict[str, str], what: str, limits: Limits) -> dict[str, str]:
     if len(value) > limits.max_labels:
         raise ValueError(f"{len(value)} {what}; at most {limits.max_labels} are accepted")
     for key, text in value.items():
         if not key:
             raise ValueError(f"an empty {what[:-1]} name is not allowed")
+        _check_text(key, f"{what[:-1]} name {key[:60]!r}")
+        _check_text(text, f"{what[:-1]} {key[:60]!r}")
         size = len(text.encode("utf-8"))
         if size > limits.max_value_bytes or len(key) > limits.max_value_bytes:
             raise ValueError(
@@ -91,12 +110,19 @@ def _check_mapping(value: dict[str, str], what: str, limits: Limits) -> dict[str
 
 
 def _check_time(value: str, field: str) -> str:
+    _check_text(value, field)
     try:
-        parse_time(value)
+        ts = parse_time(value)
     except (ValueError, OverflowError):
         raise ValueError(
             f"{value[:60]!r} is not an RFC 3339 time; {field} looks like 2026-03-02T10:31:00Z"
         ) from None
+    low, high = YEARS
+    if not parse_time(f"{low}-01-01T00:00:00Z") <= ts < parse_time(f"{high + 1}-01-01T00:00:00Z"):
+        raise ValueError(
+            f"{value[:60]!r} is outside the accepted years {low}-{high}; send {field} from "
+            "a correct clock (like 2026-03-02T10:31:00Z)"
+        )
     return value
 
 
@@ -135,6 +161,11 @@ class WebhookAlert(_Model):
             return v
         return _check_time(v, "endsAt")
 
+    @field_validator("generatorURL")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_text(v, "generatorURL")
+
     @field_validator("fingerprint")
     @classmethod
     def _fingerprint(cls, v: str | None) -> str | None:
@@ -151,11 +182,16 @@ class WebhookPayload(_Model):
     alerts: list[WebhookAlert]
     receiver: str = ""
     groupKey: str = ""
-    truncatedAlerts: int = 0
+    truncatedAlerts: int = Field(default=0, ge=0, le=2**31)
     groupLabels: dict[str, str] = Field(default_factory=dict)
     commonLabels: dict[str, str] = Field(default_factory=dict)
     commonAnnotations: dict[str, str] = Field(default_factory=dict)
     externalURL: str = ""
+
+    @field_validator("receiver", "groupKey", "externalURL")
+    @classmethod
+    def _text(cls, v: str, info: ValidationInfo) -> str:
+        return _check_text(v, str(info.field_name))
 
     @field_validator("version")
     @classmethod

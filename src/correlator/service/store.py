@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -40,6 +42,7 @@ from correlator.errors import CorrelatorError
 from correlator.model import Alert, format_time
 
 __all__ = [
+    "QUARANTINED",
     "STATUSES",
     "Accepted",
     "Job",
@@ -92,11 +95,28 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Job:
-    """A claimed investigation: the alert to investigate, and how often it was tried."""
+    """A claimed investigation: the alert to investigate, and how often it was tried.
+
+    ``problem`` is set (and ``alert`` empty) when the stored alert is not
+    readable JSON: the worker quarantines such a row instead of running it.
+    """
 
     id: str
     alert: dict[str, Any]
     attempts: int
+    problem: str | None = None
+
+
+#: The prefix of the error of a row whose stored alert cannot be investigated.
+QUARANTINED = "quarantined: "
+
+
+def _load_json(text: Any, what: str) -> tuple[Any, str | None]:
+    """``text`` parsed as JSON, or ``None`` and what is wrong with it."""
+    try:
+        return json.loads(text), None
+    except (TypeError, ValueError) as err:
+        return None, f"the stored {what} is not readable JSON ({type(err).__name__}: {err})"
 
 
 @dataclass(frozen=True)
@@ -195,7 +215,11 @@ class Store(Protocol):
         ...
 
     def counts(self) -> dict[str, int]:
-        """Number of investigations by status."""
+        """Number of investigations by status (and ``quarantined``: failed rows set aside)."""
+        ...
+
+    def prune(self, older_than: float) -> int:
+        """Delete finished investigations whose alert was received before ``older_than``."""
         ...
 
     def ping(self) -> None:
@@ -240,6 +264,12 @@ _SCHEMA = [
 
 
 def _record(row: Sequence[Any]) -> Record:
+    alert, problem = _load_json(row[9], "alert")
+    result, result_problem = _load_json(row[14], "result") if row[14] else (None, None)
+    error = row[13]
+    if problem or result_problem:
+        # Still listable and readable: the API shows what is wrong instead of a 500.
+        error = error or f"{QUARANTINED}{problem or result_problem}"
     return Record(
         id=row[0],
         fingerprint=row[1],
@@ -250,13 +280,22 @@ def _record(row: Sequence[Any]) -> Record:
         starts_at=float(row[6]),
         received_at=float(row[7]),
         attempts=int(row[8]),
-        alert=json.loads(row[9]),
+        alert=alert if isinstance(alert, dict) else {},
         started_at=row[10],
         finished_at=row[11],
         resolved_at=row[12],
-        error=row[13],
-        result=json.loads(row[14]) if row[14] else None,
+        error=error,
+        result=result if isinstance(result, dict) else None,
     )
+
+
+def _job(row: Sequence[Any]) -> Job:
+    alert, problem = _load_json(row[1], "alert")
+    if problem is None and not isinstance(alert, dict):
+        problem = f"the stored alert is JSON {type(alert).__name__}, not an object"
+    if problem is not None:
+        return Job(str(row[0]), {}, int(row[2]), problem)
+    return Job(str(row[0]), alert, int(row[2]))
 
 
 @dataclass
@@ -332,7 +371,7 @@ class _SqlStore:
         with self._tx() as cur:
             cur.execute(sql, (owner, lease, limit))
             rows = cur.fetchall()
-        return [Job(r[0], json.loads(r[1]), int(r[2])) for r in rows]
+        return [_job(r) for r in rows]
 
     def renew(self, inv_id: str, owner: str, lease: float) -> bool:
         sql = self.sql.q(
@@ -401,9 +440,25 @@ class _SqlStore:
         with self._tx() as cur:
             cur.execute("SELECT status, COUNT(*) FROM investigations GROUP BY status")
             rows = cur.fetchall()
+            cur.execute(
+                self.sql.q(
+                    "SELECT COUNT(*) FROM investigations WHERE status = 'failed' AND error LIKE %s"
+                ),
+                (QUARANTINED + "%",),
+            )
+            quarantined = cur.fetchone()
         out = dict.fromkeys(STATUSES, 0)
         out.update({str(r[0]): int(r[1]) for r in rows})
+        out["quarantined"] = int(quarantined[0]) if quarantined else 0
         return out
+
+    def prune(self, older_than: float) -> int:
+        sql = self.sql.q(
+            "DELETE FROM investigations WHERE status IN ('done', 'failed') AND received_at < %s"
+        )
+        with self._tx() as cur:
+            cur.execute(sql, (older_than,))
+            return max(int(cur.rowcount), 0)
 
     def ping(self) -> None:
         with self._tx() as cur:
@@ -441,6 +496,7 @@ class SQLiteStore(_SqlStore):
                     f"SQLite store {self.path}: cannot open it (cannot create its folder: "
                     f"{err.strerror}); choose another --store path"
                 ) from err
+            _create_private(self.path)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -525,8 +581,19 @@ class PostgresStore(_SqlStore):
             psycopg.connect(url, connect_timeout=10).close()
         except psycopg.Error as err:
             raise StoreError(
-                f"PostgreSQL store {_redact(url)}: cannot connect ({str(err).strip()}); check "
-                "the --store URL and that the server is up"
+                scrub(
+                    f"PostgreSQL store {_redact(url)}: cannot connect ({str(err).strip()}); "
+                    "check the --store URL and that the server is up",
+                    url,
+                )
+            ) from None
+        except Exception as err:  # a malformed URL: psycopg's message may quote it
+            raise StoreError(
+                scrub(
+                    f"PostgreSQL store {_redact(url)}: cannot use this URL "
+                    f"({type(err).__name__}); write postgresql://user@host:port/dbname",
+                    url,
+                )
             ) from None
         self._pool = ConnectionPool(
             url, min_size=min_size, max_size=max_size, open=False, timeout=10.0
@@ -539,11 +606,13 @@ class PostgresStore(_SqlStore):
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 yield cur
         except self._psycopg.Error as err:
-            raise StoreError(f"PostgreSQL store {_redact(self.url)}: {err}") from err
+            raise StoreError(
+                scrub(f"PostgreSQL store {_redact(self.url)}: {err}", self.url)
+            ) from None
         except TimeoutError as err:
             raise StoreError(
-                f"PostgreSQL store {_redact(self.url)}: no connection ({err})"
-            ) from err
+                scrub(f"PostgreSQL store {_redact(self.url)}: no connection ({err})", self.url)
+            ) from None
 
     def migrate(self) -> None:
         with self._tx() as cur:
@@ -556,14 +625,65 @@ class PostgresStore(_SqlStore):
         self._pool.close()
 
 
+def _create_private(path: str) -> None:
+    """Create the store file readable by its owner only (it holds alerts and results).
+
+    SQLite gives its -wal and -shm files the database file's mode.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as err:
+        raise StoreError(
+            f"SQLite store {path}: cannot create it ({err.strerror}); choose another --store path"
+        ) from err
+    os.close(fd)
+
+
+_SECRET_PARAMS = re.compile(r"(?i)((?:^|[?&\s])(?:password|sslpassword|passfile)=)[^&\s]*")
+
+
 def _redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    """The URL without its password (userinfo or ``password=``), for messages and logs."""
+    out = _SECRET_PARAMS.sub(r"\1***", url)
+    if "://" in out:
+        scheme, rest = out.split("://", 1)
+        authority, sep, tail = rest.partition("/")
+        if "@" in authority:
+            creds, host = authority.rsplit("@", 1)
+            user = creds.split(":", 1)[0]
+            authority = f"{user}:***@{host}" if ":" in creds else authority
+        out = f"{scheme}://{authority}{sep}{tail}"
+    return out
+
+
+def url_secrets(url: str) -> list[str]:
+    """The passwords written in a connection URL (to scrub from any message)."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    found: list[str] = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            found += [parts.password, unquote(parts.password)]
+        for key, value in parse_qsl(parts.query, keep_blank_values=False):
+            if key.lower() in ("password", "sslpassword") and value:
+                found.append(value)
+    except ValueError:
+        pass
+    for m in _SECRET_PARAMS.finditer(url):
+        value = url[m.end(1) : m.end()]
+        if value:
+            found += [value, unquote(value)]
+    return sorted({s for s in found if len(s) >= 1}, key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with every password of ``url`` replaced by ``***``."""
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
+    return text
 
 
 def open_store(target: str) -> Store:
