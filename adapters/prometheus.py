@@ -529,7 +529,12 @@ class PrometheusAdapter:
         try:
             futures = [
                 pool.submit(
-                    carry(self.query_range), q, start, end, step, max(stop_at - time.monotonic(), 1.0)
+                    carry(self.query_range),
+                    q,
+                    start,
+                    end,
+                    step,
+                    max(stop_at - time.monotonic(), 1.0),
                 )
                 for _, q in queries
             ]

@@ -50,7 +50,7 @@ class _Handler(socketserver.BaseRequestHandler):
         if head is None:
             return
         request_line, headers = head
-        _method, target, _version = (request_line.split(" ") + ["", ""])[:3]
+        _method, target, _version = [*request_line.split(" "), "", ""][:3]
         path, _, query = target.partition("?")
         parts = [p for p in path.split("/") if p]
         kind = parts[0] if parts else ""
@@ -96,7 +96,9 @@ def _route(
     body: bytes,
 ) -> None:
     if kind == "trickle":
-        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+        )
         while True:
             time.sleep(TRICKLE)
             sock.sendall(b" ")
