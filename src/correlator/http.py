@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import httpcore
 import httpx
@@ -697,9 +697,22 @@ class HttpBackend:
             self.client.close()
 
     def url(self, path: str) -> str:
-        """The full URL of ``path`` (the base URL may have a path prefix and a query)."""
-        url = self._base + "/" + path.lstrip("/")
-        return f"{url}?{self._query}" if self._query else url
+        """The full URL of ``path`` (the base URL may have a path prefix; its query string,
+        if any, goes with every request's parameters, see :meth:`params`)."""
+        return self._base + "/" + path.lstrip("/")
+
+    def params(self, params: Params) -> Params:
+        """``params`` after the base URL's own query parameters (``?api_key=...``)."""
+        if not self._query:
+            return params
+        base: list[tuple[str, Any]] = parse_qsl(self._query, keep_blank_values=True)
+        if params is None:
+            return base
+        if isinstance(params, Mapping):
+            return base + [
+                (k, x) for k, v in params.items() for x in (v if isinstance(v, list) else [v])
+            ]
+        return base + list(params)
 
     def where(self, path: str) -> str:
         """``Loki at http://loki:3100/loki/api/v1/labels``: the backend and URL, for messages
@@ -825,7 +838,7 @@ class HttpBackend:
         secret = {**self.settings.request_headers(), **(headers or {})}
         auth = self.settings.auth()
         request = self.client.build_request(
-            method, url, params=params, data=data, json=json_body, headers=secret
+            method, url, params=self.params(params), data=data, json=json_body, headers=secret
         )
         for hop in range(MAX_REDIRECTS + 1):
             response = self.client.send(request, auth=auth, stream=True, follow_redirects=False)
