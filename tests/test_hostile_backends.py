@@ -203,8 +203,14 @@ def test_max_bytes_from_the_config_file_and_the_environment(tmp_path: Path) -> N
     default = load_settings(None, env={"CORRELATOR_LOKI_URL": "http://l:3100"})
     assert default.backends["loki"].settings.max_bytes == 64 * 1024 * 1024
     with pytest.raises(Exception, match="max_bytes"):
-        load_settings(None, env={**env, "CORRELATOR_PROMETHEUS_URL": "http://p", **{
-            "CORRELATOR_PROMETHEUS_MAX_BYTES": "lots"}})  # fmt: skip
+        load_settings(
+            None,
+            env={
+                **env,
+                "CORRELATOR_PROMETHEUS_URL": "http://p",
+                **{"CORRELATOR_PROMETHEUS_MAX_BYTES": "lots"},
+            },
+        )
 
 
 # --------------------------------------------------------------------------- redirects

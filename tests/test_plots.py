@@ -146,13 +146,16 @@ def _renamed(inv: Investigation, old: str, new: str) -> Investigation:
             f,
             service=new if f.service == old else f.service,
             evidence=tuple(
-                replace(e, service=new if e.service == old else e.service,
-                        summary=e.summary.replace(old, new))
+                replace(
+                    e,
+                    service=new if e.service == old else e.service,
+                    summary=e.summary.replace(old, new),
+                )
                 for e in f.evidence
             ),
         )
         for f in inv.findings
-    ]  # fmt: skip
+    ]
     telemetry = replace(inv.telemetry, signals=svc(inv.telemetry.signals))
     return replace(
         inv,

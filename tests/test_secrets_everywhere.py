@@ -80,8 +80,13 @@ def setup(tmp_path: Path, server: str) -> tuple[Path, Path, dict[str, str]]:
     starts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 600))
     alert.write_text(
         json.dumps(
-            [{"labels": {"alertname": "HighErrorRate", "service": "checkout"},
-              "startsAt": starts, "fingerprint": "f00d"}]  # fmt: skip
+            [
+                {
+                    "labels": {"alertname": "HighErrorRate", "service": "checkout"},
+                    "startsAt": starts,
+                    "fingerprint": "f00d",
+                }
+            ]
         )
     )
     env = {"TEMPO_TOKEN": SECRETS["token_env"], "JAEGER_PASSWORD": SECRETS["password_env"]}
@@ -99,8 +104,20 @@ def test_the_cli_prints_no_secret(setup: tuple[Path, Path, dict[str, str]], fmt:
     env.update(extra)
     out_file = cfg.parent / f"report.{fmt}"
     proc = subprocess.run(
-        [sys.executable, "-m", "correlator.cli", "investigate", "--alert-file", str(alert),
-         "--config", str(cfg), "--format", fmt, "-o", str(out_file)],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "correlator.cli",
+            "investigate",
+            "--alert-file",
+            str(alert),
+            "--config",
+            str(cfg),
+            "--format",
+            fmt,
+            "-o",
+            str(out_file),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -130,8 +147,19 @@ def test_logs_and_the_report_hold_no_secret(
         monkeypatch.setenv(k, v)
     caplog.set_level(logging.DEBUG)
     html = cfg.parent / "in-process.html"
-    code = main(["investigate", "--alert-file", str(alert), "--config", str(cfg),
-                 "--format", "html", "-o", str(html)])  # fmt: skip
+    code = main(
+        [
+            "investigate",
+            "--alert-file",
+            str(alert),
+            "--config",
+            str(cfg),
+            "--format",
+            "html",
+            "-o",
+            str(html),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr()
     logged = "\n".join(caplog.messages) + "\n" + caplog.text
