@@ -217,7 +217,7 @@ class PrometheusAdapter:
         self.settings = own
         self.name = own.name
         self.http = backend or HttpBackend(own, client)
-        self.ui_url = (own.ui_url or own.public_url).rstrip("/")
+        self.ui_url = (own.ui_url or self.http.base_url).rstrip("/")
         self.min_step = own.min_step
         self.rate_window = own.rate_window
         self.concurrency = own.concurrency

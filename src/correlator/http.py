@@ -13,12 +13,25 @@ the backend, the URL (never its credentials), the status and what to do::
 
 Retries (exponential backoff, ``Retry-After`` honoured up to ``backoff_max``)
 happen on 429, 5xx and connection failures only: any other 4xx is the
-caller's mistake and repeating it cannot help, and a read timeout already cost
-the whole timeout once.
+caller's mistake and repeating it cannot help, and a timeout already cost
+the whole limit once.
 
-Secrets (token, password, header values) are read from the settings, an
-environment variable or a file, and never appear in ``repr``/``str`` of the
-settings, in error messages or in logs.
+Hostile or broken backends are held to bounds:
+
+- time: a request is bounded *whole* (connect, send, wait, every byte of the
+  answer) by ``timeout`` or by the limit in force (:func:`time_limit`; the
+  engine sets the investigation's), whichever ends first. Every socket
+  operation gets only what is left, so a trickle is cut as surely as a hang,
+  and the cut closes the connection: the thread that sent it ends then;
+- size: the answer is streamed and cut past ``max_bytes``;
+- redirects are followed here, at most :data:`MAX_REDIRECTS`, with every
+  credential and configured header dropped once one leaves the origin;
+- messages quote at most a sanitized first line of an answer (:func:`sanitize`).
+
+Secrets (token, password, header values, URL user info and credential-looking
+query values) are read from the settings, an environment variable or a file,
+registered with :mod:`correlator.redact`, and never appear in ``repr``/``str``
+of the settings, in error messages, reports or logs.
 """
 
 from __future__ import annotations
@@ -695,6 +708,11 @@ class HttpBackend:
         """Close the client if this object built it."""
         if self._owns_client:
             self.client.close()
+
+    @property
+    def base_url(self) -> str:
+        """The base URL without user info or query: safe to show, and to append paths to."""
+        return self._base
 
     def url(self, path: str) -> str:
         """The full URL of ``path`` (the base URL may have a path prefix; its query string,
