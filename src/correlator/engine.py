@@ -204,7 +204,9 @@ def collect(
         until, seconds = (deadline, deadline - now) if local else (remote, remote_s)
         why = "the investigation's deadline" if local else remote_why
         # The source's own requests end just before the engine stops waiting.
-        return _limited(call, until - _MARGIN, seconds, why), until, f"{seconds:.3g}s ({why})"
+        whole = seconds >= 10 or abs(seconds - round(seconds)) < 0.05
+        shown = f"{seconds:.0f}s" if whole else f"{seconds:.1f}s"
+        return _limited(call, until - _MARGIN, seconds, why), until, f"{shown} ({why})"
 
     def job(kind: str, source: Source, call: Callable[..., Any], *args: Any) -> _Job:
         until = deadline if source.local else remote
