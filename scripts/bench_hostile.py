@@ -198,7 +198,7 @@ def report(leak: dict[str, object], mem: dict[str, dict[str, object]]) -> str:
     ]
     for label, m in mem.items():
         gaps = m["gaps"] or ["(none)"]
-        gap = str(gaps[0])  # type: ignore[index]
+        gap = str(gaps[0]).split(": ", 2)[-1]  # type: ignore[index]  # after "logs: Loki at URL: "
         gap = gap if len(gap) < 110 else gap[:107] + "..."
         growth = (int(m["peak_kib"]) - int(m["before_kib"])) / 1024  # type: ignore[call-overload]
         lines.append(
