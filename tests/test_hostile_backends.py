@@ -34,6 +34,7 @@ from correlator.adapters.tempo import TempoAdapter
 
 from correlator.config import Settings, load_settings
 from correlator.engine import investigate
+from correlator.errors import ConfigError
 from correlator.http import HttpBackend, HttpSettings
 from correlator.model import Alert, Investigation
 from correlator.sources import SourceError, Sources
@@ -202,15 +203,9 @@ def test_max_bytes_from_the_config_file_and_the_environment(tmp_path: Path) -> N
     assert load_settings(cfg, env=env).backends["prometheus"].settings.max_bytes == 2048
     default = load_settings(None, env={"CORRELATOR_LOKI_URL": "http://l:3100"})
     assert default.backends["loki"].settings.max_bytes == 64 * 1024 * 1024
-    with pytest.raises(Exception, match="max_bytes"):
-        load_settings(
-            None,
-            env={
-                **env,
-                "CORRELATOR_PROMETHEUS_URL": "http://p",
-                **{"CORRELATOR_PROMETHEUS_MAX_BYTES": "lots"},
-            },
-        )
+    bad = {"CORRELATOR_PROMETHEUS_URL": "http://p", "CORRELATOR_PROMETHEUS_MAX_BYTES": "lots"}
+    with pytest.raises(ConfigError, match=r"backends\.prometheus\.max_bytes"):
+        load_settings(None, env=bad)
 
 
 # --------------------------------------------------------------------------- redirects
