@@ -104,7 +104,7 @@ class AlertmanagerAdapter:
         body = self.http.get_json("/api/v2/alerts", params=params)
         if not isinstance(body, list):
             raise SourceError(
-                f"Alertmanager at {self.settings.public_url}/api/v2/alerts: expected a list "
+                f"{self.http.where('/api/v2/alerts')}: expected a list "
                 f"of alerts, got {type(body).__name__}; is this Alertmanager's API v2?"
             )
         return body

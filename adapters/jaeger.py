@@ -203,9 +203,11 @@ class JaegerAdapter:
     def _legacy(self, path: str, params: Any = None) -> dict[str, Any]:
         body = self.http.get_json(path, params)
         if not isinstance(body, dict):
-            raise SourceError(f"{self._where()}{path}: expected a JSON object, got {body!r:.100}")
+            shown = self.http.excerpt(json.dumps(body))
+            raise SourceError(f"{self.http.where(path)}: expected a JSON object, got {shown!r}")
         if body.get("errors"):
-            raise SourceError(f"{self._where()}{path}: {json.dumps(body['errors'])[:300]}")
+            shown = self.http.excerpt(json.dumps(body["errors"]))
+            raise SourceError(f"{self.http.where(path)}: {shown}")
         return body
 
     # -- traces -----------------------------------------------------------------------

@@ -171,8 +171,8 @@ class LokiAdapter:
         body = self.http.get_json(path, params, **kwargs)
         if not isinstance(body, dict) or body.get("status") not in ("success", None):
             raise SourceError(
-                f"Loki at {self.settings.public_url}{path}: unexpected answer "
-                f"{str(body)[:200]}; is this Loki's API?"
+                f"{self.http.where(path)}: unexpected answer "
+                f"{self.http.excerpt(json.dumps(body))!r}; is this Loki's API?"
             )
         return body.get("data")
 

@@ -45,6 +45,7 @@ label, capped at :data:`correlator.generic.MAX_SERIES` series.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import math
 import threading
 import time
@@ -61,7 +62,7 @@ from pydantic import Field
 
 from correlator import generic
 from correlator.catalog import Catalog, SignalSpec
-from correlator.http import HttpBackend, HttpSettings
+from correlator.http import HttpBackend, HttpSettings, carry, time_limit
 from correlator.model import SIGNAL_COLUMNS, Alert, Window, empty_frame
 from correlator.promql import (
     PART_LABEL,
@@ -216,7 +217,7 @@ class PrometheusAdapter:
         self.settings = own
         self.name = own.name
         self.http = backend or HttpBackend(own, client)
-        self.ui_url = (own.ui_url or own.public_url).rstrip("/")
+        self.ui_url = (own.ui_url or self.http.base_url).rstrip("/")
         self.min_step = own.min_step
         self.rate_window = own.rate_window
         self.concurrency = own.concurrency
@@ -249,9 +250,10 @@ class PrometheusAdapter:
         body = self.http.parse_json(response, path)
         if not isinstance(body, dict) or body.get("status") != "success":
             detail = body.get("error") if isinstance(body, dict) else None
+            shown = detail if isinstance(detail, str) and detail else json.dumps(body)
             raise SourceError(
                 f"{self.settings.display_name} at {self.settings.public_url}{path}: "
-                f"answered without success: {detail or str(body)[:200]}"
+                f"answered without success: {self.http.excerpt(shown)}"
             )
         return body.get("data") or {}
 
@@ -343,6 +345,23 @@ class PrometheusAdapter:
         limit = f"the {self.budget:g}s budget"
         if deadline is not None and deadline < stop_at:
             stop_at, limit = deadline, "the deadline"
+        # Every request of this call, in whichever of its threads, ends by stop_at: none is
+        # left running (holding a thread and a socket) after the call has returned.
+        why = f"the {self.budget:g}s budget, backends.{self.name}.budget"
+        with time_limit(stop_at, self.budget, why):
+            return self._signals(catalog, window, step, start, end, stop_at, limit)
+
+    def _signals(
+        self,
+        catalog: Catalog,
+        window: Window,
+        step: float,
+        start: float,
+        end: float,
+        stop_at: float,
+        limit: str,
+    ) -> MetricResult:
+        """:meth:`signals` within its time limit."""
         interval = self.known_interval
         present: frozenset[str] | None = None
         if self.probe:
@@ -510,7 +529,12 @@ class PrometheusAdapter:
         try:
             futures = [
                 pool.submit(
-                    self.query_range, q, start, end, step, max(stop_at - time.monotonic(), 1.0)
+                    carry(self.query_range),
+                    q,
+                    start,
+                    end,
+                    step,
+                    max(stop_at - time.monotonic(), 1.0),
                 )
                 for _, q in queries
             ]
@@ -625,7 +649,7 @@ class PrometheusAdapter:
             thread_name_prefix=f"{self.name}-query",
         )
         try:
-            futures = {pool.submit(fetch, job): job for job in jobs}
+            futures = {pool.submit(carry(fetch), job): job for job in jobs}
             pending = set(futures)
             while pending:
                 timeout = max(stop_at - time.monotonic(), 0.0)
@@ -650,7 +674,7 @@ class PrometheusAdapter:
                     if not frame.empty:
                         results[(job.role, job.index)] = (frame, query)
         finally:
-            # Never wait for a query in flight: its thread ends with its HTTP timeout.
+            # Never wait for a query in flight: its request is cut at stop_at (time_limit).
             pool.shutdown(wait=False, cancel_futures=True)
         abandoned = [job for fut, job in futures.items() if fut not in answered]
         if abandoned:
@@ -689,11 +713,12 @@ def _bounded(stop_at: float, fn: Callable[..., _T], *args: Any) -> _T:
     """``fn(*args)`` in a thread of its own, waited for until ``stop_at`` at most.
 
     Raises :class:`concurrent.futures.TimeoutError` when time runs out; the
-    thread then ends with its HTTP timeout, unwaited.
+    thread then ends with the time limit in force (see :func:`correlator.http.time_limit`),
+    unwaited.
     """
     pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prometheus-probe")
     try:
-        return pool.submit(fn, *args).result(timeout=max(stop_at - time.monotonic(), 0.0))
+        return pool.submit(carry(fn), *args).result(timeout=max(stop_at - time.monotonic(), 0.0))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 

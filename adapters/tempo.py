@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -156,7 +157,8 @@ class TempoAdapter:
         params.update(extra)
         body = self.http.get_json("/api/search", params)
         if not isinstance(body, dict):
-            raise SourceError(f"Tempo at {self.settings.public_url}: search gave {body!r:.100}")
+            shown = self.http.excerpt(json.dumps(body))
+            raise SourceError(f"{self.http.where('/api/search')}: search gave {shown!r}")
         return [_hit(t) for t in body.get("traces") or ()]
 
     def trace(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import matplotlib.colors as mcolors
 import matplotlib.dates as mdates
@@ -10,6 +11,7 @@ import networkx as nx
 import numpy as np
 import pytest
 from matplotlib.collections import PathCollection
+from matplotlib.text import Text
 
 from correlator import plots
 from correlator.model import Investigation
@@ -125,3 +127,57 @@ def test_png_is_a_real_picture(inv: Investigation) -> None:
     assert plots.figure_data_uri(plots.plot_evidence(inv)).startswith("data:image/png;base64,")
     svg = plots.figure_svg(plots.plot_evidence(inv))
     assert "<svg" in svg and 'href="http' not in svg and "<image" not in svg
+
+
+#: A service name that mathtext would read as a formula (and fail on: unbalanced brace).
+DOLLAR = "check$out_{$"
+
+
+def _renamed(inv: Investigation, old: str, new: str) -> Investigation:
+    """``inv`` with service ``old`` called ``new`` everywhere the figures look."""
+
+    def svc(frame: Any) -> Any:
+        out = frame.copy()
+        out["service"] = out["service"].replace(old, new)
+        return out
+
+    findings = [
+        replace(
+            f,
+            service=new if f.service == old else f.service,
+            evidence=tuple(
+                replace(
+                    e,
+                    service=new if e.service == old else e.service,
+                    summary=e.summary.replace(old, new),
+                )
+                for e in f.evidence
+            ),
+        )
+        for f in inv.findings
+    ]
+    telemetry = replace(inv.telemetry, signals=svc(inv.telemetry.signals))
+    return replace(
+        inv,
+        findings=findings,
+        telemetry=telemetry,
+        anomalies=svc(inv.anomalies),
+        topology=nx.relabel_nodes(inv.topology, {old: new}),
+    )
+
+
+def test_a_dollar_in_a_service_name_is_shown_literally_not_as_math(inv: Investigation) -> None:
+    from correlator.report import render
+
+    hostile = _renamed(inv, "checkout", DOLLAR)
+    for fig in (
+        plots.plot_topology(hostile),
+        plots.plot_signals(hostile, DOLLAR),
+        plots.plot_evidence(hostile),
+    ):
+        assert plots.figure_png(fig).startswith(b"\x89PNG")  # drawing parses every text
+        texts = [t.get_text() for t in fig.findobj(Text)]
+        assert any(r"check\$out_{\$" in t for t in texts), texts
+        assert not any(DOLLAR in t.replace(r"\$", "") for t in texts)
+    html = render(hostile, "html")
+    assert "<img" in html and DOLLAR in html

@@ -18,6 +18,7 @@ import click
 
 from correlator import __version__
 from correlator.errors import CorrelatorError, UserInputError
+from correlator.redact import redact
 
 __all__ = ["cli", "main"]
 
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     except CorrelatorError as err:
         if debug:
             raise
-        click.echo(f"error: {err}", err=True)
+        click.echo(f"error: {redact(str(err))}", err=True)
         return err.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         click.echo(
-            f"internal error: {type(exc).__name__}: {exc}\n"
+            f"internal error: {type(exc).__name__}: {redact(str(exc))}\n"
             "this is a bug in correlator; rerun with --debug and report the traceback",
             err=True,
         )

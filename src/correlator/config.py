@@ -33,7 +33,7 @@ path), ``CORRELATOR_WINDOW_BEFORE``/``_AFTER``/``_BASELINE``,
 ``CORRELATOR_SOURCE_TIMEOUT``, ``CORRELATOR_DEADLINE``,
 ``CORRELATOR_PATTERNS`` (comma-separated), ``CORRELATOR_CATALOG``, and for
 each backend ``CORRELATOR_<KEY>_URL``, ``_TOKEN``, ``_USERNAME``,
-``_PASSWORD``, ``_TENANT`` (``<KEY>`` is a configured key or the name of an
+``_PASSWORD``, ``_TENANT``, ``_MAX_BYTES`` (``<KEY>`` is a configured key or the name of an
 installed adapter, upper case, other characters as ``_``: PROMETHEUS, LOKI,
 TEMPO, JAEGER, ALERTMANAGER, PROM_EU...).
 """
@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 #: What ``CORRELATOR_<KEY>_*`` variables can set on a backend.
-_ENV_FIELDS = ("url", "token", "username", "password", "tenant")
+_ENV_FIELDS = ("url", "token", "username", "password", "tenant", "max_bytes")
 _ENV_BACKEND = re.compile(r"CORRELATOR_.+_(?:" + "|".join(f.upper() for f in _ENV_FIELDS) + ")")
 
 

@@ -31,6 +31,7 @@ from correlator.config import Settings
 from correlator.detect import aggregate, baseline_end, grid_step
 from correlator.detector import DetectInput, Detector, anomaly_frame, load_detectors
 from correlator.errors import CorrelatorError
+from correlator.http import time_limit
 from correlator.model import (
     ANOMALY_COLUMNS,
     LOG_COLUMNS,
@@ -49,6 +50,7 @@ from correlator.model import (
 from correlator.pattern import PatternContext, config_for, load_patterns
 from correlator.promql import choose_step
 from correlator.rank import UNKNOWN, rank
+from correlator.redact import redact
 from correlator.roles import GENERIC
 from correlator.sources import (
     LOG_COUNT_COLUMNS,
@@ -155,6 +157,18 @@ class _Job:
     """How the gap names that limit."""
 
 
+def _limited(call: Callable[[], Any], until: float, seconds: float, why: str) -> Callable[[], Any]:
+    """``call`` with every HTTP request it sends (in its thread or the threads it starts with
+    :func:`correlator.http.carry`) cut at ``until``: its thread ends then, not whenever a
+    hung backend lets go."""
+
+    def run() -> Any:
+        with time_limit(until, seconds, why):
+            return call()
+
+    return run
+
+
 def _call(pool: cf.ThreadPoolExecutor, jobs: list[_Job]) -> tuple[list[Any], list[Gap]]:
     """Run jobs concurrently; a job that fails or outlives its ``until`` is a gap.
 
@@ -196,37 +210,48 @@ def collect(
     Each call is bounded by ``timeout`` seconds (``source_timeout``), except
     for ``local`` sources, which read files here and are bounded by
     ``deadline`` (a :func:`time.monotonic` time) only. Each source is told its
-    own limit as ``deadline=``, so one that can stop early answers in time.
+    own limit as ``deadline=``, so one that can stop early answers in time, and
+    every HTTP request it sends through :mod:`correlator.http` is cut whole at
+    that limit (see :func:`correlator.http.time_limit`), so that no thread or
+    connection outlives the investigation.
     """
     now = time.monotonic()
     remote = min(now + timeout, deadline)
+    # Name the limit that binds: a short deadline cuts before source_timeout does.
+    if deadline <= now + timeout:
+        remote_why, remote_s = "the investigation's deadline", deadline - now
+    else:
+        remote_why, remote_s = "source_timeout", timeout
+
+    def bounded(call: Callable[[], Any], local: bool) -> tuple[Callable[[], Any], float, str]:
+        until, seconds = (deadline, deadline - now) if local else (remote, remote_s)
+        why = "the investigation's deadline" if local else remote_why
+        # The source's own requests end just before the engine stops waiting.
+        whole = seconds >= 10 or abs(seconds - round(seconds)) < 0.05
+        shown = f"{seconds:.0f}s" if whole else f"{seconds:.1f}s"
+        return _limited(call, until - _MARGIN, seconds, why), until, f"{shown} ({why})"
 
     def job(kind: str, source: Source, call: Callable[..., Any], *args: Any) -> _Job:
         until = deadline if source.local else remote
-        limit = "the deadline" if source.local else f"{timeout:g}s (source_timeout)"
-        return _Job(kind, source.name, partial(call, *args, deadline=until - _MARGIN), until, limit)
+        run, until, limit = bounded(partial(call, *args, deadline=until - _MARGIN), source.local)
+        return _Job(kind, source.name, run, until, limit)
+
+    def counts(lg: LogCountSource) -> _Job:
+        run, until, limit = bounded(partial(lg.log_counts, window, step), False)
+        return _Job("log_counts", lg.name, run, until, limit)
 
     jobs = [job("metrics", m, m.signals, catalog, window, step) for m in sources.metrics]
     jobs += [job("logs", lg, lg.logs, window) for lg in sources.logs]
     # Record counts by severity (info included), where a log source can give them cheaply.
-    jobs += [
-        _Job(
-            "log_counts",
-            lg.name,
-            partial(lg.log_counts, window, step),
-            remote,
-            f"{timeout:g}s (source_timeout)",
-        )
-        for lg in sources.logs
-        if isinstance(lg, LogCountSource)
-    ]
+    jobs += [counts(lg) for lg in sources.logs if isinstance(lg, LogCountSource)]
     jobs += [job("traces", t, t.spans, window) for t in sources.traces]
     jobs += [job("topology", tp, tp.edges, window) for tp in sources.topology]
     pool = cf.ThreadPoolExecutor(max_workers=max(len(jobs), 1), thread_name_prefix="collect")
     try:
         results, gaps = _call(pool, jobs)
     finally:
-        # Do not wait for a hung source: its thread finishes (or not) on its own.
+        # Do not wait for a hung source: its HTTP requests are cut at its limit (above), so
+        # its thread ends then; a third-party source that blocks elsewhere ends on its own.
         pool.shutdown(wait=False, cancel_futures=True)
     tel = Telemetry()
     frames: dict[str, list[pd.DataFrame]] = {
@@ -265,6 +290,8 @@ def collect(
     # Counts come from the same backend as the lines: when both failed, one gap says it.
     failed_logs = {g.source for g in gaps if g.why.startswith("logs: ")}
     gaps = [g for g in gaps if not (g.why.startswith("log_counts: ") and g.source in failed_logs)]
+    # A source's message may quote its backend: no credential reaches the report.
+    gaps = [dataclasses.replace(g, why=redact(g.why)) for g in gaps]
     tel.signals = compact_signals(_concat(frames["metrics"], SIGNAL_COLUMNS))
     tel.log_counts = _concat(frames["log_counts"], LOG_COUNT_COLUMNS)
     tel.logs = _concat(frames["logs"], LOG_COLUMNS)

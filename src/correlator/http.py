@@ -13,26 +13,45 @@ the backend, the URL (never its credentials), the status and what to do::
 
 Retries (exponential backoff, ``Retry-After`` honoured up to ``backoff_max``)
 happen on 429, 5xx and connection failures only: any other 4xx is the
-caller's mistake and repeating it cannot help, and a read timeout already cost
-the whole timeout once.
+caller's mistake and repeating it cannot help, and a timeout already cost
+the whole limit once.
 
-Secrets (token, password, header values) are read from the settings, an
-environment variable or a file, and never appear in ``repr``/``str`` of the
-settings, in error messages or in logs.
+Hostile or broken backends are held to bounds:
+
+- time: a request is bounded *whole* (connect, send, wait, every byte of the
+  answer) by ``timeout`` or by the limit in force (:func:`time_limit`; the
+  engine sets the investigation's), whichever ends first. Every socket
+  operation gets only what is left, so a trickle is cut as surely as a hang,
+  and the cut closes the connection: the thread that sent it ends then;
+- size: the answer is streamed and cut past ``max_bytes``;
+- redirects are followed here, at most :data:`MAX_REDIRECTS`, with every
+  credential and configured header dropped once one leaves the origin;
+- messages quote at most a sanitized first line of an answer (:func:`sanitize`).
+
+Secrets (token, password, header values, URL user info and credential-looking
+query values) are read from the settings, an environment variable or a file,
+registered with :mod:`correlator.redact`, and never appear in ``repr``/``str``
+of the settings, in error messages, reports or logs.
 """
 
 from __future__ import annotations
 
+import base64
+import contextvars
 import json
 import os
 import re
 import ssl
 import time
-from collections.abc import Callable, Mapping
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
+import httpcore
 import httpx
 from pydantic import (
     BaseModel,
@@ -46,32 +65,36 @@ from pydantic import (
 
 from correlator.config import env_prefix
 from correlator.errors import ConfigError
+from correlator.redact import MASK, MIN_SECRET, redact, redact_url, register, url_secrets
 from correlator.sources import SourceAuthError, SourceError
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
+    "MAX_REDIRECTS",
     "HttpBackend",
     "HttpSettings",
+    "Limit",
     "build_client",
+    "carry",
+    "current_limit",
     "redact_url",
+    "sanitize",
+    "time_limit",
     "title",
 ]
 
-_MASK = "***"
+_MASK = MASK
+#: The largest answer a backend may send by default (``max_bytes``): 64 MiB.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+#: Redirects followed per request before giving up.
+MAX_REDIRECTS = 5
+_REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 #: Query parameters: a mapping, or pairs when a key repeats.
 Params = Any
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
 _S = TypeVar("_S", bound="HttpSettings")
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user info (``http://user:pw@host`` -> ``http://host``)."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def title(name: str) -> str:
@@ -146,7 +169,9 @@ class HttpSettings(BaseModel):
         None, description="how messages name the backend (default: the adapter's name and key)"
     )
     url: str = Field(description="base URL, e.g. http://prometheus:9090 (may have a path prefix)")
-    timeout: float = Field(10.0, gt=0, description="seconds per request")
+    timeout: float = Field(
+        10.0, gt=0, description="seconds one request may take, whole (connect to last byte)"
+    )
     retries: int = Field(
         2, ge=0, le=10, description="extra attempts on 429/5xx/connection errors only"
     )
@@ -165,6 +190,11 @@ class HttpSettings(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
     verify: bool = Field(True, description="verify TLS certificates")
     ca_file: str | None = Field(None, description="CA bundle for TLS")
+    max_bytes: int = Field(
+        DEFAULT_MAX_BYTES,
+        gt=0,
+        description="largest answer in bytes (after decompression); a larger one is a gap",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -206,7 +236,25 @@ class HttpSettings(BaseModel):
                 f"{_where(self.name)}: both a token and basic-auth credentials are set; "
                 "keep one of them"
             )
+        # From now on no log line, error or report shows these values.
+        register(self.secrets())
         return self
+
+    def secrets(self) -> list[str]:
+        """Every credential these settings hold, in every form it is sent or written.
+
+        The token (and its ``Authorization`` value), the password (and the
+        basic-auth value), every configured header's value, and the password
+        and credential-looking query values of the URL.
+        """
+        out = [self.token, self.password, *self.headers.values(), *url_secrets(self.url)]
+        if self.token:
+            out.append(f"Bearer {self.token}")
+        pair = self._basic()
+        if pair:
+            out.append(pair[1])
+            out.append(base64.b64encode(f"{pair[0]}:{pair[1]}".encode()).decode("ascii"))
+        return [x for x in out if x]
 
     def __repr__(self) -> str:
         shown = {
@@ -221,6 +269,7 @@ class HttpSettings(BaseModel):
             "headers": {k: _MASK for k in self.headers},
             "verify": self.verify,
             "ca_file": self.ca_file,
+            "max_bytes": self.max_bytes,
         }
         for key in type(self).model_fields:  # an adapter's own options
             if key not in shown and key not in _BASE_FIELDS:
@@ -304,7 +353,8 @@ class HttpSettings(BaseModel):
 
         ``_URL``, ``_TOKEN`` / ``_TOKEN_FILE``, ``_USERNAME``, ``_PASSWORD`` /
         ``_PASSWORD_FILE``, ``_TENANT``, ``_TIMEOUT``, ``_RETRIES``,
-        ``_CA_FILE``, ``_INSECURE`` (``1`` turns TLS verification off).
+        ``_MAX_BYTES``, ``_CA_FILE``, ``_INSECURE`` (``1`` turns TLS
+        verification off).
         """
         env = os.environ if env is None else env
         p = env_prefix(name)
@@ -323,7 +373,7 @@ class HttpSettings(BaseModel):
             "ca_file": env.get(p + "CA_FILE") or None,
             "verify": env.get(p + "INSECURE", "") not in ("1", "true", "yes"),
         }
-        for key, conv in (("timeout", float), ("retries", int)):
+        for key, conv in (("timeout", float), ("retries", int), ("max_bytes", int)):
             raw = env.get(p + key.upper())
             if raw:
                 try:
@@ -334,8 +384,13 @@ class HttpSettings(BaseModel):
         return cls.validated(kwargs, env)
 
     def request_headers(self) -> dict[str, str]:
-        """Headers every request carries (auth, tenant, extras)."""
-        out: dict[str, str] = {"User-Agent": "correlator"}
+        """Headers every request to the backend's own origin carries (auth, tenant, extras).
+
+        :class:`HttpBackend` sends them with each request, never from the
+        client's defaults, so that it can leave every one of them out when a
+        redirect leads to another origin.
+        """
+        out: dict[str, str] = {}
         if self.token:
             out["Authorization"] = f"Bearer {self.token}"
         if self.tenant:
@@ -343,11 +398,19 @@ class HttpSettings(BaseModel):
         out.update(self.headers)
         return out
 
-    def auth(self) -> httpx.BasicAuth | None:
-        """Basic auth when a username is set."""
+    def _basic(self) -> tuple[str, str] | None:
+        """The basic-auth pair: ``username``/``password``, else the URL's user info."""
         if self.username:
-            return httpx.BasicAuth(self.username, self.password or "")
+            return self.username, self.password or ""
+        parts = urlsplit(self.url)
+        if parts.username is not None or parts.password is not None:
+            return unquote(parts.username or ""), unquote(parts.password or "")
         return None
+
+    def auth(self) -> httpx.BasicAuth | None:
+        """Basic auth when a username is set (or the URL carries user info)."""
+        pair = self._basic()
+        return httpx.BasicAuth(*pair) if pair else None
 
     def ssl_verify(self) -> bool | ssl.SSLContext:
         """What httpx's ``verify`` takes: ``False``, ``True`` or a context with the CA bundle."""
@@ -367,41 +430,255 @@ class HttpSettings(BaseModel):
 _BASE_FIELDS = frozenset(HttpSettings.model_fields)
 
 
+# --------------------------------------------------------------------------- time limits
+
+
+@dataclass(frozen=True)
+class Limit:
+    """When every request sent under it must be over, and how messages name that limit."""
+
+    until: float
+    """A :func:`time.monotonic` time."""
+    seconds: float
+    """The limit's length as configured (for messages)."""
+    why: str
+    """What set it: ``the investigation's deadline``, ``source_timeout``..."""
+
+
+_LIMIT: contextvars.ContextVar[Limit | None] = contextvars.ContextVar(
+    "correlator_http_limit", default=None
+)
+
+
+def current_limit() -> Limit | None:
+    """The limit requests sent now are held to (``None``: only each backend's ``timeout``)."""
+    return _LIMIT.get()
+
+
+@contextmanager
+def time_limit(until: float, seconds: float, why: str) -> Iterator[Limit]:
+    """Hold every request sent in this context to end by ``until`` (a monotonic time).
+
+    The whole request counts (connecting, sending, waiting, and every byte of
+    the answer), not each read: a backend that trickles an answer is cut at
+    ``until`` all the same, and its connection closed. A limit already in
+    force that ends sooner stays in force. Threads started in this context
+    keep the limit when their function is wrapped with :func:`carry`.
+    """
+    outer = _LIMIT.get()
+    if outer is not None and outer.until <= until:
+        yield outer
+        return
+    limit = Limit(until, seconds, why)
+    token = _LIMIT.set(limit)
+    try:
+        yield limit
+    finally:
+        _LIMIT.reset(token)
+
+
+def carry(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn`` run in (a copy of) the caller's context, so that it keeps the time limit.
+
+    Wrap each function handed to a thread pool: ``pool.submit(carry(fn), ...)``.
+    """
+    context = contextvars.copy_context()
+
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return context.run(fn, *args, **kwargs)
+
+    return run
+
+
+def _left(timeout: float | None, exc: type[Exception]) -> float | None:
+    """``timeout`` for one socket operation, shortened to what the limit leaves."""
+    limit = _LIMIT.get()
+    if limit is None:
+        return timeout
+    left = limit.until - time.monotonic()
+    if left <= 0:
+        raise exc(f"cut at {limit.why}")
+    return left if timeout is None else min(timeout, left)
+
+
+class _LimitedStream(httpcore.NetworkStream):
+    """A socket whose every operation ends by the limit in force (see :func:`time_limit`)."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(
+            ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout)
+        )
+        return _LimitedStream(inner)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _LimitedNetwork(httpcore.NetworkBackend):
+    """httpcore's socket backend, each connection a :class:`_LimitedStream`."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(
+            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _LimitedStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_unix_socket(
+            path, _left(timeout, httpcore.ConnectTimeout), socket_options
+        )
+        return _LimitedStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _LimitedTransport(httpx.HTTPTransport):
+    """httpx's transport over :class:`_LimitedNetwork`: requests end by the limit in force."""
+
+    def __init__(self, verify: bool | ssl.SSLContext, proxy: str | None) -> None:
+        super().__init__(verify=verify, proxy=proxy)
+        # httpcore takes its socket backend as a constructor argument that httpx does not
+        # pass on; its pools (direct or through a proxy) keep it in this one attribute.
+        pool: Any = self._pool
+        pool._network_backend = _LimitedNetwork(pool._network_backend)
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``NO_PROXY``...)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not host or urllib.request.proxy_bypass(host):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all") or None
+
+
 def build_client(settings: HttpSettings) -> httpx.Client:
-    """An :class:`httpx.Client` configured from ``settings`` (auth, TLS, timeout)."""
+    """An :class:`httpx.Client` for ``settings``: TLS, proxy from the environment, timeouts.
+
+    It carries no credentials and follows no redirects: :class:`HttpBackend`
+    adds the credentials to each request to the backend's own origin and
+    follows redirects itself, dropping them when a redirect leaves it. Every
+    request through it ends by the limit in force (see :func:`time_limit`).
+    """
+    transport = _LimitedTransport(settings.ssl_verify(), _env_proxy(settings.url))
     return httpx.Client(
+        transport=transport,
         timeout=settings.timeout,
-        verify=settings.ssl_verify(),
-        auth=settings.auth(),
-        headers=settings.request_headers(),
-        follow_redirects=True,
+        headers={"User-Agent": "correlator"},
+        follow_redirects=False,
     )
 
 
-def _error_detail(response: httpx.Response) -> str:
-    """The backend's own words: a JSON ``error`` field or the first line of text."""
-    try:
-        text = response.text
-    except (httpx.HTTPError, UnicodeDecodeError):
-        return ""
-    text = text.strip()
+# --------------------------------------------------------------------------- messages
+
+
+#: The longest excerpt of an answer a message quotes.
+EXCERPT = 160
+
+
+def sanitize(text: str, hidden: Iterator[str] | list[str] | tuple[str, ...] = ()) -> str:
+    """The first non-blank line of ``text``, safe to put in a message or report.
+
+    Control characters become spaces, runs of space one; every value in
+    ``hidden`` (the header values a request carried) and every known secret
+    is masked (see :func:`correlator.redact.redact`); at most :data:`EXCERPT`
+    characters are kept.
+    """
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    line = " ".join("".join(ch if ch.isprintable() else " " for ch in line).split())
+    for value in sorted((h for h in hidden if h), key=len, reverse=True):
+        line = line.replace(value, _MASK)
+    line = redact(line)
+    return line if len(line) <= EXCERPT else line[:EXCERPT] + "..."
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.0f} KiB"
+    return f"{n / (1024 * 1024):.1f} MiB".replace(".0 MiB", " MiB")
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.0f}s" if x >= 10 or abs(x - round(x)) < 0.05 else f"{x:.1f}s"
+
+
+def _error_text(body: bytes) -> str:
+    """The backend's own words: a JSON ``error`` field, else the text (first line later)."""
+    text = body.decode("utf-8", errors="replace").strip()
     if text.startswith("{"):
         try:
-            body = json.loads(text)
+            parsed = json.loads(text)
         except ValueError:
-            body = None
-        if isinstance(body, dict):
+            parsed = None
+        if isinstance(parsed, dict):
             for key in ("error", "message", "msg", "errors"):
-                if body.get(key):
-                    value = body[key]
-                    text = value if isinstance(value, str) else json.dumps(value)
-                    break
-    text = " ".join(text.split())
-    return text[:300] + ("..." if len(text) > 300 else "")
+                if parsed.get(key):
+                    value = parsed[key]
+                    return value if isinstance(value, str) else json.dumps(value)
+    return text
+
+
+class _TooBig(Exception):
+    """An answer passed ``max_bytes``."""
+
+    def __init__(self, seen: int, declared: bool) -> None:
+        self.seen = seen
+        self.declared = declared
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, url.port or default
+
+
+# --------------------------------------------------------------------------- backend
 
 
 class HttpBackend:
     """Sends requests to one backend with retries; translates failures to SourceError.
+
+    Each request is held whole (connecting, waiting, every byte of the
+    answer) to ``settings.timeout`` or the limit in force when it is sent
+    (see :func:`time_limit`: the engine sets the investigation's), whichever
+    ends sooner; its answer is read as a stream and cut past
+    ``settings.max_bytes``. Redirects are followed here (at most
+    :data:`MAX_REDIRECTS`); credentials and every configured header go only
+    to the backend's own origin (scheme, host and port). Messages quote at
+    most a sanitized first line of an answer (see :func:`sanitize`), never a
+    header value.
 
     ``client`` is injected (tests pass one with an ``httpx.MockTransport``);
     by default it is built from ``settings``. ``sleep`` is injectable so that
@@ -418,20 +695,47 @@ class HttpBackend:
         self.client = client if client is not None else build_client(settings)
         self._owns_client = client is None
         self._sleep = sleep
+        parts = urlsplit(settings.url)
+        host = parts.netloc.rpartition("@")[2]  # user info goes as basic auth (settings.auth)
+        self._base = urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
+        query = parts.query
+        self._query = query
+        self._origin = _origin(httpx.URL(self._base))
         self.requests = 0
-        """Requests sent (attempts, retries included)."""
+        """Requests sent (attempts and redirects included)."""
 
     def close(self) -> None:
         """Close the client if this object built it."""
         if self._owns_client:
             self.client.close()
 
-    def url(self, path: str) -> str:
-        """The full URL of ``path`` (the base URL may itself have a path prefix)."""
-        return self.settings.url + "/" + path.lstrip("/")
+    @property
+    def base_url(self) -> str:
+        """The base URL without user info or query: safe to show, and to append paths to."""
+        return self._base
 
-    def _where(self, path: str) -> str:
-        return f"{self.settings.display_name} at {redact_url(self.url(path))}"
+    def url(self, path: str) -> str:
+        """The full URL of ``path`` (the base URL may have a path prefix; its query string,
+        if any, goes with every request's parameters, see :meth:`params`)."""
+        return self._base + "/" + path.lstrip("/")
+
+    def params(self, params: Params) -> Params:
+        """``params`` after the base URL's own query parameters (``?api_key=...``)."""
+        if not self._query:
+            return params
+        base: list[tuple[str, Any]] = parse_qsl(self._query, keep_blank_values=True)
+        if params is None:
+            return base
+        if isinstance(params, Mapping):
+            return base + [
+                (k, x) for k, v in params.items() for x in (v if isinstance(v, list) else [v])
+            ]
+        return base + list(params)
+
+    def where(self, path: str) -> str:
+        """``Loki at http://loki:3100/loki/api/v1/labels``: the backend and URL, for messages
+        (no credentials, no query)."""
+        return f"{self.settings.display_name} at {redact_url(self._base + '/' + path.lstrip('/'))}"
 
     def _hint(self, status: int) -> str:
         p = self.settings.env_prefix
@@ -447,6 +751,16 @@ class HttpBackend:
             return "the backend failed; check its logs and health"
         return "the backend rejected the request"
 
+    def _limit(self) -> Limit:
+        """The limit this request is held to: the backend's timeout or the one in force."""
+        own = Limit(
+            time.monotonic() + self.settings.timeout,
+            self.settings.timeout,
+            "the backend's timeout",
+        )
+        outer = _LIMIT.get()
+        return outer if outer is not None and outer.until < own.until else own
+
     def request(
         self,
         method: str,
@@ -458,63 +772,183 @@ class HttpBackend:
         headers: Mapping[str, str] | None = None,
         ok: tuple[int, ...] = (),
     ) -> httpx.Response:
-        """Send with retries; return a 2xx response (or one whose status is in ``ok``)."""
+        """Send with retries; return a 2xx response (or one whose status is in ``ok``).
+
+        The response's body has been read in full (at most ``max_bytes``).
+        """
         url = self.url(path)
-        where = self._where(path)
+        where = self.where(path)
         attempts = self.settings.retries + 1
         delay = self.settings.backoff
-        for attempt in range(1, attempts + 1):
-            last = attempt == attempts
-            self.requests += 1
-            try:
-                response = self.client.request(
-                    method,
-                    url,
-                    params=params,
-                    data=data,
-                    json=json_body,
-                    headers=headers,
-                    timeout=self.settings.timeout,
-                )
-                response.read()
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                if last:
+        limit = self._limit()
+        with time_limit(limit.until, limit.seconds, limit.why):
+            for attempt in range(1, attempts + 1):
+                last = attempt == attempts or time.monotonic() + delay >= limit.until
+                self.requests += 1
+                try:
+                    response = self._send(method, url, params, data, json_body, headers)
+                except (httpx.ConnectError, httpx.PoolTimeout) as exc:
+                    if last:
+                        raise SourceError(
+                            f"{where}: cannot connect ({_exc_text(exc)}) after {attempt} "
+                            f"attempt(s); is it running? check {self.settings.env_prefix}URL"
+                        ) from exc
+                    self._sleep(delay)
+                    delay = min(delay * 2, self.settings.backoff_max)
+                    continue
+                except httpx.TimeoutException as exc:
+                    raise SourceError(f"{where}: {self._cut(limit)}") from exc
+                except _TooBig as exc:
+                    raise SourceError(f"{where}: {self._too_big(exc)}") from None
+                except httpx.TooManyRedirects as exc:
                     raise SourceError(
-                        f"{where}: cannot connect ({_exc_text(exc)}) after {attempt} "
-                        f"attempt(s); is it running? check {self.settings.env_prefix}URL"
+                        f"{where}: more than {MAX_REDIRECTS} redirects; "
+                        f"point {self.settings.env_prefix}URL at the final address"
                     ) from exc
-                self._sleep(delay)
-                delay = min(delay * 2, self.settings.backoff_max)
-                continue
-            except httpx.TimeoutException as exc:
-                raise SourceError(
-                    f"{where}: no answer within {self.settings.timeout:g}s; the backend is "
-                    f"slow or hung; raise the timeout ({self.settings.env_prefix}TIMEOUT) or "
-                    "narrow the query"
-                ) from exc
-            except httpx.HTTPError as exc:
-                raise SourceError(
-                    f"{where}: the connection failed mid-response ({_exc_text(exc)}); "
-                    "check the backend and any proxy in between"
-                ) from exc
-            status = response.status_code
-            if 200 <= status < 300 or status in ok:
-                return response
-            if status in _RETRY_STATUS and not last:
-                wait = _retry_after(response, delay, self.settings.backoff_max)
-                self._sleep(wait)
-                delay = min(delay * 2, self.settings.backoff_max)
-                continue
-            raise self._status_error(where, response, attempt)
+                except httpx.HTTPError as exc:
+                    raise SourceError(
+                        f"{where}: the connection failed mid-response ({_exc_text(exc)}); "
+                        "check the backend and any proxy in between"
+                    ) from exc
+                status = response.status_code
+                if 200 <= status < 300 or status in ok:
+                    return response
+                if status in _RETRY_STATUS and not last:
+                    wait = _retry_after(response, delay, self.settings.backoff_max)
+                    if time.monotonic() + wait < limit.until:
+                        self._sleep(wait)
+                        delay = min(delay * 2, self.settings.backoff_max)
+                        continue
+                raise self._status_error(where, response, attempt)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _cut(self, limit: Limit) -> str:
+        why = limit.why
+        if "deadline" in why:
+            fix = "raise the deadline (CORRELATOR_DEADLINE) or narrow the query"
+        elif "source_timeout" in why:
+            fix = "raise source_timeout (CORRELATOR_SOURCE_TIMEOUT) or narrow the query"
+        else:
+            fix = f"raise {self.settings.env_prefix}TIMEOUT or narrow the query"
+        return f"cut after {_seconds(limit.seconds)} ({why}); the backend is slow or hung; {fix}"
+
+    def _too_big(self, exc: _TooBig) -> str:
+        cap = _size(self.settings.max_bytes)
+        said = "announced" if exc.declared else "sent more than"
+        seen = f"{_size(exc.seen)}" if exc.declared else cap
+        key = self.settings.name or "<key>"
+        return (
+            f"the answer was cut: the backend {said} {seen}, past the {cap} limit; "
+            f"narrow the query or raise backends.{key}.max_bytes "
+            f"({self.settings.env_prefix}MAX_BYTES)"
+        )
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: Params,
+        data: Mapping[str, Any] | None,
+        json_body: Any,
+        headers: Mapping[str, str] | None,
+    ) -> httpx.Response:
+        """One attempt: redirects followed here, credentials only to our own origin."""
+        secret = {**self.settings.request_headers(), **(headers or {})}
+        auth = self.settings.auth()
+        request = self.client.build_request(
+            method, url, params=self.params(params), data=data, json=json_body, headers=secret
+        )
+        for hop in range(MAX_REDIRECTS + 1):
+            response = self.client.send(request, auth=auth, stream=True, follow_redirects=False)
+            try:
+                location = response.headers.get("Location")
+                if response.status_code not in _REDIRECT_STATUS or not location:
+                    return self._read(response)
+            finally:
+                response.close()
+            if hop == MAX_REDIRECTS:
+                break
+            self.requests += 1
+            request, auth = self._redirect(request, response.status_code, location, auth)
+        raise httpx.TooManyRedirects("too many redirects", request=request)
+
+    def _redirect(
+        self, request: httpx.Request, status: int, location: str, auth: httpx.BasicAuth | None
+    ) -> tuple[httpx.Request, httpx.BasicAuth | None]:
+        """The request a redirect asks for; without credentials once it leaves our origin."""
+        target = request.url.join(location)
+        method = request.method
+        keep_body = status in (307, 308)
+        if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+            method = "GET"
+        headers = httpx.Headers(request.headers)
+        for name in ("Host", "Content-Length", "Content-Type", "Transfer-Encoding"):
+            if not keep_body or name == "Host":
+                headers.pop(name, None)
+        if _origin(target) != self._origin:
+            # Every credential we add (and any the caller's headers carry) stays home.
+            for name in (
+                "Authorization",
+                "Proxy-Authorization",
+                "Cookie",
+                "X-Api-Key",
+                "X-Scope-OrgID",
+                *self.settings.request_headers(),
+            ):
+                headers.pop(name, None)
+            auth = None
+        body = request.content if keep_body else None
+        return httpx.Request(method, target, headers=headers, content=body), auth
+
+    def _read(self, response: httpx.Response) -> httpx.Response:
+        """The streamed ``response`` read whole, up to ``max_bytes``, as a plain response."""
+        cap = self.settings.max_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise _TooBig(int(declared), declared=True)
+        chunks: list[bytes] = []
+        seen = 0
+        for chunk in response.iter_bytes():
+            seen += len(chunk)
+            if seen > cap:
+                raise _TooBig(seen, declared=False)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        del chunks
+        # The body is decoded already: the new response must not decode it again.
+        headers = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=body,
+            request=response.request,
+            extensions={k: v for k, v in response.extensions.items() if k != "network_stream"},
+        )
+
+    def _hidden(self) -> list[str]:
+        """Every header value our requests carry: never quoted back from an answer."""
+        values = [*self.settings.request_headers().values(), *self.settings.secrets()]
+        return [v for v in values if len(v) >= MIN_SECRET]
+
+    def excerpt(self, text: str) -> str:
+        """What a message may quote of an answer's ``text`` (see :func:`sanitize`)."""
+        return sanitize(text, self._hidden())
 
     def _status_error(self, where: str, response: httpx.Response, attempts: int) -> SourceError:
         status = response.status_code
         reason = response.reason_phrase or ""
-        detail = _error_detail(response)
+        size = len(response.content)
+        text = _error_text(response.content)
+        detail = self.excerpt(text)
         msg = f"{where}: {status} {reason}".rstrip()
         if detail:
             msg += f": {detail}"
+        if size and (not detail or detail.endswith("...") or "\n" in text.strip()):
+            msg += f" ({_size(size)} answer)"
         if status in _RETRY_STATUS and attempts > 1:
             msg += f" (after {attempts} attempts)"
         msg += f"; {self._hint(status)}"
@@ -539,20 +973,20 @@ class HttpBackend:
     def parse_json(self, response: httpx.Response, path: str) -> Any:
         """The body as JSON, or a SourceError naming the backend and what came back."""
         try:
-            return response.json()
+            return json.loads(response.content)
         except (ValueError, UnicodeDecodeError) as exc:
-            snippet = " ".join(response.text[:120].split())
+            start = self.excerpt(response.content[:200].decode("utf-8", errors="replace"))
+            start = start[:60] + ("..." if len(start) > 60 else "")
             raise SourceError(
-                f"{self._where(path)}: {response.status_code} answered with a body that is "
-                f"not valid JSON ({len(response.content)} bytes, starts {snippet!r}); the "
+                f"{self.where(path)}: {response.status_code} answered with a body that is "
+                f"not valid JSON ({_size(len(response.content))}, starts {start!r}); the "
                 "response was truncated or this URL is not the expected API; check "
                 f"{self.settings.env_prefix}URL"
             ) from exc
 
 
 def _exc_text(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:200]
+    return redact(str(exc) or type(exc).__name__)[:200]
 
 
 def _retry_after(response: httpx.Response, default: float, cap: float) -> float:

@@ -48,6 +48,7 @@ __all__ = [
     "figure_png",
     "figure_svg",
     "node_roles",
+    "plain",
     "plot_evidence",
     "plot_signals",
     "plot_topology",
@@ -107,6 +108,12 @@ _UNITS = {
 _DEFAULT_ROLES = ("error_rate", "latency", "request_rate", "cpu", "memory")
 _DIMS = ("peer", "pod", "node", "zone", "version", "detail")
 _MAX_SERIES = 6
+
+
+def plain(text: str) -> str:
+    """``text`` as matplotlib shows it literally: a ``$`` in a service name, label or
+    summary would otherwise start mathtext (and an unbalanced formula fails the draw)."""
+    return text.replace("$", r"\$")
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -218,7 +225,7 @@ def suspect_roles(inv: Investigation, service: str, limit: int = 4) -> list[str]
 
 def _series_label(key: Any, dims: Sequence[str]) -> str:
     values = key if isinstance(key, tuple) else (key,)
-    return ", ".join(f"{d}={v}" for d, v in zip(dims, values, strict=True))
+    return plain(", ".join(f"{d}={v}" for d, v in zip(dims, values, strict=True)))
 
 
 def _aggregate(rows: pd.DataFrame, role: str) -> pd.Series:
@@ -279,7 +286,7 @@ def _plot_role(ax: Any, inv: Investigation, service: str, role: str, start: floa
     ax.plot(times, shown.to_numpy() / factor, color="#1b2631", lw=1.8, label=label)
     _mark_onsets(ax, inv, service, role)
     ax.axvline(_dt(inv.alert.starts_at), color="#7d3c98", lw=1.6)
-    ax.set_title(f"{service} · {role}", loc="left", fontsize=10, fontweight="bold")
+    ax.set_title(plain(f"{service} · {role}"), loc="left", fontsize=10, fontweight="bold")
     ax.set_ylabel(unit, fontsize=8)
     ax.grid(alpha=0.25)
     ax.tick_params(labelsize=8)
@@ -310,7 +317,7 @@ def _mark_onsets(ax: Any, inv: Investigation, service: str, role: str) -> None:
 
 def _no_data(fig: Figure, text: str) -> Figure:
     ax = fig.add_subplot()
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="#555")
+    ax.text(0.5, 0.5, plain(text), ha="center", va="center", fontsize=11, color="#555")
     ax.set_axis_off()
     return fig
 
@@ -485,7 +492,7 @@ def plot_topology(inv: Investigation, limit: int = MAX_TOPOLOGY_NODES) -> Figure
         ax.text(
             x,
             y - 0.3,
-            name + ("\n(root cause)" if root else ""),
+            plain(name) + ("\n(root cause)" if root else ""),
             ha="center",
             va="top",
             fontsize=9 if root else 8,
@@ -528,7 +535,8 @@ def _evidence_rows(evidence: Sequence[Evidence]) -> list[list[str]]:
     rows = []
     for e in evidence:
         onset = format_time(e.onset)[11:19] if e.onset is not None else ""
-        rows.append([e.kind, e.service or "", e.signal or "", onset, textwrap.fill(e.summary, 95)])
+        cells = [e.kind, e.service or "", e.signal or "", onset, textwrap.fill(e.summary, 95)]
+        rows.append([plain(c) for c in cells])
     return rows
 
 
@@ -564,7 +572,7 @@ def plot_evidence(inv: Investigation, finding: int | Finding = 0) -> Figure:
             cell.set_facecolor("#eaecee")
             cell.set_text_props(fontweight="bold")
     ax.set_title(
-        f"Evidence: {f.service}, {f.cause} ({100 * f.confidence:.0f}% confidence)",
+        plain(f"Evidence: {f.service}, {f.cause} ({100 * f.confidence:.0f}% confidence)"),
         loc="left",
         fontsize=10,
         fontweight="bold",
