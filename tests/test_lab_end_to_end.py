@@ -97,7 +97,10 @@ def test_investigating_through_the_lab_finds_what_the_bundle_finds(
     for alert_id in ids:
         bundled = _correlator("investigate", alert_id, env=_clean_env())
         via_lab = _correlator("investigate", alert_id, env=through_lab_env)
-        assert via_lab["window"] == bundled["window"], "the bundle's incident, not 'now'"
+        # The bundle's incident, not 'now'. Read from the files, the window ends at the
+        # recording's last sample; a Prometheus cannot say where its data ends.
+        assert via_lab["window"]["start"] == bundled["window"]["start"], "not 'now'"
+        assert bundled["window"]["end"] <= via_lab["window"]["end"]
         assert via_lab["findings"], f"{alert_id}: no finding through the lab"
         top = (via_lab["findings"][0]["service"], via_lab["findings"][0]["cause"])
         assert top == (bundled["findings"][0]["service"], bundled["findings"][0]["cause"])
