@@ -46,6 +46,12 @@ class NetworkDelayPattern(BasePattern):
         a = ctx.anomalies
         calls = a[a["role"].isin(_CALLS) & (a["direction"] == "up")]
         calls = calls[calls["peer"].astype(str) != ""]
+        if not calls.empty:
+            # Calls that got troubled only after the strongest did are echoes of it.
+            onsets = calls["onset"].astype(float).to_numpy()
+            anchor = float(onsets[int(calls["score"].astype(float).to_numpy().argmax())])
+            lag = max(60.0, ctx.onset_slack)
+            calls = calls[onsets <= anchor + lag]
         if calls.empty:
             if not (ctx.has("edge_latency") or len(ctx.telemetry.spans)):
                 return self.not_evaluated("no call latency (service-graph metrics or traces)")
@@ -57,7 +63,7 @@ class NetworkDelayPattern(BasePattern):
         # A slow call to a server that was as much slower by itself is the server's
         # (it passes trouble up the call chain); what the network adds is the rest.
         own_up = a[a["role"].isin(("latency", "span_latency")) & (a["direction"] == "up")]
-        own_rise = (
+        server_rise = (
             (own_up["peak"].astype(float) - own_up["baseline"].astype(float))
             .groupby(own_up["service"].astype(str))
             .max()
@@ -68,9 +74,10 @@ class NetworkDelayPattern(BasePattern):
         for r in calls.itertuples(index=False):
             svc, peer = str(r.service), str(r.peer)
             pair = (svc, peer) if str(r.role).startswith("client_") else (peer, svc)
-            w = float(r.score) / (float(r.score) + 8.0)
-            rise = float(r.peak) - float(r.baseline)
-            callee_rise = float(own_rise.get(pair[1], 0.0))
+            score_, peak, base = (float(v) for v in (r.score, r.peak, r.baseline))  # type: ignore[arg-type]
+            w = score_ / (score_ + 8.0)
+            rise = peak - base
+            callee_rise = float(server_rise.get(pair[1], 0.0))
             if str(r.role).endswith("latency") and rise > 0:
                 w *= min(1.0, max(0.0, 1.0 - callee_rise / rise))
             elif callee_rise > 0:
@@ -96,8 +103,10 @@ class NetworkDelayPattern(BasePattern):
             own = ctx.anomalies_of(svc, ("latency", "span_latency"))
             own = own[own["direction"] == "up"]
             # Slow calls whose server was as slow by itself are a slow server, not a slow
-            # network; timeouts (client errors) carry no latency to compare and count as they are.
-            rise, own_rise = _rise(slow), _rise(own)
+            # network; timeouts (client errors) carry no latency to compare and count as they
+            # are. A service whose own calls are troubled is slower because of them.
+            calling = any(p[0] == svc and weight[p] > 0.5 for p in pairs)
+            rise, own_rise = _rise(slow), (0.0 if calling else _rise(own))
             served_slow = rise > 0 and own_rise > config.own_share * rise
             if served_slow or (rise <= 0 and slow.shape[0] == mine.shape[0]):
                 continue
