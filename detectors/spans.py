@@ -97,17 +97,30 @@ class SpanDetector:
             for back in EARLIER_SPLITS
             if split - back - first >= self.config.short_baseline
         ]
-        found = [self._at(spans, at, data) for at in splits]
+        # Operations and call edges are grouped once; each split only re-marks "after".
+        groups = _Context(spans, split, float(data.window.end), float(data.step), self.config)
+        parts = {key: _groups(groups, edges) for key, edges in (("ops", False), ("edges", True))}
+        found = [self._at(spans, parts, at, data) for at in splits]
         out = best_of_splits(found, self.config.min_score, _KEYS)
         if out.empty:
             return DetectOutput(empty_frame(ANOMALY_COLUMNS), gaps)
         out["modality"] = self.modality
         return DetectOutput(anomaly_frame(out), gaps)
 
-    def _at(self, spans: pd.DataFrame, split: float, data: DetectInput) -> pd.DataFrame:
-        """Every row with the baseline ending at ``split``."""
+    def _at(
+        self,
+        spans: pd.DataFrame,
+        parts: dict[str, tuple[pd.DataFrame, list[str]]],
+        split: float,
+        data: DetectInput,
+    ) -> pd.DataFrame:
+        """Every row with the baseline ending at ``split`` (``parts``: :func:`_groups`)."""
         spans = spans.assign(after=spans["t"].to_numpy() >= split)
-        ctx = _Context(spans, split, float(data.window.end), float(data.step), self.config)
+        marked = {
+            key: (part.assign(after=part["t"].to_numpy() >= split), keys)
+            for key, (part, keys) in parts.items()
+        }
+        ctx = _Context(spans, split, float(data.window.end), float(data.step), self.config, marked)
         rows = [
             *_errors(ctx, edges=False),
             *_errors(ctx, edges=True),

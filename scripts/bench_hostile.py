@@ -26,12 +26,10 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
-import os
 import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -41,25 +39,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from benchlib import write_section  # noqa: E402
 
-from hostile_server import hostile  # noqa: E402
+from hostile_server import hostile, resources  # noqa: E402
 
 RUNS = 40
 IN_FLIGHT = 4
 DEADLINE = 2.0
 ANSWER = 100 * 1000 * 1000
 CAPS = {"1 MiB": 1 << 20, "64 MiB (default)": 64 << 20, "256 MiB (above the answer)": 256 << 20}
-
-
-def _counts() -> tuple[int, int, int]:
-    """Threads, open file descriptors and sockets of this process."""
-    fds = os.listdir("/proc/self/fd")
-    sockets = 0
-    for fd in fds:
-        try:
-            sockets += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        except OSError:
-            continue
-    return threading.active_count(), len(fds), sockets
 
 
 def _alert() -> object:
@@ -98,7 +84,7 @@ def leaks() -> dict[str, object]:
         )
         settings = Settings(source_timeout=30.0, deadline=DEADLINE)
         alert = _alert()
-        before = _counts()
+        before = resources()
         times: list[float] = []
 
         def one(_: int) -> None:
@@ -108,9 +94,9 @@ def leaks() -> dict[str, object]:
 
         with cf.ThreadPoolExecutor(IN_FLIGHT) as pool:
             list(pool.map(one, range(RUNS)))
-        right_after = _counts()
+        right_after = resources()
         time.sleep(1.0)
-        later = _counts()
+        later = resources()
         sources.close()
     return {
         "before": before,

@@ -22,3 +22,19 @@ def _clean_correlator_env(monkeypatch: pytest.MonkeyPatch, _parse_cache_dir: str
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("CORRELATOR_CACHE_DIR", _parse_cache_dir)
     yield
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[object]:
+    """A private PostgreSQL cluster on 127.0.0.1 for one test module (skipped without the
+    Debian package, except in CI where its absence is a failure)."""
+    from service_support import PostgresCluster
+
+    try:
+        cluster = PostgresCluster()
+    except FileNotFoundError as err:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(err))
+    yield cluster
+    cluster.stop()

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import os
-import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -38,7 +36,7 @@ from correlator.errors import ConfigError
 from correlator.http import HttpBackend, HttpSettings
 from correlator.model import Alert, Investigation
 from correlator.sources import SourceError, Sources
-from hostile_server import hostile
+from hostile_server import hostile, resources
 
 NOW = time.time()
 ALERT = Alert(
@@ -61,27 +59,11 @@ def other() -> Iterator[str]:
         yield url
 
 
-def _fds() -> tuple[int, int]:
-    """Open file descriptors and, of them, sockets, of this process."""
-    fds = os.listdir("/proc/self/fd")
-    sockets = 0
-    for fd in fds:
-        try:
-            sockets += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        except OSError:
-            continue
-    return len(fds), sockets
-
-
-def _threads() -> int:
-    return threading.active_count()
-
-
 def _settle(baseline: tuple[int, int, int], seconds: float = 5.0) -> tuple[int, int, int]:
     """Threads, fds and sockets once they are back at ``baseline`` (or after ``seconds``)."""
     stop = time.monotonic() + seconds
     while True:
-        now = (_threads(), *_fds())
+        now = resources()
         if now <= baseline or time.monotonic() > stop:
             return now
         time.sleep(0.05)
@@ -150,7 +132,7 @@ def test_source_timeout_is_named_when_it_cuts_first(server: str) -> None:
 def test_no_thread_or_socket_outlives_40_investigations(server: str) -> None:
     sources = _hostile_sources(server, timeout=30.0, retries=0)
     settings = Settings(source_timeout=30.0, deadline=0.6)
-    baseline = (_threads(), *_fds())
+    baseline = resources()
     # Four at a time, as the service's workers run them.
     with cf.ThreadPoolExecutor(4) as pool:
         runs = list(pool.map(lambda _: investigate(ALERT, sources, settings), range(40)))

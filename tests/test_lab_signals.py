@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from correlator import lab
+from service_support import pid_alive
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.alertmanager]
 
@@ -53,14 +54,6 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             out.append(int(entry.name))
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _port_free(port: int) -> bool:
@@ -118,7 +111,7 @@ def started() -> Iterator[list[Lab]]:
             running.proc.kill()
             running.proc.wait(timeout=30)
         for pid in kids:
-            if _alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if running.reader is not None:
             running.reader.join(timeout=30)
@@ -155,7 +148,7 @@ def test_a_stop_signal_stops_both_servers_and_removes_their_directories(
     assert running.proc.wait(timeout=60) == 0, running.text()
     assert running.reader is not None
     running.reader.join(timeout=30)  # the last lines are read
-    assert not any(_alive(pid) for pid, _ in servers), "a server outlived the lab"
+    assert not any(pid_alive(pid) for pid, _ in servers), "a server outlived the lab"
     assert all(_port_free(p) for p in ports)
     assert not any(cwd.exists() for _, cwd in servers), "a temporary directory was left"
     assert f"{sig.name}: lab servers stopped, temporary directories removed." in running.text()
@@ -171,14 +164,14 @@ def test_a_signal_while_starting_cleans_up_and_exits_non_zero(started: list[Lab]
         seen = _children(running.proc.pid)
         time.sleep(0.005)
     assert seen, f"the lab started no child:\n{running.text()}"
-    dirs = [Path(os.readlink(f"/proc/{pid}/cwd")) for pid in seen if _alive(pid)]
+    dirs = [Path(os.readlink(f"/proc/{pid}/cwd")) for pid in seen if pid_alive(pid)]
     running.proc.send_signal(signal.SIGTERM)
     code = running.proc.wait(timeout=60)
     if running.ready.is_set():  # it became ready before the signal landed
         assert code == 0
     else:
         assert code == 128 + signal.SIGTERM, running.text()
-    assert not any(_alive(pid) for pid in seen)
+    assert not any(pid_alive(pid) for pid in seen)
     assert not [d for d in dirs if d.name.startswith("correlator-") and d.exists()]
 
 
@@ -191,8 +184,8 @@ def test_servers_die_with_a_killed_lab(started: list[Lab]) -> None:
     running.proc.kill()  # SIGKILL: no handler runs; the kernel signals the children
     running.proc.wait(timeout=30)
     limit = time.monotonic() + 30
-    while any(_alive(pid) for pid, _ in servers) and time.monotonic() < limit:
+    while any(pid_alive(pid) for pid, _ in servers) and time.monotonic() < limit:
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid, _ in servers), "servers outlived a killed lab"
+    assert not any(pid_alive(pid) for pid, _ in servers), "servers outlived a killed lab"
     for _, cwd in servers:  # nothing could remove them; do it here
         shutil.rmtree(cwd, ignore_errors=True)

@@ -9,14 +9,11 @@ once, and every alert ends with exactly one stored result.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from service_support import (
     PostgresCluster,
@@ -24,6 +21,7 @@ from service_support import (
     dumps,
     free_port,
     payload,
+    pid_alive,
     read_log,
     server_env,
     wait_for,
@@ -111,14 +109,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _records(url: str) -> list[dict[str, str]]:
     r = httpx.get(f"{url}/api/v1/investigations?limit=1000", headers=AUTH)
     return list(r.json()["investigations"])
@@ -139,7 +129,7 @@ def test_sigkill_with_queued_alerts_then_restart_sqlite(tmp_path: Path) -> None:
         assert len(spawned) == WORKERS, "investigations run in worker processes"
         first.kill()
         # Worker processes die with their server: none goes on with a row another takes over.
-        wait_for(lambda: not any(_alive(p) for p in workers), 5, "worker processes to end")
+        wait_for(lambda: not any(pid_alive(p) for p in workers), 5, "worker processes to end")
     finally:
         first.stop()
     with sqlite3.connect(store) as db:
@@ -161,18 +151,6 @@ def test_sigkill_with_queued_alerts_then_restart_sqlite(tmp_path: Path) -> None:
     finally:
         second.stop()
     _check_exactly_once(log, killed_pid, records)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    try:
-        cluster = PostgresCluster()
-    except FileNotFoundError as err:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(err))
-    yield cluster
-    cluster.stop()
 
 
 def test_two_replicas_on_postgresql_one_killed(tmp_path: Path, postgres: PostgresCluster) -> None:

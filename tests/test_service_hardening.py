@@ -14,7 +14,6 @@ import sqlite3
 import stat
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,18 +63,6 @@ def _status(url: str, inv_id: str) -> dict[str, Any]:
 
     wait_for(check, 30, f"investigation {inv_id}")
     return out
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    try:
-        cluster = PostgresCluster()
-    except FileNotFoundError as err:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(err))
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

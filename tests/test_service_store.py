@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -13,19 +12,6 @@ import pytest
 
 from correlator.model import Alert
 from correlator.service.store import Query, SQLiteStore, Store, StoreError, open_store
-from service_support import PostgresCluster
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    try:
-        cluster = PostgresCluster()
-    except FileNotFoundError as err:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(err))
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

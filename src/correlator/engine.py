@@ -127,7 +127,9 @@ def _end_of_recording(sources: Sources, window: Window) -> float | None:
     """The last sample's time of the local recordings among ``sources`` around ``window``
     (``None`` if none tells): past it, every rate of a recording falls to zero."""
     ends = []
-    for s in (*sources.metrics, *sources.logs, *sources.traces):
+    # One backend often serves all three kinds: ask each once.
+    unique = {id(s): s for s in (*sources.metrics, *sources.logs, *sources.traces)}
+    for s in unique.values():
         if getattr(s, "local", False) and isinstance(s, RecordingSource):
             try:
                 found = s.data_end(window)
