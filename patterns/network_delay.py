@@ -59,9 +59,9 @@ class NetworkDelayPattern(BasePattern):
         # Each troubled call as (caller, callee): client rows sit on the caller (the callee's
         # server side did not see it), edge rows on the callee. A call weighs what its
         # strongest row says (a faint wobble of one call is not the story), and where the
-        # engine placed the trouble counts a little more.
-        # A slow call to a server that was as much slower by itself is the server's
-        # (it passes trouble up the call chain); what the network adds is the rest.
+        # engine placed the trouble counts a little more. A slow call to a server that was
+        # as much slower by itself is the server's (it passes trouble up the call chain):
+        # what the network adds is the rest.
         own_up = a[a["role"].isin(("latency", "span_latency")) & (a["direction"] == "up")]
         server_rise = (
             (own_up["peak"].astype(float) - own_up["baseline"].astype(float))
@@ -85,7 +85,6 @@ class NetworkDelayPattern(BasePattern):
                 w *= 0.3
             if w > weight.get(pair, -1.0):
                 weight[pair], placed[pair] = w, svc
-        pairs = set(placed)
         total = sum(weight.values())
         touched: dict[str, float] = {}
         count: dict[str, int] = {}
@@ -95,18 +94,16 @@ class NetworkDelayPattern(BasePattern):
                 count[node] = count.get(node, 0) + 1
         findings = []
         for svc, n in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0])):
-            if count[svc] < 2 and len(pairs) > 1:
+            if count[svc] < 2 and len(placed) > 1:
                 continue
             mine = calls[(calls["service"] == svc) | (calls["peer"] == svc)]
-            slow = mine[mine["role"] != "client_errors"]
-            slow = slow[slow["role"] != "client_error_ratio"]
-            own = ctx.anomalies_of(svc, ("latency", "span_latency"))
-            own = own[own["direction"] == "up"]
+            slow = mine[~mine["role"].isin(("client_errors", "client_error_ratio"))]
             # Slow calls whose server was as slow by itself are a slow server, not a slow
             # network; timeouts (client errors) carry no latency to compare and count as they
             # are. A service whose own calls are troubled is slower because of them.
-            calling = any(p[0] == svc and weight[p] > 0.5 for p in pairs)
-            rise, own_rise = _rise(slow), (0.0 if calling else _rise(own))
+            calling = any(p[0] == svc and weight[p] > 0.5 for p in placed)
+            own_rise = 0.0 if calling else max(0.0, float(server_rise.get(svc, 0.0)))
+            rise = _rise(slow)
             served_slow = rise > 0 and own_rise > config.own_share * rise
             if served_slow or (rise <= 0 and slow.shape[0] == mine.shape[0]):
                 continue
