@@ -55,6 +55,9 @@ class CodeFaultPattern(BasePattern):
             mine = err[err["service"] == svc].sort_values("score", ascending=False)
             at = float(mine["onset"].min())
             s = float(mine["score"].max())
+            # Failing calls are read up to the strongest error: a faint early blip (one
+            # stray error line) must not make the calls that fail with it look "after".
+            upto = max(at, float(mine["onset"].iloc[0])) + ctx.onset_slack
             modalities = set(mine["modality"].astype(str))
             breadth = min(len(modalities), 3) / 3.0
             moved = ctx.anomalies_of(svc, CAUSE_ROLES)
@@ -67,7 +70,7 @@ class CodeFaultPattern(BasePattern):
             # Errors that are the service's calls failing (timeouts, refused connections to
             # a dependency or across the network) are not its own code's.
             calls = ctx.anomalies_of(svc, _CALLS)
-            calls = calls[calls["onset"].astype(float) <= at + ctx.onset_slack]
+            calls = calls[calls["onset"].astype(float) <= upto]
             failing = float(calls["score"].max()) if len(calls) else 0.0
             failing = failing / (failing + 8.0)
             score = (s / (s + 8.0)) * (0.6 + 0.4 * breadth)

@@ -69,7 +69,9 @@ class MemoryLeakPattern(BasePattern):
             sym = ctx.anomalies_of(svc, SYMPTOM_ROLES)
             hurt = float(sym["score"].max()) if len(sym) else 0.0
             hurt = max(killed, hurt / (hurt + 8.0))
-            score = (0.4 * trend + 0.25 * near + 0.35 * killed) * (
+            # A leak that climbs to its limit and hurts is one before anything is killed:
+            # alerts often fire on the slowdown first.
+            score = min(1.0, 0.45 * trend + 0.3 * near + 0.35 * killed) * (
                 1.0 - config.unhurt_discount * (1.0 - hurt)
             )
             if not np.isnan(ratio):

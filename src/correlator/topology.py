@@ -297,6 +297,10 @@ def service_summary(
     # When the service's trouble began: its first anomaly of some weight. A faint early
     # wobble (a few ms on one caller's calls) does not date trouble that came later.
     strong = a["full"] >= onset_share * g["full"].transform("max")
+    # A change of the service's own resources or traffic that is clearly significant in
+    # itself (z >= 12) dates it too, however much stronger the errors it later causes are
+    # (a leak's climb long before its out-of-memory errors).
+    strong |= a["role"].isin(CAUSE_ROLES) & (a["full"] >= 0.6)
     out = pd.DataFrame(
         {
             "strength": g["strength"].max(),
