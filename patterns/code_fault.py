@@ -21,7 +21,16 @@ __all__ = ["CodeFaultConfig", "CodeFaultPattern"]
 #: The service's calls to others failing or slow, as it sees them.
 _CALLS = ("client_errors", "client_error_ratio", "client_latency")
 
-_ERRORS = ("span_errors", "log_errors", "log_template", "error_ratio", "error_rate")
+#: Its own errors, and (a wrong value fails nobody's request by its own measure) the errors
+#: its callers log naming it.
+_ERRORS = (
+    "span_errors",
+    "log_errors",
+    "log_template",
+    "error_ratio",
+    "error_rate",
+    "named_by_callers",
+)
 
 
 @dataclass(frozen=True)
@@ -60,18 +69,29 @@ class CodeFaultPattern(BasePattern):
             upto = max(at, float(mine["onset"].iloc[0])) + ctx.onset_slack
             modalities = set(mine["modality"].astype(str))
             breadth = min(len(modalities), 3) / 3.0
+            # What happened to the service is dated against its own errors; its callers'
+            # words about it come from their clocks (log lines, a sampling step apart).
+            own = mine[mine["role"] != "named_by_callers"]
+            at_own = float(own["onset"].min()) if len(own) else at
             moved = ctx.anomalies_of(svc, CAUSE_ROLES)
             # Metric onsets read late by up to the slack; a change that close is concurrent.
-            moved = moved[moved["onset"].astype(float) <= at + ctx.onset_slack]
+            moved = moved[moved["onset"].astype(float) <= at_own + ctx.onset_slack]
             changed = float(moved["score"].max()) if len(moved) else 0.0
             changed = changed / (changed + 8.0)
             # Pods or nodes lost anywhere by then (a zone going down) fail requests too.
-            changed = max(changed, ctx.pods_lost_by(at + float(ctx.step)))
+            changed = max(changed, ctx.pods_lost_by(at_own + float(ctx.step)))
             # Errors that are the service's calls failing (timeouts, refused connections to
             # a dependency or across the network) are not its own code's.
             calls = ctx.anomalies_of(svc, _CALLS)
             calls = calls[calls["onset"].astype(float) <= upto]
             failing = float(calls["score"].max()) if len(calls) else 0.0
+            # So are errors its own logs blame on another service ("invalid response from X").
+            blamed = mine[
+                (mine["modality"] == "logs")
+                & (mine["role"] != "named_by_callers")
+                & ~mine["peer"].astype(str).isin(("", svc))
+            ]
+            failing = max(failing, float(blamed["score"].max()) if len(blamed) else 0.0)
             failing = failing / (failing + 8.0)
             score = (s / (s + 8.0)) * (0.6 + 0.4 * breadth)
             score *= (1.0 - config.resource_share * changed) * (1.0 - failing)

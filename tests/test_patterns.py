@@ -355,3 +355,44 @@ def test_network_delay_names_the_callee_whose_callers_all_see_slow_calls() -> No
     slow = [*rows, row("db-proxy", "latency", "", 150.0, 0.1, 1.0)]
     ctx = dataclasses.replace(ctx, anomalies=anomaly_frame(slow))
     assert not [f for f in run("network_delay", ctx).findings if f.service == "db-proxy"]
+
+
+def _log_row(svc: str, role: str, peer: str, onset: float, score: float) -> dict[str, Any]:
+    return {
+        "service": svc, "role": role, "peer": peer, "onset": onset, "end": onset + 600.0,
+        "score": score, "direction": "up", "baseline": 0.0, "peak": 0.2,
+        "modality": "logs", "signal": "invalid response from <svc>",
+    }  # fmt: skip
+
+
+def test_errors_a_service_logs_about_another_are_not_its_own_code_fault() -> None:
+    """Wrong values: pricing answers fine by its own measure; checkout logs "invalid
+    response from pricing". The code fault is pricing's, named by its caller."""
+    from correlator.detector import anomaly_frame
+    from correlator.topology import named_by_callers
+
+    rows = [
+        _log_row("checkout", "log_template", "pricing", 100.0, 25.0),
+        {**_log_row("checkout", "error_rate", "", 100.0, 30.0), "modality": "metrics"},
+    ]
+    ctx = dataclasses.replace(
+        context(build("deployment")), anomalies=named_by_callers(anomaly_frame(rows))
+    )
+    found = {f.service: f for f in run("code_fault", ctx).findings}
+    assert found["checkout"].features["failing_calls"] > 0.7
+    assert found["pricing"].score > 0.5 > found["checkout"].score
+    # A faint stray error line long before does not hide that the calls failed with them.
+    early = [*rows, _log_row("checkout", "log_errors", "", -400.0, 3.0)]
+    ctx = dataclasses.replace(ctx, anomalies=named_by_callers(anomaly_frame(early)))
+    found = {f.service: f for f in run("code_fault", ctx).findings}
+    assert found["pricing"].score > 0.5 > found["checkout"].score
+
+
+def test_a_leak_that_reached_its_limit_and_hurts_counts_before_any_kill() -> None:
+    sc = build("memory_leak")
+    s = sc.telemetry.signals
+    unkilled = _with_signals(sc, s[~s["role"].isin(("oom_kills", "restarts"))])
+    res = run("memory_leak", context(unkilled))
+    leak = {f.service: f for f in res.findings}["payments"]
+    assert leak.features["killed"] == 0.0 and leak.features["hurt"] > 0.5
+    assert leak.score >= 0.7  # as strong as a deploy or an overloaded database

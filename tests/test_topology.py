@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import networkx as nx
 import pandas as pd
+import pytest
 
 from correlator.model import SPAN_COLUMNS, Telemetry
 from correlator.topology import blast_radius, build_graph, root_scores
@@ -414,3 +415,65 @@ def test_a_dependency_slower_by_milliseconds_does_not_explain_a_caller_slower_by
     tiny, big = scores(0.020), scores(1.013)  # slower by 7 ms, or by as much as payments
     assert max(tiny, key=tiny.__getitem__) == "payments"
     assert tiny["payments"] > big["payments"]
+
+
+def test_a_significant_change_of_a_service_own_resources_dates_its_trouble() -> None:
+    from correlator.topology import service_summary
+
+    # A leak climbs for ten minutes (z 18) before the errors it causes (z 1000).
+    a = _rows(
+        [
+            ("cart", "memory", -660.0, 4e8, 8e8, ""),
+            ("cart", "error_rate", 60.0, 0.1, 20.0, ""),
+        ]
+    )
+    a.loc[a["role"] == "memory", "score"] = 18.0
+    a.loc[a["role"] == "error_rate", "score"] = 1000.0
+    assert service_summary(a).loc["cart", "onset"] == -660.0
+    # A symptom that faint, that early, still does not date it (see the faint wobble).
+    a.loc[a["role"] == "memory", "role"] = "client_latency"
+    assert service_summary(a).loc["cart", "onset"] == 60.0
+
+
+def test_a_service_only_its_callers_name_follows_the_symptom_as_they_do() -> None:
+    from correlator.detector import anomaly_frame
+    from correlator.topology import comovement, named_by_callers
+
+    ts = [float(t) for t in range(0, 1200, 60)]
+    rise = [1.0 if t < 600 else 5.0 + t / 600 for t in ts]
+    signals = pd.DataFrame(
+        {
+            "ts": ts * 2,
+            "value": rise + [1.0 + (i % 3) for i in range(len(ts))],
+            "role": ["error_rate"] * (2 * len(ts)),
+            "service": ["checkout"] * len(ts) + ["fraud"] * len(ts),
+            "peer": [""] * (2 * len(ts)),
+        }
+    )
+
+    def row(svc: str, role: str, peer: str = "", modality: str = "metrics") -> dict[str, object]:
+        return {
+            "service": svc, "role": role, "onset": 600.0, "end": 1200.0, "score": 30.0,
+            "direction": "up", "baseline": 1.0, "peak": 6.0, "peer": peer,
+            "modality": modality, "signal": role,
+        }  # fmt: skip
+
+    a = named_by_callers(
+        anomaly_frame(
+            [
+                row("checkout", "error_rate"),
+                row("fraud", "error_rate"),
+                row("checkout", "log_template", "pricing", "logs"),
+            ]
+        )
+    )
+    follows = comovement(a, signals, "checkout", 0.0)
+    assert follows["checkout"] == pytest.approx(1.0)
+    assert follows["pricing"] == follows["checkout"]  # inherited from the caller naming it
+    assert follows["fraud"] < 0.5
+    # Where a service sits in the graph does not lift one that keeps its own time: fraud,
+    # called by everyone, stays below pricing.
+    g = nx.DiGraph([("checkout", "pricing"), ("checkout", "fraud"), ("cart", "fraud")])
+    g.add_edges_from([("web", "checkout"), ("web", "cart"), ("mobile", "fraud")])
+    ranked = [r.service for r in root_scores(g, a, "checkout", comove=follows)]
+    assert ranked.index("pricing") < ranked.index("fraud")

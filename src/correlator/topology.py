@@ -491,7 +491,14 @@ def comovement(
             r = abs(float(np.corrcoef(both.iloc[:, 0], both.iloc[:, 1])[0, 1]))
         if np.isfinite(r):
             out[svc] = max(out.get(svc, 0.0), r)
-    return out
+    # A service only its callers' words point at (it returns wrong values; nothing of its
+    # own moved) follows the symptom as closely as the callers that name it.
+    named = anomalies[anomalies["role"] == "named_by_callers"]
+    inherited: dict[str, float] = {}
+    for svc, caller in zip(named["service"].astype(str), named["peer"].astype(str), strict=True):
+        if svc not in out and caller in out:
+            inherited[svc] = max(inherited.get(svc, 0.0), out[caller])
+    return out | inherited
 
 
 def named_by_callers(anomalies: pd.DataFrame) -> pd.DataFrame:
@@ -663,14 +670,13 @@ def root_scores(
                 explained = max(explained, 0.9 * strength[u])
         early = float(np.exp(-(o - t_min) / tau))
         base = strength[svc] * (1.0 - explained)
-        if comove:
-            # A service that moves with the alert's symptom explains it better than one
-            # that moved on its own schedule (no series to compare: neither).
-            follows = 0.2 + 0.8 * comove.get(str(svc), 0.5) ** 2
-            base *= follows
-            early *= follows
         score = 0.55 * base + 0.2 * early + 0.15 * (pr.get(svc, 0.0) / pr_max)
         score += 0.1 * min(len(ups), 5) / 5.0
+        if comove:
+            # A service that moves with the alert's symptom explains it better than one
+            # that moved on its own schedule (no series to compare: neither). Where it sits
+            # in the graph says nothing for a service whose trouble keeps its own time.
+            score *= 0.2 + 0.8 * comove.get(str(svc), 0.5) ** 2
         out.append(
             RootScore(
                 service=str(svc),
