@@ -477,3 +477,20 @@ def test_a_service_only_its_callers_name_follows_the_symptom_as_they_do() -> Non
     g.add_edges_from([("web", "checkout"), ("web", "cart"), ("mobile", "fraud")])
     ranked = [r.service for r in root_scores(g, a, "checkout", comove=follows)]
     assert ranked.index("pricing") < ranked.index("fraud")
+
+
+def test_a_faint_wobble_before_a_surge_does_not_make_the_surge_retries() -> None:
+    from correlator.topology import demand_rises
+
+    a = _rows(
+        [
+            ("gateway", "client_latency", 10.0, 0.09, 0.5, "tax"),  # a few sampled spans
+            ("gateway", "request_rate", 105.0, 117.0, 574.0, ""),
+            ("gateway", "error_rate", 135.0, 0.0, 554.0, ""),
+        ]
+    )
+    a.loc[a["role"] == "client_latency", "score"] = 3.6
+    assert "gateway" in demand_rises(a, lag=30.0).index
+    # Trouble of some weight first: then the rise is callers asking again.
+    a.loc[a["role"] == "client_latency", "score"] = 40.0
+    assert "gateway" not in demand_rises(a, lag=30.0).index

@@ -436,6 +436,7 @@ def analyse(
         alert.service,
         onset_tolerance=max(60.0, 2.0 * step),
         tau=max(300.0, 4.0 * step),
+        lag=max(30.0, 2.0 * step),
         comove=follows,
     )
     t = lap("topology", t)

@@ -334,7 +334,10 @@ def _timely_rises(anomalies: pd.DataFrame, lag: float) -> pd.DataFrame:
     """Request-rate rises begun no later than ``lag`` after the service's own symptoms."""
     a = anomalies
     up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
-    sym = a[a["role"].isin(SYMPTOM_ROLES)].groupby("service")["onset"].min()
+    # Symptoms of some weight (strength 0.5 and up): a faint wobble of a few sampled spans
+    # before a surge does not make the surge callers retrying.
+    sym = a[a["role"].isin(SYMPTOM_ROLES) & (a["score"].astype(float) >= 8.0)]
+    sym = sym.groupby("service")["onset"].min()
     first = up["service"].map(sym).astype(float).fillna(np.inf)
     return up[up["onset"].astype(float) <= first + lag]
 
