@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from correlator.model import Evidence
 from correlator.pattern import BasePattern, PatternContext, PatternResult
 from correlator.roles import SYMPTOM_ROLES
-from correlator.topology import demand_rises
+from correlator.topology import MATERIAL, demand_rises
 
 __all__ = ["CpuSaturationConfig", "CpuSaturationPattern"]
 
@@ -101,6 +101,10 @@ def _hurt(ctx: PatternContext, svc: str) -> tuple[float, float | None]:
             s = float(sym["score"].max())
             share = 1.0 if name == svc else 0.7  # a caller's pain is one step removed
             best = max(best, share * s / (s + 8.0))
-            at = float(sym["onset"].min())
-            first = at if first is None else min(first, at)
+            # Dated by trouble of some weight: one stray timeout logged a while before
+            # does not make the CPU's rise come after the trouble.
+            dated = sym[sym["score"].astype(float) >= MATERIAL]
+            if len(dated):
+                at = float(dated["onset"].min())
+                first = at if first is None else min(first, at)
     return best, first

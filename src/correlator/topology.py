@@ -330,13 +330,18 @@ def _calls_in(anomalies: pd.DataFrame) -> dict[str, dict[str, float]]:
     return out
 
 
+#: A score of some weight (strength 0.5): trouble that dates when something began. Fainter
+#: anomalies (a few sampled spans, one stray log line) count as evidence, not as dates.
+MATERIAL = 8.0
+
+
 def _timely_rises(anomalies: pd.DataFrame, lag: float) -> pd.DataFrame:
     """Request-rate rises begun no later than ``lag`` after the service's own symptoms."""
     a = anomalies
     up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
-    # Symptoms of some weight (strength 0.5 and up): a faint wobble of a few sampled spans
-    # before a surge does not make the surge callers retrying.
-    sym = a[a["role"].isin(SYMPTOM_ROLES) & (a["score"].astype(float) >= 8.0)]
+    # Symptoms of some weight: a faint wobble of a few sampled spans before a surge does
+    # not make the surge callers retrying.
+    sym = a[a["role"].isin(SYMPTOM_ROLES) & (a["score"].astype(float) >= MATERIAL)]
     sym = sym.groupby("service")["onset"].min()
     first = up["service"].map(sym).astype(float).fillna(np.inf)
     return up[up["onset"].astype(float) <= first + lag]
