@@ -171,7 +171,7 @@ def setup(
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.instrumentation.logging import LoggingInstrumentor
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
-    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.view import DropAggregation, View
@@ -245,7 +245,9 @@ def setup(
 
     HTTPXClientInstrumentor().instrument(request_hook=name_peer, async_request_hook=name_peer_async)
     PsycopgInstrumentor().instrument(enable_commenter=False)
-    LoggingInstrumentor().instrument(set_logging_format=False)
+    # Also installs the handler that turns log records into OpenTelemetry logs
+    # (with the current trace and span ids) on the root logger.
+    LoggingInstrumentor().instrument(set_logging_format=False, log_handler_level=logging.INFO)
 
     root = logging.getLogger()
     root.setLevel(logging.INFO)
@@ -258,7 +260,6 @@ def setup(
         )
     )
     root.addHandler(stderr)
-    root.addHandler(LoggingHandler(level=logging.INFO, logger_provider=logger_provider))
     for noisy in ("httpx", "httpcore", "werkzeug", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
