@@ -38,16 +38,30 @@ def _fake_state(sdir: Path, **extra: Any) -> dict[str, Any]:
         "serve_url": "http://127.0.0.1:3",
         "otlp_dir": str(sdir / "otlp"),
         "services": {
-            "frontend": {"framework": "starlette", "version": "1.4.0",
-                         "instances": [{"instance": "0", "url": "u", "metrics_url": "m", "pid": me}]},
-            "catalog": {"framework": "flask", "version": "1.4.0",
-                        "instances": [{"instance": "0", "url": "u", "metrics_url": "m", "pid": me}]},
-            "recommendation": {"framework": "starlette", "version": "1.4.0", "instances": [
-                {"instance": "0", "url": "u", "metrics_url": "m", "pid": me},
-                {"instance": "1", "url": "u", "metrics_url": "m", "pid": me}]},
-            "email": {"framework": "wsgi", "version": "1.4.0",
-                      "instances": [{"instance": "0", "url": "u", "metrics_url": "m", "pid": me}]},
-        },  # fmt: skip
+            "frontend": {
+                "framework": "starlette",
+                "version": "1.4.0",
+                "instances": [{"instance": "0", "url": "u", "metrics_url": "m", "pid": me}],
+            },
+            "catalog": {
+                "framework": "flask",
+                "version": "1.4.0",
+                "instances": [{"instance": "0", "url": "u", "metrics_url": "m", "pid": me}],
+            },
+            "recommendation": {
+                "framework": "starlette",
+                "version": "1.4.0",
+                "instances": [
+                    {"instance": "0", "url": "u", "metrics_url": "m", "pid": me},
+                    {"instance": "1", "url": "u", "metrics_url": "m", "pid": me},
+                ],
+            },
+            "email": {
+                "framework": "wsgi",
+                "version": "1.4.0",
+                "instances": [{"instance": "0", "url": "u", "metrics_url": "m", "pid": me}],
+            },
+        },
         **extra,
     }
     write_json_atomic(sdir / "state.json", state)
@@ -63,7 +77,15 @@ def test_inject_writes_flag_and_truth_then_clear_closes_it(tmp_path: Path) -> No
     rec = faults.inject(tmp_path, "exception", "catalog", rate="0.5")
     assert rec["cause"] == "code_fault" and rec["params"] == {"rate": 0.5}
     assert rec["instance"] is None and rec["cleared_at"] is None
-    assert set(rec) >= {"kind", "service", "instance", "cause", "started_at", "cleared_at", "params"}
+    assert set(rec) >= {
+        "kind",
+        "service",
+        "instance",
+        "cause",
+        "started_at",
+        "cleared_at",
+        "params",
+    }
     assert [f["id"] for f in faults.active_faults(tmp_path)] == [rec["id"]]
     assert _truth_lines(tmp_path) == [rec]
 
@@ -118,12 +140,12 @@ def test_same_fault_twice_is_refused(tmp_path: Path) -> None:
 
 
 def test_no_demo_and_dead_demo_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(DemoNotRunning, match="no demo runs from .*correlator demo up"):
+    with pytest.raises(DemoNotRunning, match=r"no demo runs from .*correlator demo up"):
         faults.inject(tmp_path, "exception", "catalog")
     dead = subprocess.Popen([sys.executable, "-c", ""])
     dead.wait()
     _fake_state(tmp_path, supervisor_pid=dead.pid, pid_starts={})
-    with pytest.raises(DemoNotRunning, match="not running .*correlator demo down"):
+    with pytest.raises(DemoNotRunning, match=r"not running .*correlator demo down"):
         faults.clear(tmp_path)
 
 
@@ -150,7 +172,9 @@ def _run(*args: str) -> tuple[int, str]:
     return 0, result.output
 
 
-def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_are_messages_not_tracebacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from correlator.cli import main
 
     sdir = str(tmp_path / "none")
@@ -169,7 +193,9 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, capsys: pytest.C
         assert message in err and "Traceback" not in err, (argv, err)
 
 
-def test_cli_fault_and_clear_on_a_running_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fault_and_clear_on_a_running_demo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from correlator.cli import main
 
     _fake_state(tmp_path)
@@ -185,7 +211,9 @@ def test_cli_fault_and_clear_on_a_running_demo(tmp_path: Path, capsys: pytest.Ca
     assert "a demo already runs from" in capsys.readouterr().err
 
 
-def test_down_stops_only_the_recorded_processes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_down_stops_only_the_recorded_processes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from correlator.cli import main
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
