@@ -107,13 +107,13 @@ groups:
         annotations:
           summary: "{{ $labels.pod }} does not answer Prometheus"
       - alert: HighCpu
-        expr: sum by (service, pod) (rate(process_cpu_seconds_total[1m])) > 0.8
+        expr: sum by (service, pod) (rate(process_cpu_seconds_total[1m])) > 0.6
         for: 1m
         labels: {severity: ticket}
         annotations:
           summary: "{{ $labels.pod }} uses {{ $value | humanize }} CPU cores"
       - alert: MemoryGrowth
-        expr: deriv(process_resident_memory_bytes[2m]) > 1e6 and process_resident_memory_bytes > 1.5e8
+        expr: deriv(process_resident_memory_bytes[2m]) > 5e5 and process_resident_memory_bytes > 1e8
         for: 1m
         labels: {severity: ticket}
         annotations:
@@ -121,8 +121,8 @@ groups:
       - alert: TrafficSurge
         expr: |
           service:http_requests:rate1m{service="frontend"}
-            > 2 * avg_over_time(service:http_requests:rate1m{service="frontend"}[10m] offset 2m)
-          and count_over_time(service:http_requests:rate1m{service="frontend"}[10m] offset 2m) > 90
+            > 2 * avg_over_time(service:http_requests:rate1m{service="frontend"}[5m] offset 1m)
+          and count_over_time(service:http_requests:rate1m{service="frontend"}[5m] offset 1m) > 40
         for: 30s
         labels: {severity: ticket}
         annotations:
