@@ -1,0 +1,1 @@
+"""The live demo shop and its recorder (``correlator demo``)."""
