@@ -43,6 +43,7 @@ import httpx
 
 from correlator.bundle import write_bundle as write_bundle_files
 from correlator.errors import CorrelatorError, UserInputError
+from correlator.escape import promql_regex
 from correlator.openmetrics import Family
 
 __all__ = [
@@ -112,12 +113,10 @@ def _wanted(name: str) -> bool:
     return not name.startswith("ALERTS") and ":" not in name and not name.endswith("_created")
 
 
-def _selector(names: Sequence[str], exclude_jobs: Sequence[str]) -> str:
-    regex = "|".join(re.escape(n) for n in names)
-    jobs = "|".join(re.escape(j) for j in exclude_jobs)
-    cond = f'__name__=~"{regex}",job=~".+"'
-    if jobs:
-        cond += f',job!~"{jobs}"'
+def _selector(names: Sequence[str] | None, exclude_jobs: Sequence[str]) -> str:
+    cond = f"__name__=~{promql_regex(names)}" if names else '__name__=~".+"'
+    if exclude_jobs:
+        cond += f",job!~{promql_regex(exclude_jobs)}"
     return "{" + cond + "}"
 
 
@@ -138,7 +137,7 @@ def read_metrics(
     own = client is None
     client = client or httpx.Client(timeout=60.0)
     try:
-        match = _selector([".+"], exclude_jobs).replace('__name__=~".+",', "")
+        match = _selector(None, exclude_jobs)
         names = _api(
             client,
             prometheus_url,
