@@ -214,3 +214,45 @@ def test_a_live_recording(tmp_path: Path, alertmanager_server: lab.Server) -> No
     # Compact: the data files are gzip (and small here).
     assert all(p.read_bytes()[:2] == b"\x1f\x8b" for p in out.glob("*.gz"))
     assert sum(p.stat().st_size for p in out.iterdir()) < 200_000
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_recording_without_a_demo_says_how_to_start_one(tmp_path: Path) -> None:
+    from correlator.demo.record import record_incident
+    from correlator.errors import UserInputError
+
+    with pytest.raises(UserInputError, match=r"no demo runs from .*correlator demo up"):
+        record_incident(tmp_path, "exception", "cart", out_dir=tmp_path / "out")
+    state = {"prometheus_url": "http://127.0.0.1:9", "alertmanager_url": "x", "services": {}}
+    (tmp_path / "state.json").write_text(json.dumps({**state, "services": {"cart": {}}}))
+    with pytest.raises(UserInputError, match=r"unknown fault kind 'meteor'; kinds: exception, "):
+        record_incident(tmp_path, "meteor", "cart", out_dir=tmp_path / "out")
+    with pytest.raises(UserInputError, match=r"no service 'till' in the demo; services: cart"):
+        record_incident(tmp_path, "exception", "till", out_dir=tmp_path / "out")
+    (tmp_path / "faults.jsonl").write_text(
+        json.dumps({"id": "1", "kind": "cpu_hog", "service": "cart", "cleared_at": None}) + "\n"
+    )
+    with pytest.raises(UserInputError, match=r"a fault is active \(cpu_hog on cart\)"):
+        record_incident(tmp_path, "exception", "cart", out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_plan_file_is_checked(tmp_path: Path) -> None:
+    from correlator.demo.record import all_plan, fault_kinds, load_plan
+    from correlator.errors import UserInputError
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("- {kind: exception, service: cart}\n- {kind: latency, service: frontend}\n")
+    assert [p["service"] for p in load_plan(plan)] == ["cart", "frontend"]
+    plan.write_text("kind: exception\n")
+    with pytest.raises(UserInputError, match="give a list of"):
+        load_plan(plan)
+    with pytest.raises(UserInputError, match="cannot read"):
+        load_plan(tmp_path / "missing.yaml")
+    services = {s: {} for s in ("frontend", "cart", "catalog", "checkout", "payment")}
+    steps = all_plan({"services": services})
+    assert {s["kind"] for s in steps} == set(fault_kinds())
+    assert all(len([s for s in steps if s["kind"] == k]) == 3 for k in fault_kinds())
+    assert {s["service"] for s in steps} == set(services), "every service gets a fault"

@@ -511,8 +511,6 @@ def record_incident(
     whatever happens; on a timeout nothing is written. ``settle`` seconds pass
     before the read-back, for the last scrape and the last batch of spans.
     """
-    from correlator.demo import faults
-
     sdir = Path(state_dir)
     state = load_state(sdir)
     kinds = fault_kinds()
@@ -523,6 +521,8 @@ def record_incident(
             f"no service {service!r} in the demo; services: {', '.join(state['services'])}"
         )
     wait = quiet_since(state, sdir) + baseline - time.time()
+    from correlator.demo import faults
+
     if wait > 0:
         say(f"baseline: waiting {wait:.0f}s for {baseline:.0f}s without a fault")
         time.sleep(wait)
