@@ -1,4 +1,5 @@
-"""A live demo shop: real services, real telemetry, real alerts, faults by flag.
+"""A live demo shop: real services, real telemetry, real alerts, faults by flag; its recorder
+(:mod:`.record`, `correlator demo record`) writes scenario bundles from it.
 
 ``correlator demo up`` starts, on 127.0.0.1 and without containers, a small
 shop of Python services (:mod:`correlator.demo.shop`) instrumented with the
