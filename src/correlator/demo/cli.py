@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import click
 
@@ -300,7 +300,7 @@ def fault(
         if not eq or not name:
             raise UserInputError(f"parameter {p!r} must be NAME=VALUE (e.g. rate=0.5)")
         values[name] = value
-    rec = fault_api.inject(sdir, kind, service, instance=instance, **cast(dict[str, Any], values))
+    rec = fault_api.inject(sdir, kind, service, instance=instance, **values)
     where = service + (f" instance {rec['instance']}" if rec["instance"] is not None else "")
     shown = ", ".join(f"{k}={v}" for k, v in rec["params"].items())
     click.echo(f"{kind} ({rec['cause']}) on {where} since {time.strftime('%H:%M:%S')}"

@@ -57,9 +57,18 @@ DB_TABLES: dict[str, str] = {
     "payment": "payments",
 }
 #: Services whose traffic the load generator can multiply (the frontend routes to them).
-SPIKE_TARGETS = ("frontend", "search", "catalog", "cart", "checkout", "recommendation")
+SPIKE_TARGETS: tuple[str, ...] = (
+    "frontend",
+    "search",
+    "catalog",
+    "cart",
+    "checkout",
+    "recommendation",
+)
 #: Kinds the supervisor carries out (it acknowledges them in state.json ``applied``).
 SUPERVISED = ("bad_deploy", "dependency_down")
+#: Seconds to wait for the supervisor to carry out (or undo) such a fault.
+APPLY_TIMEOUT = 90.0
 
 
 class FaultError(UserInputError):
@@ -174,7 +183,6 @@ def inject(
     service: str,
     *,
     instance: str | None = None,
-    wait: float = 60.0,
     **params: float | str,
 ) -> dict[str, Any]:
     """Turn on fault ``kind`` in ``service`` of the demo running from ``state_dir``.
@@ -182,7 +190,7 @@ def inject(
     Returns the truth record (also appended to ``faults.jsonl``). ``instance``
     limits it to one instance (``latency`` defaults to the first one). Kinds
     the supervisor carries out (``bad_deploy``, ``dependency_down``) return
-    once it has (at most ``wait`` seconds).
+    once it has (at most :data:`APPLY_TIMEOUT` seconds).
     """
     if kind not in FAULT_CAUSES:
         raise FaultError(f"unknown fault kind {kind!r}; kinds: {', '.join(FAULT_KINDS)}")
@@ -223,7 +231,7 @@ def inject(
         write_json_atomic(sdir / FLAGS_FILE, {"faults": [*active, record]})
         _append_truth(sdir, [record])
     if kind in SUPERVISED:
-        _await_supervisor(sdir, str(record["id"]), wait)
+        _await_supervisor(sdir, str(record["id"]), APPLY_TIMEOUT)
     return record
 
 
@@ -263,7 +271,7 @@ def clear(state_dir: str | Path, service: str | None = None) -> list[dict[str, A
     cleared = clear_flags(sdir, service)
     ids = [str(r["id"]) for r in cleared if r["kind"] in SUPERVISED]
     for fault_id in ids:
-        _await_supervisor(sdir, f"clear:{fault_id}", 60.0)
+        _await_supervisor(sdir, f"clear:{fault_id}", APPLY_TIMEOUT)
     return cleared
 
 
