@@ -247,7 +247,9 @@ def setup(
     PsycopgInstrumentor().instrument(enable_commenter=False)
     # Also installs the handler that turns log records into OpenTelemetry logs
     # (with the current trace and span ids) on the root logger.
-    LoggingInstrumentor().instrument(set_logging_format=False, log_handler_level=logging.INFO)
+    LoggingInstrumentor().instrument(
+        set_logging_format=False, inject_trace_context=True, log_handler_level=logging.INFO
+    )
 
     root = logging.getLogger()
     root.setLevel(logging.INFO)
