@@ -276,7 +276,7 @@ def _thin(requests: list[dict[str, Any]], kind: str, ratio: float) -> Iterator[d
 
 
 def read_otlp(
-    otlp_dir: str | Path, start: float, end: float, *, max_spans: int = 40_000
+    otlp_dir: str | Path, start: float, end: float, *, max_spans: int = 12_000
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], float]:
     """Trace and log requests of the demo's OTLP files in ``[start, end]``, thinned to fit.
 
@@ -336,7 +336,7 @@ def write_bundle(
     out: Path,
     name: str,
     description: str,
-    max_spans: int = 40_000,
+    max_spans: int = 12_000,
     exclude_jobs: Sequence[str] = INFRA_JOBS,
 ) -> Path:
     """Write the demo's telemetry over ``[start, end]`` as a scenario bundle at ``out``.
