@@ -177,6 +177,7 @@ def test_a_live_recording(tmp_path: Path, alertmanager_server: lab.Server) -> No
     assert metrics.types["shop_request_duration_seconds"] == "histogram"
     assert metrics.types["shop_payload_bytes"] == "summary"
     assert metrics.types["shop_queue_depth"] == "gauge"
+    assert metrics.types["up"] == "gauge", "Prometheus' own scrape series"
     assert metrics.help["shop_requests"] == "Requests served"
     names = set(metrics.names)
     assert {"shop_requests_total", "shop_request_duration_seconds_bucket", "up"} <= names
