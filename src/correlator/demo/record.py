@@ -170,10 +170,19 @@ def read_metrics(
             client.close()
 
 
+#: Series Prometheus adds to every scrape (no target exposes them): gauges.
+SCRAPE_SERIES = (
+    "up", "scrape_duration_seconds", "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling", "scrape_series_added",
+)  # fmt: skip
+
+
 def _family_of(
     name: str, meta: Mapping[str, Mapping[str, str]], bases: set[str]
 ) -> tuple[str, str]:
     """``(family, type)`` of a sample name, from Prometheus' metadata or the name's shape."""
+    if name in SCRAPE_SERIES:
+        return name, "gauge"
     kind = meta.get(name, {}).get("type")
     if kind == "counter":
         # OpenMetrics counters are ``<family>_total``; a counter without it stays untyped.
