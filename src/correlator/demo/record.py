@@ -671,6 +671,26 @@ def load_plan(path: Path) -> list[dict[str, Any]]:
     return data
 
 
+@contextlib.contextmanager
+def _interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM (``kill``, a CI timeout) as Ctrl-C: the recording clears its fault on the way out."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _command() -> Any:
     import click
 
@@ -716,7 +736,8 @@ def _command() -> Any:
             if kind or service or (plan is not None and all_):
                 raise UserInputError("give either KIND --service S, or --plan FILE, or --all")
             steps = load_plan(plan) if plan is not None else all_plan(state)
-            written, failed = record_plan(sdir, steps, out_dir=out, say=click.echo, **options)
+            with _interrupt_on_sigterm():
+                written, failed = record_plan(sdir, steps, out_dir=out, say=click.echo, **options)
             click.echo(f"recorded {len(written)} of {len(steps)} incidents into {out}")
             if failed:
                 raise RecordError(f"{len(failed)} recordings failed:\n  " + "\n  ".join(failed))
@@ -735,17 +756,18 @@ def _command() -> Any:
                 parsed[key] = float(value)
             except ValueError:
                 parsed[key] = value
-        path = record_incident(
-            sdir,
-            kind,
-            service,
-            instance=instance,
-            params=parsed,
-            out_dir=out,
-            name=name,
-            say=click.echo,
-            **options,
-        )
+        with _interrupt_on_sigterm():
+            path = record_incident(
+                sdir,
+                kind,
+                service,
+                instance=instance,
+                params=parsed,
+                out_dir=out,
+                name=name,
+                say=click.echo,
+                **options,
+            )
         click.echo(f"wrote {path}")
 
     return record
