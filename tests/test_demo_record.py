@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -170,6 +171,9 @@ def test_a_live_recording(tmp_path: Path, alertmanager_server: lab.Server) -> No
         "logs.otlp.jsonl.gz", "metrics.om.gz", "scenario.json", "traces.otlp.jsonl.gz",
     ]  # fmt: skip
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "no staging left"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask, "not private like a temporary folder"
     bundle = read_bundle(out)
     metrics = bundle.metrics
     # Families typed from what Prometheus learned from the target, help kept.
