@@ -261,3 +261,21 @@ def test_a_plan_file_is_checked(tmp_path: Path) -> None:
     assert {s["kind"] for s in steps} == set(fault_kinds())
     assert all(len([s for s in steps if s["kind"] == k]) == 3 for k in fault_kinds())
     assert {s["service"] for s in steps} == set(services), "every service gets a fault"
+
+
+# --------------------------------------------------------------------------- the recorded library
+
+DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
+
+
+@pytest.mark.parametrize("bundle", sorted(DEMO.glob("demo-*")), ids=lambda p: p.name)
+def test_recorded_demo_bundles_are_valid(bundle: Path) -> None:
+    from correlator.bundle import validate_bundle
+
+    assert validate_bundle(bundle) == []
+    read = read_bundle(bundle)
+    truth = read.truth or {}
+    assert {"service", "cause", "start", "kind"} <= set(truth)
+    assert read.window[0] < parse_time(truth["start"]) < read.window[1]
+    assert not read.spans.empty and read.metrics.sample_count > 0
+    assert read.alerts[0].starts_at >= parse_time(truth["start"]), "fired after the fault"
