@@ -60,9 +60,12 @@ __all__ = [
     "LOOKBACK",
     "BundleBackend",
     "BundleSettings",
+    "count_logs",
     "default_library",
     "evaluate_spec",
     "name_filter",
+    "sample_logs",
+    "sample_spans",
 ]
 
 #: Prometheus' instant-vector lookback (``--query.lookback-delta``), seconds.
@@ -684,6 +687,118 @@ def _evenly(total: int, keep: int) -> Int64s:
     return picked
 
 
+# --------------------------------------------------------------------------- sampling
+# Shared with every adapter that holds span and log rows in memory (bundles, OTLP files).
+
+
+def sample_logs(
+    df: pd.DataFrame,
+    window: Window,
+    services: Sequence[str] | None = None,
+    min_severity: int = 13,
+    limit: int = 5000,
+) -> pd.DataFrame:
+    """Log rows at or above ``min_severity`` over the baseline and the window, oldest first.
+
+    Over ``limit``, each period (baseline, window) keeps an evenly spaced
+    share of its records (half the limit each; what one leaves unused the
+    other may take), chosen without regard to content so detectors compare
+    like with like; ``attrs["warnings"]`` says what was left out.
+    """
+    mask = (df["ts"] >= window.baseline_start) & (df["ts"] <= window.end)
+    mask &= df["severity"] >= min_severity
+    if services is not None:
+        mask &= df["service"].isin(list(services))
+    out = df[mask].sort_values("ts", kind="stable")
+    before = out["ts"].to_numpy() < window.start
+    n_base, n_win = int(before.sum()), int((~before).sum())
+    keep_win = min(n_win, max(limit - n_base, (limit + 1) // 2))
+    keep_base = min(n_base, limit - keep_win)
+    picked = np.concatenate(
+        [
+            np.flatnonzero(before)[_evenly(n_base, keep_base)],
+            np.flatnonzero(~before)[_evenly(n_win, keep_win)],
+        ]
+    )
+    result = out.iloc[np.sort(picked)].reset_index(drop=True)
+    warnings = [
+        f"logs: {kept} of {total} records {where} kept (limit {limit}), evenly spaced in time"
+        for kept, total, where in (
+            (keep_base, n_base, "before the window"),
+            (keep_win, n_win, "in the window"),
+        )
+        if kept < total
+    ]
+    if warnings:
+        result.attrs["warnings"] = warnings
+    return result
+
+
+def count_logs(
+    df: pd.DataFrame, window: Window, step: float, services: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Log rows of every severity per ``step``-second bucket, service and severity."""
+    mask = (df["ts"] >= window.baseline_start) & (df["ts"] <= window.end)
+    if services is not None:
+        mask &= df["service"].isin(list(services))
+    part = df[mask]
+    step = max(float(step), 1.0)
+    bucket = (
+        window.baseline_start
+        + ((part["ts"].to_numpy(dtype=np.float64) - window.baseline_start) // step) * step
+    )
+    counts = (
+        pd.DataFrame(
+            {
+                "ts": bucket,
+                "service": part["service"].to_numpy(),
+                "severity": part["severity"].to_numpy(dtype=np.int64),
+            }
+        )
+        .groupby(["ts", "service", "severity"], sort=True)
+        .size()
+        .rename("count")
+        .reset_index()
+    )
+    counts["count"] = counts["count"].astype(np.float64)
+    return counts[["ts", "service", "severity", "count"]]
+
+
+def sample_spans(
+    df: pd.DataFrame, window: Window, services: Sequence[str] | None = None, limit: int = 200
+) -> pd.DataFrame:
+    """Span rows of traces over the baseline and the window, at most ``limit`` traces per period.
+
+    A trace belongs to the period its first span starts in. Over ``limit``,
+    a period keeps evenly spaced traces (in start order), never the failing
+    or slow ones first: both periods are sampled alike, so error shares
+    and latency quantiles compare like with like.
+    """
+    if df.empty:
+        return empty_frame(SPAN_COLUMNS)
+    inside = df[(df["start"] >= window.baseline_start) & (df["start"] <= window.end)]
+    if services is not None:
+        inside = inside[inside["service"].isin(list(services))]
+    if inside.empty:
+        return empty_frame(SPAN_COLUMNS)
+    chosen = df[df["trace_id"].isin(inside["trace_id"].unique())]
+    first = chosen.groupby("trace_id", sort=False)["start"].min().sort_values(kind="stable")
+    before = first.to_numpy() < window.start
+    keep: list[Any] = []
+    for part in (before, ~before):
+        ids = first.index[part]
+        keep.extend(ids[_evenly(len(ids), limit)].tolist())
+    out = df[df["trace_id"].isin(keep)]
+    result = out.sort_values(["trace_id", "start"], kind="stable").reset_index(drop=True)
+    dropped = len(first) - len(keep)
+    if dropped:
+        result.attrs["warnings"] = [
+            f"traces: {len(keep)} of {len(first)} traces kept (limit {limit} per period), "
+            "evenly spaced in time"
+        ]
+    return result
+
+
 class BundleBackend:
     """Alerts, metrics, logs, traces and topology from scenario bundles on disk.
 
@@ -868,69 +983,15 @@ class BundleBackend:
     ) -> pd.DataFrame:
         """Records at or above ``min_severity`` over the baseline and the window, oldest first.
 
-        Over ``limit``, each period (baseline, window) keeps an evenly spaced
-        share of its records (half the limit each; what one leaves unused the
-        other may take), chosen without regard to content so detectors compare
-        like with like; ``attrs["warnings"]`` says what was left out.
+        Over ``limit``, each period keeps an evenly spaced share (:func:`sample_logs`).
         """
-        df = self._bundle(window).logs
-        mask = (df["ts"] >= window.baseline_start) & (df["ts"] <= window.end)
-        mask &= df["severity"] >= min_severity
-        if services is not None:
-            mask &= df["service"].isin(list(services))
-        out = df[mask].sort_values("ts", kind="stable")
-        before = out["ts"].to_numpy() < window.start
-        n_base, n_win = int(before.sum()), int((~before).sum())
-        keep_win = min(n_win, max(limit - n_base, (limit + 1) // 2))
-        keep_base = min(n_base, limit - keep_win)
-        picked = np.concatenate(
-            [
-                np.flatnonzero(before)[_evenly(n_base, keep_base)],
-                np.flatnonzero(~before)[_evenly(n_win, keep_win)],
-            ]
-        )
-        result = out.iloc[np.sort(picked)].reset_index(drop=True)
-        warnings = [
-            f"logs: {kept} of {total} records {where} kept (limit {limit}), evenly spaced in time"
-            for kept, total, where in (
-                (keep_base, n_base, "before the window"),
-                (keep_win, n_win, "in the window"),
-            )
-            if kept < total
-        ]
-        if warnings:
-            result.attrs["warnings"] = warnings
-        return result
+        return sample_logs(self._bundle(window).logs, window, services, min_severity, limit)
 
     def log_counts(
         self, window: Window, step: float, services: Sequence[str] | None = None
     ) -> pd.DataFrame:
         """Records of every severity per ``step``-second bucket, service and severity."""
-        df = self._bundle(window).logs
-        mask = (df["ts"] >= window.baseline_start) & (df["ts"] <= window.end)
-        if services is not None:
-            mask &= df["service"].isin(list(services))
-        part = df[mask]
-        step = max(float(step), 1.0)
-        bucket = (
-            window.baseline_start
-            + ((part["ts"].to_numpy(dtype=np.float64) - window.baseline_start) // step) * step
-        )
-        counts = (
-            pd.DataFrame(
-                {
-                    "ts": bucket,
-                    "service": part["service"].to_numpy(),
-                    "severity": part["severity"].to_numpy(dtype=np.int64),
-                }
-            )
-            .groupby(["ts", "service", "severity"], sort=True)
-            .size()
-            .rename("count")
-            .reset_index()
-        )
-        counts["count"] = counts["count"].astype(np.float64)
-        return counts[["ts", "service", "severity", "count"]]
+        return count_logs(self._bundle(window).logs, window, step, services)
 
     # ---- TraceSource
     def spans(
@@ -943,35 +1004,9 @@ class BundleBackend:
     ) -> pd.DataFrame:
         """Spans of traces over the baseline and the window, at most ``limit`` traces per period.
 
-        A trace belongs to the period its first span starts in. Over ``limit``,
-        a period keeps evenly spaced traces (in start order), never the failing
-        or slow ones first: both periods are sampled alike, so error shares
-        and latency quantiles compare like with like.
+        Over ``limit``, a period keeps evenly spaced traces (:func:`sample_spans`).
         """
-        df = self._bundle(window).spans
-        if df.empty:
-            return empty_frame(SPAN_COLUMNS)
-        inside = df[(df["start"] >= window.baseline_start) & (df["start"] <= window.end)]
-        if services is not None:
-            inside = inside[inside["service"].isin(list(services))]
-        if inside.empty:
-            return empty_frame(SPAN_COLUMNS)
-        chosen = df[df["trace_id"].isin(inside["trace_id"].unique())]
-        first = chosen.groupby("trace_id", sort=False)["start"].min().sort_values(kind="stable")
-        before = first.to_numpy() < window.start
-        keep: list[Any] = []
-        for part in (before, ~before):
-            ids = first.index[part]
-            keep.extend(ids[_evenly(len(ids), limit)].tolist())
-        out = df[df["trace_id"].isin(keep)]
-        result = out.sort_values(["trace_id", "start"], kind="stable").reset_index(drop=True)
-        dropped = len(first) - len(keep)
-        if dropped:
-            result.attrs["warnings"] = [
-                f"traces: {len(keep)} of {len(first)} traces kept (limit {limit} per period), "
-                "evenly spaced in time"
-            ]
-        return result
+        return sample_spans(self._bundle(window).spans, window, services, limit)
 
     # ---- TopologySource
     def edges(

@@ -24,7 +24,7 @@ die() {
 
 case "${1:-}" in
   "") TARGET=(.) ;;
-  --dev) TARGET=(-e '.[dev]') ;;
+  --dev) TARGET=(-e '.[dev,demo]') ;;
   *) die "unknown option '$1'; use no option, or --dev for the test and lint tools" ;;
 esac
 

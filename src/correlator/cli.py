@@ -206,6 +206,7 @@ _LazyGroup.lazy = {
     "scenarios": ("correlator.generator.cli", "scenarios"),
     "lab": ("correlator.lab", "lab"),
     "serve": ("correlator.service.cli", "serve"),
+    "demo": ("correlator.demo.cli", "demo"),
 }
 
 

@@ -249,8 +249,11 @@ def prometheus(
     port: int | None = None,
     timeout: float = 60.0,
     die_with_parent: bool = False,
+    config: str | None = None,
 ) -> Iterator[Server]:
     """A Prometheus on 127.0.0.1 serving ``metrics`` (a bundle folder or an ``.om[.gz]`` file).
+
+    ``config``: the ``prometheus.yml`` text (default: no scrape jobs).
 
     ``die_with_parent``: the kernel stops the server if this process dies
     without stopping it (Linux; only when called from the main thread).
@@ -261,13 +264,13 @@ def prometheus(
         tsdb.mkdir(exist_ok=True)
         if metrics is not None:
             backfill_tsdb(bundle_metrics_file(metrics), tsdb)
-        config = work / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+        config_file = work / "prometheus.yml"
+        config_file.write_text(config or "global:\n  scrape_interval: 15s\nscrape_configs: []\n")
         port = port or _free_port()
         url = f"http://127.0.0.1:{port}"
         argv = [
             PROMETHEUS_BIN,
-            f"--config.file={config}",
+            f"--config.file={config_file}",
             f"--storage.tsdb.path={tsdb}",
             "--storage.tsdb.retention.time=100y",
             f"--web.listen-address=127.0.0.1:{port}",
