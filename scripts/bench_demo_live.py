@@ -9,7 +9,9 @@ the baseline). Then, one at a time, it injects each fault kind of
 alert that Alertmanager holds (at most ``--timeout`` seconds), then for
 `correlator serve`'s investigation of it, records the time from the flag to
 the alert and to the stored report and the report's top three findings,
-clears the fault, and waits for the alerts to resolve before the next one.
+clears the fault, and waits for the alerts to resolve and ``--gap`` seconds
+after the clear before the next one (an investigation looks 5 minutes back
+from its alert: a shorter gap shows it the previous fault).
 ``demo down`` ends it.
 
 Writes the ``## Live demo`` section of BENCHMARKS.md (``--no-write`` to skip).
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,6 +103,7 @@ def _one(
             row["top"] = [(f["service"], f["cause"], f["confidence"]) for f in found]
     time.sleep(10)
     faults.clear(sdir)
+    row["cleared"] = time.time()
     deadline = time.time() + 300
     while _alerts(state) and time.time() < deadline:
         time.sleep(5)
@@ -110,9 +114,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--baseline", type=float, default=150.0)
     ap.add_argument("--timeout", type=float, default=240.0)
+    ap.add_argument(
+        "--gap", type=float, default=250.0, help="seconds from a clear to the next fault"
+    )
     ap.add_argument("--plan", default=PLAN, help="kind:service,... (default: every kind once)")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the demo is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     plan = [tuple(p.split(":", 1)) for p in args.plan.split(",") if p]
     with tempfile.TemporaryDirectory(prefix="correlator-bench-demo-") as tmp:
         sdir = Path(tmp) / "demo"
@@ -128,8 +137,11 @@ def main() -> int:
             cores = (u1["cpu_seconds"] - u0["cpu_seconds"]) / (c1 - c0)
             rate = _prom_rate(state)
             rows = []
+            cleared = 0.0
             for kind, service in plan:
+                time.sleep(max(0.0, cleared + args.gap - time.time()))
                 row = _one(state, sdir, kind, service, args.timeout)
+                cleared = row.pop("cleared")
                 print(json.dumps(row), flush=True)
                 rows.append(row)
             peak = usage(json.loads((sdir / "state.json").read_text())["pids"])
