@@ -67,10 +67,14 @@ def _serve(state: dict[str, Any], path: str, **params: str) -> Any:
     return r.json()
 
 
-def _report(state: dict[str, Any], fingerprint: str, timeout: float) -> dict[str, Any] | None:
+def _report(state: dict[str, Any], alert: dict[str, Any], timeout: float) -> dict[str, Any] | None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        found = _serve(state, "/api/v1/investigations", fingerprint=fingerprint, status="done")
+        # The same alert may have fired for an earlier fault: this occurrence only.
+        found = _serve(
+            state, "/api/v1/investigations", fingerprint=alert["fingerprint"],
+            since=alert["startsAt"], status="done",
+        )  # fmt: skip
         if found["investigations"]:
             inv_id = found["investigations"][0]["id"]
             return dict(_serve(state, f"/api/v1/investigations/{inv_id}"))
@@ -96,7 +100,7 @@ def _one(
     else:
         row["alert"] = f"{first['labels']['alertname']} ({first['labels'].get('service', '?')})"
         row["alert_s"] = time.time() - t0
-        report = _report(state, first["fingerprint"], 120)
+        report = _report(state, first, 120)
         if report is not None:
             row["report_s"] = time.time() - t0
             found = report["investigation"]["findings"][:3]
@@ -119,6 +123,11 @@ def main() -> int:
     )
     ap.add_argument("--plan", default=PLAN, help="kind:service,... (default: every kind once)")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument(
+        "--rows", type=Path, default=None,
+        help="append each fault's row (JSON) to this file and report every row in it, "
+        "so runs of parts of the plan add up",
+    )  # fmt: skip
     args = ap.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the demo is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -144,9 +153,14 @@ def main() -> int:
                 cleared = row.pop("cleared")
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+                if args.rows is not None:
+                    with args.rows.open("a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(row) + "\n")
             peak = usage(json.loads((sdir / "state.json").read_text())["pids"])
         finally:
             _demo("down", sdir=sdir)
+    if args.rows is not None:
+        rows = [json.loads(x) for x in args.rows.read_text().splitlines() if x.strip()]
     lines = [
         f"`correlator demo up`: ready in {up_s:.0f} s; {u1['processes']:.0f} processes "
         f"(11 service processes, supervisor, load generator, PostgreSQL and its backends, "
