@@ -9,7 +9,9 @@ the baseline). Then, one at a time, it injects each fault kind of
 alert that Alertmanager holds (at most ``--timeout`` seconds), then for
 `correlator serve`'s investigation of it, records the time from the flag to
 the alert and to the stored report and the report's top three findings,
-clears the fault, and waits for the alerts to resolve before the next one.
+clears the fault, and waits for the alerts to resolve and ``--gap`` seconds
+after the clear before the next one (an investigation looks 5 minutes back
+from its alert: a shorter gap shows it the previous fault).
 ``demo down`` ends it.
 
 Writes the ``## Live demo`` section of BENCHMARKS.md (``--no-write`` to skip).
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,10 +67,14 @@ def _serve(state: dict[str, Any], path: str, **params: str) -> Any:
     return r.json()
 
 
-def _report(state: dict[str, Any], fingerprint: str, timeout: float) -> dict[str, Any] | None:
+def _report(state: dict[str, Any], alert: dict[str, Any], timeout: float) -> dict[str, Any] | None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        found = _serve(state, "/api/v1/investigations", fingerprint=fingerprint, status="done")
+        # The same alert may have fired for an earlier fault: this occurrence only.
+        found = _serve(
+            state, "/api/v1/investigations", fingerprint=alert["fingerprint"],
+            since=alert["startsAt"], status="done",
+        )  # fmt: skip
         if found["investigations"]:
             inv_id = found["investigations"][0]["id"]
             return dict(_serve(state, f"/api/v1/investigations/{inv_id}"))
@@ -93,13 +100,14 @@ def _one(
     else:
         row["alert"] = f"{first['labels']['alertname']} ({first['labels'].get('service', '?')})"
         row["alert_s"] = time.time() - t0
-        report = _report(state, first["fingerprint"], 120)
+        report = _report(state, first, 120)
         if report is not None:
             row["report_s"] = time.time() - t0
             found = report["investigation"]["findings"][:3]
             row["top"] = [(f["service"], f["cause"], f["confidence"]) for f in found]
     time.sleep(10)
     faults.clear(sdir)
+    row["cleared"] = time.time()
     deadline = time.time() + 300
     while _alerts(state) and time.time() < deadline:
         time.sleep(5)
@@ -110,9 +118,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--baseline", type=float, default=150.0)
     ap.add_argument("--timeout", type=float, default=240.0)
+    ap.add_argument(
+        "--gap", type=float, default=250.0, help="seconds from a clear to the next fault"
+    )
     ap.add_argument("--plan", default=PLAN, help="kind:service,... (default: every kind once)")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument(
+        "--rows", type=Path, default=None,
+        help="append each fault's row (JSON) to this file and report every row in it, "
+        "so runs of parts of the plan add up",
+    )  # fmt: skip
     args = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the demo is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     plan = [tuple(p.split(":", 1)) for p in args.plan.split(",") if p]
     with tempfile.TemporaryDirectory(prefix="correlator-bench-demo-") as tmp:
         sdir = Path(tmp) / "demo"
@@ -128,13 +146,21 @@ def main() -> int:
             cores = (u1["cpu_seconds"] - u0["cpu_seconds"]) / (c1 - c0)
             rate = _prom_rate(state)
             rows = []
+            cleared = 0.0
             for kind, service in plan:
+                time.sleep(max(0.0, cleared + args.gap - time.time()))
                 row = _one(state, sdir, kind, service, args.timeout)
+                cleared = row.pop("cleared")
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+                if args.rows is not None:
+                    with args.rows.open("a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(row) + "\n")
             peak = usage(json.loads((sdir / "state.json").read_text())["pids"])
         finally:
             _demo("down", sdir=sdir)
+    if args.rows is not None:
+        rows = [json.loads(x) for x in args.rows.read_text().splitlines() if x.strip()]
     lines = [
         f"`correlator demo up`: ready in {up_s:.0f} s; {u1['processes']:.0f} processes "
         f"(11 service processes, supervisor, load generator, PostgreSQL and its backends, "

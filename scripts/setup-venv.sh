@@ -2,7 +2,8 @@
 # Create a virtual environment in the checkout (.venv) and install correlator into it.
 #
 #   ./scripts/setup-venv.sh          correlator and its dependencies (then: .venv/bin/correlator)
-#   ./scripts/setup-venv.sh --dev    editable, with the test and lint tools (.[dev])
+#   ./scripts/setup-venv.sh --dev    editable, with the test and lint tools and the live demo's
+#                                    web frameworks and instrumentation (.[dev,demo])
 #
 # Nothing outside the checkout changes: no sudo, no apt, no system pip. Debian's and
 # Ubuntu's python3 refuse `pip install` outside a virtual environment (PEP 668), and

@@ -365,3 +365,16 @@ def test_rules_and_scrape_config_pass_promtool(tmp_path: Path) -> None:
     text = config.read_text()
     assert "pod: recommendation-1" in text and "version: '1.4.0'" in text
     assert "scrape_interval: 5s" in text
+
+
+def test_missing_servers_name_their_debian_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from correlator.cli import main
+    from correlator.demo import stack
+
+    monkeypatch.setattr(stack, "ALERTMANAGER_BIN", str(tmp_path / "no-alertmanager"))
+    code = main(["demo", "up", "--state-dir", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert code == 1 and "apt-get install -y prometheus-alertmanager" in err, err
+    assert "Traceback" not in err and not (tmp_path / "d" / "state.json").exists()

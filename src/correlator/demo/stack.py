@@ -42,7 +42,7 @@ import httpx
 
 from correlator.demo.faults import SUPERVISED, active_faults
 from correlator.demo.shop import SERVICES
-from correlator.demo.state import DemoError, pid_start, read_state, write_json_atomic
+from correlator.demo.state import DemoError, pid_start, write_json_atomic
 from correlator.lab import (
     ALERTMANAGER_BIN,
     PROMETHEUS_BIN,
@@ -461,10 +461,6 @@ class Supervisor:
         pids = [os.getpid(), *(p.pid for p in self.procs.values() if p.poll() is None)]
         self.state["pids"] = pids
         self.state["pid_starts"] = {str(p): pid_start(p) for p in pids}
-        # Keep what other writers (none today) and earlier acknowledgements put there.
-        old = read_state(self.state_dir) or {}
-        applied = {**(old.get("applied") or {}), **(self.state.get("applied") or {})}
-        self.state["applied"] = applied
         write_json_atomic(self.state_dir / "state.json", self.state)
 
     # --- run ------------------------------------------------------------------------
