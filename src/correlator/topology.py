@@ -341,8 +341,8 @@ def _timely_rises(anomalies: pd.DataFrame, lag: float) -> pd.DataFrame:
     up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
     # Symptoms of some weight: a faint wobble of a few sampled spans before a surge does
     # not make the surge callers retrying.
-    sym = a[a["role"].isin(SYMPTOM_ROLES) & (a["score"].astype(float) >= MATERIAL)]
-    sym = sym.groupby("service")["onset"].min()
+    weighty = a[a["role"].isin(SYMPTOM_ROLES) & (a["score"].astype(float) >= MATERIAL)]
+    sym = weighty.groupby("service")["onset"].min()
     first = up["service"].map(sym).astype(float).fillna(np.inf)
     return up[up["onset"].astype(float) <= first + lag]
 
