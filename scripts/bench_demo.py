@@ -33,7 +33,6 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_real import Case, _as_k, _rel, _row, ece, run_one  # noqa: E402
+from bench_real import Case, _as_k, _rel, _row, ece, run_folder  # noqa: E402
 
 DEFAULT = ROOT / "fixtures" / "demo"
 SECTION = "Demo incidents (live recordings)"
@@ -213,28 +212,14 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     ap.add_argument("--speed-mb", type=int, default=1000, help="size of the adapter's test file")
     args = ap.parse_args()
-    from correlator.bundle import find_bundles
-    from correlator.errors import CorrelatorError
-
-    try:
-        paths = find_bundles(args.folder) if args.folder.exists() else []
-    except CorrelatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    ran = run_folder(
+        args.folder,
+        args.jobs,
+        "record some with `correlator demo up` then `correlator demo record KIND --service S`",
+    )
+    if ran is None:
         return 2
-    if not paths:
-        print(
-            f"error: no bundles in {args.folder}; record some with "
-            "`correlator demo up` then `correlator demo record KIND --service S`",
-            file=sys.stderr,
-        )
-        return 2
-    t0 = time.time()
-    if args.jobs > 1:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            cases = list(pool.map(run_one, paths))
-    else:
-        cases = [run_one(p) for p in paths]
-    seconds = time.time() - t0
+    paths, cases, seconds = ran
     kinds = {p.name: _kind(p) for p in paths}
     sizes = {p.name: _size(p) for p in paths}
     if args.verbose:

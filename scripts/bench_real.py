@@ -269,6 +269,32 @@ def _row(c: Case) -> str:
     )
 
 
+def run_folder(
+    folder: Path, jobs: int, hint: str, only: str = ""
+) -> tuple[list[Path], list[Case], float] | None:
+    """Every bundle under ``folder`` (names containing ``only``) through :func:`run_one`:
+    the paths, their cases and the wall seconds it took; ``None`` (after saying why, with ``hint``) when there
+    are none or the folder cannot be read."""
+    from correlator.bundle import find_bundles
+    from correlator.errors import CorrelatorError
+
+    try:
+        paths = [p for p in find_bundles(folder) if only in p.name] if folder.exists() else []
+    except CorrelatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    if not paths:
+        print(f"error: no bundles in {folder}; {hint}", file=sys.stderr)
+        return None
+    t0 = time.time()
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            cases = list(pool.map(run_one, paths))
+    else:
+        cases = [run_one(p) for p in paths]
+    return paths, cases, time.time() - t0
+
+
 def main() -> int:
     """Run every bundle, print the figures, write the section."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -278,28 +304,13 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     ap.add_argument("--only", default="", help="only bundles whose name contains this")
     args = ap.parse_args()
-    from correlator.bundle import find_bundles
-    from correlator.errors import CorrelatorError
-
-    try:
-        paths = [p for p in find_bundles(args.folder) if args.only in p.name]
-    except CorrelatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    ran = run_folder(
+        args.folder, args.jobs, "write them with `python scripts/petshop.py <dataset checkout>`",
+        only=args.only,
+    )  # fmt: skip
+    if ran is None:
         return 2
-    if not paths:
-        print(
-            f"error: no bundles in {args.folder}; write them with "
-            "`python scripts/petshop.py <dataset checkout>`",
-            file=sys.stderr,
-        )
-        return 2
-    t0 = time.time()
-    if args.jobs > 1:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            cases = list(pool.map(run_one, paths))
-    else:
-        cases = [run_one(p) for p in paths]
-    seconds = time.time() - t0
+    _, cases, seconds = ran
     if args.verbose:
         for c in cases:
             print(_row(c))
