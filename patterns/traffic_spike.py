@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from correlator.model import Evidence
 from correlator.pattern import BasePattern, PatternContext, PatternResult
@@ -48,7 +49,15 @@ class TrafficSpikePattern(BasePattern):
         up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
         if up.empty:
             return self.no_match("no request rate rose above its baseline")
-        base = up["baseline"].astype(float).clip(lower=1e-9)
+        # Against the busiest the baseline ran, not its median: traffic that swings (a
+        # daily shape, a short baseline on the rise) is not a spike until it leaves that.
+        base = pd.Series(
+            [
+                _baseline_high(ctx, str(r["service"]), float(r["onset"]), float(r["baseline"]))
+                for r in up.to_dict("records")
+            ],
+            index=up.index,
+        ).clip(lower=1e-9)
         up = up.assign(ratio=up["peak"].astype(float) / base)
         up = up[up["ratio"] >= config.min_ratio]
         if up.empty:
@@ -61,6 +70,14 @@ class TrafficSpikePattern(BasePattern):
         if up.empty:
             return self.no_match("request rates rose only with errors or from callers retrying")
         first = float(up["onset"].min())
+        ratio = dict(zip(up["service"].astype(str), up["ratio"].astype(float), strict=True))
+        extra = dict(
+            zip(
+                up["service"].astype(str),
+                up["peak"].astype(float) - up["baseline"].astype(float),
+                strict=True,
+            )
+        )
         findings = []
         for row in up.sort_values("onset").to_dict("records"):
             svc = str(row["service"])
@@ -69,8 +86,16 @@ class TrafficSpikePattern(BasePattern):
                 # More requests but no more successful ones: retries or rejected junk.
                 continue
             callers = list(ctx.graph.predecessors(svc)) if svc in ctx.graph else []
-            callers_up = [c for c in callers if c in set(up["service"])]
-            entry = 1.0 if not callers else (0.3 if not callers_up else 0.0)
+            callers_up = [c for c in callers if c in ratio]
+            # Callers that only passed on extra traffic aimed at this service: the surge
+            # entered there but was meant for this one, which counts as its entry point.
+            aimed = [c for c in callers_up if svc in _passes_on(ctx, c, ratio, extra)]
+            if aimed and len(aimed) == len(callers_up):
+                entry = 1.0
+            else:
+                entry = 1.0 if not callers else (0.3 if not callers_up else 0.0)
+            if _passes_on(ctx, svc, ratio, extra):
+                entry = 0.0  # it forwarded a surge aimed at a callee
             size = min(1.0, (row["ratio"] - 1.0) / max(config.full_ratio - 1.0, 1e-6))
             early = float(np.exp(-(float(row["onset"]) - first) / 120.0))
             downstream = (
@@ -119,6 +144,35 @@ class TrafficSpikePattern(BasePattern):
                 )
             )
         return self.found(findings)
+
+
+def _baseline_high(ctx: PatternContext, svc: str, onset: float, median: float) -> float:
+    """The 90th percentile of a request rate before its onset (its median if too short)."""
+    req = ctx.series("request_rate", svc)
+    base = req[(req.index >= ctx.window.baseline_start) & (req.index < onset)].dropna()
+    if len(base) < 5:
+        return median
+    return max(float(np.percentile(base.to_numpy(dtype=float), 90)), median)
+
+
+def _passes_on(
+    ctx: PatternContext, svc: str, ratio: dict[str, float], extra: dict[str, float]
+) -> set[str]:
+    """The callees a surge through ``svc`` was aimed at, if it was: extra traffic for one
+    route shows as one callee's rate rising at least twice as much (relatively) as
+    ``svc``'s, taking at least half its extra load, while most of its other callees kept
+    their usual rate. A surge of the whole entry point raises most callees alike."""
+    if svc not in ctx.graph or svc not in ratio:
+        return set()
+    callees = [d for d in ctx.graph.successors(svc) if d != svc]
+    risen = [d for d in callees if d in ratio]
+    if not callees or 2 * len(risen) > len(callees):
+        return set()
+    return {
+        d
+        for d in risen
+        if ratio[d] - 1.0 >= 2.0 * (ratio[svc] - 1.0) and extra[d] >= 0.5 * extra[svc]
+    }
 
 
 def _good_ratio(ctx: PatternContext, svc: str) -> float | None:

@@ -309,6 +309,47 @@ def test_a_request_rise_in_the_same_step_as_the_errors_is_demand() -> None:
     assert not retry.findings
 
 
+def test_a_surge_aimed_at_one_callee_is_blamed_on_that_callee() -> None:
+    # The load generator's surge on one route: the entry's rate rises 4x, the one callee
+    # behind that route 10x (taking all the extra), its other callee keeps its rate.
+    ctx = context(build("traffic_spike"))
+    rates = ctx.anomalies[ctx.anomalies["role"] == "request_rate"]
+    entry = rates[rates["service"] == "frontend"].assign(peak=200.0)
+    aimed = rates[rates["service"] == "checkout"].assign(peak=500.0)
+    res = run("traffic_spike", dataclasses.replace(ctx, anomalies=pd.concat([entry, aimed])))
+    scores = {f.service: f.score for f in res.findings}
+    assert scores["checkout"] > scores["frontend"]
+    # The whole entry point surging: most callees rise, some more than the entry itself
+    # (fan-out, retries): the entry keeps the blame.
+    both = pd.concat([entry, aimed, entry.assign(service="catalog", peak=480.0)])
+    res = run("traffic_spike", dataclasses.replace(ctx, anomalies=both))
+    scores = {f.service: f.score for f in res.findings}
+    assert scores["frontend"] > scores["checkout"]
+
+
+def test_traffic_within_its_baseline_swing_is_no_spike() -> None:
+    # A rate that rises to 1.6x its baseline median but no higher than the baseline itself
+    # already ran (a daily shape) is not a spike: the ratio is against the busy baseline.
+    ctx = context(build("traffic_spike"))
+    rates = ctx.anomalies[ctx.anomalies["role"] == "request_rate"]
+    fe = rates[rates["service"] == "frontend"]
+    series = ctx.series("request_rate", "frontend")
+    onset = float(fe["onset"].iloc[0])
+    busiest = float(series[series.index < onset].quantile(0.9))
+    median = float(series[series.index < onset].median())
+    assert busiest < 1.5 * median  # the synthetic baseline is calm
+    calm = dataclasses.replace(ctx, anomalies=fe.assign(peak=1.6 * median))
+    assert run("traffic_spike", calm).findings
+    loud = series.copy()
+    loud[(loud.index < onset) & (loud.index >= onset - 600)] = 1.2 * median
+    loud[(loud.index < onset - 600) & (loud.index >= onset - 900)] = 1.3 * median
+    busy = ctx.signals.copy()
+    sel = (busy["role"] == "request_rate") & (busy["service"] == "frontend")
+    busy.loc[sel, "value"] = loud.reindex(busy.loc[sel, "ts"].to_numpy()).to_numpy()
+    swung = dataclasses.replace(calm, signals=busy)
+    assert not run("traffic_spike", swung).findings
+
+
 def test_zone_most_affected_service_is_the_one_that_lost_most_pods() -> None:
     import pandas as pd
     from correlator.patterns.az_failure import _zone_services
