@@ -30,6 +30,7 @@ import pandas as pd
 
 __all__ = [
     "EARLIER_SPLITS",
+    "LOG_SPLITS",
     "MAX_SCORE",
     "MIN_EVENTS",
     "best_of_splits",
@@ -133,6 +134,9 @@ def bucket_matrix(
 #: that began earlier (a slow leak, a delay that took minutes to page) puts its first
 #: minutes in the "before" side, and a count test against it sees little.
 EARLIER_SPLITS = (300.0, 900.0)
+#: Log records are few and cheap to split again: also a minute or two back, for a fault
+#: that began shortly before the alert when the baseline (short) ends at the alert.
+LOG_SPLITS = (60.0, 120.0, *EARLIER_SPLITS)
 #: What choosing the best of the splits costs a row's strength (the largest of three
 #: correlated tests overstates each by about this much on the standard-normal scale).
 SPLIT_PENALTY = 0.5

@@ -33,7 +33,7 @@ from correlator.detector import DetectInput, DetectOutput, anomaly_frame
 from correlator.model import ANOMALY_COLUMNS, Gap, empty_frame, format_time
 
 from ._stats import (
-    EARLIER_SPLITS,
+    LOG_SPLITS,
     MIN_EVENTS,
     best_of_splits,
     bucket_matrix,
@@ -159,7 +159,7 @@ class LogDetector:
         start = max(first, window.baseline_start)
         splits = [split] + [
             split - back
-            for back in EARLIER_SPLITS
+            for back in LOG_SPLITS
             if split - back - start >= self.config.short_baseline
         ]
         found = [

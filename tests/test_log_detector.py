@@ -162,3 +162,20 @@ def test_counts_without_baseline_lines_do_not_make_every_template_new() -> None:
     rows, gaps = run(after, counts=counts)
     assert not (rows.role == "log_template").any()
     assert any("new message templates were not judged" in g.why for g in gaps)
+
+
+def test_errors_that_began_a_minute_before_a_short_baseline_ends() -> None:
+    """Six minutes of baseline ending at the alert, errors from a minute before it: the
+    detector splits a minute or two back too, so the errors are not half baseline."""
+    window = Window(start=T0 + 240, end=T0 + 540, baseline_start=T0)
+    base = logs(T0, T0 + 540, 540, 1, [*OLD[:2], ("payment", "charged {n} cents", 9)])
+    blame = logs(
+        T0 + 370, T0 + 540, 8, 3, [("checkout", "call to payment failed: charged {n}", 17)]
+    )
+    out = LogDetector().detect(
+        detect_input(window, T0 + 420, log_frame=pd.concat([base, blame]), log_counts=None)
+    )
+    rows = out.anomalies
+    errs = rows[(rows.service == "checkout") & (rows.role == "log_errors")]
+    assert len(errs) == 1 and errs.iloc[0].onset < T0 + 420
+    assert (rows.peer == "payment").any()

@@ -494,3 +494,17 @@ def test_a_faint_wobble_before_a_surge_does_not_make_the_surge_retries() -> None
     # Trouble of some weight first: then the rise is callers asking again.
     a.loc[a["role"] == "client_latency", "score"] = 40.0
     assert "gateway" not in demand_rises(a, lag=30.0).index
+
+
+def test_a_caller_own_trouble_does_not_explain_the_alerted_callee() -> None:
+    g = build_graph(chain())
+    # frontend's calls got slower first (a wobble of its own); search, which it calls,
+    # then began failing, and the alert is on search.
+    a = anomalies([("frontend", "latency", 100.0, 40.0), ("search", "error_ratio", 250.0, 20.0)])
+    assert root_scores(g, a, "frontend")[0].service == "frontend"
+    on_search = root_scores(g, a, "search")
+    assert on_search[0].service == "search"
+    # More demand from the caller still can explain it.
+    busy = pd.concat([a, anomalies([("frontend", "request_rate", 100.0, 40.0)])])
+    scores = {r.service: r.score for r in root_scores(g, busy, "search")}
+    assert scores["frontend"] > 0.5 * scores["search"]

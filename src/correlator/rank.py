@@ -17,6 +17,7 @@ from typing import Any
 from correlator.calibration import Calibration, load_calibration
 from correlator.model import Evidence, Finding
 from correlator.pattern import PatternContext
+from correlator.topology import UPSTREAM_OF_ALERT, upstream_only
 
 __all__ = ["UNKNOWN", "candidate_features", "rank"]
 
@@ -142,7 +143,16 @@ def rank(
     services can be reported even when no pattern explains them)."""
     unknown_roots = top_n if unknown_roots is None else unknown_roots
     cal = calibration or load_calibration()
-    cands = [f for f in findings if f.score > 0.0] + _unknown_findings(ctx, unknown_roots)
+    above = upstream_only(ctx.graph, ctx.alert.service)
+    # A caller's own trouble does not make the service it calls hurt; only more demand
+    # from it can (see topology.UPSTREAM_OF_ALERT).
+    cands = [
+        replace(f, score=f.score * UPSTREAM_OF_ALERT)
+        if f.service in above and f.cause != "traffic_spike"
+        else f
+        for f in findings
+        if f.score > 0.0
+    ] + _unknown_findings(ctx, unknown_roots)
     if not cands:
         return []
     feats = candidate_features(ctx, cands)

@@ -580,6 +580,18 @@ class RootScore:
     rank: int = 0
 
 
+#: What a root score keeps for a service upstream of the alerted one (it calls it, it is
+#: not called by it) that sent it no more demand: callers' own trouble does not flow down.
+UPSTREAM_OF_ALERT = 0.35
+
+
+def upstream_only(graph: nx.DiGraph, service: str | None) -> set[str]:
+    """Services that call ``service`` (transitively) and that it does not reach."""
+    if service is None or service not in graph:
+        return set()
+    return set(nx.ancestors(graph, service)) - set(nx.descendants(graph, service))
+
+
 def root_scores(
     graph: nx.DiGraph,
     anomalies: pd.DataFrame,
@@ -639,6 +651,9 @@ def root_scores(
 
     pr = _pagerank(graph, strength, alert_service)
     pr_max = max(pr.values()) if pr else 1.0
+    # Services that call the alerted one but that it does not reach: their own trouble
+    # (slowness, errors) cannot make the alerted service hurt; only more demand can.
+    above = upstream_only(graph, alert_service)
     out = []
     for svc in summ.index:
         o = onset[svc]
@@ -685,6 +700,8 @@ def root_scores(
             # that moved on its own schedule (no series to compare: neither). Where it sits
             # in the graph says nothing for a service whose trouble keeps its own time.
             score *= 0.2 + 0.8 * comove.get(str(svc), 0.5) ** 2
+        if svc in above and svc not in load:
+            score *= UPSTREAM_OF_ALERT
         out.append(
             RootScore(
                 service=str(svc),
