@@ -88,8 +88,12 @@ class NetworkDelayPattern(BasePattern):
         total = sum(weight.values())
         touched: dict[str, float] = {}
         count: dict[str, int] = {}
+        strongest: dict[str, float] = {}
         for pair, at in placed.items():
+            if weight[pair] <= 0.0:
+                continue  # its server was as slow by itself: nothing left for the network
             for node in pair:
+                strongest[node] = max(strongest.get(node, 0.0), weight[pair])
                 touched[node] = touched.get(node, 0.0) + weight[pair] * (1.0 if node == at else 0.9)
                 count[node] = count.get(node, 0) + 1
         findings = []
@@ -108,8 +112,8 @@ class NetworkDelayPattern(BasePattern):
             if served_slow or (rise <= 0 and slow.shape[0] == mine.shape[0]):
                 continue
             share = min(1.0, n / total) if total > 0 else 0.0
-            s = float(mine["score"].max())
-            score = share * s / (s + 8.0) * (1.0 - (own_rise / rise if rise > 0 else 0.0))
+            # As strong as its strongest call the servers do not explain.
+            score = share * strongest[svc] * (1.0 - (own_rise / rise if rise > 0 else 0.0))
             ev: list[Evidence] = ctx.anomalies_evidence(mine, 3)
             findings.append(
                 self.finding(

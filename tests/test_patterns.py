@@ -398,6 +398,32 @@ def test_network_delay_names_the_callee_whose_callers_all_see_slow_calls() -> No
     assert not [f for f in run("network_delay", ctx).findings if f.service == "db-proxy"]
 
 
+def test_network_delay_is_as_strong_as_the_calls_the_servers_do_not_explain() -> None:
+    """A slow server (inventory) slows its callers' calls and its callers' callers' calls:
+    all explained by the servers' own latency. Only a faint wobble of one call (checkout to
+    cart) is left for the network: the finding is as faint as that wobble, not as strong as
+    the explained calls that also touch checkout."""
+    from correlator.detector import anomaly_frame
+
+    def row(svc: str, role: str, peer: str, score: float, base: float, peak: float) -> dict:  # type: ignore[type-arg]
+        return {
+            "service": svc, "role": role, "peer": peer, "onset": 1000.0, "end": 1600.0,
+            "score": score, "direction": "up", "baseline": base, "peak": peak,
+        }  # fmt: skip
+
+    rows = [
+        row("inventory", "latency", "", 100.0, 0.009, 0.49),
+        row("checkout", "latency", "", 54.0, 0.047, 0.70),
+        row("checkout", "client_latency", "inventory", 32.0, 0.019, 0.49),
+        row("frontend", "client_latency", "checkout", 160.0, 0.048, 0.70),
+        row("checkout", "client_latency", "cart", 9.0, 0.005, 0.016),
+    ]
+    ctx = dataclasses.replace(context(build("deployment")), anomalies=anomaly_frame(rows))
+    found = {f.service: f.score for f in run("network_delay", ctx).findings}
+    assert found.get("checkout", 0.0) <= 0.55
+    assert "inventory" not in found
+
+
 def _log_row(svc: str, role: str, peer: str, onset: float, score: float) -> dict[str, Any]:
     return {
         "service": svc, "role": role, "peer": peer, "onset": onset, "end": onset + 600.0,
