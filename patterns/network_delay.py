@@ -71,12 +71,14 @@ class NetworkDelayPattern(BasePattern):
         )
         weight: dict[tuple[str, str], float] = {}
         placed: dict[tuple[str, str], str] = {}
+        raw: dict[tuple[str, str], float] = {}
         for r in calls.itertuples(index=False):
             svc, peer = str(r.service), str(r.peer)
             pair = (svc, peer) if str(r.role).startswith("client_") else (peer, svc)
             score_, peak, base = (float(v) for v in (r.score, r.peak, r.baseline))  # type: ignore[arg-type]
             w = score_ / (score_ + 8.0)
             rise = peak - base
+            raw[pair] = max(raw.get(pair, 0.0), w)
             callee_rise = float(server_rise.get(pair[1], 0.0))
             if str(r.role).endswith("latency") and rise > 0:
                 w *= min(1.0, max(0.0, 1.0 - callee_rise / rise))
@@ -93,12 +95,12 @@ class NetworkDelayPattern(BasePattern):
             if weight[pair] <= 0.0:
                 continue  # its server was as slow by itself: nothing left for the network
             for node in pair:
-                strongest[node] = max(strongest.get(node, 0.0), weight[pair])
+                strongest[node] = max(strongest.get(node, 0.0), raw[pair])
                 touched[node] = touched.get(node, 0.0) + weight[pair] * (1.0 if node == at else 0.9)
                 count[node] = count.get(node, 0) + 1
         findings = []
         for svc, n in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0])):
-            if count[svc] < 2 and len(placed) > 1:
+            if count[svc] < 2 and sum(w > 0.0 for w in weight.values()) > 1:
                 continue
             mine = calls[(calls["service"] == svc) | (calls["peer"] == svc)]
             slow = mine[~mine["role"].isin(("client_errors", "client_error_ratio"))]
@@ -112,7 +114,7 @@ class NetworkDelayPattern(BasePattern):
             if served_slow or (rise <= 0 and slow.shape[0] == mine.shape[0]):
                 continue
             share = min(1.0, n / total) if total > 0 else 0.0
-            # As strong as its strongest call the servers do not explain.
+            # As strong as its strongest call the servers do not fully explain.
             score = share * strongest[svc] * (1.0 - (own_rise / rise if rise > 0 else 0.0))
             ev: list[Evidence] = ctx.anomalies_evidence(mine, 3)
             findings.append(
