@@ -104,3 +104,55 @@ def test_a_single_error_in_a_quiet_hour_is_not_an_incident_but_a_burst_is() -> N
     frame = pd.concat([series("error_rate", "a", ts, one), series("error_rate", "b", ts, burst)])
     out = detect(frame, w, DetectConfig(rate_range=r))
     assert list(out["service"]) == ["b"]
+
+
+def _few_requests_case(rps: float, blip: bool) -> pd.DataFrame:
+    """A p95 latency sampled every 5 s (rates over 20 s) of a service serving ``rps``."""
+    ts = np.arange(T0, T0 + 900.0, 5.0)
+    rng = np.random.default_rng(11)
+    # Buckets a few requests apart: the quantile sits at 10 ms or 25 ms by turns.
+    lat = np.where(rng.random(ts.size) < 0.6, 0.0097, 0.024)
+    if blip:
+        # Two slow requests 15 s apart: each holds the quantile up for the 20 s it stays in
+        # the rate range, 35 s in all.
+        lat[(ts >= T0 + 500) & (ts < T0 + 535)] = 0.43
+    else:
+        # Calls three times as slow for five minutes.
+        lat[ts >= T0 + 600] *= 3.0
+    rate = np.full(ts.size, rps)
+    return pd.concat(
+        [series("latency", "checkout", ts, lat), series("request_rate", "checkout", ts, rate)]
+    )
+
+
+def test_a_quantile_of_few_requests_is_judged_by_how_many_it_is_of() -> None:
+    w = Window(start=T0 + 420, end=T0 + 900, baseline_start=T0)
+    cfg = DetectConfig(rate_range=20.0)
+
+    def latency(rps: float, blip: bool) -> pd.DataFrame:
+        out = detect(_few_requests_case(rps, blip), w, cfg, step=5.0)
+        return out[out["role"] == "latency"]
+
+    # Half a request per second: ten per range, whose p95 is about the slowest of them.
+    # Two slow requests are no change; calls three times as slow for minutes are.
+    assert latency(0.5, blip=True).empty
+    assert not latency(0.5, blip=False).empty
+    # At fifty requests per second, 35 s of a p95 at 0.43 s is a change too.
+    assert not latency(50.0, blip=True).empty
+
+
+def test_client_call_rates_size_the_client_latency_noise_and_are_not_judged() -> None:
+    ts = np.arange(T0, T0 + 900.0, 5.0)
+    w = Window(start=T0 + 420, end=T0 + 900, baseline_start=T0)
+    lat = np.full(ts.size, 0.0097)
+    lat[(ts >= T0 + 500) & (ts < T0 + 535)] = 0.43
+    calls = np.full(ts.size, 0.5)
+    calls[ts >= T0 + 600] = 5.0
+    frames = [
+        series("client_latency", "checkout", ts, lat, peer="inventory"),
+        series("client_rate", "checkout", ts, calls, peer="inventory"),
+    ]
+    out = detect(pd.concat(frames), w, DetectConfig(rate_range=20.0), step=5.0)
+    assert out.empty
+    out = detect(frames[0], w, DetectConfig(rate_range=20.0), step=5.0)
+    assert list(out["role"]) == ["client_latency"]

@@ -432,6 +432,11 @@ def _client_protocols() -> list[SignalSpec]:
                 source=source,
             )
         )
+        s.append(
+            SignalSpec(
+                "client_rate", f"{base}_count", "counter", dims={"peer": peer}, source=source
+            )
+        )
     # The service graph times each call on both sides: the client's is the caller's view
     # (a slow network or sidecar shows there, not in the server's).
     s.append(
@@ -459,6 +464,15 @@ def _client_protocols() -> list[SignalSpec]:
             "grpc_client_handled_total",
             "counter",
             matchers=(_m("grpc_code", "!~", "OK|"),),
+            dims={"peer": "grpc_service"},
+            source="grpc prometheus",
+        )
+    )
+    s.append(
+        SignalSpec(
+            "client_rate",
+            "grpc_client_handled_total",
+            "counter",
             dims={"peer": "grpc_service"},
             source="grpc prometheus",
         )

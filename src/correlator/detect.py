@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import typing
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -470,6 +470,17 @@ _CHUNK = 4096
 
 #: The request rate behind each failed-of-all ratio.
 _RATIO_DENOMINATORS = {"error_ratio": "request_rate", "edge_error_ratio": "edge_rate"}
+#: The request rate behind each latency quantile: how many requests it is a quantile of.
+_LATENCY_COUNTS = {
+    "latency": "request_rate",
+    "edge_latency": "edge_rate",
+    "client_latency": "client_rate",
+}
+#: Rates read only to size other series' noise, never judged themselves.
+_COUNT_ONLY = frozenset({"client_rate"})
+#: Requests per rate range under which a p95 is about the slowest request of the range:
+#: one slow request then holds it up for the whole range.
+_FEW_REQUESTS = 20.0
 
 
 def baseline_end(grid_start: float, window: Window, alert_at: float | None) -> float:
@@ -509,7 +520,7 @@ def detect(
     cfg = config or DetectConfig()
     if aggregated is None:
         data = (
-            signals[~signals["role"].isin(SKIP_ROLES - {"memory_limit"})]
+            signals[~signals["role"].isin(SKIP_ROLES - {"memory_limit", *_COUNT_ONLY})]
             if len(signals)
             else signals
         )
@@ -535,19 +546,30 @@ def detect(
     plain = np.array([r.split(":", 1)[0] for r in roles], dtype=object)
     units = np.array([_unit(str(r)) for r in roles], dtype=object)
     dirs = np.array([DIRECTIONS.get(str(r), 0) for r in plain])
-    noise = _Noise(units, _request_medians(keys, mat, base_cols), cfg.rate_range or 4.0 * st)
+    rate_range = cfg.rate_range or 4.0 * st
+    requests = _request_medians(keys, mat, base_cols, _count_medians(aggregated, grid, base_cols))
+    noise = _Noise(units, requests, rate_range)
+    # A latency quantile of a few requests per rate range: one slow request holds it up for
+    # the whole range, so its deviation must also outlast the range to be a change.
+    few = (units == "seconds") & (np.nan_to_num(requests, nan=np.inf) * rate_range < _FEW_REQUESTS)
     found: dict[int, list[dict[str, np.ndarray]]] = {1: [], -1: []}
     for lo in range(0, len(mat), _CHUNK):
         hi = min(lo + _CHUNK, len(mat))
-        parts = _judge(
-            mat[lo:hi], grid, base_cols, search_cols, noise.rows(lo, hi), dirs[lo:hi], cfg, st
-        )
-        parts = _rebase_short(
-            parts, mat[lo:hi], grid, window, search_cols, noise.rows(lo, hi), dirs[lo:hi], cfg, st
-        )
-        for sign, part in parts:
-            part["row"] += lo
-            found[sign].append(part)
+        for group, gcfg in (
+            (~few[lo:hi], cfg),
+            (few[lo:hi], replace(cfg, sustain_seconds=cfg.sustain_seconds + rate_range)),
+        ):
+            if not group.any():
+                continue
+            idx = lo + np.flatnonzero(group)
+            sub_noise = noise.rows_at(idx)
+            parts = _judge(mat[idx], grid, base_cols, search_cols, sub_noise, dirs[idx], gcfg, st)
+            parts = _rebase_short(
+                parts, mat[idx], grid, window, search_cols, sub_noise, dirs[idx], gcfg, st
+            )
+            for sign, part in parts:
+                part["row"] = idx[part["row"]]
+                found[sign].append(part)
     out = []
     for sign in (1, -1):
         if not found[sign]:
@@ -631,25 +653,52 @@ def _rebase_short(
     return out
 
 
-def _request_medians(keys: pd.DataFrame, mat: np.ndarray, base_cols: np.ndarray) -> np.ndarray:
-    """Per row, the baseline median of the request rate behind it (NaN for non-ratios):
-    ``request_rate`` for ``error_ratio``, ``edge_rate`` for ``edge_error_ratio``."""
+def _count_medians(
+    agg: pd.DataFrame, grid: np.ndarray, base_cols: np.ndarray
+) -> dict[tuple[str, str, str], float]:
+    """Baseline medians of the rates kept out of the matrix (:data:`_COUNT_ONLY`)."""
+    if not base_cols.any():
+        return {}
+    sub = agg[agg["role"].isin(_COUNT_ONLY)]
+    if sub.empty:
+        return {}
+    base = grid[base_cols]
+    ts = sub["ts"].to_numpy(dtype=float)
+    sub = sub[(ts >= base.min()) & (ts <= base.max())]
+    if sub.empty:
+        return {}
+    med = sub.groupby(["role", "service", "peer"], observed=True)["value"].median()
+    return {(str(r), str(s), str(p)): float(v) for (r, s, p), v in med.items()}
+
+
+def _request_medians(
+    keys: pd.DataFrame,
+    mat: np.ndarray,
+    base_cols: np.ndarray,
+    extra: dict[tuple[str, str, str], float] | None = None,
+) -> np.ndarray:
+    """Per row, the baseline median of the request rate behind it (NaN when none):
+    ``request_rate`` for ``error_ratio``, ``edge_rate`` for ``edge_error_ratio``, and the
+    rate each latency quantile is a quantile of (:data:`_LATENCY_COUNTS`). ``extra``:
+    medians of rates that are not rows of ``mat``."""
     out = np.full(len(keys), np.nan)
     roles = keys["role"].to_numpy().astype(str)
-    want = np.isin(roles, list(_RATIO_DENOMINATORS))
+    behind = {**_RATIO_DENOMINATORS, **_LATENCY_COUNTS}
+    want = np.isin(roles, list(behind))
     if not want.any() or not base_cols.any():
         return out
-    dens = np.isin(roles, list(_RATIO_DENOMINATORS.values()))
+    dens = np.isin(roles, list(behind.values()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         med = np.nanmedian(mat[dens][:, base_cols], axis=1)
     svc = keys["service"].to_numpy().astype(str)
     peer = keys["peer"].to_numpy().astype(str)
-    lookup = {
-        (r, s, p): m for r, s, p, m in zip(roles[dens], svc[dens], peer[dens], med, strict=True)
-    }
+    lookup = dict(extra or {})
+    lookup.update(
+        {(r, s, p): m for r, s, p, m in zip(roles[dens], svc[dens], peer[dens], med, strict=True)}
+    )
     for i in np.flatnonzero(want):
-        out[i] = lookup.get((_RATIO_DENOMINATORS[roles[i]], svc[i], peer[i]), np.nan)
+        out[i] = lookup.get((behind[roles[i]], svc[i], peer[i]), np.nan)
     return out
 
 
@@ -696,6 +745,12 @@ class _Noise:
         other = ~(count | ratio)
         if other.any():
             out[other] = cfg.quantum_share * _quantum(base[other])
+        secs = (self.units == "seconds") & np.isfinite(self.requests)
+        if secs.any():
+            # A tail quantile of n requests is known to about 1.45 / sqrt(n) of itself (a
+            # p95 of an exponential tail): a quantile of a few requests wanders widely.
+            n = np.maximum(np.nan_to_num(self.requests) * r, 1.0)
+            out[secs] = np.maximum(out[secs], (m * 1.45 / np.sqrt(n))[secs])
         return out
 
 

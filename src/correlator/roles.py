@@ -169,6 +169,15 @@ _TABLE: tuple[Role, ...] = (
     ),
     Role("edge_errors", "failed calls per second from peer to service", "edge", 1, "sum", "count"),
     Role(
+        "client_rate",
+        "calls per second a service makes to a peer, as it counts them (client side); "
+        "read to know how many calls a client latency quantile is of",
+        "inventory",
+        0,
+        "sum",
+        "count",
+    ),
+    Role(
         "edge_error_ratio",
         "share of calls from peer to service that failed (derived)",
         "edge",
@@ -340,7 +349,7 @@ INVENTORY_ROLES = frozenset(r.name for r in _TABLE if r.kind == "inventory")
 EDGE_ROLES = frozenset({"edge_rate", "edge_errors", "edge_latency"})
 #: Roles kept per ``peer``: the edges, and a caller's own view of its calls to each peer
 #: (client-side metrics), where which callee the calls went to is the point.
-PER_PEER_ROLES = EDGE_ROLES | frozenset({"client_latency", "client_errors"})
+PER_PEER_ROLES = EDGE_ROLES | frozenset({"client_latency", "client_errors", "client_rate"})
 #: Edge roles as the caller sees them, when the trouble is on the caller's side.
 CLIENT_ROLES = {
     "edge_errors": "client_errors",
