@@ -75,6 +75,10 @@ class LogConfig:
     """Fewest records an anomaly may rest on."""
     short_baseline: float = 300.0
     """A baseline of logs covering less than this many seconds is reported as a gap."""
+    split_baseline: float = 60.0
+    """The least baseline (seconds) an earlier split must leave before it: the count test
+    weighs what it covers, and sparse logs (warnings and errors only) may hold only a
+    few minutes before a fault that began shortly before the alert."""
     max_template: int = 200
     """Templates are cut to this many characters."""
     template_rise: float = 4.0
@@ -160,7 +164,7 @@ class LogDetector:
         splits = [split] + [
             split - back
             for back in LOG_SPLITS
-            if split - back - start >= self.config.short_baseline
+            if split - back - start >= self.config.split_baseline
         ]
         found = [
             self._at(at, start, float(window.end), lines, counts, gaps if at == split else [])

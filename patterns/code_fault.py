@@ -92,6 +92,9 @@ class CodeFaultPattern(BasePattern):
                 & ~mine["peer"].astype(str).isin(("", svc))
             ]
             failing = max(failing, float(blamed["score"].max()) if len(blamed) else 0.0)
+            # ... as strongly as the blame carries over to them (see topology.named_by_callers).
+            named = a[(a["role"] == "named_by_callers") & (a["peer"].astype(str) == svc)]
+            failing = max(failing, float(named["score"].max()) if len(named) else 0.0)
             failing = failing / (failing + 8.0)
             score = (s / (s + 8.0)) * (0.6 + 0.4 * breadth)
             score *= (1.0 - config.resource_share * changed) * (1.0 - failing)

@@ -179,3 +179,19 @@ def test_errors_that_began_a_minute_before_a_short_baseline_ends() -> None:
     errs = rows[(rows.service == "checkout") & (rows.role == "log_errors")]
     assert len(errs) == 1 and errs.iloc[0].onset < T0 + 420
     assert (rows.peer == "payment").any()
+
+
+def test_sparse_logs_with_two_minutes_before_the_fault_are_still_judged() -> None:
+    """Logs of warnings and errors only: two minutes of them before a fault that began
+    two minutes before the alert. An earlier split still leaves a baseline to count on."""
+    window = Window(start=T0 + 60, end=T0 + 320, baseline_start=T0)
+    base = logs(T0, T0 + 320, 30, 1, [("payment", "charged {n} cents", 13), OLD[1]])
+    blame = logs(
+        T0 + 125, T0 + 320, 12, 3, [("checkout", "call to payment failed: charged {n}", 17)]
+    )
+    out = LogDetector().detect(
+        detect_input(window, T0 + 240, log_frame=pd.concat([base, blame]), log_counts=None)
+    )
+    rows = out.anomalies
+    errs = rows[(rows.service == "checkout") & (rows.role == "log_errors")]
+    assert len(errs) == 1 and errs.iloc[0].onset < T0 + 240

@@ -508,3 +508,35 @@ def test_a_caller_own_trouble_does_not_explain_the_alerted_callee() -> None:
     busy = pd.concat([a, anomalies([("frontend", "request_rate", 100.0, 40.0)])])
     scores = {r.service: r.score for r in root_scores(g, busy, "search")}
     assert scores["frontend"] > 0.5 * scores["search"]
+
+
+def test_a_caller_errors_its_logs_blame_on_a_callee_carry_over_to_it() -> None:
+    """frontend's requests fail because search answers wrong: its error lines all say so
+    from the start. search inherits frontend's error strength; not when the calls failed
+    on the way (client errors: judged as calls), nor when the blame came only later."""
+    from correlator.detector import anomaly_frame
+    from correlator.topology import named_by_callers
+
+    def row(role: str, score: float, peak: float, onset: float, peer: str = "") -> dict:  # type: ignore[type-arg]
+        modality = "logs" if role.startswith("log_") else "metrics"
+        return {
+            "service": "frontend", "role": role, "onset": onset, "end": 900.0, "score": score,
+            "direction": "up", "baseline": 0.0, "peak": peak, "peer": peer,
+            "modality": modality, "signal": role, "evidence": "",
+        }  # fmt: skip
+
+    rows = [
+        row("error_ratio", 22.0, 0.12, 10.0),
+        row("log_errors", 3.0, 0.08, 0.0),
+        row("log_template", 2.9, 0.078, 0.8, peer="search"),
+    ]
+
+    def blame(frame: list[dict]) -> float:  # type: ignore[type-arg]
+        out = named_by_callers(anomaly_frame(frame), lag=30.0)
+        return float(out[(out["service"] == "search")]["score"].max())
+
+    assert blame(rows) == pytest.approx(22.0 * 0.078 / 0.08)
+    failed = [*rows, row("client_errors", 9.0, 0.5, 5.0, peer="search")]
+    assert blame(failed) == pytest.approx(2.9)
+    late = [*rows[:2], row("log_template", 2.9, 0.078, 200.0, peer="search")]
+    assert blame(late) == pytest.approx(2.9)

@@ -419,7 +419,7 @@ def analyse(
         anomalies, detector_gaps = run_detectors(inp, load_detectors(), deadline)
         gaps += detector_gaps
         step = data_step
-        anomalies = named_by_callers(attribute_edges(anomalies, signals))
+        anomalies = named_by_callers(attribute_edges(anomalies, signals), max(30.0, 2.0 * step))
     else:
         gaps.append(Gap("engine", "deadline reached before detection"))
     t = lap("detect", t)

@@ -509,14 +509,29 @@ def comovement(
     return out | inherited
 
 
-def named_by_callers(anomalies: pd.DataFrame) -> pd.DataFrame:
+#: A caller's error rows that its logs can blame on a callee.
+_BLAMEABLE = ("error_rate", "error_ratio", "span_errors", "log_errors")
+#: Rows of calls between two services that failed or slowed on the way.
+_CALL_TROUBLE = (
+    "client_errors",
+    "client_error_ratio",
+    "client_latency",
+    "edge_errors",
+    "edge_error_ratio",
+    "edge_latency",
+)
+
+
+def named_by_callers(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
     """``anomalies`` plus, for each log anomaly that names another service (``peer``),
     the same trouble on that service as ``named_by_callers``.
 
     A service that returns wrong values fails nobody's request by its own
     measure: only its callers notice, and say so in their logs ("invalid
     response from pricing"). Their words point at it, so it becomes a suspect
-    with their strength, and the callers' trouble can be explained by it.
+    with their strength, and the callers' trouble can be explained by it. ``lag``: how
+    long after the caller's first error its blaming message may begin (a sampling step
+    or two).
     """
     if anomalies.empty or "modality" not in anomalies.columns:
         return anomalies
@@ -526,6 +541,43 @@ def named_by_callers(anomalies: pd.DataFrame) -> pd.DataFrame:
     if not m.any():
         return anomalies
     named = a[m].copy()
+    # The caller's errors that its logs blame on the peer are the peer's trouble: as
+    # strong as the caller's errors, for the share of its error records that name it.
+    caller = a.loc[m, "service"].astype(str)
+    errs = a[a["role"].isin(_BLAMEABLE) & (a["direction"] == "up")]
+    strongest = errs.groupby(errs["service"].astype(str))["score"].max().to_dict()
+    logged = a[a["role"] == "log_errors"]
+    logged_peak = logged.groupby(logged["service"].astype(str))["peak"].max().to_dict()
+    share = [
+        min(1.0, float(pk) / float(logged_peak[c])) if logged_peak.get(c, 0.0) > 0 else 0.5
+        for c, pk in zip(caller, named["peak"], strict=True)
+    ]
+    # Only for answers that arrived fine at the transport: calls that failed or slowed
+    # (timeouts, refused connections) are judged as calls, by the patterns that read them.
+    calls = a[a["role"].isin(_CALL_TROUBLE) & (a["direction"] == "up")]
+    troubled = set(zip(calls["service"].astype(str), calls["peer"].astype(str), strict=True))
+    troubled |= {(p_, s_) for s_, p_ in troubled}  # edge rows sit on the callee
+    # ... and only a message of its own (a template, not the error count's example line)
+    # that came with the caller's errors from their start: blame that only came after
+    # the caller was already failing is its trouble spilling onto its calls.
+    first_err = errs.groupby(errs["service"].astype(str))["onset"].min().to_dict()
+    inherited = np.array(
+        [
+            strongest.get(c, 0.0)
+            if (c, str(p_)) not in troubled
+            and role == "log_template"
+            and float(at) <= first_err.get(c, np.inf) + lag
+            else 0.0
+            for c, p_, role, at in zip(
+                caller,
+                a.loc[m, "peer"].astype(str),
+                a.loc[m, "role"],
+                a.loc[m, "onset"],
+                strict=True,
+            )
+        ]
+    ) * np.array(share)
+    named["score"] = np.maximum(named["score"].astype(float).to_numpy(), inherited)
     named["service"] = a.loc[m, "peer"].astype(str).to_numpy()
     named["peer"] = a.loc[m, "service"].astype(str).to_numpy()
     named["role"] = "named_by_callers"
