@@ -18,6 +18,15 @@ from correlator.pattern import BasePattern, PatternContext, PatternResult
 __all__ = ["DbOverloadConfig", "DbOverloadPattern"]
 
 _DB_ROLES = ("db_connections", "db_tx_duration", "db_locks")
+#: A caller's view of its calls to a database, and the database's view of each caller.
+_DB_CALLS = (
+    "client_latency",
+    "client_errors",
+    "client_error_ratio",
+    "edge_latency",
+    "edge_errors",
+    "edge_error_ratio",
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,64 @@ class DbOverloadPattern(BasePattern):
             f = self._judge(ctx, config, db)
             if f is not None:
                 findings.append(f)
+            findings += self._one_caller(ctx, config, db)
         return self.found(findings, "" if findings else "no database looks overloaded")
+
+    def _one_caller(self, ctx: PatternContext, config: DbOverloadConfig, db: str) -> list:  # type: ignore[type-arg]
+        """Services whose own calls to a shared database got slow or failed while most of
+        its other callers' did not: its tables or queries (a lock, a missing index), not
+        the database as a whole."""
+        if db not in ctx.graph:
+            return []
+        callers = [c for c in ctx.graph.predecessors(db) if c != db]
+        if len(callers) < 2:
+            return []
+        a = ctx.anomalies
+        calls = a[
+            a["role"].isin(_DB_CALLS)
+            & (a["direction"] == "up")
+            & (
+                ((a["peer"].astype(str) == db) & a["service"].isin(callers))
+                | ((a["service"].astype(str) == db) & a["peer"].isin(callers))
+            )
+        ]
+        if calls.empty:
+            return []
+        who = np.where(calls["service"].astype(str) == db, calls["peer"], calls["service"])
+        strength = calls.groupby(pd.Series(who, index=calls.index).astype(str))["score"].max()
+        # Callers whose DB calls moved far less than the most troubled one's are wobbles
+        # (a busy host), not the story.
+        strength = strength[strength >= 0.75 * float(strength.max())]
+        frac = len(strength) / len(callers)
+        if frac > config.min_caller_fraction + 0.2:
+            return []  # most callers: the database itself (judged above)
+        out = []
+        for svc, sc in strength.items():
+            mine = calls[pd.Series(who, index=calls.index).astype(str) == svc]
+            s = float(sc) / (float(sc) + 8.0)
+            ev: list[Evidence] = ctx.anomalies_evidence(mine, 3)
+            ev.append(
+                Evidence(
+                    kind="topology",
+                    summary=(
+                        f"only {len(strength)} of {len(callers)} services calling {db} saw "
+                        f"their calls slow or failing: {', '.join(sorted(strength.index))}"
+                    ),
+                    service=str(svc),
+                    data={"database": db, "callers": sorted(callers)},
+                )
+            )
+            ev += ctx.trace_evidence(str(svc), peer=db, limit=2)
+            out.append(
+                self.finding(
+                    str(svc),
+                    (0.4 + 0.4 * s) * (1.0 - frac),
+                    ev,
+                    features={"db_signal": 0.0, "callers": frac, "own_calls": s},
+                    onset=float(mine["onset"].min()),
+                )
+            )
+        return out
 
     def _judge(self, ctx: PatternContext, config: DbOverloadConfig, db: str):  # type: ignore[no-untyped-def]
         ev: list[Evidence] = []

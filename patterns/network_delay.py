@@ -72,9 +72,12 @@ class NetworkDelayPattern(BasePattern):
         weight: dict[tuple[str, str], float] = {}
         placed: dict[tuple[str, str], str] = {}
         raw: dict[tuple[str, str], float] = {}
+        kinds = dict(ctx.graph.nodes(data="kind"))
         for r in calls.itertuples(index=False):
             svc, peer = str(r.service), str(r.peer)
             pair = (svc, peer) if str(r.role).startswith("client_") else (peer, svc)
+            if kinds.get(pair[1]) == "database":
+                continue  # slow or failing queries are the database's story (db_overload)
             score_, peak, base = (float(v) for v in (r.score, r.peak, r.baseline))  # type: ignore[arg-type]
             w = score_ / (score_ + 8.0)
             rise = peak - base

@@ -463,3 +463,37 @@ def test_a_leak_that_reached_its_limit_and_hurts_counts_before_any_kill() -> Non
     leak = {f.service: f for f in res.findings}["payments"]
     assert leak.features["killed"] == 0.0 and leak.features["hurt"] > 0.5
     assert leak.score >= 0.7  # as strong as a deploy or an overloaded database
+
+
+def test_one_service_failing_on_a_shared_database_is_its_own_db_trouble() -> None:
+    """Five services share PostgreSQL (no database metrics); only inventory's queries
+    slow down and fail (its table is locked), another's wobble a little. The trouble is
+    inventory's use of the database, not the network to it and not the database as a
+    whole; when most callers' queries fail, it is no one caller's."""
+    import networkx as nx
+
+    from correlator.detector import anomaly_frame
+
+    def row(svc: str, role: str, score: float) -> dict:  # type: ignore[type-arg]
+        return {
+            "service": svc, "role": role, "peer": "postgres", "onset": 1000.0, "end": 1600.0,
+            "score": score, "direction": "up", "baseline": 0.005, "peak": 2.0,
+            "modality": "spans", "signal": role, "evidence": "",
+        }  # fmt: skip
+
+    g = nx.DiGraph()
+    g.add_node("postgres", kind="database")
+    callers = ("catalog", "search", "inventory", "checkout", "payment")
+    for c in callers:
+        g.add_node(c, kind="service")
+        g.add_edge(c, "postgres")
+    rows = [row("inventory", "client_errors", 6.0), row("inventory", "client_latency", 4.4)]
+    rows += [row("catalog", "client_latency", 3.0)]
+    base = context(build("deployment"))
+    ctx = dataclasses.replace(base, anomalies=anomaly_frame(rows), graph=g)
+    found = {f.service: f for f in run("db_overload", ctx).findings}
+    assert set(found) == {"inventory"} and found["inventory"].score >= 0.4
+    assert not run("network_delay", ctx).findings
+    everyone = [row(c, "client_errors", 6.0) for c in callers]
+    ctx = dataclasses.replace(base, anomalies=anomaly_frame(everyone), graph=g)
+    assert not [f for f in run("db_overload", ctx).findings if f.service in callers]
