@@ -327,6 +327,27 @@ def test_a_surge_aimed_at_one_callee_is_blamed_on_that_callee() -> None:
     assert scores["frontend"] > scores["checkout"]
 
 
+def test_a_surge_after_the_alerted_service_began_failing_did_not_cause_it() -> None:
+    # The alerted service's own errors began two minutes before the entry's rate rose (a
+    # bad release, and the usual evening traffic): the surge counts half.
+    ctx = context(build("traffic_spike"))
+    rates = ctx.anomalies[ctx.anomalies["role"] == "request_rate"]
+    fe = rates[rates["service"] == "frontend"]
+    onset = float(fe["onset"].iloc[0])
+    alerted = str(ctx.alert.service)
+    errs = fe.assign(service=alerted, role="log_errors", onset=onset - 120.0, score=3.5)
+    before = run("traffic_spike", dataclasses.replace(ctx, anomalies=pd.concat([fe, errs])))
+    clean = run("traffic_spike", dataclasses.replace(ctx, anomalies=fe))
+    score = {f.service: f.score for f in before.findings}["frontend"]
+    assert score == pytest.approx(0.5 * {f.service: f.score for f in clean.findings}["frontend"])
+    # Its calls wobbling earlier (a faint client-side latency) is not it hurting.
+    calls = errs.assign(role="client_latency", peer="tax")
+    wobble = run("traffic_spike", dataclasses.replace(ctx, anomalies=pd.concat([fe, calls])))
+    assert {f.service: f.score for f in wobble.findings} == {
+        f.service: f.score for f in clean.findings
+    }
+
+
 def test_traffic_within_its_baseline_swing_is_no_spike() -> None:
     # A rate that rises to 1.6x its baseline median but no higher than the baseline itself
     # already ran (a daily shape) is not a spike: the ratio is against the busy baseline.
