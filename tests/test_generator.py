@@ -110,7 +110,7 @@ def test_counters_are_monotonic_except_at_restarts(series: dict[str, list[Series
 #: Catalog roles from exporters the generator does not draw yet (runtime, network, disk
 #: and client-side metrics joined the default catalog with issue #12).
 NOT_DRAWN = frozenset(
-    {"client_latency", "client_errors", "network_receive", "network_transmit",
+    {"client_latency", "client_errors", "client_rate", "network_receive", "network_transmit",
      "network_drops", "disk_io", "open_fds", "threads", "gc_time"}
 )  # fmt: skip
 
