@@ -14,7 +14,7 @@ import pandas as pd
 
 from correlator.model import Evidence
 from correlator.pattern import BasePattern, PatternContext, PatternResult
-from correlator.topology import demand_rises
+from correlator.topology import aimed_surges, demand_rises
 
 __all__ = ["TrafficSpikeConfig", "TrafficSpikePattern"]
 
@@ -89,6 +89,7 @@ class TrafficSpikePattern(BasePattern):
                 strict=True,
             )
         )
+        passes_on = aimed_surges(ctx.graph, ratio, extra)
         findings = []
         for row in up.sort_values("onset").to_dict("records"):
             svc = str(row["service"])
@@ -99,14 +100,19 @@ class TrafficSpikePattern(BasePattern):
             callers = list(ctx.graph.predecessors(svc)) if svc in ctx.graph else []
             callers_up = [c for c in callers if c in ratio]
             # Callers that only passed on extra traffic aimed at this service: the surge
-            # entered there but was meant for this one, which counts as its entry point.
-            aimed = [c for c in callers_up if svc in _passes_on(ctx, c, ratio, extra)]
-            if aimed and len(aimed) == len(callers_up):
-                entry = 1.0
+            # entered there but was meant for this one, which counts as its entry point;
+            # aimed at several callees, most of all at the one that took the most of it.
+            # Callers that took their share of the same surge (a route that calls it
+            # twice, directly and through another callee) do not make it forwarded.
+            aimed = [c for c in callers_up if svc in passes_on.get(c, set())]
+            shared = {d for c in aimed for d in passes_on[c]}
+            if aimed and set(callers_up) <= set(aimed) | shared:
+                entry = extra[svc] / max(max(extra[d] for d in shared), 1e-9)
             else:
                 entry = 1.0 if not callers else (0.3 if not callers_up else 0.0)
-            if _passes_on(ctx, svc, ratio, extra):
-                entry = 0.0  # it forwarded a surge aimed at a callee
+            if svc in passes_on:
+                # It forwarded a surge aimed at a callee: not where the surge came from.
+                continue
             size = min(1.0, (row["ratio"] - 1.0) / max(config.full_ratio - 1.0, 1e-6))
             early = float(np.exp(-(float(row["onset"]) - first) / 120.0))
             downstream = (
@@ -179,26 +185,6 @@ def _baseline_high(ctx: PatternContext, svc: str, onset: float, median: float) -
     if len(base) < 5:
         return median
     return max(float(np.percentile(base.to_numpy(dtype=float), 90)), median)
-
-
-def _passes_on(
-    ctx: PatternContext, svc: str, ratio: dict[str, float], extra: dict[str, float]
-) -> set[str]:
-    """The callees a surge through ``svc`` was aimed at, if it was: extra traffic for one
-    route shows as one callee's rate rising at least twice as much (relatively) as
-    ``svc``'s, taking at least half its extra load, while most of its other callees kept
-    their usual rate. A surge of the whole entry point raises most callees alike."""
-    if svc not in ctx.graph or svc not in ratio:
-        return set()
-    callees = [d for d in ctx.graph.successors(svc) if d != svc]
-    risen = [d for d in callees if d in ratio]
-    if not callees or 2 * len(risen) > len(callees):
-        return set()
-    return {
-        d
-        for d in risen
-        if ratio[d] - 1.0 >= 2.0 * (ratio[svc] - 1.0) and extra[d] >= 0.5 * extra[svc]
-    }
 
 
 def _good_ratio(ctx: PatternContext, svc: str) -> float | None:

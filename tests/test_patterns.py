@@ -318,7 +318,8 @@ def test_a_surge_aimed_at_one_callee_is_blamed_on_that_callee() -> None:
     aimed = rates[rates["service"] == "checkout"].assign(peak=500.0)
     res = run("traffic_spike", dataclasses.replace(ctx, anomalies=pd.concat([entry, aimed])))
     scores = {f.service: f.score for f in res.findings}
-    assert scores["checkout"] > scores["frontend"]
+    # The entry only forwarded it: no finding of its own.
+    assert "checkout" in scores and "frontend" not in scores
     # The whole entry point surging: most callees rise, some more than the entry itself
     # (fan-out, retries): the entry keeps the blame.
     both = pd.concat([entry, aimed, entry.assign(service="catalog", peak=480.0)])
@@ -518,3 +519,36 @@ def test_one_service_failing_on_a_shared_database_is_its_own_db_trouble() -> Non
     everyone = [row(c, "client_errors", 6.0) for c in callers]
     ctx = dataclasses.replace(base, anomalies=anomaly_frame(everyone), graph=g)
     assert not [f for f in run("db_overload", ctx).findings if f.service in callers]
+
+
+def test_a_route_surge_reaching_a_callee_twice_is_blamed_on_it() -> None:
+    # More product views: the web entry calls cat, inv and rec once each per view, rec
+    # calls cat too; web's other callees keep their rate. cat took most of the extra
+    # requests (directly and through rec), so the surge was cat's.
+    import networkx as nx
+
+    ctx = context(build("traffic_spike"))
+    g = nx.DiGraph()
+    g.add_edges_from(("web", d) for d in ("cat", "inv", "rec", "basket", "find", "pay"))
+    g.add_edge("rec", "cat")
+    fe = ctx.anomalies[
+        (ctx.anomalies["service"] == "frontend") & (ctx.anomalies["role"] == "request_rate")
+    ].iloc[[0]]
+    onset = float(fe["onset"].iloc[0])
+    rows = pd.concat(
+        [
+            fe.assign(service=svc, baseline=b, peak=p, onset=onset + lag)
+            for svc, b, p, lag in (
+                ("web", 13.0, 36.0, 5.0),
+                ("cat", 20.0, 89.0, 0.0),
+                ("rec", 7.0, 29.0, 0.0),
+                ("inv", 4.5, 27.0, 5.0),
+            )
+        ]
+    )
+    res = run("traffic_spike", dataclasses.replace(ctx, graph=g, anomalies=rows))
+    found = {f.service: f for f in res.findings}
+    assert "web" not in found
+    assert found["cat"].features["entry"] == pytest.approx(1.0)
+    assert found["inv"].features["entry"] < 0.5 and found["rec"].features["entry"] < 0.5
+    assert max(found.values(), key=lambda f: f.score).service == "cat"

@@ -540,3 +540,45 @@ def test_a_caller_errors_its_logs_blame_on_a_callee_carry_over_to_it() -> None:
     assert blame(failed) == pytest.approx(2.9)
     late = [*rows[:2], row("log_template", 2.9, 0.078, 200.0, peer="search")]
     assert blame(late) == pytest.approx(2.9)
+
+
+def _product_route_surge() -> tuple[nx.DiGraph, pd.DataFrame]:
+    """More product views: the frontend calls catalog, inventory and recommendations once
+    each per view, recommendations call catalog too; its other routes' callees are flat."""
+    g = build_graph(
+        declared(
+            *(
+                ("frontend", callee, "service")
+                for callee in ("catalog", "inventory", "recs", "cart", "search", "checkout")
+            ),
+            ("recs", "catalog", "service"),
+        )
+    )
+    a = _rows(
+        [
+            ("frontend", "request_rate", 10.0, 13.0, 36.0, ""),
+            ("catalog", "request_rate", 5.0, 20.0, 89.0, ""),
+            ("recs", "request_rate", 5.0, 7.0, 29.0, ""),
+            ("inventory", "request_rate", 10.0, 4.5, 27.0, ""),
+            ("frontend", "latency", 20.0, 0.02, 0.2, ""),
+            ("catalog", "latency", 15.0, 0.01, 0.15, ""),
+        ]
+    )
+    return g, a
+
+
+def test_a_surge_aimed_through_the_entry_at_one_route_is_the_routes() -> None:
+    from correlator.topology import _rate_rises, aimed_surges
+
+    g, a = _product_route_surge()
+    assert aimed_surges(g, *_rate_rises(a)) == {"frontend": {"catalog", "recs", "inventory"}}
+    roots = root_scores(g, a, "frontend")
+    # The frontend only forwarded the surge: it explains nothing below it, and catalog,
+    # which took most of the extra requests (directly and through recs), ranks first.
+    assert roots[0].service == "catalog"
+    assert next(r for r in roots if r.service == "catalog").explained < 0.5
+    # The whole entry surging (every callee up alike) is the entry's: aimed at nobody.
+    flat = pd.concat(
+        [a, _rows([(c, "request_rate", 10.0, 10.0, 25.0, "") for c in ("cart", "search")])]
+    )
+    assert aimed_surges(g, *_rate_rises(flat)) == {}

@@ -42,6 +42,7 @@ __all__ = [
     "CLIENT_ROLES",
     "SYMPTOM_ROLES",
     "RootScore",
+    "aimed_surges",
     "amplified",
     "attribute_edges",
     "blast_radius",
@@ -414,6 +415,57 @@ def demand_rises(
     return pd.DataFrame({"strength": strength, "onset": up.groupby("service")["onset"].min()})
 
 
+#: How much more (relatively) a callee's rate must rise than its caller's for the
+#: caller's surge to count as aimed at it.
+AIMED_RISE = 1.5
+
+
+def aimed_surges(
+    graph: nx.DiGraph, ratio: dict[str, float], extra: dict[str, float]
+) -> dict[str, set[str]]:
+    """Per service whose request rate rose, the callees its surge was aimed at, if any.
+
+    ``ratio``: per service, its request rate's peak over baseline; ``extra``: peak
+    minus baseline (requests/s). Extra traffic for one route shows at the entry as a
+    modest rise and at the route's callees as a steeper one: a callee's rate rose at
+    least :data:`AIMED_RISE` times as much (relatively) as the caller's and took at
+    least half its extra requests, while most of the caller's other callees kept their
+    usual rate. A surge of the whole entry point raises most callees alike: aimed at
+    none. The caller only forwarded such a surge; it is not where it came from.
+    """
+    out: dict[str, set[str]] = {}
+    for svc, r in ratio.items():
+        if svc not in graph:
+            continue
+        callees = [d for d in graph.successors(svc) if d != svc]
+        risen = [d for d in callees if d in ratio]
+        if not callees or 2 * len(risen) > len(callees):
+            continue
+        aimed = {
+            d
+            for d in risen
+            if ratio[d] - 1.0 >= AIMED_RISE * (r - 1.0)
+            and extra.get(d, 0.0) >= 0.5 * extra.get(svc, 0.0)
+        }
+        if aimed:
+            out[svc] = aimed
+    return out
+
+
+def _rate_rises(anomalies: pd.DataFrame) -> tuple[dict[str, float], dict[str, float]]:
+    """Per service, the largest request-rate rise: peak over baseline, and peak minus it."""
+    up = anomalies[(anomalies["role"] == "request_rate") & (anomalies["direction"] == "up")]
+    ratio: dict[str, float] = {}
+    extra: dict[str, float] = {}
+    for svc, base, peak in zip(up["service"], up["baseline"], up["peak"], strict=True):
+        b, p = float(base), float(peak)
+        if not (np.isfinite(b) and np.isfinite(p)) or b <= 0 or p <= b:
+            continue
+        if p / b > ratio.get(str(svc), 0.0):
+            ratio[str(svc)], extra[str(svc)] = p / b, p - b
+    return ratio, extra
+
+
 def comovement(
     anomalies: pd.DataFrame,
     signals: pd.DataFrame,
@@ -681,6 +733,12 @@ def root_scores(
     demand = demand_rises(anomalies, lag, pushed)
     load = demand["strength"].to_dict()
     load_onset = demand["onset"].astype(float).to_dict()
+    # A surge aimed through a caller at one callee entered at the callee: the caller only
+    # forwarded it, and its forwarding explains nothing below it.
+    aimed = aimed_surges(graph, *_rate_rises(anomalies))
+    for svc in aimed:
+        load.pop(svc, None)
+        cause[svc] = 0.0
     for svc in list(strength):
         # Busy but healthy counts half, unless it is where more demand entered (it got
         # more requests, not retries, and nothing above it did): then busyness is the story.
@@ -734,7 +792,10 @@ def root_scores(
         explained *= 1.0 - 0.5 * cause[svc]
         ups = [u for u in nx.ancestors(graph, svc) if u in strength]
         # More traffic arriving upstream first explains trouble below it (load passed on).
+        siblings = {d for got in aimed.values() if svc in got for d in got}
         for u in ups:
+            if u in siblings:
+                continue  # it took its share of the same aimed surge
             if u in load and load_onset[u] <= o + lag:
                 explained = max(explained, load[u] * (1.0 if svc in load else 0.9))
         # So do callers whose trouble clearly began first and that call it more (retrying),
