@@ -3,16 +3,20 @@ as its callers see it, while the callers' own resources are fine.
 
 Signals: edge metrics into the callee (``edge_errors``, ``edge_latency``,
 ``edge_rate``: the service-graph connector, Istio), client spans of callers
-(errors and durations per ``peer``), and the callers' resource signals.
+(errors and durations per ``peer``), the callers' resource signals, and
+``up`` (Prometheus' scrape health): a service every instance of which stopped
+answering its scrapes is down, a failing dependency of whoever calls it, however
+well instrumented it is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from correlator.model import Evidence
+from correlator.model import Evidence, format_time
 from correlator.pattern import BasePattern, PatternContext, PatternResult
 from correlator.roles import CAUSE_ROLES
 
@@ -37,7 +41,7 @@ class DependencyFailurePattern(BasePattern):
 
     name = "dependency_failure"
     cause = "dependency_failure"
-    needs = ("edge_errors", "edge_latency", "edge_rate")
+    needs = ("edge_errors", "edge_latency", "edge_rate", "up")
     config_class = DependencyFailureConfig
     description = "a callee failing/slow seen from callers' client spans and edge metrics"
 
@@ -45,15 +49,17 @@ class DependencyFailurePattern(BasePattern):
         """Score callees by how their callers see them, discounting callers' own trouble."""
         spans = ctx.telemetry.spans
         has_spans = bool(len(spans)) and (spans["kind"] == 3).any()
-        if not (any(ctx.has(r) for r in _EDGE) or has_spans):
+        down = _whole_service_down(ctx) if ctx.has("up") else {}
+        if not (any(ctx.has(r) for r in _EDGE) or has_spans or down):
             return self.not_evaluated(
-                "no edge metrics (service-graph connector, Istio) and no client spans: "
-                "calls between services cannot be seen"
+                "no edge metrics (service-graph connector, Istio), no client spans and no "
+                "scrape health (up): calls between services cannot be seen"
             )
         a = ctx.anomalies
         edge = a[a["role"].isin(_EDGE)]
         span_bad = _span_errors(spans, config) if has_spans else pd.DataFrame()
         callees = set(edge["service"]) | (set(span_bad.index) if len(span_bad) else set())
+        callees |= set(down)
         own = set(ctx.signals.loc[ctx.signals["role"].isin(("request_rate", "latency")), "service"])
         findings = []
         for callee in sorted(callees):
@@ -75,6 +81,24 @@ class DependencyFailurePattern(BasePattern):
                         data={"callers": sorted(row["callers"])},
                     )
                 )
+            if callee in down:
+                at, seconds = down[callee]
+                ev.insert(
+                    0,
+                    Evidence(
+                        kind="metric",
+                        summary=f"{callee} was down: every instance of it failed its scrapes "
+                        f"(up == 0) for {seconds:.0f} s from {format_time(at)}",
+                        service=callee,
+                        signal="up",
+                        query=ctx.query("up"),
+                        url=ctx.link("up"),
+                        data={"down_at": at, "down_seconds": seconds},
+                    ),
+                )
+                # Its callers' error logs that name it saw it too.
+                named = ctx.anomalies_of(callee, ("named_by_callers",))
+                callers_seen |= set(named["peer"].dropna().astype(str)) - {""}
             for c in sorted(callers_seen)[:2]:
                 ev += ctx.trace_evidence(c, peer=callee, limit=2)
             callers = set(ctx.graph.predecessors(callee)) if callee in ctx.graph else callers_seen
@@ -87,9 +111,10 @@ class DependencyFailurePattern(BasePattern):
             kind = (
                 ctx.graph.nodes[callee].get("kind", "service") if callee in ctx.graph else "service"
             )
-            score = 0.5 * max(edge_strength, span_strength) + 0.25 * min(1.0, reach)
+            seen_down = 1.0 if callee in down else 0.0
+            score = 0.5 * max(edge_strength, span_strength, seen_down) + 0.25 * min(1.0, reach)
             score += 0.25 * (1.0 - own_trouble)
-            if kind == "service" and callee in own and not config.blame_instrumented:
+            if kind == "service" and callee in own and not (config.blame_instrumented or seen_down):
                 # A service seen from inside too: if its own server side hurts, what went
                 # wrong is inside it (another pattern, or an unknown cause, names it); if it
                 # does not, the trouble sits between caller and callee (network, sidecar,
@@ -101,12 +126,19 @@ class DependencyFailurePattern(BasePattern):
                 continue
             ev += ctx.log_evidence(callee)
             onset = float(e["onset"].min()) if len(e) else None
+            if callee in down:
+                onset = min(down[callee][0], onset if onset is not None else np.inf)
             findings.append(
                 self.finding(
                     callee,
                     score,
                     ev,
-                    features={"edge": edge_strength, "spans": span_strength, "reach": reach},
+                    features={
+                        "edge": edge_strength,
+                        "spans": span_strength,
+                        "reach": reach,
+                        "down": seen_down,
+                    },
                     onset=onset,
                 )
             )
@@ -129,3 +161,31 @@ def _span_errors(spans: pd.DataFrame, config: DependencyFailureConfig) -> pd.Dat
     )
     out["ratio"] = out["errors"] / out["calls"]
     return out[(out["ratio"] >= config.min_span_error_ratio) & (out["errors"] >= 3)]
+
+
+def _whole_service_down(ctx: PatternContext) -> dict[str, tuple[float, float]]:
+    """Services every instance of which failed its scrapes (``up`` 0) for at least two
+    samples in a row after the baseline, having answered before: when that began and for
+    how long. One instance down (a zone, a rollout) leaves others serving: not down."""
+    raw = ctx.raw
+    up = raw[(raw["role"] == "up") & raw["service"].notna()]
+    if up.empty:
+        return {}
+    out: dict[str, tuple[float, float]] = {}
+    for svc, rows in up.groupby(up["service"].astype(str)):
+        # Per sample time, the best any instance did: 0 only when all of them were down.
+        best = rows.groupby("ts")["value"].max().sort_index()
+        before = best[best.index < ctx.window.start]
+        after = best[(best.index >= ctx.window.start - 300.0) & (best.index <= ctx.window.end)]
+        if before.empty or float(before.max()) < 1.0 or after.empty:
+            continue
+        zero = (after.to_numpy(dtype=float) < 0.5).astype(int)
+        runs = np.flatnonzero(np.diff(np.r_[0, zero, 0]))
+        spans = [(int(a), int(b)) for a, b in zip(runs[::2], runs[1::2], strict=True) if b - a >= 2]
+        if not spans:
+            continue
+        a, b = max(spans, key=lambda x: x[1] - x[0])
+        ts = after.index.to_numpy(dtype=float)
+        step = float(np.median(np.diff(ts))) if len(ts) > 1 else float(ctx.step)
+        out[str(svc)] = (float(ts[a]), float(ts[b - 1] - ts[a]) + step)
+    return out

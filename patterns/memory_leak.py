@@ -69,6 +69,9 @@ class MemoryLeakPattern(BasePattern):
             sym = ctx.anomalies_of(svc, SYMPTOM_ROLES)
             hurt = float(sym["score"].max()) if len(sym) else 0.0
             hurt = max(killed, hurt / (hurt + 8.0))
+            if svc == ctx.alert.service and ctx.alert_reads("memory", "memory_ratio"):
+                # The page itself is about this service's memory: what it hurt is the alert.
+                hurt = 1.0
             # A leak that climbs to its limit and hurts is one before anything is killed:
             # alerts often fire on the slowdown first.
             score = min(1.0, 0.45 * trend + 0.3 * near + 0.35 * killed) * (

@@ -552,3 +552,89 @@ def test_a_route_surge_reaching_a_callee_twice_is_blamed_on_it() -> None:
     assert found["cat"].features["entry"] == pytest.approx(1.0)
     assert found["inv"].features["entry"] < 0.5 and found["rec"].features["entry"] < 0.5
     assert max(found.values(), key=lambda f: f.score).service == "cat"
+
+
+def test_memory_growth_the_alert_itself_is_about_is_not_discounted() -> None:
+    # The quiet climb of test_memory_growth_that_hurts_nothing_is_discounted, paged by a
+    # rule on payments' own memory: the page is what the climb hurt.
+    sc = build("memory_leak")
+    s = sc.telemetry.signals
+    quiet = s[
+        ~s["role"].isin(("oom_kills", "restarts"))
+        & ~((s["service"] == "payments") & s["role"].isin(("latency", "error_rate")))
+    ]
+    url = "http://prom:9090/graph?g0.expr=deriv%28process_resident_memory_bytes%5B2m%5D%29+%3E+5e5"
+    paged = dataclasses.replace(
+        _with_signals(sc, quiet),
+        alert=dataclasses.replace(
+            sc.alert, labels={**sc.alert.labels, "service": "payments"}, generator_url=url
+        ),
+    )
+    calm = {f.service: f for f in run("memory_leak", context(_with_signals(sc, quiet))).findings}
+    mine = {f.service: f for f in run("memory_leak", context(paged)).findings}
+    assert calm["payments"].features["hurt"] == 0.0
+    assert mine["payments"].features["hurt"] == 1.0
+    assert mine["payments"].score > calm["payments"].score
+    # A page on another service's memory, or on payments' latency, changes nothing.
+    other = dataclasses.replace(
+        paged,
+        alert=dataclasses.replace(
+            paged.alert, labels={**paged.alert.labels, "service": "checkout"}
+        ),
+    )
+    assert {f.service: f for f in run("memory_leak", context(other)).findings}["payments"].features[
+        "hurt"
+    ] == 0.0
+    lat = dataclasses.replace(
+        paged,
+        alert=dataclasses.replace(
+            paged.alert, generator_url=url.replace("process_resident_memory_bytes", "http_latency")
+        ),
+    )
+    assert {f.service: f for f in run("memory_leak", context(lat)).findings}["payments"].features[
+        "hurt"
+    ] == 0.0
+
+
+def _up_rows(svc: str, pods: dict[str, list[float]], t0: float, step: float) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"role": "up", "service": svc, "ts": t0 + i * step, "value": v, "pod": pod}
+            for pod, values in pods.items()
+            for i, v in enumerate(values)
+        ]
+    )
+
+
+def test_a_service_every_instance_of_which_stopped_answering_is_a_failing_dependency() -> None:
+    # payments (instrumented: it has its own request rate and latency) stops: both its
+    # instances fail their scrapes for a minute after the alert's start.
+    sc = build("memory_leak")
+    ctx = context(sc)
+    t0 = float(ctx.window.start) - 1200.0
+    n_before, n_down = 80, 4  # 15 s samples: 20 min up, then 1 min down
+    down = [1.0] * n_before + [0.0] * n_down + [1.0] * 4
+    both = _up_rows("payments", {"payments-0": down, "payments-1": down}, t0, 15.0)
+    res = run(
+        "dependency_failure", context(_with_signals(sc, pd.concat([sc.telemetry.signals, both])))
+    )
+    found = {f.service: f for f in res.findings}
+    assert found["payments"].features["down"] == 1.0
+    assert any("was down" in e.summary for e in found["payments"].evidence)
+    # One instance of two down leaves the other serving: not a down service.
+    one = _up_rows("payments", {"payments-0": down, "payments-1": [1.0] * len(down)}, t0, 15.0)
+    res = run(
+        "dependency_failure", context(_with_signals(sc, pd.concat([sc.telemetry.signals, one])))
+    )
+    assert "payments" not in {f.service for f in res.findings}
+    # Nor is one missed scrape.
+    blip = [1.0] * n_before + [0.0] + [1.0] * 7
+    res = run(
+        "dependency_failure",
+        context(
+            _with_signals(
+                sc, pd.concat([sc.telemetry.signals, _up_rows("payments", {"p": blip}, t0, 15.0)])
+            )
+        ),
+    )
+    assert "payments" not in {f.service for f in res.findings}

@@ -32,6 +32,7 @@ judge (missing data is not a "no"), ``error`` when it failed.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,15 @@ class PatternContext:
     def raw(self) -> pd.DataFrame:
         """The collected signal frame (``SIGNAL_COLUMNS``)."""
         return self.telemetry.signals
+
+    def alert_reads(self, *roles: str) -> bool:
+        """Whether the rule that fired reads a metric the catalog knows as one of ``roles``
+        (from the alert's ``generatorURL``; ``False`` when it does not say)."""
+        from correlator.alerts import alert_metrics
+
+        names = set(alert_metrics(self.alert))
+        names |= {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
+        return any(spec.metric in names for role in roles for spec in self.catalog.specs(role))
 
     def has(self, role: str) -> bool:
         """Whether any series of ``role`` was collected."""
