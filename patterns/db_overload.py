@@ -28,6 +28,13 @@ _DB_CALLS = (
     "edge_error_ratio",
 )
 
+#: First words of statements that lock tables others read or write (PostgreSQL, MySQL).
+_LOCKING = frozenset(
+    {"LOCK", "ALTER", "TRUNCATE", "VACUUM", "REINDEX", "CLUSTER", "DROP", "OPTIMIZE", "FLUSH"}
+)
+#: How long before the database's calls suffered a locking statement may have run.
+_LOCK_LEAD = 600.0
+
 
 @dataclass(frozen=True)
 class DbOverloadConfig:
@@ -65,7 +72,82 @@ class DbOverloadPattern(BasePattern):
             if f is not None:
                 findings.append(f)
             findings += self._one_caller(ctx, config, db)
+            findings += self._lock_taker(ctx, db)
         return self.found(findings, "" if findings else "no database looks overloaded")
+
+    def _lock_taker(self, ctx: PatternContext, db: str) -> list:  # type: ignore[type-arg]
+        """A service that ran a statement which locks tables (``LOCK``, ``ALTER``,
+        ``TRUNCATE``, ``VACUUM``...) on the database, one it never ran in the baseline,
+        shortly before the database's callers' calls slowed or failed: its maintenance
+        job or migration holds the lock the others wait on. The calls that suffer most
+        are often other services' (they query the locked table more), so this names the
+        service whose statement began it."""
+        spans = ctx.telemetry.spans
+        if spans is None or spans.empty:
+            return []
+        a = ctx.anomalies
+        calls = a[
+            a["role"].isin(_DB_CALLS)
+            & (a["direction"] == "up")
+            & ((a["peer"].astype(str) == db) | (a["service"].astype(str) == db))
+        ]
+        if calls.empty:
+            return []
+        trouble = float(calls["onset"].min())
+        client = spans[(spans["kind"] == 3) & (spans["peer"].astype(str) == db)]
+        if client.empty:
+            return []
+        verb = client["name"].astype(str).str.strip().str.split().str[0].str.upper()
+        locking = client[verb.isin(_LOCKING)]
+        if locking.empty:
+            return []
+        start = locking["start"].astype(float)
+        # Before the trouble (to a sampling step or two after it: metric onsets lag).
+        near = locking[(start >= trouble - _LOCK_LEAD) & (start <= trouble + ctx.onset_slack)]
+        out = []
+        for svc, mine in near.groupby(near["service"].astype(str)):
+            names = set(mine["name"].astype(str))
+            before = locking[
+                (locking["service"].astype(str) == svc)
+                & locking["name"].astype(str).isin(names)
+                & (locking["start"].astype(float) < trouble - _LOCK_LEAD)
+            ]
+            if len(before):
+                continue  # a job it runs all the time: routine, not this incident's
+            first = mine.sort_values("start").iloc[0]
+            hurt = sorted(
+                set(np.where(calls["service"].astype(str) == db, calls["peer"], calls["service"]))
+                - {"", "None", db}
+            )
+            ev: list[Evidence] = [
+                Evidence(
+                    kind="trace",
+                    summary=(
+                        f"{svc} ran {first['name']!s} on {db} at {format_time(float(first['start']))}, "
+                        f"{trouble - float(first['start']):.0f} s before calls to {db} slowed "
+                        "or failed; it never ran that in the baseline"
+                    ),
+                    service=str(svc),
+                    onset=float(first["start"]),
+                    data={
+                        "database": db,
+                        "statement": str(first["name"]),
+                        "trace_id": str(first["trace_id"]),
+                    },
+                )
+            ]
+            ev += ctx.anomalies_evidence(calls, 3)
+            ev += ctx.log_evidence(str(svc))
+            out.append(
+                self.finding(
+                    str(svc),
+                    0.6 + 0.3 * min(1.0, len(hurt) / 2.0),
+                    ev,
+                    features={"db_signal": 0.0, "lock": 1.0, "hurt_callers": float(len(hurt))},
+                    onset=float(first["start"]),
+                )
+            )
+        return out
 
     def _one_caller(self, ctx: PatternContext, config: DbOverloadConfig, db: str) -> list:  # type: ignore[type-arg]
         """Services whose own calls to a shared database got slow or failed while most of

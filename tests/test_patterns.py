@@ -638,3 +638,57 @@ def test_a_service_every_instance_of_which_stopped_answering_is_a_failing_depend
         ),
     )
     assert "payments" not in {f.service for f in res.findings}
+
+
+def test_the_service_that_locked_a_shared_table_is_blamed_not_the_callers_that_waited() -> None:
+    # inventory's nightly job runs "LOCK TABLE products" on postgres 90 s before catalog's
+    # and search's queries slow down; inventory's own calls are fine (it holds the lock).
+    import networkx as nx
+
+    from correlator.detector import anomaly_frame
+    from correlator.model import SPAN_COLUMNS
+
+    def row(svc: str) -> dict:  # type: ignore[type-arg]
+        return {
+            "service": svc, "role": "client_latency", "peer": "postgres", "onset": 1000.0,
+            "end": 1600.0, "score": 5.0, "direction": "up", "baseline": 0.005, "peak": 2.0,
+            "modality": "spans", "signal": "client_latency", "evidence": "",
+        }  # fmt: skip
+
+    def span(svc: str, name: str, start: float, n: int) -> dict:  # type: ignore[type-arg]
+        return {
+            **dict.fromkeys(SPAN_COLUMNS, ""), "trace_id": f"t{n}", "span_id": f"s{n}",
+            "service": svc, "name": name, "kind": 3, "start": start, "duration": 0.01,
+            "status": 0, "peer": "postgres", "db_system": "postgresql",
+        }  # fmt: skip
+
+    g = nx.DiGraph()
+    g.add_node("postgres", kind="database")
+    for c in ("catalog", "search", "inventory"):
+        g.add_edge(c, "postgres")
+    routine = [
+        span(c, "SELECT products", t, i)
+        for i, (c, t) in enumerate(
+            (c, t) for c in ("catalog", "search", "inventory") for t in range(-2000, 1600, 100)
+        )
+    ]
+    base = context(build("deployment"))
+
+    def found(spans: list) -> dict:  # type: ignore[type-arg]
+        tel = copy.copy(base.telemetry)
+        tel.spans = pd.DataFrame(spans, columns=list(SPAN_COLUMNS))
+        ctx = dataclasses.replace(
+            base, anomalies=anomaly_frame([row("catalog"), row("search")]), graph=g, telemetry=tel
+        )
+        return {f.service: f for f in run("db_overload", ctx).findings}
+
+    lock = span("inventory", "LOCK TABLE products IN EXCLUSIVE MODE", 910.0, 9999)
+    mine = found([*routine, lock])
+    assert mine["inventory"].features["lock"] == 1.0 and mine["inventory"].score >= 0.8
+    assert any("LOCK TABLE" in e.summary for e in mine["inventory"].evidence)
+    assert "inventory" not in found(routine)
+    # A lock it takes every night, baseline included, is routine; one taken after the
+    # calls slowed did not start it.
+    nightly = {**lock, "start": -1500.0, "span_id": "early"}
+    assert "inventory" not in found([*routine, nightly, lock])
+    assert "inventory" not in found([*routine, {**lock, "start": 1500.0}])
