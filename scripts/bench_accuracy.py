@@ -208,8 +208,8 @@ def _at(ranks: list[int | None], k: int) -> float:
     return float(np.mean([r is not None and r <= k for r in ranks])) if ranks else float("nan")
 
 
-def wild_report(cases: list[WildCase], seconds: float, jobs: int) -> str:
-    """The ``## Wild generated suite`` section."""
+def wild_report(cases: list[WildCase], seconds: float, jobs: int, held_out: bool = True) -> str:
+    """The ``## Wild generated suite`` section (``held_out`` False: the tuning seeds)."""
     eng = [c.service_rank() for c in cases]
     zs = [c.rank_in(c.zscore) for c in cases]
     cause1 = np.array([bool(c.ranked) and c.right(c.truth_service, c.ranked[0][1]) for c in cases])
@@ -219,8 +219,9 @@ def wild_report(cases: list[WildCase], seconds: float, jobs: int) -> str:
     sizes = sorted({c.services for c in cases})
     per_case = [sum(c.seconds.values()) for c in cases]
     lines = [
-        f"{len(cases)} wild scenarios (held-out seeds {min(c.seed for c in cases)}-"
-        f"{max(c.seed for c in cases)}, never tuned on; {min(sizes)} to {max(sizes)} services), "
+        f"{len(cases)} wild scenarios ({'held-out' if held_out else 'tuning'} seeds "
+        f"{min(c.seed for c in cases)}-{max(c.seed for c in cases)}, "
+        f"{'never tuned on' if held_out else 'tuned on: not a measure'}; {min(sizes)} to {max(sizes)} services), "
         f"generated, investigated whole and per modality, and ranked by the z-score baseline "
         f"in {seconds / 60:.1f} min wall with {jobs} jobs (median {np.median(per_case):.1f} s "
         f"of work per scenario; 1-minute load average at the end {os.getloadavg()[0]:.1f}, the "
@@ -322,7 +323,7 @@ def wild_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    body = wild_report(cases, time.time() - t0, args.jobs)
+    body = wild_report(cases, time.time() - t0, args.jobs, held_out)
     print(body)
     if held_out and not args.no_write:
         from benchlib import write_section
