@@ -849,6 +849,12 @@ class BundleBackend:
             [a for a in every if a.fingerprint.startswith(fp)] if len(fp) >= _MIN_PREFIX else []
         )
         if not matches:
+            short = [a.fingerprint for a in every if fp and a.fingerprint.startswith(fp)]
+            if short:
+                raise UserInputError(
+                    f"alert id {fingerprint!r} is too short: give at least {_MIN_PREFIX} "
+                    f"characters of it (it matches {', '.join(sorted(set(short))[:3])})"
+                )
             return None
         if len({(a.fingerprint, a.source) for a in matches}) > 1:
             listed = ", ".join(

@@ -296,7 +296,8 @@ def test_alert_prefix_and_ambiguity(tmp_path: Path) -> None:
     found = be.alert(fp[:6].upper())
     assert found is not None and found.fingerprint == fp
     assert be.bundle_for(found).path == tmp_path / "c"
-    assert be.alert(fp[:5]) is None
+    with pytest.raises(UserInputError, match="too short: give at least 6 characters"):
+        be.alert(fp[:5])
     assert be.alert("ffffffffffff") is None
     with pytest.raises(UserInputError, match="ambiguous") as info:
         be.alert(alert_fingerprint(LABELS)[:8])
