@@ -96,6 +96,8 @@ class CodeFaultPattern(BasePattern):
             named = a[(a["role"] == "named_by_callers") & (a["peer"].astype(str) == svc)]
             failing = max(failing, float(named["score"].max()) if len(named) else 0.0)
             failing = failing / (failing + 8.0)
+            # ... and requests whose traces show its call below failing with them.
+            failing = max(failing, ctx.errors_passed_on(svc, at - ctx.onset_slack))
             score = (s / (s + 8.0)) * (0.6 + 0.4 * breadth)
             score *= (1.0 - config.resource_share * changed) * (1.0 - failing)
             ev: list[Evidence] = ctx.anomalies_evidence(mine, 3)

@@ -692,3 +692,38 @@ def test_the_service_that_locked_a_shared_table_is_blamed_not_the_callers_that_w
     nightly = {**lock, "start": -1500.0, "span_id": "early"}
     assert "inventory" not in found([*routine, nightly, lock])
     assert "inventory" not in found([*routine, {**lock, "start": 1500.0}])
+
+
+def test_errors_a_service_passes_on_from_a_failing_call_are_not_its_own_code_fault() -> None:
+    # The gateway's error ratio rises; its traces show why: in each failed request its
+    # own call to account fails (deadline exceeded). Read from the spans alone (no
+    # client_errors series moved), that is not the gateway's code.
+    from correlator.detector import anomaly_frame
+    from correlator.model import SPAN_COLUMNS
+
+    row = {
+        "service": "gateway", "role": "error_ratio", "peer": "", "onset": 1000.0, "end": 1600.0,
+        "score": 30.0, "direction": "up", "baseline": 0.005, "peak": 0.05,
+        "modality": "metrics", "signal": "error_ratio", "evidence": "",
+    }  # fmt: skip
+    base = context(build("deployment"))
+
+    def code_fault(spans: list) -> Any:  # type: ignore[type-arg]
+        tel = copy.copy(base.telemetry)
+        tel.spans = pd.DataFrame(spans, columns=list(SPAN_COLUMNS))
+        ctx = dataclasses.replace(base, anomalies=anomaly_frame([row]), telemetry=tel)
+        return {f.service: f for f in run("code_fault", ctx).findings}["gateway"]
+
+    def span(i: int, kind: int, peer: str, status: int) -> dict:  # type: ignore[type-arg]
+        return {
+            **dict.fromkeys(SPAN_COLUMNS, ""), "trace_id": f"t{i}", "span_id": f"{kind}-{i}",
+            "service": "gateway", "name": "GET /api", "kind": kind, "start": 1000.0 + i,
+            "duration": 2.0, "status": status, "peer": peer,
+        }  # fmt: skip
+
+    passed = [span(i, k, p, 2) for i in range(10) for k, p in ((2, ""), (3, "account"))]
+    own = [span(i, 2, "", 2) for i in range(10)] + [span(i, 3, "account", 0) for i in range(10)]
+    mine, theirs = code_fault(own), code_fault(passed)
+    assert theirs.features["failing_calls"] == pytest.approx(1.0)
+    assert mine.features["failing_calls"] < 0.5
+    assert theirs.score < 0.5 * mine.score

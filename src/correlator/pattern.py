@@ -194,6 +194,22 @@ class PatternContext:
         s = float(lost["score"].max())
         return s / (s + 8.0)
 
+    def errors_passed_on(self, service: str, since: float) -> float:
+        """Share (0..1) of the traces in which ``service`` failed from ``since`` on where its
+        own call to another service failed: errors passed on from below (or the calls
+        themselves failing), not its own code's. 0 with fewer than three such traces."""
+        spans = self.telemetry.spans
+        if spans is None or spans.empty:
+            return 0.0
+        failed = self._memo("_failed_spans", lambda: spans[spans["status"] == 2])
+        mine = failed[(failed["service"].astype(str) == service)]
+        mine = mine[mine["start"].astype(float) >= since]
+        traces = set(mine["trace_id"])
+        if len(traces) < 3:
+            return 0.0
+        calls = mine[(mine["kind"] == 3) & ~mine["peer"].astype(str).isin(("", "None", service))]
+        return len(set(calls["trace_id"])) / len(traces)
+
     def anomalies_evidence(self, rows: pd.DataFrame, limit: int = 3) -> list[Evidence]:
         """Evidence for the first ``limit`` anomaly rows of a frame (see :meth:`metric_evidence`)."""
         return [self.metric_evidence(r) for r in rows.head(limit).to_dict("records")]
