@@ -9,7 +9,9 @@
   the test is on the *share* of a service's records that are errors, so a
   traffic surge alone is not an error surge; with lines only, on their rate
   per second against the baseline's;
-* ``log_template``: message templates never seen in the service's baseline.
+* ``log_template``: message templates never seen in the service's baseline (or
+  far more frequent now), of error records or exception text; ``log_notice`` the
+  same for other templates (a "slow request" warning is news, not an error).
   The miner masks what varies between lines of one template (uuids, ip
   addresses, hex ids, quoted strings, numbers), so ``took 925 ms`` and
   ``took 1013 ms`` are one template and a new exception text is a new one.
@@ -461,7 +463,7 @@ def _templates(ctx: _Context, lines: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     per = later.groupby(["service", "template"], sort=False).agg(
         k=("ts", "size"), first=("ts", "min"), last=("ts", "max"), body=("body", "first"),
-        severity=("severity", "max"),
+        severity=("severity", "max"), error_like=("error_like", "any"),
     )  # fmt: skip
     per = per[per["k"] >= ctx.config.min_events]
     if per.empty:
@@ -506,7 +508,13 @@ def _templates(ctx: _Context, lines: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "service": per["service"].to_numpy(),
-            "role": "log_template",
+            # An error or exception template is trouble; another (a "slow request" warning,
+            # a new info line) is news about the service, not an error.
+            "role": np.where(
+                (per["severity"] >= _ERROR) | per["error_like"].astype(bool),
+                "log_template",
+                "log_notice",
+            ),
             "onset": per["first"].to_numpy(dtype=np.float64),
             "end": per["last"].to_numpy(dtype=np.float64),
             "score": per["score"].to_numpy(),

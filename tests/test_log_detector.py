@@ -195,3 +195,15 @@ def test_sparse_logs_with_two_minutes_before_the_fault_are_still_judged() -> Non
     rows = out.anomalies
     errs = rows[(rows.service == "checkout") & (rows.role == "log_errors")]
     assert len(errs) == 1 and errs.iloc[0].onset < T0 + 240
+
+
+def test_a_new_warning_is_a_notice_not_an_error_template() -> None:
+    # "GC overhead" warnings begin (a leak on its way) and then an exception: the
+    # warning is news about the service, not an error of its code.
+    base = logs(T0, T0 + 1800, 600, 1, OLD)
+    after = logs(T0 + 1800, T0 + 2400, 200, 2, OLD)
+    gc = ("checkout", "GC overhead: {n}% of time spent in GC, heap {n}MiB", 13)
+    new = logs(T0 + 2000, T0 + 2400, 8, 3, [gc]), logs(T0 + 2100, T0 + 2400, 8, 4, [NEW])
+    rows, _ = run(base, after, *new)
+    roles = dict(zip(rows.signal.str.split(":").str[0], rows.role, strict=True))
+    assert roles == {"GC overhead": "log_notice", "charge failed": "log_template"}

@@ -727,3 +727,26 @@ def test_errors_a_service_passes_on_from_a_failing_call_are_not_its_own_code_fau
     assert theirs.features["failing_calls"] == pytest.approx(1.0)
     assert mine.features["failing_calls"] < 0.5
     assert theirs.score < 0.5 * mine.score
+
+
+def test_a_delay_behind_one_caller_is_named_beside_a_faint_wobble_elsewhere() -> None:
+    # One pod of checkout-ui answers late: only edge-proxy calls it, and edge-proxy's own
+    # latency rose by what the calls did. Far off, one faint call wobbles. The one troubled
+    # call carries most of the trouble: its callee is the suspect, the wobble is not.
+    from correlator.detector import anomaly_frame
+
+    def row(svc: str, role: str, peer: str, score: float, base: float, peak: float) -> dict:  # type: ignore[type-arg]
+        return {
+            "service": svc, "role": role, "peer": peer, "onset": 1000.0, "end": 1600.0,
+            "score": score, "direction": "up", "baseline": base, "peak": peak,
+        }  # fmt: skip
+
+    rows = [
+        row("edge-proxy", "client_latency", "checkout-ui", 4.6, 0.56, 0.88),
+        row("edge-proxy", "latency", "", 6.7, 0.96, 1.94),
+        row("store-locator", "client_latency", "carrier-api", 2.3, 0.29, 0.29),
+    ]
+    ctx = dataclasses.replace(context(build("deployment")), anomalies=anomaly_frame(rows))
+    found = {f.service: f for f in run("network_delay", ctx).findings}
+    assert "checkout-ui" in found and found["checkout-ui"].features["share"] > 0.5
+    assert not {"store-locator", "carrier-api", "edge-proxy"} & set(found)

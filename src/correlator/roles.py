@@ -314,6 +314,16 @@ _TABLE: tuple[Role, ...] = (
         catalog=False,
     ),
     Role(
+        "log_notice",
+        "log records below error level, without exception text, of a message template "
+        "not seen in the baseline (logs)",
+        "symptom",
+        1,
+        "sum",
+        "count",
+        catalog=False,
+    ),
+    Role(
         "named_by_callers",
         "errors that other services log naming this one (a wrong or failed answer)",
         "symptom",
