@@ -2,7 +2,10 @@
 
 Signals: ``db_connections`` with ``db_max_connections``, ``db_tx_duration``,
 ``db_locks`` (postgres_exporter), edge latency into the database, and
-database client spans (``db.system``) of its callers.
+database client spans (``db.system``) of its callers. A caller that ran a
+locking statement (``LOCK TABLE``, ``ALTER``, ``TRUNCATE``, ``VACUUM``...) it
+never ran in the baseline, shortly before the database's calls slowed, is
+named as the one that took the lock (its span names the statement).
 """
 
 from __future__ import annotations
