@@ -126,15 +126,16 @@ class DbOverloadPattern(BasePattern):
                 Evidence(
                     kind="trace",
                     summary=(
-                        f"{svc} ran {first['name']!s} on {db} at {format_time(float(first['start']))}, "
-                        f"{trouble - float(first['start']):.0f} s before calls to {db} slowed "
-                        "or failed; it never ran that in the baseline"
+                        f"{svc} ran {str(first['name'])[:120]} on {db} at "
+                        f"{format_time(float(first['start']))}, "
+                        f"{max(0.0, trouble - float(first['start'])):.0f} s before calls to "
+                        f"{db} slowed or failed; it never ran that in the baseline"
                     ),
                     service=str(svc),
                     onset=float(first["start"]),
                     data={
                         "database": db,
-                        "statement": str(first["name"]),
+                        "statement": str(first["name"])[:120],
                         "trace_id": str(first["trace_id"]),
                     },
                 )

@@ -53,9 +53,9 @@ def main() -> int:
     n_gen = len({r["group"] for r in data if r["dataset"] == "generated"})
     lines = [
         f"The shipped calibration is fitted on {len(data)} candidate findings: {n_gen} generated "
-        "scenarios (seeds 2000-4999), the wild tuning set and the PetShop incidents. Here each "
-        "group of bundles is scored by a model fitted *without* it (PetShop: one traffic "
-        "scenario at a time; wild: one scenario at a time), so these figures are on data the "
+        "scenarios (seeds 2000-4999), the wild tuning set, the PetShop incidents and the demo "
+        "recordings. Here each group of bundles is scored by a model fitted *without* it "
+        "(PetShop: one traffic scenario at a time; wild and demo: one incident at a time), so these figures are on data the "
         "model was not fitted on. The top finding is right when `correlator.model.cause_matches` "
         "says so (service, and the cause for the original six causes; PetShop's Lambda code "
         "changes are labelled `deployment` with no deploy marker in the data, so no tool can "
@@ -100,7 +100,7 @@ def main() -> int:
         ]
     lines.append(
         "Rerun: `python scripts/fit_calibration.py --bundles fixtures/petshop --bundles <wild "
-        "tuning bundles> --rows rows.json`, then `python scripts/calibration_cv.py rows.json`."
+        "tuning bundles> --bundles fixtures/demo --rows rows.json`, then `python scripts/calibration_cv.py rows.json`."
     )
     print("\n".join(lines))
     if args.write:
