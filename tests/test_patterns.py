@@ -392,17 +392,23 @@ def test_zone_most_affected_service_is_the_one_that_lost_most_pods() -> None:
     assert max(got, key=lambda s: got[s]) == "a"
 
 
+def _call_row(
+    svc: str, role: str, peer: str, score: float, base: float, peak: float
+) -> dict[str, Any]:
+    """An anomaly row of a call (or a service's own latency) from 1000 s to 1600 s."""
+    return {
+        "service": svc, "role": role, "peer": peer, "onset": 1000.0, "end": 1600.0,
+        "score": score, "direction": "up", "baseline": base, "peak": peak,
+    }  # fmt: skip
+
+
 def test_network_delay_names_the_callee_whose_callers_all_see_slow_calls() -> None:
     """Three callers' own view of their calls to ``db-proxy`` got ~0.9 s slower while its
     server side did not move; their callers see them slower too, but by no more than
     they got slower by themselves (that is passed up the chain, not network)."""
     from correlator.detector import anomaly_frame
 
-    def row(svc: str, role: str, peer: str, score: float, base: float, peak: float) -> dict:  # type: ignore[type-arg]
-        return {
-            "service": svc, "role": role, "peer": peer, "onset": 1000.0, "end": 1600.0,
-            "score": score, "direction": "up", "baseline": base, "peak": peak,
-        }  # fmt: skip
+    row = _call_row
 
     callers = ("auth", "search", "cart")
     rows = [row(c, "client_latency", "db-proxy", 150.0, 0.1, 1.0) for c in callers]
@@ -427,11 +433,7 @@ def test_network_delay_is_as_strong_as_the_calls_the_servers_do_not_explain() ->
     the explained calls that also touch checkout."""
     from correlator.detector import anomaly_frame
 
-    def row(svc: str, role: str, peer: str, score: float, base: float, peak: float) -> dict:  # type: ignore[type-arg]
-        return {
-            "service": svc, "role": role, "peer": peer, "onset": 1000.0, "end": 1600.0,
-            "score": score, "direction": "up", "baseline": base, "peak": peak,
-        }  # fmt: skip
+    row = _call_row
 
     rows = [
         row("inventory", "latency", "", 100.0, 0.009, 0.49),
@@ -735,11 +737,7 @@ def test_a_delay_behind_one_caller_is_named_beside_a_faint_wobble_elsewhere() ->
     # call carries most of the trouble: its callee is the suspect, the wobble is not.
     from correlator.detector import anomaly_frame
 
-    def row(svc: str, role: str, peer: str, score: float, base: float, peak: float) -> dict:  # type: ignore[type-arg]
-        return {
-            "service": svc, "role": role, "peer": peer, "onset": 1000.0, "end": 1600.0,
-            "score": score, "direction": "up", "baseline": base, "peak": peak,
-        }  # fmt: skip
+    row = _call_row
 
     rows = [
         row("edge-proxy", "client_latency", "checkout-ui", 4.6, 0.56, 0.88),
