@@ -51,10 +51,13 @@ def main() -> int:
 
     data = json.loads(args.rows.read_text(encoding="utf-8"))
     n_gen = len({r["group"] for r in data if r["dataset"] == "generated"})
+    n_fit = sum(1 for r in data if r.get("fitted", True))
+    held = sorted({r["dataset"].split(":", 1)[0] for r in data if not r.get("fitted", True)})
     lines = [
-        f"The shipped calibration is fitted on {len(data)} candidate findings: {n_gen} generated "
-        "scenarios (seeds 2000-4999), the wild tuning set, the PetShop incidents and the demo "
-        "recordings. Here each group of bundles is scored by a model fitted *without* it "
+        f"The shipped calibration is fitted on {n_fit} candidate findings: {n_gen} generated "
+        "scenarios (seeds 2000-4999), the wild tuning set and the PetShop incidents"
+        + (f"; never on {', '.join(held)} (held out whole)" if held else "")
+        + ". Here each group of bundles is scored by a model fitted *without* it "
         "(PetShop: one traffic scenario at a time; wild and demo: one incident at a time), so these figures are on data the "
         "model was not fitted on. The top finding is right when `correlator.model.cause_matches` "
         "says so (service, and the cause for the original six causes; PetShop's Lambda code "
@@ -69,7 +72,7 @@ def main() -> int:
     for name, groups in sorted(folds.items()):
         top_conf, top_right = [], []
         for g in sorted(groups):
-            train = [r for r in data if r["dataset"] != g]
+            train = [r for r in data if r["dataset"] != g and r.get("fitted", True)]
             test = [r for r in data if r["dataset"] == g]
             cal = fit(
                 [r["features"] for r in train],
@@ -100,7 +103,7 @@ def main() -> int:
         ]
     lines.append(
         "Rerun: `python scripts/fit_calibration.py --bundles fixtures/petshop --bundles <wild "
-        "tuning bundles> --bundles fixtures/demo --rows rows.json`, then `python scripts/calibration_cv.py rows.json`."
+        "tuning bundles> --eval-bundles fixtures/demo --rows rows.json`, then `python scripts/calibration_cv.py rows.json`."
     )
     print("\n".join(lines))
     if args.write:

@@ -9,6 +9,7 @@ right or wrong, fits the logistic model and writes
     python scripts/fit_calibration.py --per-cause 8 --extra 4   # quicker
     python scripts/fit_calibration.py --cache /tmp/cal-cache     # collect once, refit fast
     python scripts/fit_calibration.py --bundles fixtures/petshop  # plus labeled bundles (real data)
+    python scripts/fit_calibration.py --eval-bundles fixtures/demo --rows rows.json  # held out
 
 Labeled bundles (``--bundles``, repeatable) join the fit with every investigation
 as its own group; ``scripts/calibration_cv.py`` measures the fit on folds of them
@@ -63,6 +64,14 @@ def main() -> int:
         help="a folder of labeled bundles to fit on too (repeatable; e.g. fixtures/petshop)",
     )
     ap.add_argument(
+        "--eval-bundles",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder of labeled bundles investigated for --rows only, never fitted on "
+        "(repeatable; e.g. fixtures/demo: calibration_cv.py scores it as held out)",
+    )
+    ap.add_argument(
         "--rows", type=Path, help="also write every candidate row (features, label, group) here"
     )
     args = ap.parse_args()
@@ -89,30 +98,50 @@ def main() -> int:
 
     named: list[object] = [f"gen-{g}" for g in groups]
     datasets = ["generated"] * len(labels)
-    for folder in args.bundles:
+    fitted = [True] * len(labels)
+    for folder, fit_on in [(f, True) for f in args.bundles] + [
+        (f, False) for f in args.eval_bundles
+    ]:
         for lc in labeled_cases(folder, jobs=args.jobs):
             rows += lc.features
             labels += lc.labels
             keys += lc.keys
             named += [lc.name] * len(lc.labels)
             datasets += [f"{folder.name}:{lc.group}"] * len(lc.labels)
+            fitted += [fit_on] * len(lc.labels)
     if args.rows:
         args.rows.write_text(
             json.dumps(
                 [
-                    {"features": r, "label": y, "group": str(g), "key": list(k), "dataset": d}
-                    for r, y, g, k, d in zip(rows, labels, named, keys, datasets, strict=True)
+                    {
+                        "features": r,
+                        "label": y,
+                        "group": str(g),
+                        "key": list(k),
+                        "dataset": d,
+                        "fitted": f,
+                    }
+                    for r, y, g, k, d, f in zip(
+                        rows, labels, named, keys, datasets, fitted, strict=True
+                    )
                 ]
             ),
             encoding="utf-8",
         )
-    cal = fit(rows, labels, c=0.5, groups=named, keys=keys)
+    use = [i for i, f in enumerate(fitted) if f]
+    cal = fit(
+        [rows[i] for i in use],
+        [labels[i] for i in use],
+        c=0.5,
+        groups=[named[i] for i in use],
+        keys=[keys[i] for i in use],
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(cal.to_json(), indent=2) + "\n", encoding="utf-8")
     print(
-        f"fitted on {len(labels)} candidates from {len(todo)} scenarios and "
-        f"{len(set(named)) - len(todo)} bundles "
-        f"({sum(labels)} right) in {time.time() - t0:.0f}s -> {args.out}"
+        f"fitted on {len(use)} candidates from {len(todo)} scenarios and "
+        f"{len({named[i] for i in use}) - len(todo)} bundles "
+        f"({sum(labels[i] for i in use)} right) in {time.time() - t0:.0f}s -> {args.out}"
     )
     return 0
 
