@@ -102,8 +102,9 @@ def main() -> int:
             "",
         ]
     lines.append(
-        "Rerun: `python scripts/fit_calibration.py --bundles fixtures/petshop --bundles <wild "
-        "tuning bundles> --eval-bundles fixtures/demo --rows rows.json`, then `python scripts/calibration_cv.py rows.json`."
+        "Rerun: `python scripts/write_wild_tuning.py /tmp/wild-tune`, `python "
+        "scripts/fit_calibration.py --bundles fixtures/petshop --bundles /tmp/wild-tune "
+        "--eval-bundles fixtures/demo --rows rows.json`, then `python scripts/calibration_cv.py rows.json`."
     )
     print("\n".join(lines))
     if args.write:
