@@ -18,11 +18,6 @@ about 4, after 0 in 3000 about 5; 7 in 300 after 20 in 900 is nothing.
 events of interest over what the baseline rate predicts falls (or stays flat)
 until the change and rises during it (a CUSUM), so the onset is just after its
 lowest point and the end where it is highest afterwards.
-
-:func:`exceedance_score` is the exact version of the question for a rank test
-(window values above a quantile of the baseline's own values): with few
-baseline values, a window all above them is far stronger evidence than a
-Poisson rate can say (the count is bounded by the window's size).
 """
 
 from __future__ import annotations
@@ -43,7 +38,6 @@ __all__ = [
     "bucket_width",
     "count_score",
     "cusum_onset",
-    "exceedance_score",
     "first_event",
     "format_share",
 ]
@@ -82,45 +76,6 @@ def count_score(k: Any, n: Any, k0: Any, n0: Any, direction: str = "up") -> Floa
     z = -ndtri(np.clip(tail, 1e-300, 1.0))  # the normal's inverse survival function
     z = np.where(ok & np.isfinite(z), np.clip(z, 0.0, MAX_SCORE), 0.0)
     return np.asarray(z, dtype=np.float64)
-
-
-def exceedance_score(k: Any, n: Any, k0: Any, n0: Any) -> Floats:
-    """Strength of ``k`` of ``n`` window values above a threshold that ``k0`` of the ``n0``
-    baseline values exceed (arrays, >= 0): a rank test, exact when the two periods' values
-    are exchangeable.
-
-    The threshold is at least the baseline's (``k0`` + 1)-th largest value, so ``k`` is at
-    most the count of window values above that order statistic, whose tail is
-    ``P(K >= k) = P(X <= k0)`` for ``X`` hypergeometric: ``k + k0`` draws from ``n0 + n``
-    values, ``n0`` of them the baseline's. Five baseline spans below 120 of 120 window
-    spans score about 5.8; 6 of 300 above a baseline's p95 that 45 of 900 exceed, nothing.
-    """
-    from scipy.special import gammaln, logsumexp, ndtri
-
-    k_, n_, k0_, n0_ = (np.rint(np.asarray(x, dtype=np.float64)) for x in (k, n, k0, n0))
-    ok = (n_ > 0) & (n0_ > 0) & (k_ > 0)
-    out = np.zeros(k_.shape, dtype=np.float64)
-    if not ok.any():
-        return out
-    k_, n_, k0_, n0_ = (x[ok] for x in (k_, n_, k0_, n0_))
-    k_ = np.minimum(k_, n_)
-    k0_ = np.minimum(k0_, n0_)
-    draws = k_ + k0_
-    total = n0_ + n_
-    i = np.arange(int(k0_.max()) + 1, dtype=np.float64)[None, :]
-
-    def ln_choose(a: Any, b: Any) -> Any:
-        return gammaln(a + 1.0) - gammaln(b + 1.0) - gammaln(a - b + 1.0)
-
-    rest = draws[:, None] - i
-    valid = (i <= k0_[:, None]) & (rest >= 0) & (rest <= n_[:, None])
-    with np.errstate(invalid="ignore"):
-        terms = ln_choose(n0_[:, None], i) + ln_choose(n_[:, None], np.maximum(rest, 0.0))
-    terms = np.where(valid, terms, -np.inf) - ln_choose(total, draws)[:, None]
-    tail = np.exp(np.minimum(logsumexp(terms, axis=1), 0.0))
-    z = -ndtri(np.clip(tail, 1e-300, 1.0))
-    out[ok] = np.where(np.isfinite(z), np.clip(z, 0.0, MAX_SCORE), 0.0)
-    return out
 
 
 def cusum_onset(

@@ -43,7 +43,6 @@ from ._stats import (
     bucket_width,
     count_score,
     cusum_onset,
-    exceedance_score,
     first_event,
     format_share,
 )
@@ -488,7 +487,7 @@ def _exceedance(ctx: _Context, part: pd.DataFrame, measure: str, q: float) -> pd
         n0 = (~part["after"]).groupby(part["code"]).sum()
         kf, k0f, nf, n0f = (x.reindex(codes).astype(np.float64) for x in (k, k0, n, n0))
         enough = n0f >= ctx.config.min_events
-        score = np.where(enough, exceedance_score(kf, nf, k0f, n0f), 0.0)
+        score = np.where(enough, count_score(kf, nf, k0f, n0f), 0.0)
         better = score > out["score"].to_numpy()
         for name, value in (("k", kf), ("n", nf), ("k0", k0f), ("n0", n0f), ("threshold", thr)):
             if name not in out:

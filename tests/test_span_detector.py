@@ -134,19 +134,3 @@ def test_a_fault_that_began_before_the_baseline_end_is_still_seen(
     at_end, _ = run(base, fault)
     late = at_end[(at_end.role == "span_errors") & (at_end.service == "checkout")]
     assert late.empty or float(late.score.max()) < row.score - 1.0
-
-
-def test_a_slowdown_over_a_handful_of_baseline_spans_is_still_strong() -> None:
-    # Sampled traces: six before, 120 after, every one of them ten times slower. That the
-    # window is all above every baseline span is the evidence (a rank test), however few.
-    base = traces(T0 + 1200, T0 + 1800, 6, 1)
-    after = traces(T0 + 1800, T0 + 2400, 120, 2, charge_latency=0.500)
-    rows, _ = run(base, after)
-    calls = rows[(rows.role == "client_latency") & (rows.peer == "checkout")]
-    assert len(calls) == 1 and calls.iloc[0].score >= 4
-    # The same handful before and after, alike, is nothing.
-    rows, _ = run(base, traces(T0 + 1800, T0 + 2400, 120, 2))
-    assert (
-        rows.empty
-        or not (rows.role.isin(["client_latency", "span_latency"]) & (rows.score >= 3)).any()
-    )
