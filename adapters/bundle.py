@@ -850,7 +850,7 @@ class BundleBackend:
         )
         if not matches:
             short = [a.fingerprint for a in every if fp and a.fingerprint.startswith(fp)]
-            if short:
+            if short:  # only an id under _MIN_PREFIX characters can match here
                 raise UserInputError(
                     f"alert id {fingerprint!r} is too short: give at least {_MIN_PREFIX} "
                     f"characters of it (it matches {', '.join(sorted(set(short))[:3])})"
