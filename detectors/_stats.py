@@ -40,6 +40,7 @@ __all__ = [
     "cusum_onset",
     "first_event",
     "format_share",
+    "rank_score",
 ]
 
 Floats = npt.NDArray[np.float64]
@@ -74,6 +75,33 @@ def count_score(k: Any, n: Any, k0: Any, n0: Any, direction: str = "up") -> Floa
         # P(K <= k) = I_p(r, k + 1).
         tail = betainc(r, k_ + 1.0, p)
     z = -ndtri(np.clip(tail, 1e-300, 1.0))  # the normal's inverse survival function
+    z = np.where(ok & np.isfinite(z), np.clip(z, 0.0, MAX_SCORE), 0.0)
+    return np.asarray(z, dtype=np.float64)
+
+
+def rank_score(k: Any, n: Any, k0: Any, n0: Any) -> Floats:
+    """Strength of ``k`` of ``n`` window values above a baseline quantile that ``k0`` of
+    ``n0`` baseline values exceed, as an exact rank test (arrays, >= 0).
+
+    Were the window like the baseline, the ``k + k0`` values above the threshold would
+    fall in the window as ``n`` draws from ``n + n0``: hypergeometric. Its upper tail
+    becomes a standard-normal quantile, as in :func:`count_score`. Unlike the count
+    test, which lets the baseline's rate itself be uncertain, it knows that a quantile
+    of the baseline is exceeded by a fixed share of it: 50 of 50 above a p95 of 27
+    values is not a rate that 27 values could hide (about 8 here, 5 by the count test).
+    """
+    from scipy.special import ndtri
+    from scipy.stats import hypergeom
+
+    k_, n_, k0_, n0_ = (np.asarray(x, dtype=np.float64) for x in (k, n, k0, n0))
+    ok = (n_ > 0) & (n0_ > 0) & (k_ > 0)
+    total = np.where(ok, n_ + n0_, 1.0)
+    hits = np.where(ok, k_ + k0_, 0.0)
+    draws = np.where(ok, n_, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        log_tail = hypergeom.logsf(k_ - 1.0, total, hits, draws)
+        tail = np.exp(np.clip(log_tail, -690.0, 0.0))
+        z = -ndtri(np.clip(tail, 1e-300, 1.0))
     z = np.where(ok & np.isfinite(z), np.clip(z, 0.0, MAX_SCORE), 0.0)
     return np.asarray(z, dtype=np.float64)
 

@@ -45,6 +45,7 @@ from ._stats import (
     cusum_onset,
     first_event,
     format_share,
+    rank_score,
 )
 
 __all__ = ["SpanConfig", "SpanDetector"]
@@ -91,6 +92,7 @@ class SpanDetector:
         spans["key"], spans["parent_key"] = _span_keys(spans)
         spans["exclusive"] = _exclusive(spans)
         spans["callee"] = _callee(spans)
+        spans["transit"], spans["callee_pod"] = _transit_columns(spans)
         first = float(spans["t"].min())
         splits = [split] + [
             split - back
@@ -100,6 +102,8 @@ class SpanDetector:
         # Operations and call edges are grouped once; each split only re-marks "after".
         groups = _Context(spans, split, float(data.window.end), float(data.step), self.config)
         parts = {key: _groups(groups, edges) for key, edges in (("ops", False), ("edges", True))}
+        parts["transit"] = _transit_groups(groups, ("callee", "callee_pod"))
+        parts["transit_callers"] = _transit_groups(groups, ("callee", "service"))
         found = [self._at(spans, parts, at, data) for at in splits]
         out = best_of_splits(found, self.config.min_score, _KEYS)
         if out.empty:
@@ -127,6 +131,7 @@ class SpanDetector:
             *_latency(ctx, edges=False),
             *_latency(ctx, edges=True),
             *_rates(ctx),
+            *_transit(ctx),
         ]
         rows = [r for r in rows if not r.empty]
         return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
@@ -156,6 +161,7 @@ def _prepare(raw: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
             "failed": pd.to_numeric(col("status", 0), errors="coerce").fillna(0).eq(_ERROR),
             "peer": col("peer").astype(object),
             "error": col("error").astype(object),
+            "pod": col("pod").astype(object),
         }
     )
     keep = frame["t"].notna() & frame["duration"].notna() & frame["service"].notna()
@@ -235,6 +241,31 @@ def _callee(spans: pd.DataFrame) -> pd.Series:
     keep = np.asarray(pd.notna(callee) & (callee != own), dtype=bool)
     out[client] = np.where(keep, callee, np.full(len(callee), None, dtype=object))
     return out
+
+
+def _transit_columns(spans: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """For client spans answered by a server span we hold: the time the call spent
+    outside the server (client duration minus the server span's: network, proxies,
+    queues, never the server's own work), and the answering instance (its pod)."""
+    transit = pd.Series(np.nan, index=spans.index, dtype=np.float64)
+    pod = pd.Series(None, index=spans.index, dtype=object)
+    client = spans["kind"].isin(_CLIENT_KINDS).to_numpy()
+    server = spans["kind"].isin((2, 5)).to_numpy() & (spans["parent_key"].to_numpy() >= 0)
+    if not (client.any() and server.any()):
+        return transit, pod
+    kids = pd.DataFrame(
+        {
+            "duration": spans["duration"].to_numpy(dtype=np.float64)[server],
+            "pod": spans["pod"].to_numpy(dtype=object)[server],
+        },
+        index=spans["parent_key"].to_numpy()[server],
+    )
+    kids = kids[~kids.index.duplicated()]
+    found = kids.reindex(spans["key"].to_numpy()[client])
+    gap = spans["duration"].to_numpy(dtype=np.float64)[client] - found["duration"].to_numpy()
+    transit[client] = np.maximum(gap, 0.0)
+    pod[client] = found["pod"].to_numpy(dtype=object)
+    return transit, pod
 
 
 # --------------------------------------------------------------------------- tests
@@ -464,7 +495,9 @@ def _latency(ctx: _Context, edges: bool) -> list[pd.DataFrame]:
     ]
 
 
-def _exceedance(ctx: _Context, part: pd.DataFrame, measure: str, q: float) -> pd.DataFrame:
+def _exceedance(
+    ctx: _Context, part: pd.DataFrame, measure: str, q: float, exact: bool = False
+) -> pd.DataFrame:
     """Per group: spans after the split above the baseline's p50 and p``q``, scored.
 
     A rank test against the baseline's own quantiles: scale-free, and robust
@@ -488,6 +521,8 @@ def _exceedance(ctx: _Context, part: pd.DataFrame, measure: str, q: float) -> pd
         kf, k0f, nf, n0f = (x.reindex(codes).astype(np.float64) for x in (k, k0, n, n0))
         enough = n0f >= ctx.config.min_events
         score = np.where(enough, count_score(kf, nf, k0f, n0f), 0.0)
+        if exact:
+            score = np.where(enough, np.maximum(score, rank_score(kf, nf, k0f, n0f)), 0.0)
         better = score > out["score"].to_numpy()
         for name, value in (("k", kf), ("n", nf), ("k0", k0f), ("n0", n0f), ("threshold", thr)):
             if name not in out:
@@ -498,6 +533,87 @@ def _exceedance(ctx: _Context, part: pd.DataFrame, measure: str, q: float) -> pd
         out["score"] = np.maximum(score, out["score"].to_numpy())
     out["measure"] = measure
     return out
+
+
+def _transit_groups(ctx: _Context, keys: tuple[str, str]) -> tuple[pd.DataFrame, list[str]]:
+    """Answered calls (see :func:`_transit_columns`) grouped by ``keys``, with a code."""
+    s = ctx.spans
+    part = s[s["transit"].notna() & s["callee"].notna() & s["callee_pod"].notna()].copy()
+    part["code"] = part.groupby(list(keys), sort=False).ngroup().to_numpy(dtype=np.int64)
+    return part, list(keys)
+
+
+def _transit(ctx: _Context) -> list[pd.DataFrame]:
+    """Calls that spend longer between caller and server, laid at the server's door.
+
+    The time a call spends outside its server (see :func:`_transit_columns`) is the
+    network's, a proxy's or a queue's. It is the answering service's own when it grew
+    on calls to some of its instances and not the others (a delay on one pod's
+    network), or on the calls of two or more of its callers alike (every way into it).
+    A caller whose own network is slow slows its calls to every instance of everything
+    it calls: those stay the caller's (``client_latency``).
+    """
+    cfg = ctx.config
+    pods_part, pod_keys = ctx.parts.get("transit", (pd.DataFrame(), []))
+    callers_part, caller_keys = ctx.parts.get("transit_callers", (pd.DataFrame(), []))
+    if pods_part.empty:
+        return []
+    q = cfg.quantile
+
+    def scored(part: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+        per = _exceedance(ctx, part, "transit", q, exact=True).join(
+            part.groupby("code")[keys].first()
+        )
+        per["passed"] = (per["score"] >= cfg.min_score) & (per["k"] >= cfg.min_events)
+        # Judged: enough calls on both sides of the split to say whether it grew.
+        per["seen"] = (per["n"] >= cfg.min_events) & (per["n0"] >= cfg.min_events)
+        return per
+
+    pods = scored(pods_part, pod_keys)
+    callers = scored(callers_part, caller_keys)
+    by_pod = pods.groupby("callee").agg(passed=("passed", "sum"), seen=("seen", "sum"))
+    by_caller = callers.groupby("callee").agg(passed=("passed", "sum"), seen=("seen", "sum"))
+    # Some instances and not the others; or two callers or more, most of those we see.
+    partial = set(by_pod.index[(by_pod["passed"] > 0) & (by_pod["passed"] < by_pod["seen"])])
+    shared = set(
+        by_caller.index[(by_caller["passed"] >= 2) & (2 * by_caller["passed"] >= by_caller["seen"])]
+    )
+    per = pods[pods["passed"] & pods["callee"].isin(partial | shared)]
+    if per.empty:
+        return []
+    codes = per.index.to_numpy(dtype=np.int64)
+    threshold = pods_part["code"].map(per["threshold"])
+    bad = pd.Series(
+        pods_part["transit"].to_numpy() > threshold.to_numpy(dtype=np.float64),
+        index=pods_part.index,
+    )
+    p0 = ((per["k0"] + 0.5) / (per["n0"] + 1.0)).to_numpy()
+    onset, end = _onsets(ctx, pods_part, codes, bad, p0)
+    texts = [
+        f"calls to {row.callee} answered by {row.callee_pod} spent longer outside the "
+        f"server (client span minus the server's): p{round(q * 100)} {row.base_q:.3g} s -> "
+        f"{row.win_q:.3g} s ({format_share(row.k, row.n)} above the baseline's {row.label}, "
+        f"{format_share(row.k0, row.n0)} before)"
+        + ("; its other instances' calls did not" if row.callee in partial else "")
+        for row in per.itertuples()
+    ]
+    return [
+        pd.DataFrame(
+            {
+                "service": per["callee"].to_numpy(),
+                "role": "transit_latency",
+                "onset": onset,
+                "end": end,
+                "score": per["score"].to_numpy(),
+                "direction": "up",
+                "baseline": per["base_q"].to_numpy(),
+                "peak": per["win_q"].to_numpy(),
+                "peer": "",
+                "signal": ("calls answered by " + per["callee_pod"].astype(str)).to_numpy(),
+                "evidence": texts,
+            }
+        )
+    ]
 
 
 def _rates(ctx: _Context) -> list[pd.DataFrame]:

@@ -13,9 +13,9 @@ server latency moved less than the calls did.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from correlator.model import Evidence
+from correlator.model import Evidence, Finding
 from correlator.pattern import BasePattern, PatternContext, PatternResult
 
 __all__ = ["NetworkDelayConfig", "NetworkDelayPattern"]
@@ -44,6 +44,7 @@ class NetworkDelayPattern(BasePattern):
     def evaluate(self, ctx: PatternContext, config: NetworkDelayConfig) -> PatternResult:
         """Score the service the slow calls share."""
         a = ctx.anomalies
+        transit = _transit_findings(self, ctx)
         calls = a[a["role"].isin(_CALLS) & (a["direction"] == "up")]
         calls = calls[calls["peer"].astype(str) != ""]
         if not calls.empty:
@@ -53,6 +54,8 @@ class NetworkDelayPattern(BasePattern):
             lag = max(60.0, ctx.onset_slack)
             calls = calls[onsets <= anchor + lag]
         if calls.empty:
+            if transit:
+                return self.found(list(transit.values()))
             if not (ctx.has("edge_latency") or len(ctx.telemetry.spans)):
                 return self.not_evaluated("no call latency (service-graph metrics or traces)")
             return self.no_match("no call between two services got slower")
@@ -132,9 +135,39 @@ class NetworkDelayPattern(BasePattern):
                     onset=float(mine["onset"].min()),
                 )
             )
+        for f in findings:
+            t = transit.get(f.service)
+            if t is None or t.score <= f.score:
+                transit[f.service] = f
+            else:
+                transit[f.service] = replace(t, evidence=(*t.evidence, *f.evidence[:2]))
+        findings = list(transit.values())
         return self.found(
             findings, "" if findings else "the slow calls' servers were slow themselves"
         )
+
+
+def _transit_findings(pattern: NetworkDelayPattern, ctx: PatternContext) -> dict[str, Finding]:
+    """Per service, a finding from the calls answered by it that spent longer outside its
+    server (``transit_latency``, laid at its door by the span detector: some of its
+    instances and not the others, or most of its callers alike): as strong as the
+    strongest of them; its own work did not move by construction."""
+    a = ctx.anomalies
+    if a.empty:
+        return {}
+    rows = a[(a["role"] == "transit_latency") & (a["direction"] == "up")]
+    out: dict[str, Finding] = {}
+    for svc, mine in rows.groupby(rows["service"].astype(str), sort=True):
+        mine = mine.sort_values("score", ascending=False)
+        s = float(mine["score"].astype(float).max())
+        out[str(svc)] = pattern.finding(
+            str(svc),
+            s / (s + 8.0),
+            ctx.anomalies_evidence(mine, 3),
+            features={"share": 1.0, "own_rise": 0.0},
+            onset=float(mine["onset"].astype(float).min()),
+        )
+    return out
 
 
 def _rise(rows: object) -> float:

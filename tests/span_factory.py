@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,11 +32,15 @@ def traces(
     charge_latency: float = 0.050,
     error: str = "NullPointerException at ChargeService.java:42",
     op: str = "POST /charge",
+    pods: Sequence[str] = (),
+    delay: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """``n`` traces frontend -> checkout (``op``) -> orders-db, uniformly in ``[start, end)``.
 
     ``fail`` is the share of checkout spans that fail (and their frontend
     callers with them); ``charge_latency`` the median of checkout's own work.
+    ``pods``: checkout's instances, answering in turn; ``delay``: seconds a pod's
+    network adds to each call it answers (the caller's spans see it, checkout's not).
     """
     rng = np.random.default_rng(seed)
     t = np.sort(rng.uniform(start, end, n))
@@ -45,7 +49,10 @@ def traces(
     db = rng.lognormal(np.log(0.004), 0.3, n)
     own = rng.lognormal(np.log(charge_latency), 0.25, n)
     checkout = own + db
-    front = checkout + rng.lognormal(np.log(0.010), 0.3, n)
+    pod = [pods[i % len(pods)] if pods else None for i in range(n)]
+    transit = rng.lognormal(np.log(0.001), 0.3, n)
+    transit += np.array([(delay or {}).get(p, 0.0) if p else 0.0 for p in pod])
+    front = checkout + transit + rng.lognormal(np.log(0.010), 0.3, n)
     rows = []
 
     def add(
@@ -60,6 +67,7 @@ def traces(
         peer: str | None = None,
         db_system: str | None = None,
         err: str | None = None,
+        on_pods: bool = False,
     ) -> None:
         for i in range(n):
             rows.append(
@@ -76,7 +84,7 @@ def traces(
                     "peer": peer,
                     "db_system": db_system,
                     "zone": None,
-                    "pod": None,
+                    "pod": pod[i] if on_pods else None,
                     "version": None,
                     "error": err if status[i] == 2 else None,
                 }
@@ -91,13 +99,13 @@ def traces(
         "frontend",
         "POST",
         3,
-        checkout + 0.001,
+        checkout + transit,
         0.001,
         st,
         "checkout",
         err="502",
     )
-    add("00000003", "00000002", "checkout", op, 2, checkout, 0.002, st, err=error)
+    add("00000003", "00000002", "checkout", op, 2, checkout, 0.002, st, err=error, on_pods=True)
     add(
         "00000004",
         "00000003",
@@ -109,6 +117,7 @@ def traces(
         ok,
         "orders-db",
         "postgresql",
+        on_pods=True,
     )
     return pd.DataFrame(rows, columns=list(SPAN_COLUMNS))
 

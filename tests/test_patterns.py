@@ -748,3 +748,27 @@ def test_a_delay_behind_one_caller_is_named_beside_a_faint_wobble_elsewhere() ->
     found = {f.service: f for f in run("network_delay", ctx).findings}
     assert "checkout-ui" in found and found["checkout-ui"].features["share"] > 0.5
     assert not {"store-locator", "carrier-api", "edge-proxy"} & set(found)
+
+
+def test_calls_laid_at_one_service_door_make_it_the_network_delay_as_strong_as_they_are() -> None:
+    # The spans laid a delay on calls answered by one pod of audit at audit's door
+    # (transit_latency): its own server time did not move by construction. No call row
+    # names it (the caller's view of all its calls barely moved), and it is still named,
+    # as strong as the transit rows say; a faint call wobble elsewhere is weaker.
+    from correlator.detector import anomaly_frame
+
+    row = _call_row
+
+    rows = [
+        row("audit", "transit_latency", "", 24.0, 0.0005, 0.59),
+        row("store-locator", "client_latency", "carrier-api", 2.3, 0.29, 0.29),
+    ]
+    ctx = dataclasses.replace(context(build("deployment")), anomalies=anomaly_frame(rows))
+    found = {f.service: f for f in run("network_delay", ctx).findings}
+    assert found["audit"].score == pytest.approx(24.0 / 32.0)
+    assert found["audit"].evidence and found["audit"].features["own_rise"] == 0.0
+    others = [f.score for f in found.values() if f.service != "audit"]
+    assert max(others, default=0.0) < found["audit"].score
+    # Alone, with no call row at all, it is still found.
+    ctx = dataclasses.replace(ctx, anomalies=anomaly_frame(rows[:1]))
+    assert [f.service for f in run("network_delay", ctx).findings] == ["audit"]

@@ -134,3 +134,34 @@ def test_a_fault_that_began_before_the_baseline_end_is_still_seen(
     at_end, _ = run(base, fault)
     late = at_end[(at_end.role == "span_errors") & (at_end.service == "checkout")]
     assert late.empty or float(late.score.max()) < row.score - 1.0
+
+
+PODS = ("checkout-a", "checkout-b", "checkout-c")
+
+
+def test_a_delay_on_one_pods_network_is_laid_at_the_service() -> None:
+    # One pod of checkout answers 300 ms late (netem on its interface): the callers' spans
+    # see it, checkout's own server spans do not, and the other pods are fine.
+    base = traces(T0, T0 + 1800, 600, 1, pods=PODS)
+    after = traces(T0 + 1800, T0 + 2400, 300, 2, pods=PODS, delay={"checkout-b": 0.3})
+    rows, _ = run(base, after)
+    transit = rows[rows.role == "transit_latency"]
+    assert list(transit.service) == ["checkout"]
+    row = transit.iloc[0]
+    assert row.signal == "calls answered by checkout-b" and row.score >= 8
+    assert row.peak > 0.25 > 0.01 > row.baseline
+    assert "its other instances' calls did not" in row.evidence
+    # Its own work did not move: no latency row of its own operation.
+    assert not (rows.service.eq("checkout") & rows.role.eq("span_latency")).any()
+
+
+def test_a_delay_on_every_call_of_one_caller_stays_the_callers() -> None:
+    # Every call frontend makes to checkout is late, whichever pod answers: frontend's
+    # network (or pool, or sidecar) as much as checkout's; nothing is laid at checkout.
+    base = traces(T0, T0 + 1800, 600, 1, pods=PODS)
+    late = dict.fromkeys(PODS, 0.3)
+    after = traces(T0 + 1800, T0 + 2400, 300, 2, pods=PODS, delay=late)
+    rows, _ = run(base, after)
+    assert not (rows.role == "transit_latency").any()
+    calls = rows[rows.role == "client_latency"].set_index("peer")
+    assert calls.loc["checkout", "service"] == "frontend" and calls.loc["checkout", "score"] >= 4

@@ -582,3 +582,74 @@ def test_a_surge_aimed_through_the_entry_at_one_route_is_the_routes() -> None:
         [a, _rows([(c, "request_rate", 10.0, 10.0, 25.0, "") for c in ("cart", "search")])]
     )
     assert aimed_surges(g, *_rate_rises(flat)) == {}
+
+
+def test_calls_the_spans_lay_at_a_callee_door_become_its_trouble() -> None:
+    from correlator.detector import anomaly_frame
+    from correlator.topology import laid_at_callee
+
+    def row(svc: str, role: str, onset: float, peer: str = "") -> dict[str, object]:
+        return {
+            "service": svc, "role": role, "onset": onset, "end": 1200.0, "score": 40.0,
+            "direction": "up", "baseline": 0.05, "peak": 0.4, "peer": peer,
+            "modality": "metrics", "signal": role,
+        }  # fmt: skip
+
+    a = anomaly_frame(
+        [
+            # Callers' client metrics: calls to audit slow from 600 s; one older and unrelated.
+            row("search", "client_latency", 600.0, "audit"),
+            row("catalog", "client_latency", 615.0, "audit"),
+            row("catalog", "client_latency", 60.0, "audit"),
+            row("catalog", "client_latency", 600.0, "tax"),
+            # The spans: calls answered by one of audit's pods spent longer outside it.
+            row("audit", "transit_latency", 605.0),
+        ]
+    )
+    out = laid_at_callee(a, lag=30.0)
+    moved = out[out["role"] == "edge_latency"]
+    assert sorted(zip(moved["service"], moved["peer"], strict=True)) == [
+        ("audit", "catalog"),
+        ("audit", "search"),
+    ]
+    left = out[out["role"] == "client_latency"]
+    assert sorted(zip(left["service"], left["peer"], left["onset"], strict=True)) == [
+        ("catalog", "audit", 60.0),  # began long before: not this trouble
+        ("catalog", "tax", 600.0),  # another callee: stays the caller's
+    ]
+    # Nothing laid at anyone's door: nothing moves.
+    assert laid_at_callee(a[a["role"] != "transit_latency"]).equals(
+        a[a["role"] != "transit_latency"]
+    )
+
+
+def test_a_callee_only_its_callers_spans_show_follows_the_symptom_as_they_do() -> None:
+    from correlator.detector import anomaly_frame
+    from correlator.topology import comovement
+
+    ts = [float(t) for t in range(0, 1200, 60)]
+    rise = [1.0 if t < 600 else 5.0 + t / 600 for t in ts]
+    signals = pd.DataFrame(
+        {"ts": ts, "value": rise, "role": ["latency"] * len(ts), "service": ["edge"] * len(ts),
+         "peer": [""] * len(ts)}
+    )  # fmt: skip
+
+    def row(svc: str, role: str, peer: str, modality: str) -> dict[str, object]:
+        return {
+            "service": svc, "role": role, "onset": 600.0, "end": 1200.0, "score": 30.0,
+            "direction": "up", "baseline": 1.0, "peak": 6.0, "peer": peer,
+            "modality": modality, "signal": role,
+        }  # fmt: skip
+
+    a = anomaly_frame(
+        [
+            row("edge", "latency", "", "metrics"),
+            row("edge", "client_latency", "checkout", "spans"),
+            row("checkout", "transit_latency", "", "spans"),
+            row("edge", "client_latency", "ads", "metrics"),  # a metric series of its own
+        ]
+    )
+    follows = comovement(a, signals, "edge", 0.0)
+    assert follows["edge"] == pytest.approx(1.0)
+    assert follows["checkout"] == follows["edge"]  # its callers' spans are its series
+    assert "ads" not in follows  # metric rows follow their own series, none here

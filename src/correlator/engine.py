@@ -32,6 +32,7 @@ from correlator.detect import aggregate, baseline_end, grid_step
 from correlator.detector import DetectInput, Detector, anomaly_frame, load_detectors
 from correlator.errors import CorrelatorError
 from correlator.http import time_limit
+from correlator.identity import resolve_peers
 from correlator.model import (
     ANOMALY_COLUMNS,
     LOG_COLUMNS,
@@ -66,6 +67,7 @@ from correlator.topology import (
     blast_radius,
     build_graph,
     comovement,
+    laid_at_callee,
     named_by_callers,
     root_scores,
 )
@@ -401,6 +403,8 @@ def analyse(
     # Sources hand the engine compact frames (see collect); notebooks and scripts may not.
     # The caller's telemetry is not changed: the compact frame goes into a copy.
     telemetry = dataclasses.replace(telemetry, signals=compact_signals(telemetry.signals))
+    # One name per service: callee names that spell a known service become it.
+    telemetry = resolve_peers(telemetry)
     anomalies = empty_frame(ANOMALY_COLUMNS)
     signals = aggregate(telemetry.signals)
     data_step = grid_step(signals["ts"].to_numpy(dtype=float)) if len(signals) else step
@@ -419,7 +423,9 @@ def analyse(
         anomalies, detector_gaps = run_detectors(inp, load_detectors(), deadline)
         gaps += detector_gaps
         step = data_step
-        anomalies = named_by_callers(attribute_edges(anomalies, signals), max(30.0, 2.0 * step))
+        lag = max(30.0, 2.0 * step)
+        anomalies = attribute_edges(anomalies, signals)
+        anomalies = named_by_callers(laid_at_callee(anomalies, lag), lag)
     else:
         gaps.append(Gap("engine", "deadline reached before detection"))
     t = lap("detect", t)

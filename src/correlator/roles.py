@@ -220,6 +220,16 @@ _TABLE: tuple[Role, ...] = (
         "seconds",
     ),
     Role(
+        "transit_latency",
+        "p95 time calls to a service's instance spend outside its server span (network, "
+        "proxies), where some of its instances or most of its callers saw it grow (spans)",
+        "symptom",
+        1,
+        "max",
+        "seconds",
+        catalog=False,
+    ),
+    Role(
         "network_receive",
         "bytes per second a service's containers receive",
         "cause",

@@ -49,6 +49,7 @@ __all__ = [
     "build_graph",
     "comovement",
     "demand_rises",
+    "laid_at_callee",
     "named_by_callers",
     "root_scores",
     "service_summary",
@@ -243,6 +244,41 @@ def attribute_edges(
     moved["service"] = a.loc[m, "peer"].astype(str).to_numpy()
     moved["peer"] = a.loc[m, "service"].astype(str).to_numpy()
     moved["role"] = moved["role"].map(CLIENT_ROLES)
+    out = pd.concat([a[~m], moved], ignore_index=True)
+    return out.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)
+
+
+def laid_at_callee(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
+    """Move callers' views of their calls to a service back to it where the spans laid the
+    calls' trouble at its door (``transit_latency``: calls answered by some of its
+    instances, or by it to most of its callers, spent longer outside its server).
+
+    The inverse of :func:`attribute_edges`: calls slow between two services are the
+    caller's own (its network, pool or sidecar) until the spans say which end they
+    share. Client rows (``client_*`` on the caller, the callee in ``peer``) that began
+    no earlier than ``lag`` before the callee's transit rows become its edge rows
+    (``edge_*``, the caller in ``peer``), so the callers' trouble is its trouble.
+    """
+    if anomalies.empty:
+        return anomalies
+    a = anomalies
+    transit = a[(a["role"] == "transit_latency") & (a["direction"] == "up")]
+    if transit.empty:
+        return anomalies
+    since = transit.groupby(transit["service"].astype(str))["onset"].min().astype(float)
+    peer = a["peer"].astype(str)
+    at = peer.map(since).astype(float).fillna(np.inf).to_numpy()
+    m = (
+        a["role"].isin(list(CLIENT_OF)).to_numpy()
+        & (a["direction"] == "up").to_numpy()
+        & (a["onset"].astype(float).to_numpy() >= at - lag)
+    )
+    if not m.any():
+        return anomalies
+    moved = a[m].copy()
+    moved["service"] = a.loc[m, "peer"].astype(str).to_numpy()
+    moved["peer"] = a.loc[m, "service"].astype(str).to_numpy()
+    moved["role"] = moved["role"].map(CLIENT_OF)
     out = pd.concat([a[~m], moved], ignore_index=True)
     return out.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)
 
@@ -504,6 +540,9 @@ def comovement(
         else:
             key = (key_role, str(row["service"]), str(row["peer"]))
         rows = index.get(key)
+        if rows is None and role in CLIENT_ROLES:
+            # Laid at the callee's door (laid_at_callee): the caller's series of its calls.
+            rows = index.get((CLIENT_ROLES[role], str(row["peer"]), str(row["service"])))
         if rows is None or len(rows) < 3:
             return None
         out = pd.Series(vals[rows], index=ts[rows])
@@ -553,9 +592,22 @@ def comovement(
             out[svc] = max(out.get(svc, 0.0), r)
     # A service only its callers' words point at (it returns wrong values; nothing of its
     # own moved) follows the symptom as closely as the callers that name it.
-    named = anomalies[anomalies["role"] == "named_by_callers"]
+    # So does one whose trouble only its callers' spans show (slow or failed calls to it,
+    # nothing of its own in the metrics): the calls are its series.
+    named = anomalies[
+        (anomalies["role"] == "named_by_callers")
+        | (
+            anomalies["role"].isin(list(CLIENT_OF))
+            & (anomalies["modality"].astype(str) != "metrics")
+        )
+    ]
+    named = named[named["peer"].astype(str) != ""]
     inherited: dict[str, float] = {}
-    for svc, caller in zip(named["service"].astype(str), named["peer"].astype(str), strict=True):
+    for svc, caller, r in zip(
+        named["service"].astype(str), named["peer"].astype(str), named["role"], strict=True
+    ):
+        if r in CLIENT_OF:
+            svc, caller = caller, svc  # a client row sits on the caller; peer is the callee
         if svc not in out and caller in out:
             inherited[svc] = max(inherited.get(svc, 0.0), out[caller])
     return out | inherited
