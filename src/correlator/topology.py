@@ -25,6 +25,7 @@ it (its transitive callers that show anomalies), plus itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -238,12 +239,18 @@ def attribute_edges(
         & (a["peer"].astype(str) != "")
         & unseen
     )
-    if not m.any():
-        return anomalies
+    return _to_other_end(a, m, CLIENT_ROLES)
+
+
+def _to_other_end(a: pd.DataFrame, m: Any, roles: dict[str, str]) -> pd.DataFrame:
+    """``a`` with the call rows ``m`` moved to the other end of their call (service and
+    peer swapped, role renamed by ``roles``), in onset order."""
+    if not np.asarray(m).any():
+        return a
     moved = a[m].copy()
     moved["service"] = a.loc[m, "peer"].astype(str).to_numpy()
     moved["peer"] = a.loc[m, "service"].astype(str).to_numpy()
-    moved["role"] = moved["role"].map(CLIENT_ROLES)
+    moved["role"] = moved["role"].map(roles)
     out = pd.concat([a[~m], moved], ignore_index=True)
     return out.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)
 
@@ -273,14 +280,7 @@ def laid_at_callee(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
         & (a["direction"] == "up").to_numpy()
         & (a["onset"].astype(float).to_numpy() >= at - lag)
     )
-    if not m.any():
-        return anomalies
-    moved = a[m].copy()
-    moved["service"] = a.loc[m, "peer"].astype(str).to_numpy()
-    moved["peer"] = a.loc[m, "service"].astype(str).to_numpy()
-    moved["role"] = moved["role"].map(CLIENT_OF)
-    out = pd.concat([a[~m], moved], ignore_index=True)
-    return out.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)
+    return _to_other_end(a, m, CLIENT_OF)
 
 
 def service_summary(
