@@ -25,7 +25,6 @@ it (its transitive callers that show anomalies), plus itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -242,11 +241,14 @@ def attribute_edges(
     return _to_other_end(a, m, CLIENT_ROLES)
 
 
-def _to_other_end(a: pd.DataFrame, m: Any, roles: dict[str, str]) -> pd.DataFrame:
+def _to_other_end(
+    a: pd.DataFrame, m: pd.Series | np.ndarray, roles: dict[str, str]
+) -> pd.DataFrame:
     """``a`` with the call rows ``m`` moved to the other end of their call (service and
     peer swapped, role renamed by ``roles``), in onset order."""
     if not np.asarray(m).any():
         return a
+    m = np.asarray(m, dtype=bool)
     moved = a[m].copy()
     moved["service"] = a.loc[m, "peer"].astype(str).to_numpy()
     moved["peer"] = a.loc[m, "service"].astype(str).to_numpy()
