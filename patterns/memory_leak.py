@@ -1,6 +1,10 @@
 """Memory leak: working set climbing steadily towards the limit, then OOM kills and restarts.
 
-Signals: ``memory`` (working set), ``memory_limit``, ``oom_kills``, ``restarts``.
+Signals: ``memory`` (working set), ``memory_limit``, ``oom_kills``, ``restarts``,
+and the service's own log lines that say its memory ran out (a JVM's
+``OutOfMemoryError`` or GC-overhead warning, Python's ``MemoryError``, Go's
+``runtime: out of memory``, ``Cannot allocate memory``), which are as good as a
+kill and show a leak where no memory metric is scraped.
 A leak is a *climb*, not a step: the pattern checks that the working set rose
 over most of the steps before its peak. A climb that hurts nothing (no OOM
 kill or restart, no errors or latency on the service) is discounted: memory
@@ -9,15 +13,28 @@ grows for many harmless reasons (caches warming, a bigger working set).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from correlator.model import Evidence
 from correlator.pattern import BasePattern, PatternContext, PatternResult
 from correlator.roles import SYMPTOM_ROLES
 
 __all__ = ["MemoryLeakConfig", "MemoryLeakPattern"]
+
+#: What runtimes and kernels write when memory runs out (JVM, Python, Go, Node, C++, libc).
+_OUT_OF_MEMORY = re.compile(
+    r"out ?of ?memory|outofmemory|\boom(?:killed|_killed|-killed)?\b|memoryerror"
+    r"|cannot allocate memory|heap space|gc overhead|bad_alloc|allocation failed"
+    r"|memory limit (?:exceeded|reached)",
+    re.IGNORECASE,
+)
+
+#: Log rows whose signal is a line or template of the service's own.
+_LOG_ROLES = ("log_template", "log_errors")
 
 
 @dataclass(frozen=True)
@@ -49,10 +66,13 @@ class MemoryLeakPattern(BasePattern):
             )
         a = ctx.anomalies
         cand = set(a.loc[a["role"].isin(("memory", "memory_ratio", "oom_kills")), "service"])
+        oom = _out_of_memory_lines(a)
+        cand |= set(oom["service"].astype(str))
         findings = []
         for svc in sorted(cand):
             mem = ctx.anomalies_of(svc, ("memory_ratio", "memory"))
             kills = ctx.anomalies_of(svc, ("oom_kills", "restarts"))
+            said = oom[oom["service"].astype(str) == svc]
             ev: list[Evidence] = []
             rising, ratio = 0.0, float("nan")
             if len(mem):
@@ -64,6 +84,12 @@ class MemoryLeakPattern(BasePattern):
             trend = min(1.0, rising / config.min_rising) if rising else 0.0
             near = 0.0 if np.isnan(ratio) else min(1.0, max(0.0, ratio / config.near_limit))
             killed = 1.0 if len(kills) else 0.0
+            if len(said):
+                # The service wrote that its memory ran out: as good as a kill when the
+                # lines are clearly new, in proportion when faint.
+                s_ = float(said["score"].astype(float).max())
+                killed = max(killed, min(1.0, 2.0 * s_ / (s_ + 8.0)))
+                ev += ctx.anomalies_evidence(said, 2)
             # Memory that climbs while the service serves fine (and nothing is killed) is
             # growth, not the cause of an alert: only a leak that hurts counts fully.
             sym = ctx.anomalies_of(svc, SYMPTOM_ROLES)
@@ -90,7 +116,8 @@ class MemoryLeakPattern(BasePattern):
                     )
                 )
             ev += ctx.log_evidence(svc)
-            onset = float(mem["onset"].min()) if len(mem) else float(kills["onset"].min())
+            first = mem if len(mem) else pd.concat([kills, said])
+            onset = float(first["onset"].astype(float).min())
             findings.append(
                 self.finding(
                     svc,
@@ -101,6 +128,15 @@ class MemoryLeakPattern(BasePattern):
                 )
             )
         return self.found(findings, "" if findings else "no service's memory climbed")
+
+
+def _out_of_memory_lines(a: pd.DataFrame) -> pd.DataFrame:
+    """Rising log rows (templates, error lines) of a service that say memory ran out."""
+    if a.empty:
+        return a
+    logs = a[a["role"].isin(_LOG_ROLES) & (a["direction"] == "up")]
+    said = logs["signal"].astype(str).map(lambda t: bool(_OUT_OF_MEMORY.search(t)))
+    return logs[said.astype(bool)]
 
 
 def _rising_fraction(ctx: PatternContext, svc: str, onset: float) -> float:

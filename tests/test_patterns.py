@@ -292,6 +292,33 @@ def test_a_deploy_that_only_burns_cpu_is_blamed_through_its_hurting_callers() ->
     }
 
 
+def test_a_caller_hurt_by_its_calls_to_another_service_does_not_blame_a_deploy() -> None:
+    """payments' release burns CPU; checkout, its caller, fails a minute later, but its
+    calls seen one by one are failing to auth, not to payments: that is auth's story."""
+    from correlator.detector import anomaly_frame
+    from synth import FAULT
+
+    ctx = context(build("deployment"))
+
+    def row(svc: str, role: str, peer: str, at: float) -> dict[str, Any]:
+        return {
+            "service": svc, "role": role, "peer": peer, "onset": at, "end": FAULT + 900.0,
+            "score": 30.0, "direction": "up", "baseline": 1.0, "peak": 3.0,
+        }  # fmt: skip
+
+    base = [
+        row("payments", "cpu", "", FAULT + 15.0),
+        row("checkout", "error_ratio", "", FAULT + 60),
+    ]
+    elsewhere = [*base, row("checkout", "client_errors", "auth", FAULT + 60.0)]
+    found = run("deployment", dataclasses.replace(ctx, anomalies=anomaly_frame(elsewhere)))
+    assert "payments" not in {f.service for f in found.findings}
+    # The same caller failing its calls to payments does blame the release.
+    there = [*base, row("payments", "edge_errors", "checkout", FAULT + 60.0)]
+    found = run("deployment", dataclasses.replace(ctx, anomalies=anomaly_frame(there)))
+    assert "payments" in {f.service for f in found.findings}
+
+
 def test_a_request_rise_in_the_same_step_as_the_errors_is_demand() -> None:
     from synth import FAULT
 
@@ -487,6 +514,34 @@ def test_a_leak_that_reached_its_limit_and_hurts_counts_before_any_kill() -> Non
     leak = {f.service: f for f in res.findings}["payments"]
     assert leak.features["killed"] == 0.0 and leak.features["hurt"] > 0.5
     assert leak.score >= 0.7  # as strong as a deploy or an overloaded database
+
+
+def test_a_service_that_logs_its_memory_ran_out_is_a_leak_as_good_as_killed() -> None:
+    """No kill or restart is scraped, but payments' own new log lines say the heap ran
+    out: that counts as the kill; the same lines from another service do not."""
+    from correlator.detector import anomaly_frame
+
+    sc = build("memory_leak")
+    s = sc.telemetry.signals
+    ctx = context(_with_signals(sc, s[~s["role"].isin(("oom_kills", "restarts"))]))
+    quiet = run("memory_leak", ctx)
+    before = {f.service: f for f in quiet.findings}["payments"]
+    oom = "GET /pay failed: java.lang.OutOfMemoryError: Java heap space"
+    rows = {
+        "role": "log_template", "modality": "logs", "signal": oom, "peer": "",
+        "onset": float(ctx.anomalies["onset"].min()), "end": float(ctx.window.end),
+        "score": 12.0, "direction": "up", "baseline": 0.0, "peak": 0.05,
+    }  # fmt: skip
+    said = pd.concat([ctx.anomalies, anomaly_frame([{**rows, "service": "payments"}])])
+    res = run("memory_leak", dataclasses.replace(ctx, anomalies=said))
+    leak = {f.service: f for f in res.findings}
+    assert leak["payments"].features["killed"] > 0.9 > before.features["killed"]
+    assert leak["payments"].score > before.score
+    assert any(e.kind == "log" for e in leak["payments"].evidence)
+    # A service with no memory signal at all, whose logs say it ran out, is a candidate.
+    other = pd.concat([ctx.anomalies, anomaly_frame([{**rows, "service": "search"}])])
+    found = run("memory_leak", dataclasses.replace(ctx, anomalies=other)).findings
+    assert {f.service: f for f in found}["search"].features["killed"] > 0.9
 
 
 def test_one_service_failing_on_a_shared_database_is_its_own_db_trouble() -> None:
