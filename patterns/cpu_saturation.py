@@ -92,11 +92,17 @@ _OTHER_CAUSES = ("memory", "memory_ratio", "oom_kills", "restarts", "pod_ready",
 
 
 def _hurt(ctx: PatternContext, svc: str) -> tuple[float, float | None]:
-    """How much the service, or a caller of it, hurts (0..1), and since when."""
+    """How much the service, or a caller of it (through its calls to the service, where
+    those are seen one by one), hurts (0..1), and since when."""
     names = [svc, *(ctx.graph.predecessors(svc) if svc in ctx.graph else ())]
     best, first = 0.0, None
     for name in names:
-        sym = ctx.anomalies_of(name, SYMPTOM_ROLES)
+        # A caller's pain counts only through its calls to the service, where seen.
+        sym = (
+            ctx.anomalies_of(name, SYMPTOM_ROLES)
+            if name == svc
+            else ctx.caller_trouble(name, svc, SYMPTOM_ROLES)
+        )
         if len(sym):
             s = float(sym["score"].max())
             share = 1.0 if name == svc else 0.7  # a caller's pain is one step removed

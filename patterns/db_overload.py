@@ -5,11 +5,16 @@ Signals: ``db_connections`` with ``db_max_connections``, ``db_tx_duration``,
 database client spans (``db.system``) of its callers. A caller that ran a
 locking statement (``LOCK TABLE``, ``ALTER``, ``TRUNCATE``, ``VACUUM``...) it
 never ran in the baseline, shortly before the database's calls slowed, is
-named as the one that took the lock (its span names the statement).
+named as the one that took the lock (its span names the statement). Where no
+database metric is scraped, the database's own log lines (or its callers' errors
+about it) that say it is at its limits (PostgreSQL's ``too many clients``,
+MySQL's ``Too many connections``, lock-wait and statement timeouts, a client
+pool that ran dry) tell the same story from the logs.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +40,17 @@ _DB_CALLS = (
 _LOCKING = frozenset(
     {"LOCK", "ALTER", "TRUNCATE", "VACUUM", "REINDEX", "CLUSTER", "DROP", "OPTIMIZE", "FLUSH"}
 )
+#: What databases (and their client pools) say when at their limits: PostgreSQL, MySQL,
+#: HikariCP, SQLAlchemy, statement and lock timeouts.
+_AT_LIMIT = re.compile(
+    r"too many (?:clients|connections)|remaining connection slots|max_connections"
+    r"|connection pool (?:exhausted|timed? ?out)|pool exhausted|queuepool limit"
+    r"|connection is not available|lock wait timeout|deadlock|could not obtain lock"
+    r"|canceling statement due to (?:statement|lock) timeout",
+    re.IGNORECASE,
+)
+#: Log rows about a database: its own lines, and its callers' errors naming it.
+_LOG_ROLES = ("log_template", "log_errors", "named_by_callers")
 #: How long before the database's calls suffered a locking statement may have run.
 _LOCK_LEAD = 600.0
 
@@ -216,6 +232,12 @@ class DbOverloadPattern(BasePattern):
             float(inner["score"].max() / (inner["score"].max() + 8.0)) if len(inner) else 0.0
         )
         ev += [ctx.metric_evidence(r) for r in inner.head(3).to_dict("records")]
+        said = _at_limit_lines(ctx, db)
+        if len(said):
+            # The database said so itself: as good as a saturated pool when clearly new.
+            s_ = float(said["score"].astype(float).max())
+            inner_strength = max(inner_strength, min(1.0, 2.0 * s_ / (s_ + 8.0)))
+            ev += ctx.anomalies_evidence(said, 2)
         sat = _saturation(ctx, db)
         if sat is not None and sat[0] >= config.saturation:
             ev.insert(
@@ -249,7 +271,7 @@ class DbOverloadPattern(BasePattern):
         db_signal = max(inner_strength, sat_score)
         if db_signal < 0.3 and edge.empty:
             return None
-        if db_signal < 0.3 and not len(inner):
+        if db_signal < 0.3 and not (len(inner) or len(said)):
             # Only slow calls seen from outside: that is a failing dependency, not an overload.
             return None
         score = 0.55 * db_signal + 0.3 * caller_score + 0.15 * (1.0 if len(inner) >= 2 else 0.0)
@@ -280,6 +302,16 @@ class DbOverloadPattern(BasePattern):
             features={"db_signal": db_signal, "callers": caller_frac},
             onset=onset,
         )
+
+
+def _at_limit_lines(ctx: PatternContext, db: str) -> pd.DataFrame:
+    """Rising log rows of (or naming) ``db`` that say it is at its limits."""
+    rows = ctx.anomalies_of(db, _LOG_ROLES)
+    rows = rows[rows["direction"] == "up"]
+    if rows.empty:
+        return rows
+    hit = rows["signal"].astype(str).map(lambda t: bool(_AT_LIMIT.search(t)))
+    return rows[hit.astype(bool)]
 
 
 def _load_from_above(ctx: PatternContext, db: str, inner: pd.DataFrame) -> bool:

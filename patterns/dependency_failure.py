@@ -107,7 +107,11 @@ class DependencyFailurePattern(BasePattern):
             own_trouble = sum(
                 1 for c in callers_seen if len(ctx.anomalies_of(c, CAUSE_ROLES - {"request_rate"}))
             ) / max(len(callers_seen), 1)
-            callee_inner = len(ctx.anomalies_of(callee, CAUSE_ROLES - {"request_rate"})) > 0
+            # Something inside it moved: its resources, or new errors in its own logs.
+            callee_inner = (
+                len(ctx.anomalies_of(callee, CAUSE_ROLES - {"request_rate"}))
+                + len(ctx.anomalies_of(callee, ("log_template", "log_errors")))
+            ) > 0
             kind = (
                 ctx.graph.nodes[callee].get("kind", "service") if callee in ctx.graph else "service"
             )

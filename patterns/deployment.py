@@ -20,16 +20,6 @@ from correlator.roles import CAUSE_ROLES, SYMPTOM_ROLES
 
 __all__ = ["DeploymentConfig", "DeploymentPattern"]
 
-#: One call's trouble, on the caller (client side) or on the callee (edges, by caller).
-_CALL_ROLES = (
-    "client_errors",
-    "client_error_ratio",
-    "client_latency",
-    "edge_errors",
-    "edge_error_ratio",
-    "edge_latency",
-)
-
 
 @dataclass(frozen=True)
 class DeploymentConfig:
@@ -225,34 +215,13 @@ def _span_changes(ctx: PatternContext) -> list[_Change]:
 
 def _callers_hurt_after(ctx: PatternContext, svc: str, since: float) -> tuple[float, float] | None:
     """The strongest symptom score among ``svc``'s direct callers that began at or after
-    ``since``, and the earliest such onset; None when no caller hurt then.
-
-    Where a caller's calls are seen one by one (its client side, or the edges its
-    callees record), only its troubled calls to ``svc`` count: a caller hurt by its
-    calls to another service is that service's story, not this deploy's."""
+    ``since`` (only their calls to ``svc`` where those are seen one by one), and the
+    earliest such onset; None when no caller hurt then."""
     if svc not in ctx.graph:
         return None
-    a = ctx.anomalies
-    calls = a[
-        a["role"].isin(_CALL_ROLES) & (a["direction"] == "up") & (a["peer"].astype(str) != "")
-    ]
-    callee = (
-        calls["service"]
-        .astype(str)
-        .where(~calls["role"].astype(str).str.startswith("client_"), calls["peer"].astype(str))
-    )
-    caller_of = (
-        calls["peer"]
-        .astype(str)
-        .where(~calls["role"].astype(str).str.startswith("client_"), calls["service"].astype(str))
-    )
     best, first = 0.0, np.inf
     for caller in ctx.graph.predecessors(svc):
-        seen = calls[caller_of == str(caller)]
-        if len(seen):
-            sym = seen[callee[caller_of == str(caller)] == svc]
-        else:
-            sym = ctx.anomalies_of(str(caller), tuple(SYMPTOM_ROLES))
+        sym = ctx.caller_trouble(str(caller), svc, SYMPTOM_ROLES)
         sym = sym[sym["onset"].astype(float) >= since]
         if len(sym):
             best = max(best, float(sym["score"].max()))

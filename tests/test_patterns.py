@@ -319,6 +319,33 @@ def test_a_caller_hurt_by_its_calls_to_another_service_does_not_blame_a_deploy()
     assert "payments" in {f.service for f in found.findings}
 
 
+def test_cpu_that_rose_after_a_caller_hurt_by_another_service_still_counts() -> None:
+    """payments' CPU (a stress process) rises; its caller checkout had slowed down minutes
+    before, but its calls seen one by one show that was its calls to auth: the CPU did
+    not come after payments' trouble, and payments is a CPU saturation."""
+    from correlator.detector import anomaly_frame
+    from synth import FAULT
+
+    ctx = context(build("deployment"))
+
+    def row(svc: str, role: str, peer: str, at: float) -> dict[str, Any]:
+        return {
+            "service": svc, "role": role, "peer": peer, "onset": at, "end": FAULT + 900.0,
+            "score": 40.0, "direction": "up", "baseline": 1.0, "peak": 3.0,
+        }  # fmt: skip
+
+    rows = [
+        row("checkout", "latency", "", FAULT - 600.0),
+        row("payments", "cpu", "", FAULT),
+        row("payments", "latency", "", FAULT + 30.0),
+    ]
+    found = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(rows)))
+    assert "payments" not in {f.service for f in found.findings}  # no call seen: unknown
+    rows.append(row("checkout", "client_latency", "auth", FAULT - 600.0))
+    found = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(rows)))
+    assert "payments" in {f.service for f in found.findings}
+
+
 def test_a_request_rise_in_the_same_step_as_the_errors_is_demand() -> None:
     from synth import FAULT
 
@@ -576,6 +603,42 @@ def test_one_service_failing_on_a_shared_database_is_its_own_db_trouble() -> Non
     everyone = [row(c, "client_errors", 6.0) for c in callers]
     ctx = dataclasses.replace(base, anomalies=anomaly_frame(everyone), graph=g)
     assert not [f for f in run("db_overload", ctx).findings if f.service in callers]
+
+
+def test_a_database_whose_logs_say_it_is_at_its_limits_is_overloaded() -> None:
+    """No database metric is scraped: every caller's calls to postgres slow down and fail.
+    Seen only from outside that is a failing dependency; postgres' own new lines saying
+    "too many clients" make it an overloaded database (and weaken the failing-dependency
+    reading: something inside it moved)."""
+    import networkx as nx
+
+    from correlator.detector import anomaly_frame
+
+    def row(svc: str, role: str, peer: str, signal: str = "") -> dict[str, Any]:
+        return {
+            "service": svc, "role": role, "peer": peer, "onset": 1000.0, "end": 1600.0,
+            "score": 40.0, "direction": "up", "baseline": 0.005, "peak": 2.0,
+            "modality": "logs" if role == "log_template" else "metrics", "signal": signal,
+        }  # fmt: skip
+
+    g = nx.DiGraph()
+    g.add_node("postgres", kind="database")
+    for c in ("catalog", "search", "checkout"):
+        g.add_node(c, kind="service")
+        g.add_edge(c, "postgres")
+    rows = [row("postgres", "edge_latency", c) for c in ("catalog", "search", "checkout")]
+    base = dataclasses.replace(context(build("deployment")), graph=g)
+    outside = dataclasses.replace(base, anomalies=anomaly_frame(rows))
+    assert "postgres" not in {f.service for f in run("db_overload", outside).findings}
+    failing = {f.service: f.score for f in run("dependency_failure", outside).findings}
+    said = [*rows, row("postgres", "log_template", "", "FATAL: sorry, too many clients already")]
+    inside = dataclasses.replace(base, anomalies=anomaly_frame(said))
+    overload = {f.service: f.score for f in run("db_overload", inside).findings}
+    assert overload["postgres"] >= 0.8
+    still = {f.service: f.score for f in run("dependency_failure", inside).findings}
+    assert still.get("postgres", 0.0) < failing["postgres"] and overload["postgres"] > still.get(
+        "postgres", 0.0
+    )
 
 
 def test_a_route_surge_reaching_a_callee_twice_is_blamed_on_it() -> None:

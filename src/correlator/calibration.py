@@ -44,6 +44,7 @@ FEATURES: tuple[str, ...] = (
     "covers",
     "baseline",
     "crowd",
+    "late",
 )
 
 
@@ -124,7 +125,10 @@ class Calibration:
 
 #: Used when no fitted file ships: hand-set, monotone in the obvious directions.
 DEFAULT = Calibration(
-    coef=(2.0, 1.0, 1.0, 1.5, 3.0, -0.5, -1.5, 0.2, 0.5, 0.5, -1.0, 0.5, 0.5, 0.2, 0, 1.0, -0.5),
+    coef=(
+        *(2.0, 1.0, 1.0, 1.5, 3.0, -0.5, -1.5, 0.2, 0.5),
+        *(0.5, -1.0, 0.5, 0.5, 0.2, 0.0, 1.0, -0.5, -2.0),
+    ),
     intercept=-3.5,
 )
 

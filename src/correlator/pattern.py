@@ -48,6 +48,16 @@ from correlator.model import Alert, Evidence, Finding, Outcome, Telemetry, Windo
 from correlator.roles import GENERIC
 from correlator.topology import RootScore
 
+#: One call's trouble, on the caller (client side) or on the callee (edges, by caller).
+_CALL_ROLES = (
+    "client_errors",
+    "client_error_ratio",
+    "client_latency",
+    "edge_errors",
+    "edge_error_ratio",
+    "edge_latency",
+)
+
 _T = TypeVar("_T")
 
 __all__ = [
@@ -193,6 +203,30 @@ class PatternContext:
             return 0.0
         s = float(lost["score"].max())
         return s / (s + 8.0)
+
+    def caller_trouble(self, caller: str, callee: str, roles: Iterable[str]) -> pd.DataFrame:
+        """The rows of ``caller``'s trouble that can be about its calls to ``callee``.
+
+        Where its calls are seen one by one (its client side, or the edges its callees
+        record), only its troubled calls to ``callee``: a caller hurt by its calls to
+        another service is that service's story. Otherwise its own rows of ``roles``
+        (its symptoms, whatever they are about)."""
+        calls = self._memo("_troubled_calls", self._build_troubled_calls)
+        seen = calls[calls["_caller"] == caller]
+        if len(seen):
+            return seen[seen["_callee"] == callee]
+        return self.anomalies_of(caller, roles)
+
+    def _build_troubled_calls(self) -> pd.DataFrame:
+        a = self.anomalies
+        if a.empty:
+            return a.assign(_caller=pd.Series(dtype=str), _callee=pd.Series(dtype=str))
+        calls = a[
+            a["role"].isin(_CALL_ROLES) & (a["direction"] == "up") & (a["peer"].astype(str) != "")
+        ]
+        client = calls["role"].astype(str).str.startswith("client_")
+        svc, peer = calls["service"].astype(str), calls["peer"].astype(str)
+        return calls.assign(_caller=svc.where(client, peer), _callee=peer.where(client, svc))
 
     def errors_passed_on(self, service: str, since: float) -> float:
         """Share (0..1) of the traces in which ``service`` failed from ``since`` on where its

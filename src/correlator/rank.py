@@ -56,7 +56,8 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
     (``modalities``: how many of metrics, spans and logs show the service moving;
     ``evidence_kinds``; ``covers``), and how sure the data can be (``baseline``: the
     share of a full 30-minute baseline the data held; ``crowd``: how many services
-    moved at all).
+    moved at all), and ``late``: the service's trouble began only after the alert fired
+    (it cannot have caused it).
     """
     roots = {r.service: r for r in ctx.roots}
     top = ctx.roots[0].score if ctx.roots else 0.0
@@ -70,6 +71,8 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
         if f.cause != UNKNOWN and f.score >= 0.5:
             per_service[f.service] = per_service.get(f.service, 0) + 1
     best_pattern = max((f.score for f in findings if f.cause != UNKNOWN), default=0.0)
+    # Onsets are known to a step or two (and a detector dates a slow climb late).
+    fired = ctx.alert.starts_at + max(2.0 * float(ctx.step), 120.0) if ctx.alert.starts_at else None
     rows = []
     for f in findings:
         # A finding that accounts for several services (a zone) stands as the best of them.
@@ -94,6 +97,14 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
             and first_onset is not None
             and r.onset <= first_onset + max(float(ctx.step), 1.0)
         )
+        began = min(
+            (
+                float(ctx.anomalies_of(s)["onset"].min())
+                for s in (f.service, *f.covers)
+                if len(ctx.anomalies_of(s))
+            ),
+            default=None,
+        )
         rows.append(
             {
                 "root": r.score if r else 0.0,
@@ -115,6 +126,7 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
                 "covers": min(len(f.covers), 5) / 5.0,
                 "baseline": baseline,
                 "crowd": crowd,
+                "late": 1.0 if fired is not None and began is not None and began > fired else 0.0,
             }
         )
     return rows
