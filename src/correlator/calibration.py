@@ -44,6 +44,7 @@ FEATURES: tuple[str, ...] = (
     "covers",
     "baseline",
     "crowd",
+    "coarse",
     "late",
 )
 
@@ -127,7 +128,7 @@ class Calibration:
 DEFAULT = Calibration(
     coef=(
         *(2.0, 1.0, 1.0, 1.5, 3.0, -0.5, -1.5, 0.2, 0.5),
-        *(0.5, -1.0, 0.5, 0.5, 0.2, 0.0, 1.0, -0.5, -2.0),
+        *(0.5, -1.0, 0.5, 0.5, 0.2, 0.0, 1.0, -0.5, -0.5, -2.0),
     ),
     intercept=-3.5,
 )

@@ -56,7 +56,8 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
     (``modalities``: how many of metrics, spans and logs show the service moving;
     ``evidence_kinds``; ``covers``), and how sure the data can be (``baseline``: the
     share of a full 30-minute baseline the data held; ``crowd``: how many services
-    moved at all), and ``late``: the service's trouble began only after the alert fired
+    moved at all; ``coarse``: how coarse the samples are, up to 5 minutes, where onsets
+    order nothing), and ``late``: the service's trouble began only after the alert fired
     (it cannot have caused it).
     """
     roots = {r.service: r for r in ctx.roots}
@@ -66,6 +67,7 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
     modalities = _modalities(ctx)
     crowd = min(len(ctx.roots), 50) / 50.0
     baseline = min(max(ctx.baseline_seconds, 0.0) / 1800.0, 1.0)
+    coarse = min(max(float(ctx.step), 0.0) / 300.0, 1.0)
     per_service: dict[str, int] = {}
     for f in findings:
         if f.cause != UNKNOWN and f.score >= 0.5:
@@ -126,6 +128,7 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
                 "covers": min(len(f.covers), 5) / 5.0,
                 "baseline": baseline,
                 "crowd": crowd,
+                "coarse": coarse,
                 "late": 1.0 if fired is not None and began is not None and began > fired else 0.0,
             }
         )
