@@ -29,6 +29,9 @@ class CpuSaturationConfig:
     load_share: float = 0.5
     """How much of the score a rise of demand on the same service (more requests that
     are not retries) takes away: busy because busier is load, not saturation."""
+    elsewhere_share: float = 0.7
+    """How much of the score errors of the service that name a callee failing for other
+    callers too take away (its trouble is that callee's)."""
 
 
 class CpuSaturationPattern(BasePattern):
@@ -72,7 +75,11 @@ class CpuSaturationPattern(BasePattern):
             before = float(other["score"].max()) if len(other) else 0.0
             lost = ctx.pods_lost_by(at + float(ctx.step))
             effect = max(before / (before + 8.0), lost)
+            # Its trouble is its calls to another service that fails others too (its
+            # errors name that service): the CPU is what waiting and retrying cost.
+            elsewhere = _failing_elsewhere(ctx, svc, at + config.lag)
             score = strength * max(hurt, 0.3) * (1.0 - config.load_share * load) * (1.0 - effect)
+            score *= 1.0 - config.elsewhere_share * elsewhere
             ev: list[Evidence] = ctx.anomalies_evidence(cpu, 2)
             ev += ctx.log_evidence(svc)
             findings.append(
@@ -89,6 +96,31 @@ class CpuSaturationPattern(BasePattern):
 
 #: Causes of their own that make CPU rise as an effect.
 _OTHER_CAUSES = ("memory", "memory_ratio", "oom_kills", "restarts", "pod_ready", "up")
+
+
+#: A service's errors about its calls (client side, or its log lines naming the callee).
+_CALL_ERRORS = ("client_errors", "client_error_ratio", "log_errors", "log_template")
+
+
+def _failing_elsewhere(ctx: PatternContext, svc: str, until: float) -> float:
+    """How strongly (0..1) ``svc``'s errors, begun by ``until``, name a callee that other
+    callers also find failing."""
+    a = ctx.anomalies
+    up = a[(a["direction"] == "up") & (a["onset"].astype(float) <= until)]
+    peer = up["peer"].astype(str)
+    mine = up[(up["service"] == svc) & up["role"].isin(_CALL_ERRORS) & ~peer.isin(("", svc))]
+    best = 0.0
+    for callee, rows in mine.groupby(mine["peer"].astype(str)):
+        # Others troubled by it: their errors naming it, or its edges and namers by caller.
+        theirs = up[up["role"].isin(_CALL_ERRORS) & (peer == callee)]["service"].astype(str)
+        named = up[
+            (up["service"] == callee)
+            & up["role"].isin(("named_by_callers", "edge_errors", "edge_error_ratio"))
+        ]["peer"].astype(str)
+        if (set(theirs) | set(named)) - {svc, callee, ""}:
+            s = float(rows["score"].astype(float).max())
+            best = max(best, min(1.0, 2.0 * s / (s + 8.0)))
+    return best
 
 
 def _hurt(ctx: PatternContext, svc: str) -> tuple[float, float | None]:

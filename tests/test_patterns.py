@@ -346,6 +346,34 @@ def test_cpu_that_rose_after_a_caller_hurt_by_another_service_still_counts() -> 
     assert "payments" in {f.service for f in found.findings}
 
 
+def test_cpu_of_a_service_whose_errors_name_a_callee_failing_others_too_is_not_the_cause() -> None:
+    """checkout's CPU rises while it fails; its error lines name redis, which search finds
+    failing too: the CPU is what waiting and retrying cost, redis is the story. The same
+    lines naming a callee no one else has trouble with leave the CPU finding as it was."""
+    from correlator.detector import anomaly_frame
+    from synth import FAULT
+
+    ctx = context(build("deployment"))
+
+    def row(svc: str, role: str, peer: str) -> dict[str, Any]:
+        return {
+            "service": svc, "role": role, "peer": peer, "onset": FAULT, "end": FAULT + 900.0,
+            "score": 40.0, "direction": "up", "baseline": 1.0, "peak": 3.0,
+        }  # fmt: skip
+
+    rows = [
+        row("checkout", "cpu", ""),
+        row("checkout", "error_ratio", ""),
+        row("checkout", "log_errors", "redis"),
+    ]
+    alone = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(rows)))
+    before = {f.service: f.score for f in alone.findings}["checkout"]
+    shared = [*rows, row("search", "client_errors", "redis")]
+    res = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(shared)))
+    after = {f.service: f.score for f in res.findings}.get("checkout", 0.0)
+    assert before >= 0.5 and after < 0.5 * before
+
+
 def test_a_request_rise_in_the_same_step_as_the_errors_is_demand() -> None:
     from synth import FAULT
 
