@@ -51,6 +51,31 @@ def test_low_rate_counter_rise_is_a_signal_and_poisson_noise_is_not() -> None:
     assert list(out["service"]) == ["busy"]
 
 
+def test_a_lasting_rise_smaller_than_one_noisy_sample_is_found_on_block_means() -> None:
+    """One request a second scraped every 3 s and rated over 4 s: each sample is a count
+    of about four, as noisy as the rise to 3x is large. No one sample (or 30 s of them)
+    says much; five minutes of them say it for certain. The same rate left alone is not
+    an anomaly, and the onset is dated on the samples, not on the blocks."""
+    ts = np.arange(T0, T0 + 900.0, 3.0)
+    rng = np.random.default_rng(11)
+    r = 4.0
+    calm = rng.poisson(1.0 * r, ts.size) / r
+    fault = T0 + 450.0
+    busy = calm.copy()
+    after = ts >= fault
+    busy[after] = rng.poisson(3.0 * r, int(after.sum())) / r
+    w = Window(start=fault - 300.0, end=T0 + 900.0, baseline_start=T0)
+    frame = pd.concat(
+        [series("request_rate", "quiet", ts, calm), series("request_rate", "busy", ts, busy)]
+    )
+    out = detect(frame, w, DetectConfig(rate_range=r), alert_at=fault + 120.0)
+    assert list(out["service"]) == ["busy"]
+    assert abs(float(out.iloc[0]["onset"]) - fault) <= 30.0
+    # Judged on single samples only, the rise is lost in the counting noise.
+    fine = detect(frame, w, DetectConfig(rate_range=r, coarse_seconds=0.0), alert_at=fault + 120)
+    assert "busy" not in set(fine["service"])
+
+
 @pytest.mark.parametrize("interval", [1.0, 15.0, 60.0])
 def test_step_found_at_any_sample_interval_with_a_short_baseline(interval: float) -> None:
     # Five minutes of normal data before the fault, the alert at the fault: the

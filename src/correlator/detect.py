@@ -25,6 +25,10 @@ compared with its own robust baseline. Every scale comes from the data:
   rose above ``low`` (the change began before it became obvious).
 * **end**: the last time the deviation still held; with the alert's start
   known, anomalies over well before it (unrelated blips) are dropped.
+* **coarse pass**: series sampled much finer than ``coarse_seconds`` that did not
+  move at their own resolution are judged again on block means of that length,
+  with the baseline and the noise of those blocks: a lasting change smaller than
+  one sample's noise (Poisson counts of a low rate scraped every second) shows there.
 
 Errors are judged as a ratio (``error_ratio = error_rate / request_rate``)
 as well as in absolute terms. The work is vectorised: one matrix of series
@@ -108,6 +112,10 @@ class DetectConfig:
     started is dropped (an unrelated blip), when the alert time is known."""
     rate_range: float | None = None
     """Seconds over which counters were turned into rates (``None``: four grid steps)."""
+    coarse_seconds: float = 60.0
+    """Series sampled finer than a third of this are judged again on means over blocks
+    this long (their noise learned from the baseline's blocks): a lasting change too
+    small for any one noisy sample (a low request rate scraped every second going 4x)."""
 
 
 def grid_step(ts: np.ndarray) -> float:
@@ -570,6 +578,7 @@ def detect(
             for sign, part in parts:
                 part["row"] = idx[part["row"]]
                 found[sign].append(part)
+    _coarse_pass(found, mat, grid, window, base_cols, search_cols, noise, dirs, cfg, st)
     out = []
     for sign in (1, -1):
         if not found[sign]:
@@ -606,6 +615,84 @@ def detect(
     return res.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)[
         list(ANOMALY_COLUMNS)
     ]
+
+
+def _coarse_pass(
+    found: dict[int, list[dict[str, np.ndarray]]],
+    mat: np.ndarray,
+    grid: np.ndarray,
+    window: Window,
+    base_cols: np.ndarray,
+    search_cols: np.ndarray,
+    noise: _Noise,
+    dirs: np.ndarray,
+    cfg: DetectConfig,
+    step: float,
+) -> None:
+    """Judge the series not found in a direction again on means over blocks of about
+    ``coarse_seconds`` (see the module docstring); adds to ``found`` in place."""
+    k = round(cfg.coarse_seconds / max(step, 1e-9))
+    if k < 3 or grid.size < 2 * k:
+        return
+    n_blocks = grid.size // k
+    width = n_blocks * k
+    # Blocks end at the grid's end (the freshest data counts whole); a ragged head is left.
+    lead = grid.size - width
+    cgrid = grid[lead:].reshape(n_blocks, k)[:, 0]
+    cbase = base_cols[lead:].reshape(n_blocks, k).all(axis=1)
+    csearch = search_cols[lead:].reshape(n_blocks, k).any(axis=1)
+    if cbase.sum() < cfg.min_baseline_points:
+        return
+    coarse_noise = replace(noise, rate_range=max(noise.rate_range, k * step))
+    for sign in (1, -1):
+        done = np.zeros(len(mat), dtype=bool)
+        for part in found[sign]:
+            done[part["row"]] = True
+        todo = np.flatnonzero(~done & ((dirs == sign) | (dirs == 0)))
+        for lo in range(0, len(todo), _CHUNK):
+            idx = todo[lo : lo + _CHUNK]
+            block = mat[idx, lead:].reshape(len(idx), n_blocks, k)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                cmat = np.nanmean(block, axis=2)
+            # A series constant through its baseline has no noise to average away: the fine
+            # pass judged any move of it already.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                spread = np.nanmax(cmat[:, cbase], axis=1) - np.nanmin(cmat[:, cbase], axis=1)
+            noisy = np.nan_to_num(spread, nan=0.0) > 0
+            if not noisy.any():
+                continue
+            idx, cmat = idx[noisy], cmat[noisy]
+            sub = coarse_noise.rows_at(idx)
+            parts = _judge(cmat, cgrid, cbase, csearch, sub, np.full(len(idx), sign), cfg, k * step)
+            parts = _rebase_short(
+                parts, cmat, cgrid, window, csearch, sub, np.full(len(idx), sign), cfg, k * step
+            )
+            for s2, part in parts:
+                if s2 == sign and len(part["row"]):
+                    part["row"] = idx[part["row"]]
+                    part["onset"] = _fine_onset(mat, grid, part, sign, k * step)
+                    found[sign].append(part)
+
+
+def _fine_onset(
+    mat: np.ndarray, grid: np.ndarray, part: dict[str, np.ndarray], sign: int, block: float
+) -> np.ndarray:
+    """Onsets found on block means, dated again on the fine samples: within a block or two
+    around it, where the cumulative excess over halfway between baseline and peak is
+    lowest (it falls before the change and rises after it)."""
+    out = part["onset"].astype(float).copy()
+    for i, r in enumerate(part["row"]):
+        near = (grid >= out[i] - 2.0 * block) & (grid <= out[i] + block)
+        cols = np.flatnonzero(near)
+        if cols.size < 3:
+            continue
+        mid = 0.5 * (float(part["baseline"][i]) + float(part["peak"][i]))
+        excess = np.nan_to_num(sign * (mat[r, cols] - mid), nan=0.0)
+        j = int(np.argmin(np.concatenate([[0.0], np.cumsum(excess)])))
+        out[i] = float(grid[cols[min(j, cols.size - 1)]])
+    return out
 
 
 def _rebase_short(
