@@ -6,7 +6,8 @@ Signals: edge metrics into the callee (``edge_errors``, ``edge_latency``,
 (errors and durations per ``peer``), the callers' resource signals, and
 ``up`` (Prometheus' scrape health): a service every instance of which stopped
 answering its scrapes is down, a failing dependency of whoever calls it, however
-well instrumented it is.
+well instrumented it is. A callee nobody instruments (a cache, an external API)
+may show only in its callers' error lines that name it (``named_by_callers``).
 """
 
 from __future__ import annotations
@@ -61,12 +62,28 @@ class DependencyFailurePattern(BasePattern):
         callees = set(edge["service"]) | (set(span_bad.index) if len(span_bad) else set())
         callees |= set(down)
         own = set(ctx.signals.loc[ctx.signals["role"].isin(("request_rate", "latency")), "service"])
+        # A callee nobody instruments (a cache, an external API) may show only in its
+        # callers' error lines naming it.
+        kinds = dict(ctx.graph.nodes(data="kind"))
+        named = a[(a["role"] == "named_by_callers") & (a["direction"] == "up")]
+        named = named[
+            ~named["service"].isin(list(own))
+            | named["service"].map(lambda s: kinds.get(s, "service") != "service")
+        ]
+        callees |= set(named["service"].astype(str))
         findings = []
         for callee in sorted(callees):
             e = edge[edge["service"] == callee].sort_values("score", ascending=False)
             edge_strength = float(e["score"].max() / (e["score"].max() + 8.0)) if len(e) else 0.0
             callers_seen = set(e["peer"]) - {""}
             ev: list[Evidence] = [ctx.metric_evidence(r) for r in e.head(3).to_dict("records")]
+            said = named[named["service"] == callee]
+            log_strength = 0.0
+            if len(said):
+                s_ = float(said["score"].astype(float).max())
+                log_strength = s_ / (s_ + 8.0)
+                callers_seen |= set(said["peer"].astype(str)) - {""}
+                ev += ctx.anomalies_evidence(said.sort_values("score", ascending=False), 2)
             span_strength = 0.0
             if len(span_bad) and callee in span_bad.index:
                 row = span_bad.loc[callee]
@@ -116,7 +133,8 @@ class DependencyFailurePattern(BasePattern):
                 ctx.graph.nodes[callee].get("kind", "service") if callee in ctx.graph else "service"
             )
             seen_down = 1.0 if callee in down else 0.0
-            score = 0.5 * max(edge_strength, span_strength, seen_down) + 0.25 * min(1.0, reach)
+            seen = max(edge_strength, span_strength, seen_down, log_strength)
+            score = 0.5 * seen + 0.25 * min(1.0, reach)
             score += 0.25 * (1.0 - own_trouble)
             if kind == "service" and callee in own and not (config.blame_instrumented or seen_down):
                 # A service seen from inside too: if its own server side hurts, what went
@@ -142,6 +160,7 @@ class DependencyFailurePattern(BasePattern):
                         "spans": span_strength,
                         "reach": reach,
                         "down": seen_down,
+                        "logs": log_strength,
                     },
                     onset=onset,
                 )

@@ -669,6 +669,32 @@ def test_a_database_whose_logs_say_it_is_at_its_limits_is_overloaded() -> None:
     )
 
 
+def test_a_cache_seen_only_in_its_callers_error_lines_is_a_failing_dependency() -> None:
+    """redis exports nothing and no call to it is traced; two callers' new error lines
+    name it (timeouts from its connection pool): that is how it is seen failing."""
+    import networkx as nx
+
+    from correlator.detector import anomaly_frame
+
+    g = nx.DiGraph()
+    g.add_node("redis", kind="cache")
+    for c in ("cart", "pricing"):
+        g.add_node(c, kind="service")
+        g.add_edge(c, "redis")
+    rows = [
+        {
+            "service": "redis", "role": "named_by_callers", "peer": c, "onset": 1000.0,
+            "end": 1600.0, "score": 20.0, "direction": "up", "baseline": 0.0, "peak": 0.2,
+            "modality": "logs", "signal": "call to redis failed: connection pool timeout",
+        }
+        for c in ("cart", "pricing")
+    ]  # fmt: skip
+    base = dataclasses.replace(context(build("deployment")), graph=g)
+    ctx = dataclasses.replace(base, anomalies=anomaly_frame(rows))
+    found = {f.service: f for f in run("dependency_failure", ctx).findings}
+    assert found["redis"].score >= 0.6 and found["redis"].features["logs"] > 0.5
+
+
 def test_a_route_surge_reaching_a_callee_twice_is_blamed_on_it() -> None:
     # More product views: the web entry calls cat, inv and rec once each per view, rec
     # calls cat too; web's other callees keep their rate. cat took most of the extra
