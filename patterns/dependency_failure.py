@@ -64,12 +64,9 @@ class DependencyFailurePattern(BasePattern):
         own = set(ctx.signals.loc[ctx.signals["role"].isin(("request_rate", "latency")), "service"])
         # A callee nobody instruments (a cache, an external API) may show only in its
         # callers' error lines naming it.
-        kinds = dict(ctx.graph.nodes(data="kind"))
+        not_services = [n for n, k in ctx.graph.nodes(data="kind") if k not in (None, "service")]
         named = a[(a["role"] == "named_by_callers") & (a["direction"] == "up")]
-        named = named[
-            ~named["service"].isin(list(own))
-            | named["service"].map(lambda s: kinds.get(s, "service") != "service")
-        ]
+        named = named[~named["service"].isin(list(own)) | named["service"].isin(not_services)]
         callees |= set(named["service"].astype(str))
         findings = []
         for callee in sorted(callees):
