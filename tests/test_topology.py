@@ -653,3 +653,31 @@ def test_a_callee_only_its_callers_spans_show_follows_the_symptom_as_they_do() -
     assert follows["edge"] == pytest.approx(1.0)
     assert follows["checkout"] == follows["edge"]  # its callers' spans are its series
     assert "ads" not in follows  # metric rows follow their own series, none here
+
+
+def test_a_callee_two_callers_errors_name_explains_them() -> None:
+    """redis exports nothing; cart's and pricing's errors began together and both log
+    errors naming it. Their agreement explains their trouble: redis is the root. One
+    caller's words alone may be its own trouble talking: they explain nothing."""
+    from correlator.topology import named_by_callers
+
+    g = nx.DiGraph([("frontend", "cart"), ("frontend", "pricing"), ("cart", "redis")])
+    g.add_edge("pricing", "redis")
+    g.nodes["redis"]["kind"] = "cache"
+
+    def rows(namers: tuple[str, ...]) -> pd.DataFrame:
+        a = _rows(
+            [(s, "error_ratio", 1000.0, 0.0, 0.5, "") for s in ("cart", "pricing")]
+            + [("frontend", "error_ratio", 1010.0, 0.0, 0.3, "")]
+            + [(s, "log_errors", 1000.0, 0.0, 0.2, "redis") for s in namers]
+        )
+        a["modality"] = ["metrics"] * 3 + ["logs"] * len(namers)
+        a["signal"] = ""
+        a["evidence"] = "call to redis failed: connection pool timeout"
+        return named_by_callers(a)
+
+    both = root_scores(g, rows(("cart", "pricing")), "frontend")
+    assert both[0].service == "redis"
+    assert {r.service: r.explained for r in both}["cart"] > 0.4
+    one = {r.service: r for r in root_scores(g, rows(("cart",)), "frontend")}
+    assert one["cart"].explained == 0.0

@@ -697,6 +697,22 @@ def named_by_callers(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame
     return out.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)
 
 
+def _agreed_on(anomalies: pd.DataFrame) -> dict[str, float]:
+    """Per service named in the error lines of two or more of its callers, the strength
+    (``score / (score + 8)``) of the weaker of its two strongest namers."""
+    a = anomalies
+    named = a[(a["role"] == "named_by_callers") & (a["direction"] == "up")]
+    if named.empty:
+        return {}
+    best = named.groupby([named["service"].astype(str), named["peer"].astype(str)])["score"].max()
+    out: dict[str, float] = {}
+    for svc, per in best.groupby(level=0):
+        top = sorted(per.astype(float).tolist(), reverse=True)
+        if len(top) >= 2:
+            out[str(svc)] = top[1] / (top[1] + 8.0)
+    return out
+
+
 def _between(anomalies: pd.DataFrame, sym_at: dict[str, float], lag: float) -> dict[str, set[str]]:
     """Per caller, the callees whose calls went wrong *between* the two: the callee's own
     side did not show it (by then).
@@ -782,6 +798,10 @@ def root_scores(
     strength = {str(k): float(v) for k, v in summ["strength"].items()}
     full = {str(k): float(v) for k, v in summ["full_strength"].items()}
     own = {str(k): float(v) for k, v in summ["own_strength"].fillna(0.0).items()}
+    # Two or more callers whose own error lines name the same callee agree on it: their
+    # words stand for what it cannot show itself (a cache or an API nobody instruments).
+    for svc, agreed in _agreed_on(anomalies).items():
+        own[svc] = max(own.get(svc, 0.0), agreed)
     onset = summ["onset"].astype(float).to_dict()
     cause = summ["cause"].to_dict()
     demand = demand_rises(anomalies, lag, pushed)
@@ -835,8 +855,8 @@ def root_scores(
                     # ... as far as it moves with the symptom as closely as this service does.
                     mine = comove.get(str(svc), 0.5)
                     w *= min(1.0, (comove.get(str(d), 0.5) + 0.05) / (mine + 0.05))
-                # Only what d's own telemetry shows explains its caller: its callers' words
-                # about it (named_by_callers) come from the caller's own trouble.
+                # Only what d's own telemetry shows explains its caller: one caller's words
+                # about it (named_by_callers) may come from the caller's own trouble.
                 if svc in lat_rise and d in lat_rise and svc not in erring:
                     # Latency adds up along calls: a dependency slower by 7 ms accounts
                     # for little of a caller slower by a second.
