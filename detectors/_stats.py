@@ -159,13 +159,14 @@ def bucket_matrix(
 
 #: Seconds before the baseline's end at which the span and log detectors also split.
 #: The baseline's end is where the alert says trouble began, minus a margin; a fault
-#: that began earlier (a slow leak, a delay that took minutes to page) puts its first
-#: minutes in the "before" side, and a count test against it sees little.
-EARLIER_SPLITS = (300.0, 900.0)
+#: that began earlier (a slow leak, a delay that took minutes to page, an SLO burn-rate
+#: alert over an hour that paged half an hour in) puts its first minutes in the "before"
+#: side, and a count test against it sees little.
+EARLIER_SPLITS = (300.0, 900.0, 1800.0)
 #: Log records are few and cheap to split again: also a minute or two back, for a fault
 #: that began shortly before the alert when the baseline (short) ends at the alert.
 LOG_SPLITS = (60.0, 120.0, *EARLIER_SPLITS)
-#: What choosing the best of the splits costs a row's strength (the largest of three
+#: What choosing the best of the splits costs a row's strength (the largest of a few
 #: correlated tests overstates each by about this much on the standard-normal scale).
 SPLIT_PENALTY = 0.5
 

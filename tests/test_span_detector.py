@@ -136,6 +136,20 @@ def test_a_fault_that_began_before_the_baseline_end_is_still_seen(
     assert late.empty or float(late.score.max()) < row.score - 1.0
 
 
+def test_a_fault_that_paged_half_an_hour_late_is_still_seen() -> None:
+    """An SLO burn-rate alert over an hour pages long after a faint fault began: 25
+    minutes of the fault sit before the baseline's end. A split half an hour back
+    still holds a clean baseline to judge it against."""
+    window = Window(start=T0 + 3000, end=T0 + 3300, baseline_start=T0)
+    base = traces(T0, T0 + 1500, 1000, 1)
+    fault = traces(T0 + 1500, T0 + 3300, 1200, 2, fail=0.04, error="Timeout at Pay.java:9")
+    out = SpanDetector().detect(detect_input(window, window.start, pd.concat([base, fault])))
+    rows = out.anomalies
+    errs = rows[(rows.role == "span_errors") & (rows.service == "checkout")]
+    assert len(errs) and float(errs.score.max()) >= 4
+    assert float(errs.onset.min()) <= T0 + 1500 + 120
+
+
 PODS = ("checkout-a", "checkout-b", "checkout-c")
 
 
