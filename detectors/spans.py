@@ -104,6 +104,7 @@ class SpanDetector:
         parts = {key: _groups(groups, edges) for key, edges in (("ops", False), ("edges", True))}
         parts["transit"] = _transit_groups(groups, ("callee", "callee_pod"))
         parts["transit_callers"] = _transit_groups(groups, ("callee", "service"))
+        parts["transit_all"] = _transit_groups(groups, ("callee",))
         found = [self._at(spans, parts, at, data) for at in splits]
         out = best_of_splits(found, self.config.min_score, _KEYS)
         if out.empty:
@@ -535,7 +536,7 @@ def _exceedance(
     return out
 
 
-def _transit_groups(ctx: _Context, keys: tuple[str, str]) -> tuple[pd.DataFrame, list[str]]:
+def _transit_groups(ctx: _Context, keys: tuple[str, ...]) -> tuple[pd.DataFrame, list[str]]:
     """Answered calls (see :func:`_transit_columns`) grouped by ``keys``, with a code."""
     s = ctx.spans
     part = s[s["transit"].notna() & s["callee"].notna() & s["callee_pod"].notna()].copy()
@@ -551,7 +552,10 @@ def _transit(ctx: _Context) -> list[pd.DataFrame]:
     on calls to some of its instances and not the others (a delay on one pod's
     network), or on the calls of two or more of its callers alike (every way into it).
     A caller whose own network is slow slows its calls to every instance of everything
-    it calls: those stay the caller's (``client_latency``).
+    it calls: those stay the caller's (``client_latency``). Where too few calls reach
+    each instance or come from each caller to judge them one by one, the callee's calls
+    are judged together, and laid at its door when the late ones came from two or more
+    of its callers, most of those that called it.
     """
     cfg = ctx.config
     pods_part, pod_keys = ctx.parts.get("transit", (pd.DataFrame(), []))
@@ -579,41 +583,76 @@ def _transit(ctx: _Context) -> list[pd.DataFrame]:
         by_caller.index[(by_caller["passed"] >= 2) & (2 * by_caller["passed"] >= by_caller["seen"])]
     )
     per = pods[pods["passed"] & pods["callee"].isin(partial | shared)]
-    if per.empty:
-        return []
+    out = []
+    if not per.empty:
+        texts = [
+            f"calls to {row.callee} answered by {row.callee_pod} spent longer outside the "
+            f"server (client span minus the server's): p{round(q * 100)} {row.base_q:.3g} s "
+            f"-> {row.win_q:.3g} s ({format_share(row.k, row.n)} above the baseline's "
+            f"{row.label}, {format_share(row.k0, row.n0)} before)"
+            + ("; its other instances' calls did not" if row.callee in partial else "")
+            for row in per.itertuples()
+        ]
+        signal = "calls answered by " + per["callee_pod"].astype(str)
+        out.append(_transit_rows(ctx, pods_part, per, signal, texts))
+    all_part, all_keys = ctx.parts.get("transit_all", (pd.DataFrame(), []))
+    if all_part.empty:
+        return out
+    whole = scored(all_part, all_keys)
+    whole = whole[whole["passed"] & ~whole["callee"].isin(partial | shared)]
+    if whole.empty:
+        return out
+    # Judged together: the late calls must come from two or more callers, most of those
+    # that called it (one caller's slow network stays its own).
+    late = all_part["after"] & (
+        all_part["transit"].to_numpy()
+        > all_part["code"].map(whole["threshold"]).to_numpy(dtype=np.float64)
+    )
+    late_from = all_part[late].groupby("callee")["service"].nunique()
+    calling = all_part[all_part["after"]].groupby("callee")["service"].nunique()
+    ways = whole["callee"].map(late_from).fillna(0)
+    whole = whole[(ways >= 2) & (2 * ways >= whole["callee"].map(calling).fillna(0))]
+    if whole.empty:
+        return out
+    texts = [
+        f"calls to {row.callee} from {int(ways[i])} callers spent longer outside its server "
+        f"(client span minus the server's): p{round(q * 100)} {row.base_q:.3g} s -> "
+        f"{row.win_q:.3g} s ({format_share(row.k, row.n)} above the baseline's {row.label}, "
+        f"{format_share(row.k0, row.n0)} before; too few calls to judge each instance or "
+        f"caller alone)"
+        for i, row in zip(whole.index, whole.itertuples(), strict=True)
+    ]
+    signal = "calls answered by " + whole["callee"].astype(str)
+    out.append(_transit_rows(ctx, all_part, whole, signal, texts))
+    return out
+
+
+def _transit_rows(
+    ctx: _Context, part: pd.DataFrame, per: pd.DataFrame, signal: pd.Series, texts: list[str]
+) -> pd.DataFrame:
+    """``transit_latency`` rows for the passing groups ``per`` of ``part``, dated."""
     codes = per.index.to_numpy(dtype=np.int64)
-    threshold = pods_part["code"].map(per["threshold"])
+    threshold = part["code"].map(per["threshold"])
     bad = pd.Series(
-        pods_part["transit"].to_numpy() > threshold.to_numpy(dtype=np.float64),
-        index=pods_part.index,
+        part["transit"].to_numpy() > threshold.to_numpy(dtype=np.float64), index=part.index
     )
     p0 = ((per["k0"] + 0.5) / (per["n0"] + 1.0)).to_numpy()
-    onset, end = _onsets(ctx, pods_part, codes, bad, p0)
-    texts = [
-        f"calls to {row.callee} answered by {row.callee_pod} spent longer outside the "
-        f"server (client span minus the server's): p{round(q * 100)} {row.base_q:.3g} s -> "
-        f"{row.win_q:.3g} s ({format_share(row.k, row.n)} above the baseline's {row.label}, "
-        f"{format_share(row.k0, row.n0)} before)"
-        + ("; its other instances' calls did not" if row.callee in partial else "")
-        for row in per.itertuples()
-    ]
-    return [
-        pd.DataFrame(
-            {
-                "service": per["callee"].to_numpy(),
-                "role": "transit_latency",
-                "onset": onset,
-                "end": end,
-                "score": per["score"].to_numpy(),
-                "direction": "up",
-                "baseline": per["base_q"].to_numpy(),
-                "peak": per["win_q"].to_numpy(),
-                "peer": "",
-                "signal": ("calls answered by " + per["callee_pod"].astype(str)).to_numpy(),
-                "evidence": texts,
-            }
-        )
-    ]
+    onset, end = _onsets(ctx, part, codes, bad, p0)
+    return pd.DataFrame(
+        {
+            "service": per["callee"].to_numpy(),
+            "role": "transit_latency",
+            "onset": onset,
+            "end": end,
+            "score": per["score"].to_numpy(),
+            "direction": "up",
+            "baseline": per["base_q"].to_numpy(),
+            "peak": per["win_q"].to_numpy(),
+            "peer": "",
+            "signal": signal.to_numpy(),
+            "evidence": texts,
+        }
+    )
 
 
 def _rates(ctx: _Context) -> list[pd.DataFrame]:

@@ -169,6 +169,30 @@ def test_a_delay_on_one_pods_network_is_laid_at_the_service() -> None:
     assert not (rows.service.eq("checkout") & rows.role.eq("span_latency")).any()
 
 
+def test_a_delay_in_front_of_a_service_seen_in_few_calls_is_judged_on_them_together() -> None:
+    """A sampled trace store kept few calls to checkout: two callers, three pods, a couple
+    of calls each before the fault, too few to judge any pod or caller alone. Together,
+    every call after it is 300 ms later than every call before, from both callers: the
+    network in front of checkout. The same calls all from one caller stay that caller's."""
+    delay = dict.fromkeys(PODS, 0.3)
+    base = traces(T0, T0 + 1800, 6, 1, pods=PODS)
+    after = traces(T0 + 1800, T0 + 2400, 8, 2, pods=PODS, delay=delay)
+
+    def two_callers(frame: pd.DataFrame) -> pd.DataFrame:
+        odd = frame["trace_id"].isin(sorted(set(frame["trace_id"]))[1::2])
+        return frame.assign(
+            service=frame["service"].where(~(odd & (frame.service == "frontend")), "mobile")
+        )
+
+    rows, _ = run(two_callers(base), two_callers(after))
+    transit = rows[rows.role == "transit_latency"]
+    assert list(transit.service) == ["checkout"]
+    assert transit.iloc[0].signal == "calls answered by checkout"
+    assert "from 2 callers" in transit.iloc[0].evidence
+    rows, _ = run(base, after)
+    assert rows[rows.role == "transit_latency"].empty
+
+
 def test_a_delay_on_every_call_of_one_caller_stays_the_callers() -> None:
     # Every call frontend makes to checkout is late, whichever pod answers: frontend's
     # network (or pool, or sidecar) as much as checkout's; nothing is laid at checkout.
