@@ -77,7 +77,6 @@ def main() -> int:
             cal = fit(
                 [r["features"] for r in train],
                 [r["label"] for r in train],
-                c=0.5,
                 groups=[r["group"] for r in train],
                 keys=[tuple(r["key"]) for r in train],
             )

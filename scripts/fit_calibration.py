@@ -132,7 +132,6 @@ def main() -> int:
     cal = fit(
         [rows[i] for i in use],
         [labels[i] for i in use],
-        c=0.5,
         groups=[named[i] for i in use],
         keys=[keys[i] for i in use],
     )
