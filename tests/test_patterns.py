@@ -292,6 +292,16 @@ def test_a_deploy_that_only_burns_cpu_is_blamed_through_its_hurting_callers() ->
     }
 
 
+def _moved(svc: str, role: str, peer: str, at: float, score: float) -> dict[str, Any]:
+    """An anomaly row that rose from ``at`` to the end of the synthetic incident."""
+    from synth import FAULT
+
+    return {
+        "service": svc, "role": role, "peer": peer, "onset": at, "end": FAULT + 900.0,
+        "score": score, "direction": "up", "baseline": 1.0, "peak": 3.0,
+    }  # fmt: skip
+
+
 def test_a_caller_hurt_by_its_calls_to_another_service_does_not_blame_a_deploy() -> None:
     """payments' release burns CPU; checkout, its caller, fails a minute later, but its
     calls seen one by one are failing to auth, not to payments: that is auth's story."""
@@ -301,10 +311,7 @@ def test_a_caller_hurt_by_its_calls_to_another_service_does_not_blame_a_deploy()
     ctx = context(build("deployment"))
 
     def row(svc: str, role: str, peer: str, at: float) -> dict[str, Any]:
-        return {
-            "service": svc, "role": role, "peer": peer, "onset": at, "end": FAULT + 900.0,
-            "score": 30.0, "direction": "up", "baseline": 1.0, "peak": 3.0,
-        }  # fmt: skip
+        return _moved(svc, role, peer, at, 30.0)
 
     base = [
         row("payments", "cpu", "", FAULT + 15.0),
@@ -329,10 +336,7 @@ def test_cpu_that_rose_after_a_caller_hurt_by_another_service_still_counts() -> 
     ctx = context(build("deployment"))
 
     def row(svc: str, role: str, peer: str, at: float) -> dict[str, Any]:
-        return {
-            "service": svc, "role": role, "peer": peer, "onset": at, "end": FAULT + 900.0,
-            "score": 40.0, "direction": "up", "baseline": 1.0, "peak": 3.0,
-        }  # fmt: skip
+        return _moved(svc, role, peer, at, 40.0)
 
     rows = [
         row("checkout", "latency", "", FAULT - 600.0),
@@ -356,10 +360,7 @@ def test_cpu_of_a_service_whose_errors_name_a_callee_failing_others_too_is_not_t
     ctx = context(build("deployment"))
 
     def row(svc: str, role: str, peer: str) -> dict[str, Any]:
-        return {
-            "service": svc, "role": role, "peer": peer, "onset": FAULT, "end": FAULT + 900.0,
-            "score": 40.0, "direction": "up", "baseline": 1.0, "peak": 3.0,
-        }  # fmt: skip
+        return _moved(svc, role, peer, FAULT, 40.0)
 
     rows = [
         row("checkout", "cpu", ""),

@@ -45,18 +45,11 @@ import pandas as pd
 from correlator.catalog import Catalog
 from correlator.errors import ConfigError, CorrelatorError
 from correlator.model import Alert, Evidence, Finding, Outcome, Telemetry, Window, format_time
-from correlator.roles import GENERIC
+from correlator.roles import CLIENT_ROLES, GENERIC
 from correlator.topology import RootScore
 
 #: One call's trouble, on the caller (client side) or on the callee (edges, by caller).
-_CALL_ROLES = (
-    "client_errors",
-    "client_error_ratio",
-    "client_latency",
-    "edge_errors",
-    "edge_error_ratio",
-    "edge_latency",
-)
+_CALL_ROLES = (*CLIENT_ROLES.values(), *CLIENT_ROLES)
 
 _T = TypeVar("_T")
 
