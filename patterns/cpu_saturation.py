@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
+
 from correlator.model import Evidence
 from correlator.pattern import BasePattern, PatternContext, PatternResult
 from correlator.roles import SYMPTOM_ROLES
@@ -54,6 +56,7 @@ class CpuSaturationPattern(BasePattern):
         if up.empty:
             return self.no_match("no service's CPU use or throttling rose")
         demand = demand_rises(a, ctx.onset_slack)
+        errors = _call_errors(ctx)
         findings = []
         for svc in sorted(set(up["service"].astype(str))):
             cpu = ctx.anomalies_of(svc, ("cpu", "cpu_throttled"))
@@ -77,7 +80,7 @@ class CpuSaturationPattern(BasePattern):
             effect = max(before / (before + 8.0), lost)
             # Its trouble is its calls to another service that fails others too (its
             # errors name that service): the CPU is what waiting and retrying cost.
-            elsewhere = _failing_elsewhere(ctx, svc, at + config.lag)
+            elsewhere = _failing_elsewhere(errors, svc, at + config.lag)
             score = strength * max(hurt, 0.3) * (1.0 - config.load_share * load) * (1.0 - effect)
             score *= 1.0 - config.elsewhere_share * elsewhere
             ev: list[Evidence] = ctx.anomalies_evidence(cpu, 2)
@@ -102,25 +105,57 @@ _OTHER_CAUSES = ("memory", "memory_ratio", "oom_kills", "restarts", "pod_ready",
 _CALL_ERRORS = ("client_errors", "client_error_ratio", "log_errors", "log_template")
 
 
-def _failing_elsewhere(ctx: PatternContext, svc: str, until: float) -> float:
+def _failing_elsewhere(
+    errors: tuple[dict[str, pd.DataFrame], dict[str, list[tuple[str, float]]]],
+    svc: str,
+    until: float,
+) -> float:
     """How strongly (0..1) ``svc``'s errors, begun by ``until``, name a callee that other
-    callers also find failing."""
-    a = ctx.anomalies
-    up = a[(a["direction"] == "up") & (a["onset"].astype(float) <= until)]
-    peer = up["peer"].astype(str)
-    mine = up[(up["service"] == svc) & up["role"].isin(_CALL_ERRORS) & ~peer.isin(("", svc))]
+    callers also find failing (``errors``: :func:`_call_errors`)."""
+    mine, troubled = errors
+    rows = mine.get(svc)
+    if rows is None:
+        return 0.0
+    rows = rows[rows["onset"] <= until]
     best = 0.0
-    for callee, rows in mine.groupby(mine["peer"].astype(str)):
-        # Others troubled by it: their errors naming it, or its edges and namers by caller.
-        theirs = up[up["role"].isin(_CALL_ERRORS) & (peer == callee)]["service"].astype(str)
-        named = up[
-            (up["service"] == callee)
-            & up["role"].isin(("named_by_callers", "edge_errors", "edge_error_ratio"))
-        ]["peer"].astype(str)
-        if (set(theirs) | set(named)) - {svc, callee, ""}:
-            s = float(rows["score"].astype(float).max())
-            best = max(best, min(1.0, 2.0 * s / (s + 8.0)))
+    for callee, score in rows.groupby("peer")["score"].max().items():
+        others = {c for c, at in troubled.get(str(callee), ()) if at <= until}
+        if others - {svc, str(callee), ""}:
+            best = max(best, min(1.0, 2.0 * float(score) / (float(score) + 8.0)))
     return best
+
+
+def _call_errors(
+    ctx: PatternContext,
+) -> tuple[dict[str, pd.DataFrame], dict[str, list[tuple[str, float]]]]:
+    """Per service, its rising error rows that name a callee (``peer``, ``onset``,
+    ``score``); per callee, who is troubled by it and since when (errors naming it, its
+    namers and its edges by caller)."""
+    a = ctx.anomalies
+    up = a[a["direction"] == "up"]
+    peer, svc = up["peer"].astype(str), up["service"].astype(str)
+    errs = up[up["role"].isin(_CALL_ERRORS) & (peer != "") & (peer != svc)]
+    frame = pd.DataFrame(
+        {
+            "service": errs["service"].astype(str),
+            "peer": errs["peer"].astype(str),
+            "onset": errs["onset"].astype(float),
+            "score": errs["score"].astype(float),
+        }
+    )
+    mine = {str(k): frame.iloc[v] for k, v in frame.groupby("service").indices.items()}
+    troubled: dict[str, list[tuple[str, float]]] = {}
+    for s_, p_, at in zip(frame["service"], frame["peer"], frame["onset"], strict=True):
+        troubled.setdefault(p_, []).append((s_, at))
+    told = up[up["role"].isin(("named_by_callers", "edge_errors", "edge_error_ratio"))]
+    for s_, p_, at in zip(
+        told["service"].astype(str),
+        told["peer"].astype(str),
+        told["onset"].astype(float),
+        strict=True,
+    ):
+        troubled.setdefault(s_, []).append((p_, at))
+    return mine, troubled
 
 
 def _hurt(ctx: PatternContext, svc: str) -> tuple[float, float | None]:

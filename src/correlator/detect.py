@@ -639,8 +639,8 @@ def _coarse_pass(
     # Blocks end at the grid's end (the freshest data counts whole); a ragged head is left.
     lead = grid.size - width
     cgrid = grid[lead:].reshape(n_blocks, k)[:, 0]
-    cbase = base_cols[lead:].reshape(n_blocks, k).all(axis=1)
-    csearch = search_cols[lead:].reshape(n_blocks, k).any(axis=1)
+    cbase: np.ndarray = np.asarray(base_cols[lead:].reshape(n_blocks, k).all(axis=1))
+    csearch: np.ndarray = np.asarray(search_cols[lead:].reshape(n_blocks, k).any(axis=1))
     if cbase.sum() < cfg.min_baseline_points:
         return
     coarse_noise = replace(noise, rate_range=max(noise.rate_range, k * step))

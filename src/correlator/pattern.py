@@ -189,8 +189,7 @@ class PatternContext:
     def pods_lost_by(self, at: float) -> float:
         """How strongly any service or node lost pods, targets or readiness by ``at`` (0..1):
         then errors, load and CPU elsewhere are what losing them did."""
-        a = self.anomalies
-        lost = a[a["role"].isin(("pod_ready", "up", "node_ready")) & (a["direction"] == "down")]
+        lost = self._memo("_lost_rows", self._build_lost_rows)
         lost = lost[lost["onset"].astype(float) <= at]
         if lost.empty:
             return 0.0
@@ -205,21 +204,26 @@ class PatternContext:
         another service is that service's story. Otherwise its own rows of ``roles``
         (its symptoms, whatever they are about)."""
         calls = self._memo("_troubled_calls", self._build_troubled_calls)
-        seen = calls[calls["_caller"] == caller]
-        if len(seen):
+        seen = calls.get(caller)
+        if seen is not None:
             return seen[seen["_callee"] == callee]
         return self.anomalies_of(caller, roles)
 
-    def _build_troubled_calls(self) -> pd.DataFrame:
+    def _build_troubled_calls(self) -> dict[str, pd.DataFrame]:
         a = self.anomalies
         if a.empty:
-            return a.assign(_caller=pd.Series(dtype=str), _callee=pd.Series(dtype=str))
+            return {}
         calls = a[
             a["role"].isin(_CALL_ROLES) & (a["direction"] == "up") & (a["peer"].astype(str) != "")
         ]
         client = calls["role"].astype(str).str.startswith("client_")
         svc, peer = calls["service"].astype(str), calls["peer"].astype(str)
-        return calls.assign(_caller=svc.where(client, peer), _callee=peer.where(client, svc))
+        calls = calls.assign(_caller=svc.where(client, peer), _callee=peer.where(client, svc))
+        return {str(k): calls.iloc[v] for k, v in calls.groupby("_caller").indices.items()}
+
+    def _build_lost_rows(self) -> pd.DataFrame:
+        a = self.anomalies
+        return a[a["role"].isin(("pod_ready", "up", "node_ready")) & (a["direction"] == "down")]
 
     def errors_passed_on(self, service: str, since: float) -> float:
         """Share (0..1) of the traces in which ``service`` failed from ``since`` on where its
