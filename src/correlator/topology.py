@@ -25,6 +25,7 @@ it (its transitive callers that show anomalies), plus itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -533,7 +534,7 @@ def comovement(
     vals = signals["value"].to_numpy(dtype=float)
     ts = signals["ts"].to_numpy(dtype=float)
 
-    def series(row: pd.Series) -> pd.Series | None:
+    def series(row: Any) -> pd.Series | None:
         role = str(row["role"])
         key_role = f"{role}:{row['signal']}" if role == GENERIC else role
         # Rows moved to a caller's side (client_*) follow the edge series they came from.
@@ -578,18 +579,25 @@ def comovement(
         return {}
     out: dict[str, float] = {}
     metric_rows = anomalies[anomalies["modality"].astype(str) == "metrics"]
-    for _, row in metric_rows.iterrows():
-        svc = str(row["service"])
-        s = series(row)
+    t_ts, t_vals = target.index.to_numpy(dtype=float), target.to_numpy(dtype=float)
+    cols = ["role", "signal", "service", "peer"]
+    for values in zip(*(metric_rows[c] for c in cols), strict=True):
+        rec = dict(zip(cols, values, strict=True))
+        svc = str(rec["service"])
+        s = series(rec)
         if s is None:
             continue
-        both = pd.concat([target, s], axis=1, join="inner").dropna()
-        if len(both) < 3 or both.iloc[:, 1].std() == 0:
+        # The samples both have (each series' times are unique and sorted).
+        _, i, j = np.intersect1d(t_ts, s.index.to_numpy(dtype=float), return_indices=True)
+        x, y = t_vals[i], s.to_numpy(dtype=float)[j]
+        ok = ~(np.isnan(x) | np.isnan(y))
+        x, y = x[ok], y[ok]
+        if len(x) < 3 or y.std() == 0:
             continue
-        if both.iloc[:, 0].std() == 0:
+        if x.std() == 0:
             continue  # the symptom is flat where this series has data: nothing to follow
         with np.errstate(divide="ignore", invalid="ignore"):
-            r = abs(float(np.corrcoef(both.iloc[:, 0], both.iloc[:, 1])[0, 1]))
+            r = abs(float(np.corrcoef(x, y)[0, 1]))
         if np.isfinite(r):
             out[svc] = max(out.get(svc, 0.0), r)
     # A service only its callers' words point at (it returns wrong values; nothing of its
