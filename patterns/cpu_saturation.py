@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from correlator.model import Evidence
-from correlator.pattern import BasePattern, PatternContext, PatternResult
+from correlator.pattern import BasePattern, PatternContext, PatternResult, said_strength
 from correlator.roles import SYMPTOM_ROLES
 from correlator.topology import MATERIAL, demand_rises
 
@@ -121,7 +121,7 @@ def _failing_elsewhere(
     for callee, score in rows.groupby("peer")["score"].max().items():
         others = {c for c, at in troubled.get(str(callee), ()) if at <= until}
         if others - {svc, str(callee), ""}:
-            best = max(best, min(1.0, 2.0 * float(score) / (float(score) + 8.0)))
+            best = max(best, said_strength(float(score)))
     return best
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from correlator.model import Evidence, format_time
-from correlator.pattern import BasePattern, PatternContext, PatternResult
+from correlator.pattern import BasePattern, PatternContext, PatternResult, said_strength
 
 __all__ = ["DbOverloadConfig", "DbOverloadPattern"]
 
@@ -232,11 +232,11 @@ class DbOverloadPattern(BasePattern):
             float(inner["score"].max() / (inner["score"].max() + 8.0)) if len(inner) else 0.0
         )
         ev += [ctx.metric_evidence(r) for r in inner.head(3).to_dict("records")]
-        said = _at_limit_lines(ctx, db)
+        said = ctx.lines_saying(_AT_LIMIT, _LOG_ROLES, service=db)
         if len(said):
             # The database said so itself: as good as a saturated pool when clearly new.
-            s_ = float(said["score"].astype(float).max())
-            inner_strength = max(inner_strength, min(1.0, 2.0 * s_ / (s_ + 8.0)))
+            s_ = said_strength(float(said["score"].astype(float).max()))
+            inner_strength = max(inner_strength, s_)
             ev += ctx.anomalies_evidence(said, 2)
         sat = _saturation(ctx, db)
         if sat is not None and sat[0] >= config.saturation:
@@ -302,16 +302,6 @@ class DbOverloadPattern(BasePattern):
             features={"db_signal": db_signal, "callers": caller_frac},
             onset=onset,
         )
-
-
-def _at_limit_lines(ctx: PatternContext, db: str) -> pd.DataFrame:
-    """Rising log rows of (or naming) ``db`` that say it is at its limits."""
-    rows = ctx.anomalies_of(db, _LOG_ROLES)
-    rows = rows[rows["direction"] == "up"]
-    if rows.empty:
-        return rows
-    hit = rows["signal"].astype(str).map(lambda t: bool(_AT_LIMIT.search(t)))
-    return rows[hit.astype(bool)]
 
 
 def _load_from_above(ctx: PatternContext, db: str, inner: pd.DataFrame) -> bool:

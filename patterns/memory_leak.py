@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from correlator.model import Evidence
-from correlator.pattern import BasePattern, PatternContext, PatternResult
+from correlator.pattern import BasePattern, PatternContext, PatternResult, said_strength
 from correlator.roles import SYMPTOM_ROLES
 
 __all__ = ["MemoryLeakConfig", "MemoryLeakPattern"]
@@ -32,9 +32,6 @@ _OUT_OF_MEMORY = re.compile(
     r"|memory limit (?:exceeded|reached)",
     re.IGNORECASE,
 )
-
-#: Log rows whose signal is a line or template of the service's own.
-_LOG_ROLES = ("log_template", "log_errors")
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ class MemoryLeakPattern(BasePattern):
             )
         a = ctx.anomalies
         cand = set(a.loc[a["role"].isin(("memory", "memory_ratio", "oom_kills")), "service"])
-        oom = _out_of_memory_lines(a)
+        oom = ctx.lines_saying(_OUT_OF_MEMORY)
         cand |= set(oom["service"].astype(str))
         findings = []
         for svc in sorted(cand):
@@ -87,8 +84,7 @@ class MemoryLeakPattern(BasePattern):
             if len(said):
                 # The service wrote that its memory ran out: as good as a kill when the
                 # lines are clearly new, in proportion when faint.
-                s_ = float(said["score"].astype(float).max())
-                killed = max(killed, min(1.0, 2.0 * s_ / (s_ + 8.0)))
+                killed = max(killed, said_strength(float(said["score"].astype(float).max())))
                 ev += ctx.anomalies_evidence(said, 2)
             # Memory that climbs while the service serves fine (and nothing is killed) is
             # growth, not the cause of an alert: only a leak that hurts counts fully.
@@ -128,15 +124,6 @@ class MemoryLeakPattern(BasePattern):
                 )
             )
         return self.found(findings, "" if findings else "no service's memory climbed")
-
-
-def _out_of_memory_lines(a: pd.DataFrame) -> pd.DataFrame:
-    """Rising log rows (templates, error lines) of a service that say memory ran out."""
-    if a.empty:
-        return a
-    logs = a[a["role"].isin(_LOG_ROLES) & (a["direction"] == "up")]
-    said = logs["signal"].astype(str).map(lambda t: bool(_OUT_OF_MEMORY.search(t)))
-    return logs[said.astype(bool)]
 
 
 def _rising_fraction(ctx: PatternContext, svc: str, onset: float) -> float:

@@ -655,10 +655,8 @@ def _coarse_pass(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 cmat = np.nanmean(block, axis=2)
-            # A series constant through its baseline has no noise to average away: the fine
-            # pass judged any move of it already.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
+                # A series constant through its baseline has no noise to average away: the
+                # fine pass judged any move of it already.
                 spread = np.nanmax(cmat[:, cbase], axis=1) - np.nanmin(cmat[:, cbase], axis=1)
             noisy = np.nan_to_num(spread, nan=0.0) > 0
             if not noisy.any():

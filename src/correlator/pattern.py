@@ -60,7 +60,15 @@ __all__ = [
     "PatternResult",
     "config_for",
     "load_patterns",
+    "said_strength",
 ]
+
+
+def said_strength(score: float) -> float:
+    """How much rising lines that say a thing outright (a service writing that its memory
+    ran out) count, 0..1: as much as the event itself once clearly new (score 8 and up),
+    in proportion when faint."""
+    return min(1.0, 2.0 * score / (score + 8.0))
 
 
 @dataclass
@@ -224,6 +232,21 @@ class PatternContext:
     def _build_lost_rows(self) -> pd.DataFrame:
         a = self.anomalies
         return a[a["role"].isin(("pod_ready", "up", "node_ready")) & (a["direction"] == "down")]
+
+    def lines_saying(
+        self,
+        pattern: re.Pattern[str],
+        roles: Iterable[str] = ("log_template", "log_errors"),
+        service: str | None = None,
+    ) -> pd.DataFrame:
+        """Rising log rows (of ``roles``; of ``service`` when given) whose line or template
+        says what ``pattern`` matches ("OutOfMemoryError", "too many clients")."""
+        a = self.anomalies if service is None else self.anomalies_of(service)
+        rows = a[a["role"].isin(list(roles)) & (a["direction"] == "up")]
+        if rows.empty:
+            return rows
+        hit = rows["signal"].astype(str).map(lambda t: bool(pattern.search(t)))
+        return rows[hit.astype(bool)]
 
     def errors_passed_on(self, service: str, since: float) -> float:
         """Share (0..1) of the traces in which ``service`` failed from ``since`` on where its

@@ -99,14 +99,8 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
             and first_onset is not None
             and r.onset <= first_onset + max(float(ctx.step), 1.0)
         )
-        began = min(
-            (
-                float(ctx.anomalies_of(s)["onset"].min())
-                for s in (f.service, *f.covers)
-                if len(ctx.anomalies_of(s))
-            ),
-            default=None,
-        )
+        onsets = [ctx.anomalies_of(s)["onset"] for s in (f.service, *f.covers)]
+        began = min((float(o.min()) for o in onsets if len(o)), default=None)
         rows.append(
             {
                 "root": r.score if r else 0.0,
