@@ -57,13 +57,13 @@ class MemoryLeakPattern(BasePattern):
 
     def evaluate(self, ctx: PatternContext, config: MemoryLeakConfig) -> PatternResult:
         """Score services with a rising working set, OOM kills or restarts."""
-        if not (ctx.has("memory") or ctx.has("oom_kills")):
+        oom = ctx.lines_saying(_OUT_OF_MEMORY)
+        if not (ctx.has("memory") or ctx.has("oom_kills") or len(oom)):
             return self.not_evaluated(
                 "no memory or oom_kills signal (cAdvisor container_memory_working_set_bytes)"
             )
         a = ctx.anomalies
         cand = set(a.loc[a["role"].isin(("memory", "memory_ratio", "oom_kills")), "service"])
-        oom = ctx.lines_saying(_OUT_OF_MEMORY)
         cand |= set(oom["service"].astype(str))
         findings = []
         for svc in sorted(cand):

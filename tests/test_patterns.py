@@ -598,6 +598,12 @@ def test_a_service_that_logs_its_memory_ran_out_is_a_leak_as_good_as_killed() ->
     other = pd.concat([ctx.anomalies, anomaly_frame([{**rows, "service": "search"}])])
     found = run("memory_leak", dataclasses.replace(ctx, anomalies=other)).findings
     assert {f.service: f for f in found}["search"].features["killed"] > 0.9
+    # Nor is a memory metric needed at all: the lines alone are seen.
+    blind = _with_signals(sc, s[~s["role"].isin(("memory", "memory_limit", "oom_kills"))])
+    ctx = context(blind)
+    lines = anomaly_frame([{**rows, "service": "search"}])
+    found = run("memory_leak", dataclasses.replace(ctx, anomalies=lines)).findings
+    assert [f.service for f in found] == ["search"]
 
 
 def test_one_service_failing_on_a_shared_database_is_its_own_db_trouble() -> None:
