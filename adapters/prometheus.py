@@ -640,6 +640,9 @@ class PrometheusAdapter:
             try:
                 return self._fetch(job.spec, start, end, step, stop_at, interval, present)
             except SourceError as err:
+                if getattr(err, "cut_at", 0.0) >= stop_at:
+                    # Cut by this call's own limit: abandoned, as if the wait below ended first.
+                    return None
                 if getattr(err, "status", None) not in (400, 422):
                     failed.set()
                 raise

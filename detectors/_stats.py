@@ -40,6 +40,7 @@ __all__ = [
     "cusum_onset",
     "first_event",
     "format_share",
+    "hypergeom_log_sf",
     "rank_score",
 ]
 
@@ -91,19 +92,62 @@ def rank_score(k: Any, n: Any, k0: Any, n0: Any) -> Floats:
     values is not a rate that 27 values could hide (about 8 here, 5 by the count test).
     """
     from scipy.special import ndtri
-    from scipy.stats import hypergeom
 
-    k_, n_, k0_, n0_ = (np.asarray(x, dtype=np.float64) for x in (k, n, k0, n0))
+    k_, n_, k0_, n0_ = (np.round(np.asarray(x, dtype=np.float64)) for x in (k, n, k0, n0))
     ok = (n_ > 0) & (n0_ > 0) & (k_ > 0)
     total = np.where(ok, n_ + n0_, 1.0)
     hits = np.where(ok, k_ + k0_, 0.0)
     draws = np.where(ok, n_, 0.0)
     with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
-        log_tail = hypergeom.logsf(k_ - 1.0, total, hits, draws)
+        log_tail = hypergeom_log_sf(np.where(ok, k_, 0.0), total, hits, draws)
         tail = np.exp(np.clip(log_tail, -690.0, 0.0))
         z = -ndtri(np.clip(tail, 1e-300, 1.0))
     z = np.where(ok & np.isfinite(z), np.clip(z, 0.0, MAX_SCORE), 0.0)
     return np.asarray(z, dtype=np.float64)
+
+
+#: Most terms of a hypergeometric tail summed per row (past the mean they fall fast).
+_TAIL_TERMS = 4096
+
+
+def hypergeom_log_sf(k: Any, total: Any, hits: Any, draws: Any) -> Floats:
+    """``log P(X >= k)`` for ``X ~ Hypergeometric(total, hits, draws)`` (arrays of counts).
+
+    The tail's terms summed in log space (``scipy.stats.hypergeom`` gives the same
+    to rounding, at the cost of importing ``scipy.stats``: about a second at start-up
+    on a small machine). At or below the mean the tail is at least about a half and
+    is summed whole; above it the terms fall geometrically, and the first
+    ``_TAIL_TERMS`` of them hold all of it that a float can tell.
+    """
+    from scipy.special import gammaln
+
+    k_, big, hit, n = (np.asarray(x, dtype=np.float64).ravel() for x in (k, total, hits, draws))
+    lo = np.maximum(k_, np.maximum(0.0, n - (big - hit)))  # the support starts here
+    hi = np.minimum(hit, n)
+    count = np.clip(hi - lo + 1.0, 0.0, _TAIL_TERMS).astype(np.int64)
+    out = np.where(k_ <= np.maximum(0.0, n - (big - hit)), 0.0, -np.inf)  # all of it: log 1
+    todo = (count > 0) & (out < 0)
+    if not todo.any():
+        return out.reshape(np.shape(k))
+    rows = np.repeat(np.flatnonzero(todo), count[todo])
+    starts = np.cumsum(count[todo]) - count[todo]
+    x = lo[rows] + (np.arange(rows.size) - np.repeat(starts, count[todo])).astype(np.float64)
+
+    def log_choose(a: Floats, b: Floats) -> Floats:
+        return gammaln(a + 1.0) - gammaln(b + 1.0) - gammaln(a - b + 1.0)  # type: ignore[no-any-return]
+
+    terms = (
+        log_choose(hit[rows], x)
+        + log_choose(big[rows] - hit[rows], n[rows] - x)
+        - log_choose(big[rows], n[rows])
+    )
+    peak = np.full(k_.shape, -np.inf)
+    np.maximum.at(peak, rows, terms)
+    mass = np.zeros(k_.shape)
+    np.add.at(mass, rows, np.exp(terms - peak[rows]))
+    with np.errstate(divide="ignore"):
+        out[todo] = np.minimum(peak[todo] + np.log(mass[todo]), 0.0)
+    return out.reshape(np.shape(k))
 
 
 def cusum_onset(

@@ -76,3 +76,12 @@ def test_run_lab_serves_metrics_and_alerts(tmp_path: Path) -> None:
         prom_url = urls.prometheus
     with pytest.raises(httpx.ConnectError):
         httpx.get(prom_url + "/-/ready")
+
+
+def test_free_ports_are_distinct_and_outside_the_outgoing_range() -> None:
+    # Ports picked before their servers start must not be taken in between by
+    # an outgoing connection (those get ephemeral ports) or handed out twice.
+    low = lab._ephemeral_low()
+    ports = [lab._free_port() for _ in range(60)]
+    assert len(set(ports)) == len(ports)
+    assert all(1024 <= p < low for p in ports)

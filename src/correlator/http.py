@@ -797,7 +797,9 @@ class HttpBackend:
                     delay = min(delay * 2, self.settings.backoff_max)
                     continue
                 except httpx.TimeoutException as exc:
-                    raise SourceError(f"{where}: {self._cut(limit)}") from exc
+                    cut = SourceError(f"{where}: {self._cut(limit)}")
+                    cut.cut_at = limit.until  # type: ignore[attr-defined]  # time ran out
+                    raise cut from exc
                 except _TooBig as exc:
                     raise SourceError(f"{where}: {self._too_big(exc)}") from None
                 except httpx.TooManyRedirects as exc:

@@ -26,6 +26,7 @@ import ctypes
 import gzip
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -107,10 +108,48 @@ class LabUrls:
     """Fingerprints of the posted alerts."""
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out for outgoing connections (Linux; else 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_ISSUED: set[int] = set()
+_ISSUED_LOCK = threading.Lock()
+
+
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 free now, for a server this process starts a moment later.
+
+    Picked below the kernel's ephemeral range, so that no outgoing connection
+    (the demo's services call each other and PostgreSQL while the rest starts)
+    can take it in between, and never the same port twice in one process. Falls
+    back to a kernel-chosen port when nothing below the range is free.
+    """
+    low = _ephemeral_low()
+    with _ISSUED_LOCK:
+        if low > 11000:
+            rng = random.Random()
+            for _ in range(200):
+                port = rng.randrange(10000, low)
+                if port in _ISSUED:
+                    continue
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    try:
+                        s.bind(("127.0.0.1", port))
+                    except OSError:
+                        continue
+                _ISSUED.add(port)
+                return port
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _ISSUED:
+                _ISSUED.add(port)
+                return port
 
 
 def _require(binary: str, package: str) -> None:

@@ -145,24 +145,44 @@ class PatternContext:
         return r.score if r else 0.0
 
     def series(self, role: str, service: str, peer: str = "") -> pd.Series:
-        """One aggregated series (value indexed by ts), empty when absent."""
-        index = self._memo("_series_index", self._build_series_index)
-        rows = index.get((role, service, peer))
-        if rows is None:
-            return pd.Series(dtype=float)
-        sub = self.signals.iloc[rows]
-        out: pd.Series = sub.set_index("ts")["value"].sort_index().astype(float)
+        """One aggregated series (value indexed by ts), empty when absent.
+
+        Built once per key: patterns ask for the same series of a service many times.
+        Treat it as read-only."""
+        done: dict[tuple[str, str, str], pd.Series] = self._memo("_series_done", dict)
+        key = (role, service, peer)
+        out = done.get(key)
+        if out is None:
+            index = self._memo("_series_index", self._build_series_index)
+            rows = index.get(key)
+            if rows is None:
+                out = pd.Series(dtype=float)
+            else:
+                sub = self.signals.iloc[rows]
+                out = sub.set_index("ts")["value"].sort_index().astype(float)
+            done[key] = out
         return out
 
     def anomalies_of(self, service: str, roles: Iterable[str] | None = None) -> pd.DataFrame:
-        """Anomaly rows of a service (optionally of some roles), strongest first."""
+        """Anomaly rows of a service (optionally of some roles), strongest first.
+
+        Kept per (service, roles): patterns ask for the same rows many times (each
+        caller of each candidate). Treat the frame as read-only."""
         index = self._memo("_anomaly_index", self._build_anomaly_index)
         sub: pd.DataFrame | None = index.get(service)
         if sub is None:
             return self.anomalies.iloc[0:0]
-        if roles is not None:
-            sub = sub[sub["role"].isin(list(roles))]
-        return sub
+        if roles is None:
+            return sub
+        wanted = tuple(roles)
+        done: dict[tuple[str, tuple[str, ...]], pd.DataFrame] = self._memo("_anomalies_done", dict)
+        key = (service, wanted)
+        out = done.get(key)
+        if out is None:
+            keep = set(wanted)
+            mask = np.fromiter((r in keep for r in sub["role"].tolist()), bool, len(sub))
+            out = done[key] = sub[mask]
+        return out
 
     def _memo(self, name: str, build: Callable[[], _T]) -> _T:
         """``build()`` once per context (the context is frozen: kept in ``__dict__``)."""
@@ -197,11 +217,11 @@ class PatternContext:
     def pods_lost_by(self, at: float) -> float:
         """How strongly any service or node lost pods, targets or readiness by ``at`` (0..1):
         then errors, load and CPU elsewhere are what losing them did."""
-        lost = self._memo("_lost_rows", self._build_lost_rows)
-        lost = lost[lost["onset"].astype(float) <= at]
-        if lost.empty:
+        onsets, best = self._memo("_lost_rows", self._build_lost_rows)
+        i = int(np.searchsorted(onsets, at, side="right"))
+        if i == 0:
             return 0.0
-        s = float(lost["score"].max())
+        s = float(best[i - 1])
         return s / (s + 8.0)
 
     def caller_trouble(self, caller: str, callee: str, roles: Iterable[str]) -> pd.DataFrame:
@@ -214,10 +234,11 @@ class PatternContext:
         calls = self._memo("_troubled_calls", self._build_troubled_calls)
         seen = calls.get(caller)
         if seen is not None:
-            return seen[seen["_callee"] == callee]
+            by_callee: dict[str, pd.DataFrame] = seen
+            return by_callee.get(callee, self.anomalies.iloc[0:0])
         return self.anomalies_of(caller, roles)
 
-    def _build_troubled_calls(self) -> dict[str, pd.DataFrame]:
+    def _build_troubled_calls(self) -> dict[str, dict[str, pd.DataFrame]]:
         a = self.anomalies
         if a.empty:
             return {}
@@ -227,11 +248,39 @@ class PatternContext:
         client = calls["role"].astype(str).str.startswith("client_")
         svc, peer = calls["service"].astype(str), calls["peer"].astype(str)
         calls = calls.assign(_caller=svc.where(client, peer), _callee=peer.where(client, svc))
-        return {str(k): calls.iloc[v] for k, v in calls.groupby("_caller").indices.items()}
+        out: dict[str, dict[str, pd.DataFrame]] = {}
+        for key, rows in calls.groupby(["_caller", "_callee"]).indices.items():
+            caller, callee = typing.cast(tuple[str, str], key)
+            out.setdefault(str(caller), {})[str(callee)] = calls.iloc[rows]
+        return out
 
-    def _build_lost_rows(self) -> pd.DataFrame:
+    def _build_warning_lines(self) -> dict[str, pd.DataFrame]:
+        """Per service, its warning and error lines from 10 min before the window, by time."""
+        logs = self.telemetry.logs
+        if logs is None or logs.empty:
+            return {}
+        ts = logs["ts"].astype(float)
+        m = pd.to_numeric(logs["severity"], errors="coerce") >= 13
+        m &= (ts >= self.window.start - 600) & (ts <= self.window.end)
+        sel = logs[m].sort_values("ts", kind="stable")
+        return {str(k): sel.iloc[v] for k, v in sel.groupby("service", sort=False).indices.items()}
+
+    def _build_spans_by_service(self) -> dict[str, pd.DataFrame]:
+        spans = self.telemetry.spans
+        if spans is None or spans.empty:
+            return {}
+        return {
+            str(k): spans.iloc[v] for k, v in spans.groupby("service", sort=False).indices.items()
+        }
+
+    def _build_lost_rows(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """Onsets of lost pods, targets or readiness, sorted, and the strongest score by each."""
         a = self.anomalies
-        return a[a["role"].isin(("pod_ready", "up", "node_ready")) & (a["direction"] == "down")]
+        lost = a[a["role"].isin(("pod_ready", "up", "node_ready")) & (a["direction"] == "down")]
+        lost = lost.sort_values("onset")
+        onsets = lost["onset"].to_numpy(dtype=np.float64)
+        best = np.maximum.accumulate(lost["score"].to_numpy(dtype=np.float64))
+        return onsets, best
 
     def lines_saying(
         self,
@@ -308,15 +357,8 @@ class PatternContext:
 
     def log_evidence(self, service: str, limit: int = 3) -> list[Evidence]:
         """Sample warning/error log lines of a service in the window, earliest first."""
-        logs = self.telemetry.logs
-        if logs is None or logs.empty:
-            return []
-        m = (logs["service"] == service) & (pd.to_numeric(logs["severity"], errors="coerce") >= 13)
-        m &= (logs["ts"].astype(float) >= self.window.start - 600) & (
-            logs["ts"].astype(float) <= self.window.end
-        )
-        sel = logs[m].sort_values("ts")
-        if sel.empty:
+        sel = self._memo("_warning_lines", self._build_warning_lines).get(service)
+        if sel is None:
             return []
         # Distinct messages first: three copies of one line tell less than three lines.
         sel = sel.drop_duplicates("body").head(limit)
@@ -336,13 +378,11 @@ class PatternContext:
         self, service: str, peer: str | None = None, limit: int = 3
     ) -> list[Evidence]:
         """Trace ids of failing (else slowest) spans of a service (to ``peer`` when given)."""
-        spans = self.telemetry.spans
-        if spans is None or spans.empty:
+        sel = self._memo("_spans_by_service", self._build_spans_by_service).get(service)
+        if sel is None:
             return []
-        m = spans["service"] == service
         if peer is not None:
-            m &= spans["peer"] == peer
-        sel = spans[m]
+            sel = sel[sel["peer"] == peer]
         if sel.empty:
             return []
         failing = sel[sel["status"] == 2]

@@ -1,0 +1,32 @@
+"""The count statistics of the span and log detectors, against scipy's reference."""
+
+from __future__ import annotations
+
+import numpy as np
+from correlator.detectors._stats import hypergeom_log_sf, rank_score
+from scipy.stats import hypergeom
+
+
+def test_hypergeometric_tail_matches_scipy() -> None:
+    rng = np.random.default_rng(7)
+    n = rng.integers(1, 2000, 3000).astype(float)
+    n0 = rng.integers(1, 2000, 3000).astype(float)
+    k = np.minimum(n, rng.integers(0, 150, 3000)).astype(float)
+    k0 = np.minimum(n0, rng.integers(0, 150, 3000)).astype(float)
+    want = hypergeom.logsf(k - 1, n + n0, k + k0, n)
+    got = hypergeom_log_sf(k, n + n0, k + k0, n)
+    finite = np.isfinite(want) & (want > -690)
+    assert finite.sum() > 2500
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-8, atol=1e-9)
+    # Edges: certain (k at the support's low end), impossible, and all-in-window.
+    cases = [(0, 10, 3, 5), (3, 6, 5, 5), (6, 10, 5, 5), (120, 125, 120, 120)]
+    for kk, total, hits, draws in cases:
+        got1 = hypergeom_log_sf(np.array([kk]), np.array([total]), np.array([hits]), draws)
+        np.testing.assert_allclose(got1, hypergeom.logsf(kk - 1, total, hits, draws), atol=1e-9)
+
+
+def test_rank_score_all_window_values_above_every_baseline_value() -> None:
+    # 50 of 50 window values above a quantile that 1 of 27 baseline values exceeds.
+    strong, none = rank_score([50, 2], [50, 50], [1, 1], [27, 27])
+    assert strong > 6.0
+    assert none == 0.0
