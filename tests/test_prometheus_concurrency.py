@@ -21,6 +21,7 @@ from correlator.adapters.prometheus import DEFAULT_CONCURRENCY, PrometheusAdapte
 from correlator.catalog import Catalog, SignalSpec
 from correlator.http import HttpSettings
 from correlator.model import Window
+from correlator.sources import SourceError
 from servers import loopback, send_matrix
 
 WINDOW = Window(start=1_000_600.0, end=1_001_200.0, baseline_start=1_000_000.0)
@@ -158,3 +159,30 @@ def test_the_default_budget_leaves_room_before_the_source_timeout() -> None:
     assert adapter.budget == pytest.approx(9.0), "90% of the 10 s timeout"
     with pytest.raises(ValueError, match="concurrency"):
         PrometheusAdapter("http://127.0.0.1:1", concurrency=0)
+
+
+def test_a_query_cut_at_the_calls_own_limit_is_abandoned_not_raised(
+    fake: FakeProm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The request's cut at the budget can land a moment before the pool's wait ends:
+    # it is the same abandonment, not a backend failure.
+    adapter = _adapter(fake, budget=5.0, concurrency=1)
+
+    def cut(*_args: object, **_kw: object) -> None:
+        err = SourceError("Prometheus: cut after 5s")
+        err.cut_at = time.monotonic() + 60  # type: ignore[attr-defined]  # the budget's end
+        raise err
+
+    monkeypatch.setattr(adapter, "_fetch", cut)
+    result = adapter.signals(_catalog("m1"), WINDOW, 60)
+    assert result.warnings[0].startswith("1 of 1 queries abandoned")
+
+    def timed_out(*_args: object, **_kw: object) -> None:
+        err = SourceError("Prometheus: cut after 1s (the backend's timeout)")
+        err.cut_at = time.monotonic()  # type: ignore[attr-defined]  # before the budget's end
+        raise err
+
+    monkeypatch.setattr(adapter, "_fetch", timed_out)
+    with pytest.raises(SourceError, match="backend's timeout"):
+        adapter.signals(_catalog("m1"), WINDOW, 60)
+    adapter.close()
