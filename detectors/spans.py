@@ -105,7 +105,8 @@ class SpanDetector:
         parts["transit"] = _transit_groups(groups, ("callee", "callee_pod"))
         parts["transit_callers"] = _transit_groups(groups, ("callee", "service"))
         parts["transit_all"] = _transit_groups(groups, ("callee",))
-        found = [self._at(spans, parts, at, data) for at in splits]
+        shared: dict[str, Any] = {}
+        found = [self._at(spans, parts, at, data, shared) for at in splits]
         out = best_of_splits(found, self.config.min_score, _KEYS)
         if out.empty:
             return DetectOutput(empty_frame(ANOMALY_COLUMNS), gaps)
@@ -118,6 +119,7 @@ class SpanDetector:
         parts: dict[str, tuple[pd.DataFrame, list[str]]],
         split: float,
         data: DetectInput,
+        shared: dict[str, Any],
     ) -> pd.DataFrame:
         """Every row with the baseline ending at ``split`` (``parts``: :func:`_groups`)."""
         spans = spans.assign(after=spans["t"].to_numpy() >= split)
@@ -125,7 +127,9 @@ class SpanDetector:
             key: (part.assign(after=part["t"].to_numpy() >= split), keys)
             for key, (part, keys) in parts.items()
         }
-        ctx = _Context(spans, split, float(data.window.end), float(data.step), self.config, marked)
+        ctx = _Context(
+            spans, split, float(data.window.end), float(data.step), self.config, marked, shared
+        )
         rows = [
             *_errors(ctx, edges=False),
             *_errors(ctx, edges=True),
@@ -281,6 +285,8 @@ class _Context:
     config: SpanConfig
     parts: dict[str, tuple[pd.DataFrame, list[str]]] = field(default_factory=dict)
     """Spans of operations and of edges with their group codes, made once."""
+    shared: dict[str, Any] = field(default_factory=dict)
+    """What does not depend on the split (each group's keys), kept across splits."""
 
     @property
     def span(self) -> float:
@@ -309,6 +315,28 @@ def _groups(ctx: _Context, edges: bool) -> tuple[pd.DataFrame, list[str]]:
     part["code"] = part.groupby(keys, sort=False).ngroup().to_numpy(dtype=np.int64)
     ctx.parts[key] = (part, keys)
     return part, keys
+
+
+def _group_keys(ctx: _Context, name: str) -> pd.DataFrame:
+    """Each group's keys (indexed by code, sorted) of part ``name``, made once."""
+    got = ctx.shared.get(("keys", name))
+    if got is None:
+        part, keys = ctx.parts[name]
+        got = ctx.shared[("keys", name)] = part.groupby("code", sort=True)[keys].first()
+    frame: pd.DataFrame = got
+    return frame
+
+
+def _dense_codes(ctx: _Context, name: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]]:
+    """Part ``name``'s group codes, sorted, and each span's position among them."""
+    got = ctx.shared.get(("codes", name))
+    if got is None:
+        part, _keys = ctx.parts[name]
+        got = ctx.shared[("codes", name)] = np.unique(
+            part["code"].to_numpy(dtype=np.int64), return_inverse=True
+        )
+    codes: tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]] = got
+    return codes
 
 
 def _onsets(
@@ -349,21 +377,28 @@ def _top_error(part: pd.DataFrame, mask: pd.Series) -> pd.Series:
 
 
 def _errors(ctx: _Context, edges: bool) -> list[pd.DataFrame]:
-    part, keys = _groups(ctx, edges)
+    part, _keys = _groups(ctx, edges)
     if part.empty:
         return []
     after = part["after"]
-    by = part.groupby("code", sort=True)
+    name = "edges" if edges else "ops"
+    uniq, dense = _dense_codes(ctx, name)
+    is_after = after.to_numpy(dtype=bool)
+    failed = part["failed"].to_numpy(dtype=bool)
+
+    def count(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+        return np.bincount(dense[mask], minlength=len(uniq)).astype(np.float64)
+
     per = pd.DataFrame(
         {
-            "n": by["after"].sum(),
-            "k": (part["failed"] & after).groupby(part["code"]).sum(),
-            "n0": (~after).groupby(part["code"]).sum(),
-            "k0": (part["failed"] & ~after).groupby(part["code"]).sum(),
-        }
-    ).astype(np.float64)
-    first = by[keys].first()
-    per = per.join(first)
+            "n": count(is_after),
+            "k": count(failed & is_after),
+            "n0": count(~is_after),
+            "k0": count(failed & ~is_after),
+        },
+        index=pd.Index(uniq, name="code"),
+    )
+    per = per.join(_group_keys(ctx, name))
     # Too new for a baseline of its own: held against its service's (a new failing operation).
     svc = per.groupby("service")[["k0", "n0"]].transform("sum")
     own = per["n0"] >= ctx.config.min_events
@@ -421,7 +456,7 @@ def _errors(ctx: _Context, edges: bool) -> list[pd.DataFrame]:
 
 
 def _latency(ctx: _Context, edges: bool) -> list[pd.DataFrame]:
-    part, keys = _groups(ctx, edges)
+    part, _keys = _groups(ctx, edges)
     if part.empty:
         return []
     q = ctx.config.quantile
@@ -440,8 +475,7 @@ def _latency(ctx: _Context, edges: bool) -> list[pd.DataFrame]:
                 {c: np.where(better, scored[c], best[c]) for c in best.columns}, index=best.index
             )
     assert best is not None
-    first = part.groupby("code", sort=True)[keys].first()
-    per = best.join(first)
+    per = best.join(_group_keys(ctx, "edges" if edges else "ops"))
     per = per[(per["score"] >= ctx.config.min_score) & (per["k"] >= ctx.config.min_events)]
     if per.empty:
         return []
@@ -504,35 +538,65 @@ def _exceedance(
     A rank test against the baseline's own quantiles: scale-free, and robust
     to the long tails durations have. The stronger of the two tests is kept.
     """
-    values = part[measure].astype(np.float64)
-    before = values[~part["after"]].groupby(part.loc[~part["after"], "code"])
-    codes = np.sort(part["code"].unique())
+    values = part[measure].to_numpy(dtype=np.float64)
+    after = part["after"].to_numpy(dtype=bool)
+    codes, dense = np.unique(part["code"].to_numpy(dtype=np.int64), return_inverse=True)
+    g = len(codes)
+    known = ~np.isnan(values)
+    base_mask, win_mask = known & ~after, known & after
     out = pd.DataFrame(index=pd.Index(codes, name="code"))
-    out["base_q"] = before.quantile(q).reindex(codes)
-    win_values = values[part["after"]].groupby(part.loc[part["after"], "code"])
-    out["win_q"] = win_values.quantile(q).reindex(codes)
-    out["score"] = 0.0
+    out["base_q"] = _group_quantile(dense[base_mask], values[base_mask], g, q)
+    out["win_q"] = _group_quantile(dense[win_mask], values[win_mask], g, q)
+    nf = np.bincount(dense[after], minlength=g).astype(np.float64)
+    n0f = np.bincount(dense[~after], minlength=g).astype(np.float64)
+    enough = n0f >= ctx.config.min_events
+    best = np.zeros(g)
+    cols: dict[str, Any] = {}
     for label, level in (("p50", 0.5), (f"p{round(q * 100)}", q)):
-        thr = before.quantile(level).reindex(codes)
-        above = values.to_numpy() > part["code"].map(thr).to_numpy(dtype=np.float64)
-        k = pd.Series(above & part["after"].to_numpy()).groupby(part["code"].to_numpy()).sum()
-        k0 = pd.Series(above & ~part["after"].to_numpy()).groupby(part["code"].to_numpy()).sum()
-        n = part["after"].groupby(part["code"]).sum()
-        n0 = (~part["after"]).groupby(part["code"]).sum()
-        kf, k0f, nf, n0f = (x.reindex(codes).astype(np.float64) for x in (k, k0, n, n0))
-        enough = n0f >= ctx.config.min_events
+        thr = out["base_q"].to_numpy() if level == q else None
+        if thr is None:
+            thr = _group_quantile(dense[base_mask], values[base_mask], g, level)
+        with np.errstate(invalid="ignore"):
+            above = values > thr[dense]
+        kf = np.bincount(dense[above & after], minlength=g).astype(np.float64)
+        k0f = np.bincount(dense[above & ~after], minlength=g).astype(np.float64)
         score = np.where(enough, count_score(kf, nf, k0f, n0f), 0.0)
         if exact:
             score = np.where(enough, np.maximum(score, rank_score(kf, nf, k0f, n0f)), 0.0)
-        better = score > out["score"].to_numpy()
+        better = score > best
         for name, value in (("k", kf), ("n", nf), ("k0", k0f), ("n0", n0f), ("threshold", thr)):
-            if name not in out:
-                out[name] = value.to_numpy()
-            else:
-                out[name] = np.where(better, value.to_numpy(), out[name].to_numpy())
-        out["label"] = np.where(better, label, out["label"]) if "label" in out else label
-        out["score"] = np.maximum(score, out["score"].to_numpy())
+            cols[name] = np.where(better, value, cols[name]) if name in cols else value
+        cols["label"] = (
+            np.where(better, label, cols["label"]) if "label" in cols else np.full(g, label)
+        )
+        best = np.maximum(score, best)
+    out["score"] = best
+    for name in ("k", "n", "k0", "n0", "threshold", "label"):
+        out[name] = cols[name]
     out["measure"] = measure
+    return out
+
+
+def _group_quantile(
+    codes: npt.NDArray[np.int64], values: npt.NDArray[np.float64], groups: int, q: float
+) -> npt.NDArray[np.float64]:
+    """The ``q`` quantile of ``values`` per group code in ``range(groups)`` (linear
+    interpolation, as ``numpy.quantile``); NaN for a group with no values."""
+    out = np.full(groups, np.nan)
+    if len(values) == 0:
+        return out
+    order = np.lexsort((values, codes))
+    ordered = values[order]
+    counts = np.bincount(codes, minlength=groups)
+    starts = np.cumsum(counts) - counts
+    has = counts > 0
+    pos = (counts[has] - 1) * q
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.ceil(pos).astype(np.int64)
+    frac = pos - lo
+    first = starts[has]
+    low, high = ordered[first + lo], ordered[first + hi]
+    out[has] = low + (high - low) * frac
     return out
 
 
@@ -558,23 +622,21 @@ def _transit(ctx: _Context) -> list[pd.DataFrame]:
     of its callers, most of those that called it.
     """
     cfg = ctx.config
-    pods_part, pod_keys = ctx.parts.get("transit", (pd.DataFrame(), []))
-    callers_part, caller_keys = ctx.parts.get("transit_callers", (pd.DataFrame(), []))
+    pods_part, _keys = ctx.parts.get("transit", (pd.DataFrame(), []))
     if pods_part.empty:
         return []
     q = cfg.quantile
 
-    def scored(part: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-        per = _exceedance(ctx, part, "transit", q, exact=True).join(
-            part.groupby("code")[keys].first()
-        )
+    def scored(name: str) -> pd.DataFrame:
+        part, _keys = ctx.parts[name]
+        per = _exceedance(ctx, part, "transit", q, exact=True).join(_group_keys(ctx, name))
         per["passed"] = (per["score"] >= cfg.min_score) & (per["k"] >= cfg.min_events)
         # Judged: enough calls on both sides of the split to say whether it grew.
         per["seen"] = (per["n"] >= cfg.min_events) & (per["n0"] >= cfg.min_events)
         return per
 
-    pods = scored(pods_part, pod_keys)
-    callers = scored(callers_part, caller_keys)
+    pods = scored("transit")
+    callers = scored("transit_callers")
     by_pod = pods.groupby("callee").agg(passed=("passed", "sum"), seen=("seen", "sum"))
     by_caller = callers.groupby("callee").agg(passed=("passed", "sum"), seen=("seen", "sum"))
     # Some instances and not the others; or two callers or more, most of those we see.
@@ -595,10 +657,10 @@ def _transit(ctx: _Context) -> list[pd.DataFrame]:
         ]
         signal = "calls answered by " + per["callee_pod"].astype(str)
         out.append(_transit_rows(ctx, pods_part, per, signal, texts))
-    all_part, all_keys = ctx.parts.get("transit_all", (pd.DataFrame(), []))
+    all_part, _keys = ctx.parts.get("transit_all", (pd.DataFrame(), []))
     if all_part.empty:
         return out
-    whole = scored(all_part, all_keys)
+    whole = scored("transit_all")
     whole = whole[whole["passed"] & ~whole["callee"].isin(partial | shared)]
     if whole.empty:
         return out
