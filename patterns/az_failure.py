@@ -120,7 +120,7 @@ class AzFailurePattern(BasePattern):
             )
         ]
         ev += _node_evidence(ctx, zone, nodes)
-        ev += [ctx.metric_evidence(r) for r in ctx.anomalies_of(svc).head(2).to_dict("records")]
+        ev += ctx.anomalies_evidence(ctx.anomalies_of(svc), 2)
         ev += ctx.trace_evidence(svc) + ctx.log_evidence(svc, limit=2)
         onset = ctx.anomalies_of(svc)["onset"].min() if len(ctx.anomalies_of(svc)) else None
         finding = self.finding(

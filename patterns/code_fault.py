@@ -60,8 +60,12 @@ class CodeFaultPattern(BasePattern):
                 return self.not_evaluated("no errors to read: no error_rate, spans or logs")
             return self.no_match("no service's errors rose")
         findings = []
-        for svc in sorted(set(err["service"].astype(str))):
-            mine = err[err["service"] == svc].sort_values("score", ascending=False)
+        by_service = err.groupby(err["service"].astype(str), sort=True).indices
+        # The strongest word of the callers about each service (topology.named_by_callers).
+        told = a[a["role"] == "named_by_callers"]
+        named_max = told.groupby(told["peer"].astype(str))["score"].max().to_dict()
+        for svc, rows in by_service.items():
+            mine = err.iloc[rows].sort_values("score", ascending=False)
             at = float(mine["onset"].min())
             s = float(mine["score"].max())
             # Failing calls are read up to the strongest error: a faint early blip (one
@@ -93,8 +97,7 @@ class CodeFaultPattern(BasePattern):
             ]
             failing = max(failing, float(blamed["score"].max()) if len(blamed) else 0.0)
             # ... as strongly as the blame carries over to them (see topology.named_by_callers).
-            named = a[(a["role"] == "named_by_callers") & (a["peer"].astype(str) == svc)]
-            failing = max(failing, float(named["score"].max()) if len(named) else 0.0)
+            failing = max(failing, float(named_max.get(svc, 0.0)))
             failing = failing / (failing + 8.0)
             # ... and requests whose traces show its call below failing with them.
             failing = max(failing, ctx.errors_passed_on(svc, at - ctx.onset_slack))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from correlator.model import Evidence
@@ -171,13 +172,14 @@ def _hurt(ctx: PatternContext, svc: str) -> tuple[float, float | None]:
             else ctx.caller_trouble(name, svc, SYMPTOM_ROLES)
         )
         if len(sym):
-            s = float(sym["score"].max())
+            scores = sym["score"].to_numpy(dtype=np.float64)
+            s = float(scores.max())
             share = 1.0 if name == svc else 0.7  # a caller's pain is one step removed
             best = max(best, share * s / (s + 8.0))
             # Dated by trouble of some weight: one stray timeout logged a while before
             # does not make the CPU's rise come after the trouble.
-            dated = sym[sym["score"].astype(float) >= MATERIAL]
+            dated = sym["onset"].to_numpy(dtype=np.float64)[scores >= MATERIAL]
             if len(dated):
-                at = float(dated["onset"].min())
+                at = float(dated.min())
                 first = at if first is None else min(first, at)
     return best, first

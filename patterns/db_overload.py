@@ -231,7 +231,7 @@ class DbOverloadPattern(BasePattern):
         inner_strength = (
             float(inner["score"].max() / (inner["score"].max() + 8.0)) if len(inner) else 0.0
         )
-        ev += [ctx.metric_evidence(r) for r in inner.head(3).to_dict("records")]
+        ev += ctx.anomalies_evidence(inner, 3)
         said = ctx.lines_saying(_AT_LIMIT, _LOG_ROLES, service=db)
         if len(said):
             # The database said so itself: as good as a saturated pool when clearly new.
@@ -259,13 +259,13 @@ class DbOverloadPattern(BasePattern):
         sat_score = 0.0 if sat is None else max(0.0, min(1.0, (sat[0] - 0.5) / 0.4))
         callers = list(ctx.graph.predecessors(db)) if db in ctx.graph else []
         hurt = []
+        # The database's rows about one caller (edges, by caller): that caller is hurt.
+        about = set(ctx.anomalies_of(db)["peer"].tolist())
         for c in callers:
-            a = ctx.anomalies_of(c, ("latency", "error_ratio"))
-            e = ctx.anomalies[(ctx.anomalies["service"] == db) & (ctx.anomalies["peer"] == c)]
-            if len(a) or len(e):
+            if len(ctx.anomalies_of(c, ("latency", "error_ratio"))) or c in about:
                 hurt.append(c)
         edge = ctx.anomalies_of(db, ("edge_latency", "edge_error_ratio", "edge_errors"))
-        ev += [ctx.metric_evidence(r) for r in edge.head(2).to_dict("records")]
+        ev += ctx.anomalies_evidence(edge, 2)
         caller_frac = len(hurt) / len(callers) if callers else 0.0
         caller_score = min(1.0, caller_frac / max(config.min_caller_fraction, 1e-6))
         db_signal = max(inner_strength, sat_score)

@@ -12,6 +12,7 @@ may show only in its callers' error lines that name it (``named_by_callers``).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,7 +74,7 @@ class DependencyFailurePattern(BasePattern):
             e = edge[edge["service"] == callee].sort_values("score", ascending=False)
             edge_strength = float(e["score"].max() / (e["score"].max() + 8.0)) if len(e) else 0.0
             callers_seen = set(e["peer"]) - {""}
-            ev: list[Evidence] = [ctx.metric_evidence(r) for r in e.head(3).to_dict("records")]
+            ev: list[Evidence] = ctx.anomalies_evidence(e, 3)
             said = named[named["service"] == callee]
             log_strength = 0.0
             if len(said):
@@ -192,20 +193,25 @@ def _whole_service_down(ctx: PatternContext) -> dict[str, tuple[float, float]]:
     if up.empty:
         return {}
     out: dict[str, tuple[float, float]] = {}
-    for svc, rows in up.groupby(up["service"].astype(str)):
-        # Per sample time, the best any instance did: 0 only when all of them were down.
-        best = rows.groupby("ts")["value"].max().sort_index()
-        before = best[best.index < ctx.window.start]
-        after = best[(best.index >= ctx.window.start - 300.0) & (best.index <= ctx.window.end)]
-        if before.empty or float(before.max()) < 1.0 or after.empty:
+    # Per service and sample time, the best any instance did: 0 only when all were down.
+    best = up.groupby([up["service"].astype(str), "ts"], sort=True)["value"].max()
+    names = best.index.get_level_values(0).to_numpy(dtype=object)
+    times = best.index.get_level_values(1).to_numpy(dtype=float)
+    values = best.to_numpy(dtype=float)
+    bounds = np.flatnonzero(np.r_[True, names[1:] != names[:-1], True])
+    for lo, hi in itertools.pairwise(bounds.tolist()):
+        svc, t, v = names[lo], times[lo:hi], values[lo:hi]
+        before = v[(t < ctx.window.start) & ~np.isnan(v)]
+        in_window = (t >= ctx.window.start - 300.0) & (t <= ctx.window.end)
+        if not len(before) or float(before.max()) < 1.0 or not in_window.any():
             continue
-        zero = (after.to_numpy(dtype=float) < 0.5).astype(int)
+        ts = t[in_window]
+        zero = (v[in_window] < 0.5).astype(int)
         runs = np.flatnonzero(np.diff(np.r_[0, zero, 0]))
         spans = [(int(a), int(b)) for a, b in zip(runs[::2], runs[1::2], strict=True) if b - a >= 2]
         if not spans:
             continue
         a, b = max(spans, key=lambda x: x[1] - x[0])
-        ts = after.index.to_numpy(dtype=float)
         step = float(np.median(np.diff(ts))) if len(ts) > 1 else float(ctx.step)
         out[str(svc)] = (float(ts[a]), float(ts[b - 1] - ts[a]) + step)
     return out

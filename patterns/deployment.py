@@ -136,7 +136,7 @@ class DeploymentPattern(BasePattern):
                     data={"old": ch.old, "new": ch.new, "lead_seconds": round(lead, 1)},
                 )
             ]
-            ev += [ctx.metric_evidence(r) for r in anom.head(3).to_dict("records")]
+            ev += ctx.anomalies_evidence(anom, 3)
             ev += ctx.log_evidence(svc) + ctx.trace_evidence(svc)
             findings.append(
                 self.finding(

@@ -77,7 +77,7 @@ class MemoryLeakPattern(BasePattern):
                 ev.append(ctx.metric_evidence(row.to_dict()))
                 rising = _rising_fraction(ctx, svc, float(row["onset"]))
                 ratio = _peak_ratio(ctx, svc)
-            ev += [ctx.metric_evidence(r) for r in kills.head(2).to_dict("records")]
+            ev += ctx.anomalies_evidence(kills, 2)
             trend = min(1.0, rising / config.min_rising) if rising else 0.0
             near = 0.0 if np.isnan(ratio) else min(1.0, max(0.0, ratio / config.near_limit))
             killed = 1.0 if len(kills) else 0.0

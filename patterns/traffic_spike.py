@@ -140,7 +140,7 @@ class TrafficSpikePattern(BasePattern):
                 )
             ]
             sat = ctx.anomalies_of(svc, ("latency", "cpu", "cpu_throttled", "error_ratio"))
-            ev += [ctx.metric_evidence(r) for r in sat.head(2).to_dict("records")]
+            ev += ctx.anomalies_evidence(sat, 2)
             if downstream:
                 ev.append(
                     Evidence(

@@ -201,9 +201,11 @@ class PatternContext:
         a = self.anomalies
         if a.empty:
             return {}
+        # One sort, then each service's rows (strongest first) as positions in it.
+        ordered = a.sort_values("score", ascending=False, kind="stable")
         return {
-            str(k): a.iloc[v].sort_values("score", ascending=False)
-            for k, v in a.groupby("service", sort=False).indices.items()
+            str(k): ordered.iloc[v]
+            for k, v in ordered.groupby("service", sort=False).indices.items()
         }
 
     def query(self, role: str) -> str | None:
@@ -265,6 +267,14 @@ class PatternContext:
         sel = logs[m].sort_values("ts", kind="stable")
         return {str(k): sel.iloc[v] for k, v in sel.groupby("service", sort=False).indices.items()}
 
+    def _build_failed_spans(self) -> dict[str, pd.DataFrame]:
+        spans = self.telemetry.spans
+        failed = spans[spans["status"] == 2]
+        return {
+            str(k): failed.iloc[v]
+            for k, v in failed.groupby(failed["service"].astype(str), sort=False).indices.items()
+        }
+
     def _build_spans_by_service(self) -> dict[str, pd.DataFrame]:
         spans = self.telemetry.spans
         if spans is None or spans.empty:
@@ -304,8 +314,9 @@ class PatternContext:
         spans = self.telemetry.spans
         if spans is None or spans.empty:
             return 0.0
-        failed = self._memo("_failed_spans", lambda: spans[spans["status"] == 2])
-        mine = failed[(failed["service"].astype(str) == service)]
+        mine = self._memo("_failed_spans", self._build_failed_spans).get(service)
+        if mine is None:
+            return 0.0
         mine = mine[mine["start"].astype(float) >= since]
         traces = set(mine["trace_id"])
         if len(traces) < 3:
@@ -315,7 +326,11 @@ class PatternContext:
 
     def anomalies_evidence(self, rows: pd.DataFrame, limit: int = 3) -> list[Evidence]:
         """Evidence for the first ``limit`` anomaly rows of a frame (see :meth:`metric_evidence`)."""
-        return [self.metric_evidence(r) for r in rows.head(limit).to_dict("records")]
+        head = rows.iloc[:limit]
+        columns = [str(c) for c in head.columns]
+        # As to_dict("records"), at a third of its cost (this runs per candidate).
+        records = [dict(zip(columns, v, strict=True)) for v in head.to_numpy(dtype=object)]
+        return [self.metric_evidence(r) for r in records]
 
     def metric_evidence(self, row: Mapping[Any, Any], summary: str | None = None) -> Evidence:
         """Evidence for one anomaly row (any modality): the signal, when it moved, the query."""
