@@ -9,6 +9,7 @@ began (and not more than ``max_lag_seconds`` after it).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,17 +158,25 @@ def _version_changes(ctx: PatternContext) -> list[_Change]:
         return []
     v = v[pd.to_numeric(v["value"], errors="coerce").fillna(1.0) > 0]
     first = v.groupby(["service", "version"])["ts"].agg(["min", "max"]).reset_index()
+    first = first.dropna(subset=["min"]).sort_values(["service", "min"], kind="stable")
     out = []
     cutoff = ctx.window.start - 1800.0
-    for svc, grp in first.groupby("service"):
-        grp = grp.sort_values("min")
-        old = grp[grp["min"] <= max(cutoff, float(grp["min"].min()))]
-        new = grp[grp["min"] > max(cutoff, float(grp["min"].min()))]
-        if new.empty:
+    services = first["service"].to_numpy(dtype=object)
+    seen = first["min"].to_numpy(dtype=np.float64)
+    versions = [str(x) for x in first["version"].tolist()]
+    bounds = np.flatnonzero(np.r_[True, services[1:] != services[:-1], True]).tolist()
+    # Per service, its versions by first sight: those seen by the cutoff (or the first one)
+    # are the old ones, the first seen after it is the change.
+    for lo, hi in itertools.pairwise(bounds):
+        bar = max(cutoff, float(seen[lo:hi].min()))
+        old = [versions[i] for i in range(lo, hi) if seen[i] <= bar]
+        new = [i for i in range(lo, hi) if seen[i] > bar]
+        if not new:
             continue
-        row = new.iloc[0]
-        prev = ", ".join(str(x) for x in old["version"]) if len(old) else ""
-        out.append(_Change(str(svc), float(row["min"]), prev, str(row["version"]), "version"))
+        i = new[0]
+        out.append(
+            _Change(str(services[lo]), float(seen[i]), ", ".join(old), versions[i], "version")
+        )
     return out
 
 

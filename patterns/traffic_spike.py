@@ -181,10 +181,11 @@ def _hurt_before(ctx: PatternContext, onset: float) -> bool:
 def _baseline_high(ctx: PatternContext, svc: str, onset: float, median: float) -> float:
     """The 90th percentile of a request rate before its onset (its median if too short)."""
     req = ctx.series("request_rate", svc)
-    base = req[(req.index >= ctx.window.baseline_start) & (req.index < onset)].dropna()
+    t, v = req.index.to_numpy(dtype=np.float64), req.to_numpy(dtype=np.float64)
+    base = v[(t >= ctx.window.baseline_start) & (t < onset) & ~np.isnan(v)]
     if len(base) < 5:
         return median
-    return max(float(np.percentile(base.to_numpy(dtype=float), 90)), median)
+    return max(float(np.percentile(base, 90)), median)
 
 
 def _good_ratio(ctx: PatternContext, svc: str) -> float | None:

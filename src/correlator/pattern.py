@@ -158,8 +158,10 @@ class PatternContext:
             if rows is None:
                 out = pd.Series(dtype=float)
             else:
-                sub = self.signals.iloc[rows]
-                out = sub.set_index("ts")["value"].sort_index().astype(float)
+                ts, values = self._memo("_signal_arrays", self._build_signal_arrays)
+                t, v = ts[rows], values[rows]
+                order = np.argsort(t, kind="stable")
+                out = pd.Series(v[order], index=pd.Index(t[order], name="ts"), name="value")
             done[key] = out
         return out
 
@@ -181,7 +183,13 @@ class PatternContext:
         if out is None:
             keep = set(wanted)
             mask = np.fromiter((r in keep for r in sub["role"].tolist()), bool, len(sub))
-            out = done[key] = sub[mask]
+            if mask.all():
+                out = sub
+            elif not mask.any():
+                out = self._memo("_no_anomalies", lambda: self.anomalies.iloc[0:0])
+            else:
+                out = sub.iloc[np.flatnonzero(mask)]
+            done[key] = out
         return out
 
     def _memo(self, name: str, build: Callable[[], _T]) -> _T:
@@ -196,6 +204,10 @@ class PatternContext:
         if s.empty:
             return {}
         return dict(s.groupby(["role", "service", "peer"], sort=False).indices.items())
+
+    def _build_signal_arrays(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        s = self.signals
+        return s["ts"].to_numpy(dtype=np.float64), s["value"].to_numpy(dtype=np.float64)
 
     def _build_anomaly_index(self) -> dict[str, pd.DataFrame]:
         a = self.anomalies

@@ -29,6 +29,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from correlator.model import Telemetry
@@ -534,7 +535,8 @@ def comovement(
     vals = signals["value"].to_numpy(dtype=float)
     ts = signals["ts"].to_numpy(dtype=float)
 
-    def series(row: Any) -> pd.Series | None:
+    def series(row: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+        """The row's series from ``since`` on: times (unique, sorted) and values."""
         role = str(row["role"])
         key_role = f"{role}:{row['signal']}" if role == GENERIC else role
         # Rows moved to a caller's side (client_*) follow the edge series they came from.
@@ -548,9 +550,11 @@ def comovement(
             rows = index.get((CLIENT_ROLES[role], str(row["peer"]), str(row["service"])))
         if rows is None or len(rows) < 3:
             return None
-        out = pd.Series(vals[rows], index=ts[rows])
-        out = out[out.index >= since]
-        return out[~out.index.duplicated()].sort_index()
+        t, v = ts[rows], vals[rows]
+        keep = t >= since
+        t, v = t[keep], v[keep]
+        _, first = np.unique(t, return_index=True)  # each time once (its first), sorted
+        return t[first], v[first]
 
     # The rule's series that moved most on the alerted service; else its strongest symptom;
     # else the rule's first series (one rule often reads several: errors over requests).
@@ -575,11 +579,14 @@ def comovement(
         )
         if target is not None:
             break
-    if target is None or target.std() == 0 or len(target) < 3:
+    if target is None or len(target[0]) < 3:
+        return {}
+    t_ts, t_vals = target
+    known = t_vals[~np.isnan(t_vals)]
+    if len(known) > 1 and float(known.std()) == 0:
         return {}
     out: dict[str, float] = {}
     metric_rows = anomalies[anomalies["modality"].astype(str) == "metrics"]
-    t_ts, t_vals = target.index.to_numpy(dtype=float), target.to_numpy(dtype=float)
     cols = ["role", "signal", "service", "peer"]
     for values in zip(*(metric_rows[c] for c in cols), strict=True):
         rec = dict(zip(cols, values, strict=True))
@@ -588,8 +595,8 @@ def comovement(
         if s is None:
             continue
         # The samples both have (each series' times are unique and sorted).
-        _, i, j = np.intersect1d(t_ts, s.index.to_numpy(dtype=float), return_indices=True)
-        x, y = t_vals[i], s.to_numpy(dtype=float)[j]
+        _, i, j = np.intersect1d(t_ts, s[0], return_indices=True)
+        x, y = t_vals[i], s[1][j]
         ok = ~(np.isnan(x) | np.isnan(y))
         x, y = x[ok], y[ok]
         if len(x) < 3 or y.std() == 0:
