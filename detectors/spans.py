@@ -105,7 +105,7 @@ class SpanDetector:
         parts["transit"] = _transit_groups(groups, ("callee", "callee_pod"))
         parts["transit_callers"] = _transit_groups(groups, ("callee", "service"))
         parts["transit_all"] = _transit_groups(groups, ("callee",))
-        shared: dict[str, Any] = {}
+        shared: dict[tuple[str, str], Any] = {}
         found = [self._at(spans, parts, at, data, shared) for at in splits]
         out = best_of_splits(found, self.config.min_score, _KEYS)
         if out.empty:
@@ -119,7 +119,7 @@ class SpanDetector:
         parts: dict[str, tuple[pd.DataFrame, list[str]]],
         split: float,
         data: DetectInput,
-        shared: dict[str, Any],
+        shared: dict[tuple[str, str], Any],
     ) -> pd.DataFrame:
         """Every row with the baseline ending at ``split`` (``parts``: :func:`_groups`)."""
         spans = spans.assign(after=spans["t"].to_numpy() >= split)
@@ -285,7 +285,7 @@ class _Context:
     config: SpanConfig
     parts: dict[str, tuple[pd.DataFrame, list[str]]] = field(default_factory=dict)
     """Spans of operations and of edges with their group codes, made once."""
-    shared: dict[str, Any] = field(default_factory=dict)
+    shared: dict[tuple[str, str], Any] = field(default_factory=dict)
     """What does not depend on the split (each group's keys), kept across splits."""
 
     @property

@@ -64,7 +64,8 @@ class CodeFaultPattern(BasePattern):
         # The strongest word of the callers about each service (topology.named_by_callers).
         told = a[a["role"] == "named_by_callers"]
         named_max = told.groupby(told["peer"].astype(str))["score"].max().to_dict()
-        for svc, rows in by_service.items():
+        for key, rows in by_service.items():
+            svc = str(key)
             mine = err.iloc[rows].sort_values("score", ascending=False)
             at = float(mine["onset"].min())
             s = float(mine["score"].max())

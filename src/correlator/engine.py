@@ -28,7 +28,7 @@ from correlator.alerts import alert_metrics
 from correlator.calibration import Calibration
 from correlator.catalog import Catalog, default_catalog
 from correlator.config import Settings
-from correlator.detect import aggregate, baseline_end, grid_step
+from correlator.detect import aggregate, baseline_end, grid_step, series_index
 from correlator.detector import DetectInput, Detector, anomaly_frame, load_detectors
 from correlator.errors import CorrelatorError
 from correlator.http import time_limit
@@ -431,8 +431,14 @@ def analyse(
     t = lap("detect", t)
 
     graph: nx.DiGraph = build_graph(telemetry, telemetry.signals)
+    rows = series_index(signals)  # each series' rows, for topology and patterns alike
     follows = comovement(
-        anomalies, signals, alert.service, window.baseline_start, _alert_keys(alert, catalog)
+        anomalies,
+        signals,
+        alert.service,
+        window.baseline_start,
+        _alert_keys(alert, catalog),
+        index=rows,
     )
     # Onsets are known to about two sampling steps (a rate's window): within that, order
     # says nothing; earliness counts over minutes, or over a few steps when they are long.
@@ -458,6 +464,7 @@ def analyse(
         signals=signals,
         step=step,
         baseline_seconds=base_end - _data_start(telemetry, window),
+        series_rows=rows,
     )
     candidates: list[Finding] = []
     patterns = load_patterns(settings.patterns.enabled)

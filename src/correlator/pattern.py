@@ -93,6 +93,9 @@ class PatternContext:
     links: Mapping[str, str] = field(default_factory=dict)
     baseline_seconds: float = float("inf")
     """Seconds of normal data before the alert's window (short baselines are less sure)."""
+    series_rows: Mapping[tuple[str, str, str], Any] | None = None
+    """Row positions of each series of ``signals`` (:func:`correlator.detect.series_index`),
+    when the caller has them; else made on first use."""
 
     @property
     def onset_slack(self) -> float:
@@ -199,11 +202,12 @@ class PatternContext:
         value: _T = self.__dict__[name]
         return value
 
-    def _build_series_index(self) -> dict[Any, Any]:
-        s = self.signals
-        if s.empty:
-            return {}
-        return dict(s.groupby(["role", "service", "peer"], sort=False).indices.items())
+    def _build_series_index(self) -> Mapping[Any, Any]:
+        if self.series_rows is not None:
+            return self.series_rows
+        from correlator.detect import series_index
+
+        return series_index(self.signals)
 
     def _build_signal_arrays(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         s = self.signals

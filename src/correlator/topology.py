@@ -24,6 +24,7 @@ it (its transitive callers that show anomalies), plus itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -512,6 +513,7 @@ def comovement(
     alert_service: str | None,
     since: float,
     prefer: tuple[str, ...] = (),
+    index: Mapping[tuple[str, str, str], Any] | None = None,
 ) -> dict[str, float]:
     """Per anomalous service, how closely its moved series follow the alert's symptom.
 
@@ -531,7 +533,10 @@ def comovement(
         & anomalies["role"].isin(list(SYMPTOM_ROLES))
         & (anomalies["modality"].astype(str) == "metrics")
     ]
-    index = signals.groupby(["role", "service", "peer"], sort=False, observed=True).indices
+    if index is None:
+        from correlator.detect import series_index
+
+        index = series_index(signals)
     vals = signals["value"].to_numpy(dtype=float)
     ts = signals["ts"].to_numpy(dtype=float)
 
