@@ -225,7 +225,7 @@ def series_index(signals: pd.DataFrame) -> dict[Any, np.ndarray]:
     if signals.empty:
         return {}
     index = signals.groupby(["role", "service", "peer"], sort=False, observed=True).indices
-    return dict(index)
+    return {key: np.asarray(rows) for key, rows in index.items()}
 
 
 def _name_generic(
