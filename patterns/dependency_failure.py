@@ -70,12 +70,18 @@ class DependencyFailurePattern(BasePattern):
         named = named[~named["service"].isin(list(own)) | named["service"].isin(not_services)]
         callees |= set(named["service"].astype(str))
         findings = []
+        edges_of = edge.groupby(edge["service"].astype(str), sort=False).indices
+        named_of = named.groupby(named["service"].astype(str), sort=False).indices
+        no_rows = edge.iloc[0:0]
         for callee in sorted(callees):
-            e = edge[edge["service"] == callee].sort_values("score", ascending=False)
+            at_edge = edges_of.get(str(callee))
+            e = no_rows if at_edge is None else edge.iloc[at_edge]
+            e = e.sort_values("score", ascending=False)
             edge_strength = float(e["score"].max() / (e["score"].max() + 8.0)) if len(e) else 0.0
             callers_seen = set(e["peer"]) - {""}
             ev: list[Evidence] = ctx.anomalies_evidence(e, 3)
-            said = named[named["service"] == callee]
+            at_named = named_of.get(str(callee))
+            said = named.iloc[0:0] if at_named is None else named.iloc[at_named]
             log_strength = 0.0
             if len(said):
                 s_ = float(said["score"].astype(float).max())
@@ -112,8 +118,8 @@ class DependencyFailurePattern(BasePattern):
                     ),
                 )
                 # Its callers' error logs that name it saw it too.
-                named = ctx.anomalies_of(callee, ("named_by_callers",))
-                callers_seen |= set(named["peer"].dropna().astype(str)) - {""}
+                namers = ctx.anomalies_of(callee, ("named_by_callers",))
+                callers_seen |= set(namers["peer"].dropna().astype(str)) - {""}
             for c in sorted(callers_seen)[:2]:
                 ev += ctx.trace_evidence(c, peer=callee, limit=2)
             callers = set(ctx.graph.predecessors(callee)) if callee in ctx.graph else callers_seen
