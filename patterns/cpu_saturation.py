@@ -59,24 +59,31 @@ class CpuSaturationPattern(BasePattern):
         demand = demand_rises(a, ctx.onset_slack)
         errors = _call_errors(ctx)
         findings = []
-        for svc in sorted(set(up["service"].astype(str))):
-            cpu = ctx.anomalies_of(svc, ("cpu", "cpu_throttled"))
-            cpu = cpu[cpu["direction"] == "up"]
+        # Each service's rising CPU rows, strongest first (as anomalies_of gives them).
+        up = up.sort_values("score", ascending=False, kind="stable")
+        up_of = up.groupby(up["service"].astype(str), sort=True).indices
+        demand_of = demand["strength"].to_dict() if len(demand) else {}
+        for key, at_rows in up_of.items():
+            svc, cpu = str(key), up.iloc[at_rows]
             at = float(cpu["onset"].min())
             hurt, hurt_at = _hurt(ctx, svc)
             if hurt_at is not None and at > hurt_at + config.lag:
                 continue  # CPU that rose after the trouble is what the trouble did
             strength = float(cpu["score"].max())
             strength = strength / (strength + 8.0)
-            load = float(demand["strength"].get(svc, 0.0)) if len(demand) else 0.0
+            load = float(demand_of.get(svc, 0.0))
             # CPU that follows something else happening to the service (memory climbing:
             # the collector thrashes; pods lost: the survivors take their share) is an
             # effect of that, judged by its own pattern.
             # Memory that climbs (however slowly it crossed its bar) makes the collector burn
             # CPU; pods lost or restarting make the survivors busier.
             other = ctx.anomalies_of(svc, _OTHER_CAUSES)
-            other = other[(other["direction"] == "up") | (other["onset"].astype(float) <= at)]
-            before = float(other["score"].max()) if len(other) else 0.0
+            keep = (other["direction"].to_numpy() == "up") | (
+                other["onset"].to_numpy(dtype=np.float64) <= at
+            )
+            before = (
+                float(other["score"].to_numpy(dtype=np.float64)[keep].max()) if keep.any() else 0.0
+            )
             lost = ctx.pods_lost_by(at + float(ctx.step))
             effect = max(before / (before + 8.0), lost)
             # Its trouble is its calls to another service that fails others too (its
@@ -117,9 +124,14 @@ def _failing_elsewhere(
     rows = mine.get(svc)
     if rows is None:
         return 0.0
-    rows = rows[rows["onset"] <= until]
+    strongest: dict[str, float] = {}
+    for callee, at, score in zip(
+        rows["peer"].tolist(), rows["onset"].tolist(), rows["score"].tolist(), strict=True
+    ):
+        if at <= until:
+            strongest[callee] = max(strongest.get(callee, score), score)
     best = 0.0
-    for callee, score in rows.groupby("peer")["score"].max().items():
+    for callee, score in strongest.items():
         others = {c for c, at in troubled.get(str(callee), ()) if at <= until}
         if others - {svc, str(callee), ""}:
             best = max(best, said_strength(float(score)))
