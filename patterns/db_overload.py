@@ -104,17 +104,12 @@ class DbOverloadPattern(BasePattern):
         spans = ctx.telemetry.spans
         if spans is None or spans.empty:
             return []
-        a = ctx.anomalies
-        calls = a[
-            a["role"].isin(_DB_CALLS)
-            & (a["direction"] == "up")
-            & ((a["peer"].astype(str) == db) | (a["service"].astype(str) == db))
-        ]
+        calls = _calls_of(ctx, db)
         if calls.empty:
             return []
         trouble = float(calls["onset"].min())
-        client = spans[(spans["kind"] == 3) & (spans["peer"].astype(str) == db)]
-        if client.empty:
+        client = _client_spans(ctx).get(db)
+        if client is None:
             return []
         verb = client["name"].astype(str).str.strip().str.split().str[0].str.upper()
         locking = client[verb.isin(_LOCKING)]
@@ -178,14 +173,10 @@ class DbOverloadPattern(BasePattern):
         callers = [c for c in ctx.graph.predecessors(db) if c != db]
         if len(callers) < 2:
             return []
-        a = ctx.anomalies
-        calls = a[
-            a["role"].isin(_DB_CALLS)
-            & (a["direction"] == "up")
-            & (
-                ((a["peer"].astype(str) == db) & a["service"].isin(callers))
-                | ((a["service"].astype(str) == db) & a["peer"].isin(callers))
-            )
+        calls = _calls_of(ctx, db)
+        calls = calls[
+            ((calls["peer"].astype(str) == db) & calls["service"].isin(callers))
+            | ((calls["service"].astype(str) == db) & calls["peer"].isin(callers))
         ]
         if calls.empty:
             return []
@@ -302,6 +293,46 @@ class DbOverloadPattern(BasePattern):
             features={"db_signal": db_signal, "callers": caller_frac},
             onset=onset,
         )
+
+
+def _calls_of(ctx: PatternContext, db: str) -> pd.DataFrame:
+    """Rising rows of calls to or from ``db`` (its callers' client side, its edges), in
+    the anomaly table's order."""
+    rows, by_peer, by_service = ctx._memo("_db_calls", lambda: _index_calls(ctx))
+    at = np.union1d(by_peer.get(db, _NONE), by_service.get(db, _NONE))
+    return rows.iloc[at]
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+def _index_calls(
+    ctx: PatternContext,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    a = ctx.anomalies
+    rows = a[a["role"].isin(_DB_CALLS) & (a["direction"] == "up")]
+    by_peer = rows.groupby(rows["peer"].astype(str), sort=False).indices
+    by_service = rows.groupby(rows["service"].astype(str), sort=False).indices
+    return (
+        rows,
+        {str(k): np.asarray(v) for k, v in by_peer.items()},
+        {str(k): np.asarray(v) for k, v in by_service.items()},
+    )
+
+
+def _client_spans(ctx: PatternContext) -> dict[str, pd.DataFrame]:
+    """Client spans by the service they call."""
+
+    def build() -> dict[str, pd.DataFrame]:
+        spans = ctx.telemetry.spans
+        client = spans[spans["kind"] == 3]
+        peers = client["peer"].astype(str)
+        return {
+            str(k): client.iloc[v] for k, v in client.groupby(peers, sort=False).indices.items()
+        }
+
+    found: dict[str, pd.DataFrame] = ctx._memo("_client_spans_by_peer", build)
+    return found
 
 
 def _load_from_above(ctx: PatternContext, db: str, inner: pd.DataFrame) -> bool:
