@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
+
 from correlator.model import Evidence
 from correlator.pattern import BasePattern, PatternContext, PatternResult
 from correlator.roles import CAUSE_ROLES
@@ -76,27 +79,23 @@ class CodeFaultPattern(BasePattern):
             breadth = min(len(modalities), 3) / 3.0
             # What happened to the service is dated against its own errors; its callers'
             # words about it come from their clocks (log lines, a sampling step apart).
-            own = mine[mine["role"] != "named_by_callers"]
-            at_own = float(own["onset"].min()) if len(own) else at
-            moved = ctx.anomalies_of(svc, CAUSE_ROLES)
-            # Metric onsets read late by up to the slack; a change that close is concurrent.
-            moved = moved[moved["onset"].astype(float) <= at_own + ctx.onset_slack]
-            changed = float(moved["score"].max()) if len(moved) else 0.0
+            roles = mine["role"].to_numpy(dtype=object)
+            onsets = mine["onset"].to_numpy(dtype=np.float64)
+            scores = mine["score"].to_numpy(dtype=np.float64)
+            own = roles != "named_by_callers"
+            at_own = float(onsets[own].min()) if own.any() else at
+            changed = _strongest_by(ctx.anomalies_of(svc, CAUSE_ROLES), at_own + ctx.onset_slack)
             changed = changed / (changed + 8.0)
             # Pods or nodes lost anywhere by then (a zone going down) fail requests too.
             changed = max(changed, ctx.pods_lost_by(at_own + float(ctx.step)))
             # Errors that are the service's calls failing (timeouts, refused connections to
             # a dependency or across the network) are not its own code's.
-            calls = ctx.anomalies_of(svc, _CALLS)
-            calls = calls[calls["onset"].astype(float) <= upto]
-            failing = float(calls["score"].max()) if len(calls) else 0.0
+            failing = _strongest_by(ctx.anomalies_of(svc, _CALLS), upto)
             # So are errors its own logs blame on another service ("invalid response from X").
-            blamed = mine[
-                (mine["modality"] == "logs")
-                & (mine["role"] != "named_by_callers")
-                & ~mine["peer"].astype(str).isin(("", svc))
-            ]
-            failing = max(failing, float(blamed["score"].max()) if len(blamed) else 0.0)
+            peers = mine["peer"].astype(str).to_numpy(dtype=object)
+            blamed = (mine["modality"].to_numpy(dtype=object) == "logs") & own
+            blamed &= (peers != "") & (peers != svc)
+            failing = max(failing, float(scores[blamed].max()) if blamed.any() else 0.0)
             # ... as strongly as the blame carries over to them (see topology.named_by_callers).
             failing = max(failing, float(named_max.get(svc, 0.0)))
             failing = failing / (failing + 8.0)
@@ -121,3 +120,12 @@ class CodeFaultPattern(BasePattern):
                 )
             )
         return self.found(findings)
+
+
+def _strongest_by(rows: pd.DataFrame, until: float) -> float:
+    """The strongest score among ``rows`` begun by ``until`` (0 when none)."""
+    if not len(rows):
+        return 0.0
+    scores = rows["score"].to_numpy(dtype=np.float64)
+    began = rows["onset"].to_numpy(dtype=np.float64) <= until
+    return float(scores[began].max()) if began.any() else 0.0
