@@ -138,7 +138,9 @@ class LogDetector:
         """Rows of the anomaly table for ``data.telemetry.logs`` (and its log counts, if any)."""
         window = data.window
         split = float(data.baseline_end)
-        lines = _prepare(data.telemetry.logs, window.baseline_start, window.end)
+        lines = _prepare(
+            data.telemetry.logs, window.baseline_start, window.end, self.config.max_template
+        )
         counts = _counts(data.telemetry.log_counts, window.baseline_start, window.end)
         first = min((float(f["ts"].min()) for f in (lines, counts) if not f.empty), default=None)
         if first is None:
@@ -267,7 +269,7 @@ class _Context:
         return max(self.split - self.start, 1.0)
 
 
-def _prepare(raw: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
+def _prepare(raw: pd.DataFrame, start: float, end: float, max_template: int) -> pd.DataFrame:
     if raw is None or raw.empty or not {"ts", "service"} <= set(raw.columns):
         return pd.DataFrame(columns=["ts", "service", "severity", "body", "template", "error_like"])
     frame = pd.DataFrame(
@@ -287,6 +289,7 @@ def _prepare(raw: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
     keep &= (frame["ts"] >= start) & (frame["ts"] <= end + 1.0)
     frame = frame[keep].reset_index(drop=True)
     frame["template"], frame["error_like"] = mine(frame["body"])
+    frame["template"] = frame["template"].str.slice(0, max_template)
     return frame
 
 
@@ -454,14 +457,16 @@ def _templates(ctx: _Context, lines: pd.DataFrame) -> pd.DataFrame:
     """
     if lines.empty:
         return pd.DataFrame()
-    lines = lines.assign(
-        template=lines["template"].str.slice(0, ctx.config.max_template),
-        after=lines["ts"] >= ctx.split,
-    )
+    lines = lines.assign(after=lines["ts"] >= ctx.split)
     later = lines[lines["after"]]
-    if later.empty:
+    if len(later) < ctx.config.min_events:
         return pd.DataFrame()
-    per = later.groupby(["service", "template"], sort=False).agg(
+    # Only templates seen often enough after the split are summed up (most are not).
+    sizes = later.groupby(["service", "template"], sort=False)["ts"].transform("size")
+    often = later[sizes.to_numpy() >= ctx.config.min_events]
+    if often.empty:
+        return pd.DataFrame()
+    per = often.groupby(["service", "template"], sort=False).agg(
         k=("ts", "size"), first=("ts", "min"), last=("ts", "max"), body=("body", "first"),
         severity=("severity", "max"), error_like=("error_like", "any"),
     )  # fmt: skip
