@@ -821,6 +821,35 @@ def test_a_service_every_instance_of_which_stopped_answering_is_a_failing_depend
     assert "payments" not in {f.service for f in res.findings}
 
 
+def test_a_down_service_judged_first_leaves_the_next_callees_namers_alone() -> None:
+    # payments (down) is judged before redis (named in its callers' error lines): the
+    # rows naming payments must not stand in for those naming redis.
+    from correlator.detector import anomaly_frame
+
+    sc = build("memory_leak")
+    t0 = float(context(sc).window.start) - 1200.0
+    down = [1.0] * 80 + [0.0] * 4 + [1.0] * 4
+    ups = _up_rows("payments", {"payments-0": down, "payments-1": down}, t0, 15.0)
+    ctx = context(_with_signals(sc, pd.concat([sc.telemetry.signals, ups])))
+    graph = ctx.graph.copy()
+    graph.add_node("redis", kind="cache")
+    rows = [
+        {
+            "service": "redis", "role": "named_by_callers", "peer": c, "onset": 1000.0,
+            "end": 1600.0, "score": 20.0, "direction": "up", "baseline": 0.0, "peak": 0.2,
+            "modality": "logs", "signal": "call to redis failed: connection pool timeout",
+        }
+        for c in ("cart", "pricing")
+    ]  # fmt: skip
+    for c in ("cart", "pricing"):
+        graph.add_edge(c, "redis")
+    both = pd.concat([ctx.anomalies, anomaly_frame(rows)], ignore_index=True)
+    ctx = dataclasses.replace(ctx, graph=graph, anomalies=anomaly_frame(both))
+    found = {f.service: f for f in run("dependency_failure", ctx).findings}
+    assert found["payments"].features["down"] == 1.0
+    assert found["redis"].features["logs"] > 0.5
+
+
 def test_the_service_that_locked_a_shared_table_is_blamed_not_the_callers_that_waited() -> None:
     # inventory's nightly job runs "LOCK TABLE products" on postgres 90 s before catalog's
     # and search's queries slow down; inventory's own calls are fine (it holds the lock).
