@@ -25,8 +25,9 @@ period is sampled without regard to the outcome (or both alike).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +50,8 @@ from ._stats import (
 )
 
 __all__ = ["SpanConfig", "SpanDetector"]
+
+_T = TypeVar("_T")
 
 #: What makes two rows the same anomaly, whatever split found it.
 _KEYS = ("service", "role", "signal", "peer", "direction")
@@ -317,26 +320,25 @@ def _groups(ctx: _Context, edges: bool) -> tuple[pd.DataFrame, list[str]]:
     return part, keys
 
 
+def _once(ctx: _Context, key: tuple[str, str], build: Callable[[], _T]) -> _T:
+    """``build()`` once for all the splits (what does not depend on where they fall)."""
+    if key not in ctx.shared:
+        ctx.shared[key] = build()
+    value: _T = ctx.shared[key]
+    return value
+
+
 def _group_keys(ctx: _Context, name: str) -> pd.DataFrame:
-    """Each group's keys (indexed by code, sorted) of part ``name``, made once."""
-    got = ctx.shared.get(("keys", name))
-    if got is None:
-        part, keys = ctx.parts[name]
-        got = ctx.shared[("keys", name)] = part.groupby("code", sort=True)[keys].first()
-    frame: pd.DataFrame = got
-    return frame
+    """Each group's keys (indexed by code, sorted) of part ``name``."""
+    part, keys = ctx.parts[name]
+    return _once(ctx, ("keys", name), lambda: part.groupby("code", sort=True)[keys].first())
 
 
 def _dense_codes(ctx: _Context, name: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]]:
     """Part ``name``'s group codes, sorted, and each span's position among them."""
-    got = ctx.shared.get(("codes", name))
-    if got is None:
-        part, _keys = ctx.parts[name]
-        got = ctx.shared[("codes", name)] = np.unique(
-            part["code"].to_numpy(dtype=np.int64), return_inverse=True
-        )
-    codes: tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]] = got
-    return codes
+    part, _keys = ctx.parts[name]
+    codes = part["code"].to_numpy(dtype=np.int64)
+    return _once(ctx, ("codes", name), lambda: np.unique(codes, return_inverse=True))
 
 
 def _onsets(
@@ -464,7 +466,7 @@ def _latency(ctx: _Context, edges: bool) -> list[pd.DataFrame]:
     best: pd.DataFrame | None = None
     own_work = pd.Series(np.nan, index=np.sort(part["code"].unique()))
     for measure in measures:
-        scored = _exceedance(ctx, part, measure, q)
+        scored = _exceedance(ctx, "edges" if edges else "ops", measure, q)
         if measure == "exclusive":
             own_work = scored["score"]
         if best is None:
@@ -531,16 +533,18 @@ def _latency(ctx: _Context, edges: bool) -> list[pd.DataFrame]:
 
 
 def _exceedance(
-    ctx: _Context, part: pd.DataFrame, measure: str, q: float, exact: bool = False
+    ctx: _Context, name: str, measure: str, q: float, exact: bool = False
 ) -> pd.DataFrame:
-    """Per group: spans after the split above the baseline's p50 and p``q``, scored.
+    """Per group of part ``name``: spans after the split above the baseline's p50 and
+    p``q``, scored.
 
     A rank test against the baseline's own quantiles: scale-free, and robust
     to the long tails durations have. The stronger of the two tests is kept.
     """
+    part, _keys = ctx.parts[name]
     values = part[measure].to_numpy(dtype=np.float64)
     after = part["after"].to_numpy(dtype=bool)
-    codes, dense = np.unique(part["code"].to_numpy(dtype=np.int64), return_inverse=True)
+    codes, dense = _dense_codes(ctx, name)
     g = len(codes)
     known = ~np.isnan(values)
     base_mask, win_mask = known & ~after, known & after
@@ -553,9 +557,11 @@ def _exceedance(
     best = np.zeros(g)
     cols: dict[str, Any] = {}
     for label, level in (("p50", 0.5), (f"p{round(q * 100)}", q)):
-        thr = out["base_q"].to_numpy() if level == q else None
-        if thr is None:
-            thr = _group_quantile(dense[base_mask], values[base_mask], g, level)
+        thr = (
+            out["base_q"].to_numpy()
+            if level == q
+            else _group_quantile(dense[base_mask], values[base_mask], g, level)
+        )
         with np.errstate(invalid="ignore"):
             above = values > thr[dense]
         kf = np.bincount(dense[above & after], minlength=g).astype(np.float64)
@@ -628,8 +634,7 @@ def _transit(ctx: _Context) -> list[pd.DataFrame]:
     q = cfg.quantile
 
     def scored(name: str) -> pd.DataFrame:
-        part, _keys = ctx.parts[name]
-        per = _exceedance(ctx, part, "transit", q, exact=True).join(_group_keys(ctx, name))
+        per = _exceedance(ctx, name, "transit", q, exact=True).join(_group_keys(ctx, name))
         per["passed"] = (per["score"] >= cfg.min_score) & (per["k"] >= cfg.min_events)
         # Judged: enough calls on both sides of the split to say whether it grew.
         per["seen"] = (per["n"] >= cfg.min_events) & (per["n0"] >= cfg.min_events)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from correlator.model import Evidence
-from correlator.pattern import BasePattern, PatternContext, PatternResult
+from correlator.pattern import BasePattern, PatternContext, PatternResult, rows_by
 from correlator.roles import CAUSE_ROLES
 
 __all__ = ["CodeFaultConfig", "CodeFaultPattern"]
@@ -63,13 +63,12 @@ class CodeFaultPattern(BasePattern):
                 return self.not_evaluated("no errors to read: no error_rate, spans or logs")
             return self.no_match("no service's errors rose")
         findings = []
-        by_service = err.groupby(err["service"].astype(str), sort=True).indices
+        by_service = rows_by(err, err["service"].astype(str))
         # The strongest word of the callers about each service (topology.named_by_callers).
         told = a[a["role"] == "named_by_callers"]
         named_max = told.groupby(told["peer"].astype(str))["score"].max().to_dict()
-        for key, rows in by_service.items():
-            svc = str(key)
-            mine = err.iloc[rows].sort_values("score", ascending=False)
+        for svc, rows in sorted(by_service.items()):
+            mine = rows.sort_values("score", ascending=False)
             at = float(mine["onset"].min())
             s = float(mine["score"].max())
             # Failing calls are read up to the strongest error: a faint early blip (one

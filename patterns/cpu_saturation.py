@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 
 from correlator.model import Evidence
-from correlator.pattern import BasePattern, PatternContext, PatternResult, said_strength
+from correlator.pattern import (
+    BasePattern,
+    PatternContext,
+    PatternResult,
+    rows_by,
+    said_strength,
+)
 from correlator.roles import SYMPTOM_ROLES
 from correlator.topology import MATERIAL, demand_rises
 
@@ -61,10 +67,9 @@ class CpuSaturationPattern(BasePattern):
         findings = []
         # Each service's rising CPU rows, strongest first (as anomalies_of gives them).
         up = up.sort_values("score", ascending=False, kind="stable")
-        up_of = up.groupby(up["service"].astype(str), sort=True).indices
+        up_of = rows_by(up, up["service"].astype(str))
         demand_of = demand["strength"].to_dict() if len(demand) else {}
-        for key, at_rows in up_of.items():
-            svc, cpu = str(key), up.iloc[at_rows]
+        for svc, cpu in sorted(up_of.items()):
             at = float(cpu["onset"].min())
             hurt, hurt_at = _hurt(ctx, svc)
             if hurt_at is not None and at > hurt_at + config.lag:
@@ -156,7 +161,7 @@ def _call_errors(
             "score": errs["score"].astype(float),
         }
     )
-    mine = {str(k): frame.iloc[v] for k, v in frame.groupby("service").indices.items()}
+    mine = rows_by(frame, "service")
     troubled: dict[str, list[tuple[str, float]]] = {}
     for s_, p_, at in zip(frame["service"], frame["peer"], frame["onset"], strict=True):
         troubled.setdefault(p_, []).append((s_, at))

@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from correlator.model import Evidence, format_time
-from correlator.pattern import BasePattern, PatternContext, PatternResult, said_strength
+from correlator.pattern import (
+    BasePattern,
+    PatternContext,
+    PatternResult,
+    rows_by,
+    said_strength,
+)
 
 __all__ = ["DbOverloadConfig", "DbOverloadPattern"]
 
@@ -298,26 +305,19 @@ class DbOverloadPattern(BasePattern):
 def _calls_of(ctx: PatternContext, db: str) -> pd.DataFrame:
     """Rising rows of calls to or from ``db`` (its callers' client side, its edges), in
     the anomaly table's order."""
-    rows, by_peer, by_service = ctx._memo("_db_calls", lambda: _index_calls(ctx))
-    at = np.union1d(by_peer.get(db, _NONE), by_service.get(db, _NONE))
-    return rows.iloc[at]
+
+    def build() -> tuple[pd.DataFrame, dict[Any, Any], dict[Any, Any]]:
+        a = ctx.anomalies
+        rows = a[a["role"].isin(_DB_CALLS) & (a["direction"] == "up")]
+        to = rows.groupby(rows["peer"].astype(str), sort=False).indices
+        of = rows.groupby(rows["service"].astype(str), sort=False).indices
+        return rows, to, of
+
+    rows, to, of = ctx.memo("db_overload_calls", build)
+    return rows.iloc[np.union1d(to.get(db, _NONE), of.get(db, _NONE))]
 
 
 _NONE = np.zeros(0, dtype=np.int64)
-
-
-def _index_calls(
-    ctx: PatternContext,
-) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    a = ctx.anomalies
-    rows = a[a["role"].isin(_DB_CALLS) & (a["direction"] == "up")]
-    by_peer = rows.groupby(rows["peer"].astype(str), sort=False).indices
-    by_service = rows.groupby(rows["service"].astype(str), sort=False).indices
-    return (
-        rows,
-        {str(k): np.asarray(v) for k, v in by_peer.items()},
-        {str(k): np.asarray(v) for k, v in by_service.items()},
-    )
 
 
 def _client_spans(ctx: PatternContext) -> dict[str, pd.DataFrame]:
@@ -326,12 +326,9 @@ def _client_spans(ctx: PatternContext) -> dict[str, pd.DataFrame]:
     def build() -> dict[str, pd.DataFrame]:
         spans = ctx.telemetry.spans
         client = spans[spans["kind"] == 3]
-        peers = client["peer"].astype(str)
-        return {
-            str(k): client.iloc[v] for k, v in client.groupby(peers, sort=False).indices.items()
-        }
+        return rows_by(client, client["peer"].astype(str))
 
-    found: dict[str, pd.DataFrame] = ctx._memo("_client_spans_by_peer", build)
+    found: dict[str, pd.DataFrame] = ctx.memo("db_overload_client_spans", build)
     return found
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from correlator.model import Evidence, format_time
-from correlator.pattern import BasePattern, PatternContext, PatternResult
+from correlator.pattern import BasePattern, PatternContext, PatternResult, rows_by
 from correlator.roles import CAUSE_ROLES
 
 __all__ = ["DependencyFailureConfig", "DependencyFailurePattern"]
@@ -70,18 +70,14 @@ class DependencyFailurePattern(BasePattern):
         named = named[~named["service"].isin(list(own)) | named["service"].isin(not_services)]
         callees |= set(named["service"].astype(str))
         findings = []
-        edges_of = edge.groupby(edge["service"].astype(str), sort=False).indices
-        named_of = named.groupby(named["service"].astype(str), sort=False).indices
-        no_rows = edge.iloc[0:0]
+        edges_of = rows_by(edge, edge["service"].astype(str))
+        named_of = rows_by(named, named["service"].astype(str))
         for callee in sorted(callees):
-            at_edge = edges_of.get(str(callee))
-            e = no_rows if at_edge is None else edge.iloc[at_edge]
-            e = e.sort_values("score", ascending=False)
+            e = edges_of.get(str(callee), edge.iloc[0:0]).sort_values("score", ascending=False)
             edge_strength = float(e["score"].max() / (e["score"].max() + 8.0)) if len(e) else 0.0
             callers_seen = set(e["peer"]) - {""}
             ev: list[Evidence] = ctx.anomalies_evidence(e, 3)
-            at_named = named_of.get(str(callee))
-            said = named.iloc[0:0] if at_named is None else named.iloc[at_named]
+            said = named_of.get(str(callee), named.iloc[0:0])
             log_strength = 0.0
             if len(said):
                 s_ = float(said["score"].astype(float).max())

@@ -676,6 +676,18 @@ def test_a_database_whose_logs_say_it_is_at_its_limits_is_overloaded() -> None:
     )
 
 
+def _redis_named_by(callers: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Anomaly rows: each caller's new error lines name redis (a pool timeout)."""
+    return [
+        {
+            "service": "redis", "role": "named_by_callers", "peer": c, "onset": 1000.0,
+            "end": 1600.0, "score": 20.0, "direction": "up", "baseline": 0.0, "peak": 0.2,
+            "modality": "logs", "signal": "call to redis failed: connection pool timeout",
+        }
+        for c in callers
+    ]  # fmt: skip
+
+
 def test_a_cache_seen_only_in_its_callers_error_lines_is_a_failing_dependency() -> None:
     """redis exports nothing and no call to it is traced; two callers' new error lines
     name it (timeouts from its connection pool): that is how it is seen failing."""
@@ -688,14 +700,7 @@ def test_a_cache_seen_only_in_its_callers_error_lines_is_a_failing_dependency() 
     for c in ("cart", "pricing"):
         g.add_node(c, kind="service")
         g.add_edge(c, "redis")
-    rows = [
-        {
-            "service": "redis", "role": "named_by_callers", "peer": c, "onset": 1000.0,
-            "end": 1600.0, "score": 20.0, "direction": "up", "baseline": 0.0, "peak": 0.2,
-            "modality": "logs", "signal": "call to redis failed: connection pool timeout",
-        }
-        for c in ("cart", "pricing")
-    ]  # fmt: skip
+    rows = _redis_named_by(("cart", "pricing"))
     base = dataclasses.replace(context(build("deployment")), graph=g)
     ctx = dataclasses.replace(base, anomalies=anomaly_frame(rows))
     found = {f.service: f for f in run("dependency_failure", ctx).findings}
@@ -833,14 +838,7 @@ def test_a_down_service_judged_first_leaves_the_next_callees_namers_alone() -> N
     ctx = context(_with_signals(sc, pd.concat([sc.telemetry.signals, ups])))
     graph = ctx.graph.copy()
     graph.add_node("redis", kind="cache")
-    rows = [
-        {
-            "service": "redis", "role": "named_by_callers", "peer": c, "onset": 1000.0,
-            "end": 1600.0, "score": 20.0, "direction": "up", "baseline": 0.0, "peak": 0.2,
-            "modality": "logs", "signal": "call to redis failed: connection pool timeout",
-        }
-        for c in ("cart", "pricing")
-    ]  # fmt: skip
+    rows = _redis_named_by(("cart", "pricing"))
     for c in ("cart", "pricing"):
         graph.add_edge(c, "redis")
     both = pd.concat([ctx.anomalies, anomaly_frame(rows)], ignore_index=True)

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from correlator.catalog import Catalog
+from correlator.detect import series_index
 from correlator.errors import ConfigError, CorrelatorError
 from correlator.model import Alert, Evidence, Finding, Outcome, Telemetry, Window, format_time
 from correlator.roles import CLIENT_ROLES, GENERIC
@@ -60,8 +61,16 @@ __all__ = [
     "PatternResult",
     "config_for",
     "load_patterns",
+    "rows_by",
     "said_strength",
 ]
+
+
+def rows_by(frame: pd.DataFrame, key: str | pd.Series) -> dict[str, pd.DataFrame]:
+    """``frame``'s rows per value of ``key`` (a column name or a series along it), in the
+    frame's order: look them up per candidate instead of scanning the frame each time."""
+    groups = frame.groupby(key, sort=False).indices
+    return {str(k): frame.iloc[v] for k, v in groups.items()}
 
 
 def said_strength(score: float) -> float:
@@ -152,16 +161,16 @@ class PatternContext:
 
         Built once per key: patterns ask for the same series of a service many times.
         Treat it as read-only."""
-        done: dict[tuple[str, str, str], pd.Series] = self._memo("_series_done", dict)
+        done: dict[tuple[str, str, str], pd.Series] = self.memo("_series_done", dict)
         key = (role, service, peer)
         out = done.get(key)
         if out is None:
-            index = self._memo("_series_index", self._build_series_index)
+            index = self.memo("_series_index", self._build_series_index)
             rows = index.get(key)
             if rows is None:
                 out = pd.Series(dtype=float)
             else:
-                ts, values = self._memo("_signal_arrays", self._build_signal_arrays)
+                ts, values = self.memo("_signal_arrays", self._build_signal_arrays)
                 t, v = ts[rows], values[rows]
                 order = np.argsort(t, kind="stable")
                 out = pd.Series(v[order], index=pd.Index(t[order], name="ts"), name="value")
@@ -173,14 +182,14 @@ class PatternContext:
 
         Kept per (service, roles): patterns ask for the same rows many times (each
         caller of each candidate). Treat the frame as read-only."""
-        index = self._memo("_anomaly_index", self._build_anomaly_index)
+        index = self.memo("_anomaly_index", self._build_anomaly_index)
         sub: pd.DataFrame | None = index.get(service)
         if sub is None:
-            return self.anomalies.iloc[0:0]
+            return self._no_rows()
         if roles is None:
             return sub
         wanted = tuple(roles)
-        done: dict[tuple[str, tuple[str, ...]], pd.DataFrame] = self._memo("_anomalies_done", dict)
+        done: dict[tuple[str, tuple[str, ...]], pd.DataFrame] = self.memo("_anomalies_done", dict)
         key = (service, wanted)
         out = done.get(key)
         if out is None:
@@ -189,24 +198,29 @@ class PatternContext:
             if mask.all():
                 out = sub
             elif not mask.any():
-                out = self._memo("_no_anomalies", lambda: self.anomalies.iloc[0:0])
+                out = self._no_rows()
             else:
                 out = sub.iloc[np.flatnonzero(mask)]
             done[key] = out
         return out
 
-    def _memo(self, name: str, build: Callable[[], _T]) -> _T:
-        """``build()`` once per context (the context is frozen: kept in ``__dict__``)."""
-        if name not in self.__dict__:
-            self.__dict__[name] = build()
-        value: _T = self.__dict__[name]
+    def _no_rows(self) -> pd.DataFrame:
+        """The anomaly table's columns, no rows."""
+        return self.memo("_no_rows", lambda: self.anomalies.iloc[0:0])
+
+    def memo(self, name: str, build: Callable[[], _T]) -> _T:
+        """``build()`` once per context: what a pattern derives from the data and reads
+        per candidate (an index, a lookup). Names are shared by every pattern: prefix
+        yours with the pattern's name."""
+        kept: dict[str, Any] = self.__dict__.setdefault("_memos", {})  # not a field: not copied
+        if name not in kept:
+            kept[name] = build()
+        value: _T = kept[name]
         return value
 
     def _build_series_index(self) -> Mapping[Any, Any]:
         if self.series_rows is not None:
             return self.series_rows
-        from correlator.detect import series_index
-
         return series_index(self.signals)
 
     def _build_signal_arrays(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -217,12 +231,8 @@ class PatternContext:
         a = self.anomalies
         if a.empty:
             return {}
-        # One sort, then each service's rows (strongest first) as positions in it.
-        ordered = a.sort_values("score", ascending=False, kind="stable")
-        return {
-            str(k): ordered.iloc[v]
-            for k, v in ordered.groupby("service", sort=False).indices.items()
-        }
+        # One sort, then each service's rows (strongest first).
+        return rows_by(a.sort_values("score", ascending=False, kind="stable"), "service")
 
     def query(self, role: str) -> str | None:
         """The query that shows ``role`` in its backend."""
@@ -235,7 +245,7 @@ class PatternContext:
     def pods_lost_by(self, at: float) -> float:
         """How strongly any service or node lost pods, targets or readiness by ``at`` (0..1):
         then errors, load and CPU elsewhere are what losing them did."""
-        onsets, best = self._memo("_lost_rows", self._build_lost_rows)
+        onsets, best = self.memo("_lost_rows", self._build_lost_rows)
         i = int(np.searchsorted(onsets, at, side="right"))
         if i == 0:
             return 0.0
@@ -249,11 +259,11 @@ class PatternContext:
         record), only its troubled calls to ``callee``: a caller hurt by its calls to
         another service is that service's story. Otherwise its own rows of ``roles``
         (its symptoms, whatever they are about)."""
-        calls = self._memo("_troubled_calls", self._build_troubled_calls)
+        calls = self.memo("_troubled_calls", self._build_troubled_calls)
         seen = calls.get(caller)
         if seen is not None:
             by_callee: dict[str, pd.DataFrame] = seen
-            return by_callee.get(callee, self.anomalies.iloc[0:0])
+            return by_callee.get(callee, self._no_rows())
         return self.anomalies_of(caller, roles)
 
     def _build_troubled_calls(self) -> dict[str, dict[str, pd.DataFrame]]:
@@ -280,24 +290,16 @@ class PatternContext:
         ts = logs["ts"].astype(float)
         m = pd.to_numeric(logs["severity"], errors="coerce") >= 13
         m &= (ts >= self.window.start - 600) & (ts <= self.window.end)
-        sel = logs[m].sort_values("ts", kind="stable")
-        return {str(k): sel.iloc[v] for k, v in sel.groupby("service", sort=False).indices.items()}
+        return rows_by(logs[m].sort_values("ts", kind="stable"), "service")
 
-    def _build_failed_spans(self) -> dict[str, pd.DataFrame]:
-        spans = self.telemetry.spans
-        failed = spans[spans["status"] == 2]
-        return {
-            str(k): failed.iloc[v]
-            for k, v in failed.groupby(failed["service"].astype(str), sort=False).indices.items()
-        }
+    def _spans_of(self, service: str) -> pd.DataFrame | None:
+        """The service's spans (``None`` when it has none)."""
 
-    def _build_spans_by_service(self) -> dict[str, pd.DataFrame]:
-        spans = self.telemetry.spans
-        if spans is None or spans.empty:
-            return {}
-        return {
-            str(k): spans.iloc[v] for k, v in spans.groupby("service", sort=False).indices.items()
-        }
+        def build() -> dict[str, pd.DataFrame]:
+            spans = self.telemetry.spans
+            return {} if spans is None or spans.empty else rows_by(spans, "service")
+
+        return self.memo("_spans_by_service", build).get(service)
 
     def _build_lost_rows(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         """Onsets of lost pods, targets or readiness, sorted, and the strongest score by each."""
@@ -327,13 +329,10 @@ class PatternContext:
         """Share (0..1) of the traces in which ``service`` failed from ``since`` on where its
         own call to another service failed: errors passed on from below (or the calls
         themselves failing), not its own code's. 0 with fewer than three such traces."""
-        spans = self.telemetry.spans
-        if spans is None or spans.empty:
-            return 0.0
-        mine = self._memo("_failed_spans", self._build_failed_spans).get(service)
+        mine = self._spans_of(service)
         if mine is None:
             return 0.0
-        mine = mine[mine["start"].astype(float) >= since]
+        mine = mine[(mine["status"] == 2) & (mine["start"].astype(float) >= since)]
         traces = set(mine["trace_id"])
         if len(traces) < 3:
             return 0.0
@@ -388,7 +387,7 @@ class PatternContext:
 
     def log_evidence(self, service: str, limit: int = 3) -> list[Evidence]:
         """Sample warning/error log lines of a service in the window, earliest first."""
-        sel = self._memo("_warning_lines", self._build_warning_lines).get(service)
+        sel = self.memo("_warning_lines", self._build_warning_lines).get(service)
         if sel is None:
             return []
         # Distinct messages first: three copies of one line tell less than three lines.
@@ -409,7 +408,7 @@ class PatternContext:
         self, service: str, peer: str | None = None, limit: int = 3
     ) -> list[Evidence]:
         """Trace ids of failing (else slowest) spans of a service (to ``peer`` when given)."""
-        sel = self._memo("_spans_by_service", self._build_spans_by_service).get(service)
+        sel = self._spans_of(service)
         if sel is None:
             return []
         if peer is not None:

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from correlator.detect import series_index
 from correlator.model import Telemetry
 from correlator.pagerank import pagerank
 from correlator.roles import CAUSE_ROLES, CLIENT_ROLES, GENERIC, SYMPTOM_ROLES
@@ -534,8 +535,6 @@ def comovement(
         & (anomalies["modality"].astype(str) == "metrics")
     ]
     if index is None:
-        from correlator.detect import series_index
-
         index = series_index(signals)
     vals = signals["value"].to_numpy(dtype=float)
     ts = signals["ts"].to_numpy(dtype=float)
