@@ -206,6 +206,22 @@ def test_the_alerted_service_own_symptom_is_confirmed_at_a_lower_bar() -> None:
     assert confirm_alert(out, agg, WINDOW, "auth") is out
 
 
+def test_the_alerted_service_error_ratio_is_sized_by_its_own_requests() -> None:
+    from correlator.detect import confirm_alert
+
+    # 0.5 requests/s and no errors, then one failed request in 25: the ratio goes 0 ->
+    # 0.04, about one error per rate range. Judged at the alert's lower bar it is a change
+    # of a few binomial sigmas, not the hundredfold jump a flat-at-zero series would make.
+    req = np.full(TS.size, 0.5)
+    err = np.where(TS >= T0 + 3900, 0.02, 0.0)
+    sig = pd.concat([frame("request_rate", "api", req), frame("error_rate", "api", err)])
+    agg = aggregate(sig)
+    out = confirm_alert(detect(sig, WINDOW, aggregated=agg).iloc[0:0], agg, WINDOW, "api")
+    ratio = out[out["role"] == "error_ratio"]
+    assert len(ratio) == 1
+    assert 3.0 <= ratio.iloc[0]["score"] < 20.0
+
+
 def _mixed() -> pd.DataFrame:
     """Per-pod, per-caller and plain series, interleaved, with gaps, NaN and a lost peer."""
     rng = np.random.default_rng(7)

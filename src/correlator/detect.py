@@ -917,13 +917,19 @@ def confirm_alert(
     mine = anomalies["service"].astype(str) == service
     if (mine & anomalies["role"].isin(ALERT_ROLES)).any():
         return anomalies
-    # Compared as the frame holds it (categorical): no text copy of millions of rows.
-    sub = aggregated[(aggregated["service"] == service) & aggregated["role"].isin(ALERT_ROLES)]
-    if sub.empty:
+    # Compared as the frame holds it (categorical): no text copy of millions of rows. The
+    # request rate behind the ratio and the quantile comes along: it sizes their noise (an
+    # error ratio of one failed request in 90 is not a hundredfold change).
+    behind = {_RATIO_DENOMINATORS.get(r) or _LATENCY_COUNTS.get(r) for r in ALERT_ROLES} - {None}
+    sub = aggregated[
+        (aggregated["service"] == service) & aggregated["role"].isin((*ALERT_ROLES, *behind))
+    ]
+    if not sub["role"].isin(ALERT_ROLES).any():
         return anomalies
     extra = detect(
         sub, window, config, step=step, aggregated=sub, alert_at=alert_at, base_end=base_end
     )
+    extra = extra[extra["role"].isin(ALERT_ROLES)]
     if extra.empty:
         return anomalies
     out = pd.concat([anomalies, extra], ignore_index=True) if len(anomalies) else extra
