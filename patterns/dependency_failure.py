@@ -21,6 +21,7 @@ import pandas as pd
 from correlator.model import Evidence, format_time
 from correlator.pattern import BasePattern, PatternContext, PatternResult, rows_by
 from correlator.roles import CAUSE_ROLES
+from correlator.topology import instrumented
 
 __all__ = ["DependencyFailureConfig", "DependencyFailurePattern"]
 
@@ -62,7 +63,7 @@ class DependencyFailurePattern(BasePattern):
         span_bad = _span_errors(spans, config) if has_spans else pd.DataFrame()
         callees = set(edge["service"]) | (set(span_bad.index) if len(span_bad) else set())
         callees |= set(down)
-        own = set(ctx.signals.loc[ctx.signals["role"].isin(("request_rate", "latency")), "service"])
+        own = instrumented(ctx.telemetry)
         # A callee nobody instruments (a cache, an external API) may show only in its
         # callers' error lines naming it.
         not_services = [n for n, k in ctx.graph.nodes(data="kind") if k not in (None, "service")]
@@ -134,8 +135,9 @@ class DependencyFailurePattern(BasePattern):
             )
             seen_down = 1.0 if callee in down else 0.0
             seen = max(edge_strength, span_strength, seen_down, log_strength)
-            score = 0.5 * seen + 0.25 * min(1.0, reach)
-            score += 0.25 * (1.0 - own_trouble)
+            # How clearly it failed, as far as its callers all saw it and had no trouble
+            # of their own: a faint change seen by its only caller stays faint.
+            score = seen * (0.5 + 0.25 * min(1.0, reach) + 0.25 * (1.0 - own_trouble))
             if kind == "service" and callee in own and not (config.blame_instrumented or seen_down):
                 # A service seen from inside too: if its own server side hurts, what went
                 # wrong is inside it (another pattern, or an unknown cause, names it); if it

@@ -707,6 +707,34 @@ def test_a_cache_seen_only_in_its_callers_error_lines_is_a_failing_dependency() 
     assert found["redis"].score >= 0.6 and found["redis"].features["logs"] > 0.5
 
 
+def test_a_faint_change_seen_by_a_dependencys_only_caller_stays_a_faint_finding() -> None:
+    """Calls to an uninstrumented cache from its only caller, healthy otherwise: a
+    deviation of 40 is a failing cache, one of 2.5 (at the noise) is not much of one, however
+    complete the caller's view and however healthy the caller."""
+    import networkx as nx
+
+    from correlator.detector import anomaly_frame
+
+    g = nx.DiGraph()
+    g.add_node("redis", kind="cache")
+    g.add_node("cart", kind="service")
+    g.add_edge("cart", "redis")
+    base = dataclasses.replace(context(build("deployment")), graph=g)
+
+    def score(z: float) -> float:
+        row = {
+            "service": "redis", "role": "edge_latency", "peer": "cart", "onset": 1000.0,
+            "end": 1600.0, "score": z, "direction": "up", "baseline": 0.001, "peak": 0.002,
+            "modality": "spans", "signal": "calls to redis",
+        }  # fmt: skip
+        ctx = dataclasses.replace(base, anomalies=anomaly_frame([row]))
+        found = {f.service: f.score for f in run("dependency_failure", ctx).findings}
+        return found.get("redis", 0.0)
+
+    assert score(40.0) >= 0.7
+    assert score(2.5) < 0.25 < score(40.0) / 2
+
+
 def test_a_route_surge_reaching_a_callee_twice_is_blamed_on_it() -> None:
     # More product views: the web entry calls cat, inv and rec once each per view, rec
     # calls cat too; web's other callees keep their rate. cat took most of the extra

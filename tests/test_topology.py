@@ -623,6 +623,51 @@ def test_calls_the_spans_lay_at_a_callee_door_become_its_trouble() -> None:
     )
 
 
+def test_calls_to_a_callee_we_see_nothing_of_are_laid_at_its_door() -> None:
+    from correlator.detector import anomaly_frame
+    from correlator.topology import instrumented, laid_at_unseen
+
+    def row(svc: str, role: str, onset: float, peer: str = "") -> dict[str, object]:
+        return {
+            "service": svc, "role": role, "onset": onset, "end": 1200.0, "score": 40.0,
+            "direction": "up", "baseline": 0.05, "peak": 0.4, "peer": peer,
+            "modality": "spans", "signal": role,
+        }  # fmt: skip
+
+    spans = pd.DataFrame(
+        [span("t", "a", None, s, 2) for s in ("cart", "orders", "search", "ads", "geo")]
+    )
+    seen = instrumented(Telemetry(spans=spans))
+    assert seen == {"cart", "orders", "search", "ads", "geo"}
+    a = anomaly_frame(
+        [
+            # Two callers saw calls to orders-db (no spans or metrics of its own) fail.
+            row("cart", "client_errors", 600.0, "orders-db"),
+            row("orders", "client_latency", 610.0, "orders-db"),
+            # One caller alone, nothing else going wrong for it: the cache's trouble.
+            row("search", "client_latency", 600.0, "search-redis"),
+            # One caller whose calls to everything went slow at once: its own.
+            row("ads", "client_latency", 600.0, "ads-redis"),
+            row("ads", "client_latency", 605.0, "geo"),
+            # A callee seen from inside keeps its callers' views on the callers.
+            row("cart", "client_latency", 600.0, "geo"),
+        ]
+    )
+    out = laid_at_unseen(a, seen, lag=30.0)
+    moved = out[out["role"].str.startswith("edge_")]
+    assert sorted(zip(moved["service"], moved["role"], moved["peer"], strict=True)) == [
+        ("orders-db", "edge_errors", "cart"),
+        ("orders-db", "edge_latency", "orders"),
+        ("search-redis", "edge_latency", "search"),
+    ]
+    left = out[out["role"].str.startswith("client_")]
+    assert sorted(zip(left["service"], left["peer"], strict=True)) == [
+        ("ads", "ads-redis"),
+        ("ads", "geo"),
+        ("cart", "geo"),
+    ]
+
+
 def test_a_callee_only_its_callers_spans_show_follows_the_symptom_as_they_do() -> None:
     from correlator.detector import anomaly_frame
     from correlator.topology import comovement

@@ -67,7 +67,9 @@ from correlator.topology import (
     blast_radius,
     build_graph,
     comovement,
+    instrumented,
     laid_at_callee,
+    laid_at_unseen,
     named_by_callers,
     root_scores,
 )
@@ -425,7 +427,8 @@ def analyse(
         step = data_step
         lag = max(30.0, 2.0 * step)
         anomalies = attribute_edges(anomalies, signals)
-        anomalies = named_by_callers(laid_at_callee(anomalies, lag), lag)
+        anomalies = laid_at_unseen(laid_at_callee(anomalies, lag), instrumented(telemetry), lag)
+        anomalies = named_by_callers(anomalies, lag)
     else:
         gaps.append(Gap("engine", "deadline reached before detection"))
     t = lap("detect", t)

@@ -53,7 +53,9 @@ __all__ = [
     "build_graph",
     "comovement",
     "demand_rises",
+    "instrumented",
     "laid_at_callee",
+    "laid_at_unseen",
     "named_by_callers",
     "root_scores",
     "service_summary",
@@ -287,6 +289,58 @@ def laid_at_callee(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
         & (a["onset"].astype(float).to_numpy() >= at - lag)
     )
     return _to_other_end(a, m, CLIENT_OF)
+
+
+def instrumented(telemetry: Telemetry) -> set[str]:
+    """Services we see from inside: request metrics of their own, or spans of their own."""
+    sig = telemetry.signals
+    out = set(sig.loc[sig["role"].isin(("request_rate", "latency")), "service"].astype(str))
+    if len(telemetry.spans):
+        out |= set(telemetry.spans["service"].dropna().astype(str).unique())
+    return out
+
+
+def laid_at_unseen(
+    anomalies: pd.DataFrame, instrumented: set[str], lag: float = 30.0
+) -> pd.DataFrame:
+    """Move callers' views of their calls to a callee we see nothing of (no metrics and no
+    spans of its own: a database, a cache, an external API) to it, as its edge rows.
+
+    Such a callee shows only through its callers, as the service-graph edge metrics
+    into it would show it. A caller's client rows (``client_*``, the callee in
+    ``peer``) become the callee's (``edge_*``, the caller in ``peer``) when two or more
+    callers saw its calls go wrong, or when the one that did saw nothing else go wrong
+    by then: a caller whose calls to everything went bad at once (its own network, its
+    own pool) keeps them.
+    """
+    if anomalies.empty:
+        return anomalies
+    a = anomalies
+    peer = a["peer"].astype(str)
+    client = (
+        a["role"].isin(list(CLIENT_OF)).to_numpy()
+        & (a["direction"] == "up").to_numpy()
+        & (peer != "").to_numpy()
+        & ~peer.isin(list(instrumented)).to_numpy()
+    )
+    if not client.any():
+        return anomalies
+    svc = a["service"].astype(str).to_numpy()
+    peers = peer.to_numpy()
+    onset = a["onset"].astype(float).to_numpy()
+    calls = a["role"].isin([*CLIENT_OF, *CLIENT_ROLES]).to_numpy() & (peer != "").to_numpy()
+    callers: dict[str, set[str]] = {}
+    for i in np.flatnonzero(client):
+        callers.setdefault(peers[i], set()).add(svc[i])
+    move = np.zeros(len(a), dtype=bool)
+    for i in np.flatnonzero(client):
+        if len(callers[peers[i]]) >= 2:
+            move[i] = True
+            continue
+        # Its calls elsewhere going wrong by then: the trouble is the caller's own.
+        elsewhere = calls & (svc == svc[i]) & (peers != peers[i]) & (onset <= onset[i] + lag)
+        move[i] = not elsewhere.any()
+    return _to_other_end(a, move, CLIENT_OF)
 
 
 def service_summary(
