@@ -38,6 +38,7 @@ from correlator.model import ANOMALY_COLUMNS, Gap, empty_frame, format_time
 
 from ._stats import (
     EARLIER_SPLITS,
+    LOG_SPLITS,
     MIN_EVENTS,
     best_of_splits,
     bucket_matrix,
@@ -72,6 +73,9 @@ class SpanConfig:
     """The latency quantile reported (and the upper of the two exceedance tests)."""
     short_baseline: float = 300.0
     """A baseline of spans covering less than this many seconds is reported as a gap."""
+    split_baseline: float = 60.0
+    """The least baseline (seconds) an earlier split must leave before it when the
+    baseline ends at the alert (the data began only minutes before the window)."""
 
 
 class SpanDetector:
@@ -97,11 +101,16 @@ class SpanDetector:
         spans["callee"] = _callee(spans)
         spans["transit"], spans["callee_pod"] = _transit_columns(spans)
         first = float(spans["t"].min())
-        splits = [split] + [
-            split - back
-            for back in EARLIER_SPLITS
-            if split - back - first >= self.config.short_baseline
-        ]
+        # Data that began only minutes before the window puts the baseline's end at the
+        # alert: a fault that began a minute or two before it is on the "before" side, so
+        # splits a minute or two back are tried too, on whatever baseline precedes them.
+        at_alert = split > float(data.window.start)
+        backs, least = (
+            (LOG_SPLITS, self.config.split_baseline)
+            if at_alert
+            else (EARLIER_SPLITS, self.config.short_baseline)
+        )
+        splits = [split] + [split - back for back in backs if split - back - first >= least]
         # Operations and call edges are grouped once; each split only re-marks "after".
         groups = _Context(spans, split, float(data.window.end), float(data.step), self.config)
         parts = {key: _groups(groups, edges) for key, edges in (("ops", False), ("edges", True))}

@@ -136,6 +136,30 @@ def test_a_fault_that_began_before_the_baseline_end_is_still_seen(
     assert late.empty or float(late.score.max()) < row.score - 1.0
 
 
+def test_a_fault_begun_a_minute_before_the_alert_on_a_short_recording_is_dated_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The export begins four minutes before the window, so the baseline ends at the
+    alert; the fault began a minute and a half before it. Splits a minute or two back,
+    on the few minutes of baseline there are, find it where it began."""
+    import correlator.detectors.spans as spans_module
+
+    alert = WINDOW.start + 100
+    base = traces(T0 + 1560, WINDOW.start + 10, 300, 1)
+    fault = traces(WINDOW.start + 10, T0 + 2400, 800, 2, fail=0.3, error="Timeout at Pay.java:9")
+
+    def errors() -> pd.DataFrame:
+        out = SpanDetector().detect(detect_input(WINDOW, alert, pd.concat([base, fault])))
+        rows = out.anomalies
+        return rows[(rows.role == "span_errors") & (rows.service == "checkout")]
+
+    near = errors()
+    assert len(near) and float(near.onset.min()) <= WINDOW.start + 10 + 30
+    monkeypatch.setattr(spans_module, "LOG_SPLITS", ())
+    at_alert = errors()
+    assert at_alert.empty or float(at_alert.score.max()) < float(near.score.max()) - 1.0
+
+
 def test_a_fault_that_paged_half_an_hour_late_is_still_seen() -> None:
     """An SLO burn-rate alert over an hour pages long after a faint fault began: 25
     minutes of the fault sit before the baseline's end. A split half an hour back
