@@ -222,6 +222,16 @@ def test_the_alerted_service_error_ratio_is_sized_by_its_own_requests() -> None:
     assert 3.0 <= ratio.iloc[0]["score"] < 20.0
 
 
+def test_one_value_written_two_ways_is_not_a_step_of_the_data() -> None:
+    # A rare event's rate (GC seconds per second): zero, or one event's worth, computed
+    # from sums that differ in the last bits. Its quantum is the event, not the rounding.
+    rng = np.random.default_rng(11)
+    one = 2e-5 * (1.0 + rng.integers(-2, 3, TS.size) * 2.0**-52)
+    v = np.where(rng.random(TS.size) < 0.3, one, 0.0)
+    out = detect(frame("gc_time", "api", v), WINDOW)
+    assert out.empty or float(out["score"].max()) < 10.0
+
+
 def _mixed() -> pd.DataFrame:
     """Per-pod, per-caller and plain series, interleaved, with gaps, NaN and a lost peer."""
     rng = np.random.default_rng(7)
