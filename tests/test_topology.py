@@ -131,6 +131,25 @@ def test_caller_with_its_own_earlier_trouble_beats_a_later_callee() -> None:
     assert root_scores(g, a, "frontend")[0].service == "checkout"
 
 
+def test_trouble_that_began_after_the_alert_fired_is_not_its_root() -> None:
+    from correlator.topology import LATE
+
+    g = build_graph(chain())
+    # payments fails hard, but only 15 minutes after the page; checkout's errors came first.
+    a = anomalies(
+        [
+            ("checkout", "error_ratio", 100.0, 12.0),
+            ("frontend", "latency", 110.0, 12.0),
+            ("payments", "error_ratio", 1000.0, 400.0),
+        ]
+    )
+    free = {r.service: r.score for r in root_scores(g, a, "frontend")}
+    timed = {r.service: r.score for r in root_scores(g, a, "frontend", fired=300.0)}
+    assert timed["payments"] == pytest.approx(LATE * free["payments"])
+    assert timed["checkout"] == free["checkout"]
+    assert max(timed, key=lambda s: timed[s]) == "checkout"
+
+
 def test_upstream_traffic_explains_downstream_load() -> None:
     g = build_graph(chain())
     a = anomalies(

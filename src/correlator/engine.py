@@ -453,6 +453,8 @@ def analyse(
         tau=max(300.0, 4.0 * step),
         lag=max(30.0, 2.0 * step),
         comove=follows,
+        # Onsets are known to a step or two (a detector dates a slow climb late).
+        fired=alert.starts_at + max(2.0 * step, 120.0) if alert.starts_at else None,
     )
     t = lap("topology", t)
 

@@ -832,6 +832,10 @@ class RootScore:
 UPSTREAM_OF_ALERT = 0.35
 
 
+#: What a root score keeps for a service whose trouble began only after the alert fired.
+LATE = 0.3
+
+
 def upstream_only(graph: nx.DiGraph, service: str | None) -> set[str]:
     """Services that call ``service`` (transitively) and that it does not reach."""
     if service is None or service not in graph:
@@ -847,6 +851,7 @@ def root_scores(
     tau: float = 300.0,
     lag: float = 30.0,
     comove: dict[str, float] | None = None,
+    fired: float | None = None,
 ) -> list[RootScore]:
     """Every anomalous node scored as a root candidate, best first.
 
@@ -855,7 +860,10 @@ def root_scores(
     ``lag``: how much later than a service's trouble more demand from above may
     start and still explain it (see :func:`demand_rises`). ``tau``: seconds over which the
     earliness bonus decays. ``comove``: per service, how closely it follows the alert's
-    symptom (see :func:`comovement`); it weighs strength and earliness.
+    symptom (see :func:`comovement`); it weighs strength and earliness. ``fired``: by
+    when the alert had certainly fired (its start and what its onset is known to); a
+    service none of whose trouble had begun by then cannot have caused it, and keeps
+    :data:`LATE` of its score.
     """
     pushed = amplified(anomalies, lag)
     summ = service_summary(anomalies, lag, pushed)
@@ -906,6 +914,7 @@ def root_scores(
         ].astype(str)
     )
 
+    began = anomalies.groupby(anomalies["service"].astype(str))["onset"].min().astype(float)
     pr = _pagerank(graph, strength, alert_service)
     pr_max = max(pr.values()) if pr else 1.0
     # Services that call the alerted one but that it does not reach: their own trouble
@@ -962,6 +971,8 @@ def root_scores(
             score *= 0.2 + 0.8 * comove.get(str(svc), 0.5) ** 2
         if svc in above and svc not in load:
             score *= UPSTREAM_OF_ALERT
+        if fired is not None and began.get(str(svc), -np.inf) > fired:
+            score *= LATE
         out.append(
             RootScore(
                 service=str(svc),
