@@ -150,6 +150,12 @@ def hypergeom_log_sf(k: Any, total: Any, hits: Any, draws: Any) -> Floats:
     return out.reshape(np.shape(k))
 
 
+#: Events of excess a change's start may carry before it counts as begun (one stray)...
+_STRAY = 1.0
+#: ... when the quiet stretch after it would have held this many at the change's rate.
+_QUIET_EVENTS = 5.0
+
+
 def cusum_onset(
     k: Floats, n: Floats, p0: Floats
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -163,15 +169,37 @@ def cusum_onset(
     excess = k - n * p0[:, None]
     c = np.cumsum(excess, axis=1)
     with_zero = np.concatenate([np.zeros((c.shape[0], 1)), c], axis=1)
-    low = np.argmin(with_zero, axis=1)  # 0: before the first bucket
     cols = np.arange(c.shape[1])[None, :]
-    after = cols >= low[:, None]
-    rising = after & (excess > 0)
-    has = rising.any(axis=1)
-    onset = np.where(has, np.argmax(rising, axis=1), 0)
-    masked = np.where(after, c, -np.inf)
-    end = np.argmax(masked, axis=1)
-    end = np.where(has, np.maximum(end, onset), c.shape[1] - 1)
+
+    def dated(low: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], ...]:
+        after = cols >= low[:, None]
+        rising = after & (excess > 0)
+        has = rising.any(axis=1)
+        onset = np.where(has, np.argmax(rising, axis=1), 0)
+        end = np.argmax(np.where(after, c, -np.inf), axis=1)
+        return onset, np.where(has, np.maximum(end, onset), c.shape[1] - 1), has
+
+    onset, end, has = dated(np.argmin(with_zero, axis=1))  # 0: before the first bucket
+    # One stray event well before the change does not date it: where the excess last
+    # stood within one event of its minimum before it peaked, the change may begin
+    # instead, when the quiet stretch between the two would have held a few events at
+    # the change's own rate (a sparse fault's first events are as far apart as its rest).
+    top = np.argmax(with_zero, axis=1)
+    idx = np.arange(with_zero.shape[1])[None, :]
+    near = (with_zero <= with_zero.min(axis=1)[:, None] + _STRAY) & (idx < top[:, None])
+    last = with_zero.shape[1] - 1 - np.argmax(near[:, ::-1], axis=1)
+    onset2, end2, has2 = dated(np.where(near.any(axis=1), last, 0))
+    rows = np.arange(c.shape[0])
+    seen = np.concatenate([np.zeros((c.shape[0], 1)), np.cumsum(n, axis=1)], axis=1)
+    exposure = seen[rows, end2 + 1] - seen[rows, onset2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(
+            exposure > 0, (with_zero[rows, end2 + 1] - with_zero[rows, onset2]) / exposure, 0.0
+        )
+    quiet = seen[rows, onset2] - seen[rows, onset + 1]  # exposure between the two
+    stray = has & has2 & (onset2 > onset) & (rate * quiet >= _QUIET_EVENTS)
+    onset = np.where(stray, onset2, onset)
+    end = np.where(stray, end2, end)
     return onset.astype(np.int64), end.astype(np.int64)
 
 

@@ -30,3 +30,20 @@ def test_rank_score_all_window_values_above_every_baseline_value() -> None:
     strong, none = rank_score([50, 2], [50, 50], [1, 1], [27, 27])
     assert strong > 6.0
     assert none == 0.0
+
+
+def test_one_stray_event_before_a_change_does_not_date_it() -> None:
+    from correlator.detectors._stats import cusum_onset
+
+    # Buckets of 20 calls; errors were 1 in 200 before. One stray error in bucket 3, then
+    # from bucket 10 on, 8 errors a bucket.
+    n = np.full((2, 20), 20.0)
+    k = np.zeros((2, 20))
+    k[:, 10:] = 8.0
+    k[0, 3] = 1.0
+    onset, end = cusum_onset(k, n, np.array([0.005, 0.005]))
+    assert list(onset) == [10, 10] and list(end) == [19, 19]
+    # Two errors in a row before it are a start of their own.
+    k[0, 3:5] = 2.0
+    onset, _ = cusum_onset(k, n, np.array([0.005, 0.005]))
+    assert onset[0] == 3 and onset[1] == 10
