@@ -21,6 +21,8 @@ from correlator.pattern import BasePattern, PatternContext, PatternResult
 __all__ = ["NetworkDelayConfig", "NetworkDelayPattern"]
 
 _CALLS = ("client_latency", "client_errors", "client_error_ratio")
+#: A score of some weight (strength 0.5): a server's own errors that say it failed.
+_MATERIAL = 8.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,15 @@ class NetworkDelayPattern(BasePattern):
             .max()
             .to_dict()
         )
+        # A server failing by itself (its own errors, of some weight) makes its callers'
+        # calls slow and failing too (timeouts, retries): that is its trouble, not the
+        # network's.
+        own_err = a[
+            a["role"].isin(("error_ratio", "error_rate", "span_errors"))
+            & (a["direction"] == "up")
+            & (a["score"].astype(float) >= _MATERIAL)
+        ]
+        erring = set(own_err["service"].astype(str))
         weight: dict[tuple[str, str], float] = {}
         placed: dict[tuple[str, str], str] = {}
         raw: dict[tuple[str, str], float] = {}
@@ -91,6 +102,8 @@ class NetworkDelayPattern(BasePattern):
             elif callee_rise > 0:
                 # Failed calls to a server that got slower itself: timeouts on it.
                 w *= 0.3
+            if pair[1] in erring:
+                w *= 0.3
             if w > weight.get(pair, -1.0):
                 weight[pair], placed[pair] = w, svc
         total = sum(weight.values())
@@ -101,7 +114,7 @@ class NetworkDelayPattern(BasePattern):
             if weight[pair] <= 0.0:
                 continue  # its server was as slow by itself: nothing left for the network
             for node in pair:
-                strongest[node] = max(strongest.get(node, 0.0), raw[pair])
+                strongest[node] = max(strongest.get(node, 0.0), weight[pair])
                 touched[node] = touched.get(node, 0.0) + weight[pair] * (1.0 if node == at else 0.9)
                 count[node] = count.get(node, 0) + 1
         findings = []

@@ -531,6 +531,27 @@ def test_network_delay_is_as_strong_as_the_calls_the_servers_do_not_explain() ->
     assert "inventory" not in found
 
 
+def test_calls_to_a_server_failing_by_itself_are_not_a_network_delay() -> None:
+    """partner calls personalization, which throws on a third of its requests (its own
+    errors) and got somewhat slower: partner's calls to it slowed more than its server
+    side shows (timeouts and retries on a failing server). That is personalization's
+    trouble; the network keeps only a small part of it."""
+    from correlator.detector import anomaly_frame
+
+    row = _call_row
+    rows = [
+        row("partner", "client_latency", "personalization", 34.0, 0.22, 0.76),
+        row("personalization", "span_latency", "", 3.0, 0.03, 0.34),
+    ]
+    ctx = dataclasses.replace(context(build("deployment")), anomalies=anomaly_frame(rows))
+    quiet = {f.service: f.score for f in run("network_delay", ctx).findings}
+    failing = [*rows, row("personalization", "error_ratio", "", 600.0, 0.0006, 0.34)]
+    ctx = dataclasses.replace(ctx, anomalies=anomaly_frame(failing))
+    found = {f.service: f.score for f in run("network_delay", ctx).findings}
+    assert quiet.get("partner", 0.0) >= 0.3
+    assert found.get("partner", 0.0) < 0.5 * quiet["partner"]
+
+
 def _log_row(svc: str, role: str, peer: str, onset: float, score: float) -> dict[str, Any]:
     return {
         "service": svc, "role": role, "peer": peer, "onset": onset, "end": onset + 600.0,
