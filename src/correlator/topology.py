@@ -325,21 +325,31 @@ def laid_at_unseen(
     )
     if not client.any():
         return anomalies
-    svc = a["service"].astype(str).to_numpy()
-    peers = peer.to_numpy()
-    onset = a["onset"].astype(float).to_numpy()
+    svc = a["service"].astype(str)
+    onset = a["onset"].astype(float)
     calls = a["role"].isin([*CLIENT_OF, *CLIENT_ROLES]).to_numpy() & (peer != "").to_numpy()
-    callers: dict[str, set[str]] = {}
-    for i in np.flatnonzero(client):
-        callers.setdefault(peers[i], set()).add(svc[i])
+    # Per caller, its two earliest troubled calls to different peers: the first call that
+    # went wrong elsewhere than a given peer is one of them.
+    firsts = (
+        pd.DataFrame({"svc": svc[calls], "peer": peer[calls], "onset": onset[calls]})
+        .groupby(["svc", "peer"], sort=False)["onset"]
+        .min()
+        .reset_index()
+        .sort_values("onset", kind="stable")
+    )
+    by_svc = firsts.groupby("svc", sort=False)
+    first, second = by_svc.nth(0).set_index("svc"), by_svc.nth(1).set_index("svc")
+    rows = pd.DataFrame({"svc": svc[client], "peer": peer[client], "onset": onset[client]})
+    p1 = rows["svc"].map(first["peer"])
+    t1 = rows["svc"].map(first["onset"]).astype(float)
+    t2 = rows["svc"].map(second["onset"]).astype(float).fillna(np.inf)
+    elsewhere_at = np.where(p1 == rows["peer"], t2, t1)
+    n_callers = rows.groupby("peer")["svc"].transform("nunique").to_numpy()
+    # Two callers or more; or one whose calls elsewhere were fine by then (else its own).
     move = np.zeros(len(a), dtype=bool)
-    for i in np.flatnonzero(client):
-        if len(callers[peers[i]]) >= 2:
-            move[i] = True
-            continue
-        # Its calls elsewhere going wrong by then: the trouble is the caller's own.
-        elsewhere = calls & (svc == svc[i]) & (peers != peers[i]) & (onset <= onset[i] + lag)
-        move[i] = not elsewhere.any()
+    move[np.flatnonzero(client)] = (n_callers >= 2) | (
+        elsewhere_at > rows["onset"].to_numpy() + lag
+    )
     return _to_other_end(a, move, CLIENT_OF)
 
 
