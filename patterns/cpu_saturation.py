@@ -96,6 +96,10 @@ class CpuSaturationPattern(BasePattern):
             elsewhere = _failing_elsewhere(errors, svc, at + config.lag)
             score = strength * max(hurt, 0.3) * (1.0 - config.load_share * load) * (1.0 - effect)
             score *= 1.0 - config.elsewhere_share * elsewhere
+            if ctx.alert_hurt_before(at):
+                # The alerted service was failing or slow before this CPU rose: whatever
+                # the CPU did, it is not what hurt it.
+                score *= 0.5
             ev: list[Evidence] = ctx.anomalies_evidence(cpu, 2)
             ev += ctx.log_evidence(svc)
             findings.append(

@@ -123,6 +123,10 @@ class DeploymentPattern(BasePattern):
                 slack = max(ctx.step, config.min_lag_slack_seconds)
                 closeness *= float(np.exp(-max(-lead - slack, 0.0) / slack))
             score = 0.3 + 0.35 * sym_strength + 0.35 * closeness
+            if ctx.alert_hurt_before(ch.at):
+                # The alerted service was failing or slow before this deploy: it cannot be
+                # what hurt it (a rollout during an incident is often a response to it).
+                score *= 0.5
             ev: list[Evidence] = [
                 Evidence(
                     kind="deploy",

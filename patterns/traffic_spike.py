@@ -18,17 +18,6 @@ from correlator.topology import aimed_surges, demand_rises
 
 __all__ = ["TrafficSpikeConfig", "TrafficSpikePattern"]
 
-#: What a service itself shows when it hurts.
-_OWN_SYMPTOMS = (
-    "latency",
-    "error_rate",
-    "error_ratio",
-    "span_latency",
-    "span_errors",
-    "log_errors",
-    "log_template",
-)
-
 
 @dataclass(frozen=True)
 class TrafficSpikeConfig:
@@ -125,7 +114,7 @@ class TrafficSpikePattern(BasePattern):
                 else []
             )
             score = 0.35 * size + 0.3 * entry + 0.2 * early
-            if _hurt_before(ctx, float(row["onset"])):
+            if ctx.alert_hurt_before(float(row["onset"])):
                 # The alerted service was already failing or slow before the surge began:
                 # the surge cannot be what hurt it.
                 score *= 0.5
@@ -165,17 +154,6 @@ class TrafficSpikePattern(BasePattern):
                 )
             )
         return self.found(findings)
-
-
-def _hurt_before(ctx: PatternContext, onset: float) -> bool:
-    """Whether the alerted service's own errors or latency (not its calls' wobbles, not
-    its callers' words) clearly began before ``onset``."""
-    svc = ctx.alert.service
-    if not svc:
-        return False
-    mine = ctx.anomalies_of(svc, _OWN_SYMPTOMS)
-    mine = mine[(mine["direction"] == "up") & (mine["score"].astype(float) >= 3.0)]
-    return bool(len(mine)) and float(mine["onset"].min()) < onset - 2.0 * ctx.onset_slack
 
 
 def _baseline_high(ctx: PatternContext, svc: str, onset: float, median: float) -> float:

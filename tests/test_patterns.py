@@ -241,6 +241,40 @@ def test_a_deploy_seen_well_after_the_trouble_began_counts_less() -> None:
     assert lagging[0].score < on_time.score - 0.25
 
 
+def test_a_deploy_or_cpu_rise_after_the_alerted_service_began_failing_counts_less() -> None:
+    """The alerted service's own errors began ten minutes before payments' deploy (and
+    before its CPU rose): neither can be what hurt it."""
+    sc = build("deployment")
+    ctx = context(sc)
+    deploy = run("deployment", ctx).findings[0]
+    first = float(ctx.anomalies["onset"].min())
+    early = {
+        "service": sc.alert.service, "role": "error_ratio", "onset": first - 600.0,
+        "end": first + 1200.0, "score": 20.0, "direction": "up", "baseline": 0.0,
+        "peak": 0.2, "peer": "", "modality": "metrics", "signal": "error_ratio",
+        "evidence": "",
+    }  # fmt: skip
+    hurt = dataclasses.replace(
+        ctx, anomalies=pd.concat([ctx.anomalies, pd.DataFrame([early])], ignore_index=True)
+    )
+    late = {f.service: f.score for f in run("deployment", hurt).findings}
+    assert late[deploy.service] == pytest.approx(0.5 * deploy.score)
+    cpu_ctx = context(build("cpu_contention", root="payments"))
+    cpu = {f.service: f.score for f in run("cpu_saturation", cpu_ctx).findings}
+    cpu_hurt = dataclasses.replace(
+        cpu_ctx,
+        anomalies=pd.concat(
+            [
+                cpu_ctx.anomalies,
+                pd.DataFrame([early | {"onset": float(cpu_ctx.anomalies["onset"].min()) - 600.0}]),
+            ],
+            ignore_index=True,
+        ),
+    )
+    after = {f.service: f.score for f in run("cpu_saturation", cpu_hurt).findings}
+    assert after["payments"] == pytest.approx(0.5 * cpu["payments"])
+
+
 def test_a_deploy_that_only_burns_cpu_is_blamed_through_its_hurting_callers() -> None:
     import pandas as pd
 

@@ -66,6 +66,18 @@ __all__ = [
 ]
 
 
+#: What a service itself shows when it hurts (see :meth:`PatternContext.alert_hurt_before`).
+ALERT_OWN_SYMPTOMS = (
+    "latency",
+    "error_rate",
+    "error_ratio",
+    "span_latency",
+    "span_errors",
+    "log_errors",
+    "log_template",
+)
+
+
 def rows_by(frame: pd.DataFrame, key: str | pd.Series) -> dict[str, pd.DataFrame]:
     """``frame``'s rows per value of ``key`` (a column name or a series along it), in the
     frame's order: look them up per candidate instead of scanning the frame each time."""
@@ -115,6 +127,17 @@ class PatternContext:
         spans time a change to the record. Two onsets closer than this are concurrent.
         """
         return 2.0 * float(self.step)
+
+    def alert_hurt_before(self, onset: float) -> bool:
+        """Whether the alerted service's own errors or latency (not its calls' wobbles,
+        not its callers' words) clearly began before ``onset``: what began later cannot
+        be what hurt it."""
+        svc = self.alert.service
+        if not svc:
+            return False
+        mine = self.anomalies_of(svc, ALERT_OWN_SYMPTOMS)
+        mine = mine[(mine["direction"] == "up") & (mine["score"].astype(float) >= 3.0)]
+        return bool(len(mine)) and float(mine["onset"].min()) < onset - 2.0 * self.onset_slack
 
     @property
     def raw(self) -> pd.DataFrame:
