@@ -55,7 +55,8 @@ def main() -> int:
     held = sorted({r["dataset"].split(":", 1)[0] for r in data if not r.get("fitted", True)})
     lines = [
         f"The shipped calibration is fitted on {n_fit} candidate findings: {n_gen} generated "
-        "scenarios (seeds 2000-4999), the wild tuning set and the PetShop incidents"
+        "scenarios (seeds 2000-4999), the wild tuning set (seeds 9500-9699) and the PetShop "
+        "incidents"
         + (f"; never on {', '.join(held)} (held out whole)" if held else "")
         + ". Here each group of bundles is scored by a model fitted *without* it "
         "(PetShop: one traffic scenario at a time; wild and demo: one incident at a time), so these figures are on data the "
@@ -101,9 +102,10 @@ def main() -> int:
             "",
         ]
     lines.append(
-        "Rerun: `python scripts/write_wild_tuning.py /tmp/wild-tune`, `python "
-        "scripts/fit_calibration.py --bundles fixtures/petshop --bundles /tmp/wild-tune "
-        "--eval-bundles fixtures/demo --rows rows.json`, then `python scripts/calibration_cv.py rows.json`."
+        "Rerun: `python scripts/write_wild_tuning.py /tmp/wild-tune --n 200`, `python "
+        "scripts/fit_calibration.py --per-cause 1 --extra 1 --big-per-cause 1 --big-extra 0 "
+        "--bundles fixtures/petshop --bundles /tmp/wild-tune --eval-bundles fixtures/demo "
+        "--rows rows.json`, then `python scripts/calibration_cv.py rows.json --write`."
     )
     print("\n".join(lines))
     if args.write:
