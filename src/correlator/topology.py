@@ -300,11 +300,10 @@ def instrumented(telemetry: Telemetry) -> set[str]:
     return out
 
 
-def laid_at_unseen(
-    anomalies: pd.DataFrame, instrumented: set[str], lag: float = 30.0
-) -> pd.DataFrame:
+def laid_at_unseen(anomalies: pd.DataFrame, seen: set[str], lag: float = 30.0) -> pd.DataFrame:
     """Move callers' views of their calls to a callee we see nothing of (no metrics and no
     spans of its own: a database, a cache, an external API) to it, as its edge rows.
+    ``seen``: the services we see from inside (see :func:`instrumented`).
 
     Such a callee shows only through its callers, as the service-graph edge metrics
     into it would show it. A caller's client rows (``client_*``, the callee in
@@ -321,7 +320,7 @@ def laid_at_unseen(
         a["role"].isin(list(CLIENT_OF)).to_numpy()
         & (a["direction"] == "up").to_numpy()
         & (peer != "").to_numpy()
-        & ~peer.isin(list(instrumented)).to_numpy()
+        & ~peer.isin(list(seen)).to_numpy()
     )
     if not client.any():
         return anomalies
