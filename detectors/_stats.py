@@ -171,7 +171,8 @@ def cusum_onset(
     with_zero = np.concatenate([np.zeros((c.shape[0], 1)), c], axis=1)
     cols = np.arange(c.shape[1])[None, :]
 
-    def dated(low: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], ...]:
+    def dated(low: npt.NDArray[np.intp]) -> tuple[Any, Any, Any]:
+        """Onset bucket, end bucket and whether any excess, with the minimum at ``low``."""
         after = cols >= low[:, None]
         rising = after & (excess > 0)
         has = rising.any(axis=1)
