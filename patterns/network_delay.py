@@ -85,7 +85,6 @@ class NetworkDelayPattern(BasePattern):
         erring = set(own_err["service"].astype(str))
         weight: dict[tuple[str, str], float] = {}
         placed: dict[tuple[str, str], str] = {}
-        raw: dict[tuple[str, str], float] = {}
         kinds = dict(ctx.graph.nodes(data="kind"))
         for r in calls.itertuples(index=False):
             svc, peer = str(r.service), str(r.peer)
@@ -95,7 +94,6 @@ class NetworkDelayPattern(BasePattern):
             score_, peak, base = (float(v) for v in (r.score, r.peak, r.baseline))  # type: ignore[arg-type]
             w = score_ / (score_ + 8.0)
             rise = peak - base
-            raw[pair] = max(raw.get(pair, 0.0), w)
             callee_rise = float(server_rise.get(pair[1], 0.0))
             if str(r.role).endswith("latency") and rise > 0:
                 w *= min(1.0, max(0.0, 1.0 - callee_rise / rise))
