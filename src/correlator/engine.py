@@ -67,6 +67,7 @@ from correlator.topology import (
     blast_radius,
     build_graph,
     comovement,
+    fired_by,
     instrumented,
     laid_at_callee,
     laid_at_unseen,
@@ -453,8 +454,7 @@ def analyse(
         tau=max(300.0, 4.0 * step),
         lag=max(30.0, 2.0 * step),
         comove=follows,
-        # Onsets are known to a step or two (a detector dates a slow climb late).
-        fired=alert.starts_at + max(2.0 * step, 120.0) if alert.starts_at else None,
+        fired=fired_by(alert.starts_at, step),
     )
     t = lap("topology", t)
 

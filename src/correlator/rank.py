@@ -17,7 +17,7 @@ from typing import Any
 from correlator.calibration import Calibration, load_calibration
 from correlator.model import Evidence, Finding
 from correlator.pattern import PatternContext
-from correlator.topology import UPSTREAM_OF_ALERT, upstream_only
+from correlator.topology import UPSTREAM_OF_ALERT, fired_by, upstream_only
 
 __all__ = ["UNKNOWN", "candidate_features", "rank"]
 
@@ -73,8 +73,7 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
         if f.cause != UNKNOWN and f.score >= 0.5:
             per_service[f.service] = per_service.get(f.service, 0) + 1
     best_pattern = max((f.score for f in findings if f.cause != UNKNOWN), default=0.0)
-    # Onsets are known to a step or two (and a detector dates a slow climb late).
-    fired = ctx.alert.starts_at + max(2.0 * float(ctx.step), 120.0) if ctx.alert.starts_at else None
+    fired = fired_by(ctx.alert.starts_at, ctx.step)
     rows = []
     for f in findings:
         # A finding that accounts for several services (a zone) stands as the best of them.

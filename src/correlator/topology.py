@@ -53,6 +53,7 @@ __all__ = [
     "build_graph",
     "comovement",
     "demand_rises",
+    "fired_by",
     "instrumented",
     "laid_at_callee",
     "laid_at_unseen",
@@ -843,6 +844,12 @@ UPSTREAM_OF_ALERT = 0.35
 
 #: What a root score keeps for a service whose trouble began only after the alert fired.
 LATE = 0.3
+
+
+def fired_by(starts_at: float | None, step: float) -> float | None:
+    """By when an alert that started at ``starts_at`` had certainly fired: onsets are
+    known to a step or two (a detector dates a slow climb late)."""
+    return starts_at + max(2.0 * float(step), 120.0) if starts_at else None
 
 
 def upstream_only(graph: nx.DiGraph, service: str | None) -> set[str]:
