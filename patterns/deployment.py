@@ -122,7 +122,9 @@ class DeploymentPattern(BasePattern):
                 # it runs; beyond that slack the deploy looks more like a response.
                 slack = max(ctx.step, config.min_lag_slack_seconds)
                 closeness *= float(np.exp(-max(-lead - slack, 0.0) / slack))
-            score = 0.3 + 0.35 * sym_strength + 0.35 * closeness
+            # Closeness weighs the whole score too: however clear the trouble, a deploy
+            # many minutes before it is weak evidence (half at about eight minutes).
+            score = (0.3 + 0.35 * sym_strength + 0.35 * closeness) * float(np.sqrt(closeness))
             if ctx.alert_hurt_before(ch.at):
                 # The alerted service was failing or slow before this deploy: it cannot be
                 # what hurt it (a rollout during an incident is often a response to it).

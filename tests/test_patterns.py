@@ -241,6 +241,22 @@ def test_a_deploy_seen_well_after_the_trouble_began_counts_less() -> None:
     assert lagging[0].score < on_time.score - 0.25
 
 
+def test_a_deploy_long_before_the_trouble_began_counts_far_less() -> None:
+    """A release hurts as soon as its pods take traffic: one eight minutes before the
+    trouble is more often not its cause, however clear the trouble."""
+    from synth import FAULT
+
+    sc = build("deployment")
+    on_time = run("deployment", context(sc)).findings[0]
+    early = sc.telemetry.signals.copy()
+    m = (early["role"] == "version") & (early["service"] == "payments")
+    m &= (early["version"] == "1.3.2") & (early["ts"] >= FAULT - 480)
+    early.loc[m, "version"] = "1.4.0"
+    long_before = run("deployment", context(_with_signals(sc, early))).findings
+    assert long_before[0].features["lead"] > 400
+    assert long_before[0].score < 0.6 * on_time.score
+
+
 def test_a_deploy_or_cpu_rise_after_the_alerted_service_began_failing_counts_less() -> None:
     """The alerted service's own errors began ten minutes before payments' deploy (and
     before its CPU rose): neither can be what hurt it."""
