@@ -649,7 +649,7 @@ def _transit(ctx: _Context) -> list[pd.DataFrame]:
         per["seen"] = (per["n"] >= cfg.min_events) & (per["n0"] >= cfg.min_events)
         return per
 
-    pods = scored("transit")
+    pods = _pooled_baseline(ctx, scored("transit"), pods_part, q)
     callers = scored("transit_callers")
     by_pod = pods.groupby("callee").agg(passed=("passed", "sum"), seen=("seen", "sum"))
     by_caller = callers.groupby("callee").agg(passed=("passed", "sum"), seen=("seen", "sum"))
@@ -701,6 +701,46 @@ def _transit(ctx: _Context) -> list[pd.DataFrame]:
     signal = "calls answered by " + whole["callee"].astype(str)
     out.append(_transit_rows(ctx, all_part, whole, signal, texts))
     return out
+
+
+def _pooled_baseline(
+    ctx: _Context, pods: pd.DataFrame, part: pd.DataFrame, q: float
+) -> pd.DataFrame:
+    """Instances with too few calls of their own before the split (a new pod, or one the
+    trace sample rarely reached) judged against the calls to all instances of the same
+    service before it: the time outside the server is the network's, alike for sibling
+    instances until one's changes. Each such instance is then judged as the others are."""
+    cfg = ctx.config
+    thin = pods[(pods["n0"] < cfg.min_events) & (pods["n"] >= cfg.min_events)]
+    if thin.empty:
+        return pods
+    pods = pods.copy()
+    values = part["transit"].to_numpy(dtype=np.float64)
+    after = part["after"].to_numpy(dtype=bool)
+    callee = part["callee"].to_numpy(dtype=object)
+    codes = part["code"].to_numpy(dtype=np.int64)
+    for code in thin.index.to_numpy(dtype=np.int64).tolist():
+        base = values[(callee == pods.at[code, "callee"]) & ~after & ~np.isnan(values)]
+        mine = values[(codes == code) & after & ~np.isnan(values)]
+        if len(base) < cfg.min_events or len(mine) < cfg.min_events:
+            continue
+        best, best_k = 0.0, 0.0
+        for label, level in (("p50", 0.5), (f"p{round(q * 100)}", q)):
+            thr = float(np.quantile(base, level))
+            k, k0 = float((mine > thr).sum()), float((base > thr).sum())
+            n, n0 = float(len(mine)), float(len(base))
+            score = float(
+                max(count_score([k], [n], [k0], [n0])[0], rank_score([k], [n], [k0], [n0])[0])
+            )
+            if score > best:
+                best, best_k = score, k
+                pods.loc[code, ["k", "n", "k0", "n0", "threshold"]] = [k, n, k0, n0, thr]
+                pods.loc[code, "label"] = label + " of its sibling instances"
+                pods.loc[code, "base_q"] = float(np.quantile(base, q))
+        pods.loc[code, "score"] = best
+        pods.loc[code, "passed"] = best >= cfg.min_score and best_k >= cfg.min_events
+        pods.loc[code, "seen"] = True
+    return pods
 
 
 def _transit_rows(

@@ -193,6 +193,21 @@ def test_a_delay_on_one_pods_network_is_laid_at_the_service() -> None:
     assert not (rows.service.eq("checkout") & rows.role.eq("span_latency")).any()
 
 
+def test_a_delayed_pod_without_calls_before_is_judged_against_its_siblings() -> None:
+    """The trace sample holds no call to checkout-c before the fault (a new pod, or one
+    the sample missed): its calls are judged against those to checkout's other pods."""
+    base = traces(T0, T0 + 1800, 400, 1, pods=PODS[:2])
+    after = traces(T0 + 1800, T0 + 2400, 30, 2, pods=PODS, delay={"checkout-c": 0.3})
+    rows, _ = run(base, after)
+    transit = rows[rows.role == "transit_latency"]
+    assert list(transit.signal) == ["calls answered by checkout-c"]
+    assert transit.iloc[0].service == "checkout" and transit.iloc[0].score >= 4
+    assert "sibling instances" in transit.iloc[0].evidence
+    # Undelayed, the new pod is like its siblings: nothing.
+    rows, _ = run(base, traces(T0 + 1800, T0 + 2400, 30, 2, pods=PODS))
+    assert rows[rows.role == "transit_latency"].empty
+
+
 def test_a_delay_in_front_of_a_service_seen_in_few_calls_is_judged_on_them_together() -> None:
     """A sampled trace store kept few calls to checkout: two callers, three pods, a couple
     of calls each before the fault, too few to judge any pod or caller alone. Together,
