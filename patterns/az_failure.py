@@ -145,6 +145,11 @@ def _pod_zones(ctx: PatternContext) -> pd.DataFrame:
     if len(info) and len(nz):
         m = info.drop_duplicates("pod").merge(nz.drop_duplicates("node"), on="node")
         parts.append(m[["pod", "service", "zone"]])
+    # Spans name their pod and zone too (the k8s and cloud resource attributes).
+    spans = ctx.telemetry.spans
+    if len(spans):
+        known = spans["pod"].notna() & spans["zone"].notna()
+        parts.append(spans.loc[known, ["pod", "service", "zone"]].drop_duplicates("pod"))
     out = pd.concat(parts, ignore_index=True).drop_duplicates("pod")
     # kube_pod_info names the owner (a ReplicaSet, ``<deployment>-<hash>``); the pod
     # name gives the workload itself.
@@ -164,9 +169,10 @@ def _pod_health(ctx: PatternContext) -> pd.DataFrame:
             continue
         ts = s["ts"].astype(float)
         before = s[ts < w.start].groupby("pod")["value"].median()
-        during = s[(ts >= w.start - 300) & (ts <= w.end)].groupby("pod")["value"].min()
-        both = pd.DataFrame({"before": before, "during": during}).dropna()
-        both["bad"] = (both["before"] - both["during"]) >= 0.5
+        now = s[(ts >= w.start - 300) & (ts <= w.end)]
+        both = pd.DataFrame({"before": before}).join(_time_down(now, before), how="inner")
+        # Down for a while, not one missed scrape: two samples and at least 30 s.
+        both["bad"] = both["down"] >= np.maximum(2.0 * both["interval"], 30.0)
         rows.append(both[["bad"]].reset_index().rename(columns={"index": "pod"}))
     if rows:
         health = pd.concat(rows).groupby("pod")["bad"].max().reset_index()
@@ -180,6 +186,18 @@ def _pod_health(ctx: PatternContext) -> pd.DataFrame:
         return pods
     pods["bad"] = pods["bad"].astype(float)
     return pods
+
+
+def _time_down(rows: pd.DataFrame, before: pd.Series) -> pd.DataFrame:
+    """Per pod: seconds its health series spent at least 0.5 below its baseline median
+    (samples down times the series' own sample interval), and that interval."""
+    rows = rows.sort_values("ts", kind="stable")
+    level = rows["pod"].map(before)
+    low = (level - rows["value"].astype(float)) >= 0.5
+    gaps = rows.groupby("pod")["ts"].diff()
+    interval = gaps.groupby(rows["pod"]).median().fillna(0.0)
+    down = low.groupby(rows["pod"]).sum().astype(float) * interval
+    return pd.DataFrame({"down": down, "interval": interval})
 
 
 def _node_health(ctx: PatternContext) -> pd.DataFrame:

@@ -103,6 +103,57 @@ def test_one_service_losing_a_pod_in_a_zone_is_not_a_zone_failure() -> None:
     assert "no node went down" in res.reason
 
 
+def test_pod_zones_come_from_spans_when_no_metric_names_them() -> None:
+    """No kube-state-metrics (no pod_info, node_zone, node_ready): the spans' resource
+    attributes (k8s pod, cloud zone) say where each pod runs."""
+    from correlator.model import SPAN_COLUMNS
+    from synth import FAULT
+
+    sc = build("az_failure")
+    sig = sc.telemetry.signals
+    sig = sig[~sig["role"].isin(["pod_info", "node_zone", "node_ready"])]
+    pods = sig.loc[sig["role"] == "pod_ready", ["service", "pod"]].drop_duplicates()
+    spans = pd.DataFrame(
+        [
+            {
+                **dict.fromkeys(SPAN_COLUMNS),
+                "trace_id": f"{i:032x}",
+                "span_id": f"{i:016x}",
+                "service": svc,
+                "name": "GET /",
+                "kind": 2,
+                "start": FAULT - 600.0,
+                "duration": 0.01,
+                "status": 0,
+                "pod": pod,
+                "zone": "zone-b" if pod.endswith("1") else "zone-a",
+            }
+            for i, (svc, pod) in enumerate(pods.itertuples(index=False))
+        ],
+        columns=list(SPAN_COLUMNS),
+    )
+    sc = _with_signals(sc, sig)
+    sc.telemetry.spans = spans
+    res = run("az_failure", context(sc))
+    assert res.findings and res.findings[0].zone == "zone-b"
+
+
+def test_one_missed_scrape_of_a_zones_pods_is_not_a_zone_failure() -> None:
+    from synth import FAULT
+
+    sc = build("az_failure")
+    sig = sc.telemetry.signals.copy()
+    health = sig["role"].isin(["pod_ready", "node_ready"])
+    sig.loc[health, "value"] = 1.0
+    # Every pod of zone b misses one scrape at the same moment, after the fault.
+    blip = health & (sig["ts"] == sig.loc[sig["ts"] >= FAULT + 60, "ts"].min())
+    blip &= sig["pod"].astype(str).str.endswith("1") | (sig["node"] == "node-zone-b")
+    sig.loc[blip, "value"] = 0.0
+    assert blip.sum() >= 5
+    res = run("az_failure", context(_with_signals(sc, sig)))
+    assert not res.findings
+
+
 def test_a_zone_finding_stands_as_the_best_root_among_the_services_it_covers() -> None:
     from correlator.rank import candidate_features
 
