@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pytest
 from correlator.adapters.bundle import name_filter
@@ -68,6 +70,14 @@ def _same_metrics(a: Metrics, b: Metrics) -> None:
     share_a = [next(j for j, t in enumerate(a.times) if t is ts) for ts in a.times]
     share_b = [next(j for j, t in enumerate(b.times) if t is ts) for ts in b.times]
     assert share_a == share_b
+
+
+def _in_memory(m: Metrics) -> Metrics:
+    """A copy of ``m`` in memory: parsed metrics are read back from (mapped onto) their cache
+    entry, so a test that rewrites the entry's files in place needs its own copy first."""
+    copies: dict[int, npt.NDArray[np.float64]] = {}
+    times = tuple(copies.setdefault(id(t), np.array(t)) for t in m.times)
+    return dataclasses.replace(m, times=times, values=tuple(np.array(v) for v in m.values))
 
 
 def _never(*_: object) -> object:
@@ -209,7 +219,7 @@ def test_a_touched_file_is_parsed_again(bundle_path: Path, cache: Path) -> None:
 def test_a_corrupt_entry_is_parsed_again_and_replaced(
     bundle_path: Path, cache: Path, damage: str
 ) -> None:
-    good = read_bundle(bundle_path).metrics
+    good = _in_memory(read_bundle(bundle_path).metrics)
     (entry,) = _entries(cache, "metrics")
     if damage == "garbage":
         (entry / "metrics.json").write_text("not json")

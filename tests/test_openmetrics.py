@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from correlator import openmetrics
 from correlator.openmetrics import (
     Family,
     NameFilter,
@@ -163,3 +164,27 @@ def test_family_skipping_only_sees_comments_at_line_starts() -> None:
         assert m.names == ("up", "up")
         assert [dict(x) for x in m.labels] == [{"job": "x"}, {"job": "#"}]
     assert parse_openmetrics(data).index["junk"][0] == 0
+
+
+@pytest.mark.parametrize("slab", [1, 7, 64, 1 << 20])
+@pytest.mark.parametrize("block", [48, 300, 1 << 20])
+def test_values_are_the_same_whatever_the_slabs(
+    monkeypatch: pytest.MonkeyPatch, slab: int, block: int
+) -> None:
+    # Series one after the other (a series split between blocks is one slice of a slab),
+    # interleaved by time (parts joined), and out of time order (sorted on the way out).
+    lines = ["# TYPE a gauge\n"]
+    lines += [f'a{{i="{i}"}} {i * 10 + t} {T0 + 15 * t}\n' for i in range(4) for t in range(9)]
+    lines += ["# TYPE b gauge\n"]
+    lines += [f'b{{i="{i}"}} {i * 10 + t} {T0 + 15 * t}\n' for t in range(9) for i in range(4)]
+    lines += [f'c{{i="0"}} {t} {T0 + 15 * (8 - t)}\n' for t in range(9)]
+    data = ("".join(lines) + "# EOF\n").encode()
+    monkeypatch.setattr(openmetrics, "_SLAB", slab)
+    m = read_openmetrics(io.BytesIO(data), block_size=block, threads=2)
+    assert m.names == ("a",) * 4 + ("b",) * 4 + ("c",)
+    for k in range(8):
+        assert m.values[k].tolist() == [(k % 4) * 10 + t for t in range(9)]
+        assert m.times[k].tolist() == [T0 + 15 * t for t in range(9)]
+        assert not m.values[k].flags.writeable
+    assert m.values[8].tolist() == list(range(8, -1, -1))
+    assert m.times[8] is m.times[0]

@@ -15,7 +15,9 @@ the file, the line (when there is one) and what to fix; never a traceback.
 ``scenario.json`` is checked when the bundle is read; the data files are
 parsed (and checked) the first time they are asked for, then cached: in
 memory for the bundle's lifetime, and on disk (see :func:`cache_dir`) so the
-next process skips the parse. ``CORRELATOR_CACHE_DIR=`` (empty) turns the disk
+next process skips the parse. Parsed metrics, once on disk, are read back
+from there (memory-mapped) by the process that parsed them too, as the next
+process would read them. ``CORRELATOR_CACHE_DIR=`` (empty) turns the disk
 cache off.
 """
 
@@ -54,6 +56,7 @@ from correlator.openmetrics import (
     load_metrics,
     read_openmetrics,
     save_metrics,
+    trim_heap,
 )
 from correlator.otlp import LogCollector, OtlpError, SpanCollector
 
@@ -263,11 +266,16 @@ def _cached(
     parse: Callable[[], T],
     save: Callable[[T, Path], None],
     load: Callable[[Path], T],
+    reload: bool = False,
 ) -> T:
     """``parse()``, or what an earlier parse of the same file left in the cache.
 
     Never fails because of the cache: an entry that cannot be read is
     removed and the file parsed; an entry that cannot be written is skipped.
+    ``reload``: once a parse is stored, return what ``load`` reads back from
+    the entry rather than the parse itself (for values ``load`` maps from the
+    file instead of reading into memory: the parse's memory is handed back,
+    and the process then holds what a later process reading the cache would).
     """
     root = cache_dir()
     if root is None or not _worth_caching(source):
@@ -292,10 +300,19 @@ def _cached(
             return value
     value = parse()
     try:
-        if _identity(source, kind, extra) == ident:  # the file did not change meanwhile
-            _store(root, entry, ident, value, save)
+        if _identity(source, kind, extra) != ident:  # the file changed meanwhile
+            return value
+        _store(root, entry, ident, value, save)
     except Exception as exc:  # unwritable, full disk, value not cacheable
         _log.debug("cannot cache %s in %s: %s", source, root, exc)
+        return value
+    if reload:
+        try:
+            value = load(entry)
+        except Exception as exc:  # e.g. pruned meanwhile: keep the parse
+            _log.debug("cannot read back cache entry %s: %s", entry, exc)
+        else:
+            trim_heap()  # the parse is freed: hand back the pages it leaves free
     return value
 
 
@@ -427,10 +444,23 @@ def _read_bytes(path: Path) -> bytes:
         raise BundleError(str(path), f"cannot read the file: {exc}") from exc
 
 
+def _read_lines(path: Path) -> Iterator[bytes]:
+    """The lines of a file (plain or gzip), one at a time, without their ``\\n``."""
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
+            for raw in fh:
+                yield raw[:-1] if raw.endswith(b"\n") else raw
+    except (OSError, EOFError) as exc:
+        raise BundleError(str(path), f"cannot read the file: {exc}") from exc
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """``(line number, object)`` for each non-empty line; bad JSON is a BundleError."""
-    text = _read_bytes(path).decode("utf-8", "replace")
-    for lineno, line in enumerate(text.split("\n"), start=1):
+    """``(line number, object)`` for each non-empty line; bad JSON is a BundleError.
+
+    The file is read line by line: never held whole, as bytes or as text.
+    """
+    for lineno, raw in enumerate(_read_lines(path), start=1):
+        line = raw.decode("utf-8", "replace")
         if not line.strip():
             continue
         try:
@@ -597,6 +627,9 @@ def _read_metrics(folder: Path, keep: NameFilter | None = None) -> Metrics:
         lambda: _parse_metrics(path, keep),
         save_metrics,
         load_metrics,
+        # The entry's arrays are memory-mapped: the process holds the file's pages
+        # only while they are read (see Metrics.release_pages), not the parse's copy.
+        reload=True,
     )
 
 

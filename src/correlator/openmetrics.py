@@ -30,6 +30,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import csv
+import ctypes
 import io
 import itertools
 import json
@@ -64,6 +65,7 @@ __all__ = [
     "read_openmetrics",
     "render",
     "save_metrics",
+    "trim_heap",
 ]
 
 #: Timestamps above this are taken for milliseconds (1e11 s is the year 5138).
@@ -336,6 +338,9 @@ def _parse_comment(
 
 
 _BLOCK = 8 << 20  # bytes read and tokenised at once (smaller blocks overlap better)
+#: Values per slab the reader stores samples in (64 MiB: above malloc's largest mmap
+#: threshold, so a slab is its own mapping and is handed back to the system when freed).
+_SLAB = 8 << 20
 _EMPTY, _COMMENT, _FAST, _SLOW = 0, 1, 2, 3
 _DTYPES: Any = {"k": "category", "v": np.float64, "t": np.float64}
 
@@ -577,9 +582,13 @@ class _Assembler:
         self.labelsets: list[dict[str, str]] = []
         self.keys: dict[str, int] = {}
         self.lookup: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
-        self.vparts: list[list[Float64s]] = []
+        self.vparts: list[list[tuple[int, int, int]]] = []
+        """Per series, where its values are: ``(slab, start, end)`` in file order."""
         self.tparts: list[list[Float64s]] = []
         self.interned: dict[bytes, Float64s] = {}
+        self.slabs: list[Float64s] = []
+        self.used = 0
+        """Values written into the last slab."""
 
     def _register(self, name: str, labels: dict[str, str]) -> int:
         if self.keep is not None and not self.keep(name):
@@ -703,17 +712,44 @@ class _Assembler:
             have.flags.writeable = False
         return have
 
+    def _slab(self, n: int) -> tuple[int, Float64s]:
+        """A slab with room for ``n`` more values, and where they go in it."""
+        if not self.slabs or self.used + n > len(self.slabs[-1]):
+            self.slabs.append(np.empty(max(n, _SLAB), dtype=np.float64))
+            self.used = 0
+        at = self.used
+        self.used += n
+        return at, self.slabs[-1]
+
     def _store(self, gid: Int64s, ts: Float64s, val: Float64s) -> None:
-        """Append a block's samples to their series (file order kept within a series)."""
+        """Append a block's samples to their series (file order kept within a series).
+
+        The values go, sorted by series, into the current slab: a block's last series
+        and the next block's first (the same series, in a file sorted by series) are
+        then side by side, and :meth:`finish` hands out slices of the slab.
+        """
         order = np.argsort(gid, kind="stable")
-        gid, ts, val = gid[order], ts[order], val[order]
+        gid, ts = gid[order], ts[order]
+        at, slab = self._slab(len(gid))
+        slab[at : at + len(gid)] = val[order]
         heads = np.flatnonzero(gid[1:] != gid[:-1]) + 1
         bounds = [0, *heads.tolist(), len(gid)]
         gids = gid[bounds[:-1]].tolist()
         vparts, tparts, intern = self.vparts, self.tparts, self._intern
+        k = len(self.slabs) - 1
         for g, a, b in zip(gids, bounds[:-1], bounds[1:], strict=True):
-            vparts[g].append(val[a:b].copy())
+            vparts[g].append((k, at + a, at + b))
             tparts[g].append(intern(ts[a:b]))
+
+    def _values(self, parts: list[tuple[int, int, int]]) -> Float64s:
+        """A series' values: a slice of a slab when its parts lie end to end in one."""
+        k, start, end = parts[0]
+        for kk, a, b in parts[1:]:
+            if kk != k or a != end:
+                slabs = self.slabs
+                return np.concatenate([slabs[s][a:b] for s, a, b in parts])
+            end = b
+        return self.slabs[k][start:end]
 
     def finish(self, require_eof: bool) -> Metrics:
         """Check ``# EOF`` and join each series' parts (time order within each)."""
@@ -729,19 +765,22 @@ class _Assembler:
         values: list[Float64s] = []
         empty = _empty_f64()
         empty.flags.writeable = False
+        if self.slabs and self.used <= len(self.slabs[-1]) // 2:
+            # A small exposition (or a big one's last few blocks) need not hold a whole slab.
+            self.slabs[-1] = self.slabs[-1][: self.used].copy()
         for g in range(len(self.names)):
             tp, vp = self.tparts[g], self.vparts[g]
-            self.tparts[g] = self.vparts[g] = []
+            self.tparts[g], self.vparts[g] = [], []
             if not tp:
                 ts, val = empty, empty
             elif len(tp) == 1:
-                ts, val = tp[0], vp[0]
+                ts, val = tp[0], self._values(vp)
             else:
                 key = tuple(id(t) for t in tp)
                 ts = joined.get(key)  # type: ignore[assignment]
                 if ts is None:
                     ts = joined[key] = self._intern(np.concatenate(tp))
-                val = np.concatenate(vp)
+                val = self._values(vp)
             sorted_ = ordered.get(id(ts))
             if sorted_ is None:
                 sorted_ = ordered[id(ts)] = bool(np.all(ts[1:] >= ts[:-1]))
@@ -752,6 +791,7 @@ class _Assembler:
             times.append(ts)
             values.append(val)
         self.interned.clear()
+        self.slabs.clear()  # the series' values hold the slabs they are slices of
         return Metrics(
             tuple(self.names),
             tuple(self.labelsets),
@@ -814,27 +854,52 @@ def read_openmetrics(
     """
     asm = _Assembler(keep)
     skipper = _Skipper(keep if isinstance(keep, NameFilter) else None)
+    read = 0
     if threads <= 1:
         for raw in _blocks(stream, block_size):
+            read += len(raw)
             block = skipper.block(raw)
             asm.feed(block, _tokenize(block.buf))
-        return asm.finish(require_eof)
-    with cf.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="openmetrics") as pool:
-        inflight: list[tuple[_Block, cf.Future[_Tokens]]] = []
-        try:
-            for raw in _blocks(stream, block_size):
-                block = skipper.block(raw)
-                inflight.append((block, pool.submit(_tokenize, block.buf)))
-                if len(inflight) > threads:
+    else:
+        with cf.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="openmetrics") as pool:
+            inflight: list[tuple[_Block, cf.Future[_Tokens]]] = []
+            try:
+                for raw in _blocks(stream, block_size):
+                    read += len(raw)
+                    block = skipper.block(raw)
+                    inflight.append((block, pool.submit(_tokenize, block.buf)))
+                    if len(inflight) > threads:
+                        done, fut = inflight.pop(0)
+                        asm.feed(done, fut.result())
+                while inflight:
                     done, fut = inflight.pop(0)
                     asm.feed(done, fut.result())
-            while inflight:
-                done, fut = inflight.pop(0)
-                asm.feed(done, fut.result())
-        finally:
-            for _, fut in inflight:
-                fut.cancel()
-    return asm.finish(require_eof)
+            finally:
+                for _, fut in inflight:
+                    fut.cancel()
+    metrics = asm.finish(require_eof)
+    if read >= _TRIM_AFTER:
+        del asm, skipper
+        trim_heap()
+    return metrics
+
+
+#: Text read after which the reader hands malloc's free memory back (see :func:`trim_heap`).
+_TRIM_AFTER = 64 << 20
+
+
+def trim_heap() -> None:
+    """Give the memory malloc holds free back to the system (glibc's ``malloc_trim``).
+
+    A big parse frees its blocks' buffers and temporaries (on the worker
+    threads' arenas too) between long-lived objects; malloc keeps those pages
+    resident for reuse, and what the engine allocates next mostly does not
+    reuse them. Elsewhere (no glibc) this does nothing.
+    """
+    with contextlib.suppress(Exception):
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+        if trim is not None:
+            trim(0)
 
 
 def parse_openmetrics(
