@@ -714,32 +714,49 @@ def _pooled_baseline(
     thin = pods[(pods["n0"] < cfg.min_events) & (pods["n"] >= cfg.min_events)]
     if thin.empty:
         return pods
-    pods = pods.copy()
     values = part["transit"].to_numpy(dtype=np.float64)
-    after = part["after"].to_numpy(dtype=bool)
-    callee = part["callee"].to_numpy(dtype=object)
+    later = part["after"].to_numpy(dtype=bool)
+    known = ~np.isnan(values)
+    callee = part["callee"].astype(str).to_numpy()
     codes = part["code"].to_numpy(dtype=np.int64)
-    for code in thin.index.to_numpy(dtype=np.int64).tolist():
-        base = values[(callee == pods.at[code, "callee"]) & ~after & ~np.isnan(values)]
-        mine = values[(codes == code) & after & ~np.isnan(values)]
-        if len(base) < cfg.min_events or len(mine) < cfg.min_events:
+    rows: list[tuple[int, float, float, float, float, float, str, float]] = []
+    for name, group in thin.groupby(thin["callee"].astype(str)):
+        base = values[(callee == name) & ~later & known]
+        if len(base) < cfg.min_events:
             continue
-        best, best_k = 0.0, 0.0
-        for label, level in (("p50", 0.5), (f"p{round(q * 100)}", q)):
-            thr = float(np.quantile(base, level))
-            k, k0 = float((mine > thr).sum()), float((base > thr).sum())
-            n, n0 = float(len(mine)), float(len(base))
-            score = float(
-                max(count_score([k], [n], [k0], [n0])[0], rank_score([k], [n], [k0], [n0])[0])
-            )
-            if score > best:
-                best, best_k = score, k
-                pods.loc[code, ["k", "n", "k0", "n0", "threshold"]] = [k, n, k0, n0, thr]
-                pods.loc[code, "label"] = label + " of its sibling instances"
-                pods.loc[code, "base_q"] = float(np.quantile(base, q))
-        pods.loc[code, "score"] = best
-        pods.loc[code, "passed"] = best >= cfg.min_score and best_k >= cfg.min_events
-        pods.loc[code, "seen"] = True
+        pick = later & known & np.isin(codes, group.index.to_numpy(dtype=np.int64))
+        for code, own in pd.Series(values[pick]).groupby(codes[pick]):
+            mine = own.to_numpy(dtype=np.float64)
+            if len(mine) < cfg.min_events:
+                continue
+            for label, level in (("p50", 0.5), (f"p{round(q * 100)}", q)):
+                thr = float(np.quantile(base, level))
+                k, k0 = float((mine > thr).sum()), float((base > thr).sum())
+                rows.append((int(code), k, float(len(mine)), k0, float(len(base)), thr, label, 0.0))
+    if not rows:
+        return pods
+    cand = pd.DataFrame(rows, columns=["code", "k", "n", "k0", "n0", "threshold", "label", "score"])
+    args = [cand[c].to_numpy(dtype=np.float64) for c in ("k", "n", "k0", "n0")]
+    cand["score"] = np.maximum(
+        count_score(args[0], args[1], args[2], args[3]),
+        rank_score(args[0], args[1], args[2], args[3]),
+    )
+    best = cand.sort_values("score", kind="stable", ascending=False).drop_duplicates("code")
+    best = best.set_index("code")
+    pods = pods.copy()
+    hit = best[best["score"] > 0.0]
+    for col in ("k", "n", "k0", "n0", "threshold"):
+        pods.loc[hit.index, col] = hit[col].to_numpy()
+    pods.loc[hit.index, "label"] = (hit["label"] + " of its sibling instances").to_numpy()
+    pods.loc[hit.index, "base_q"] = [
+        float(np.quantile(values[(callee == str(pods.at[c, "callee"])) & ~later & known], q))
+        for c in hit.index
+    ]
+    pods.loc[best.index, "score"] = best["score"].to_numpy()
+    pods.loc[best.index, "passed"] = (
+        (best["score"] >= cfg.min_score) & (best["k"] >= cfg.min_events)
+    ).to_numpy()
+    pods.loc[best.index, "seen"] = True
     return pods
 
 
