@@ -724,6 +724,7 @@ def _pooled_baseline(
         base = values[(callee == name) & ~later & known]
         if len(base) < cfg.min_events:
             continue
+        top = float(np.quantile(base, q))
         pick = later & known & np.isin(codes, group.index.to_numpy(dtype=np.int64))
         for code, own in pd.Series(values[pick]).groupby(codes[pick]):
             mine = own.to_numpy(dtype=np.float64)
@@ -732,10 +733,11 @@ def _pooled_baseline(
             for label, level in (("p50", 0.5), (f"p{round(q * 100)}", q)):
                 thr = float(np.quantile(base, level))
                 k, k0 = float((mine > thr).sum()), float((base > thr).sum())
-                rows.append((int(code), k, float(len(mine)), k0, float(len(base)), thr, label, 0.0))
+                rows.append((int(code), k, float(len(mine)), k0, float(len(base)), thr, label, top))
     if not rows:
         return pods
-    cand = pd.DataFrame(rows, columns=["code", "k", "n", "k0", "n0", "threshold", "label", "score"])
+    cols = ["code", "k", "n", "k0", "n0", "threshold", "label", "base_q"]
+    cand = pd.DataFrame(rows, columns=cols)
     args = [cand[c].to_numpy(dtype=np.float64) for c in ("k", "n", "k0", "n0")]
     cand["score"] = np.maximum(
         count_score(args[0], args[1], args[2], args[3]),
@@ -745,13 +747,9 @@ def _pooled_baseline(
     best = best.set_index("code")
     pods = pods.copy()
     hit = best[best["score"] > 0.0]
-    for col in ("k", "n", "k0", "n0", "threshold"):
+    for col in ("k", "n", "k0", "n0", "threshold", "base_q"):
         pods.loc[hit.index, col] = hit[col].to_numpy()
     pods.loc[hit.index, "label"] = (hit["label"] + " of its sibling instances").to_numpy()
-    pods.loc[hit.index, "base_q"] = [
-        float(np.quantile(values[(callee == str(pods.at[c, "callee"])) & ~later & known], q))
-        for c in hit.index
-    ]
     pods.loc[best.index, "score"] = best["score"].to_numpy()
     pods.loc[best.index, "passed"] = (
         (best["score"] >= cfg.min_score) & (best["k"] >= cfg.min_events)

@@ -27,6 +27,7 @@ import contextlib
 import functools
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
@@ -434,24 +435,26 @@ def _data_file(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _read_bytes(path: Path) -> bytes:
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[io.BufferedIOBase]:
+    """A data file (plain or gzip) open for reading; a failed read is a BundleError."""
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
+            yield fh
     except (OSError, EOFError) as exc:
         raise BundleError(str(path), f"cannot read the file: {exc}") from exc
+
+
+def _read_bytes(path: Path) -> bytes:
+    with _opened(path) as fh:
+        return fh.read()
 
 
 def _read_lines(path: Path) -> Iterator[bytes]:
     """The lines of a file (plain or gzip), one at a time, without their ``\\n``."""
-    try:
-        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
-            for raw in fh:
-                yield raw[:-1] if raw.endswith(b"\n") else raw
-    except (OSError, EOFError) as exc:
-        raise BundleError(str(path), f"cannot read the file: {exc}") from exc
+    with _opened(path) as fh:
+        for raw in fh:
+            yield raw[:-1] if raw.endswith(b"\n") else raw
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
