@@ -150,6 +150,26 @@ def test_trouble_that_began_after_the_alert_fired_is_not_its_root() -> None:
     assert max(timed, key=lambda s: timed[s]) == "checkout"
 
 
+
+
+def test_a_faint_row_before_the_alert_does_not_date_trouble_that_came_after_it() -> None:
+    from correlator.topology import LATE
+
+    g = build_graph(chain())
+    # payments throttles hard only after the page; one faint log row (a caller's stray
+    # line laid at its door) came before it. That row does not make its trouble early.
+    a = anomalies(
+        [
+            ("checkout", "error_ratio", 100.0, 12.0),
+            ("frontend", "latency", 110.0, 12.0),
+            ("payments", "cpu_throttled", 700.0, 800.0),
+            ("payments", "log_notice", 90.0, 3.0),
+        ]
+    )
+    free = {r.service: r.score for r in root_scores(g, a, "frontend")}
+    timed = {r.service: r.score for r in root_scores(g, a, "frontend", fired=300.0)}
+    assert timed["payments"] == pytest.approx(LATE * free["payments"])
+    assert max(timed, key=lambda s: timed[s]) == "checkout"
 def test_upstream_traffic_explains_downstream_load() -> None:
     g = build_graph(chain())
     a = anomalies(

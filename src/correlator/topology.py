@@ -930,7 +930,13 @@ def root_scores(
         ].astype(str)
     )
 
-    began = anomalies.groupby(anomalies["service"].astype(str))["onset"].min().astype(float)
+    # When its trouble began: its first anomaly of some weight (a faint early wobble, a
+    # stray log line a caller wrote, does not date a throttling that came after the alert);
+    # a service with only faint ones, the first of those.
+    by_svc = anomalies["service"].astype(str)
+    began = anomalies.groupby(by_svc)["onset"].min().astype(float)
+    weighty = anomalies["score"].astype(float) >= MATERIAL
+    began.update(anomalies[weighty].groupby(by_svc[weighty])["onset"].min().astype(float))
     pr = _pagerank(graph, strength, alert_service)
     pr_max = max(pr.values()) if pr else 1.0
     # Services that call the alerted one but that it does not reach: their own trouble
