@@ -498,6 +498,21 @@ def _templates(ctx: _Context, lines: pd.DataFrame) -> pd.DataFrame:
     per = per.reset_index()
     if per.empty:
         return pd.DataFrame()
+    # Dated where the template's rate changed, not by its first line after the split: a
+    # line of it that comes now and then (a stray failed call) long before the rest does
+    # not date the change (see cusum_onset).
+    keys = pd.Index(per["service"].astype(str) + "\x1f" + per["template"].astype(str))
+    line_key = often["service"].astype(str) + "\x1f" + often["template"].astype(str)
+    p0 = ((per["k0"] + 0.5) / ctx.base_span).to_numpy(dtype=np.float64)
+    per["first"], _ = _onsets(
+        ctx,
+        keys,
+        often["ts"].to_numpy(dtype=np.float64),
+        line_key,
+        np.ones(len(often)),
+        None,
+        p0,
+    )
     texts = []
     for r in per.itertuples():
         seen = (

@@ -74,6 +74,19 @@ def test_a_new_template_is_found_and_old_ones_at_the_same_rate_are_not() -> None
     assert "x8 after" in row.evidence and "never in the 30 min before" in row.evidence
 
 
+def test_a_template_is_dated_where_it_became_frequent_not_by_a_stray_line_before() -> None:
+    """One line of a template right after the split (a call that failed now and then),
+    then none for five minutes, then forty: the template changed when the forty began."""
+    base = logs(T0, T0 + 1800, 600, 1, OLD)
+    after = logs(T0 + 1800, T0 + 2400, 200, 2, OLD)
+    stray = logs(T0 + 1810, T0 + 1811, 1, 3, [NEW])
+    burst = logs(T0 + 2100, T0 + 2400, 40, 4, [NEW])
+    rows, _ = run(base, after, stray, burst)
+    row = rows[rows.role == "log_template"].iloc[0]
+    assert row.onset == pytest.approx(burst.ts.min(), abs=30.0)
+    assert row.end == pytest.approx(burst.ts.max())
+
+
 def test_error_share_from_counts() -> None:
     """With counts by severity the test is on the share of records that are errors."""
 
