@@ -177,6 +177,32 @@ def test_a_zone_finding_stands_as_the_best_root_among_the_services_it_covers() -
     assert without["root_top"] == 0.0
 
 
+def test_trouble_dated_after_the_alert_fired_is_late_despite_one_faint_row_before() -> None:
+    from correlator.rank import candidate_features
+    from correlator.topology import fired_by
+
+    ctx = context(build("deployment"))
+    finding = run("deployment", ctx).findings[0]
+    fired = fired_by(ctx.alert.starts_at, ctx.step)
+    assert fired is not None
+    a = ctx.anomalies
+    mine = a["service"] == finding.service
+    # All of the service's trouble moved to ten minutes after the alert had fired ...
+    moved = a.assign(onset=a["onset"].where(~mine, fired + 600.0))
+    (late,) = candidate_features(dataclasses.replace(ctx, anomalies=moved), [finding])
+    assert late["late"] == 1.0
+    # ... and one faint row of it (a stray log line) long before does not make it early.
+    faint = moved[mine].iloc[[0]].assign(onset=fired - 900.0, score=2.0)
+    stray = pd.concat([moved, faint], ignore_index=True)
+    (still,) = candidate_features(dataclasses.replace(ctx, anomalies=stray), [finding])
+    assert still["late"] == 1.0
+    # A row of weight before it fired does.
+    weighty = faint.assign(score=40.0)
+    early = pd.concat([moved, weighty], ignore_index=True)
+    (timely,) = candidate_features(dataclasses.replace(ctx, anomalies=early), [finding])
+    assert timely["late"] == 0.0
+
+
 def test_missing_data_is_not_evaluated_not_a_no() -> None:
     sc = build("deployment")
     sc.telemetry.signals = sc.telemetry.signals[

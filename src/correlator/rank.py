@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import pandas as pd
+
 from correlator.calibration import Calibration, load_calibration
 from correlator.model import Evidence, Finding
 from correlator.pattern import PatternContext
-from correlator.topology import UPSTREAM_OF_ALERT, fired_by, upstream_only
+from correlator.topology import UPSTREAM_OF_ALERT, fired_by, trouble_began, upstream_only
 
 __all__ = ["UNKNOWN", "candidate_features", "rank"]
 
@@ -74,6 +76,7 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
             per_service[f.service] = per_service.get(f.service, 0) + 1
     best_pattern = max((f.score for f in findings if f.cause != UNKNOWN), default=0.0)
     fired = fired_by(ctx.alert.starts_at, ctx.step)
+    start = trouble_began(ctx.anomalies) if not ctx.anomalies.empty else pd.Series(dtype=float)
     rows = []
     for f in findings:
         # A finding that accounts for several services (a zone) stands as the best of them.
@@ -98,8 +101,9 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
             and first_onset is not None
             and r.onset <= first_onset + max(float(ctx.step), 1.0)
         )
-        onsets = [ctx.anomalies_of(s)["onset"] for s in (f.service, *f.covers)]
-        began = min((float(o.min()) for o in onsets if len(o)), default=None)
+        began = min(
+            (float(start[s]) for s in (f.service, *f.covers) if s in start.index), default=None
+        )
         rows.append(
             {
                 "root": r.score if r else 0.0,

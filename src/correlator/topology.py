@@ -60,6 +60,7 @@ __all__ = [
     "named_by_callers",
     "root_scores",
     "service_summary",
+    "trouble_began",
 ]
 
 _DB_CACHE = frozenset({"redis", "memcached", "valkey", "hazelcast"})
@@ -852,6 +853,20 @@ def fired_by(starts_at: float | None, step: float) -> float | None:
     return starts_at + max(2.0 * float(step), 120.0) if starts_at else None
 
 
+def trouble_began(anomalies: pd.DataFrame) -> pd.Series:
+    """Per service, when its trouble began: its first anomaly of some weight
+    (:data:`MATERIAL`), or for a service with only faint ones, the first of those.
+
+    A faint early wobble (a stray log line, a few sampled spans) does not date a
+    throttling that came only after the alert fired.
+    """
+    by_svc = anomalies["service"].astype(str)
+    began = anomalies.groupby(by_svc)["onset"].min().astype(float)
+    weighty = anomalies["score"].astype(float) >= MATERIAL
+    began.update(anomalies[weighty].groupby(by_svc[weighty])["onset"].min().astype(float))
+    return began
+
+
 def upstream_only(graph: nx.DiGraph, service: str | None) -> set[str]:
     """Services that call ``service`` (transitively) and that it does not reach."""
     if service is None or service not in graph:
@@ -930,13 +945,7 @@ def root_scores(
         ].astype(str)
     )
 
-    # When its trouble began: its first anomaly of some weight (a faint early wobble, a
-    # stray log line a caller wrote, does not date a throttling that came after the alert);
-    # a service with only faint ones, the first of those.
-    by_svc = anomalies["service"].astype(str)
-    began = anomalies.groupby(by_svc)["onset"].min().astype(float)
-    weighty = anomalies["score"].astype(float) >= MATERIAL
-    began.update(anomalies[weighty].groupby(by_svc[weighty])["onset"].min().astype(float))
+    began = trouble_began(anomalies)
     pr = _pagerank(graph, strength, alert_service)
     pr_max = max(pr.values()) if pr else 1.0
     # Services that call the alerted one but that it does not reach: their own trouble
