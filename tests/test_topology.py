@@ -690,11 +690,16 @@ def test_calls_to_a_callee_we_see_nothing_of_are_laid_at_its_door() -> None:
             row("ads", "client_latency", 605.0, "geo"),
             # A callee seen from inside keeps its callers' views on the callers.
             row("cart", "client_latency", 600.0, "geo"),
+            # The calls into a caller (edge rows on it) are not its calls elsewhere: the
+            # API geo calls is still the one whose calls went wrong.
+            row("geo", "client_latency", 600.0, "geo-ip-api"),
+            row("geo", "edge_latency", 610.0, "cart"),
         ]
     )
     out = laid_at_unseen(a, seen, lag=30.0)
-    moved = out[out["role"].str.startswith("edge_")]
+    moved = out[out["role"].str.startswith("edge_") & (out["service"] != "geo")]
     assert sorted(zip(moved["service"], moved["role"], moved["peer"], strict=True)) == [
+        ("geo-ip-api", "edge_latency", "geo"),
         ("orders-db", "edge_errors", "cart"),
         ("orders-db", "edge_latency", "orders"),
         ("search-redis", "edge_latency", "search"),

@@ -329,10 +329,15 @@ def laid_at_unseen(anomalies: pd.DataFrame, seen: set[str], lag: float = 30.0) -
     svc = a["service"].astype(str)
     onset = a["onset"].astype(float)
     calls = a["role"].isin([*CLIENT_OF, *CLIENT_ROLES]).to_numpy() & (peer != "").to_numpy()
+    # Each troubled call as (caller, callee): client rows sit on the caller, edge rows on
+    # the callee (the calls into a caller are not its calls elsewhere).
+    at_callee = a["role"].isin(list(CLIENT_ROLES)).to_numpy()
+    caller = pd.Series(np.where(at_callee, peer, svc), index=a.index)
+    callee = pd.Series(np.where(at_callee, svc, peer), index=a.index)
     # Per caller, its two earliest troubled calls to different peers: the first call that
     # went wrong elsewhere than a given peer is one of them.
     firsts = (
-        pd.DataFrame({"svc": svc[calls], "peer": peer[calls], "onset": onset[calls]})
+        pd.DataFrame({"svc": caller[calls], "peer": callee[calls], "onset": onset[calls]})
         .groupby(["svc", "peer"], sort=False)["onset"]
         .min()
         .reset_index()
