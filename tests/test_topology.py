@@ -170,6 +170,18 @@ def test_a_faint_row_before_the_alert_does_not_date_trouble_that_came_after_it()
     timed = {r.service: r.score for r in root_scores(g, a, "frontend", fired=300.0)}
     assert timed["payments"] == pytest.approx(LATE * free["payments"])
     assert max(timed, key=lambda s: timed[s]) == "checkout"
+    # A service whose trouble is all faint (callers' log lines) began with it, however
+    # much a row of barely more weight (noise) came after the alert.
+    faint = anomalies(
+        [
+            ("frontend", "latency", 110.0, 12.0),
+            ("search", "named_by_callers", 90.0, 5.0),
+            ("search", "error_rate", 900.0, 8.5),
+        ]
+    )
+    free = {r.service: r.score for r in root_scores(g, faint, "frontend")}
+    timed = {r.service: r.score for r in root_scores(g, faint, "frontend", fired=300.0)}
+    assert timed["search"] == free["search"]
 def test_upstream_traffic_explains_downstream_load() -> None:
     g = build_graph(chain())
     a = anomalies(

@@ -859,17 +859,19 @@ def fired_by(starts_at: float | None, step: float) -> float | None:
 
 
 def trouble_began(anomalies: pd.DataFrame) -> pd.Series:
-    """Per service, when its trouble began: its first anomaly of some weight
-    (:data:`MATERIAL`), or for a service with only faint ones, the first of those.
+    """Per service, when its trouble began: its first anomaly of some weight for its
+    trouble (:data:`MATERIAL`, or a quarter of its strongest when that is less).
 
     A faint early wobble (a stray log line, a few sampled spans) does not date a
-    throttling that came only after the alert fired.
+    throttling a hundred times stronger that came only after the alert fired; it does
+    date a service whose trouble is all faint (a few callers' log lines), however much
+    noise of barely more weight comes later.
     """
     by_svc = anomalies["service"].astype(str)
-    began = anomalies.groupby(by_svc)["onset"].min().astype(float)
-    weighty = anomalies["score"].astype(float) >= MATERIAL
-    began.update(anomalies[weighty].groupby(by_svc[weighty])["onset"].min().astype(float))
-    return began
+    score = anomalies["score"].astype(float)
+    enough = np.minimum(MATERIAL, 0.25 * score.groupby(by_svc).transform("max"))
+    weighty = (score >= enough).to_numpy()
+    return anomalies[weighty].groupby(by_svc[weighty])["onset"].min().astype(float)
 
 
 def upstream_only(graph: nx.DiGraph, service: str | None) -> set[str]:
