@@ -150,8 +150,6 @@ def test_trouble_that_began_after_the_alert_fired_is_not_its_root() -> None:
     assert max(timed, key=lambda s: timed[s]) == "checkout"
 
 
-
-
 def test_a_faint_row_before_the_alert_does_not_date_trouble_that_came_after_it() -> None:
     from correlator.topology import LATE
 
@@ -182,6 +180,8 @@ def test_a_faint_row_before_the_alert_does_not_date_trouble_that_came_after_it()
     free = {r.service: r.score for r in root_scores(g, faint, "frontend")}
     timed = {r.service: r.score for r in root_scores(g, faint, "frontend", fired=300.0)}
     assert timed["search"] == free["search"]
+
+
 def test_upstream_traffic_explains_downstream_load() -> None:
     g = build_graph(chain())
     a = anomalies(
