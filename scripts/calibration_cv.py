@@ -53,10 +53,11 @@ def main() -> int:
     n_gen = len({r["group"] for r in data if r["dataset"] == "generated"})
     n_fit = sum(1 for r in data if r.get("fitted", True))
     held = sorted({r["dataset"].split(":", 1)[0] for r in data if not r.get("fitted", True)})
+    n_wild = len({r["group"] for r in data if r["dataset"].startswith("wild")})
     lines = [
         f"The shipped calibration is fitted on {n_fit} candidate findings: {n_gen} generated "
-        "scenarios (seeds 2000-4999), the wild tuning set (seeds 9500-9699) and the PetShop "
-        "incidents"
+        f"scenarios (seeds 2000-4999), the wild tuning set ({n_wild} bundles, seeds 9500-"
+        f"{9500 + n_wild - 1}) and the PetShop incidents"
         + (f"; never on {', '.join(held)} (held out whole)" if held else "")
         + ". Here each group of bundles is scored by a model fitted *without* it "
         "(PetShop: one traffic scenario at a time; wild and demo: one incident at a time), so these figures are on data the "
@@ -102,7 +103,7 @@ def main() -> int:
             "",
         ]
     lines.append(
-        "Rerun: `python scripts/write_wild_tuning.py /tmp/wild-tune --n 200`, `python "
+        f"Rerun: `python scripts/write_wild_tuning.py /tmp/wild-tune --n {n_wild}`, `python "
         "scripts/fit_calibration.py --per-cause 1 --extra 1 --big-per-cause 1 --big-extra 0 "
         "--bundles fixtures/petshop --bundles /tmp/wild-tune --eval-bundles fixtures/demo "
         "--rows rows.json`, then `python scripts/calibration_cv.py rows.json --write`."
