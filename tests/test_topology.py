@@ -131,54 +131,50 @@ def test_caller_with_its_own_earlier_trouble_beats_a_later_callee() -> None:
     assert root_scores(g, a, "frontend")[0].service == "checkout"
 
 
-def test_trouble_that_began_after_the_alert_fired_is_not_its_root() -> None:
-    from correlator.topology import LATE
-
-    g = build_graph(chain())
-    # payments fails hard, but only 15 minutes after the page; checkout's errors came first.
-    a = anomalies(
-        [
-            ("checkout", "error_ratio", 100.0, 12.0),
-            ("frontend", "latency", 110.0, 12.0),
-            ("payments", "error_ratio", 1000.0, 400.0),
-        ]
-    )
+def _without_and_with_fired(
+    rows: list[tuple[str, str, float, float]],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Root scores of ``rows`` on the chain, without and with an alert fired at 300 s."""
+    g, a = build_graph(chain()), anomalies(rows)
     free = {r.service: r.score for r in root_scores(g, a, "frontend")}
     timed = {r.service: r.score for r in root_scores(g, a, "frontend", fired=300.0)}
+    return free, timed
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        # payments fails hard, but only 15 minutes after the page.
+        [("payments", "error_ratio", 1000.0, 400.0)],
+        # payments throttles hard only after the page; one faint log row (a caller's stray
+        # line laid at its door) came before it: that row does not make its trouble early.
+        [("payments", "cpu_throttled", 700.0, 800.0), ("payments", "log_notice", 90.0, 3.0)],
+    ],
+    ids=["late", "late-despite-a-faint-row-before"],
+)
+def test_trouble_that_began_after_the_alert_fired_is_not_its_root(
+    later: list[tuple[str, str, float, float]],
+) -> None:
+    from correlator.topology import LATE
+
+    # checkout's errors came first.
+    first = [("checkout", "error_ratio", 100.0, 12.0), ("frontend", "latency", 110.0, 12.0)]
+    free, timed = _without_and_with_fired(first + later)
     assert timed["payments"] == pytest.approx(LATE * free["payments"])
     assert timed["checkout"] == free["checkout"]
     assert max(timed, key=lambda s: timed[s]) == "checkout"
 
 
-def test_a_faint_row_before_the_alert_does_not_date_trouble_that_came_after_it() -> None:
-    from correlator.topology import LATE
-
-    g = build_graph(chain())
-    # payments throttles hard only after the page; one faint log row (a caller's stray
-    # line laid at its door) came before it. That row does not make its trouble early.
-    a = anomalies(
-        [
-            ("checkout", "error_ratio", 100.0, 12.0),
-            ("frontend", "latency", 110.0, 12.0),
-            ("payments", "cpu_throttled", 700.0, 800.0),
-            ("payments", "log_notice", 90.0, 3.0),
-        ]
-    )
-    free = {r.service: r.score for r in root_scores(g, a, "frontend")}
-    timed = {r.service: r.score for r in root_scores(g, a, "frontend", fired=300.0)}
-    assert timed["payments"] == pytest.approx(LATE * free["payments"])
-    assert max(timed, key=lambda s: timed[s]) == "checkout"
+def test_all_faint_trouble_before_the_alert_is_not_made_late_by_later_noise() -> None:
     # A service whose trouble is all faint (callers' log lines) began with it, however
     # much a row of barely more weight (noise) came after the alert.
-    faint = anomalies(
+    free, timed = _without_and_with_fired(
         [
             ("frontend", "latency", 110.0, 12.0),
             ("search", "named_by_callers", 90.0, 5.0),
             ("search", "error_rate", 900.0, 8.5),
         ]
     )
-    free = {r.service: r.score for r in root_scores(g, faint, "frontend")}
-    timed = {r.service: r.score for r in root_scores(g, faint, "frontend", fired=300.0)}
     assert timed["search"] == free["search"]
 
 
