@@ -542,39 +542,51 @@ def _latency(ctx: _Context, edges: bool) -> list[pd.DataFrame]:
 
 
 def _exceedance(
-    ctx: _Context, name: str, measure: str, q: float, exact: bool = False
+    ctx: _Context,
+    name: str,
+    measure: str,
+    q: float,
+    exact: bool = False,
+    pools: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int] | None = None,
 ) -> pd.DataFrame:
     """Per group of part ``name``: spans after the split above the baseline's p50 and
     p``q``, scored.
 
     A rank test against the baseline's own quantiles: scale-free, and robust
     to the long tails durations have. The stronger of the two tests is kept.
+    ``pools``: judge each group against a pooled baseline instead of its own, as
+    ``(pool of each group, pool of each span, number of pools)``.
     """
     part, _keys = ctx.parts[name]
     values = part[measure].to_numpy(dtype=np.float64)
     after = part["after"].to_numpy(dtype=bool)
     codes, dense = _dense_codes(ctx, name)
     g = len(codes)
+    of_group, of_span, n_pools = pools if pools is not None else (np.arange(g), dense, g)
     known = ~np.isnan(values)
     base_mask, win_mask = known & ~after, known & after
     out = pd.DataFrame(index=pd.Index(codes, name="code"))
-    out["base_q"] = _group_quantile(dense[base_mask], values[base_mask], g, q)
+    pool_q = _group_quantile(of_span[base_mask], values[base_mask], n_pools, q)
+    out["base_q"] = pool_q[of_group]
     out["win_q"] = _group_quantile(dense[win_mask], values[win_mask], g, q)
     nf = np.bincount(dense[after], minlength=g).astype(np.float64)
-    n0f = np.bincount(dense[~after], minlength=g).astype(np.float64)
+    n0f = np.bincount(of_span[~after], minlength=n_pools).astype(np.float64)[of_group]
     enough = n0f >= ctx.config.min_events
     best = np.zeros(g)
     cols: dict[str, Any] = {}
     for label, level in (("p50", 0.5), (f"p{round(q * 100)}", q)):
-        thr = (
-            out["base_q"].to_numpy()
+        pool_thr = (
+            pool_q
             if level == q
-            else _group_quantile(dense[base_mask], values[base_mask], g, level)
+            else _group_quantile(of_span[base_mask], values[base_mask], n_pools, level)
         )
+        thr = pool_thr[of_group]
         with np.errstate(invalid="ignore"):
-            above = values > thr[dense]
-        kf = np.bincount(dense[above & after], minlength=g).astype(np.float64)
-        k0f = np.bincount(dense[above & ~after], minlength=g).astype(np.float64)
+            above_win = values > thr[dense]
+            above_base = values > pool_thr[of_span]
+        kf = np.bincount(dense[above_win & after], minlength=g).astype(np.float64)
+        k0f = np.bincount(of_span[above_base & ~after], minlength=n_pools).astype(np.float64)
+        k0f = k0f[of_group]
         score = np.where(enough, count_score(kf, nf, k0f, n0f), 0.0)
         if exact:
             score = np.where(enough, np.maximum(score, rank_score(kf, nf, k0f, n0f)), 0.0)
@@ -649,7 +661,7 @@ def _transit(ctx: _Context) -> list[pd.DataFrame]:
         per["seen"] = (per["n"] >= cfg.min_events) & (per["n0"] >= cfg.min_events)
         return per
 
-    pods = _pooled_baseline(ctx, scored("transit"), pods_part, q)
+    pods = _pooled_baseline(ctx, scored("transit"), pods_part)
     callers = scored("transit_callers")
     by_pod = pods.groupby("callee").agg(passed=("passed", "sum"), seen=("seen", "sum"))
     by_caller = callers.groupby("callee").agg(passed=("passed", "sum"), seen=("seen", "sum"))
@@ -703,48 +715,24 @@ def _transit(ctx: _Context) -> list[pd.DataFrame]:
     return out
 
 
-def _pooled_baseline(
-    ctx: _Context, pods: pd.DataFrame, part: pd.DataFrame, q: float
-) -> pd.DataFrame:
+def _pooled_baseline(ctx: _Context, pods: pd.DataFrame, part: pd.DataFrame) -> pd.DataFrame:
     """Instances with too few calls of their own before the split (a new pod, or one the
     trace sample rarely reached) judged against the calls to all instances of the same
     service before it: the time outside the server is the network's, alike for sibling
     instances until one's changes. Each such instance is then judged as the others are."""
     cfg = ctx.config
-    thin = pods[(pods["n0"] < cfg.min_events) & (pods["n"] >= cfg.min_events)]
+    thin = pods.index[(pods["n0"] < cfg.min_events) & (pods["n"] >= cfg.min_events)]
     if thin.empty:
         return pods
-    values = part["transit"].to_numpy(dtype=np.float64)
-    later = part["after"].to_numpy(dtype=bool)
-    known = ~np.isnan(values)
-    callee = part["callee"].astype(str).to_numpy()
-    codes = part["code"].to_numpy(dtype=np.int64)
-    rows: list[tuple[int, float, float, float, float, float, str, float]] = []
-    for name, group in thin.groupby(thin["callee"].astype(str)):
-        base = values[(callee == name) & ~later & known]
-        if len(base) < cfg.min_events:
-            continue
-        top = float(np.quantile(base, q))
-        pick = later & known & np.isin(codes, group.index.to_numpy(dtype=np.int64))
-        for code, own in pd.Series(values[pick]).groupby(codes[pick]):
-            mine = own.to_numpy(dtype=np.float64)
-            if len(mine) < cfg.min_events:
-                continue
-            for label, level in (("p50", 0.5), (f"p{round(q * 100)}", q)):
-                thr = float(np.quantile(base, level))
-                k, k0 = float((mine > thr).sum()), float((base > thr).sum())
-                rows.append((int(code), k, float(len(mine)), k0, float(len(base)), thr, label, top))
-    if not rows:
-        return pods
-    cols = ["code", "k", "n", "k0", "n0", "threshold", "label", "base_q"]
-    cand = pd.DataFrame(rows, columns=cols)
-    args = [cand[c].to_numpy(dtype=np.float64) for c in ("k", "n", "k0", "n0")]
-    cand["score"] = np.maximum(
-        count_score(args[0], args[1], args[2], args[3]),
-        rank_score(args[0], args[1], args[2], args[3]),
+    callee, names = pd.factorize(part["callee"].astype(str))
+    codes, dense = _dense_codes(ctx, "transit")
+    of_group = np.zeros(len(codes), dtype=np.int64)
+    of_group[dense] = callee  # an instance's calls all go to one service
+    pooled = _exceedance(
+        ctx, "transit", "transit", cfg.quantile, exact=True, pools=(of_group, callee, len(names))
     )
-    best = cand.sort_values("score", kind="stable", ascending=False).drop_duplicates("code")
-    best = best.set_index("code")
+    best = pooled.loc[thin]
+    best = best[best["n0"] >= cfg.min_events]
     pods = pods.copy()
     hit = best[best["score"] > 0.0]
     for col in ("k", "n", "k0", "n0", "threshold", "base_q"):

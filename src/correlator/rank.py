@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import pandas as pd
-
 from correlator.calibration import Calibration, load_calibration
 from correlator.model import Evidence, Finding
 from correlator.pattern import PatternContext
@@ -76,7 +74,7 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
             per_service[f.service] = per_service.get(f.service, 0) + 1
     best_pattern = max((f.score for f in findings if f.cause != UNKNOWN), default=0.0)
     fired = fired_by(ctx.alert.starts_at, ctx.step)
-    start = trouble_began(ctx.anomalies) if not ctx.anomalies.empty else pd.Series(dtype=float)
+    start = trouble_began(ctx.anomalies)
     rows = []
     for f in findings:
         # A finding that accounts for several services (a zone) stands as the best of them.
