@@ -69,6 +69,10 @@ class CpuSaturationPattern(BasePattern):
         up = up.sort_values("score", ascending=False, kind="stable")
         up_of = rows_by(up, up["service"].astype(str))
         demand_of = demand["strength"].to_dict() if len(demand) else {}
+        # More requests that callers made (retries, a caller calling more) load it as much.
+        made = demand_rises(a, ctx.onset_slack, pushed=set())
+        made_of = made["strength"].to_dict() if len(made) else {}
+        made_at = made["onset"].to_dict() if len(made) else {}
         for svc, cpu in sorted(up_of.items()):
             at = float(cpu["onset"].min())
             hurt, hurt_at = _hurt(ctx, svc)
@@ -77,6 +81,9 @@ class CpuSaturationPattern(BasePattern):
             strength = float(cpu["score"].max())
             strength = strength / (strength + 8.0)
             load = float(demand_of.get(svc, 0.0))
+            if svc in made_at and float(made_at[svc]) <= at + float(ctx.step):
+                # ... when they came no later than the CPU did (retries after it are its effect)
+                load = max(load, float(made_of[svc]))
             # CPU that follows something else happening to the service (memory climbing:
             # the collector thrashes; pods lost: the survivors take their share) is an
             # effect of that, judged by its own pattern.

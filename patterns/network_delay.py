@@ -8,7 +8,11 @@ of its calls is its own work, not the network's, and does not count. A delay on 
 congested link) slows every call that crosses it, in or out, and turns some into
 timeouts, while the time the service spends on its own work barely moves. So the
 suspect is the service most of the troubled calls have in common, whose own
-server latency moved less than the calls did.
+server latency moved less than the calls did. Of the two ends of a troubled call,
+the likelier is the one whose other calls on the same side are troubled too: all
+calls into a service (a delay in front of it), or all calls out of one (a delay on
+its way out). A lone slow call from a caller whose other calls stayed fast is the
+callee's.
 """
 
 from __future__ import annotations
@@ -86,6 +90,20 @@ class NetworkDelayPattern(BasePattern):
         weight: dict[tuple[str, str], float] = {}
         placed: dict[tuple[str, str], str] = {}
         kinds = dict(ctx.graph.nodes(data="kind"))
+        # When a service's own calls got troubled: its callers' troubled calls to it from
+        # then on are it passing that trouble up (its callees' delay, their timeouts).
+        own_calls = calls[calls["role"].astype(str).str.startswith("client_")]
+        calling_since = (
+            own_calls["onset"].astype(float).groupby(own_calls["service"].astype(str)).min()
+        )
+        slack = max(float(ctx.step), 1.0)
+        # More failed calls where the share that failed did not move (it is measured beside
+        # the count) is more calls, not trouble on them.
+        ratio_rows = a[(a["role"] == "client_error_ratio") & (a["direction"] == "up")]
+        ratio_moved = set(
+            zip(ratio_rows["service"].astype(str), ratio_rows["peer"].astype(str), strict=True)
+        )
+        ratio_known = ctx.has("edge_error_ratio") or ctx.has("client_error_ratio")
         for r in calls.itertuples(index=False):
             svc, peer = str(r.service), str(r.peer)
             pair = (svc, peer) if str(r.role).startswith("client_") else (peer, svc)
@@ -102,18 +120,34 @@ class NetworkDelayPattern(BasePattern):
                 w *= 0.3
             if pair[1] in erring:
                 w *= 0.3
+            if (
+                ratio_known
+                and r.role == "client_errors"
+                and r.modality == "metrics"
+                and (svc, peer) not in ratio_moved
+            ):
+                w *= 0.3
+            since = calling_since.get(pair[1])
+            if since is not None and float(since) <= float(r.onset) + slack:  # type: ignore[arg-type]
+                w *= 0.3
             if w > weight.get(pair, -1.0):
                 weight[pair], placed[pair] = w, svc
         total = sum(weight.values())
+        # A call whose server was as slow by itself leaves nothing for the network.
+        troubled = [pair for pair in placed if weight[pair] > 0.0]
+        cover = _coverage(ctx, troubled, kinds)
         touched: dict[str, float] = {}
         count: dict[str, int] = {}
         strongest: dict[str, float] = {}
-        for pair, at in placed.items():
-            if weight[pair] <= 0.0:
-                continue  # its server was as slow by itself: nothing left for the network
-            for node in pair:
+        for pair in troubled:
+            at = placed[pair]
+            for side, node in enumerate(pair):
                 strongest[node] = max(strongest.get(node, 0.0), weight[pair])
-                touched[node] = touched.get(node, 0.0) + weight[pair] * (1.0 if node == at else 0.9)
+                # A delay in front of a service slows the calls of all its callers, one on a
+                # caller's way out all of its calls: an end whose other calls on the same
+                # side stayed fast is the less likely one.
+                near = (1.0 if node == at else 0.95) * (0.5 + 0.5 * cover[(node, side)])
+                touched[node] = touched.get(node, 0.0) + weight[pair] * near
                 count[node] = count.get(node, 0) + 1
         findings = []
         for svc, n in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -178,6 +212,28 @@ def _transit_findings(pattern: NetworkDelayPattern, ctx: PatternContext) -> dict
             features={"share": 1.0, "own_rise": 0.0},
             onset=float(mine["onset"].astype(float).min()),
         )
+    return out
+
+
+def _coverage(
+    ctx: PatternContext, troubled: list[tuple[str, str]], kinds: dict[str, object]
+) -> dict[tuple[str, int], float]:
+    """Per end of a troubled call (``(caller, 0)``, ``(callee, 1)``): the share of that
+    service's calls on the same side (all its calls out, all its callers' calls in,
+    between services as the topology knows them) that are troubled."""
+    g = ctx.graph
+    hit: dict[tuple[str, int], set[tuple[str, str]]] = {}
+    for pair in troubled:
+        for side in (0, 1):
+            hit.setdefault((pair[side], side), set()).add(pair)
+    out: dict[tuple[str, int], float] = {}
+    for (node, side), mine in hit.items():
+        calls = set(mine)
+        if node in g and side == 0:
+            calls |= {(node, v) for v in g.successors(node) if kinds.get(v) in (None, "service")}
+        elif node in g:
+            calls |= {(u, node) for u in g.predecessors(node) if kinds.get(u) in (None, "service")}
+        out[(node, side)] = len(mine) / len(calls)
     return out
 
 

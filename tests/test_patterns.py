@@ -477,6 +477,37 @@ def test_cpu_that_rose_after_a_caller_hurt_by_another_service_still_counts() -> 
     assert "payments" in {f.service for f in found.findings}
 
 
+def test_cpu_that_rose_with_the_calls_its_callers_made_more_of_is_load() -> None:
+    """price-engine's CPU climbs as checkout calls it twice as often (checkout retrying,
+    its own requests up from its caller's retries: no demand from outside, and yet load
+    all the same). More calls that came only after the CPU rose (callers retrying a
+    slowed service) do not explain it."""
+    from correlator.detector import anomaly_frame
+    from synth import FAULT
+
+    ctx = context(build("deployment"))
+
+    def row(svc: str, role: str, peer: str, at: float, score: float = 40.0) -> dict[str, Any]:
+        return _moved(svc, role, peer, at, score)
+
+    rows = [
+        row("price-engine", "cpu_throttled", "", FAULT, 500.0),
+        row("price-engine", "latency", "", FAULT + 15.0),
+    ]
+    alone = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(rows)))
+    before = {f.service: f.score for f in alone.findings}["price-engine"]
+    calls = [
+        row("price-engine", "request_rate", "", FAULT),
+        row("price-engine", "edge_rate", "checkout", FAULT),
+    ]
+    res = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(rows + calls)))
+    loaded = {f.service: f for f in res.findings}["price-engine"]
+    assert loaded.features["load"] > 0.5 and loaded.score < 0.8 * before
+    later = [{**r, "onset": FAULT + 120.0} for r in calls]
+    res = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(rows + later)))
+    assert {f.service: f.score for f in res.findings}["price-engine"] == pytest.approx(before)
+
+
 def test_cpu_of_a_service_whose_errors_name_a_callee_failing_others_too_is_not_the_cause() -> None:
     """checkout's CPU rises while it fails; its error lines name redis, which search finds
     failing too: the CPU is what waiting and retrying cost, redis is the story. The same
@@ -634,6 +665,77 @@ def test_network_delay_names_the_callee_whose_callers_all_see_slow_calls() -> No
     slow = [*rows, row("db-proxy", "latency", "", 150.0, 0.1, 1.0)]
     ctx = dataclasses.replace(ctx, anomalies=anomaly_frame(slow))
     assert not [f for f in run("network_delay", ctx).findings if f.service == "db-proxy"]
+
+
+def _calls_graph(calls: dict[str, tuple[str, ...]]) -> Any:
+    """A call graph of services: caller -> its callees."""
+    import networkx as nx
+
+    g = nx.DiGraph()
+    for caller, callees in calls.items():
+        g.add_node(caller, kind="service")
+        for callee in callees:
+            g.add_node(callee, kind="service")
+            g.add_edge(caller, callee)
+    return g
+
+
+def test_slow_calls_from_a_caller_whose_other_calls_stayed_fast_are_the_callees() -> None:
+    """partner-bff's calls to search got slow and started timing out while search's own
+    server side did not move; partner-bff's calls to its five other callees stayed fast.
+    A delay on partner-bff's way out would have slowed all of them: the delay is in front
+    of search (its one caller sees it). The errors partner-bff then returns to its own
+    caller are it passing that trouble up, not a second slow link. The same slow calls
+    with all of partner-bff's calls slow are partner-bff's (a delay on its way out)."""
+    from correlator.detector import anomaly_frame
+
+    row = _call_row
+
+    graph = _calls_graph(
+        {
+            "api-gateway": ("partner-bff",),
+            "partner-bff": ("search", "account", "pricing", "tax", "notifications"),
+            "search": ("media",),
+        }
+    )
+    rows = [
+        row("partner-bff", "client_latency", "search", 59.0, 0.37, 1.5),
+        row("partner-bff", "client_errors", "search", 24.0, 0.07, 0.98),
+        {
+            **row("api-gateway", "client_error_ratio", "partner-bff", 43.0, 0.25, 0.81),
+            "onset": 1030.0,
+        },
+    ]
+    ctx = dataclasses.replace(context(build("deployment")), graph=graph)
+    found = run("network_delay", dataclasses.replace(ctx, anomalies=anomaly_frame(rows)))
+    best = max(found.findings, key=lambda f: f.score)
+    assert best.service == "search"
+    everywhere = rows + [
+        row("partner-bff", "client_latency", callee, 59.0, 0.37, 1.5)
+        for callee in ("account", "pricing", "tax", "notifications")
+    ]
+    found = run("network_delay", dataclasses.replace(ctx, anomalies=anomaly_frame(everywhere)))
+    best = max(found.findings, key=lambda f: f.score)
+    assert best.service == "partner-bff"
+
+
+def test_more_failed_calls_at_the_same_failed_share_are_more_calls_not_a_slow_link() -> None:
+    """auth's failed calls to image-resizer doubled with its traffic (the count rose, the
+    share that failed, measured beside it, did not): a faint story beside a caller whose
+    calls failed by share."""
+    from correlator.detector import anomaly_frame
+
+    row = _call_row
+
+    ctx = context(build("deployment"))
+    assert ctx.has("edge_error_ratio") or ctx.has("client_error_ratio")
+    load = [row("auth", "client_errors", "image-resizer", 9.0, 1.6, 3.3)]
+    found = run("network_delay", dataclasses.replace(ctx, anomalies=anomaly_frame(load)))
+    counted = {f.service: f.score for f in found.findings}
+    by_share = [*load, row("auth", "client_error_ratio", "image-resizer", 9.0, 0.01, 0.3)]
+    found = run("network_delay", dataclasses.replace(ctx, anomalies=anomaly_frame(by_share)))
+    failing = {f.service: f.score for f in found.findings}
+    assert max(counted.values(), default=0.0) < 0.5 * max(failing.values())
 
 
 def test_network_delay_is_as_strong_as_the_calls_the_servers_do_not_explain() -> None:

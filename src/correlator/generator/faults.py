@@ -453,17 +453,24 @@ def _network_delay(sim: Sim, s: float, sev: str, step: int, target: str | None) 
     edge = cands[int(rng.integers(len(cands)))]
     delay = (0.08 + 0.7 * s) * float(rng.uniform(0.8, 1.2))
     r = ramp(sim.steps, step, sim.steps_for(2))
-    sim.edge_lat_add[edge.index] += delay * r * (1 + 0.1 * rng.standard_normal(sim.steps))
-    src, dst = topo.nodes[edge.src], topo.nodes[edge.dst]
-    sim.reasons.append(Reason(src.index, step, sim.steps, "slow", detail=f"net:{dst.id}"))
+    noise = 1 + 0.1 * rng.standard_normal(sim.steps)
+    src = topo.nodes[edge.src]
+    # The sidecar sits on the caller's way out: every call it makes to a service crosses it
+    # (a route to one callee alone would look the same as a delay in front of that callee).
+    out = [e for e in topo.out_edges[src.index] if topo.nodes[topo.edges[e].dst].kind == "service"]
+    for ei in out:
+        sim.edge_lat_add[ei] += delay * r * noise
+    callees = sorted({topo.nodes[topo.edges[e].dst].id for e in out})
+    sim.reasons.append(
+        Reason(src.index, step, sim.steps, "slow", detail="net:" + ",".join(callees))
+    )
     return Fault(
         "network_delay",
         src.id,
         step,
         sev,
-        f"network between {src.id} and {dst.id} adds ~{delay * 1000:.0f} ms per call (a "
-        f"misbehaving sidecar/route); {dst.id} itself stays fast, {src.id} and its callers slow down",
-        peer=dst.id,
+        f"{src.id}'s sidecar adds ~{delay * 1000:.0f} ms to every call it makes (to "
+        f"{', '.join(callees)}); those services stay fast, {src.id} and its callers slow down",
         details={"delay_ms": round(delay * 1000)},
     )
 
