@@ -4,7 +4,9 @@ Signals: ``version`` (build-info / ``target_info`` versions), ``deploy_generatio
 (kube-state-metrics ``metadata.generation``), and the ``version`` column of
 spans. A change counts when a version absent from the baseline appears, or the
 generation rises, at most ``max_lead_seconds`` before the service's trouble
-began (and not more than ``max_lag_seconds`` after it).
+began (and not more than ``max_lag_seconds`` after it). A service whose trouble came
+with more demand (its callers got more requests themselves) counts for less: traffic
+overran it, whatever was deployed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 from correlator.model import Evidence, format_time
 from correlator.pattern import BasePattern, PatternContext, PatternResult
 from correlator.roles import CAUSE_ROLES, SYMPTOM_ROLES
+from correlator.topology import demand_rises
 
 __all__ = ["DeploymentConfig", "DeploymentPattern"]
 
@@ -40,6 +43,10 @@ class DeploymentConfig:
     """A deploy this close before the onset counts fully (rollout and sampling lag)."""
     decay_seconds: float = 300.0
     """Beyond the grace, the deploy's weight decays with this time constant."""
+    load_share: float = 0.5
+    """How much of the score more demand on the service (more requests its callers got
+    themselves, not retries), arriving no later than its trouble, takes away: a service
+    overrun by traffic is hurt by the traffic, whatever was deployed."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class DeploymentPattern(BasePattern):
         best: dict[str, _Change] = {}
         for ch in sorted(changes, key=lambda c: c.at):
             best.setdefault(ch.service, ch)
+        demand = demand_rises(ctx.anomalies, ctx.onset_slack)
         findings = []
         for svc, ch in best.items():
             anom = ctx.anomalies_of(svc)
@@ -125,6 +133,10 @@ class DeploymentPattern(BasePattern):
             # Closeness weighs the whole score too: however clear the trouble, a deploy
             # many minutes before it is weak evidence (half at about eight minutes).
             score = (0.3 + 0.35 * sym_strength + 0.35 * closeness) * float(np.sqrt(closeness))
+            load = 0.0
+            if svc in demand.index and float(demand.at[svc, "onset"]) <= onset + ctx.onset_slack:
+                load = float(demand.at[svc, "strength"])
+                score *= 1.0 - config.load_share * load
             if ctx.alert_hurt_before(ch.at):
                 # The alerted service was failing or slow before this deploy: it cannot be
                 # what hurt it (a rollout during an incident is often a response to it).
@@ -150,7 +162,7 @@ class DeploymentPattern(BasePattern):
                     svc,
                     score,
                     ev,
-                    features={"lead": lead, "symptom": sym_strength},
+                    features={"lead": lead, "symptom": sym_strength, "load": load},
                     onset=onset,
                 )
             )

@@ -453,6 +453,32 @@ def test_a_caller_hurt_by_its_calls_to_another_service_does_not_blame_a_deploy()
     assert "payments" in {f.service for f in found.findings}
 
 
+def test_a_release_overrun_by_more_demand_from_its_callers_is_a_weak_deploy_story() -> None:
+    """payments was deployed just before it started failing; its request rate rose with
+    its errors, and so did that of checkout, which calls it (demand arriving from
+    upstream, not callers retrying): a service overrun by traffic is hurt by the traffic,
+    so the deploy counts for less than when the requests had stayed as they were."""
+    from correlator.detector import anomaly_frame
+    from synth import FAULT
+
+    ctx = context(build("deployment"))
+
+    def row(svc: str, role: str, peer: str, at: float) -> dict[str, Any]:
+        return _moved(svc, role, peer, at, 300.0)
+
+    rows = [row("payments", "error_ratio", "", FAULT + 15.0)]
+    quiet = run("deployment", dataclasses.replace(ctx, anomalies=anomaly_frame(rows)))
+    before = {f.service: f.score for f in quiet.findings}["payments"]
+    demand = [
+        row("payments", "request_rate", "", FAULT + 15.0),
+        row("payments", "edge_rate", "checkout", FAULT + 15.0),
+        row("checkout", "request_rate", "", FAULT),
+    ]
+    busy = run("deployment", dataclasses.replace(ctx, anomalies=anomaly_frame(rows + demand)))
+    found = {f.service: f for f in busy.findings}["payments"]
+    assert found.features["load"] > 0.9 and found.score < 0.6 * before
+
+
 def test_cpu_that_rose_after_a_caller_hurt_by_another_service_still_counts() -> None:
     """payments' CPU (a stress process) rises; its caller checkout had slowed down minutes
     before, but its calls seen one by one show that was its calls to auth: the CPU did
