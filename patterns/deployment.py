@@ -85,6 +85,8 @@ class DeploymentPattern(BasePattern):
         for ch in sorted(changes, key=lambda c: c.at):
             best.setdefault(ch.service, ch)
         demand = demand_rises(ctx.anomalies, ctx.onset_slack)
+        demand_of: dict[str, float] = demand["strength"].astype(float).to_dict()
+        demand_at: dict[str, float] = demand["onset"].astype(float).to_dict()
         findings = []
         for svc, ch in best.items():
             anom = ctx.anomalies_of(svc)
@@ -134,8 +136,8 @@ class DeploymentPattern(BasePattern):
             # many minutes before it is weak evidence (half at about eight minutes).
             score = (0.3 + 0.35 * sym_strength + 0.35 * closeness) * float(np.sqrt(closeness))
             load = 0.0
-            if svc in demand.index and float(demand.at[svc, "onset"]) <= onset + ctx.onset_slack:
-                load = float(demand.at[svc, "strength"])
+            if svc in demand_at and demand_at[svc] <= onset + ctx.onset_slack:
+                load = demand_of[svc]
                 score *= 1.0 - config.load_share * load
             if ctx.alert_hurt_before(ch.at):
                 # The alerted service was failing or slow before this deploy: it cannot be
