@@ -85,8 +85,8 @@ class DeploymentPattern(BasePattern):
         for ch in sorted(changes, key=lambda c: c.at):
             best.setdefault(ch.service, ch)
         demand = demand_rises(ctx.anomalies, ctx.onset_slack)
-        demand_of: dict[str, float] = demand["strength"].astype(float).to_dict()
-        demand_at: dict[str, float] = demand["onset"].astype(float).to_dict()
+        demand_of = {str(k): float(v) for k, v in demand["strength"].items()}
+        demand_at = {str(k): float(v) for k, v in demand["onset"].items()}
         findings = []
         for svc, ch in best.items():
             anom = ctx.anomalies_of(svc)
