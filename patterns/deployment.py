@@ -20,7 +20,7 @@ import pandas as pd
 from correlator.model import Evidence, format_time
 from correlator.pattern import BasePattern, PatternContext, PatternResult
 from correlator.roles import CAUSE_ROLES, SYMPTOM_ROLES
-from correlator.topology import demand_rises
+from correlator.topology import LATE, demand_rises, fired_by
 
 __all__ = ["DeploymentConfig", "DeploymentPattern"]
 
@@ -139,6 +139,10 @@ class DeploymentPattern(BasePattern):
             if svc in demand_at and demand_at[svc] <= onset + ctx.onset_slack:
                 load = demand_of[svc]
                 score *= 1.0 - config.load_share * load
+            fired = fired_by(ctx.alert.starts_at, ctx.step)
+            if fired is not None and ch.at > fired:
+                # Deployed after the alert had fired: it cannot be what made it fire.
+                score *= LATE
             if ctx.alert_hurt_before(ch.at):
                 # The alerted service was failing or slow before this deploy: it cannot be
                 # what hurt it (a rollout during an incident is often a response to it).

@@ -303,6 +303,18 @@ def test_memory_growth_that_hurts_nothing_is_discounted() -> None:
     assert calm.score < 0.5 <= top.score
 
 
+def test_a_deploy_after_the_alert_had_fired_is_not_what_made_it_fire() -> None:
+    """The same release and the same trouble, but the alert had started ten minutes
+    before the deploy (a noisy rollout during an incident, paged for something else)."""
+    from synth import FAULT
+
+    ctx = context(build("deployment"))
+    on_time = {f.service: f.score for f in run("deployment", ctx).findings}["payments"]
+    earlier = dataclasses.replace(ctx.alert, starts_at=FAULT - 600.0)
+    found = run("deployment", dataclasses.replace(ctx, alert=earlier)).findings
+    assert {f.service: f.score for f in found}["payments"] <= 0.3 * on_time + 1e-9
+
+
 def test_a_deploy_seen_well_after_the_trouble_began_counts_less() -> None:
     from synth import FAULT
 
