@@ -20,7 +20,7 @@ import pandas as pd
 from correlator.model import Evidence, format_time
 from correlator.pattern import BasePattern, PatternContext, PatternResult
 from correlator.roles import CAUSE_ROLES, SYMPTOM_ROLES
-from correlator.topology import LATE, demand_rises, fired_by
+from correlator.topology import LATE, demand_rises
 
 __all__ = ["DeploymentConfig", "DeploymentPattern"]
 
@@ -92,10 +92,9 @@ class DeploymentPattern(BasePattern):
             anom = ctx.anomalies_of(svc)
             if anom.empty:
                 continue
+            # When its trouble began decides (below): an earlier wobble of something else
+            # (a noise row minutes before the rollout) does not rule the deploy out.
             onset = float(anom["onset"].min())
-            lead = onset - ch.at
-            if lead > config.max_lead_seconds or lead < -config.max_lag_seconds:
-                continue
             symptoms = anom[anom["role"].isin(SYMPTOM_ROLES)]
             if not symptoms.empty:
                 sym = float(symptoms["score"].max())
@@ -139,9 +138,10 @@ class DeploymentPattern(BasePattern):
             if svc in demand_at and demand_at[svc] <= onset + ctx.onset_slack:
                 load = demand_of[svc]
                 score *= 1.0 - config.load_share * load
-            fired = fired_by(ctx.alert.starts_at, ctx.step)
-            if fired is not None and ch.at > fired:
-                # Deployed after the alert had fired: it cannot be what made it fire.
+            # Deployed after the alert had started (a version is seen at most a step after
+            # the rollout): it cannot be what made the alert fire.
+            started = ctx.alert.starts_at
+            if started and ch.at > started + max(ctx.step, config.min_lag_slack_seconds):
                 score *= LATE
             if ctx.alert_hurt_before(ch.at):
                 # The alerted service was failing or slow before this deploy: it cannot be

@@ -303,6 +303,21 @@ def test_memory_growth_that_hurts_nothing_is_discounted() -> None:
     assert calm.score < 0.5 <= top.score
 
 
+def test_a_wobble_of_something_else_before_a_release_does_not_rule_the_release_out() -> None:
+    """payments' open file descriptors wobbled ten minutes before its release; it began
+    failing right after the release: the failing dates its trouble, not the wobble."""
+    from correlator.detector import anomaly_frame
+    from synth import FAULT
+
+    ctx = context(build("deployment"))
+    rows = [_moved("payments", "error_ratio", "", FAULT + 15.0, 300.0)]
+    found = run("deployment", dataclasses.replace(ctx, anomalies=anomaly_frame(rows)))
+    before = {f.service: f.score for f in found.findings}["payments"]
+    rows.append(_moved("payments", "open_fds", "", FAULT - 600.0, 9.0))
+    found = run("deployment", dataclasses.replace(ctx, anomalies=anomaly_frame(rows)))
+    assert {f.service: f.score for f in found.findings}.get("payments") == pytest.approx(before)
+
+
 def test_a_deploy_after_the_alert_had_fired_is_not_what_made_it_fire() -> None:
     """The same release and the same trouble, but the alert had started ten minutes
     before the deploy (a noisy rollout during an incident, paged for something else)."""
