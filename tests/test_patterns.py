@@ -303,6 +303,33 @@ def test_memory_growth_that_hurts_nothing_is_discounted() -> None:
     assert calm.score < 0.5 <= top.score
 
 
+def test_the_alerted_service_was_hurt_before_only_by_trouble_of_some_weight() -> None:
+    """frontend (the alerted service) had a few slow sampled spans four minutes before it
+    began failing hard: that faint wobble does not make it hurt before a surge that came
+    with the failures. Fainter log lines that lead into the failures without a gap (the
+    first deadline errors) do date its trouble."""
+    from correlator.detector import anomaly_frame
+    from synth import FAULT
+
+    ctx = context(build("deployment"))
+    assert ctx.alert.service == "frontend"
+
+    def row(role: str, at: float, score: float) -> dict[str, Any]:
+        return _moved("frontend", role, "", at, score)
+
+    strong = row("error_ratio", FAULT + 240.0, 1000.0)
+    wobble = dataclasses.replace(
+        ctx, anomalies=anomaly_frame([row("span_latency", FAULT, 5.0), strong])
+    )
+    assert not wobble.alert_hurt_before(FAULT + 240.0)
+    assert wobble.alert_hurt_before(FAULT + 240.0 + 2.0 * wobble.onset_slack + 1.0)
+    leading = [row("log_errors", FAULT + at, 6.0) for at in (165.0, 190.0, 215.0)]
+    led = dataclasses.replace(ctx, anomalies=anomaly_frame([*leading, strong]))
+    assert led.alert_hurt_before(FAULT + 240.0)
+    alone = dataclasses.replace(ctx, anomalies=anomaly_frame([strong]))
+    assert not alone.alert_hurt_before(FAULT + 240.0)
+
+
 def test_a_wobble_of_something_else_before_a_release_does_not_rule_the_release_out() -> None:
     """payments' open file descriptors wobbled ten minutes before its release; it began
     failing right after the release: the failing dates its trouble, not the wobble."""

@@ -47,7 +47,7 @@ from correlator.detect import series_index
 from correlator.errors import ConfigError, CorrelatorError
 from correlator.model import Alert, Evidence, Finding, Outcome, Telemetry, Window, format_time
 from correlator.roles import CLIENT_ROLES, GENERIC
-from correlator.topology import RootScore
+from correlator.topology import MATERIAL, RootScore
 
 #: One call's trouble, on the caller (client side) or on the callee (edges, by caller).
 _CALL_ROLES = (*CLIENT_ROLES.values(), *CLIENT_ROLES)
@@ -136,8 +136,26 @@ class PatternContext:
         if not svc:
             return False
         mine = self.anomalies_of(svc, ALERT_OWN_SYMPTOMS)
-        mine = mine[(mine["direction"] == "up") & (mine["score"].astype(float) >= 3.0)]
-        return bool(len(mine)) and float(mine["onset"].min()) < onset - 2.0 * self.onset_slack
+        mine = mine[mine["direction"] == "up"]
+        if mine.empty:
+            return False
+        # Dated by a row of some weight for its trouble (as topology.trouble_began dates
+        # it), and the fainter rows that lead into it without a gap (log lines timing the
+        # first failures): a few slow sampled spans minutes before a surge a hundred times
+        # stronger did not hurt it yet.
+        scores = mine["score"].astype(float)
+        mine = mine[scores >= 3.0]
+        if mine.empty:
+            return False
+        weight = max(3.0, min(MATERIAL, 0.25 * float(scores.max())))
+        onsets = mine["onset"].astype(float)
+        began = float(onsets[mine["score"].astype(float) >= weight].min())
+        gap = max(float(self.step), 30.0)
+        for at in sorted(onsets[onsets < began], reverse=True):
+            if began - at > gap:
+                break
+            began = at
+        return began < onset - 2.0 * self.onset_slack
 
     @property
     def raw(self) -> pd.DataFrame:
