@@ -6,7 +6,8 @@ spans. A change counts when a version absent from the baseline appears, or the
 generation rises, at most ``max_lead_seconds`` before the service's trouble
 began (and not more than ``max_lag_seconds`` after it). A service whose trouble came
 with more demand (its callers got more requests themselves) counts for less: traffic
-overran it, whatever was deployed.
+overran it, whatever was deployed. A rollout seen more than a step after the alert
+started counts ``LATE``: it cannot be what made the alert fire.
 """
 
 from __future__ import annotations
