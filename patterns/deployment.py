@@ -88,6 +88,8 @@ class DeploymentPattern(BasePattern):
         demand = demand_rises(ctx.anomalies, ctx.onset_slack)
         demand_of = {str(k): float(v) for k, v in demand["strength"].items()}
         demand_at = {str(k): float(v) for k, v in demand["onset"].items()}
+        # A version shows up at most about one scrape (one step) after the rollout.
+        slack = max(ctx.step, config.min_lag_slack_seconds)
         findings = []
         for svc, ch in best.items():
             anom = ctx.anomalies_of(svc)
@@ -127,10 +129,8 @@ class DeploymentPattern(BasePattern):
                 np.exp(-max(lead - config.grace_seconds, 0.0) / max(config.decay_seconds, 1.0))
             )
             if lead < 0:
-                # Seen after the trouble began: a version shows up at most about one
-                # scrape (one step) after the rollout, and a release cannot hurt before
-                # it runs; beyond that slack the deploy looks more like a response.
-                slack = max(ctx.step, config.min_lag_slack_seconds)
+                # Seen after the trouble began: a release cannot hurt before it runs; beyond
+                # the slack of one scrape the deploy looks more like a response.
                 closeness *= float(np.exp(-max(-lead - slack, 0.0) / slack))
             # Closeness weighs the whole score too: however clear the trouble, a deploy
             # many minutes before it is weak evidence (half at about eight minutes).
@@ -139,10 +139,10 @@ class DeploymentPattern(BasePattern):
             if svc in demand_at and demand_at[svc] <= onset + ctx.onset_slack:
                 load = demand_of[svc]
                 score *= 1.0 - config.load_share * load
-            # Deployed after the alert had started (a version is seen at most a step after
-            # the rollout): it cannot be what made the alert fire.
+            # Deployed after the alert had started (beyond the same slack): it cannot be
+            # what made the alert fire.
             started = ctx.alert.starts_at
-            if started and ch.at > started + max(ctx.step, config.min_lag_slack_seconds):
+            if started and ch.at > started + slack:
                 score *= LATE
             if ctx.alert_hurt_before(ch.at):
                 # The alerted service was failing or slow before this deploy: it cannot be

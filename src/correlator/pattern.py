@@ -47,7 +47,7 @@ from correlator.detect import series_index
 from correlator.errors import ConfigError, CorrelatorError
 from correlator.model import Alert, Evidence, Finding, Outcome, Telemetry, Window, format_time
 from correlator.roles import CLIENT_ROLES, GENERIC
-from correlator.topology import MATERIAL, RootScore
+from correlator.topology import RootScore, dating_weight
 
 #: One call's trouble, on the caller (client side) or on the callee (edges, by caller).
 _CALL_ROLES = (*CLIENT_ROLES.values(), *CLIENT_ROLES)
@@ -147,7 +147,7 @@ class PatternContext:
         mine = mine[scores >= 3.0]
         if mine.empty:
             return False
-        weight = max(3.0, min(MATERIAL, 0.25 * float(scores.max())))
+        weight = max(3.0, float(dating_weight(float(scores.max()))))
         onsets = mine["onset"].astype(float)
         began = float(onsets[mine["score"].astype(float) >= weight].min())
         gap = max(float(self.step), 30.0)

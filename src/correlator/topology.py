@@ -858,6 +858,12 @@ def fired_by(starts_at: float | None, step: float) -> float | None:
     return starts_at + max(2.0 * float(step), 120.0) if starts_at else None
 
 
+def dating_weight(strongest: Any) -> Any:
+    """The score a row needs to date trouble whose strongest row scores ``strongest``
+    (a float or an array): :data:`MATERIAL`, or a quarter of the strongest when less."""
+    return np.minimum(MATERIAL, 0.25 * strongest)
+
+
 def trouble_began(anomalies: pd.DataFrame) -> pd.Series:
     """Per service, when its trouble began: its first anomaly of some weight for its
     trouble (:data:`MATERIAL`, or a quarter of its strongest when that is less).
@@ -869,7 +875,7 @@ def trouble_began(anomalies: pd.DataFrame) -> pd.Series:
     """
     by_svc = anomalies["service"].astype(str)
     score = anomalies["score"].astype(float)
-    enough = np.minimum(MATERIAL, 0.25 * score.groupby(by_svc).transform("max"))
+    enough: pd.Series = dating_weight(score.groupby(by_svc).transform("max"))
     weighty = (score >= enough).to_numpy()
     return anomalies[weighty].groupby(by_svc[weighty])["onset"].min().astype(float)
 
