@@ -752,6 +752,51 @@ def test_a_callee_only_its_callers_spans_show_follows_the_symptom_as_they_do() -
     assert "ads" not in follows  # metric rows follow their own series, none here
 
 
+def test_a_call_row_moved_to_the_callee_follows_the_callers_series() -> None:
+    """The callers' view of slow calls, laid at the callee's door, follows the callers'
+    client series; the service-graph edge series of the same calls stayed flat (it saw
+    the server side only)."""
+    from correlator.detector import anomaly_frame
+    from correlator.topology import comovement, laid_at_callee
+
+    ts = [float(t) for t in range(0, 1200, 60)]
+    rise = [1.0 if t < 600 else 5.0 + t / 600 for t in ts]
+    flat = [0.095 + 0.001 * (i % 2) for i in range(len(ts))]
+
+    def series(role: str, svc: str, peer: str, values: list[float]) -> pd.DataFrame:
+        return pd.DataFrame({"ts": ts, "value": values, "role": role, "service": svc, "peer": peer})
+
+    signals = pd.concat(
+        [
+            series("latency", "web", "", rise),
+            series("client_latency", "checkout", "catalog", rise),
+            series("edge_latency", "catalog", "checkout", flat),
+        ],
+        ignore_index=True,
+    )
+
+    def row(svc: str, role: str, peer: str, modality: str) -> dict[str, object]:
+        return {
+            "service": svc, "role": role, "onset": 600.0, "end": 1200.0, "score": 30.0,
+            "direction": "up", "baseline": 1.0, "peak": 6.0, "peer": peer,
+            "modality": modality, "signal": role,
+        }  # fmt: skip
+
+    a = laid_at_callee(
+        anomaly_frame(
+            [
+                row("web", "latency", "", "metrics"),
+                row("checkout", "client_latency", "catalog", "metrics"),
+                row("catalog", "transit_latency", "", "spans"),
+            ]
+        )
+    )
+    moved = a[a["service"] == "catalog"]
+    assert "edge_latency" in set(moved["role"])  # laid at its door
+    follows = comovement(a, signals, "web", 0.0)
+    assert follows["catalog"] == pytest.approx(1.0)
+
+
 def test_a_callee_two_callers_errors_name_explains_them() -> None:
     """redis exports nothing; cart's and pricing's errors began together and both log
     errors naming it. Their agreement explains their trouble: redis is the root. One

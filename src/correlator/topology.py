@@ -613,8 +613,14 @@ def comovement(
         """The row's series from ``since`` on: times (unique, sorted) and values."""
         role = str(row["role"])
         key_role = f"{role}:{row['signal']}" if role == GENERIC else role
+        origin = str(row["signal"])
+        if origin in CLIENT_OF or origin in CLIENT_ROLES:
+            # A call row keeps the name of the series it came from as its signal: a row
+            # moved to the other end of its call follows that series, on that end.
+            ends = (str(row["service"]), str(row["peer"]))
+            key = (origin, *(ends if origin == role else ends[::-1]))
         # Rows moved to a caller's side (client_*) follow the edge series they came from.
-        if role in CLIENT_OF:
+        elif role in CLIENT_OF:
             key = (CLIENT_OF[role], str(row["peer"]), str(row["service"]))
         else:
             key = (key_role, str(row["service"]), str(row["peer"]))
