@@ -25,6 +25,10 @@ from correlator.roles import SYMPTOM_ROLES
 
 __all__ = ["MemoryLeakConfig", "MemoryLeakPattern"]
 
+#: How long (seconds) before a climb's detected onset its leak may already have hurt: a
+#: slow climb is seen late; trouble that began earlier still came from something else.
+LEAD = 600.0
+
 #: What runtimes and kernels write when memory runs out (JVM, Python, Go, Node, C++, libc).
 _OUT_OF_MEMORY = re.compile(
     r"out ?of ?memory|outofmemory|\boom(?:killed|_killed|-killed)?\b|memoryerror"
@@ -89,6 +93,9 @@ class MemoryLeakPattern(BasePattern):
             # Memory that climbs while the service serves fine (and nothing is killed) is
             # growth, not the cause of an alert: only a leak that hurts counts fully.
             sym = ctx.anomalies_of(svc, SYMPTOM_ROLES)
+            if len(mem):
+                # Trouble that began long before the climb is not the climb's doing.
+                sym = sym[sym["onset"].astype(float) >= float(mem["onset"].min()) - LEAD]
             hurt = float(sym["score"].max()) if len(sym) else 0.0
             hurt = max(killed, hurt / (hurt + 8.0))
             if svc == ctx.alert.service and ctx.alert_reads("memory", "memory_ratio"):

@@ -902,6 +902,31 @@ def test_a_leak_that_reached_its_limit_and_hurts_counts_before_any_kill() -> Non
     assert leak.score >= 0.7  # as strong as a deploy or an overloaded database
 
 
+def test_trouble_that_began_long_before_the_climb_is_not_the_leaks_doing() -> None:
+    """A service already slow (a victim of something else) whose memory then climbs:
+    its slowness began long before the climb, so the climb did not hurt anything."""
+    from correlator.roles import SYMPTOM_ROLES
+
+    sc = build("memory_leak")
+    s = sc.telemetry.signals
+    ctx = context(_with_signals(sc, s[~s["role"].isin(("oom_kills", "restarts"))]))
+    a = ctx.anomalies
+    mem_at = float(
+        a.loc[
+            (a["service"] == "payments") & a["role"].isin(("memory", "memory_ratio")), "onset"
+        ].min()
+    )
+    sym = (a["service"] == "payments") & a["role"].isin(list(SYMPTOM_ROLES))
+    assert sym.any()
+    hurt = {f.service: f for f in run("memory_leak", ctx).findings}["payments"]
+    early = a.copy()
+    early.loc[sym, "onset"] = mem_at - 900.0
+    before = dataclasses.replace(ctx, anomalies=early)
+    late = {f.service: f for f in run("memory_leak", before).findings}["payments"]
+    assert hurt.features["hurt"] > 0.5 and late.features["hurt"] == 0.0
+    assert late.score < 0.5 <= hurt.score
+
+
 def test_a_service_that_logs_its_memory_ran_out_is_a_leak_as_good_as_killed() -> None:
     """No kill or restart is scraped, but payments' own new log lines say the heap ran
     out: that counts as the kill; the same lines from another service do not."""
