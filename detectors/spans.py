@@ -793,7 +793,15 @@ def _rates(ctx: _Context) -> list[pd.DataFrame]:
     per["direction"] = np.where(up >= down, "up", "down")
     per["score"] = np.maximum(up, down)
     enough = np.where(per["direction"] == "up", per["k"], per["k0"]) >= ctx.config.min_events
-    per = per[(per["score"] >= ctx.config.min_score) & enough]
+    # A share that fell while the operation's own sampled spans came about as often is
+    # the others' rise, not its own change (shares add up to one); likewise a share that
+    # rose while its spans did not come more often. Its own rate must move the same way.
+    own = np.where(
+        per["direction"] == "up",
+        count_score(per["k"], ctx.span, per["k0"], ctx.base_span, "up"),
+        count_score(per["k"], ctx.span, per["k0"], ctx.base_span, "down"),
+    )
+    per = per[(per["score"] >= ctx.config.min_score) & enough & (own >= ctx.config.min_score)]
     if per.empty:
         return []
     codes = per.index.to_numpy(dtype=np.int64)

@@ -76,6 +76,20 @@ def test_latency_doubling_on_one_operation() -> None:
     assert not rows.role.isin(["span_errors", "client_errors"]).any()
 
 
+def test_a_share_that_fell_only_because_another_operation_rose_is_nothing() -> None:
+    """POST /refund comes three times as often; POST /charge as often as before. Its
+    share of the spans fell, but it did not change: only the refunds are a row."""
+    base = traces(T0, T0 + 1800, 900, 1)
+    base_refunds = traces(T0, T0 + 1800, 900, 2, op="POST /refund")
+    after = traces(T0 + 1800, T0 + 2400, 300, 3)
+    after_refunds = traces(T0 + 1800, T0 + 2400, 900, 4, op="POST /refund")
+    rows, _ = run(base, base_refunds, after, after_refunds)
+    rates = rows[rows.role == "span_rate"]
+    assert "POST /refund" in set(rates.signal)
+    assert rates[rates.signal == "POST /refund"].direction.eq("up").all()
+    assert "POST /charge" not in set(rates.signal)
+
+
 def test_a_new_failing_operation_and_a_vanished_one() -> None:
     base = traces(T0, T0 + 1800, 900, 1)
     after = traces(T0 + 1800, T0 + 2400, 300, 2, op="POST /charge/v2", fail=0.1)
