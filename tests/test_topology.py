@@ -482,6 +482,15 @@ def test_a_significant_change_of_a_service_own_resources_dates_its_trouble() -> 
     assert service_summary(a).loc["cart", "onset"] == 60.0
 
 
+def _rising(svc: str, role: str, peer: str = "", modality: str = "metrics") -> dict[str, object]:
+    """An anomaly row that rose at 600 s, for the comovement tests."""
+    return {
+        "service": svc, "role": role, "onset": 600.0, "end": 1200.0, "score": 30.0,
+        "direction": "up", "baseline": 1.0, "peak": 6.0, "peer": peer,
+        "modality": modality, "signal": role,
+    }  # fmt: skip
+
+
 def test_a_service_only_its_callers_name_follows_the_symptom_as_they_do() -> None:
     from correlator.detector import anomaly_frame
     from correlator.topology import comovement, named_by_callers
@@ -498,19 +507,12 @@ def test_a_service_only_its_callers_name_follows_the_symptom_as_they_do() -> Non
         }
     )
 
-    def row(svc: str, role: str, peer: str = "", modality: str = "metrics") -> dict[str, object]:
-        return {
-            "service": svc, "role": role, "onset": 600.0, "end": 1200.0, "score": 30.0,
-            "direction": "up", "baseline": 1.0, "peak": 6.0, "peer": peer,
-            "modality": modality, "signal": role,
-        }  # fmt: skip
-
     a = named_by_callers(
         anomaly_frame(
             [
-                row("checkout", "error_rate"),
-                row("fraud", "error_rate"),
-                row("checkout", "log_template", "pricing", "logs"),
+                _rising("checkout", "error_rate"),
+                _rising("fraud", "error_rate"),
+                _rising("checkout", "log_template", "pricing", "logs"),
             ]
         )
     )
@@ -731,19 +733,12 @@ def test_a_callee_only_its_callers_spans_show_follows_the_symptom_as_they_do() -
          "peer": [""] * len(ts)}
     )  # fmt: skip
 
-    def row(svc: str, role: str, peer: str, modality: str) -> dict[str, object]:
-        return {
-            "service": svc, "role": role, "onset": 600.0, "end": 1200.0, "score": 30.0,
-            "direction": "up", "baseline": 1.0, "peak": 6.0, "peer": peer,
-            "modality": modality, "signal": role,
-        }  # fmt: skip
-
     a = anomaly_frame(
         [
-            row("edge", "latency", "", "metrics"),
-            row("edge", "client_latency", "checkout", "spans"),
-            row("checkout", "transit_latency", "", "spans"),
-            row("edge", "client_latency", "ads", "metrics"),  # a metric series of its own
+            _rising("edge", "latency", "", "metrics"),
+            _rising("edge", "client_latency", "checkout", "spans"),
+            _rising("checkout", "transit_latency", "", "spans"),
+            _rising("edge", "client_latency", "ads", "metrics"),  # a metric series of its own
         ]
     )
     follows = comovement(a, signals, "edge", 0.0)
@@ -775,19 +770,12 @@ def test_a_call_row_moved_to_the_callee_follows_the_callers_series() -> None:
         ignore_index=True,
     )
 
-    def row(svc: str, role: str, peer: str, modality: str) -> dict[str, object]:
-        return {
-            "service": svc, "role": role, "onset": 600.0, "end": 1200.0, "score": 30.0,
-            "direction": "up", "baseline": 1.0, "peak": 6.0, "peer": peer,
-            "modality": modality, "signal": role,
-        }  # fmt: skip
-
     a = laid_at_callee(
         anomaly_frame(
             [
-                row("web", "latency", "", "metrics"),
-                row("checkout", "client_latency", "catalog", "metrics"),
-                row("catalog", "transit_latency", "", "spans"),
+                _rising("web", "latency", "", "metrics"),
+                _rising("checkout", "client_latency", "catalog", "metrics"),
+                _rising("catalog", "transit_latency", "", "spans"),
             ]
         )
     )
