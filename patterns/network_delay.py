@@ -1,18 +1,22 @@
 """Network delay: calls touching one service got slow (or timed out) where its own work did not.
 
-Signals: calls between services as the caller sees them (``client_latency``,
-``client_errors``, from spans, or from service-graph metrics that the engine
-moved to the caller's side because the callee's own server side did not see
-them), with the services' own server-side ``latency``. What a callee records
-of its calls is its own work, not the network's, and does not count. A delay on a service's network (a pod's interface, a sidecar, a
-congested link) slows every call that crosses it, in or out, and turns some into
-timeouts, while the time the service spends on its own work barely moves. So the
-suspect is the service most of the troubled calls have in common, whose own
-server latency moved less than the calls did. Of the two ends of a troubled call,
-the likelier is the one whose other calls on the same side are troubled too: all
-calls into a service (a delay in front of it), or all calls out of one (a delay on
-its way out). A lone slow call from a caller whose other calls stayed fast is the
-callee's.
+Signals: troubled calls between services, with the services' own server-side
+``latency``. A troubled call is a ``client_*`` row on the caller (from spans or
+client-side metrics, or service-graph metrics the engine moved to the caller's
+side because the callee's own server side did not see them) or an ``edge_*``
+row on the callee (calls into it; where its own server side did not see them,
+the engine laid them at its end because its other callers saw the same, or its
+caller's other calls stayed fine). What a callee
+records of its calls is its own work, not the network's, and does not count. A
+delay on a service's network (a pod's interface, a sidecar, a congested link)
+slows every call that crosses it, in or out, and turns some into timeouts,
+while the time the service spends on its own work barely moves. So the suspect
+is the service most of the troubled calls have in common, whose own server
+latency moved less than the calls did. Of the two ends of a troubled call, the
+likelier is the one whose other calls on the same side are troubled too: all
+calls into a service (a delay in front of it), or all calls out of one (a delay
+on its way out). A lone slow call from a caller whose other calls stayed fast
+is the callee's.
 """
 
 from __future__ import annotations
@@ -21,10 +25,19 @@ from dataclasses import dataclass, replace
 
 from correlator.model import Evidence, Finding
 from correlator.pattern import BasePattern, PatternContext, PatternResult
+from correlator.topology import instrumented
 
 __all__ = ["NetworkDelayConfig", "NetworkDelayPattern"]
 
-_CALLS = ("client_latency", "client_errors", "client_error_ratio")
+_CALLS = (
+    "client_latency",
+    "client_errors",
+    "client_error_ratio",
+    "edge_latency",
+    "edge_errors",
+    "edge_error_ratio",
+)
+_FAILED = ("client_errors", "client_error_ratio", "edge_errors", "edge_error_ratio")
 #: A score of some weight (strength 0.5): a server's own errors that say it failed.
 _MATERIAL = 8.0
 
@@ -53,6 +66,13 @@ class NetworkDelayPattern(BasePattern):
         transit = _transit_findings(self, ctx)
         calls = a[a["role"].isin(_CALLS) & (a["direction"] == "up")]
         calls = calls[calls["peer"].astype(str) != ""]
+        # Calls into a service we see nothing of from inside (an external API, a cache)
+        # are that dependency's story (dependency_failure), not a network's.
+        seen = instrumented(ctx.telemetry)
+        calls = calls[
+            calls["role"].astype(str).str.startswith("client_")
+            | calls["service"].astype(str).isin(list(seen))
+        ]
         if not calls.empty:
             # Calls that got troubled only after the strongest did are echoes of it.
             onsets = calls["onset"].astype(float).to_numpy()
@@ -92,14 +112,15 @@ class NetworkDelayPattern(BasePattern):
         kinds = dict(ctx.graph.nodes(data="kind"))
         # When a service's own calls got troubled: its callers' troubled calls to it from
         # then on are it passing that trouble up (its callees' delay, their timeouts).
-        own_calls = calls[calls["role"].astype(str).str.startswith("client_")]
-        calling_since = (
-            own_calls["onset"].astype(float).groupby(own_calls["service"].astype(str)).min()
-        )
+        is_client = calls["role"].astype(str).str.startswith("client_")
+        callers = calls["service"].astype(str).where(is_client, calls["peer"].astype(str))
+        calling_since = calls["onset"].astype(float).groupby(callers).min()
         slack = max(float(ctx.step), 1.0)
         # More failed calls where the share that failed did not move (it is measured beside
         # the count) is more calls, not trouble on them.
-        ratio_rows = a[(a["role"] == "client_error_ratio") & (a["direction"] == "up")]
+        ratio_rows = a[
+            a["role"].isin(("client_error_ratio", "edge_error_ratio")) & (a["direction"] == "up")
+        ]
         ratio_moved = set(
             zip(ratio_rows["service"].astype(str), ratio_rows["peer"].astype(str), strict=True)
         )
@@ -122,7 +143,7 @@ class NetworkDelayPattern(BasePattern):
                 w *= 0.3
             if (
                 ratio_known
-                and r.role == "client_errors"
+                and r.role in ("client_errors", "edge_errors")
                 and r.modality == "metrics"
                 and (svc, peer) not in ratio_moved
             ):
@@ -157,7 +178,7 @@ class NetworkDelayPattern(BasePattern):
             if count[svc] < 2 and sum(w > 0.0 for w in weight.values()) > 1 and n < 0.5 * total:
                 continue
             mine = calls[(calls["service"] == svc) | (calls["peer"] == svc)]
-            slow = mine[~mine["role"].isin(("client_errors", "client_error_ratio"))]
+            slow = mine[~mine["role"].isin(_FAILED)]
             # Slow calls whose server was as slow by itself are a slow server, not a slow
             # network; timeouts (client errors) carry no latency to compare and count as they
             # are. A service whose own calls are troubled is slower because of them.

@@ -674,7 +674,7 @@ def test_calls_the_spans_lay_at_a_callee_door_become_its_trouble() -> None:
 
 def test_calls_to_a_callee_we_see_nothing_of_are_laid_at_its_door() -> None:
     from correlator.detector import anomaly_frame
-    from correlator.topology import instrumented, laid_at_unseen
+    from correlator.topology import instrumented, laid_at_shared_end
 
     def row(svc: str, role: str, onset: float, peer: str = "") -> dict[str, object]:
         return {
@@ -706,7 +706,7 @@ def test_calls_to_a_callee_we_see_nothing_of_are_laid_at_its_door() -> None:
             row("geo", "edge_latency", 610.0, "cart"),
         ]
     )
-    out = laid_at_unseen(a, seen, lag=30.0)
+    out = laid_at_shared_end(a, seen, lag=30.0)
     moved = out[out["role"].str.startswith("edge_") & (out["service"] != "geo")]
     assert sorted(zip(moved["service"], moved["role"], moved["peer"], strict=True)) == [
         ("geo-ip-api", "edge_latency", "geo"),
@@ -720,6 +720,56 @@ def test_calls_to_a_callee_we_see_nothing_of_are_laid_at_its_door() -> None:
         ("ads", "geo"),
         ("cart", "geo"),
     ]
+
+
+def test_calls_to_a_callee_seen_from_inside_are_laid_at_the_end_they_share() -> None:
+    from correlator.detector import anomaly_frame
+    from correlator.topology import laid_at_shared_end
+
+    def row(svc: str, role: str, onset: float, peer: str) -> dict[str, object]:
+        return {
+            "service": svc, "role": role, "onset": onset, "end": 1200.0, "score": 40.0,
+            "direction": "up", "baseline": 0.05, "peak": 0.4, "peer": peer,
+            "modality": "metrics", "signal": role,
+        }  # fmt: skip
+
+    seen = {"web", "api", "pay", "shop", "img", "auth", "solo", "lone", "ads", "geo"}
+    callees = {
+        "web": {"pay", "auth"},
+        "shop": {"img", "auth"},
+        "api": {"pay"},
+        "solo": {"lone"},
+        "ads": {"geo", "ads-redis"},
+    }
+    a = anomaly_frame(
+        [
+            # Two callers saw their calls to pay slow: a delay in front of pay.
+            row("web", "client_latency", 600.0, "pay"),
+            row("api", "client_latency", 610.0, "pay"),
+            # Its one caller's other calls (to auth) stayed fast: the delay is img's.
+            row("shop", "client_errors", 900.0, "img"),
+            # A caller that calls nothing else: nothing tells the two ends apart.
+            row("solo", "client_latency", 600.0, "lone"),
+            # All of a caller's calls slow at once: its own way out.
+            row("ads", "client_latency", 600.0, "geo"),
+            row("ads", "client_latency", 605.0, "ads-redis"),
+        ]
+    )
+    out = laid_at_shared_end(a, seen, lag=30.0, callees=callees)
+    moved = out[out["role"].str.startswith("edge_")]
+    assert sorted(zip(moved["service"], moved["peer"], strict=True)) == [
+        ("img", "shop"),
+        ("pay", "api"),
+        ("pay", "web"),
+    ]
+    left = out[out["role"].str.startswith("client_")]
+    assert sorted(zip(left["service"], left["peer"], strict=True)) == [
+        ("ads", "ads-redis"),
+        ("ads", "geo"),
+        ("solo", "lone"),
+    ]
+    # Without what each service calls, a callee seen from inside keeps the callers' views.
+    assert laid_at_shared_end(a, seen, lag=30.0).equals(a)
 
 
 def test_a_callee_only_its_callers_spans_show_follows_the_symptom_as_they_do() -> None:

@@ -70,7 +70,7 @@ from correlator.topology import (
     fired_by,
     instrumented,
     laid_at_callee,
-    laid_at_unseen,
+    laid_at_shared_end,
     named_by_callers,
     root_scores,
 )
@@ -412,6 +412,7 @@ def analyse(
     signals = aggregate(telemetry.signals)
     data_step = grid_step(signals["ts"].to_numpy(dtype=float)) if len(signals) else step
     base_end = baseline_end(_data_start(telemetry, window), window, alert.starts_at)
+    graph: nx.DiGraph = build_graph(telemetry, telemetry.signals)
     if time.monotonic() < deadline:
         gaps += _baseline_gaps(telemetry, window, base_end)
         inp = DetectInput(
@@ -428,13 +429,14 @@ def analyse(
         step = data_step
         lag = max(30.0, 2.0 * step)
         anomalies = attribute_edges(anomalies, signals)
-        anomalies = laid_at_unseen(laid_at_callee(anomalies, lag), instrumented(telemetry), lag)
+        anomalies = laid_at_shared_end(
+            laid_at_callee(anomalies, lag), instrumented(telemetry), lag, _callees(graph)
+        )
         anomalies = named_by_callers(anomalies, lag)
     else:
         gaps.append(Gap("engine", "deadline reached before detection"))
     t = lap("detect", t)
 
-    graph: nx.DiGraph = build_graph(telemetry, telemetry.signals)
     rows = series_index(signals)  # each series' rows, for topology and patterns alike
     follows = comovement(
         anomalies,
@@ -550,6 +552,11 @@ def run_detectors(
     if not frames:
         return empty_frame(ANOMALY_COLUMNS), gaps
     return anomaly_frame(pd.concat(frames, ignore_index=True)), gaps
+
+
+def _callees(graph: nx.DiGraph) -> dict[str, set[str]]:
+    """Per service, the services it calls."""
+    return {str(n): {str(m) for m in graph.successors(n)} for n in graph.nodes}
 
 
 def _data_start(telemetry: Telemetry, window: Window) -> float:

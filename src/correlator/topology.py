@@ -56,7 +56,7 @@ __all__ = [
     "fired_by",
     "instrumented",
     "laid_at_callee",
-    "laid_at_unseen",
+    "laid_at_shared_end",
     "named_by_callers",
     "root_scores",
     "service_summary",
@@ -272,7 +272,7 @@ def laid_at_callee(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
 
     The inverse of :func:`attribute_edges`: calls slow between two services are the
     caller's own (its network, pool or sidecar) until the spans say which end they
-    share. Client rows (``client_*`` on the caller, the callee in ``peer``) that began
+    share (or the calls do, see :func:`laid_at_shared_end`). Client rows (``client_*`` on the caller, the callee in ``peer``) that began
     no earlier than ``lag`` before the callee's transit rows become its edge rows
     (``edge_*``, the caller in ``peer``), so the callers' trouble is its trouble.
     """
@@ -302,17 +302,31 @@ def instrumented(telemetry: Telemetry) -> set[str]:
     return out
 
 
-def laid_at_unseen(anomalies: pd.DataFrame, seen: set[str], lag: float = 30.0) -> pd.DataFrame:
-    """Move callers' views of their calls to a callee we see nothing of (no metrics and no
-    spans of its own: a database, a cache, an external API) to it, as its edge rows.
-    ``seen``: the services we see from inside (see :func:`instrumented`).
+def laid_at_shared_end(
+    anomalies: pd.DataFrame,
+    seen: set[str],
+    lag: float = 30.0,
+    callees: dict[str, set[str]] | None = None,
+) -> pd.DataFrame:
+    """Move callers' views of their calls to a callee to it, as its edge rows, where the
+    trouble is on the callee's side of the call.
 
-    Such a callee shows only through its callers, as the service-graph edge metrics
-    into it would show it. A caller's client rows (``client_*``, the callee in
+    A callee we see nothing of (no metrics and no spans of its own: a database, a
+    cache, an external API; ``seen``: the services we see from inside, see
+    :func:`instrumented`) shows only through its callers, as the service-graph edge
+    metrics into it would show it. A caller's client rows (``client_*``, the callee in
     ``peer``) become the callee's (``edge_*``, the caller in ``peer``) when two or more
     callers saw its calls go wrong, or when the one that did saw nothing else go wrong
     by then: a caller whose calls to everything went bad at once (its own network, its
     own pool) keeps them.
+
+    A callee we do see, whose own side did not show its callers' trouble (see
+    :func:`attribute_edges`), is judged the same way, as far as the calls can tell the
+    two ends apart: two or more callers saw calls to it go wrong (a delay in front of
+    it, not in each of them); or its one caller makes other calls (``callees``: per
+    service, what it calls) that were still fine then (a delay on its way out would
+    slow them all). A caller with no other calls keeps them: nothing tells the ends
+    apart.
     """
     if anomalies.empty:
         return anomalies
@@ -322,8 +336,9 @@ def laid_at_unseen(anomalies: pd.DataFrame, seen: set[str], lag: float = 30.0) -
         a["role"].isin(list(CLIENT_OF)).to_numpy()
         & (a["direction"] == "up").to_numpy()
         & (peer != "").to_numpy()
-        & ~peer.isin(list(seen)).to_numpy()
     )
+    if callees is None:
+        client &= ~peer.isin(list(seen)).to_numpy()
     if not client.any():
         return anomalies
     svc = a["service"].astype(str)
@@ -351,11 +366,16 @@ def laid_at_unseen(anomalies: pd.DataFrame, seen: set[str], lag: float = 30.0) -
     t2 = rows["svc"].map(second["onset"]).astype(float).fillna(np.inf)
     elsewhere_at = np.where(p1 == rows["peer"], t2, t1)
     n_callers = rows.groupby("peer")["svc"].transform("nunique").to_numpy()
+    fine_elsewhere = elsewhere_at > rows["onset"].to_numpy() + lag
+    if callees is not None:
+        # A seen callee: the caller's calls elsewhere tell only if it makes some.
+        unseen = ~rows["peer"].isin(list(seen)).to_numpy()
+        pairs = zip(rows["svc"], rows["peer"], strict=True)
+        other = np.array([len(callees.get(c, set()) - {p}) > 0 for c, p in pairs], dtype=bool)
+        fine_elsewhere &= unseen | other
     # Two callers or more; or one whose calls elsewhere were fine by then (else its own).
     move = np.zeros(len(a), dtype=bool)
-    move[np.flatnonzero(client)] = (n_callers >= 2) | (
-        elsewhere_at > rows["onset"].to_numpy() + lag
-    )
+    move[np.flatnonzero(client)] = (n_callers >= 2) | fine_elsewhere
     return _to_other_end(a, move, CLIENT_OF)
 
 
