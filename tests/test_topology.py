@@ -444,6 +444,34 @@ def test_a_service_its_callers_log_errors_about_becomes_the_suspect() -> None:
     assert root_scores(g, out, "checkout")[0].service == "pricing"
 
 
+def test_a_service_named_in_the_errors_of_one_that_does_not_call_it_is_not_blamed() -> None:
+    # search's own exception says "no currency for region HR": a word, not a call; search
+    # calls pricing, never currency. cart, whose calls are not known, is taken at its word.
+    from correlator.detector import anomaly_frame
+    from correlator.topology import named_by_callers
+
+    def row(svc: str, peer: str) -> dict[str, object]:
+        return {
+            "service": svc, "role": "log_template", "onset": 100.0, "end": 400.0,
+            "score": 9.0, "direction": "up", "baseline": 0.0, "peak": 3.0, "peer": peer,
+            "modality": "logs", "signal": "<exception> for <svc>", "evidence": "new template",
+        }  # fmt: skip
+
+    a = anomaly_frame([row("search", "currency"), row("search", "pricing"), row("cart", "tax")])
+    callees = {"search": {"pricing"}, "checkout": {"currency"}}
+    out = named_by_callers(a, callees=callees)
+    named = out[out["role"] == "named_by_callers"]
+    assert sorted(zip(named["service"], named["peer"], strict=True)) == [
+        ("pricing", "search"),
+        ("tax", "cart"),
+    ]
+    word = out[(out["service"] == "search") & (out["signal"] == "<exception> for <svc>")]
+    assert sorted(word["peer"]) == ["", "pricing"]
+    # Without the calls known, every name is taken at its word.
+    everyone = named_by_callers(a)
+    assert len(everyone[everyone["role"] == "named_by_callers"]) == 3
+
+
 def test_a_dependency_slower_by_milliseconds_does_not_explain_a_caller_slower_by_seconds() -> None:
     g = build_graph(chain())
     g.add_edge("payments", "payments-db")

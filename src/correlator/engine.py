@@ -432,7 +432,7 @@ def analyse(
         anomalies = laid_at_shared_end(
             laid_at_callee(anomalies, lag), instrumented(telemetry), lag, _callees(graph)
         )
-        anomalies = named_by_callers(anomalies, lag)
+        anomalies = named_by_callers(anomalies, lag, _callees(graph))
     else:
         gaps.append(Gap("engine", "deadline reached before detection"))
     t = lap("detect", t)

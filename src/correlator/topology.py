@@ -743,7 +743,9 @@ _CALL_TROUBLE = (
 )
 
 
-def named_by_callers(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
+def named_by_callers(
+    anomalies: pd.DataFrame, lag: float = 30.0, callees: dict[str, set[str]] | None = None
+) -> pd.DataFrame:
     """``anomalies`` plus, for each log anomaly that names another service (``peer``),
     the same trouble on that service as ``named_by_callers``.
 
@@ -752,15 +754,29 @@ def named_by_callers(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame
     response from pricing"). Their words point at it, so it becomes a suspect
     with their strength, and the callers' trouble can be explained by it. ``lag``: how
     long after the caller's first error its blaming message may begin (a sampling step
-    or two).
+    or two). ``callees``: per service, what it calls. A message naming a service the
+    logging one is not known to call is not about a call (a word such as "currency" or
+    "payment" in an error's text): its ``peer`` is cleared. A service whose calls are
+    not known at all is taken at its word.
     """
     if anomalies.empty or "modality" not in anomalies.columns:
         return anomalies
     a = anomalies
+    if callees:
+        words = (a["modality"].astype(str) == "logs") & (a["peer"].astype(str) != "")
+        stranger = [
+            bool(callees.get(s_)) and p_ not in callees.get(s_, set())
+            for s_, p_ in zip(
+                a.loc[words, "service"].astype(str), a.loc[words, "peer"].astype(str), strict=True
+            )
+        ]
+        if any(stranger):
+            a = a.copy()
+            a.loc[a.index[words.to_numpy()][np.asarray(stranger)], "peer"] = ""
     m = (a["modality"].astype(str) == "logs") & (a["peer"].astype(str) != "")
     m &= a["peer"].astype(str) != a["service"].astype(str)
     if not m.any():
-        return anomalies
+        return a
     named = a[m].copy()
     # The caller's errors that its logs blame on the peer are the peer's trouble: as
     # strong as the caller's errors, for the share of its error records that name it.
