@@ -25,19 +25,13 @@ from dataclasses import dataclass, replace
 
 from correlator.model import Evidence, Finding
 from correlator.pattern import BasePattern, PatternContext, PatternResult
-from correlator.topology import instrumented
+from correlator.topology import CLIENT_ROLES, instrumented
 
 __all__ = ["NetworkDelayConfig", "NetworkDelayPattern"]
 
-_CALLS = (
-    "client_latency",
-    "client_errors",
-    "client_error_ratio",
-    "edge_latency",
-    "edge_errors",
-    "edge_error_ratio",
-)
-_FAILED = ("client_errors", "client_error_ratio", "edge_errors", "edge_error_ratio")
+#: Troubled calls as either end holds them: ``client_*`` on the caller, ``edge_*`` on the callee.
+_CALLS = (*CLIENT_ROLES.values(), *CLIENT_ROLES)
+_FAILED = tuple(r for r in _CALLS if "error" in r)
 #: A score of some weight (strength 0.5): a server's own errors that say it failed.
 _MATERIAL = 8.0
 
