@@ -201,7 +201,51 @@ def cusum_onset(
     stray = has & has2 & (onset2 > onset) & (rate * quiet >= _QUIET_EVENTS)
     onset = np.where(stray, onset2, onset)
     end = np.where(stray, end2, end)
+    onset = np.where(has | has2, _likeliest_start(k, n, p0, onset, end), onset)
     return onset.astype(np.int64), end.astype(np.int64)
+
+
+#: Events passed over that would be this unlikely (a standard-normal quantile) at the
+#: baseline rate are a start of their own, not a trickle before the change.
+_OWN_START = 2.33
+
+
+def _likeliest_start(
+    k: Floats, n: Floats, p0: Floats, onset: npt.NDArray[Any], end: npt.NDArray[Any]
+) -> npt.NDArray[np.int64]:
+    """Each row's onset moved to the likeliest start of its change when what it passes
+    over is what the baseline rate would have made anyway.
+
+    Between a first excess and the change's end, the likeliest start is the
+    bucket where a step from the baseline rate to the rate of the rest best
+    explains the counts (Poisson likelihood ratio, the post-change rate fitted),
+    taken back over the unbroken run of buckets with excess just before it (the
+    change's own first events). A trickle at about the usual rate before it does
+    not date the change, however long it lasts; a stretch unlikely at the
+    baseline rate is where the change began, and keeps the onset.
+    """
+    from scipy.special import gammainc, ndtri
+
+    rows = np.arange(k.shape[0])
+    sk = np.concatenate([np.zeros((k.shape[0], 1)), np.cumsum(k, axis=1)], axis=1)
+    sn = np.concatenate([np.zeros((n.shape[0], 1)), np.cumsum(n, axis=1)], axis=1)
+    tau = np.arange(k.shape[1])[None, :]
+    big_k = sk[rows, end + 1][:, None] - sk[:, :-1]
+    big_n = sn[rows, end + 1][:, None] - sn[:, :-1]
+    expect = big_n * p0[:, None]
+    ok = (tau >= onset[:, None]) & (tau <= end[:, None]) & (big_n > 0) & (big_k > expect)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        llr = np.where(ok, big_k * np.log(big_k / expect) - (big_k - expect), -np.inf)
+    best = np.where(ok.any(axis=1), np.argmax(llr, axis=1), onset)
+    quiet = (k <= n * p0[:, None]) & (tau >= onset[:, None]) & (tau < best[:, None])
+    last_quiet = np.where(quiet.any(axis=1), k.shape[1] - 1 - np.argmax(quiet[:, ::-1], axis=1), -1)
+    start = np.maximum(last_quiet + 1, onset)
+    # The events of the stretch passed over, against the baseline rate: P(X >= k).
+    passed = np.maximum(sk[rows, start] - sk[rows, onset], 0.0)
+    mu = np.maximum((sn[rows, start] - sn[rows, onset]) * p0, 1e-12)
+    tail = np.where(passed > 0, gammainc(np.maximum(passed, 1e-12), mu), 1.0)
+    likely = -ndtri(np.clip(tail, 1e-300, 1.0)) < _OWN_START
+    return np.asarray(np.where(likely, start, onset), dtype=np.int64)
 
 
 def bucket_width(n_events: int, span: float, floor: float = 1.0, most: int = 240) -> float:

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from correlator.detect import grid_step
 from correlator.detector import DetectInput, DetectOutput, anomaly_frame
 from correlator.model import ANOMALY_COLUMNS, Gap, empty_frame, format_time
 
@@ -320,14 +321,18 @@ def _onsets(
     k_weight: npt.NDArray[np.float64],
     n_weight: npt.NDArray[np.float64] | None,
     p0: npt.NDArray[np.float64],
+    resolution: float = 0.0,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Onset and end of each group in ``services`` from events after the split.
 
     ``n_weight=None``: the exposure is time (``p0`` per second); else the
-    exposure per event (``p0`` per unit of it).
+    exposure per event (``p0`` per unit of it). ``resolution``: seconds per count
+    bucket when the events are counts (buckets are whole numbers of those).
     """
     after = t >= ctx.split
-    width = bucket_width(int(after.sum()), ctx.span, floor=1.0)
+    width = bucket_width(int(after.sum()), ctx.span, floor=max(1.0, resolution))
+    if resolution > 0:
+        width = float(np.ceil(width / resolution - 1e-9) * resolution)
     n_buckets = int(np.ceil(ctx.span / width)) + 1
     codes = services.get_indexer(pd.Index(service.to_numpy()[after])).astype(np.int64)
     bucket = ((t[after] - ctx.split) // width).astype(np.int64)
@@ -353,11 +358,13 @@ def _errors(ctx: _Context, lines: pd.DataFrame, counts: pd.DataFrame) -> pd.Data
         service = counts["service"]
         total = counts["count"].to_numpy(dtype=np.float64)
         bad = np.where(counts["severity"].to_numpy() >= _ERROR, total, 0.0)
+        resolution = grid_step(t)
     elif not lines.empty:
         t = lines["ts"].to_numpy(dtype=np.float64)
         service = lines["service"]
         total = np.ones(len(lines))
         bad = ((lines["severity"] >= _ERROR) | lines["error_like"]).to_numpy(dtype=np.float64)
+        resolution = 0.0
     else:
         return pd.DataFrame()
     after = t >= ctx.split
@@ -396,7 +403,9 @@ def _errors(ctx: _Context, lines: pd.DataFrame, counts: pd.DataFrame) -> pd.Data
     end = np.zeros(len(per))
     for mask, weight in ((timed, None), (~timed, total)):
         if mask.any():
-            onset[mask], end[mask] = _onsets(ctx, services[mask], t, service, bad, weight, p0[mask])
+            onset[mask], end[mask] = _onsets(
+                ctx, services[mask], t, service, bad, weight, p0[mask], resolution
+            )
     example = _example(lines, ctx, services)
     texts = []
     for svc, row in per.iterrows():

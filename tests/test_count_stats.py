@@ -47,3 +47,22 @@ def test_one_stray_event_before_a_change_does_not_date_it() -> None:
     k[0, 3:5] = 2.0
     onset, _ = cusum_onset(k, n, np.array([0.005, 0.005]))
     assert onset[0] == 3 and onset[1] == 10
+
+
+def test_a_trickle_at_about_the_usual_rate_does_not_date_a_burst() -> None:
+    from correlator.detectors._stats import cusum_onset
+
+    # Buckets of 20 calls, errors 1 in 200 before: 0.1 a bucket expected. A trickle of one
+    # error every fifth bucket (a little more than usual, nothing unlikely over its
+    # length), then from bucket 30 on, 8 errors a bucket: the burst is the change.
+    n = np.full((1, 40), 20.0)
+    k = np.zeros((1, 40))
+    k[0, 2:30:5] = 1.0
+    k[0, 30:] = 8.0
+    onset, end = cusum_onset(k, n, np.array([0.005]))
+    assert onset[0] == 30 and end[0] == 39
+    # A trickle well above the usual rate (an error in every other bucket) is where a
+    # sparse change began.
+    k[0, 2:30:2] = 1.0
+    onset, _ = cusum_onset(k, n, np.array([0.005]))
+    assert onset[0] == 2
