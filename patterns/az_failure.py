@@ -50,6 +50,8 @@ class AzFailurePattern(BasePattern):
     def evaluate(self, ctx: PatternContext, config: AzFailureConfig) -> PatternResult:
         """Find a zone holding most of the unhealthy pods, nodes and failing requests."""
         pods = _pod_health(ctx)
+        unzoned = pods[pods["zone"].isna()] if len(pods) else pods
+        pods = pods[pods["zone"].notna()] if len(pods) else pods
         spans = _span_zone_errors(ctx)
         if pods.empty and spans.empty:
             return self.not_evaluated(
@@ -78,6 +80,7 @@ class AzFailurePattern(BasePattern):
             return self.no_match("unhealthy pods and requests are not concentrated in one zone")
         strength, zone, feats = best
         services = _zone_services(pods, spans, zone)
+        services.update(_unzoned_services(unzoned, pods, zone, services, max(120.0, 2 * ctx.step)))
         if not services:
             return self.no_match(f"zone {zone} looks unhealthy but no service can be tied to it")
         simultaneous = _simultaneity(ctx, list(services))
@@ -173,12 +176,19 @@ def _pod_health(ctx: PatternContext) -> pd.DataFrame:
         both = pd.DataFrame({"before": before}).join(_time_down(now, before), how="inner")
         # Down for a while, not one missed scrape: two samples and at least 30 s.
         both["bad"] = both["down"] >= np.maximum(2.0 * both["interval"], 30.0)
-        rows.append(both[["bad"]].reset_index().rename(columns={"index": "pod"}))
+        rows.append(both[["bad", "down_at"]].reset_index().rename(columns={"index": "pod"}))
     if rows:
-        health = pd.concat(rows).groupby("pod")["bad"].max().reset_index()
-        pods = health.merge(zones, on="pod", how="inner")
+        every = pd.concat(rows)
+        health = every.groupby("pod").agg(bad=("bad", "max"), down_at=("down_at", "min"))
+        # Pods no label places in a zone stay (zone unknown): when they went down with a
+        # zone, they are likely its (see _unzoned_services).
+        pods = health.reset_index().merge(zones, on="pod", how="left")
+        pods["service"] = [
+            str(s) if isinstance(s, str) and s else service_from_pod(str(p))
+            for s, p in zip(pods["service"], pods["pod"], strict=True)
+        ]
     else:
-        pods = pd.DataFrame(columns=["pod", "bad", "service", "zone"])
+        pods = pd.DataFrame(columns=["pod", "bad", "down_at", "service", "zone"])
     nodes = _node_health(ctx)
     if len(nodes):
         pods = pd.concat([pods, nodes], ignore_index=True)
@@ -190,14 +200,16 @@ def _pod_health(ctx: PatternContext) -> pd.DataFrame:
 
 def _time_down(rows: pd.DataFrame, before: pd.Series) -> pd.DataFrame:
     """Per pod: seconds its health series spent at least 0.5 below its baseline median
-    (samples down times the series' own sample interval), and that interval."""
+    (samples down times the series' own sample interval), that interval, and when it
+    was first down (``down_at``, NaN when never)."""
     rows = rows.sort_values("ts", kind="stable")
     level = rows["pod"].map(before)
     low = (level - rows["value"].astype(float)) >= 0.5
     gaps = rows.groupby("pod")["ts"].diff()
     interval = gaps.groupby(rows["pod"]).median().fillna(0.0)
     down = low.groupby(rows["pod"]).sum().astype(float) * interval
-    return pd.DataFrame({"down": down, "interval": interval})
+    down_at = rows["ts"].astype(float).where(low).groupby(rows["pod"]).min()
+    return pd.DataFrame({"down": down, "interval": interval, "down_at": down_at})
 
 
 def _node_health(ctx: PatternContext) -> pd.DataFrame:
@@ -250,6 +262,36 @@ def _zone_services(
     lost = _zone_share(pods, zone, 0.0)
     failing = _zone_share(spans, zone, _SPAN_PRIOR)
     return {svc: (lost.get(svc, 0.0), failing.get(svc, 0.0)) for svc in {*lost, *failing}}
+
+
+def _unzoned_services(
+    unzoned: pd.DataFrame,
+    pods: pd.DataFrame,
+    zone: str,
+    known: dict[str, tuple[float, float]],
+    near: float,
+) -> dict[str, tuple[float, float]]:
+    """Services whose pods no label places in a zone, with pods that went down within
+    ``near`` seconds of the moment ``zone``'s pods did: (share of their pods lost then,
+    their failing-request share in the zone if known). Pods of one zone fail together;
+    a service's pods failing at that very moment were most likely there, and left out
+    they would make the zone's most affected service invisible."""
+    if unzoned.empty or pods.empty:
+        return {}
+    hit = pods[(pods["zone"] == zone) & (pods["bad"] > 0)]
+    at = pd.to_numeric(hit["down_at"], errors="coerce").dropna()
+    if at.empty:
+        return {}
+    when = float(at.median())
+    down = pd.to_numeric(unzoned["down_at"], errors="coerce")
+    lost = unzoned[(unzoned["bad"] > 0) & ((down - when).abs() <= near)]
+    out: dict[str, tuple[float, float]] = {}
+    for svc, mine in lost.groupby("service"):
+        total = int((unzoned["service"] == svc).sum() + (pods["service"] == svc).sum())
+        share = len(mine) / max(total, 1)
+        prior = known.get(str(svc), (0.0, 0.0))
+        out[str(svc)] = (max(prior[0], share), prior[1])
+    return out
 
 
 def _zone_share(part: pd.DataFrame, zone: str, prior: float) -> dict[str, float]:

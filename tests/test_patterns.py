@@ -138,6 +138,25 @@ def test_pod_zones_come_from_spans_when_no_metric_names_them() -> None:
     assert res.findings and res.findings[0].zone == "zone-b"
 
 
+def test_pods_no_label_places_in_a_zone_count_when_they_went_down_with_it() -> None:
+    """The zone's worst hit service has no zone label anywhere (no kube_pod_info row, no
+    spans): both its pods went down at the moment zone b's did. Left out it would be
+    invisible; counted, it is the service the zone took most of."""
+    sc = build("az_failure")
+    sig = sc.telemetry.signals.copy()
+    sig = sig[~((sig["role"] == "pod_info") & (sig["service"] == "payments"))]
+    ready = (sig["role"] == "pod_ready") & (sig["service"] == "payments")
+    went = sig[ready & (sig["value"] < 1.0)]["ts"].min()
+    sig.loc[ready & (sig["ts"] >= went), "value"] = 0.0
+    res = run("az_failure", context(_with_signals(sc, sig)))
+    assert res.findings and res.findings[0].zone == "zone-b"
+    assert res.findings[0].service == "payments"
+    # Pods that went down five minutes before the zone's (another story) are not its.
+    sig.loc[ready & (sig["ts"] >= went - 300.0), "value"] = 0.0
+    res = run("az_failure", context(_with_signals(sc, sig)))
+    assert res.findings and res.findings[0].service != "payments"
+
+
 def test_one_missed_scrape_of_a_zones_pods_is_not_a_zone_failure() -> None:
     from synth import FAULT
 
