@@ -889,3 +889,41 @@ def test_a_callee_two_callers_errors_name_explains_them() -> None:
     assert {r.service: r.explained for r in both}["cart"] > 0.4
     one = {r.service: r for r in root_scores(g, rows(("cart",)), "frontend")}
     assert one["cart"].explained == 0.0
+
+
+def test_memory_that_rose_in_most_services_at_once_is_set_aside() -> None:
+    """Eight of ten services' memory rose within a minute (a whole system warming up
+    after a restart); one service's own climb, later, stays, as does every other row."""
+    from correlator.detector import anomaly_frame
+    from correlator.topology import common_mode
+
+    def row(svc: str, role: str, onset: float, signal: str = "") -> dict[str, object]:
+        return {
+            "service": svc, "role": role, "onset": onset, "end": onset + 600.0,
+            "score": 12.0, "direction": "up", "baseline": 1.0, "peak": 2.0, "peer": "",
+            "modality": "metrics", "signal": signal or role, "evidence": "",
+        }  # fmt: skip
+
+    services = [f"s{i}" for i in range(10)]
+    rows = [row(s, "memory", 100.0 + 5 * i) for i, s in enumerate(services[:8])]
+    rows += [row(s, "series", 110.0, "jvm_heap_used") for s in services[:8]]
+    rows += [row("s9", "memory", 900.0), row("s0", "latency", 100.0)]
+    signals = pd.DataFrame(
+        {
+            "role": ["memory"] * 10 + ["series:jvm_heap_used"] * 10 + ["latency"] * 10,
+            "service": services * 3,
+            "ts": 0.0,
+            "value": 1.0,
+        }
+    )
+    kept, notes = common_mode(anomaly_frame(rows), signals, tolerance=120.0)
+    assert sorted(zip(kept["service"], kept["role"], strict=True)) == [
+        ("s0", "latency"),
+        ("s9", "memory"),
+    ]
+    assert sorted(n[0] for n in notes) == ["jvm_heap_used", "memory"]
+    assert "8 of 10 services" in notes[0][1]
+    # Four of ten at once is some services' story, not the system's.
+    few = anomaly_frame(rows[:4] + rows[-2:])
+    kept, notes = common_mode(few, signals, tolerance=120.0)
+    assert len(kept) == len(few) and not notes

@@ -66,6 +66,7 @@ from correlator.topology import (
     attribute_edges,
     blast_radius,
     build_graph,
+    common_mode,
     comovement,
     fired_by,
     instrumented,
@@ -433,6 +434,8 @@ def analyse(
             laid_at_callee(anomalies, lag), instrumented(telemetry), lag, _callees(graph)
         )
         anomalies = named_by_callers(anomalies, lag, _callees(graph))
+        anomalies, common = common_mode(anomalies, signals, max(120.0, 4.0 * step))
+        gaps += [Gap("metrics", why, signal) for signal, why in common]
     else:
         gaps.append(Gap("engine", "deadline reached before detection"))
     t = lap("detect", t)

@@ -743,6 +743,64 @@ _CALL_TROUBLE = (
 )
 
 
+#: Roles whose change in most services at once is a change of the whole system (a
+#: restart's warm-up, node-wide memory pressure), not any one service's: memory, and
+#: series no role knows. Health, load and CPU are left alone: a zone failure or a surge
+#: moves them everywhere at once and that is their story.
+COMMON_MODE_ROLES = ("memory", "memory_ratio", GENERIC)
+#: Share of the services measuring a series that must move at once for it to be common.
+COMMON_SHARE = 0.5
+#: ... and never fewer services than this.
+COMMON_MIN = 5
+
+
+def common_mode(
+    anomalies: pd.DataFrame, signals: pd.DataFrame, tolerance: float
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The anomaly rows without the changes most services made at once.
+
+    A series (a role, or a family no role knows) that moved the same way in at
+    least :data:`COMMON_SHARE` of the services measuring it (and
+    :data:`COMMON_MIN`), with onsets within ``tolerance`` seconds of each other,
+    says nothing about which service is at fault: every candidate gains the same
+    strength from it, and a faint true cause drowns. Those rows go; returns the
+    rest and, per change set aside, ``(signal, what was set aside)`` for the
+    report. Only :data:`COMMON_MODE_ROLES` are judged.
+    """
+    a = anomalies
+    if a.empty or signals.empty:
+        return a, []
+    cand = a[a["role"].isin(COMMON_MODE_ROLES) & (a["modality"] == "metrics")]
+    if cand.empty:
+        return a, []
+    measured = signals.groupby("role", observed=True)["service"].nunique().to_dict()
+    drop: list[Any] = []
+    notes: list[tuple[str, str]] = []
+    for (role, signal, direction), g in cand.groupby(
+        [cand["role"].astype(str), cand["signal"].astype(str), cand["direction"].astype(str)]
+    ):
+        n = int(measured.get(f"{GENERIC}:{signal}" if role == GENERIC else role, 0))
+        if g["service"].nunique() < max(COMMON_MIN, COMMON_SHARE * n):
+            continue
+        on = g["onset"].to_numpy(dtype=np.float64)
+        svc = g["service"].astype(str).to_numpy()
+        near = np.abs(on[:, None] - on[None, :]) <= tolerance
+        together = [len(set(svc[row])) for row in near]
+        center = int(np.argmax(together))
+        if together[center] < max(COMMON_MIN, COMMON_SHARE * n):
+            continue
+        drop.extend(g.index[near[center]].tolist())
+        notes.append(
+            (
+                str(signal),
+                f"{signal} went {direction} in {together[center]} of {n} services within "
+                f"{tolerance:.0f} s of each other: a change of the whole system (a restart's "
+                "warm-up, node-wide pressure), not taken as any one service's",
+            )
+        )
+    return a.drop(index=drop), notes
+
+
 def named_by_callers(
     anomalies: pd.DataFrame, lag: float = 30.0, callees: dict[str, set[str]] | None = None
 ) -> pd.DataFrame:
