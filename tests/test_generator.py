@@ -622,3 +622,25 @@ CLASSIC_4242 = {
     "traces.otlp.jsonl": "c287a137b46f6a3a",
     "logs.otlp.jsonl": "b2b2a392ccb702ba",
 }
+
+
+@pytest.mark.parametrize(("seed", "named"), [(201, False), (200, True)])
+def test_wild_a_dependency_no_metric_names_is_not_said_visible_in_metrics(
+    tmp_path: Path, seed: int, named: bool
+) -> None:
+    """Without service-graph or client metrics (seed 201) no series names the failing
+    dependency: the truth must not promise that metrics can see it. With them (200), the
+    calls into it are measured and it can."""
+    _, out = _wild(seed, tmp_path, cause="dependency_failure")
+    doc = json.loads((out / "scenario.json").read_text())
+    dep = doc["truth"]["service"]
+    parsed = parse_openmetrics((out / "metrics.om").read_bytes())
+    names_it = any(
+        dep in label
+        for group in parsed.by_name().values()
+        for x in group
+        for label in x.labels.values()
+    )
+    assert names_it is named
+    assert ("metrics" in doc["truth"]["visible_in"]) is named
+    assert {"spans", "logs"} <= set(doc["truth"]["visible_in"])

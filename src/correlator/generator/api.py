@@ -370,10 +370,21 @@ def _wild_alert(conv: Conventions, topo: Topology) -> WildAlert:
     return WildAlert(label, latency, errors)
 
 
-def _seen_by(sim: Sim, fault: Fault, cause: str, mode: str) -> list[str]:
+def _seen_by(
+    sim: Sim, fault: Fault, cause: str, mode: str, conv: Conventions | None = None
+) -> list[str]:
     """The modalities that can see this fault; a leak that never nears its limit within
-    the window (short incidents) shows only in memory metrics."""
+    the window (short incidents) shows only in memory metrics; a failing dependency or a
+    delay in front of a service shows in metrics only where some metric names the calls
+    to it (service-graph metrics, or client metrics of its callers)."""
     seen = visible_in(cause, mode)
+    calls_into = (cause, mode or "") in (("dependency_failure", ""), ("network_delay", "service"))
+    if (
+        conv is not None
+        and calls_into
+        and not _calls_measured(sim, conv, sim.topo.by_id(fault.service))
+    ):
+        seen = [m for m in seen if m != "metrics"]
     if cause == "memory_leak":
         node = sim.topo.by_id(fault.service)
         peak = max(
@@ -383,6 +394,22 @@ def _seen_by(sim: Sim, fault: Fault, cause: str, mode: str) -> list[str]:
         if peak < 0.8 * node.mem_limit:  # no GC pressure yet: no slow spans, no GC logs
             seen = ["metrics"]
     return seen
+
+
+#: Latency conventions whose clients export request durations by callee.
+_CLIENT_STYLES = ("otel_http_old", "otel_http_new", "otel_rpc", "grpc", "micrometer")
+
+
+def _calls_measured(sim: Sim, conv: Conventions, node: Any) -> bool:
+    """Whether some metric names the calls into ``node``: service-graph metrics name every
+    edge; client metrics name service and external callees of callers that export them."""
+    if conv.service_graph:
+        return True
+    if not conv.client_metrics or node.kind not in ("service", "external"):
+        return False
+    topo = sim.topo
+    callers = [topo.nodes[topo.edges[e].src] for e in topo.in_edges[node.index]]
+    return any(c.kind == "service" and style_of(conv, c) in _CLIENT_STYLES for c in callers)
 
 
 def _generate_wild(
@@ -454,7 +481,7 @@ def _generate_wild(
         "cause": cause,
         "start": format_time(t0 + fstep * step),
         "severity": severity,
-        "visible_in": _seen_by(sim, fault, cause, mode),
+        "visible_in": _seen_by(sim, fault, cause, mode, conv),
     }
     if mode:
         truth["mode"] = mode
