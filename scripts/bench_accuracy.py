@@ -319,7 +319,12 @@ def wild_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(
                 f"[{len(cases)}/{len(todo)} {time.time() - t0:.0f}s] {case.seed} "
                 f"{case.cause}/{case.mode or '-'} rank {case.service_rank()} "
-                f"z-score {case.rank_in(case.zscore)}",
+                f"z-score {case.rank_in(case.zscore)} only "
+                + " ".join(
+                    f"{m}={case.rank_in([s for s, _, _ in case.ablations[m]])}"
+                    for m in MODALITIES
+                    if m in case.visible_in
+                ),
                 file=sys.stderr,
                 flush=True,
             )
