@@ -780,14 +780,15 @@ def common_mode(
         [cand["role"].astype(str), cand["signal"].astype(str), cand["direction"].astype(str)]
     ):
         n = int(measured.get(f"{GENERIC}:{signal}" if role == GENERIC else role, 0))
-        if g["service"].nunique() < max(COMMON_MIN, COMMON_SHARE * n):
+        need = max(COMMON_MIN, COMMON_SHARE * n)
+        if g["service"].nunique() < need:
             continue
         on = g["onset"].to_numpy(dtype=np.float64)
         svc = g["service"].astype(str).to_numpy()
         near = np.abs(on[:, None] - on[None, :]) <= tolerance
         together = [len(set(svc[row])) for row in near]
         center = int(np.argmax(together))
-        if together[center] < max(COMMON_MIN, COMMON_SHARE * n):
+        if together[center] < need:
             continue
         drop.extend(g.index[near[center]].tolist())
         notes.append(

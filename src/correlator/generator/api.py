@@ -396,20 +396,18 @@ def _seen_by(
     return seen
 
 
-#: Latency conventions whose clients export request durations by callee.
-_CLIENT_STYLES = ("otel_http_old", "otel_http_new", "otel_rpc", "grpc", "micrometer")
-
-
 def _calls_measured(sim: Sim, conv: Conventions, node: Any) -> bool:
     """Whether some metric names the calls into ``node``: service-graph metrics name every
     edge; client metrics name service and external callees of callers that export them."""
+    from correlator.generator.emit_wild import CLIENT_DURATIONS
+
     if conv.service_graph:
         return True
     if not conv.client_metrics or node.kind not in ("service", "external"):
         return False
     topo = sim.topo
     callers = [topo.nodes[topo.edges[e].src] for e in topo.in_edges[node.index]]
-    return any(c.kind == "service" and style_of(conv, c) in _CLIENT_STYLES for c in callers)
+    return any(c.kind == "service" and style_of(conv, c) in CLIENT_DURATIONS for c in callers)
 
 
 def _generate_wild(

@@ -379,6 +379,17 @@ def _client_median(em: _WildEmitter, ei: int) -> F64:
     return out
 
 
+#: Per latency convention whose clients export request durations by callee: the
+#: histogram's name, its bucket bounds and its unit scale (spanmetrics has none).
+CLIENT_DURATIONS: dict[str, tuple[str, tuple[float, ...], float]] = {
+    "otel_http_old": ("http_client_duration_milliseconds", OTEL_MS_BUCKETS, 1000.0),
+    "otel_http_new": ("http_client_request_duration_seconds", OTEL_S_BUCKETS, 1.0),
+    "otel_rpc": ("rpc_client_duration_milliseconds", OTEL_MS_BUCKETS, 1000.0),
+    "grpc": ("grpc_client_handling_seconds", PROM_BUCKETS, 1.0),
+    "micrometer": ("http_client_requests_seconds", MICROMETER_SLO, 1.0),
+}
+
+
 def _client(em: _WildEmitter) -> Iterator[str]:
     """Client-side request durations of service callers, by callee, in each caller's style."""
     topo, res = em.topo, em.res
@@ -387,17 +398,10 @@ def _client(em: _WildEmitter) -> Iterator[str]:
         src, dst = topo.nodes[e.src], topo.nodes[e.dst]
         if src.kind == "service" and dst.kind in ("service", "external"):
             by_style.setdefault(style_of(em.conv, src), []).append(e.index)
-    spec = {
-        "otel_http_old": ("http_client_duration_milliseconds", OTEL_MS_BUCKETS, 1000.0),
-        "otel_http_new": ("http_client_request_duration_seconds", OTEL_S_BUCKETS, 1.0),
-        "otel_rpc": ("rpc_client_duration_milliseconds", OTEL_MS_BUCKETS, 1000.0),
-        "grpc": ("grpc_client_handling_seconds", PROM_BUCKETS, 1.0),
-        "micrometer": ("http_client_requests_seconds", MICROMETER_SLO, 1.0),
-    }
     for style, edges in by_style.items():
-        if style not in spec:
+        if style not in CLIENT_DURATIONS:
             continue  # spanmetrics: client spans feed the service graph instead
-        name, bounds, scale = spec[style]
+        name, bounds, scale = CLIENT_DURATIONS[style]
         kind = "summary" if style == "micrometer" and em.conv.summary else "histogram"
         yield f"# TYPE {name} {kind}\n"
         yield f"# HELP {name} Client-side duration of outbound requests.\n"
