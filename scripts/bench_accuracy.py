@@ -239,7 +239,10 @@ def wild_report(cases: list[WildCase], seconds: float, jobs: int, held_out: bool
         f"| expected calibration error (top 1, 10 bins) | {e:.3f} | | <= 0.08 |",
         "",
         "Ablations: the engine given one modality only (the others emptied after collection; "
-        "topology edges kept), scored on the faults that modality can see (`truth.visible_in`):",
+        "topology edges kept), scored on the faults that modality can see (`truth.visible_in`, "
+        "checked by the generator against what its own series, traces and logs carry; "
+        f"{sum(not c.visible_in for c in cases)} case(s) no modality can see stay in the "
+        "figures above):",
         "",
         "| only | n | AC@1 | AC@3 | target AC@1 |",
         "|---|---|---|---|---|",
@@ -258,7 +261,10 @@ def wild_report(cases: list[WildCase], seconds: float, jobs: int, held_out: bool
     keys = sorted({(c.cause, c.mode) for c in cases})
     for cause, mode in keys:
         idx = [i for i, c in enumerate(cases) if (c.cause, c.mode) == (cause, mode)]
-        vis = ", ".join(cases[idx[0]].visible_in)
+        # Per modality, how many of these cases it can see (the generator checks what its
+        # own traces and logs carry: a service no kept trace reached is not visible there).
+        seen = {m: sum(m in cases[i].visible_in for i in idx) for m in MODALITIES}
+        vis = ", ".join(f"{m} {k}" for m, k in seen.items() if k) or "none"
         lines.append(
             f"| {cause} | {mode or '-'} | {vis} | {len(idx)} | {_at([eng[i] for i in idx], 1):.2f} | "
             f"{_at([eng[i] for i in idx], 3):.2f} | {_at([zs[i] for i in idx], 1):.2f} | "

@@ -643,4 +643,36 @@ def test_wild_a_dependency_no_metric_names_is_not_said_visible_in_metrics(
     )
     assert names_it is named
     assert ("metrics" in doc["truth"]["visible_in"]) is named
-    assert {"spans", "logs"} <= set(doc["truth"]["visible_in"])
+    if not named:  # seen where its callers' traces and logs name it
+        assert {"spans", "logs"} <= set(doc["truth"]["visible_in"])
+
+
+def _spans_touching(out: Path, service: str, since: float) -> int:
+    """Spans in the emitted traces from ``since`` on that are ``service``'s or call it."""
+    n = 0
+    for line in (out / "traces.otlp.jsonl").read_text().splitlines():
+        for rs in json.loads(line)["resourceSpans"]:
+            attrs = {a["key"]: a["value"].get("stringValue") for a in rs["resource"]["attributes"]}
+            for ss in rs["scopeSpans"]:
+                for sp in ss["spans"]:
+                    if int(sp["startTimeUnixNano"]) / 1e9 < since:
+                        continue
+                    peer = {a["key"]: a["value"].get("stringValue") for a in sp["attributes"]}
+                    n += service in (attrs.get("service.name"), peer.get("peer.service"))
+    return n
+
+
+@pytest.mark.parametrize(("seed", "seen"), [(305, False), (302, True)])
+def test_wild_a_service_no_kept_trace_reached_is_not_said_visible_in_spans(
+    tmp_path: Path, seed: int, seen: bool
+) -> None:
+    """Thirty traces of an 8-service shop: seed 305's delayed pod belongs to a service
+    called at 0.2/s, which no kept trace reached after the delay began; the truth must not
+    promise that traces show it. Seed 302's service is in many of them."""
+    _, out = _wild(seed, tmp_path, cause="network_delay", mode="pod", traces=30)
+    doc = json.loads((out / "scenario.json").read_text())
+    svc = doc["truth"]["service"]
+    since = parse_time(doc["truth"]["start"])
+    touching = _spans_touching(out, svc, since)
+    assert (touching >= 5) is seen
+    assert ("spans" in doc["truth"]["visible_in"]) is seen

@@ -371,13 +371,26 @@ def _wild_alert(conv: Conventions, topo: Topology) -> WildAlert:
 
 
 def _seen_by(
-    sim: Sim, fault: Fault, cause: str, mode: str, conv: Conventions | None = None
+    sim: Sim,
+    fault: Fault,
+    cause: str,
+    mode: str,
+    conv: Conventions | None = None,
+    otlp: Otlp | None = None,
 ) -> list[str]:
     """The modalities that can see this fault; a leak that never nears its limit within
     the window (short incidents) shows only in memory metrics; a failing dependency or a
     delay in front of a service shows in metrics only where some metric names the calls
-    to it (service-graph metrics, or client metrics of its callers)."""
+    to it (service-graph metrics, or client metrics of its callers); spans see nothing of
+    a service no kept trace reached while the fault lasted (a rarely called service, deep
+    in the call graph, under a fixed trace budget) nor of a leak's GC pressure no kept
+    trace passed through, logs nothing of one that neither
+    logged a line nor was named in one."""
     seen = visible_in(cause, mode)
+    if otlp is not None and otlp.seen_after.get(fault.service, 0) < _FEWEST_SPANS:
+        seen = [m for m in seen if m != "spans"]
+    if otlp is not None and not otlp.logged_after.get(fault.service):
+        seen = [m for m in seen if m != "logs"]
     calls_into = (cause, mode or "") in (("dependency_failure", ""), ("network_delay", "service"))
     if (
         conv is not None
@@ -393,7 +406,16 @@ def _seen_by(
         )
         if peak < 0.8 * node.mem_limit:  # no GC pressure yet: no slow spans, no GC logs
             seen = ["metrics"]
+        killed = any(p.ooms for p in sim.service_pods(node.index))
+        if otlp is not None and not killed and otlp.slowed.get(fault.service, 0) < _FEWEST_SPANS:
+            # GC pressure that no kept trace passed through, and no kill to fail requests
+            seen = [m for m in seen if m != "spans"]
     return seen
+
+
+#: Fewer spans than this of (or calling) the faulty service while the fault lasts and the
+#: traces cannot show it.
+_FEWEST_SPANS = 5
 
 
 def _calls_measured(sim: Sim, conv: Conventions, node: Any) -> bool:
@@ -479,7 +501,7 @@ def _generate_wild(
         "cause": cause,
         "start": format_time(t0 + fstep * step),
         "severity": severity,
-        "visible_in": _seen_by(sim, fault, cause, mode, conv),
+        "visible_in": _seen_by(sim, fault, cause, mode, conv, otlp),
     }
     if mode:
         truth["mode"] = mode

@@ -74,6 +74,15 @@ class Otlp:
     logs: list[dict[str, Any]]
     n_traces: int
     n_spans: int
+    seen_after: dict[str, int] = field(default_factory=dict)
+    """Per service, the kept spans from the fault's first step on that are its own or
+    calls to it (what a trace backend can show of it while the fault lasts)."""
+    slowed: dict[str, int] = field(default_factory=dict)
+    """Per service, its kept spans served by a pod its own state slowed at least 1.5x
+    (a heap near its limit, a saturated CPU)."""
+    logged_after: dict[str, int] = field(default_factory=dict)
+    """Per service, the log records from the fault's first step on that are its own or
+    name it (``peer.service``)."""
 
 
 _SEV = {9: "INFO", 13: "WARN", 17: "ERROR", 21: "FATAL"}
@@ -873,6 +882,9 @@ def build_otlp(
     kept = 0
     tries = 0
     n_spans = 0
+    fault_ns = int(float(sim.ts[min(fault.step, t - 1)]) * 1e9)
+    seen_after: dict[str, int] = {}
+    slowed: dict[str, int] = {}
     slow_ref = {i: float(np.median(res.median()[i, : max(1, fault.step)])) * 3 for i in entries}
     while kept < n_traces and tries < n_traces * 25:
         tries += 1
@@ -893,16 +905,34 @@ def build_otlp(
             continue
         kept += 1
         n_spans += len(tr.spans)
+        for sp in tr.spans:
+            if sp.start >= fault_ns:
+                _touch(seen_after, topo.nodes[sp.node].id, sp.attrs)
+            if sp.pod is not None:
+                kk = min(int((sp.start / 1e9 - float(sim.ts[0])) // sim.step), t - 1)
+                if sp.pod.lat_mult[max(kk, 0)] >= 1.5:
+                    who = topo.nodes[sp.node].id
+                    slowed[who] = slowed.get(who, 0) + 1
         lines.append(_group(tr.spans, topo, ns, _encode_span, "spans"))
     _event_logs(tr)
     if sim.wild:
         _wild_logs(tr)
     tr.logs.sort(key=lambda r: r.ts)
+    logged_after: dict[str, int] = {}
+    for r in tr.logs:
+        if r.ts >= fault_ns:
+            _touch(logged_after, topo.nodes[r.node].id, r.attrs)
     log_lines = [
         _group(tr.logs[j : j + 200], topo, ns, _encode_log, "logRecords")
         for j in range(0, len(tr.logs), 200)
     ]
-    return Otlp(lines, log_lines, kept, n_spans)
+    return Otlp(lines, log_lines, kept, n_spans, seen_after, slowed, logged_after)
+
+
+def _touch(counts: dict[str, int], own: str, attrs: dict[str, Any]) -> None:
+    """Count a record for its own service and for the one it names (``peer.service``)."""
+    for who in {own, str(attrs.get("peer.service") or own)}:
+        counts[who] = counts.get(who, 0) + 1
 
 
 def iter_json(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -12,7 +12,8 @@ metrics (JVM, Go, process) and unrelated noise that resolves (a spike, a GC paus
 slow cron job). It also draws faults that only one or two modalities show (handled
 exceptions, wrong return values only callers log, a delay on one pod), CPU saturation
 by a stress process, and a network delay on a service's ingress. ``truth.visible_in``
-names the modalities that can see the fault.
+names the modalities that can see the fault, checked against what the scenario's own
+series, kept traces and logs carry (``api._seen_by``).
 
 Conventions come from their own random stream (``seed`` and a constant), so drawing
 them never disturbs the classic generator's stream.
