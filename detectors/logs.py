@@ -249,9 +249,37 @@ def _named_peers(rows: pd.DataFrame, known: set[str]) -> list[str]:
     for service, text in zip(rows["service"].tolist(), rows["evidence"].tolist(), strict=True):
         # Look only at the quoted message, not at the service the sentence is about.
         quoted = str(text).split('"', 1)[1] if '"' in str(text) else ""
-        named = [m for m in pattern.findall(quoted) if m != service]
+        named = [
+            m.group(1)
+            for m in pattern.finditer(quoted)
+            if m.group(1) != service and _about_a_call(quoted, m.start(1), m.end(1))
+        ]
         out.append(named[0] if named else "")
     return out
+
+
+#: What makes a service's name in a line a call to it: what comes before ("call to X",
+#: "calling X", "from X", host='X', http://X) ...
+_CALL_BEFORE = re.compile(
+    r"(?:\b(?:to|from|calling|call|called|host|upstream|service|dependency|backend|server|"
+    r"peer|connect|connecting|connection|dial|dialing|lookup|reach|reaching|query|querying|"
+    r"request|requesting|via|contacting)\W{0,3}|[/@])$",
+    re.IGNORECASE,
+)
+#: ... or after it ("X: unexpected status", X:8080, X.shop.svc, "X failed", "X timed out").
+_CALL_AFTER = re.compile(
+    r"^(?::|\.[a-z]|/|\s+(?:failed|fails|unavailable|timed|timeout|returned|responded|refused|"
+    r"rejected|unreachable|errored|is\s+down|is\s+unavailable|not\s+reachable))",
+    re.IGNORECASE,
+)
+
+
+def _about_a_call(text: str, start: int, end: int) -> bool:
+    """Whether the service name at ``text[start:end]`` is named as the other end of a call,
+    not as a word of the message ("has no currency for region HR")."""
+    return bool(_CALL_BEFORE.search(text[max(0, start - 24) : start])) or bool(
+        _CALL_AFTER.match(text[end : end + 24])
+    )
 
 
 @dataclass(frozen=True)

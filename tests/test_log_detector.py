@@ -220,3 +220,25 @@ def test_a_new_warning_is_a_notice_not_an_error_template() -> None:
     rows, _ = run(base, after, *new)
     roles = dict(zip(rows.signal.str.split(":").str[0], rows.role, strict=True))
     assert roles == {"GC overhead": "log_notice", "charge failed": "log_template"}
+
+
+def test_a_service_name_used_as_a_word_of_the_message_is_not_a_peer() -> None:
+    """checkout throws its own exception whose message says "currency" (a field), and a
+    service called currency exists: the line is checkout's own error, not a call to it.
+    "call to currency failed" is."""
+    base = logs(T0, T0 + 1800, 600, 1, [*OLD, ("currency", "GET /api/v1/rates 200 {n}ms", 9)])
+    after = logs(T0 + 1800, T0 + 2400, 200, 2, OLD)
+    own = logs(
+        T0 + 2000,
+        T0 + 2400,
+        10,
+        3,
+        [("checkout", "IllegalStateException: rule {n} has no currency for region HR", 17)],
+    )
+    rows, _ = run(base, after, own)
+    assert (rows[rows.service == "checkout"].peer == "").all()
+    call = logs(
+        T0 + 2000, T0 + 2400, 10, 3, [("checkout", "call to currency failed: status {n}", 17)]
+    )
+    rows, _ = run(base, after, call)
+    assert (rows[rows.role == "log_template"].peer == "currency").all()
