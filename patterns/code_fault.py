@@ -21,9 +21,6 @@ from correlator.roles import CAUSE_ROLES
 
 __all__ = ["CodeFaultConfig", "CodeFaultPattern"]
 
-#: The service's calls to others failing or slow, as it sees them.
-_CALLS = ("client_errors", "client_error_ratio", "client_latency")
-
 #: Its own errors, and (a wrong value fails nobody's request by its own measure) the errors
 #: its callers log naming it.
 _ERRORS = (
@@ -88,8 +85,12 @@ class CodeFaultPattern(BasePattern):
             # Pods or nodes lost anywhere by then (a zone going down) fail requests too.
             changed = max(changed, ctx.pods_lost_by(at_own + float(ctx.step)))
             # Errors that are the service's calls failing (timeouts, refused connections to
-            # a dependency or across the network) are not its own code's.
-            failing = _strongest_by(ctx.anomalies_of(svc, _CALLS), upto)
+            # a dependency or across the network), as it or its callees record the calls,
+            # are not its own code's.
+            failing = max(
+                (_strongest_by(r, upto) for c, r in ctx.troubled_calls(svc).items() if c != svc),
+                default=0.0,
+            )
             # So are errors its own logs blame on another service ("invalid response from X").
             peers = mine["peer"].astype(str).to_numpy(dtype=object)
             blamed = (mine["modality"].to_numpy(dtype=object) == "logs") & own

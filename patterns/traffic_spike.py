@@ -7,14 +7,16 @@ services it feeds.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+import networkx as nx
 import numpy as np
 import pandas as pd
 
 from correlator.model import Evidence
 from correlator.pattern import BasePattern, PatternContext, PatternResult
-from correlator.topology import aimed_surges, demand_rises
+from correlator.topology import aimed_surges, demand_rises, trouble_began
 
 __all__ = ["TrafficSpikeConfig", "TrafficSpikePattern"]
 
@@ -30,6 +32,11 @@ class TrafficSpikeConfig:
     min_good_ratio: float = 1.25
     """Peak rate of *successful* requests over baseline a spike must also show (a rise
     made only of failing requests is retries)."""
+    min_sources: int = 3
+    """Without request rates: the fewest services whose own trouble began at once, none
+    of it explained by its calls, that count as load arriving from one entry point."""
+    min_share: float = 0.5
+    """... and the least share of all services with trouble of their own they must be."""
 
 
 class TrafficSpikePattern(BasePattern):
@@ -44,7 +51,7 @@ class TrafficSpikePattern(BasePattern):
     def evaluate(self, ctx: PatternContext, config: TrafficSpikeConfig) -> PatternResult:
         """Score services whose request rate rose first and most, entry points favoured."""
         if not ctx.has("request_rate"):
-            return self.not_evaluated("no request_rate signal: traffic cannot be seen")
+            return self._overloaded_at_once(ctx, config)
         a = ctx.anomalies
         up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
         if up.empty:
@@ -154,6 +161,136 @@ class TrafficSpikePattern(BasePattern):
                 )
             )
         return self.found(findings)
+
+    def _overloaded_at_once(self, ctx: PatternContext, config: TrafficSpikeConfig) -> PatternResult:
+        """Without request rates, what load arriving looks like: several services slow,
+        failing or logging their own trouble at once, none because of its calls (each
+        saturated by itself), all fed by one entry point. A failure spreads from one
+        place up its callers; a surge saturates many places at the same time."""
+        a = ctx.anomalies
+        own = a[a["role"].isin(_OWN) & (a["direction"] == "up")]
+        peer, svc = own["peer"].astype(str), own["service"].astype(str)
+        own = own[(peer == "") | (peer == svc)]
+        if own.empty:
+            return self.not_evaluated("no request_rate signal, and no service's own trouble")
+        began = trouble_began(own).sort_values()
+        # The most services whose trouble began within one stretch (onsets are known to a
+        # few sampling steps).
+        width = max(120.0, 4.0 * float(ctx.step))
+        t = began.to_numpy(dtype=np.float64)
+        ends = np.searchsorted(t, t + width, side="right")
+        i = int(np.argmax(ends - np.arange(len(t))))
+        together = {str(x) for x in began.index[i : ends[i]]}
+        if len(together) < max(config.min_sources, config.min_share * len(began)):
+            return self.no_match("no request_rate signal, and trouble did not begin at once")
+        g = ctx.graph
+
+        def explained(s: str) -> bool:
+            """Its calls were in trouble when its own began (or a callee was, with it)."""
+            if s in g and any(c in together for c in g.successors(s) if c != s):
+                return True
+            by = float(began[s]) + ctx.onset_slack
+            return any(
+                c != s and bool((rows["onset"].astype(float) <= by).any())
+                for c, rows in ctx.troubled_calls(s).items()
+            )
+
+        sources = sorted(s for s in together if not explained(s))
+        # ... and each saying it has more than it can take, not merely failing.
+        slack = ctx.onset_slack
+        sources = [
+            s
+            for s in sources
+            if len(ctx.lines_saying(_OVERLOAD, _LOG_ROLES, service=s))
+            or ctx.failures_saying(s, _OVERLOAD, float(began[s]) - slack) >= 2
+        ]
+        if len(sources) < config.min_sources:
+            return self.no_match(
+                "no request_rate signal; trouble began at once but spread from "
+                f"{len(sources)} place(s)"
+            )
+        # Capacity lost (connections refused, nodes unreachable) leaves the rest overloaded
+        # too: that is fewer servers, not more demand.
+        since = float(t[i]) - slack
+        lost = [
+            s
+            for s in began.index.astype(str)
+            if len(ctx.lines_saying(_LOST, _LOG_ROLES, service=s))
+            or ctx.failures_saying(s, _LOST, since) >= 2
+        ]
+        if 2 * len(lost) >= len(sources):
+            return self.no_match(
+                "no request_rate signal; services overloaded at once, but connections were "
+                f"refused too ({', '.join(lost[:4])}): capacity lost, not more demand"
+            )
+        entries = [n for n in g if g.in_degree(n) == 0 or n == ctx.alert.service]
+        findings = []
+        for e in entries:
+            fed = set(nx.descendants(g, e)) | {e}
+            reach = sum(s in fed for s in sources) / len(sources)
+            if reach < 1.0:
+                continue
+            callers = [c for c in g.predecessors(e) if c != e]
+            entry = 1.0 if not callers else 0.5
+            size = min(1.0, len(sources) / (2.0 * config.min_sources))
+            share = len(together) / max(len(began), 1)
+            # The surge reaches its entry point first: struggling soonest, most likely it.
+            early = float(np.exp(-max(0.0, float(began[e]) - t[i]) / width)) if e in began else 0.0
+            score = 0.3 * size + 0.25 * entry + 0.15 * share + 0.15 * early
+            rows = own[own["service"].astype(str).isin(sources)].sort_values(
+                "score", ascending=False
+            )
+            ev: list[Evidence] = [
+                Evidence(
+                    kind="topology",
+                    summary=f"{len(together)} services began to struggle within "
+                    f"{width:.0f}s, {len(sources)} of them not because of their calls "
+                    f"({', '.join(sources[:6])}), all fed by {e}; request rates are not "
+                    "measured",
+                    service=e,
+                    data={"together": sorted(together), "sources": sources},
+                )
+            ]
+            ev += ctx.anomalies_evidence(rows.drop_duplicates("service"), 3)
+            findings.append(
+                self.finding(
+                    e,
+                    score,
+                    ev,
+                    features={"entry": entry, "sources": float(len(sources)), "share": share},
+                    onset=float(began.iloc[i]),
+                )
+            )
+        if not findings:
+            return self.no_match("no request_rate signal; no one entry point feeds them all")
+        return self.found(findings)
+
+
+#: What a service says when more arrives than it can serve.
+_OVERLOAD = re.compile(
+    r"overload|queue (is )?full|too many (concurrent )?requests|shedding|rejected|"
+    r"rate.?limit|throttl|resource.?exhausted|server (is )?busy|backpressure|capacity",
+    re.IGNORECASE,
+)
+#: What a caller says when the servers it calls are gone (not merely busy).
+_LOST = re.compile(
+    r"connection refused|ECONNREFUSED|no route to host|host is unreachable|"
+    r"node \S+ is unreachable|NotReady",
+    re.IGNORECASE,
+)
+_LOG_ROLES = ("log_template", "log_notice", "log_errors")
+
+#: What a service shows of its own when more load arrives than it can serve.
+_OWN = (
+    "latency",
+    "error_rate",
+    "error_ratio",
+    "span_latency",
+    "span_errors",
+    "log_errors",
+    "log_template",
+    "log_notice",
+)
 
 
 def _baseline_high(ctx: PatternContext, svc: str, onset: float, median: float) -> float:

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 from typing import Any
 
+import networkx as nx
 import pandas as pd
 import pytest
 
@@ -1380,3 +1381,107 @@ def test_calls_laid_at_one_service_door_make_it_the_network_delay_as_strong_as_t
     # Alone, with no call row at all, it is still found.
     ctx = dataclasses.replace(ctx, anomalies=anomaly_frame(rows[:1]))
     assert [f.service for f in run("network_delay", ctx).findings] == ["audit"]
+
+
+def test_errors_after_the_calls_a_callee_records_slowed_are_not_a_code_fault() -> None:
+    """A delay in front of image-resizer: auth's metrics count its timeouts as errors, and
+    only image-resizer's spans show auth's calls to it slowing (an edge row keyed by the
+    callee, with auth as the peer). Auth's errors are its calls failing, not its code."""
+    from correlator.detector import anomaly_frame
+
+    errors = {**_log_row("auth", "error_rate", "", 120.0, 280.0), "modality": "metrics"}
+    slow = {
+        **_log_row("image-resizer", "edge_latency", "auth", 100.0, 8.0),
+        "modality": "spans", "signal": "calls to image-resizer",
+    }  # fmt: skip
+    base = context(build("deployment"))
+
+    def code_fault(rows: list[dict[str, Any]]) -> float:
+        ctx = dataclasses.replace(base, anomalies=anomaly_frame(rows))
+        return {f.service: f for f in run("code_fault", ctx).findings}["auth"].score
+
+    alone, with_calls = code_fault([errors]), code_fault([errors, slow])
+    assert alone > 0.5
+    assert with_calls < 0.6 * alone
+    # The calls slowing only after the errors began do not excuse them.
+    late = {**slow, "onset": 400.0}
+    assert code_fault([errors, late]) == pytest.approx(alone)
+
+
+def test_many_services_overloaded_at_once_without_request_rates_is_a_surge_at_their_entry() -> None:
+    """No request rate is measured (traces and logs only). Three services the gateway
+    feeds begin to fail at once, none because of its calls, each saying it sheds load:
+    load arrived at the gateway. The same errors saying something else, beside refused
+    connections, or trouble that spreads up one chain from a single place, are not a
+    surge."""
+    from correlator.detector import anomaly_frame
+    from correlator.model import SPAN_COLUMNS
+
+    base = context(build("deployment"))
+    tel = copy.copy(base.telemetry)
+    tel.signals = tel.signals[tel.signals["role"] != "request_rate"]
+    signals = base.signals[base.signals["role"] != "request_rate"]
+
+    def row(svc: str, onset: float) -> dict[str, Any]:
+        return {
+            "service": svc, "role": "span_errors", "peer": "", "onset": onset,
+            "end": onset + 600.0, "score": 6.0, "direction": "up", "baseline": 0.0,
+            "peak": 0.5, "modality": "spans", "signal": "GET /api", "evidence": "",
+        }  # fmt: skip
+
+    def span(svc: str, i: int, error: str) -> dict[str, Any]:
+        return {
+            **dict.fromkeys(SPAN_COLUMNS, ""), "trace_id": f"{svc}{i}", "span_id": f"{svc}-{i}",
+            "service": svc, "name": "GET /api", "kind": 2, "start": 1000.0 + 10 * i,
+            "duration": 0.2, "status": 2, "peer": "", "error": error,
+        }  # fmt: skip
+
+    def surge(edges: list[tuple[str, str]], error: str, refused: int = 0) -> list[str]:
+        leaves = ["a", "b", "c"]
+        spans = [span(s, i, error) for s in leaves for i in range(4)]
+        gone = "dial tcp 10.0.3.7:8080: connect: connection refused"
+        spans += [span(s, 10 + i, gone) for s in leaves[:refused] for i in range(2)]
+        tel.spans = pd.DataFrame(spans, columns=list(SPAN_COLUMNS))
+        rows = [row(s, 1000.0 + 15 * k) for k, s in enumerate(leaves)] + [row("gw", 1050.0)]
+        ctx = dataclasses.replace(
+            base,
+            anomalies=anomaly_frame(rows),
+            telemetry=tel,
+            signals=signals,
+            graph=nx.DiGraph(edges),
+        )
+        result = run("traffic_spike", ctx)
+        return [f.service for f in result.findings]
+
+    fan = [("gw", "a"), ("gw", "b"), ("gw", "c"), ("gw", "d")]
+    shedding = "Error: Server overloaded: request queue full, shedding load"
+    assert surge(fan, shedding) == ["gw"]
+    # Connections refused as well (a zone's servers gone): the rest are overloaded by
+    # lost capacity, not by more demand.
+    assert surge(fan, shedding, refused=2) == []
+    assert surge(fan, "ECONNREFUSED 10.0.3.7:8080") == []
+    assert surge([("gw", "a"), ("a", "b"), ("b", "c")], shedding) == []
+
+
+def test_trouble_that_came_and_went_long_before_the_alert_did_counts_half() -> None:
+    """A deploy's finding, its service's trouble lasting to the window's end, against the
+    same trouble over twenty minutes before the end while the alert still fires: a
+    change that came and went is not what keeps the alert firing."""
+    from correlator.rank import rank
+    from correlator.topology import PASSED
+
+    ctx = context(build("deployment"))
+    finding = run("deployment", ctx).findings[0]
+    a = ctx.anomalies
+    mine = a["service"] == finding.service
+    assert not ctx.passed_while_alert_held(finding.service)
+    gone = a.assign(end=a["end"].where(~mine, ctx.window.end - 1200.0))
+    passed = dataclasses.replace(ctx, anomalies=gone)
+    assert passed.passed_while_alert_held(finding.service)
+    (held,) = [f for f in rank(ctx, [finding]) if f.cause == "deployment"]
+    (came_went,) = [f for f in rank(passed, [finding]) if f.cause == "deployment"]
+    assert came_went.score == pytest.approx(PASSED * held.score)
+    assert came_went.confidence < held.confidence
+    # Over just before the end (within five minutes) is not over.
+    recent = a.assign(end=a["end"].where(~mine, ctx.window.end - 120.0))
+    assert not dataclasses.replace(ctx, anomalies=recent).passed_while_alert_held(finding.service)

@@ -927,3 +927,29 @@ def test_memory_that_rose_in_most_services_at_once_is_set_aside() -> None:
     few = anomaly_frame(rows[:4] + rows[-2:])
     kept, notes = common_mode(few, signals, tolerance=120.0)
     assert len(kept) == len(few) and not notes
+
+
+def test_a_root_whose_trouble_was_over_long_before_the_alert_keeps_part_of_its_score() -> None:
+    """Two services hurting with equal strength, one's trouble over twenty minutes before
+    the window ends (the alert still firing then): it keeps PASSED of its root score."""
+    from correlator.detector import anomaly_frame
+    from correlator.topology import PASSED, over_by
+
+    def row(svc: str, end: float) -> dict[str, object]:
+        return {
+            "service": svc, "role": "latency", "peer": "", "onset": 100.0, "end": end,
+            "score": 20.0, "direction": "up", "baseline": 0.1, "peak": 0.5,
+            "modality": "metrics", "signal": "latency", "evidence": "",
+        }  # fmt: skip
+
+    frame = anomaly_frame([row("a", 3600.0), row("b", 2400.0)])
+    g = nx.DiGraph()
+    g.add_nodes_from(["a", "b"])
+    over = over_by("firing", None, 3600.0, 15.0)
+    assert over == pytest.approx(3300.0)
+    plain = {r.service: r.score for r in root_scores(g, frame)}
+    held = {r.service: r.score for r in root_scores(g, frame, over=over)}
+    assert held["a"] == pytest.approx(plain["a"])
+    assert held["b"] == pytest.approx(PASSED * plain["b"])
+    # A resolved alert holds only until it resolved.
+    assert over_by("resolved", 2600.0, 3600.0, 15.0) < 2400.0

@@ -73,6 +73,7 @@ from correlator.topology import (
     laid_at_callee,
     laid_at_shared_end,
     named_by_callers,
+    over_by,
     root_scores,
 )
 
@@ -460,6 +461,7 @@ def analyse(
         lag=max(30.0, 2.0 * step),
         comove=follows,
         fired=fired_by(alert.starts_at, step),
+        over=over_by(alert.status, alert.ends_at, window.end, step),
     )
     t = lap("topology", t)
 

@@ -47,7 +47,7 @@ from correlator.detect import series_index
 from correlator.errors import ConfigError, CorrelatorError
 from correlator.model import Alert, Evidence, Finding, Outcome, Telemetry, Window, format_time
 from correlator.roles import CLIENT_ROLES, GENERIC
-from correlator.topology import RootScore, dating_weight
+from correlator.topology import RootScore, dating_weight, over_by
 
 #: One call's trouble, on the caller (client side) or on the callee (edges, by caller).
 _CALL_ROLES = (*CLIENT_ROLES.values(), *CLIENT_ROLES)
@@ -156,6 +156,16 @@ class PatternContext:
                 break
             began = at
         return began < onset - 2.0 * self.onset_slack
+
+    def passed_while_alert_held(self, service: str) -> bool:
+        """Whether all of ``service``'s trouble was over long before the alert's
+        (:func:`correlator.topology.over_by`): it came and went while the alert held."""
+        rows = self.anomalies_of(service)
+        if rows.empty or "end" not in rows.columns:
+            return False
+        a = self.alert
+        over = over_by(a.status, a.ends_at, float(self.window.end), float(self.step))
+        return float(rows["end"].astype(float).max()) < over
 
     @property
     def raw(self) -> pd.DataFrame:
@@ -307,6 +317,12 @@ class PatternContext:
             return by_callee.get(callee, self._no_rows())
         return self.anomalies_of(caller, roles)
 
+    def troubled_calls(self, caller: str) -> Mapping[str, pd.DataFrame]:
+        """Per callee, the rows that show ``caller``'s calls to it in trouble: its client
+        side and the edges its callees record (upward moves of the call roles)."""
+        calls = self.memo("_troubled_calls", self._build_troubled_calls)
+        return calls.get(caller, {})
+
     def _build_troubled_calls(self) -> dict[str, dict[str, pd.DataFrame]]:
         a = self.anomalies
         if a.empty:
@@ -332,6 +348,15 @@ class PatternContext:
         m = pd.to_numeric(logs["severity"], errors="coerce") >= 13
         m &= (ts >= self.window.start - 600) & (ts <= self.window.end)
         return rows_by(logs[m].sort_values("ts", kind="stable"), "service")
+
+    def failures_saying(self, service: str, pattern: re.Pattern[str], since: float) -> int:
+        """How many of ``service``'s failed spans from ``since`` on say what ``pattern``
+        matches in their error ("request queue full")."""
+        mine = self._spans_of(service)
+        if mine is None:
+            return 0
+        failed = mine[(mine["status"] == 2) & (mine["start"].astype(float) >= since)]
+        return int(failed["error"].astype(str).map(lambda t: bool(pattern.search(t))).sum())
 
     def _spans_of(self, service: str) -> pd.DataFrame | None:
         """The service's spans (``None`` when it has none)."""

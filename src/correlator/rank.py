@@ -17,7 +17,13 @@ from typing import Any
 from correlator.calibration import Calibration, load_calibration
 from correlator.model import Evidence, Finding
 from correlator.pattern import PatternContext
-from correlator.topology import UPSTREAM_OF_ALERT, fired_by, trouble_began, upstream_only
+from correlator.topology import (
+    PASSED,
+    UPSTREAM_OF_ALERT,
+    fired_by,
+    trouble_began,
+    upstream_only,
+)
 
 __all__ = ["UNKNOWN", "candidate_features", "rank"]
 
@@ -162,6 +168,12 @@ def rank(
         else f
         for f in findings
         if f.score > 0.0
+    ]
+    # Trouble that came and went (a rollout's brief strain, a blip) long before the alert
+    # stopped firing is not what keeps it firing.
+    cands = [
+        replace(f, score=f.score * PASSED) if ctx.passed_while_alert_held(f.service) else f
+        for f in cands
     ] + _unknown_findings(ctx, unknown_roots)
     if not cands:
         return []

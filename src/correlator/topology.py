@@ -58,6 +58,7 @@ __all__ = [
     "laid_at_callee",
     "laid_at_shared_end",
     "named_by_callers",
+    "over_by",
     "root_scores",
     "service_summary",
     "trouble_began",
@@ -952,6 +953,20 @@ UPSTREAM_OF_ALERT = 0.35
 #: What a root score keeps for a service whose trouble began only after the alert fired.
 LATE = 0.3
 
+#: What a root score (and a finding's score) keeps for a service whose trouble was all
+#: over long before the alert's (see :func:`over_by`): a change that came and went (a
+#: rollout's brief strain, a blip) is not what keeps an alert firing.
+PASSED = 0.5
+
+
+def over_by(status: str, ends_at: float | None, window_end: float, step: float) -> float:
+    """By when trouble must have been over to have passed while the alert held: five
+    minutes (or five steps) before the window's end, or before the alert resolved."""
+    held = window_end
+    if status == "resolved" and ends_at:
+        held = min(held, float(ends_at))
+    return held - max(300.0, 5.0 * float(step))
+
 
 def fired_by(starts_at: float | None, step: float) -> float | None:
     """By when an alert that started at ``starts_at`` had certainly fired: onsets are
@@ -997,6 +1012,7 @@ def root_scores(
     lag: float = 30.0,
     comove: dict[str, float] | None = None,
     fired: float | None = None,
+    over: float | None = None,
 ) -> list[RootScore]:
     """Every anomalous node scored as a root candidate, best first.
 
@@ -1008,7 +1024,8 @@ def root_scores(
     symptom (see :func:`comovement`); it weighs strength and earliness. ``fired``: by
     when the alert had certainly fired (its start and what its onset is known to); a
     service none of whose trouble had begun by then cannot have caused it, and keeps
-    :data:`LATE` of its score.
+    :data:`LATE` of its score. ``over``: a service all of whose trouble had ended by then
+    (:func:`over_by`) keeps :data:`PASSED` of it.
     """
     pushed = amplified(anomalies, lag)
     summ = service_summary(anomalies, lag, pushed)
@@ -1049,7 +1066,14 @@ def root_scores(
             and not any(u in load for u in nx.ancestors(graph, svc))
         ):
             strength[svc] = full[svc]
-    t_min = min(onset.values())
+    # Earliness counts from the first trouble of some weight (at least half the strongest):
+    # a faint wobble half an hour before neither takes the bonus nor pushes it off
+    # everyone else, and what is faint earns it only in proportion.
+    s_bar = 0.5 * max(strength.values(), default=0.0)
+    t_min = min(
+        (onset[s] for s in strength if strength[s] >= s_bar and s in onset),
+        default=min(onset.values()),
+    )
     lat_rise = _latency_rises(anomalies)
     erring = set(
         anomalies.loc[
@@ -1060,6 +1084,11 @@ def root_scores(
     )
 
     began = trouble_began(anomalies)
+    ended = (
+        anomalies.groupby(anomalies["service"].astype(str))["end"].max().astype(float)
+        if over is not None and "end" in anomalies.columns
+        else pd.Series(dtype=float)
+    )
     pr = _pagerank(graph, strength, alert_service)
     pr_max = max(pr.values()) if pr else 1.0
     # Services that call the alerted one but that it does not reach: their own trouble
@@ -1105,7 +1134,8 @@ def root_scores(
             first = onset.get(u, np.inf) <= sym_at[svc] - onset_tolerance / 2
             if u in strength and first and pushed_at <= sym_at[svc] + lag / 2:
                 explained = max(explained, 0.9 * strength[u])
-        early = float(np.exp(-(o - t_min) / tau))
+        early = float(np.exp(-max(o - t_min, 0.0) / tau))
+        early *= min(1.0, strength[svc] / s_bar) if s_bar > 0 else 1.0
         base = strength[svc] * (1.0 - explained)
         score = 0.55 * base + 0.2 * early + 0.15 * (pr.get(svc, 0.0) / pr_max)
         score += 0.1 * min(len(ups), 5) / 5.0
@@ -1118,6 +1148,8 @@ def root_scores(
             score *= UPSTREAM_OF_ALERT
         if fired is not None and began.get(str(svc), -np.inf) > fired:
             score *= LATE
+        if over is not None and ended.get(str(svc), np.inf) < over:
+            score *= PASSED
         out.append(
             RootScore(
                 service=str(svc),
