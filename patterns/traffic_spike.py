@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from correlator.model import Evidence
-from correlator.pattern import BasePattern, PatternContext, PatternResult
+from correlator.pattern import ALERT_OWN_SYMPTOMS, BasePattern, PatternContext, PatternResult
 from correlator.topology import aimed_surges, demand_rises, trouble_began
 
 __all__ = ["TrafficSpikeConfig", "TrafficSpikePattern"]
@@ -206,8 +206,8 @@ class TrafficSpikePattern(BasePattern):
         ]
         if len(sources) < config.min_sources:
             return self.no_match(
-                "no request_rate signal; trouble began at once but spread from "
-                f"{len(sources)} place(s)"
+                "no request_rate signal; trouble began at once, but only "
+                f"{len(sources)} service(s) struggled by themselves saying they shed load"
             )
         # Capacity lost (connections refused, nodes unreachable) leaves the rest overloaded
         # too: that is fewer servers, not more demand.
@@ -244,9 +244,9 @@ class TrafficSpikePattern(BasePattern):
                 Evidence(
                     kind="topology",
                     summary=f"{len(together)} services began to struggle within "
-                    f"{width:.0f}s, {len(sources)} of them not because of their calls "
-                    f"({', '.join(sources[:6])}), all fed by {e}; request rates are not "
-                    "measured",
+                    f"{width:.0f}s, {len(sources)} of them by themselves and saying they "
+                    f"shed load ({', '.join(sources[:6])}), all fed by {e}; request rates "
+                    "are not measured",
                     service=e,
                     data={"together": sorted(together), "sources": sources},
                 )
@@ -280,17 +280,9 @@ _LOST = re.compile(
 )
 _LOG_ROLES = ("log_template", "log_notice", "log_errors")
 
-#: What a service shows of its own when more load arrives than it can serve.
-_OWN = (
-    "latency",
-    "error_rate",
-    "error_ratio",
-    "span_latency",
-    "span_errors",
-    "log_errors",
-    "log_template",
-    "log_notice",
-)
+#: What a service shows of its own when more load arrives than it can serve: what it
+#: shows when it hurts, and its new notices ("request queue full, shedding load").
+_OWN = (*ALERT_OWN_SYMPTOMS, "log_notice")
 
 
 def _baseline_high(ctx: PatternContext, svc: str, onset: float, median: float) -> float:

@@ -310,11 +310,9 @@ class PatternContext:
         record), only its troubled calls to ``callee``: a caller hurt by its calls to
         another service is that service's story. Otherwise its own rows of ``roles``
         (its symptoms, whatever they are about)."""
-        calls = self.memo("_troubled_calls", self._build_troubled_calls)
-        seen = calls.get(caller)
-        if seen is not None:
-            by_callee: dict[str, pd.DataFrame] = seen
-            return by_callee.get(callee, self._no_rows())
+        seen = self.troubled_calls(caller)
+        if seen:
+            return seen.get(callee, self._no_rows())
         return self.anomalies_of(caller, roles)
 
     def troubled_calls(self, caller: str) -> Mapping[str, pd.DataFrame]:
