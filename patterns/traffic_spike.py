@@ -184,12 +184,13 @@ class TrafficSpikePattern(BasePattern):
         if len(together) < max(config.min_sources, config.min_share * len(began)):
             return self.no_match("no request_rate signal, and trouble did not begin at once")
         g = ctx.graph
+        slack = ctx.onset_slack
 
         def explained(s: str) -> bool:
             """Its calls were in trouble when its own began (or a callee was, with it)."""
             if s in g and any(c in together for c in g.successors(s) if c != s):
                 return True
-            by = float(began[s]) + ctx.onset_slack
+            by = float(began[s]) + slack
             return any(
                 c != s and bool((rows["onset"].astype(float) <= by).any())
                 for c, rows in ctx.troubled_calls(s).items()
@@ -197,7 +198,6 @@ class TrafficSpikePattern(BasePattern):
 
         sources = sorted(s for s in together if not explained(s))
         # ... and each saying it has more than it can take, not merely failing.
-        slack = ctx.onset_slack
         sources = [
             s
             for s in sources
@@ -224,22 +224,19 @@ class TrafficSpikePattern(BasePattern):
                 f"refused too ({', '.join(lost[:4])}): capacity lost, not more demand"
             )
         entries = [n for n in g if g.in_degree(n) == 0 or n == ctx.alert.service]
+        size = min(1.0, len(sources) / (2.0 * config.min_sources))
+        share = len(together) / max(len(began), 1)
+        rows = own[own["service"].astype(str).isin(sources)].sort_values("score", ascending=False)
+        shown = ctx.anomalies_evidence(rows.drop_duplicates("service"), 3)
         findings = []
         for e in entries:
-            fed = set(nx.descendants(g, e)) | {e}
-            reach = sum(s in fed for s in sources) / len(sources)
-            if reach < 1.0:
+            if not set(sources) <= set(nx.descendants(g, e)) | {e}:
                 continue
             callers = [c for c in g.predecessors(e) if c != e]
             entry = 1.0 if not callers else 0.5
-            size = min(1.0, len(sources) / (2.0 * config.min_sources))
-            share = len(together) / max(len(began), 1)
             # The surge reaches its entry point first: struggling soonest, most likely it.
             early = float(np.exp(-max(0.0, float(began[e]) - t[i]) / width)) if e in began else 0.0
             score = 0.3 * size + 0.25 * entry + 0.15 * share + 0.15 * early
-            rows = own[own["service"].astype(str).isin(sources)].sort_values(
-                "score", ascending=False
-            )
             ev: list[Evidence] = [
                 Evidence(
                     kind="topology",
@@ -251,7 +248,7 @@ class TrafficSpikePattern(BasePattern):
                     data={"together": sorted(together), "sources": sources},
                 )
             ]
-            ev += ctx.anomalies_evidence(rows.drop_duplicates("service"), 3)
+            ev += shown
             findings.append(
                 self.finding(
                     e,

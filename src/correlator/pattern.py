@@ -47,7 +47,7 @@ from correlator.detect import series_index
 from correlator.errors import ConfigError, CorrelatorError
 from correlator.model import Alert, Evidence, Finding, Outcome, Telemetry, Window, format_time
 from correlator.roles import CLIENT_ROLES, GENERIC
-from correlator.topology import RootScore, dating_weight, over_by
+from correlator.topology import RootScore, dating_weight, over_by, trouble_ended
 
 #: One call's trouble, on the caller (client side) or on the callee (edges, by caller).
 _CALL_ROLES = (*CLIENT_ROLES.values(), *CLIENT_ROLES)
@@ -160,12 +160,10 @@ class PatternContext:
     def passed_while_alert_held(self, service: str) -> bool:
         """Whether all of ``service``'s trouble was over long before the alert's
         (:func:`correlator.topology.over_by`): it came and went while the alert held."""
-        rows = self.anomalies_of(service)
-        if rows.empty or "end" not in rows.columns:
-            return False
         a = self.alert
         over = over_by(a.status, a.ends_at, float(self.window.end), float(self.step))
-        return float(rows["end"].astype(float).max()) < over
+        ended = self.memo("_trouble_ended", lambda: trouble_ended(self.anomalies))
+        return float(ended.get(service, np.inf)) < over
 
     @property
     def raw(self) -> pd.DataFrame:

@@ -62,6 +62,7 @@ __all__ = [
     "root_scores",
     "service_summary",
     "trouble_began",
+    "trouble_ended",
 ]
 
 _DB_CACHE = frozenset({"redis", "memcached", "valkey", "hazelcast"})
@@ -980,6 +981,13 @@ def dating_weight(strongest: Any) -> Any:
     return np.minimum(MATERIAL, 0.25 * strongest)
 
 
+def trouble_ended(anomalies: pd.DataFrame) -> pd.Series:
+    """Per service, when the last of its anomaly rows ended (none without an ``end``)."""
+    if "end" not in anomalies.columns:
+        return pd.Series(dtype=float)
+    return anomalies.groupby(anomalies["service"].astype(str))["end"].max().astype(float)
+
+
 def trouble_began(anomalies: pd.DataFrame) -> pd.Series:
     """Per service, when its trouble began: its first anomaly of some weight for its
     trouble (:data:`MATERIAL`, or a quarter of its strongest when that is less).
@@ -1084,11 +1092,7 @@ def root_scores(
     )
 
     began = trouble_began(anomalies)
-    ended = (
-        anomalies.groupby(anomalies["service"].astype(str))["end"].max().astype(float)
-        if over is not None and "end" in anomalies.columns
-        else pd.Series(dtype=float)
-    )
+    ended = trouble_ended(anomalies) if over is not None else pd.Series(dtype=float)
     pr = _pagerank(graph, strength, alert_service)
     pr_max = max(pr.values()) if pr else 1.0
     # Services that call the alerted one but that it does not reach: their own trouble

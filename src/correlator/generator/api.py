@@ -384,8 +384,8 @@ def _seen_by(
     to it (service-graph metrics, or client metrics of its callers); spans see nothing of
     a service no kept trace reached while the fault lasted (a rarely called service, deep
     in the call graph, under a fixed trace budget) nor of a leak's GC pressure no kept
-    trace passed through, logs nothing of one that neither
-    logged a line nor was named in one."""
+    trace passed through; logs see nothing of a service that neither logged a line nor
+    was named in one."""
     seen = visible_in(cause, mode)
     if otlp is not None and otlp.seen_after.get(fault.service, 0) < _FEWEST_SPANS:
         seen = [m for m in seen if m != "spans"]
