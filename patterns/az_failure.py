@@ -2,7 +2,9 @@
 
 Signals: ``node_ready`` and ``node_zone`` (kube-state-metrics), ``pod_ready``
 and ``up`` per pod, ``pod_info`` (pod -> node), the ``zone`` dimension of any
-series, and the zone of spans (``cloud.availability_zone``). The tell is a
+series, the zone of spans (``cloud.availability_zone``), and pods that fell silent in
+their spans or log records (a dead pod says nothing; judged at the pod's own pace, so
+it works on sampled traces too). The tell is a
 share of unhealthy pods/nodes/requests in one zone far above the others', and
 onsets that coincide across services that do not call each other.
 """
@@ -189,6 +191,12 @@ def _pod_health(ctx: PatternContext) -> pd.DataFrame:
         ]
     else:
         pods = pd.DataFrame(columns=["pod", "bad", "down_at", "service", "zone"])
+    # Pods no health series covers: those that sent spans or log records until they fell
+    # silent (a zone's pods die without a word; their callers' errors land elsewhere).
+    silent = _silent_pods(ctx)
+    if len(silent):
+        silent = silent[~silent["pod"].isin(set(pods["pod"].astype(str)))]
+        pods = pd.concat([x for x in (pods, silent) if len(x)], ignore_index=True)
     nodes = _node_health(ctx)
     if len(nodes):
         pods = pd.concat([pods, nodes], ignore_index=True)
@@ -196,6 +204,65 @@ def _pod_health(ctx: PatternContext) -> pd.DataFrame:
         return pods
     pods["bad"] = pods["bad"].astype(float)
     return pods
+
+
+#: Fewest records a pod must have sent for its silence to be judged, and how many it
+#: would have sent in that silence at its own pace for the silence to say it stopped
+#: (no record where 5 were due happens by chance less than 1 % of the time).
+_SILENT_MIN, _SILENT_DUE = 5, 5.0
+
+
+def _silent_pods(ctx: PatternContext) -> pd.DataFrame:
+    """Per pod whose spans or log records name its zone: whether it fell silent around the
+    incident (``bad``, from ``down_at``), judged at its own pace.
+
+    A pod that sent ``n`` records between its first and last, and none from its last to
+    the end of that source's data, stopped when the silence holds at least
+    :data:`_SILENT_DUE` of its records. A pod silent in one source and not the other is
+    alive; one that fell silent long before the window (an old rollout) is not news, and
+    neither is one pod alone."""
+    frames = []
+    for recs, at in ((ctx.telemetry.spans, "start"), (ctx.telemetry.logs, "ts")):
+        if recs is None or recs.empty or not {"pod", "zone", "service", at} <= set(recs.columns):
+            continue
+        known = recs["pod"].notna() & recs["zone"].notna()
+        if not known.any():
+            continue
+        t = recs[at].astype(float)
+        r = pd.DataFrame(
+            {
+                "pod": recs.loc[known, "pod"].astype(str),
+                "zone": recs.loc[known, "zone"].astype(str),
+                "service": recs.loc[known, "service"].astype(str),
+                "t": t[known],
+            }
+        )
+        g = r.groupby("pod").agg(
+            service=("service", "first"), zone=("zone", "first"),
+            n=("t", "size"), first=("t", "min"), last=("t", "max"),
+        )  # fmt: skip
+        g = g[g["n"] >= _SILENT_MIN]
+        pace = (g["n"] - 1.0) / (g["last"] - g["first"]).clip(lower=1e-9)
+        due = pace * (float(t.max()) - g["last"])
+        g["bad"] = (due >= _SILENT_DUE) & (g["last"] >= ctx.window.start - 600.0)
+        frames.append(g[["service", "zone", "bad", "first", "last"]])
+    if not frames:
+        return pd.DataFrame(columns=["pod", "bad", "down_at", "service", "zone"])
+    every = pd.concat(frames)
+    out = every.groupby(level=0).agg(
+        service=("service", "first"), zone=("zone", "first"), bad=("bad", "min"),
+        first=("first", "min"), last=("last", "max"),
+    )  # fmt: skip
+    # One pod falling silent is that pod's story (a crash, a rescheduling), and too few
+    # pods judged give no zone anything to stand out against.
+    if out["bad"].sum() < 2 or len(out) < 2 * out["zone"].nunique():
+        return pd.DataFrame(columns=["pod", "bad", "down_at", "service", "zone"])
+    # Pods that first appeared only after the others fell silent replaced them: a
+    # service's share lost is of the pods it had then.
+    out = out[out["first"] <= float(out.loc[out["bad"], "last"].median())]
+    out["down_at"] = out["last"].where(out["bad"])
+    out["bad"] = out["bad"].astype(float)
+    return out.rename_axis("pod").reset_index()[["pod", "bad", "down_at", "service", "zone"]]
 
 
 def _time_down(rows: pd.DataFrame, before: pd.Series) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from correlator.model import Evidence
 from correlator.pattern import ALERT_OWN_SYMPTOMS, BasePattern, PatternContext, PatternResult
-from correlator.topology import aimed_surges, demand_rises, trouble_began
+from correlator.topology import aimed_surges, demand_rises, rate_rises, trouble_began
 
 __all__ = ["TrafficSpikeConfig", "TrafficSpikePattern"]
 
@@ -69,7 +69,7 @@ class TrafficSpikePattern(BasePattern):
         up = up[up["ratio"] >= config.min_ratio]
         if up.empty:
             return self.no_match(f"no request rate rose more than {config.min_ratio}x")
-        # Retries: a rate that rose after the service's own errors or latency is callers
+        # Retries: a rate that rose after the service's own failures is callers
         # asking again, not more demand. Onsets are known to a sampling step: rising in the
         # same step as the errors is not after them.
         demand = demand_rises(a, ctx.onset_slack)
@@ -85,7 +85,10 @@ class TrafficSpikePattern(BasePattern):
                 strict=True,
             )
         )
-        passes_on = aimed_surges(ctx.graph, ratio, extra)
+        # Whether a caller's other callees kept their usual rate is judged on every rise,
+        # retries too: a callee whose rate rose with its errors did not keep its rate.
+        every_ratio, every_extra = rate_rises(a)
+        passes_on = aimed_surges(ctx.graph, every_ratio | ratio, every_extra | extra)
         findings = []
         for row in up.sort_values("onset").to_dict("records"):
             svc = str(row["service"])

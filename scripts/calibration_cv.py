@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("rows", type=Path)
     ap.add_argument("--write", action="store_true", help="write the BENCHMARKS.md section")
     args = ap.parse_args()
-    from correlator.calibration import fit
+    from correlator.calibration import balanced_weights, fit
 
     data = json.loads(args.rows.read_text(encoding="utf-8"))
     n_gen = len({r["group"] for r in data if r["dataset"] == "generated"})
@@ -81,6 +81,9 @@ def main() -> int:
                 [r["label"] for r in train],
                 groups=[r["group"] for r in train],
                 keys=[tuple(r["key"]) for r in train],
+                weights=balanced_weights(
+                    [r["dataset"] for r in train], [r["group"] for r in train]
+                ),
             )
             by_case: dict[str, list[dict[str, object]]] = defaultdict(list)
             for r in test:

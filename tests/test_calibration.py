@@ -89,3 +89,22 @@ def test_second_stage_rewards_a_clear_winner(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="stage2"):
         Calibration.from_json({**cal.to_json(), "stage2": [1.0, "x"]})
+
+
+def test_every_labeled_data_set_weighs_as_much_as_the_largest() -> None:
+    from correlator.calibration import balanced_weights
+
+    datasets = ["wild:a"] * 4 + ["wild:b"] * 2 + ["petshop:high"] * 3 + ["generated"] * 2
+    groups = ["w1", "w1", "w2", "w3", "w4", "w4", "p1", "p1", "p2", "g1", "g2"]
+    w = balanced_weights(datasets, groups)
+    # 4 wild investigations, 2 PetShop ones: each PetShop row counts twice; generated once.
+    assert list(w) == [1.0] * 6 + [2.0] * 3 + [1.0] * 2
+    # Weighted, the small set moves the fit: its candidates' confidences follow it.
+    rows = [{"root": 1.0}] * 20 + [{"root": 1.0, "coarse": 1.0}] * 4
+    labels = [1] * 16 + [0] * 4 + [0, 0, 0, 1]
+    sets = ["wild:x"] * 20 + ["petshop:y"] * 4
+    cases = [f"w{i}" for i in range(20)] + [f"p{i}" for i in range(4)]
+    plain = fit(rows, labels)
+    balanced = fit(rows, labels, weights=balanced_weights(sets, cases))
+    coarse = {"root": 1.0, "coarse": 1.0}
+    assert balanced.predict([coarse])[0] < plain.predict([coarse])[0]

@@ -114,3 +114,26 @@ def test_a_callee_known_only_from_spans_keeps_the_compact_frame_whole() -> None:
     out = resolve_peers(Telemetry(signals=compact_signals(signals), spans=spans))
     assert list(out.signals["peer"].astype(object)) == ["tax"]
     assert out.signals["peer"].dtype == out.signals["service"].dtype  # still one shared dtype
+
+
+def test_a_declared_external_api_called_by_its_proto_name_resolves_to_it() -> None:
+    # The topology names an external API that has no telemetry of its own; a gRPC client
+    # calls it by its proto service. A name that spells an instrumented service still
+    # goes to that one, even when the topology declares another spelling of it.
+    signals = pd.DataFrame(
+        [
+            {"role": "client_latency", "service": "events", "peer": p, "ts": 0.0, "value": 0.1}
+            for p in ("shop.PaymentGatewayService", "shop.CurrencyService")
+        ]
+        + [{"role": "latency", "service": "currencyservice", "peer": None, "ts": 0.0, "value": 0.1}]
+    ).reindex(columns=list(SIGNAL_COLUMNS))
+    tel = Telemetry(
+        signals=compact_signals(signals),
+        node_kinds={"payment-gateway": "external", "currency": "service"},
+    )
+    out = resolve_peers(tel)
+    assert list(out.signals["peer"].astype(object).fillna("")) == [
+        "payment-gateway",
+        "currencyservice",
+        "",
+    ]

@@ -174,6 +174,45 @@ def test_one_missed_scrape_of_a_zones_pods_is_not_a_zone_failure() -> None:
     assert not res.findings
 
 
+def _zone_spans(start: float, end: float, silent_from: float, zone: str) -> pd.DataFrame:
+    """Server spans of three services with one pod in each of three zones, a span every
+    20 s per pod; the pods of ``zone`` send none from ``silent_from`` on."""
+    from correlator.model import SPAN_COLUMNS
+
+    rows = []
+    for svc in ("cart", "orders", "search"):
+        for z in ("zone-a", "zone-b", "zone-c"):
+            stop = silent_from if z == zone else end
+            for i, t in enumerate(range(int(start), int(stop), 20)):
+                rows.append(
+                    {
+                        "trace_id": f"{svc}{z}{i}", "span_id": f"{svc}{z}{i}",
+                        "service": svc, "name": "GET /", "kind": 2, "start": float(t),
+                        "duration": 0.02, "status": 0, "zone": z, "pod": f"{svc}-{z}",
+                    }
+                )  # fmt: skip
+    return pd.DataFrame(rows).reindex(columns=list(SPAN_COLUMNS))
+
+
+def test_a_zone_whose_pods_fell_silent_is_found_from_spans_alone() -> None:
+    from correlator.model import SIGNAL_COLUMNS, empty_frame
+
+    ctx = context(build("az_failure"))
+    w = ctx.window
+    spans = _zone_spans(w.baseline_start, w.end, w.start + 60.0, "zone-b")
+    tel = dataclasses.replace(ctx.telemetry, signals=empty_frame(SIGNAL_COLUMNS), spans=spans)
+    found = run("az_failure", dataclasses.replace(ctx, telemetry=tel)).findings
+    assert [f.zone for f in found] == ["zone-b"]
+    assert found[0].service in {"cart", "orders", "search"}
+    # Pods that fell silent only at the very end, as data ends, have not stopped; nor have
+    # pods that fell silent long before the window (an old rollout).
+    late = _zone_spans(w.baseline_start, w.end, w.end - 30.0, "zone-b")
+    early = _zone_spans(w.baseline_start, w.end, w.start - 1200.0, "zone-b")
+    for quiet in (late, early):
+        tel = dataclasses.replace(tel, spans=quiet)
+        assert not run("az_failure", dataclasses.replace(ctx, telemetry=tel)).findings
+
+
 def test_a_zone_finding_stands_as_the_best_root_among_the_services_it_covers() -> None:
     from correlator.rank import candidate_features
 
@@ -195,6 +234,20 @@ def test_a_zone_finding_stands_as_the_best_root_among_the_services_it_covers() -
     assert with_cover["root_top"] == (1.0 if best.rank == 1 else 0.0)
     assert without["root"] == pytest.approx(least.score)
     assert without["root_top"] == 0.0
+
+
+def test_a_finding_at_a_service_a_zone_failure_took_pods_from_is_covered() -> None:
+    from correlator.rank import candidate_features
+
+    ctx = context(build("az_failure"))
+    zone = run("az_failure", ctx).findings[0]
+    hit = zone.covers[0]
+    own = dataclasses.replace(zone, service=hit, cause="code_fault", score=0.9, covers=())
+    elsewhere = dataclasses.replace(own, service="not-in-the-zone")
+    zone_row, own_row, elsewhere_row = candidate_features(ctx, [zone, own, elsewhere])
+    # The errors of a service the zone took pods from are accounted for by the zone.
+    assert own_row["covered"] == pytest.approx(zone.score)
+    assert elsewhere_row["covered"] == 0.0 and zone_row["covered"] == 0.0
 
 
 def test_trouble_dated_after_the_alert_fired_is_late_despite_one_faint_row_before() -> None:
@@ -667,6 +720,24 @@ def test_a_surge_aimed_at_one_callee_is_blamed_on_that_callee() -> None:
     res = run("traffic_spike", dataclasses.replace(ctx, anomalies=both))
     scores = {f.service: f.score for f in res.findings}
     assert scores["frontend"] > scores["checkout"]
+
+
+def test_a_callee_whose_rate_rose_with_its_own_errors_did_not_keep_its_rate() -> None:
+    # The whole entry point surging: one callee's rate rose more than the entry's, the
+    # other's as much but after its own errors (its callers retrying it). That rise is no
+    # demand of its own, yet it did not keep its usual rate: the surge was not aimed at
+    # the first callee, and the entry keeps the blame.
+    ctx = context(build("traffic_spike"))
+    rates = ctx.anomalies[ctx.anomalies["role"] == "request_rate"]
+    entry = rates[rates["service"] == "frontend"].assign(peak=200.0)
+    aimed = rates[rates["service"] == "checkout"].assign(peak=500.0)
+    retried = entry.assign(service="catalog", peak=480.0)
+    errs = retried.assign(role="error_rate", onset=retried["onset"] - 120.0, peak=9.0)
+    both = pd.concat([entry, aimed, retried, errs])
+    res = run("traffic_spike", dataclasses.replace(ctx, anomalies=both))
+    scores = {f.service: f.score for f in res.findings}
+    assert "catalog" not in scores
+    assert scores["frontend"] > scores.get("checkout", 0.0)
 
 
 def test_a_surge_after_the_alerted_service_began_failing_did_not_cause_it() -> None:

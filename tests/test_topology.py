@@ -568,9 +568,33 @@ def test_a_faint_wobble_before_a_surge_does_not_make_the_surge_retries() -> None
     )
     a.loc[a["role"] == "client_latency", "score"] = 3.6
     assert "gateway" in demand_rises(a, lag=30.0).index
-    # Trouble of some weight first: then the rise is callers asking again.
+    # Slowness of some weight first is still no failure: nobody asks again for it.
     a.loc[a["role"] == "client_latency", "score"] = 40.0
+    assert "gateway" in demand_rises(a, lag=30.0).index
+    # Its calls failing (timeouts, as its callers saw them) first: the rise is callers
+    # asking again.
+    a.loc[a["role"] == "client_latency", "role"] = "edge_errors"
     assert "gateway" not in demand_rises(a, lag=30.0).index
+
+
+def test_a_rate_rise_read_late_from_a_metric_is_dated_by_its_spans() -> None:
+    from correlator.topology import demand_rises
+
+    # 60 s scrapes: the request rate (a rate over a window) reads the surge at 300 s; the
+    # entry's sampled spans rose in share at 181 s, errors began at 120 s (a step and a
+    # bit before): the surge came with the errors, not after them as retries would.
+    a = _rows(
+        [
+            ("gateway", "log_errors", 120.0, 0.0, 0.1, ""),
+            ("gateway", "request_rate", 300.0, 2.6, 18.0, ""),
+        ]
+    )
+    assert "gateway" not in demand_rises(a, lag=120.0).index
+    spans = _rows([("gateway", "span_rate", 181.0, 0.005, 0.12, "")])
+    assert "gateway" in demand_rises(pd.concat([a, spans]), lag=120.0).index
+    # A share that rose long before the metric's rise dates nothing about it.
+    old = spans.assign(onset=-300.0)
+    assert "gateway" not in demand_rises(pd.concat([a, old]), lag=120.0).index
 
 
 def test_a_caller_own_trouble_does_not_explain_the_alerted_callee() -> None:
@@ -645,10 +669,10 @@ def _product_route_surge() -> tuple[nx.DiGraph, pd.DataFrame]:
 
 
 def test_a_surge_aimed_through_the_entry_at_one_route_is_the_routes() -> None:
-    from correlator.topology import _rate_rises, aimed_surges
+    from correlator.topology import aimed_surges, rate_rises
 
     g, a = _product_route_surge()
-    assert aimed_surges(g, *_rate_rises(a)) == {"frontend": {"catalog", "recs", "inventory"}}
+    assert aimed_surges(g, *rate_rises(a)) == {"frontend": {"catalog", "recs", "inventory"}}
     roots = root_scores(g, a, "frontend")
     # The frontend only forwarded the surge: it explains nothing below it, and catalog,
     # which took most of the extra requests (directly and through recs), ranks first.
@@ -658,7 +682,7 @@ def test_a_surge_aimed_through_the_entry_at_one_route_is_the_routes() -> None:
     flat = pd.concat(
         [a, _rows([(c, "request_rate", 10.0, 10.0, 25.0, "") for c in ("cart", "search")])]
     )
-    assert aimed_surges(g, *_rate_rises(flat)) == {}
+    assert aimed_surges(g, *rate_rises(flat)) == {}
 
 
 def test_calls_the_spans_lay_at_a_callee_door_become_its_trouble() -> None:

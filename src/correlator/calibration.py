@@ -21,7 +21,15 @@ import numpy as np
 
 from correlator.errors import ConfigError
 
-__all__ = ["FEATURES", "REGULARIZATION", "Calibration", "fit", "load_calibration", "rival_gap"]
+__all__ = [
+    "FEATURES",
+    "REGULARIZATION",
+    "Calibration",
+    "balanced_weights",
+    "fit",
+    "load_calibration",
+    "rival_gap",
+]
 
 #: Feature names, in model order: generic features every finding has (see
 #: :func:`correlator.rank.candidate_features`), none tied to a built-in pattern, so a
@@ -42,6 +50,7 @@ FEATURES: tuple[str, ...] = (
     "modalities",
     "evidence_kinds",
     "covers",
+    "covered",
     "baseline",
     "crowd",
     "coarse",
@@ -134,7 +143,7 @@ class Calibration:
 DEFAULT = Calibration(
     coef=(
         *(2.0, 1.0, 1.0, 1.5, 3.0, -0.5, -1.5, 0.2, 0.5),
-        *(0.5, -1.0, 0.5, 0.5, 0.2, 0.0, 1.0, -0.5, -0.5, -2.0),
+        *(0.5, -1.0, 0.5, 0.5, 0.2, 0.0, -1.5, 1.0, -0.5, -0.5, -2.0),
     ),
     intercept=-3.5,
 )
@@ -166,18 +175,38 @@ def rival_gap(z: np.ndarray, keys: Sequence[object] | None = None) -> np.ndarray
     return out
 
 
+def balanced_weights(datasets: Sequence[str], groups: Sequence[object]) -> np.ndarray:
+    """Per row, a weight that makes every labeled data set count as much as the largest.
+
+    ``datasets``: each row's data set (``name`` or ``name:part``; ``generated`` rows
+    keep weight 1); ``groups``: its investigation. A data set of fewer investigations
+    (65 real incidents beside 300 generated ones) would otherwise be fitted as an
+    afterthought, and its confidences would be the larger set's.
+    """
+    names = [str(d).split(":", 1)[0] for d in datasets]
+    cases: dict[str, set[object]] = {}
+    for name, g in zip(names, groups, strict=True):
+        if name != "generated":
+            cases.setdefault(name, set()).add(g)
+    most = max((len(v) for v in cases.values()), default=1)
+    per = {name: most / len(v) for name, v in cases.items()}
+    return np.array([per.get(name, 1.0) for name in names], dtype=np.float64)
+
+
 def fit(
     rows: Sequence[Mapping[str, float]],
     labels: Sequence[int],
     c: float = REGULARIZATION,
     groups: Sequence[object] | None = None,
     keys: Sequence[object] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> Calibration:
     """Fit the logistic model on feature rows and 0/1 labels (right or not).
 
     With ``groups`` (which investigation each row came from) and ``keys`` (which
     answer it names), a second stage is fitted on each row's logit and its gap
-    to the best rival answer of the same investigation.
+    to the best rival answer of the same investigation. ``weights``: per row (see
+    :func:`balanced_weights`).
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -185,8 +214,9 @@ def fit(
     y = np.asarray(labels, dtype=int)
     if len(set(y.tolist())) < 2:
         raise ValueError("calibration needs both right and wrong candidates to fit")
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
     model = LogisticRegression(C=c, max_iter=2000)
-    model.fit(x, y)
+    model.fit(x, y, sample_weight=w)
     first = Calibration(
         coef=tuple(float(v) for v in model.coef_[0]),
         intercept=float(model.intercept_[0]),
@@ -202,6 +232,6 @@ def fit(
         idx = [i for i, gg in enumerate(group_list) if gg == g]
         gap[idx] = rival_gap(z[idx], [key_list[i] for i in idx])
     second = LogisticRegression(C=c, max_iter=2000)
-    second.fit(np.column_stack([z, gap]), y)
+    second.fit(np.column_stack([z, gap]), y, sample_weight=w)
     a, b = (float(v) for v in second.coef_[0])
     return replace(first, stage2=(a, b, float(second.intercept_[0])))

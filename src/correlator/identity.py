@@ -7,8 +7,9 @@ while the callee's own metrics and spans name it by its deployment (``currency``
 ``currencyservice``). Left as they are, one service becomes two nodes: the calls'
 trouble sits on a node that has no telemetry of its own, and the service's own
 trouble is never tied to its callers. :func:`resolve_peers` maps each such name to
-the one known service it spells, and leaves names that spell none (databases,
-external hosts) or more than one as they are.
+the one known service it spells (else to the one node the declared topology names
+that it spells: an external API called by its proto service), and leaves names that
+spell none (databases, external hosts) or more than one as they are.
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ def resolve_peers(telemetry: Telemetry) -> Telemetry:
         peers |= _values(spans["peer"])
     peers |= {e[1] for e in telemetry.edges}
     alias = peer_aliases(peers, services)
+    # Then declared nodes: an external API or a cache the topology names has no telemetry
+    # of its own, yet a gRPC client may call it by its proto service name.
+    declared = {str(n) for n in telemetry.node_kinds or {} if str(n)} - services
+    rest = peers - set(alias) - services
+    alias |= peer_aliases(rest, declared)
     if not alias:
         return telemetry
 

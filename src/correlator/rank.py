@@ -60,7 +60,9 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
     score and its rivals (``pattern*``, ``best_other_pattern``,
     ``same_service_rival``, ``service_patterns``), the breadth of the evidence
     (``modalities``: how many of metrics, spans and logs show the service moving;
-    ``evidence_kinds``; ``covers``), and how sure the data can be (``baseline``: the
+    ``evidence_kinds``; ``covers``; ``covered``: the best score of a finding at another
+    service that accounts for this one's, as a zone failure accounts for the errors of the
+    services it took pods from), and how sure the data can be (``baseline``: the
     share of a full 30-minute baseline the data held; ``crowd``: how many services
     moved at all; ``coarse``: how coarse the samples are, up to 5 minutes, where onsets
     order nothing), and ``late``: the service's trouble began only after the alert fired
@@ -99,6 +101,14 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
             default=0.0,
         )
         is_pattern = f.cause != UNKNOWN
+        covered = max(
+            (
+                g.score
+                for g in findings
+                if g.service != f.service and f.service in g.covers and g.cause != UNKNOWN
+            ),
+            default=0.0,
+        )
         early = (
             r is not None
             and r.onset is not None
@@ -127,6 +137,7 @@ def candidate_features(ctx: PatternContext, findings: Sequence[Finding]) -> list
                 / 3.0,
                 "evidence_kinds": min(len({e.kind for e in f.evidence}), 4) / 4.0,
                 "covers": min(len(f.covers), 5) / 5.0,
+                "covered": covered,
                 "baseline": baseline,
                 "crowd": crowd,
                 "coarse": coarse,

@@ -59,6 +59,7 @@ __all__ = [
     "laid_at_shared_end",
     "named_by_callers",
     "over_by",
+    "rate_rises",
     "root_scores",
     "service_summary",
     "trouble_began",
@@ -470,16 +471,39 @@ def _calls_in(anomalies: pd.DataFrame) -> dict[str, dict[str, float]]:
 MATERIAL = 8.0
 
 
+#: What makes callers ask again: the service's requests failing, as it or its callers
+#: record them (a timeout is a failure on the caller's side). Slowness alone is not
+#: retried, and a slow request that is not a failure dates nothing about retries.
+FAILING_ROLES = frozenset(
+    {
+        "error_rate",
+        "error_ratio",
+        "span_errors",
+        "log_errors",
+        "log_template",
+        "edge_errors",
+        "edge_error_ratio",
+        "named_by_callers",
+    }
+)
+
+
 def _timely_rises(anomalies: pd.DataFrame, lag: float) -> pd.DataFrame:
-    """Request-rate rises begun no later than ``lag`` after the service's own symptoms."""
+    """Request-rate rises begun no later than ``lag`` after the service's own failures."""
     a = anomalies
     up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
-    # Symptoms of some weight: a faint wobble of a few sampled spans before a surge does
+    # Failures of some weight: a faint wobble of a few sampled spans before a surge does
     # not make the surge callers retrying.
-    weighty = a[a["role"].isin(SYMPTOM_ROLES) & (a["score"].astype(float) >= MATERIAL)]
+    weighty = a[a["role"].isin(FAILING_ROLES) & (a["score"].astype(float) >= MATERIAL)]
     sym = weighty.groupby("service")["onset"].min()
     first = up["service"].map(sym).astype(float).fillna(np.inf)
-    return up[up["onset"].astype(float) <= first + lag]
+    # A rate averaged over a window reads a rise late; the same service's sampled spans
+    # rising in share (dated to the record) just before it date the same rise.
+    spans = a[(a["role"] == "span_rate") & (a["direction"] == "up")]
+    seen = up["service"].map(spans.groupby("service")["onset"].min()).astype(float)
+    at = up["onset"].astype(float)
+    began = np.where((seen <= at) & (seen >= at - 2.0 * lag), seen, at)
+    return up[began <= first + lag]
 
 
 def amplified(anomalies: pd.DataFrame, lag: float = 30.0) -> set[str]:
@@ -488,7 +512,7 @@ def amplified(anomalies: pd.DataFrame, lag: float = 30.0) -> set[str]:
     The calls that made a rise are the callers' ``edge_rate`` rises into the
     service that began with it (within ``lag / 2``). When none of those
     callers receives more requests itself (more demand, begun no later than
-    ``lag`` after its own errors or latency), the extra load is made by them:
+    ``lag`` after its own failures), the extra load is made by them:
     retries after failed or timed-out calls, or a release that calls more.
     It is not demand arriving from outside. It passes on: a caller whose own
     rise is made that way (a retry storm fanning out) adds no demand either.
@@ -534,7 +558,7 @@ def demand_rises(
     """Request-rate rises that are more demand, not retries: per service ``strength``, ``onset``.
 
     A rise that began more than ``lag`` seconds after the service's own
-    errors or latency is callers retrying a failing service, not load
+    failures (errors, as it or its callers saw them) is callers retrying it, not load
     arriving from outside; so is a rise made by callers that call more often
     while receiving no more requests themselves (``pushed``, by default
     :func:`amplified`).
@@ -586,7 +610,7 @@ def aimed_surges(
     return out
 
 
-def _rate_rises(anomalies: pd.DataFrame) -> tuple[dict[str, float], dict[str, float]]:
+def rate_rises(anomalies: pd.DataFrame) -> tuple[dict[str, float], dict[str, float]]:
     """Per service, the largest request-rate rise: peak over baseline, and peak minus it."""
     up = anomalies[(anomalies["role"] == "request_rate") & (anomalies["direction"] == "up")]
     ratio: dict[str, float] = {}
@@ -1060,7 +1084,7 @@ def root_scores(
     load_onset = demand["onset"].astype(float).to_dict()
     # A surge aimed through a caller at one callee entered at the callee: the caller only
     # forwarded it, and its forwarding explains nothing below it.
-    aimed = aimed_surges(graph, *_rate_rises(anomalies))
+    aimed = aimed_surges(graph, *rate_rises(anomalies))
     for svc in aimed:
         load.pop(svc, None)
         cause[svc] = 0.0
