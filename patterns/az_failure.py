@@ -220,7 +220,7 @@ def _silent_pods(ctx: PatternContext) -> pd.DataFrame:
     the end of that source's data, stopped when the silence holds at least
     :data:`_SILENT_DUE` of its records. A pod silent in one source and not the other is
     alive; one that fell silent long before the window (an old rollout) is not news, and
-    neither is one pod alone."""
+    neither is one pod alone, nor pods that fell silent minutes apart."""
     frames = []
     for recs, at in ((ctx.telemetry.spans, "start"), (ctx.telemetry.logs, "ts")):
         if recs is None or recs.empty or not {"pod", "zone", "service", at} <= set(recs.columns):
@@ -253,8 +253,16 @@ def _silent_pods(ctx: PatternContext) -> pd.DataFrame:
         service=("service", "first"), zone=("zone", "first"), bad=("bad", "min"),
         first=("first", "min"), last=("last", "max"),
     )  # fmt: skip
-    # One pod falling silent is that pod's story (a crash, a rescheduling), and too few
-    # pods judged give no zone anything to stand out against.
+    # A zone's pods fall silent together: those that did at other times (a crash, a
+    # rescheduling minutes apart) are their own story.
+    at = np.sort(out.loc[out["bad"], "last"].to_numpy(dtype=np.float64))
+    if len(at):
+        width = max(180.0, 4.0 * float(ctx.step))
+        ends = np.searchsorted(at, at + width, side="right")
+        i = int(np.argmax(ends - np.arange(len(at))))
+        out["bad"] &= out["last"].between(at[i], at[i] + width)
+    # One pod falling silent is that pod's story, and too few pods judged give no zone
+    # anything to stand out against.
     if out["bad"].sum() < 2 or len(out) < 2 * out["zone"].nunique():
         return pd.DataFrame(columns=["pod", "bad", "down_at", "service", "zone"])
     # Pods that first appeared only after the others fell silent replaced them: a
