@@ -255,12 +255,12 @@ def _silent_pods(ctx: PatternContext) -> pd.DataFrame:
     )  # fmt: skip
     # A zone's pods fall silent together: those that did at other times (a crash, a
     # rescheduling minutes apart) are their own story.
-    at = np.sort(out.loc[out["bad"], "last"].to_numpy(dtype=np.float64))
-    if len(at):
+    gone = np.sort(out.loc[out["bad"], "last"].to_numpy(dtype=np.float64))
+    if len(gone):
         width = max(180.0, 4.0 * float(ctx.step))
-        ends = np.searchsorted(at, at + width, side="right")
-        i = int(np.argmax(ends - np.arange(len(at))))
-        out["bad"] &= out["last"].between(at[i], at[i] + width)
+        ends = np.searchsorted(gone, gone + width, side="right")
+        i = int(np.argmax(ends - np.arange(len(gone))))
+        out["bad"] &= out["last"].between(gone[i], gone[i] + width)
     # One pod falling silent is that pod's story, and too few pods judged give no zone
     # anything to stand out against.
     if out["bad"].sum() < 2 or len(out) < 2 * out["zone"].nunique():
