@@ -60,8 +60,8 @@ def main() -> int:
         f"{9500 + n_wild - 1}) and the PetShop incidents"
         + (f"; never on {', '.join(held)} (held out whole)" if held else "")
         + ", each labeled data set weighing as much in total as the largest "
-        "(`correlator.calibration.balanced_weights`, in every fit here too). Here each group of bundles is scored by a model fitted *without* it "
-        "(PetShop: one traffic scenario at a time; wild and demo: one incident at a time), so these figures are on data the "
+        "(`correlator.calibration.balanced_weights`, in every fit here too). Here each "
+        "group of bundles is scored by a model fitted *without* it (PetShop: one traffic scenario at a time; wild and demo: one incident at a time), so these figures are on data the "
         "model was not fitted on. The top finding is right when `correlator.model.cause_matches` "
         "says so (service, and the cause for the original six causes; PetShop's Lambda code "
         "changes are labelled `deployment` with no deploy marker in the data, so no tool can "

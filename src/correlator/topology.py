@@ -471,20 +471,13 @@ def _calls_in(anomalies: pd.DataFrame) -> dict[str, dict[str, float]]:
 MATERIAL = 8.0
 
 
+#: A service's own errors, as it records them.
+_OWN_ERRORS = ("error_rate", "error_ratio", "span_errors", "log_errors")
 #: What makes callers ask again: the service's requests failing, as it or its callers
 #: record them (a timeout is a failure on the caller's side). Slowness alone is not
 #: retried, and a slow request that is not a failure dates nothing about retries.
-FAILING_ROLES = frozenset(
-    {
-        "error_rate",
-        "error_ratio",
-        "span_errors",
-        "log_errors",
-        "log_template",
-        "edge_errors",
-        "edge_error_ratio",
-        "named_by_callers",
-    }
+_FAILING = frozenset(
+    {*_OWN_ERRORS, "log_template", "edge_errors", "edge_error_ratio", "named_by_callers"}
 )
 
 
@@ -494,7 +487,7 @@ def _timely_rises(anomalies: pd.DataFrame, lag: float) -> pd.DataFrame:
     up = a[(a["role"] == "request_rate") & (a["direction"] == "up")]
     # Failures of some weight: a faint wobble of a few sampled spans before a surge does
     # not make the surge callers retrying.
-    weighty = a[a["role"].isin(FAILING_ROLES) & (a["score"].astype(float) >= MATERIAL)]
+    weighty = a[a["role"].isin(_FAILING) & (a["score"].astype(float) >= MATERIAL)]
     sym = weighty.groupby("service")["onset"].min()
     first = up["service"].map(sym).astype(float).fillna(np.inf)
     # A rate averaged over a window reads a rise late; the same service's sampled spans
@@ -757,7 +750,7 @@ def comovement(
 
 
 #: A caller's error rows that its logs can blame on a callee.
-_BLAMEABLE = ("error_rate", "error_ratio", "span_errors", "log_errors")
+_BLAMEABLE = _OWN_ERRORS
 #: Rows of calls between two services that failed or slowed on the way.
 _CALL_TROUBLE = (
     "client_errors",
@@ -1109,8 +1102,7 @@ def root_scores(
     lat_rise = _latency_rises(anomalies)
     erring = set(
         anomalies.loc[
-            anomalies["role"].isin(("error_ratio", "error_rate", "span_errors", "log_errors"))
-            & (anomalies["direction"] == "up"),
+            anomalies["role"].isin(_OWN_ERRORS) & (anomalies["direction"] == "up"),
             "service",
         ].astype(str)
     )
