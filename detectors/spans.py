@@ -104,7 +104,11 @@ class SpanDetector:
         # Data that began only minutes before the window puts the baseline's end at the
         # alert: a fault that began a minute or two before it is on the "before" side, so
         # splits a minute or two back are tried too, on whatever baseline precedes them.
-        at_alert = split > float(data.window.start)
+        # So do traces that began only minutes before the split (sampled traces kept for a
+        # shorter time than the metrics): a five-minute-back split leaves them no baseline.
+        at_alert = split > float(data.window.start) or (
+            split - first < min(EARLIER_SPLITS, default=0.0) + self.config.short_baseline
+        )
         backs, least = (
             (LOG_SPLITS, self.config.split_baseline)
             if at_alert

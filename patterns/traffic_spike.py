@@ -89,6 +89,7 @@ class TrafficSpikePattern(BasePattern):
         # retries too: a callee whose rate rose with its errors did not keep its rate.
         every_ratio, every_extra = rate_rises(a)
         passes_on = aimed_surges(ctx.graph, every_ratio | ratio, every_extra | extra)
+        began = _own_trouble_began(ctx)
         findings = []
         for row in up.sort_values("onset").to_dict("records"):
             svc = str(row["service"])
@@ -161,6 +162,7 @@ class TrafficSpikePattern(BasePattern):
                         "good_ratio": float(good) if good is not None else 0.0,
                     },
                     onset=float(row["onset"]),
+                    covers=_fed(ctx, svc, began, float(row["onset"]) - ctx.onset_slack),
                 )
             )
         return self.found(findings)
@@ -259,6 +261,7 @@ class TrafficSpikePattern(BasePattern):
                     ev,
                     features={"entry": entry, "sources": float(len(sources)), "share": share},
                     onset=float(began.iloc[i]),
+                    covers=sorted(together - {e}),
                 )
             )
         if not findings:
@@ -283,6 +286,26 @@ _LOG_ROLES = ("log_template", "log_notice", "log_errors")
 #: What a service shows of its own when more load arrives than it can serve: what it
 #: shows when it hurts, and its new notices ("request queue full, shedding load").
 _OWN = (*ALERT_OWN_SYMPTOMS, "log_notice")
+
+
+def _own_trouble_began(ctx: PatternContext) -> pd.Series:
+    """Per service, when its own trouble began (its own latency, errors, saturation or
+    notices: not its calls)."""
+    a = ctx.anomalies
+    own = a[a["role"].isin(_OWN) & (a["direction"] == "up")]
+    peer, svc = own["peer"].astype(str), own["service"].astype(str)
+    own = own[(peer == "") | (peer == svc)]
+    return trouble_began(own) if len(own) else pd.Series(dtype=float)
+
+
+def _fed(ctx: PatternContext, svc: str, began: pd.Series, since: float) -> list[str]:
+    """The services downstream of ``svc`` whose own trouble began once its surge had: what
+    the surge accounts for (a calibration feature reads them as the finding's, see
+    :attr:`correlator.model.Finding.covers`)."""
+    if svc not in ctx.graph:
+        return []
+    down = nx.descendants(ctx.graph, svc)
+    return sorted(str(d) for d, at in began.items() if d in down and float(at) >= since)
 
 
 def _baseline_high(ctx: PatternContext, svc: str, onset: float, median: float) -> float:

@@ -1563,3 +1563,29 @@ def test_trouble_that_came_and_went_long_before_the_alert_did_counts_half() -> N
     # Over just before the end (within five minutes) is not over.
     recent = a.assign(end=a["end"].where(~mine, ctx.window.end - 120.0))
     assert not dataclasses.replace(ctx, anomalies=recent).passed_while_alert_held(finding.service)
+
+
+def test_a_surge_accounts_for_the_services_it_overloaded_below_its_entry() -> None:
+    """A surge's finding lists the services downstream of its entry whose own trouble began
+    once it had (``covers``), as a zone's lists the services it took pods from: their
+    standing as a root counts for the surge, and an `unknown` at one of them is `covered`."""
+    from correlator.rank import candidate_features
+
+    ctx = context(build("traffic_spike"))
+    (surge,) = [f for f in run("traffic_spike", ctx).findings if f.service == "frontend"]
+    below = nx.descendants(ctx.graph, "frontend")
+    assert surge.covers and set(surge.covers) <= below
+    began = ctx.anomalies.groupby("service")["onset"].min()
+    assert all(began[s] >= surge.onset - ctx.onset_slack for s in surge.covers)
+    # Trouble that began well before the surge is not the surge's doing.
+    early = surge.covers[0]
+    a = ctx.anomalies.copy()
+    a.loc[a["service"] == early, "onset"] = float(surge.onset) - 900.0
+    earlier = dataclasses.replace(ctx, anomalies=a)
+    (again,) = [f for f in run("traffic_spike", earlier).findings if f.service == "frontend"]
+    assert early not in again.covers
+
+    unknown = dataclasses.replace(surge, service=early, cause="unknown", score=0.0, covers=())
+    rows = candidate_features(ctx, [surge, unknown])
+    assert rows[1]["covered"] == pytest.approx(surge.score)
+    assert rows[0]["covers"] > 0.0

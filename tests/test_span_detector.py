@@ -174,6 +174,29 @@ def test_a_fault_begun_a_minute_before_the_alert_on_a_short_recording_is_dated_t
     assert at_alert.empty or float(at_alert.score.max()) < float(near.score.max()) - 1.0
 
 
+def test_traces_kept_only_minutes_before_the_window_are_split_a_minute_or_two_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The metrics reach an hour back, so the baseline ends at the window's start; the
+    traces were kept for six and a half minutes before it only, and the fault began two
+    minutes before it. Five minutes back leaves the traces no baseline: a minute or two
+    back does, and finds the fault where it began."""
+    import correlator.detectors.spans as spans_module
+
+    base = traces(WINDOW.start - 390, WINDOW.start - 120, 300, 1)
+    fault = traces(WINDOW.start - 120, T0 + 2400, 800, 2, fail=0.3, error="Timeout at Pay.java:9")
+
+    def errors() -> pd.DataFrame:
+        rows, _ = run(base, fault)
+        return rows[(rows.role == "span_errors") & (rows.service == "checkout")]
+
+    near = errors()
+    assert len(near) and float(near.onset.min()) <= WINDOW.start - 120 + 30
+    monkeypatch.setattr(spans_module, "LOG_SPLITS", ())
+    at_start = errors()
+    assert at_start.empty or float(at_start.score.max()) < float(near.score.max()) - 1.0
+
+
 def test_a_fault_that_paged_half_an_hour_late_is_still_seen() -> None:
     """An SLO burn-rate alert over an hour pages long after a faint fault began: 25
     minutes of the fault sit before the baseline's end. A split half an hour back

@@ -826,7 +826,7 @@ def test_calls_to_a_callee_seen_from_inside_are_laid_at_the_end_they_share() -> 
 
 def test_a_callee_only_its_callers_spans_show_follows_the_symptom_as_they_do() -> None:
     from correlator.detector import anomaly_frame
-    from correlator.topology import comovement
+    from correlator.topology import comovement, laid_at_callee
 
     ts = [float(t) for t in range(0, 1200, 60)]
     rise = [1.0 if t < 600 else 5.0 + t / 600 for t in ts]
@@ -847,6 +847,10 @@ def test_a_callee_only_its_callers_spans_show_follows_the_symptom_as_they_do() -
     assert follows["edge"] == pytest.approx(1.0)
     assert follows["checkout"] == follows["edge"]  # its callers' spans are its series
     assert "ads" not in follows  # metric rows follow their own series, none here
+    # The same calls laid at the callee's door (edge rows on it, the caller in peer).
+    moved = laid_at_callee(a)
+    assert "edge_latency" in set(moved.loc[moved["service"] == "checkout", "role"])
+    assert comovement(moved, signals, "edge", 0.0)["checkout"] == follows["edge"]
 
 
 def test_a_call_row_moved_to_the_callee_follows_the_callers_series() -> None:
@@ -977,3 +981,69 @@ def test_a_root_whose_trouble_was_over_long_before_the_alert_keeps_part_of_its_s
     assert held["b"] == pytest.approx(PASSED * plain["b"])
     # A resolved alert holds only until it resolved.
     assert over_by("resolved", 2600.0, 3600.0, 15.0) < 2400.0
+
+
+def test_callers_of_a_dark_database_slowing_together_first_lay_it_at_its_door() -> None:
+    """A database only the declared topology names (no series, spans or lines of its own,
+    no caller's rows naming it): when all its callers began to slow together, before
+    anything but their callers, their shared callee is where it began; it follows the
+    symptom as they do and ranks first."""
+    from correlator.detector import anomaly_frame
+    from correlator.topology import comovement, laid_at_dark_callee
+
+    g = nx.DiGraph([("web", "orders"), ("web", "users"), ("web", "search"), ("orders", "users-db")])
+    g.add_edges_from([("users", "users-db"), ("search", "search-db")])
+    seen = {"web", "orders", "users", "search"}
+
+    def row(svc: str, role: str, onset: float, score: float = 300.0) -> dict[str, object]:
+        return {
+            "service": svc, "role": role, "onset": onset, "end": 1200.0, "score": score,
+            "direction": "up", "baseline": 0.05, "peak": 2.0, "peer": "",
+            "modality": "metrics", "signal": role,
+        }  # fmt: skip
+
+    together = [
+        row("orders", "latency", 600.0),
+        row("users", "latency", 615.0),
+        row("users", "error_rate", 630.0, 80.0),
+        row("web", "latency", 615.0),
+    ]
+    out = laid_at_dark_callee(anomaly_frame(together), g, seen, lag=30.0)
+    got = out[out["service"] == "users-db"]
+    assert sorted(zip(got["role"], got["peer"], strict=True)) == [
+        ("edge_errors", "users"),
+        ("edge_latency", "orders"),
+        ("edge_latency", "users"),
+    ]
+    ts = [float(t) for t in range(0, 1200, 15)]
+    rise = [0.05 if t < 600 else 2.0 for t in ts]
+    signals = pd.concat(
+        [
+            pd.DataFrame({"ts": ts, "value": rise, "role": "latency", "service": s, "peer": ""})
+            for s in ("web", "orders", "users")
+        ],
+        ignore_index=True,
+    )
+    follows = comovement(out, signals, "web", 0.0)
+    assert follows["users-db"] == pytest.approx(1.0)  # the callers' series it came from
+    ranked = root_scores(g, out, "web", comove=follows)
+    assert ranked[0].service == "users-db"
+
+    # Not when something else (not a caller of theirs) began first: search, whose own
+    # database is another; nor when the callers began minutes apart; nor with one caller.
+    first = anomaly_frame([*together, row("search", "latency", 540.0)])
+    assert not (laid_at_dark_callee(first, g, seen, 30.0)["service"] == "users-db").any()
+    apart = anomaly_frame([row("orders", "latency", 600.0), row("users", "latency", 900.0)])
+    assert not (laid_at_dark_callee(apart, g, seen, 30.0)["service"] == "users-db").any()
+    # Nor when something else they call hurt first (calls to it failed, as its callers saw).
+    g.add_edge("users", "geo-api")
+    called = anomaly_frame([*together, {**row("geo-api", "edge_errors", 560.0), "peer": "users"}])
+    assert not (laid_at_dark_callee(called, g, seen, 30.0)["service"] == "users-db").any()
+    g.remove_edge("users", "geo-api")
+    one = anomaly_frame([row("search", "latency", 600.0)])
+    assert len(laid_at_dark_callee(one, g, seen, 30.0)) == 1
+    # A database some row names already (a caller's client rows) is judged by those.
+    named = anomaly_frame(
+        [*together, {**row("orders", "client_latency", 600.0), "peer": "users-db"}]
+    )
+    assert not (laid_at_dark_callee(named, g, seen, 30.0)["service"] == "users-db").any()

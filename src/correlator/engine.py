@@ -71,6 +71,7 @@ from correlator.topology import (
     fired_by,
     instrumented,
     laid_at_callee,
+    laid_at_dark_callee,
     laid_at_shared_end,
     named_by_callers,
     over_by,
@@ -431,9 +432,9 @@ def analyse(
         step = data_step
         lag = max(30.0, 2.0 * step)
         anomalies = attribute_edges(anomalies, signals)
-        anomalies = laid_at_shared_end(
-            laid_at_callee(anomalies, lag), instrumented(telemetry), lag, _callees(graph)
-        )
+        seen = instrumented(telemetry)
+        anomalies = laid_at_shared_end(laid_at_callee(anomalies, lag), seen, lag, _callees(graph))
+        anomalies = laid_at_dark_callee(anomalies, graph, seen, lag)
         anomalies = named_by_callers(anomalies, lag, _callees(graph))
         anomalies, common = common_mode(anomalies, signals, max(120.0, 4.0 * step))
         gaps += [Gap("metrics", why, signal) for signal, why in common]

@@ -132,13 +132,18 @@ class PatternContext:
         """Whether the alerted service's own errors or latency (not its calls' wobbles,
         not its callers' words) clearly began before ``onset``: what began later cannot
         be what hurt it."""
+        began = self.memo("_alert_hurt_since", self._alert_hurt_since)
+        return began < onset - 2.0 * self.onset_slack
+
+    def _alert_hurt_since(self) -> float:
+        """When the alerted service's own trouble began (``inf``: none of weight)."""
         svc = self.alert.service
         if not svc:
-            return False
+            return float("inf")
         mine = self.anomalies_of(svc, ALERT_OWN_SYMPTOMS)
         mine = mine[mine["direction"] == "up"]
         if mine.empty:
-            return False
+            return float("inf")
         # Dated by a row of some weight for its trouble (as topology.trouble_began dates
         # it), and the fainter rows that lead into it without a gap (log lines timing the
         # first failures): a few slow sampled spans minutes before a surge a hundred times
@@ -146,7 +151,7 @@ class PatternContext:
         scores = mine["score"].astype(float)
         mine = mine[scores >= 3.0]
         if mine.empty:
-            return False
+            return float("inf")
         weight = max(3.0, float(dating_weight(float(scores.max()))))
         onsets = mine["onset"].astype(float)
         began = float(onsets[mine["score"].astype(float) >= weight].min())
@@ -155,7 +160,7 @@ class PatternContext:
             if began - at > gap:
                 break
             began = at
-        return began < onset - 2.0 * self.onset_slack
+        return began
 
     def passed_while_alert_held(self, service: str) -> bool:
         """Whether all of ``service``'s trouble was over long before the alert's

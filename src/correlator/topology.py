@@ -56,6 +56,7 @@ __all__ = [
     "fired_by",
     "instrumented",
     "laid_at_callee",
+    "laid_at_dark_callee",
     "laid_at_shared_end",
     "named_by_callers",
     "over_by",
@@ -299,9 +300,10 @@ def laid_at_callee(anomalies: pd.DataFrame, lag: float = 30.0) -> pd.DataFrame:
 def instrumented(telemetry: Telemetry) -> set[str]:
     """Services we see from inside: request metrics of their own, or spans of their own."""
     sig = telemetry.signals
-    out = set(sig.loc[sig["role"].isin(("request_rate", "latency")), "service"].astype(str))
+    own = sig.loc[sig["role"].isin(("request_rate", "latency")), "service"]
+    out = {str(s) for s in own.dropna().unique()}
     if len(telemetry.spans):
-        out |= set(telemetry.spans["service"].dropna().astype(str).unique())
+        out |= {str(s) for s in telemetry.spans["service"].dropna().unique()}
     return out
 
 
@@ -380,6 +382,83 @@ def laid_at_shared_end(
     move = np.zeros(len(a), dtype=bool)
     move[np.flatnonzero(client)] = (n_callers >= 2) | fine_elsewhere
     return _to_other_end(a, move, CLIENT_OF)
+
+
+#: A service's own trouble as its callers would feel it: slower or failing answers.
+_OWN_SLOW = ("latency", "span_latency")
+
+
+def laid_at_dark_callee(
+    anomalies: pd.DataFrame, graph: nx.DiGraph, seen: set[str], lag: float = 30.0
+) -> pd.DataFrame:
+    """Add edge rows to a callee we see nothing of where its callers' trouble says it is
+    the callee's: the service-graph metrics into it, as they would have shown it.
+
+    A database, a cache or an external API that only the declared topology names (no
+    metrics, spans or log lines of its own, and no caller's rows naming it) shows only
+    through its callers. When every one of its callers (two or more, each seen from
+    inside: ``seen``, see :func:`instrumented`) began to answer slowly or to fail within
+    ``2 * lag`` of the others, nothing's own trouble began before the last of them but
+    those callers' and their callers', and nothing else they call hurt first (its own
+    symptoms, calls to it, its callers' words), the callers' shared callee is where it
+    began: each caller's strongest slow row becomes the callee's ``edge_latency`` row,
+    its strongest failing row its ``edge_errors`` row, the caller in ``peer`` (the row
+    keeps its ``signal``: the caller's series it came from). A surge or a lost zone also
+    hurts several services at once, but not the callers of one callee before everything
+    else.
+    """
+    if anomalies.empty or graph.number_of_nodes() == 0:
+        return anomalies
+    a = anomalies
+    up = a[a["direction"] == "up"]
+    svc, peer = up["service"].astype(str), up["peer"].astype(str)
+    named = set(svc) | set(peer[peer != ""])
+    dark = [n for n in graph.nodes if n not in seen and n not in named and graph.in_degree(n) >= 2]
+    if not dark:
+        return anomalies
+    own = up[up["role"].isin([*_OWN_SLOW, *_OWN_ERRORS]) & ((peer == "") | (peer == svc))]
+    if own.empty:
+        return anomalies
+    began = trouble_began(own)
+    # What hurt, calls to it and its callers' words included: a callee we do see something
+    # of, hurting first, explains its callers.
+    sym = up[up["role"].isin(list(SYMPTOM_ROLES))]
+    hurt = trouble_began(sym) if len(sym) else pd.Series(dtype=float)
+    ancestors: dict[str, set[str]] = {}
+    added = []
+    for d in dark:
+        callers = sorted({str(c) for c in graph.predecessors(d) if c != d})
+        if len(callers) < 2 or not all(c in seen and c in began.index for c in callers):
+            continue
+        at = began[callers].astype(float)
+        first, last = float(at.min()), float(at.max())
+        if last - first > 2.0 * lag:
+            continue
+        above = set(callers)
+        for c in callers:
+            if c not in ancestors:
+                ancestors[c] = {str(x) for x in nx.ancestors(graph, c)} if c in graph else set()
+            above |= ancestors[c]
+        if any(str(s) not in above for s in began[began < last].index):
+            continue  # something else began first: not these callers' shared callee
+        below = set().union(*(nx.descendants(graph, c) for c in callers)) - {d, *callers}
+        if any(str(s) in below for s in hurt[hurt < last].index):
+            continue  # something else they call hurt first
+        rows = own[own["service"].astype(str).isin(callers)]
+        for roles, edge in ((_OWN_SLOW, "edge_latency"), (_OWN_ERRORS, "edge_errors")):
+            best = rows[rows["role"].isin(list(roles))].sort_values("score", ascending=False)
+            best = best.drop_duplicates("service")
+            if best.empty:
+                continue
+            moved = best.copy()
+            moved["peer"] = best["service"].astype(str).to_numpy()
+            moved["service"] = d
+            moved["role"] = edge
+            added.append(moved)
+    if not added:
+        return anomalies
+    out = pd.concat([a, *added], ignore_index=True)
+    return out.sort_values(["onset", "score"], ascending=[True, False]).reset_index(drop=True)
 
 
 def service_summary(
@@ -667,6 +746,9 @@ def comovement(
         if rows is None and role in CLIENT_ROLES:
             # Laid at the callee's door (laid_at_callee): the caller's series of its calls.
             rows = index.get((CLIENT_ROLES[role], str(row["peer"]), str(row["service"])))
+        if rows is None and role in CLIENT_ROLES and str(row["peer"]):
+            # Inferred from a caller's own series (laid_at_dark_callee): that series.
+            rows = index.get((origin, str(row["peer"]), ""))
         if rows is None or len(rows) < 3:
             return None
         t, v = ts[rows], vals[rows]
@@ -729,11 +811,12 @@ def comovement(
     # A service only its callers' words point at (it returns wrong values; nothing of its
     # own moved) follows the symptom as closely as the callers that name it.
     # So does one whose trouble only its callers' spans show (slow or failed calls to it,
-    # nothing of its own in the metrics): the calls are its series.
+    # nothing of its own in the metrics): the calls are its series, on the caller's side
+    # (client rows) or laid at its door (edge rows, see laid_at_callee).
     named = anomalies[
         (anomalies["role"] == "named_by_callers")
         | (
-            anomalies["role"].isin(list(CLIENT_OF))
+            anomalies["role"].isin([*CLIENT_OF, *CLIENT_ROLES])
             & (anomalies["modality"].astype(str) != "metrics")
         )
     ]
