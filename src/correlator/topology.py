@@ -811,12 +811,11 @@ def comovement(
     # A service only its callers' words point at (it returns wrong values; nothing of its
     # own moved) follows the symptom as closely as the callers that name it.
     # So does one whose trouble only its callers' spans show (slow or failed calls to it,
-    # nothing of its own in the metrics): the calls are its series, on the caller's side
-    # (client rows) or laid at its door (edge rows, see laid_at_callee).
+    # nothing of its own in the metrics): the calls are its series.
     named = anomalies[
         (anomalies["role"] == "named_by_callers")
         | (
-            anomalies["role"].isin([*CLIENT_OF, *CLIENT_ROLES])
+            anomalies["role"].isin(list(CLIENT_OF))
             & (anomalies["modality"].astype(str) != "metrics")
         )
     ]
