@@ -172,10 +172,7 @@ class TrafficSpikePattern(BasePattern):
         failing or logging their own trouble at once, none because of its calls (each
         saturated by itself), all fed by one entry point. A failure spreads from one
         place up its callers; a surge saturates many places at the same time."""
-        a = ctx.anomalies
-        own = a[a["role"].isin(_OWN) & (a["direction"] == "up")]
-        peer, svc = own["peer"].astype(str), own["service"].astype(str)
-        own = own[(peer == "") | (peer == svc)]
+        own = _own_rows(ctx)
         if own.empty:
             return self.not_evaluated("no request_rate signal, and no service's own trouble")
         began = trouble_began(own).sort_values()
@@ -288,13 +285,18 @@ _LOG_ROLES = ("log_template", "log_notice", "log_errors")
 _OWN = (*ALERT_OWN_SYMPTOMS, "log_notice")
 
 
-def _own_trouble_began(ctx: PatternContext) -> pd.Series:
-    """Per service, when its own trouble began (its own latency, errors, saturation or
-    notices: not its calls)."""
+def _own_rows(ctx: PatternContext) -> pd.DataFrame:
+    """Rising rows of the services' own trouble (their own latency, errors, saturation or
+    notices: not their calls)."""
     a = ctx.anomalies
     own = a[a["role"].isin(_OWN) & (a["direction"] == "up")]
     peer, svc = own["peer"].astype(str), own["service"].astype(str)
-    own = own[(peer == "") | (peer == svc)]
+    return own[(peer == "") | (peer == svc)]
+
+
+def _own_trouble_began(ctx: PatternContext) -> pd.Series:
+    """Per service, when its own trouble began (see :func:`_own_rows`)."""
+    own = _own_rows(ctx)
     return trouble_began(own) if len(own) else pd.Series(dtype=float)
 
 

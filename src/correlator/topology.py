@@ -424,7 +424,9 @@ def laid_at_dark_callee(
     # of, hurting first, explains its callers.
     sym = up[up["role"].isin(list(SYMPTOM_ROLES))]
     hurt = trouble_began(sym) if len(sym) else pd.Series(dtype=float)
+    # Each caller's ancestors and descendants, once (several callees may share callers).
     ancestors: dict[str, set[str]] = {}
+    descendants: dict[str, set[str]] = {}
     added = []
     for d in dark:
         callers = sorted({str(c) for c in graph.predecessors(d) if c != d})
@@ -434,14 +436,14 @@ def laid_at_dark_callee(
         first, last = float(at.min()), float(at.max())
         if last - first > 2.0 * lag:
             continue
-        above = set(callers)
         for c in callers:
             if c not in ancestors:
-                ancestors[c] = {str(x) for x in nx.ancestors(graph, c)} if c in graph else set()
-            above |= ancestors[c]
+                ancestors[c] = {str(x) for x in nx.ancestors(graph, c)}
+                descendants[c] = {str(x) for x in nx.descendants(graph, c)}
+        above = set(callers).union(*(ancestors[c] for c in callers))
         if any(str(s) not in above for s in began[began < last].index):
             continue  # something else began first: not these callers' shared callee
-        below = set().union(*(nx.descendants(graph, c) for c in callers)) - {d, *callers}
+        below = set().union(*(descendants[c] for c in callers)) - {d, *callers}
         if any(str(s) in below for s in hurt[hurt < last].index):
             continue  # something else they call hurt first
         rows = own[own["service"].astype(str).isin(callers)]
