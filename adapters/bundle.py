@@ -588,6 +588,7 @@ def _generic(
     rows = [every.rows[k] for k in pick]
     grid = _grid(window, step)
     sums = np.full((len(index), len(grid)), np.nan)
+    members = np.zeros((len(index), len(grid)))
     # Rows a few thousand at a time, so the raw matrix stays small whatever the bundle.
     order = np.argsort(codes, kind="stable")
     for b in range(0, len(order), _BATCH):
@@ -603,7 +604,9 @@ def _generic(
         partial = _aggregate(matrix, sub.codes, len(index), "sum")
         got = ~np.isnan(partial)
         sums[got] = np.where(np.isnan(sums[got]), 0.0, sums[got]) + partial[got]
-    out_keys, values = generic.derive(list(index), sums, step, interval)
+        # How many series each sum had (Prometheus: the same selector's ``count by``).
+        np.add.at(members, sub.codes, ~np.isnan(matrix))
+    out_keys, values = generic.derive(list(index), sums, step, interval, members)
     if not out_keys:
         return None, warnings
     groups = tuple((service, (detail,)) for service, detail in out_keys)

@@ -68,6 +68,7 @@ from correlator.promql import (
     PART_LABEL,
     POD_REGEX,
     SERVICE_LABEL,
+    members_query,
     render_counts,
     render_generic,
     render_interval,
@@ -521,9 +522,14 @@ class PrometheusAdapter:
         if time.monotonic() >= stop_at:
             return None, [_NO_TIME], ""
         queries = self._within_cap(queries, end, warnings, stop_at)
-        results: list[tuple[str, list[Series]]] = []
+        # Each sum comes with how many series it had (the same selector's count): a counter
+        # summed over pods is no rate where pods came or went.
+        asked = [(label, q, False) for label, q in queries] + [
+            (label, members_query(q), True) for label, q in queries
+        ]
+        results: list[tuple[str, bool, list[Series]]] = []
         pool = cf.ThreadPoolExecutor(
-            max_workers=max(1, min(self.concurrency, len(queries))),
+            max_workers=max(1, min(self.concurrency, len(asked))),
             thread_name_prefix=f"{self.name}-generic",
         )
         try:
@@ -536,24 +542,26 @@ class PrometheusAdapter:
                     step,
                     max(stop_at - time.monotonic(), 1.0),
                 )
-                for _, q in queries
+                for _, q, _count in asked
             ]
-            for (label, _query), fut in zip(queries, futures, strict=True):
+            for (label, _query, count), fut in zip(asked, futures, strict=True):
+                what = " (how many)" if count else ""
                 try:
                     results.append(
-                        (label, fut.result(timeout=max(stop_at - time.monotonic(), 0.0)))
+                        (label, count, fut.result(timeout=max(stop_at - time.monotonic(), 0.0)))
                     )
                 except cf.TimeoutError:
-                    warnings.append(f"uncatalogued series by {label}: unanswered in time")
+                    warnings.append(f"uncatalogued series by {label}{what}: unanswered in time")
                 except SourceError as err:
-                    warnings.append(f"uncatalogued series by {label}: {err}")
+                    warnings.append(f"uncatalogued series by {label}{what}: {err}")
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         grid = np.arange(start, end + step / 2, step, dtype=np.float64)
         index: dict[tuple[str, str, str, str, generic.Part], int] = {}
         cells: list[tuple[int, npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
+        counted: list[tuple[tuple[str, str, str, str, generic.Part], Series]] = []
         dropped = 0
-        for label, got in results:
+        for label, count, got in results:
             for lbls, ts, values in got:
                 name, service = lbls.get("__name__", ""), lbls.get(label, "")
                 le, q = lbls.get("le", ""), lbls.get("quantile", "")
@@ -561,6 +569,9 @@ class PrometheusAdapter:
                 if not name or not service or part == "skip":
                     continue
                 key = (name, service, le, q, part)
+                if count:
+                    counted.append((key, (lbls, ts, values)))
+                    continue
                 if key not in index and len(index) >= generic.MAX_SERIES:
                     dropped += 1
                     continue
@@ -573,12 +584,20 @@ class PrometheusAdapter:
         if not index:
             return None, warnings, queries[0][1] if queries else ""
         sums = np.full((len(index), len(grid)), np.nan)
+        members = np.full((len(index), len(grid)), np.nan)
         for row, ts, values in cells:
             at = np.rint((ts - start) / step).astype(np.int64)
             ok = (at >= 0) & (at < len(grid)) & ~np.isnan(values)
             at, v = at[ok], values[ok]
             sums[row, at] = np.where(np.isnan(sums[row, at]), 0.0, sums[row, at]) + v
-        keys, matrix = generic.derive(list(index), sums, step, interval)
+        for counted_key, (_lbls, ts, values) in counted:
+            if counted_key not in index:
+                continue
+            at = np.rint((ts - start) / step).astype(np.int64)
+            ok = (at >= 0) & (at < len(grid)) & ~np.isnan(values)
+            row = index[counted_key]
+            members[row, at[ok]] = np.nan_to_num(members[row, at[ok]]) + values[ok]
+        keys, matrix = generic.derive(list(index), sums, step, interval, members)
         return _generic_frame(keys, grid, matrix), warnings, queries[0][1] if queries else ""
 
     def _within_cap(

@@ -6,7 +6,9 @@ series, the zone of spans (``cloud.availability_zone``), and pods that fell sile
 their spans or log records (a dead pod says nothing; judged at the pod's own pace, so
 it works on sampled traces too). The tell is a
 share of unhealthy pods/nodes/requests in one zone far above the others', and
-onsets that coincide across services that do not call each other.
+onsets that coincide across services that do not call each other. With no label
+saying where any pod runs, pods of several services going down together stand for
+the zone or node lost (the finding names no zone).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class AzFailurePattern(BasePattern):
         unzoned = pods[pods["zone"].isna()] if len(pods) else pods
         pods = pods[pods["zone"].notna()] if len(pods) else pods
         spans = _span_zone_errors(ctx)
+        if pods.empty and spans.empty and len(unzoned) and (unzoned["bad"] > 0).any():
+            return self._down_together(ctx, unzoned, config)
         if pods.empty and spans.empty:
             return self.not_evaluated(
                 "no zone information: need kube_node_labels with a zone label, a zone label on "
@@ -135,6 +139,66 @@ class AzFailurePattern(BasePattern):
             features={**feats, "simultaneous": simultaneous, "nodes_down": node_down},
             onset=None if onset is None else float(onset),
             zone=zone,
+            covers=ranked,
+        )
+        return self.found([finding])
+
+    def _down_together(
+        self, ctx: PatternContext, pods: pd.DataFrame, config: AzFailureConfig
+    ) -> PatternResult:
+        """Without zones: pods of several services going down within one stretch (their
+        ``up`` or readiness falling, see :func:`_pod_health`) is what a zone or a node
+        lost looks like; a service's own failure, a rollout or a crash loop takes its own
+        pods only. The service that lost the largest share of its pods is the finding's,
+        covering the rest."""
+        bad = pods[pods["bad"] > 0]
+        at = pd.to_numeric(bad["down_at"], errors="coerce")
+        bad, at = bad[at.notna()], at[at.notna()].astype(float)
+        width = max(120.0, 4.0 * float(ctx.step))
+        t = np.sort(at.to_numpy(dtype=np.float64))
+        if len(t) < 3:
+            return self.no_match("no zone information, and fewer than 3 pods went down")
+        ends = np.searchsorted(t, t + width, side="right")
+        i = int(np.argmax(ends - np.arange(len(t))))
+        hit = bad[at.between(t[i], t[i] + width)]
+        services = sorted({str(x) for x in hit["service"]})
+        if len(hit) < 3 or len(services) < 2:
+            return self.no_match(
+                "no zone information; the pods that went down together were one service's"
+            )
+        total = pods.groupby("service").size()
+        lost = {
+            svc: len(mine) / max(int(total.get(svc, 1)), 1) for svc, mine in hit.groupby("service")
+        }
+        simultaneous = _simultaneity(ctx, services)
+        breadth = min(1.0, (len(services) - 1) / 4)
+        strength = min(1.0, (len(services) - 1) / 2)
+        score = (0.5 + 0.5 * strength) * (0.4 + 0.2 * simultaneous + 0.2 * breadth + 0.1)
+        if score < config.min_score:
+            return self.no_match("no zone information; too few pods went down together")
+        ranked = sorted(services, key=lambda s: (-lost[s], -ctx.root_score(s), s))
+        svc = ranked[0]
+        ev = [
+            Evidence(
+                kind="zone",
+                summary=(
+                    f"{len(hit)} pods of {len(services)} services went down within "
+                    f"{width:.0f}s of {format_time(t[i])} (no label says which zone or node "
+                    f"they ran in): {', '.join(f'{s} {lost[s]:.0%}' for s in ranked[:6])} "
+                    "of their pods"
+                ),
+                onset=float(t[i]),
+                data={"services": ranked[:20], "pods": sorted(hit["pod"].astype(str))[:20]},
+            )
+        ]
+        ev += ctx.anomalies_evidence(ctx.anomalies_of(svc), 2)
+        ev += ctx.trace_evidence(svc) + ctx.log_evidence(svc, limit=2)
+        finding = self.finding(
+            svc,
+            score,
+            ev,
+            features={"pods_down": float(len(hit)), "simultaneous": simultaneous},
+            onset=float(t[i]),
             covers=ranked,
         )
         return self.found([finding])

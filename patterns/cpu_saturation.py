@@ -84,6 +84,10 @@ class CpuSaturationPattern(BasePattern):
             if svc in made_at and float(made_at[svc]) <= at + float(ctx.step):
                 # ... when they came no later than the CPU did (retries after it are its effect)
                 load = max(load, float(made_of[svc]))
+            if hurt_at is not None and hurt_at < at:
+                # Its requests rose with its CPU after its trouble began: callers retrying
+                # it, and the CPU is what serving them cost.
+                load = max(load, _busier(ctx, svc, hurt_at, at + float(ctx.step)))
             # CPU that follows something else happening to the service (memory climbing:
             # the collector thrashes; pods lost: the survivors take their share) is an
             # effect of that, judged by its own pattern.
@@ -121,11 +125,22 @@ class CpuSaturationPattern(BasePattern):
         return self.found(findings, "" if findings else "CPU rose only after the symptoms")
 
 
+def _busier(ctx: PatternContext, svc: str, since: float, by: float) -> float:
+    """How strongly (0..1) the service's request rate rose between ``since`` and ``by``."""
+    rows = ctx.anomalies_of(svc, ("request_rate",))
+    rows = rows[(rows["direction"] == "up") & rows["onset"].astype(float).between(since, by)]
+    if rows.empty:
+        return 0.0
+    best = float(rows["score"].astype(float).max())
+    return best / (best + 8.0)
+
+
 #: Causes of their own that make CPU rise as an effect.
 _OTHER_CAUSES = ("memory", "memory_ratio", "oom_kills", "restarts", "pod_ready", "up")
 
 
-#: A service's errors about its calls (client side, or its log lines naming the callee).
+#: A service's errors about its calls (client side, or its log lines naming the callee;
+#: its calls as the callee's ``edge_errors`` rows keep them count too).
 _CALL_ERRORS = ("client_errors", "client_error_ratio", "log_errors", "log_template")
 
 
@@ -158,18 +173,22 @@ def _call_errors(
     ctx: PatternContext,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, list[tuple[str, float]]]]:
     """Per service, its rising error rows that name a callee (``peer``, ``onset``,
-    ``score``); per callee, who is troubled by it and since when (errors naming it, its
-    namers and its edges by caller)."""
+    ``score``), its failing calls kept at the callee included; per callee, who is
+    troubled by it and since when (errors naming it, its namers and its edges by
+    caller)."""
     a = ctx.anomalies
     up = a[a["direction"] == "up"]
     peer, svc = up["peer"].astype(str), up["service"].astype(str)
     errs = up[up["role"].isin(_CALL_ERRORS) & (peer != "") & (peer != svc)]
+    # Its failing calls as the callee's edge rows keep them (service-graph metrics, spans):
+    # the caller in ``peer``.
+    edges = up[up["role"].isin(("edge_errors", "edge_error_ratio")) & (peer != "") & (peer != svc)]
     frame = pd.DataFrame(
         {
-            "service": errs["service"].astype(str),
-            "peer": errs["peer"].astype(str),
-            "onset": errs["onset"].astype(float),
-            "score": errs["score"].astype(float),
+            "service": pd.concat([errs["service"], edges["peer"]]).astype(str),
+            "peer": pd.concat([errs["peer"], edges["service"]]).astype(str),
+            "onset": pd.concat([errs["onset"], edges["onset"]]).astype(float),
+            "score": pd.concat([errs["score"], edges["score"]]).astype(float),
         }
     )
     mine = rows_by(frame, "service")

@@ -16,7 +16,13 @@ import pandas as pd
 
 from correlator.model import Evidence
 from correlator.pattern import ALERT_OWN_SYMPTOMS, BasePattern, PatternContext, PatternResult
-from correlator.topology import aimed_surges, demand_rises, rate_rises, trouble_began
+from correlator.topology import (
+    MATERIAL,
+    aimed_surges,
+    demand_rises,
+    rate_rises,
+    trouble_began,
+)
 
 __all__ = ["TrafficSpikeConfig", "TrafficSpikePattern"]
 
@@ -37,6 +43,9 @@ class TrafficSpikeConfig:
     of it explained by its calls, that count as load arriving from one entry point."""
     min_share: float = 0.5
     """... and the least share of all services with trouble of their own they must be."""
+    retried_share: float = 0.6
+    """What is left of the score when the service was failing more than a sampling step
+    before its request rate rose (retries make part of the rise)."""
 
 
 class TrafficSpikePattern(BasePattern):
@@ -89,7 +98,10 @@ class TrafficSpikePattern(BasePattern):
         # retries too: a callee whose rate rose with its errors did not keep its rate.
         every_ratio, every_extra = rate_rises(a)
         passes_on = aimed_surges(ctx.graph, every_ratio | ratio, every_extra | extra)
-        began = _own_trouble_began(ctx)
+        began = _first_trouble(ctx)
+        fails = a[a["role"].isin(_OWN_FAILING) & (a["direction"] == "up")]
+        fails = fails[fails["score"].astype(float) >= MATERIAL]
+        failed_at = fails.groupby(fails["service"].astype(str))["onset"].min().astype(float)
         findings = []
         for row in up.sort_values("onset").to_dict("records"):
             svc = str(row["service"])
@@ -125,6 +137,11 @@ class TrafficSpikePattern(BasePattern):
                 else []
             )
             score = 0.35 * size + 0.3 * entry + 0.2 * early
+            failing = failed_at.get(svc)
+            if failing is not None and failing < float(row["onset"]) - float(ctx.step):
+                # Failing more than a sampling step before its requests rose (rates read
+                # alike): callers asking again are at least part of the rise.
+                score *= config.retried_share
             if ctx.alert_hurt_before(float(row["onset"])):
                 # The alerted service was already failing or slow before the surge began:
                 # the surge cannot be what hurt it.
@@ -226,6 +243,7 @@ class TrafficSpikePattern(BasePattern):
                 f"refused too ({', '.join(lost[:4])}): capacity lost, not more demand"
             )
         entries = [n for n in g if g.in_degree(n) == 0 or n == ctx.alert.service]
+        first = _first_trouble(ctx)
         size = min(1.0, len(sources) / (2.0 * config.min_sources))
         share = len(together) / max(len(began), 1)
         rows = own[own["service"].astype(str).isin(sources)].sort_values("score", ascending=False)
@@ -258,7 +276,7 @@ class TrafficSpikePattern(BasePattern):
                     ev,
                     features={"entry": entry, "sources": float(len(sources)), "share": share},
                     onset=float(began.iloc[i]),
-                    covers=sorted(together - {e}),
+                    covers=_fed(ctx, e, first, since, together),
                 )
             )
         if not findings:
@@ -279,6 +297,14 @@ _LOST = re.compile(
     re.IGNORECASE,
 )
 _LOG_ROLES = ("log_template", "log_notice", "log_errors")
+#: A service's own failures (its answers, not its calls).
+_OWN_FAILING = ("error_rate", "error_ratio", "span_errors")
+#: More load arriving: what a surge brings, not trouble of the service's own.
+_LOAD = ("request_rate", "edge_rate", "client_rate", "span_rate")
+#: Rows a caller keeps about its calls to another (``peer``): that one's trouble.
+_CALLS_OUT = ("log_errors", "log_template", "client_latency", "client_errors", "client_error_ratio")
+#: Falling rows that are trouble (a target or pod gone).
+_GONE = ("up", "pod_ready")
 
 #: What a service shows of its own when more load arrives than it can serve: what it
 #: shows when it hurts, and its new notices ("request queue full, shedding load").
@@ -294,19 +320,35 @@ def _own_rows(ctx: PatternContext) -> pd.DataFrame:
     return own[(peer == "") | (peer == svc)]
 
 
-def _own_trouble_began(ctx: PatternContext) -> pd.Series:
-    """Per service, when its own trouble began (see :func:`_own_rows`)."""
-    own = _own_rows(ctx)
-    return trouble_began(own) if len(own) else pd.Series(dtype=float)
+def _first_trouble(ctx: PatternContext) -> pd.Series:
+    """Per service, when any trouble of its own began: its own symptoms, its saturation
+    and resources, its callers' failing calls to it, series no role knows. Not more
+    load arriving (that is what a surge brings), and not its calls to others."""
+    a = ctx.anomalies
+    role, peer, svc = a["role"].astype(str), a["peer"].astype(str), a["service"].astype(str)
+    gone = (a["direction"] == "down") & role.isin(_GONE)
+    rows = a[
+        ((a["direction"] == "up") | gone)
+        & ~role.isin(_LOAD)
+        & ~(role.isin(_CALLS_OUT) & (peer != "") & (peer != svc))
+    ]
+    return trouble_began(rows) if len(rows) else pd.Series(dtype=float)
 
 
-def _fed(ctx: PatternContext, svc: str, began: pd.Series, since: float) -> list[str]:
-    """The services downstream of ``svc`` whose own trouble began once its surge had: what
-    the surge accounts for (a calibration feature reads them as the finding's, see
-    :attr:`correlator.model.Finding.covers`)."""
+def _fed(
+    ctx: PatternContext,
+    svc: str,
+    began: pd.Series,
+    since: float,
+    among: set[str] | None = None,
+) -> list[str]:
+    """The services downstream of ``svc`` (or ``among`` them) none of whose trouble began
+    before its surge had: what the surge accounts for (a calibration feature reads them
+    as the finding's, see :attr:`correlator.model.Finding.covers`). A service already in
+    trouble before it is not the surge's doing."""
     if svc not in ctx.graph:
         return []
-    down = nx.descendants(ctx.graph, svc)
+    down = nx.descendants(ctx.graph, svc) if among is None else among - {svc}
     return sorted(str(d) for d, at in began.items() if d in down and float(at) >= since)
 
 

@@ -174,6 +174,38 @@ def test_one_missed_scrape_of_a_zones_pods_is_not_a_zone_failure() -> None:
     assert not res.findings
 
 
+def test_pods_of_several_services_going_down_at_once_without_zone_labels() -> None:
+    """Nothing says where the pods ran (no node or zone labels, no spans): the pods of
+    four services going down at the same moment is a zone or node lost; the service
+    that lost the largest share of its pods is the finding's, covering the rest. One
+    service's pods going down, or the services' pods minutes apart, are not that."""
+    sc = build("az_failure")
+    sig = sc.telemetry.signals.copy()
+    sig = sig[~sig["role"].isin(["pod_info", "node_zone", "node_ready"])].assign(zone=None)
+    sc = dataclasses.replace(sc, telemetry=copy.copy(sc.telemetry))
+    sc.telemetry.spans = sc.telemetry.spans.iloc[0:0]
+    ready = sig["role"] == "pod_ready"
+    # payments lost both its pods, the others one of two.
+    went = sig.loc[ready & (sig["value"] < 1.0), "ts"].min()
+    both = ready & (sig["service"] == "payments") & (sig["ts"] >= went)
+    res = run(
+        "az_failure", context(_with_signals(sc, sig.assign(value=sig["value"].mask(both, 0.0))))
+    )
+    (found,) = res.findings
+    assert found.service == "payments" and found.zone is None
+    assert set(found.covers) == {"catalog", "checkout", "frontend"}
+    assert "4 services went down" in found.evidence[0].summary
+    # Only payments' pod went down: its own story.
+    alone = sig.assign(value=sig["value"].mask(ready & (sig["service"] != "payments"), 1.0))
+    assert not run("az_failure", context(_with_signals(sc, alone))).findings
+    # Each service's pod went down ten minutes after the last one's: not at once.
+    apart = sig.copy()
+    for k, svc in enumerate(("catalog", "checkout", "frontend", "payments")):
+        late = ready & (apart["service"] == svc) & (apart["ts"] < went + 600.0 * k)
+        apart.loc[late, "value"] = 1.0
+    assert not run("az_failure", context(_with_signals(sc, apart))).findings
+
+
 def _zone_spans(start: float, end: float, silent_from: float, zone: str) -> pd.DataFrame:
     """Server spans of three services with one pod in each of three zones, a span every
     20 s per pod; the pods of ``zone`` send none from ``silent_from`` on."""
@@ -666,6 +698,18 @@ def test_cpu_that_rose_with_the_calls_its_callers_made_more_of_is_load() -> None
     later = [{**r, "onset": FAULT + 120.0} for r in calls]
     res = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(rows + later)))
     assert {f.service: f.score for f in res.findings}["price-engine"] == pytest.approx(before)
+    # Failing first, then its requests and CPU up together: callers retrying it, and the
+    # CPU is what serving them cost, however the retries reached it.
+    failed = [
+        row("price-engine", "error_ratio", "", FAULT - 45.0, 500.0),
+        row("price-engine", "cpu_throttled", "", FAULT, 500.0),
+    ]
+    res = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(failed)))
+    unloaded = {f.service: f.score for f in res.findings}["price-engine"]
+    retried = [*failed, row("price-engine", "request_rate", "", FAULT)]
+    res = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(retried)))
+    loaded = {f.service: f for f in res.findings}["price-engine"]
+    assert loaded.features["load"] > 0.5 and loaded.score < 0.8 * unloaded
 
 
 def test_cpu_of_a_service_whose_errors_name_a_callee_failing_others_too_is_not_the_cause() -> None:
@@ -691,6 +735,15 @@ def test_cpu_of_a_service_whose_errors_name_a_callee_failing_others_too_is_not_t
     res = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(shared)))
     after = {f.service: f.score for f in res.findings}.get("checkout", 0.0)
     assert before >= 0.5 and after < 0.5 * before
+    # Metrics alone: the failing calls of both are the service-graph rows kept at redis.
+    plain = [row("checkout", "cpu", ""), row("checkout", "error_ratio", "")]
+    edges = [row("redis", "edge_errors", "checkout"), row("redis", "edge_errors", "search")]
+    res = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(plain + edges)))
+    after = {f.service: f.score for f in res.findings}.get("checkout", 0.0)
+    assert after < 0.5 * before
+    mine = [*plain, edges[0]]  # only checkout's calls fail: redis fails no one else
+    res = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(mine)))
+    assert {f.service: f.score for f in res.findings}["checkout"] == pytest.approx(before)
 
 
 def test_a_request_rise_in_the_same_step_as_the_errors_is_demand() -> None:
@@ -705,6 +758,12 @@ def test_a_request_rise_in_the_same_step_as_the_errors_is_demand() -> None:
     # step, so the rise is still demand. Two steps later it would be retries.
     same = run("traffic_spike", dataclasses.replace(ctx, anomalies=pd.concat([errs, base])))
     assert [f.service for f in same.findings] == ["frontend"]
+    # Two steps after: within the slack still, but failing a whole step before the rise
+    # means callers asking again made part of it.
+    next_step = base.assign(onset=FAULT + 30.0)
+    part = run("traffic_spike", dataclasses.replace(ctx, anomalies=pd.concat([errs, next_step])))
+    assert [f.service for f in part.findings] == ["frontend"]
+    assert part.findings[0].score < 0.7 * same.findings[0].score
     late = base.assign(onset=FAULT + 45.0)
     retry = run("traffic_spike", dataclasses.replace(ctx, anomalies=pd.concat([errs, late])))
     assert not retry.findings
@@ -1584,6 +1643,16 @@ def test_a_surge_accounts_for_the_services_it_overloaded_below_its_entry() -> No
     earlier = dataclasses.replace(ctx, anomalies=a)
     (again,) = [f for f in run("traffic_spike", earlier).findings if f.service == "frontend"]
     assert early not in again.covers
+    # So is trouble of any kind of its own: a database's transactions slowing, calls to it
+    # failing, a series no role knows, before the surge (its latency only after).
+    for role, peer in (("db_tx_duration", ""), ("edge_errors", "frontend"), ("series", "")):
+        first = ctx.anomalies.iloc[[0]].assign(
+            service=early, role=role, peer=peer, onset=float(surge.onset) - 300.0, score=500.0
+        )
+        first_too = pd.concat([ctx.anomalies, first], ignore_index=True)
+        before = dataclasses.replace(ctx, anomalies=first_too)
+        (again,) = [f for f in run("traffic_spike", before).findings if f.service == "frontend"]
+        assert early not in again.covers, role
 
     unknown = dataclasses.replace(surge, service=early, cause="unknown", score=0.0, covers=())
     rows = candidate_features(ctx, [surge, unknown])

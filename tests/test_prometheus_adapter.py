@@ -121,7 +121,8 @@ def test_one_request_per_spec_regardless_of_service_count(prom: str) -> None:
         adapter = PrometheusAdapter(HttpSettings(name="prometheus", url=prom), client)
         frame = adapter.signals(catalog, WINDOW, 60).frame
     assert frame[frame.role == "request_rate"].service.nunique() == len(SERVICES) + len(FILLER)
-    # One range query per spec, one per service label for the uncatalogued series, and
+    # One range query per spec, two per service label for the uncatalogued series (their
+    # sums and how many series each sum had), and
     # instant probes: for the sample interval, two picks (up, then catalog series) and
     # the raw samples of three series (or the targets API), the label names, and one
     # count of the uncatalogued series. None of it grows with the number of services.
@@ -129,7 +130,7 @@ def test_one_request_per_spec_regardless_of_service_count(prom: str) -> None:
     # (one per service label the data has, not per service label the catalog knows)
     partitions = render_generic(present=_label_names(prom))
     assert len(partitions) < len(SERVICE_LABELS)
-    assert len(ranges) == len(list(catalog.all_specs())) + len(partitions)
+    assert len(ranges) == len(list(catalog.all_specs())) + 2 * len(partitions)
     probes = [r for r in sent if r.url.path != "/api/v1/query_range"]
     assert len(probes) <= 8
     assert {r.url.path for r in probes} <= {"/api/v1/query", "/api/v1/targets", "/api/v1/labels"}

@@ -1036,6 +1036,14 @@ def test_callers_of_a_dark_database_slowing_together_first_lay_it_at_its_door() 
     called = anomaly_frame([*together, {**row("geo-api", "edge_errors", 560.0), "peer": "users"}])
     assert not (laid_at_dark_callee(called, g, seen, 30.0)["service"] == "users-db").any()
     g.remove_edge("users", "geo-api")
+    # Nor when a caller logs errors of its own as its trouble begins: it says what failed,
+    # and (nothing naming the database) it was something else.
+    told = {**row("users", "log_template", 610.0, 20.0), "modality": "logs"}
+    said = anomaly_frame([*together, {**told, "signal": "GET /u failed: connection refused"}])
+    assert not (laid_at_dark_callee(said, g, seen, 30.0)["service"] == "users-db").any()
+    # (lines that began long after are the failure's echo, not its story)
+    late = anomaly_frame([*together, {**told, "onset": 900.0}])
+    assert (laid_at_dark_callee(late, g, seen, 30.0)["service"] == "users-db").any()
     one = anomaly_frame([row("search", "latency", 600.0)])
     assert len(laid_at_dark_callee(one, g, seen, 30.0)) == 1
     # A database some row names already (a caller's client rows) is judged by those.

@@ -18,7 +18,11 @@ the sums into what detection reads:
 * counters (``_total``, ``_count``, or typed ``counter``): per-second rate,
   the increase of the summed counter over the ``rate()`` range
   (:func:`correlator.promql.rate_range`) divided by it; a fall (a counter
-  reset, a pod leaving) gives no point rather than a negative rate;
+  reset, a pod leaving) gives no point rather than a negative rate, and so
+  does a range over which the series summed came or went (their number, a
+  ``count by`` of the same selector, changed): a pod arriving brings its
+  whole counter into the sum, which is no increase of anything (a rollout or
+  a replaced pod read as a counter rising 200x for the range);
 * gauges: the summed value;
 * histograms (``_bucket``): the p95 of the bucket increases over the range,
   under the family name; their ``_count`` comes as a rate of its own;
@@ -152,13 +156,20 @@ def quantile_of_buckets(q: float, les: Float64s, counts: Float64s) -> Float64s:
     return np.where(total > 0, value, np.nan)
 
 
-def _increase(values: Float64s, lag: int, seconds: float) -> Float64s:
-    """Per-second increase over ``lag`` grid points; NaN where it falls or is unknown."""
+def _increase(
+    values: Float64s, lag: int, seconds: float, members: Float64s | None = None
+) -> Float64s:
+    """Per-second increase over ``lag`` grid points; NaN where it falls or is unknown, or
+    where the number of series summed (``members``, NaN: not known) changed over it."""
     out = np.full(values.shape, np.nan)
     if values.shape[-1] > lag:
         with np.errstate(invalid="ignore"):
             d = values[..., lag:] - values[..., :-lag]
-            out[..., lag:] = np.where(d >= 0, d / seconds, np.nan)
+            keep = d >= 0
+            if members is not None:
+                now, then = members[..., lag:], members[..., :-lag]
+                keep &= ~((now != then) & ~np.isnan(now) & ~np.isnan(then))
+            out[..., lag:] = np.where(keep, d / seconds, np.nan)
     return out
 
 
@@ -167,12 +178,14 @@ def derive(
     sums: Float64s,
     step: float,
     interval: float | None,
+    members: Float64s | None = None,
 ) -> tuple[list[tuple[str, str]], Float64s]:
     """Generic series from summed instant values.
 
     ``keys[i]`` = ``(sample name, service, le, quantile, part)`` of row ``i``
-    of ``sums`` (one column per grid time, NaN: no value). Returns
-    ``(service, detail)`` per output row and the rows' values.
+    of ``sums`` (one column per grid time, NaN: no value); ``members``, the
+    same shape, how many series each sum had (NaN or ``None``: not known).
+    Returns ``(service, detail)`` per output row and the rows' values.
     """
     lag = max(1, math.ceil(rate_range(step, interval) / step - 1e-9))
     seconds = lag * step
@@ -183,7 +196,7 @@ def derive(
     for i, (name, service, le, q, part) in enumerate(keys):
         if part == "counter":
             out_keys.append((service, name))
-            rows.append(_increase(sums[i], lag, seconds))
+            rows.append(_increase(sums[i], lag, seconds, None if members is None else members[i]))
         elif part == "gauge":
             out_keys.append((service, name))
             rows.append(sums[i])
@@ -201,12 +214,13 @@ def derive(
             have = quantiles.get((service, name))
             if have is None or level > have[0]:
                 quantiles[(service, name)] = (level, i)
-    for (service, family), members in buckets.items():
-        members.sort()
-        les = np.array([b for b, _ in members])
+    for (service, family), bounds in buckets.items():
+        bounds.sort()
+        les = np.array([b for b, _ in bounds])
         if len(np.unique(les)) != len(les):
             continue
-        counts = _increase(sums[[i for _, i in members]], lag, seconds)
+        at = [i for _, i in bounds]
+        counts = _increase(sums[at], lag, seconds, None if members is None else members[at])
         value = quantile_of_buckets(QUANTILE, les, counts)
         value[np.isnan(counts).any(axis=0)] = np.nan  # a bucket fell: no quantile
         out_keys.append((service, family))

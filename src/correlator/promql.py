@@ -53,6 +53,7 @@ __all__ = [
     "duration",
     "escape",
     "matcher",
+    "members_query",
     "rate_range",
     "render",
     "render_chain",
@@ -376,6 +377,14 @@ def render_generic(
         else:
             out.append((label, f"sum by (__name__, {label}, le, quantile) ({sel})"))
     return out
+
+
+def members_query(query: str) -> str:
+    """The ``count by`` of a :func:`render_generic` query's ``sum by``: how many series each
+    sum had (see :func:`correlator.generic.derive`)."""
+    if not query.startswith("sum by "):
+        raise ValueError(f"not a generic query: {query!r}")
+    return "count by " + query[len("sum by ") :]
 
 
 def render_counts(queries: Sequence[str]) -> str:

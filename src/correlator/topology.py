@@ -400,8 +400,9 @@ def laid_at_dark_callee(
     inside: ``seen``, see :func:`instrumented`) began to answer slowly or to fail within
     ``2 * lag`` of the others, nothing's own trouble began before the last of them but
     those callers' and their callers', and nothing else they call hurt first (its own
-    symptoms, calls to it, its callers' words), the callers' shared callee is where it
-    began: each caller's strongest slow row becomes the callee's ``edge_latency`` row,
+    symptoms, calls to it, its callers' words), and no caller logs errors of its own as
+    its trouble begins (naming something else, since nothing names the callee), the
+    callers' shared callee is where it began: each caller's strongest slow row becomes the callee's ``edge_latency`` row,
     its strongest failing row its ``edge_errors`` row, the caller in ``peer`` (the row
     keeps its ``signal``: the caller's series it came from). A surge or a lost zone also
     hurts several services at once, but not the callers of one callee before everything
@@ -424,6 +425,10 @@ def laid_at_dark_callee(
     # of, hurting first, explains its callers.
     sym = up[up["role"].isin(list(SYMPTOM_ROLES))]
     hurt = trouble_began(sym) if len(sym) else pd.Series(dtype=float)
+    # A caller that logs errors of its own as its trouble begins, none naming the callee
+    # (it is dark: no row names it), tells what failed, and it was not the callee.
+    words = up[up["role"].isin(("log_errors", "log_template")) & ((peer == "") | (peer == svc))]
+    told = trouble_began(words) if len(words) else pd.Series(dtype=float)
     # Each caller's ancestors and descendants, once (several callees may share callers).
     ancestors: dict[str, set[str]] = {}
     descendants: dict[str, set[str]] = {}
@@ -436,6 +441,8 @@ def laid_at_dark_callee(
         first, last = float(at.min()), float(at.max())
         if last - first > 2.0 * lag:
             continue
+        if any(c in told.index and float(told[c]) <= float(at[c]) + lag for c in callers):
+            continue  # a caller says what failed, and it does not name this one
         for c in callers:
             if c not in ancestors:
                 ancestors[c] = {str(x) for x in nx.ancestors(graph, c)}
