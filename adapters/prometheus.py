@@ -39,7 +39,8 @@ Every query text comes from :mod:`correlator.promql`, the one PromQL renderer
 follows the data's sample interval (:meth:`PrometheusAdapter.interval`).
 Besides the catalog's roles, every other series that names a service comes as
 the role ``series`` (see :mod:`correlator.generic`): one query per service
-label, capped at :data:`correlator.generic.MAX_SERIES` series.
+label (and its ``count by``), capped at :data:`correlator.generic.MAX_SERIES`
+series.
 """
 
 from __future__ import annotations
@@ -512,7 +513,8 @@ class PrometheusAdapter:
         """Every series that names a service and no winning alternative used (role ``series``).
 
         One ``sum by (__name__, <label>, le, quantile)`` range query per
-        service label (see :mod:`correlator.generic`), at most
+        service label and its ``count by`` (how many series each sum had;
+        see :mod:`correlator.generic`), at most
         :data:`correlator.generic.MAX_SERIES` series in all (a warning says
         when more were there). A query the backend refuses or does not
         answer in time is a warning: the catalog's data stands without it.
