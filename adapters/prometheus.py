@@ -588,17 +588,10 @@ class PrometheusAdapter:
         sums = np.full((len(index), len(grid)), np.nan)
         members = np.full((len(index), len(grid)), np.nan)
         for row, ts, values in cells:
-            at = np.rint((ts - start) / step).astype(np.int64)
-            ok = (at >= 0) & (at < len(grid)) & ~np.isnan(values)
-            at, v = at[ok], values[ok]
-            sums[row, at] = np.where(np.isnan(sums[row, at]), 0.0, sums[row, at]) + v
+            _add_on_grid(sums, row, ts, values, start, step)
         for counted_key, (_lbls, ts, values) in counted:
-            if counted_key not in index:
-                continue
-            at = np.rint((ts - start) / step).astype(np.int64)
-            ok = (at >= 0) & (at < len(grid)) & ~np.isnan(values)
-            row = index[counted_key]
-            members[row, at[ok]] = np.nan_to_num(members[row, at[ok]]) + values[ok]
+            if counted_key in index:
+                _add_on_grid(members, index[counted_key], ts, values, start, step)
         keys, matrix = generic.derive(list(index), sums, step, interval, members)
         return _generic_frame(keys, grid, matrix), warnings, queries[0][1] if queries else ""
 
@@ -763,6 +756,22 @@ def _parse_duration(text: str) -> float | None:
         total += int(number) * units[unit]
         number, i = "", i + len(unit)
     return total if total > 0 and not number else None
+
+
+def _add_on_grid(
+    matrix: npt.NDArray[np.float64],
+    row: int,
+    ts: npt.NDArray[np.float64],
+    values: npt.NDArray[np.float64],
+    start: float,
+    step: float,
+) -> None:
+    """Add a series' values to ``matrix[row]`` on the query grid (NaN counts as 0 once a
+    value lands there)."""
+    at = np.rint((ts - start) / step).astype(np.int64)
+    ok = (at >= 0) & (at < matrix.shape[1]) & ~np.isnan(values)
+    at, v = at[ok], values[ok]
+    matrix[row, at] = np.where(np.isnan(matrix[row, at]), 0.0, matrix[row, at]) + v
 
 
 def _generic_frame(

@@ -402,8 +402,8 @@ def laid_at_dark_callee(
     those callers' and their callers', and nothing else they call hurt first (its own
     symptoms, calls to it, its callers' words), and no caller logs errors of its own as
     its trouble begins (naming something else, since nothing names the callee), the
-    callers' shared callee is where it began: each caller's strongest slow row becomes the callee's ``edge_latency`` row,
-    its strongest failing row its ``edge_errors`` row, the caller in ``peer`` (the row
+    callers' shared callee is where it began: each caller's strongest slow row becomes
+    the callee's ``edge_latency`` row, its strongest failing row its ``edge_errors`` row, the caller in ``peer`` (the row
     keeps its ``signal``: the caller's series it came from). A surge or a lost zone also
     hurts several services at once, but not the callers of one callee before everything
     else.
