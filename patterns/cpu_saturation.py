@@ -69,6 +69,7 @@ class CpuSaturationPattern(BasePattern):
         up = up.sort_values("score", ascending=False, kind="stable")
         up_of = rows_by(up, up["service"].astype(str))
         demand_of = demand["strength"].to_dict() if len(demand) else {}
+        demand_at = demand["onset"].to_dict() if len(demand) else {}
         # More requests that callers made (retries, a caller calling more) load it as much.
         made = demand_rises(a, ctx.onset_slack, pushed=set())
         made_of = made["strength"].to_dict() if len(made) else {}
@@ -80,7 +81,18 @@ class CpuSaturationPattern(BasePattern):
                 continue  # CPU that rose after the trouble is what the trouble did
             strength = float(cpu["score"].max())
             strength = strength / (strength + 8.0)
-            load = float(demand_of.get(svc, 0.0))
+            # More demand is what made the CPU rise only if it came no later than the CPU
+            # did, in strength (onsets are known to the slack): requests that rose after it
+            # are callers retrying what the starved service could no longer answer.
+            scores = cpu["score"].to_numpy(dtype=np.float64)
+            strong_at = float(
+                cpu["onset"].to_numpy(dtype=np.float64)[scores >= 0.5 * scores.max()].min()
+            )
+            load = (
+                float(demand_of.get(svc, 0.0))
+                if float(demand_at.get(svc, np.inf)) <= strong_at + ctx.onset_slack
+                else 0.0
+            )
             if svc in made_at and float(made_at[svc]) <= at + float(ctx.step):
                 # ... when they came no later than the CPU did (retries after it are its effect)
                 load = max(load, float(made_of[svc]))

@@ -712,6 +712,43 @@ def test_cpu_that_rose_with_the_calls_its_callers_made_more_of_is_load() -> None
     assert loaded.features["load"] > 0.5 and loaded.score < 0.8 * unloaded
 
 
+def test_more_requests_that_arrived_after_the_cpu_rose_are_not_its_load() -> None:
+    """price-engine's CPU is throttled hard; two minutes later its request rate rose
+    (more demand by every count, no errors, no caller pushing): the CPU rose before the
+    requests did, and they cannot be what starved it. The same requests arriving with the
+    CPU are load. A faint CPU wobble long before the strong rise does not date it."""
+    from correlator.detector import anomaly_frame
+    from synth import FAULT
+
+    ctx = context(build("deployment"))
+
+    def row(svc: str, role: str, at: float, score: float = 40.0) -> dict[str, Any]:
+        return _moved(svc, role, "", at, score)
+
+    rows = [
+        row("price-engine", "cpu_throttled", FAULT, 500.0),
+        row("price-engine", "latency", FAULT + 15.0),
+    ]
+    alone = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(rows)))
+    before = {f.service: f.score for f in alone.findings}["price-engine"]
+    later = [*rows, row("price-engine", "request_rate", FAULT + 120.0)]
+    res = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(later)))
+    found = {f.service: f for f in res.findings}["price-engine"]
+    assert found.features["load"] == 0.0 and found.score == pytest.approx(before)
+    with_it = [*rows, row("price-engine", "request_rate", FAULT)]
+    res = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(with_it)))
+    found = {f.service: f for f in res.findings}["price-engine"]
+    assert found.features["load"] > 0.5 and found.score < 0.8 * before
+    wobble = [
+        row("price-engine", "cpu", FAULT - 300.0, 5.0),
+        row("price-engine", "cpu_throttled", FAULT + 120.0, 500.0),
+        row("price-engine", "latency", FAULT + 130.0),
+        row("price-engine", "request_rate", FAULT + 120.0),
+    ]
+    res = run("cpu_saturation", dataclasses.replace(ctx, anomalies=anomaly_frame(wobble)))
+    assert {f.service: f for f in res.findings}["price-engine"].features["load"] > 0.5
+
+
 def test_cpu_of_a_service_whose_errors_name_a_callee_failing_others_too_is_not_the_cause() -> None:
     """checkout's CPU rises while it fails; its error lines name redis, which search finds
     failing too: the CPU is what waiting and retrying cost, redis is the story. The same

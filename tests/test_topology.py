@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from correlator.model import SPAN_COLUMNS, Telemetry
-from correlator.topology import blast_radius, build_graph, root_scores
+from correlator.topology import blast_radius, build_graph, order_scales, root_scores
 
 
 def span(
@@ -129,6 +129,31 @@ def test_caller_with_its_own_earlier_trouble_beats_a_later_callee() -> None:
         ]
     )
     assert root_scores(g, a, "frontend")[0].service == "checkout"
+
+
+def test_order_is_read_to_the_data_s_own_resolution() -> None:
+    """checkout's CPU rose first; 15 s later payments, which it calls, slowed too. At a 3 s
+    grid (1 s scrapes) that is five steps later: payments began after checkout and does not
+    explain it. At a 15 s grid it is one step, which says nothing of order: a tie, and
+    payments explains checkout's trouble in part."""
+    g = build_graph(chain())
+    a = anomalies(
+        [
+            ("checkout", "cpu", 100.0, 40.0),
+            ("checkout", "latency", 103.0, 40.0),
+            ("payments", "latency", 115.0, 40.0),
+            ("frontend", "latency", 118.0, 30.0),
+        ]
+    )
+
+    def checkout(step: float) -> float:
+        tolerance, lag = order_scales(step)
+        roots = root_scores(g, a, "frontend", onset_tolerance=tolerance, lag=lag)
+        return next(r.explained for r in roots if r.service == "checkout")
+
+    assert order_scales(15.0) == (60.0, 30.0) and order_scales(60.0) == (120.0, 120.0)
+    assert checkout(3.0) == 0.0
+    assert checkout(15.0) > 0.2
 
 
 def _without_and_with_fired(

@@ -74,6 +74,7 @@ from correlator.topology import (
     laid_at_dark_callee,
     laid_at_shared_end,
     named_by_callers,
+    order_scales,
     over_by,
     root_scores,
 )
@@ -451,15 +452,16 @@ def analyse(
         _alert_keys(alert, catalog),
         index=rows,
     )
-    # Onsets are known to about two sampling steps (a rate's window): within that, order
+    # Onsets are known to about a rate's window (see order_scales): within that, order
     # says nothing; earliness counts over minutes, or over a few steps when they are long.
+    tolerance, lag = order_scales(step)
     roots = root_scores(
         graph,
         anomalies,
         alert.service,
-        onset_tolerance=max(60.0, 2.0 * step),
+        onset_tolerance=tolerance,
         tau=max(300.0, 4.0 * step),
-        lag=max(30.0, 2.0 * step),
+        lag=lag,
         comove=follows,
         fired=fired_by(alert.starts_at, step),
         over=over_by(alert.status, alert.ends_at, window.end, step),

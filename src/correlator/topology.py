@@ -59,6 +59,7 @@ __all__ = [
     "laid_at_dark_callee",
     "laid_at_shared_end",
     "named_by_callers",
+    "order_scales",
     "over_by",
     "rate_rises",
     "root_scores",
@@ -1117,6 +1118,18 @@ def upstream_only(graph: nx.DiGraph, service: str | None) -> set[str]:
     if service is None or service not in graph:
         return set()
     return set(nx.ancestors(graph, service)) - set(nx.descendants(graph, service))
+
+
+def order_scales(step: float) -> tuple[float, float]:
+    """``(onset_tolerance, lag)`` for :func:`root_scores` at a sampling step of ``step`` s.
+
+    A metric's onset is known to about its rate window (four steps) and never better than
+    two steps: within that, order says nothing. The window caps at a minute (the
+    tolerance) and half a minute (the lag), unless two steps are longer. At a 1 s scrape
+    (a 3 s grid) a callee whose trouble began 15 s after its caller's began after it.
+    """
+    st = float(step)
+    return max(2.0 * st, min(60.0, 4.0 * st)), max(2.0 * st, min(30.0, 4.0 * st))
 
 
 def root_scores(
