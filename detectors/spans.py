@@ -17,8 +17,11 @@ spans, keyed by the callee: the child span's service, else ``peer``):
   or vanish are the extreme case.
 
 Every test is a count against the baseline's rate (:mod:`._stats`), so the
-scores share one scale with each other and with metric z-scores, and nothing
-is measured in absolute units: a rank against the baseline's own quantile is
+scores share one scale with each other (and with the log detector's), 4 being
+clearly anomalous as for a metric's z; a count test grows with how many spans
+there are rather than with the size of the change, which the engine allows for
+when it weighs them against metrics (``correlator.topology.COUNT_TEST_WEIGHT``).
+Nothing is measured in absolute units: a rank against the baseline's own quantile is
 the same test at 2 ms as at 2 s. Sampled traces are fine as long as each
 period is sampled without regard to the outcome (or both alike).
 """

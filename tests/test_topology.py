@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 
 from correlator.model import SPAN_COLUMNS, Telemetry
-from correlator.topology import blast_radius, build_graph, order_scales, root_scores
+from correlator.topology import (
+    COUNT_TEST_WEIGHT,
+    blast_radius,
+    build_graph,
+    order_scales,
+    root_scores,
+    service_summary,
+)
 
 
 def span(
@@ -154,6 +161,32 @@ def test_order_is_read_to_the_data_s_own_resolution() -> None:
     assert order_scales(15.0) == (60.0, 30.0) and order_scales(60.0) == (120.0, 120.0)
     assert checkout(3.0) == 0.0
     assert checkout(15.0) > 0.2
+
+
+def test_span_and_log_scores_are_put_level_with_the_metrics() -> None:
+    """checkout's calls got slow, as the traces show (a count test of 6); frontend's latency
+    metric rose at a robust z of 20. A count test says how sure, a metric's z how big: put
+    level, checkout's trouble is the stronger. With no metric at all, scores stand as they
+    are."""
+    rows = [
+        {"service": "checkout", "role": "edge_latency", "modality": "spans", "score": 6.0},
+        {"service": "frontend", "role": "latency", "modality": "metrics", "score": 20.0},
+        {"service": "search", "role": "log_errors", "modality": "logs", "score": 6.0},
+    ]
+    a = pd.DataFrame(
+        [
+            {**r, "onset": 100.0, "direction": "up", "baseline": 0.0, "peak": 1.0, "peer": ""}
+            for r in rows
+        ]
+    )
+    both = service_summary(a)["strength"]
+    assert both["checkout"] == pytest.approx(
+        6.0 * COUNT_TEST_WEIGHT / (6.0 * COUNT_TEST_WEIGHT + 8)
+    )
+    assert both["checkout"] > both["frontend"] == pytest.approx(20.0 / 28.0)
+    assert both["search"] == both["checkout"]
+    alone = service_summary(a[a["modality"] != "metrics"])["strength"]
+    assert alone["checkout"] == pytest.approx(6.0 / 14.0)
 
 
 def _without_and_with_fired(
