@@ -189,6 +189,32 @@ def test_span_and_log_scores_are_put_level_with_the_metrics() -> None:
     assert alone["checkout"] == pytest.approx(6.0 / 14.0)
 
 
+def test_a_faint_wobble_long_before_does_not_take_the_earliness_of_clear_trouble() -> None:
+    """Traces only: search's operation was a little slower half an hour before (a count
+    test of 2.4, under the bar of 4), payments' clearly slower just after the fault (4.8).
+    Half the strongest is under the bar, but the bar still says what counts as trouble
+    begun: payments is the root, not the faint early wobble."""
+    rows = [("search", 100.0, 2.4), ("payments", 1900.0, 4.8)]
+    a = pd.DataFrame(
+        [
+            {
+                "service": svc,
+                "role": "span_latency",
+                "modality": "spans",
+                "onset": at,
+                "score": sc,
+                "direction": "up",
+                "baseline": 0.0,
+                "peak": 1.0,
+                "peer": "",
+            }
+            for svc, at, sc in rows
+        ]
+    )
+    roots = root_scores(build_graph(chain()), a, "frontend")
+    assert roots[0].service == "payments"
+
+
 def _without_and_with_fired(
     rows: list[tuple[str, str, float, float]],
 ) -> tuple[dict[str, float], dict[str, float]]:

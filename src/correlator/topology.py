@@ -1141,6 +1141,10 @@ def upstream_only(graph: nx.DiGraph, service: str | None) -> set[str]:
     return set(nx.ancestors(graph, service)) - set(nx.descendants(graph, service))
 
 
+#: The strength of a score of 4, clearly anomalous (:func:`service_summary`).
+CLEAR_STRENGTH = 4.0 / (4.0 + 8.0)
+
+
 def order_scales(step: float) -> tuple[float, float]:
     """``(onset_tolerance, lag)`` for :func:`root_scores` at a sampling step of ``step`` s.
 
@@ -1216,10 +1220,12 @@ def root_scores(
             and not any(u in load for u in nx.ancestors(graph, svc))
         ):
             strength[svc] = full[svc]
-    # Earliness counts from the first trouble of some weight (at least half the strongest):
-    # a faint wobble half an hour before neither takes the bonus nor pushes it off
-    # everyone else, and what is faint earns it only in proportion.
-    s_bar = 0.5 * max(strength.values(), default=0.0)
+    # Earliness counts from the first trouble of some weight (at least half the strongest,
+    # and clearly anomalous when anything is): a faint wobble half an hour before neither
+    # takes the bonus nor pushes it off everyone else, and what is faint earns it only in
+    # proportion.
+    s_max = max(strength.values(), default=0.0)
+    s_bar = max(0.5 * s_max, min(CLEAR_STRENGTH, s_max))
     t_min = min(
         (onset[s] for s in strength if strength[s] >= s_bar and s in onset),
         default=min(onset.values()),
