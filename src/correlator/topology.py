@@ -1141,7 +1141,8 @@ def upstream_only(graph: nx.DiGraph, service: str | None) -> set[str]:
     return set(nx.ancestors(graph, service)) - set(nx.descendants(graph, service))
 
 
-#: The strength of a score of 4, clearly anomalous (:func:`service_summary`).
+#: The strength of a score of 4 on the metrics' scale, clearly anomalous
+#: (:func:`service_summary`).
 CLEAR_STRENGTH = 4.0 / (4.0 + 8.0)
 
 
@@ -1221,11 +1222,11 @@ def root_scores(
         ):
             strength[svc] = full[svc]
     # Earliness counts from the first trouble of some weight (at least half the strongest,
-    # and clearly anomalous when anything is): a faint wobble half an hour before neither
-    # takes the bonus nor pushes it off everyone else, and what is faint earns it only in
-    # proportion.
+    # and clearly anomalous; when nothing is, the strongest there is): a faint wobble half
+    # an hour before neither takes the bonus nor pushes it off everyone else, and what is
+    # faint earns it only in proportion.
     s_max = max(strength.values(), default=0.0)
-    s_bar = max(0.5 * s_max, min(CLEAR_STRENGTH, s_max))
+    s_bar = max(0.5 * s_max, CLEAR_STRENGTH) if s_max >= CLEAR_STRENGTH else s_max
     t_min = min(
         (onset[s] for s in strength if strength[s] >= s_bar and s in onset),
         default=min(onset.values()),
