@@ -75,19 +75,18 @@ class CpuSaturationPattern(BasePattern):
         made_of = made["strength"].to_dict() if len(made) else {}
         made_at = made["onset"].to_dict() if len(made) else {}
         for svc, cpu in sorted(up_of.items()):
-            at = float(cpu["onset"].min())
+            scores = cpu["score"].to_numpy(dtype=np.float64)
+            onsets = cpu["onset"].to_numpy(dtype=np.float64)
+            at = float(onsets.min())
             hurt, hurt_at = _hurt(ctx, svc)
             if hurt_at is not None and at > hurt_at + config.lag:
                 continue  # CPU that rose after the trouble is what the trouble did
-            strength = float(cpu["score"].max())
-            strength = strength / (strength + 8.0)
+            peak = float(scores.max())
+            strength = peak / (peak + 8.0)
             # More demand is what made the CPU rise only if it came no later than the CPU
             # did, in strength (onsets are known to the slack): requests that rose after it
             # are callers retrying what the starved service could no longer answer.
-            scores = cpu["score"].to_numpy(dtype=np.float64)
-            strong_at = float(
-                cpu["onset"].to_numpy(dtype=np.float64)[scores >= 0.5 * scores.max()].min()
-            )
+            strong_at = float(onsets[scores >= 0.5 * peak].min())
             load = (
                 float(demand_of.get(svc, 0.0))
                 if float(demand_at.get(svc, np.inf)) <= strong_at + ctx.onset_slack
